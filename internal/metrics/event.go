@@ -1,0 +1,60 @@
+package metrics
+
+// StepRecord is one line of metrics.jsonl: what happened in one optimizer
+// step. Pointer fields are present only on some steps.
+type StepRecord struct {
+	Type            string   `json:"type,omitempty"` // "" or "step"; other event kinds set Type
+	Step            int      `json:"step"`            // 1-based optimizer step just finished
+	Tokens          int64    `json:"tokens"`          // training tokens consumed so far
+	Loss            float64  `json:"loss"`            // mean train loss of this step, nats/byte
+	LR              float64  `json:"lr"`              // learning rate used in this step
+	TokensPerSecond float64  `json:"tokens_per_second"`
+	WallSeconds     float64  `json:"wall_seconds"` // since the run started
+	ValLoss         *float64 `json:"val_loss,omitempty"`
+	GradNorm        float64  `json:"grad_norm,omitempty"`
+
+	Stages []StageStats `json:"stages,omitempty"`
+	Links  []LinkStats  `json:"links,omitempty"`
+}
+
+// StageStats is one pipeline stage's use of its time during a step.
+type StageStats struct {
+	Stage       int     `json:"stage"`
+	BusySeconds float64 `json:"busy_seconds"`     // computing forward/backward/optimizer
+	IdleSeconds float64 `json:"idle_seconds"`     // waiting, for any reason
+	NetWait     float64 `json:"net_wait_seconds"` // of the idle time, waiting on a link
+}
+
+// LinkStats is one link between two stages during a step, per direction.
+type LinkStats struct {
+	From          int     `json:"from"`
+	To            int     `json:"to"`
+	BytesForward  int64   `json:"bytes_forward"`  // activations, From→To
+	BytesBackward int64   `json:"bytes_backward"` // gradients, To→From
+	Messages      int64   `json:"messages"`
+	Ratio         float64 `json:"compression_ratio,omitempty"` // fp32 bytes / wire bytes
+	RTTMillis     float64 `json:"rtt_ms,omitempty"`
+	Candidate     string  `json:"candidate,omitempty"`
+}
+
+// Span is one interval of a stage's timeline: what it did from Start to End
+// (seconds since the run started). Kind is "forward", "backward", "send",
+// "recv_wait", "optimizer" or "idle".
+type Span struct {
+	Stage int     `json:"stage"`
+	Kind  string  `json:"kind"`
+	Step  int     `json:"step"`
+	Micro int     `json:"micro"`
+	Start float64 `json:"start"`
+	End   float64 `json:"end"`
+}
+
+// Event is a non-step occurrence worth recording: a compression rank change,
+// a peer failure, a recovery. It is also a metrics.jsonl line, with Type set.
+type Event struct {
+	Type        string         `json:"type"` // "event"
+	Kind        string         `json:"kind"` // e.g. "rank_change", "peer_dead", "recovered"
+	Step        int            `json:"step"`
+	WallSeconds float64        `json:"wall_seconds"`
+	Detail      map[string]any `json:"detail,omitempty"`
+}
