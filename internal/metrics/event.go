@@ -4,10 +4,10 @@ package metrics
 // step. Pointer fields are present only on some steps.
 type StepRecord struct {
 	Type            string   `json:"type,omitempty"` // "" or "step"; other event kinds set Type
-	Step            int      `json:"step"`            // 1-based optimizer step just finished
-	Tokens          int64    `json:"tokens"`          // training tokens consumed so far
-	Loss            float64  `json:"loss"`            // mean train loss of this step, nats/byte
-	LR              float64  `json:"lr"`              // learning rate used in this step
+	Step            int      `json:"step"`           // 1-based optimizer step just finished
+	Tokens          int64    `json:"tokens"`         // training tokens consumed so far
+	Loss            float64  `json:"loss"`           // mean train loss of this step, nats/byte
+	LR              float64  `json:"lr"`             // learning rate used in this step
 	TokensPerSecond float64  `json:"tokens_per_second"`
 	WallSeconds     float64  `json:"wall_seconds"` // since the run started
 	ValLoss         *float64 `json:"val_loss,omitempty"`

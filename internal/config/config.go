@@ -1,0 +1,265 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Config is a whole experiment. Field comments are the reference; keep
+// docs/config.md in step with them.
+type Config struct {
+	Run         Run         `toml:"run"`
+	Data        Data        `toml:"data"`
+	Model       Model       `toml:"model"`
+	Train       Train       `toml:"train"`
+	Pipeline    Pipeline    `toml:"pipeline"`
+	Network     Network     `toml:"network"`
+	Compression Compression `toml:"compression"`
+	Web         Web         `toml:"web"`
+}
+
+// Run names the run and fixes its randomness and length.
+type Run struct {
+	Name  string `toml:"name"`  // used for the output folder and reports
+	Seed  uint64 `toml:"seed"`  // drives init, data order and every codec basis
+	Steps int    `toml:"steps"` // optimizer steps
+	Out   string `toml:"out"`   // output folder; "" means runs/<name>
+}
+
+// Data says what text to train on.
+type Data struct {
+	// Path is a text file or a folder; "" means the Go standard library's
+	// source under $(go env GOROOT)/src (non-test .go files outside testdata).
+	Path string `toml:"path"`
+	// ValFraction is the share of files held out for evaluation (by a hash of
+	// the file's path, so the split never changes). A single file is split by
+	// its last bytes instead.
+	ValFraction float64 `toml:"val_fraction"`
+	// Extensions limits a folder to files with these endings; empty means
+	// ".go" for the default corpus and every file otherwise.
+	Extensions []string `toml:"extensions"`
+}
+
+// Model is nanoGPT's GPT.
+type Model struct {
+	NLayer    int  `toml:"n_layer"`
+	NHead     int  `toml:"n_head"`
+	NEmbd     int  `toml:"n_embd"`
+	BlockSize int  `toml:"block_size"` // context length in bytes
+	VocabSize int  `toml:"vocab_size"` // 256: one token per byte, no tokenizer
+	Bias      bool `toml:"bias"`       // biases in Linear and LayerNorm layers, as GPT-2
+}
+
+// Train is the optimization.
+type Train struct {
+	BatchSize    int     `toml:"batch_size"`    // sequences per optimizer step
+	MicroBatches int     `toml:"micro_batches"` // batch_size is split into this many micro-batches
+	LearningRate float64 `toml:"learning_rate"` // peak, after warm-up
+	MinLR        float64 `toml:"min_lr"`        // end of the cosine decay
+	WarmupSteps  int     `toml:"warmup_steps"`
+	WeightDecay  float64 `toml:"weight_decay"` // decoupled, on 2-D weight matrices only
+	Beta1        float64 `toml:"beta1"`
+	Beta2        float64 `toml:"beta2"`
+	Eps          float64 `toml:"eps"`
+	GradClip     float64 `toml:"grad_clip"` // global norm; 0 disables
+
+	EvalInterval       int `toml:"eval_interval"`       // steps between held-out evaluations; 0: only at the end
+	EvalBatches        int `toml:"eval_batches"`        // batches of batch_size windows per evaluation
+	CheckpointInterval int `toml:"checkpoint_interval"` // steps between checkpoints; 0: only at the end
+	Threads            int `toml:"threads"`             // compute threads per process; 0: all cores
+	LogInterval        int `toml:"log_interval"`        // steps between plain log lines when not on a terminal
+}
+
+// Pipeline is how the model is cut and scheduled.
+type Pipeline struct {
+	Stages    int    `toml:"stages"`    // pipeline stages
+	Split     []int  `toml:"split"`     // blocks per stage; empty balances compute
+	Schedule  string `toml:"schedule"`  // "gpipe" or "1f1b"
+	Transport string `toml:"transport"` // "inproc" or "webrtc"
+	Processes bool   `toml:"processes"` // one OS process per stage
+}
+
+// Network shapes every link between stages; Links override single links.
+type Network struct {
+	BandwidthMbps float64 `toml:"bandwidth_mbps"` // per direction; 0 = unlimited
+	LatencyMs     float64 `toml:"latency_ms"`     // one-way
+	JitterMs      float64 `toml:"jitter_ms"`
+	Loss          float64 `toml:"loss"` // packet loss probability, seen as retransmission delay
+	Links         []Link  `toml:"link"`
+}
+
+// Link overrides the network profile for the link between two adjacent stages.
+type Link struct {
+	From          int      `toml:"from"`
+	To            int      `toml:"to"`
+	BandwidthMbps *float64 `toml:"bandwidth_mbps"`
+	LatencyMs     *float64 `toml:"latency_ms"`
+	JitterMs      *float64 `toml:"jitter_ms"`
+	Loss          *float64 `toml:"loss"`
+}
+
+// Compression is what crosses each stage boundary.
+type Compression struct {
+	Method    string  `toml:"method"`     // none, fp16, bf16, int8, topk, lowrank, subspace
+	Rank      string  `toml:"rank"`       // lowrank/subspace rank, or "auto"
+	Precision string  `toml:"precision"`  // coefficient precision for lowrank/subspace: fp32, fp16, int8
+	TopK      float64 `toml:"topk"`       // fraction kept by topk
+	BlockSize int     `toml:"block_size"` // int8 block size
+	LZ4       bool    `toml:"lz4"`        // lossless last step, used only where it shrinks
+}
+
+// Web is the live view.
+type Web struct {
+	Addr string `toml:"addr"` // e.g. "127.0.0.1:8080"; "" disables, ":0" picks a port
+}
+
+// Default is the configuration every file starts from: a small GPT on the Go
+// standard library that beats a 4-gram model in a few minutes on two cores.
+func Default() Config {
+	return Config{
+		Run:   Run{Name: "default", Seed: 1337, Steps: 1000},
+		Data:  Data{ValFraction: 0.01},
+		Model: Model{NLayer: 4, NHead: 4, NEmbd: 256, BlockSize: 128, VocabSize: 256, Bias: true},
+		Train: Train{
+			BatchSize: 16, MicroBatches: 1,
+			LearningRate: 2e-3, MinLR: 2e-4, WarmupSteps: 50,
+			WeightDecay: 0.1, Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, GradClip: 1.0,
+			EvalInterval: 100, EvalBatches: 8, CheckpointInterval: 0, LogInterval: 10,
+		},
+		Pipeline:    Pipeline{Stages: 1, Schedule: "1f1b", Transport: "inproc"},
+		Compression: Compression{Method: "none", Rank: "", Precision: "fp32", TopK: 0.1, BlockSize: 64},
+	}
+}
+
+// Load reads a TOML file over Default, applies overrides ("section.key=value"),
+// and validates the result.
+func Load(path string, overrides []string) (Config, error) {
+	text, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	cfg := Default()
+	if err := decodeStrict(string(text), path, &cfg); err != nil {
+		return Config{}, err
+	}
+	for _, o := range overrides {
+		if err := cfg.Set(o); err != nil {
+			return Config{}, err
+		}
+	}
+	if err := cfg.Validate(); err != nil {
+		return Config{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Parse decodes TOML text over Default without validating; name is used in
+// error messages.
+func Parse(text, name string) (Config, error) {
+	cfg := Default()
+	err := decodeStrict(text, name, &cfg)
+	return cfg, err
+}
+
+func decodeStrict(text, name string, cfg *Config) error {
+	md, err := toml.Decode(text, cfg)
+	if err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			return fmt.Errorf("%s:%d: %s", name, pe.Position.Line, pe.Message)
+		}
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		k := und[0]
+		return fmt.Errorf("%s:%d: unknown key %q (see docs/config.md for the keys each section takes)",
+			name, keyLine(text, k), k.String())
+	}
+	return nil
+}
+
+// Set applies one "section.key=value" override. The value is read as a TOML
+// value (so numbers, booleans, arrays and quoted strings work); a bare word
+// that is not valid TOML is taken as a string, so --set compression.method=int8
+// works without shell-quoting.
+func (c *Config) Set(override string) error {
+	key, val, ok := strings.Cut(override, "=")
+	key = strings.TrimSpace(key)
+	if !ok || key == "" {
+		return fmt.Errorf("--set %q: want section.key=value", override)
+	}
+	dot := strings.LastIndexByte(key, '.')
+	if dot <= 0 || dot == len(key)-1 {
+		return fmt.Errorf("--set %q: want section.key=value (e.g. train.steps=200)", override)
+	}
+	section, field := key[:dot], key[dot+1:]
+	val = strings.TrimSpace(val)
+	doc := fmt.Sprintf("[%s]\n%s = %s\n", section, field, val)
+	if _, err := toml.Decode(doc, &map[string]any{}); err != nil {
+		doc = fmt.Sprintf("[%s]\n%s = %q\n", section, field, val)
+	}
+	md, err := toml.Decode(doc, c)
+	if err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			return fmt.Errorf("--set %s: %s", override, pe.Message)
+		}
+		return fmt.Errorf("--set %s: %w", override, err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		return fmt.Errorf("--set %s: unknown key %q (see docs/config.md)", override, und[0].String())
+	}
+	return nil
+}
+
+// TOML renders the resolved configuration.
+func (c Config) TOML() ([]byte, error) {
+	var buf bytes.Buffer
+	if err := toml.NewEncoder(&buf).Encode(c); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// keyLine finds the line on which key is set, following [table] headers; 0 if
+// it cannot tell.
+func keyLine(text string, key toml.Key) int {
+	if len(key) == 0 {
+		return 0
+	}
+	table := ""
+	want := strings.Join(key[:len(key)-1], ".")
+	last := key[len(key)-1]
+	for i, line := range strings.Split(text, "\n") {
+		l := strings.TrimSpace(line)
+		if strings.HasPrefix(l, "[") {
+			t := strings.Trim(l, "[] \t")
+			if j := strings.IndexByte(t, '#'); j >= 0 {
+				t = strings.TrimSpace(strings.Trim(t[:j], "[] \t"))
+			}
+			table = t
+			if table == strings.Join(key, ".") {
+				return i + 1
+			}
+			continue
+		}
+		k, _, ok := strings.Cut(l, "=")
+		if !ok {
+			continue
+		}
+		k = strings.Trim(strings.TrimSpace(k), `"`)
+		full := k
+		if table != "" {
+			full = table + "." + k
+		}
+		if (table == want && k == last) || full == strings.Join(key, ".") {
+			return i + 1
+		}
+	}
+	return 0
+}

@@ -1,0 +1,99 @@
+package config
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestUnknownKeyNamesKeyAndLine(t *testing.T) {
+	text := "[run]\nname = \"x\"\n\n[train]\nbatch_size = 8\nlearnin_rate = 0.1\n"
+	_, err := Parse(text, "exp.toml")
+	if err == nil {
+		t.Fatal("unknown key accepted")
+	}
+	for _, want := range []string{"exp.toml:6", "train.learnin_rate"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not contain %q", err, want)
+		}
+	}
+}
+
+func TestUnknownSection(t *testing.T) {
+	_, err := Parse("[modle]\nn_layer = 2\n", "x.toml")
+	if err == nil || !strings.Contains(err.Error(), "modle") {
+		t.Fatalf("got %v, want an error naming the unknown section", err)
+	}
+}
+
+func TestMalformedTOML(t *testing.T) {
+	_, err := Parse("[run]\nname = \n", "x.toml")
+	if err == nil || !strings.Contains(err.Error(), "x.toml:2") {
+		t.Fatalf("got %v, want an error with file and line", err)
+	}
+}
+
+func TestWrongTypeNamesKey(t *testing.T) {
+	_, err := Parse("[train]\nbatch_size = \"many\"\n", "x.toml")
+	if err == nil || !strings.Contains(err.Error(), "batch_size") {
+		t.Fatalf("got %v, want an error naming train.batch_size", err)
+	}
+}
+
+func TestValidateNamesKeyValueAndAllowed(t *testing.T) {
+	c := Default()
+	c.Model.NHead = 3
+	c.Pipeline.Schedule = "zigzag"
+	c.Train.MicroBatches = 5
+	err := c.Validate()
+	if err == nil {
+		t.Fatal("bad config validated")
+	}
+	for _, want := range []string{"model.n_embd = 256", "multiple of model.n_head (3)", `pipeline.schedule = "zigzag"`, "train.micro_batches = 5"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q lacks %q", err, want)
+		}
+	}
+}
+
+func TestSetOverrides(t *testing.T) {
+	c := Default()
+	for _, s := range []string{"train.steps=1", "run.steps=42", "compression.method=int8", "model.bias=false", `run.name="a b"`, "pipeline.split=[1,3]", "network.bandwidth_mbps=60"} {
+		if err := c.Set(s); err != nil && !strings.HasPrefix(s, "train.steps") {
+			t.Fatalf("Set(%q): %v", s, err)
+		}
+	}
+	if c.Run.Steps != 42 || c.Compression.Method != "int8" || c.Model.Bias || c.Run.Name != "a b" || len(c.Pipeline.Split) != 2 || c.Network.BandwidthMbps != 60 {
+		t.Fatalf("overrides not applied: %+v", c)
+	}
+	if err := c.Set("train.steps=1"); err == nil {
+		t.Error("train.steps is not a key; Set accepted it")
+	}
+	if err := c.Set("run.steps=lots"); err == nil || !strings.Contains(err.Error(), "run.steps") {
+		t.Errorf("type mismatch: got %v", err)
+	}
+	if err := c.Set("nodot=1"); err == nil {
+		t.Error("key without section accepted")
+	}
+}
+
+func TestResolvedConfigRoundTrips(t *testing.T) {
+	c := Default()
+	c.Network.Links = []Link{{From: 0, To: 1}}
+	bw := 30.0
+	c.Network.Links[0].BandwidthMbps = &bw
+	c.Pipeline.Stages = 2
+	text, err := c.TOML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := Parse(string(text), "resolved")
+	if err != nil {
+		t.Fatalf("resolved config does not parse back: %v\n%s", err, text)
+	}
+	if d.LinkProfile(0, 1).BandwidthMbps != 30 || d.Run != c.Run || d.Model != c.Model {
+		t.Fatalf("round trip changed the config:\n%s", text)
+	}
+	if err := d.Validate(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,206 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+)
+
+// Validate checks every key and returns all problems at once, each naming the
+// key, the value and what is allowed.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(key string, val any, allowed string) {
+		errs = append(errs, fmt.Errorf("%s = %v: %s", key, val, allowed))
+	}
+	if c.Run.Name == "" {
+		bad("run.name", `""`, "must not be empty")
+	}
+	if c.Run.Steps < 1 {
+		bad("run.steps", c.Run.Steps, "must be at least 1")
+	}
+	if c.Data.ValFraction <= 0 || c.Data.ValFraction >= 0.5 {
+		bad("data.val_fraction", c.Data.ValFraction, "must be in (0, 0.5)")
+	}
+	m := c.Model
+	if m.NLayer < 1 {
+		bad("model.n_layer", m.NLayer, "must be at least 1")
+	}
+	if m.NHead < 1 {
+		bad("model.n_head", m.NHead, "must be at least 1")
+	} else if m.NEmbd%m.NHead != 0 {
+		bad("model.n_embd", m.NEmbd, fmt.Sprintf("must be a multiple of model.n_head (%d)", m.NHead))
+	}
+	if m.NEmbd < 1 {
+		bad("model.n_embd", m.NEmbd, "must be at least 1")
+	}
+	if m.BlockSize < 1 {
+		bad("model.block_size", m.BlockSize, "must be at least 1")
+	}
+	if m.VocabSize < 2 || m.VocabSize > 256 {
+		bad("model.vocab_size", m.VocabSize, "must be in [2, 256] (byte-level vocabulary)")
+	}
+	t := c.Train
+	if t.BatchSize < 1 {
+		bad("train.batch_size", t.BatchSize, "must be at least 1")
+	}
+	if t.MicroBatches < 1 {
+		bad("train.micro_batches", t.MicroBatches, "must be at least 1")
+	} else if t.BatchSize%t.MicroBatches != 0 {
+		bad("train.micro_batches", t.MicroBatches, fmt.Sprintf("must divide train.batch_size (%d)", t.BatchSize))
+	}
+	if !(t.LearningRate > 0) || math.IsInf(t.LearningRate, 0) {
+		bad("train.learning_rate", t.LearningRate, "must be a positive number")
+	}
+	if t.MinLR < 0 || t.MinLR > t.LearningRate {
+		bad("train.min_lr", t.MinLR, "must be in [0, train.learning_rate]")
+	}
+	if t.WarmupSteps < 0 {
+		bad("train.warmup_steps", t.WarmupSteps, "must be at least 0")
+	}
+	if t.WeightDecay < 0 {
+		bad("train.weight_decay", t.WeightDecay, "must be at least 0")
+	}
+	if t.Beta1 < 0 || t.Beta1 >= 1 {
+		bad("train.beta1", t.Beta1, "must be in [0, 1)")
+	}
+	if t.Beta2 < 0 || t.Beta2 >= 1 {
+		bad("train.beta2", t.Beta2, "must be in [0, 1)")
+	}
+	if !(t.Eps > 0) {
+		bad("train.eps", t.Eps, "must be positive")
+	}
+	if t.GradClip < 0 {
+		bad("train.grad_clip", t.GradClip, "must be at least 0 (0 disables clipping)")
+	}
+	if t.EvalInterval < 0 {
+		bad("train.eval_interval", t.EvalInterval, "must be at least 0")
+	}
+	if t.EvalBatches < 1 {
+		bad("train.eval_batches", t.EvalBatches, "must be at least 1")
+	}
+	if t.CheckpointInterval < 0 {
+		bad("train.checkpoint_interval", t.CheckpointInterval, "must be at least 0")
+	}
+	if t.Threads < 0 {
+		bad("train.threads", t.Threads, "must be at least 0 (0 uses every core)")
+	}
+	if t.LogInterval < 1 {
+		bad("train.log_interval", t.LogInterval, "must be at least 1")
+	}
+	p := c.Pipeline
+	if p.Stages < 1 || (m.NLayer >= 1 && p.Stages > m.NLayer) {
+		bad("pipeline.stages", p.Stages, fmt.Sprintf("must be in [1, model.n_layer = %d]", m.NLayer))
+	}
+	if len(p.Split) > 0 {
+		sum := 0
+		for _, n := range p.Split {
+			if n < 1 {
+				bad("pipeline.split", p.Split, "every stage needs at least one block")
+			}
+			sum += n
+		}
+		if len(p.Split) != p.Stages {
+			bad("pipeline.split", p.Split, fmt.Sprintf("must list pipeline.stages = %d block counts", p.Stages))
+		} else if sum != m.NLayer {
+			bad("pipeline.split", p.Split, fmt.Sprintf("block counts must add up to model.n_layer = %d", m.NLayer))
+		}
+	}
+	switch p.Schedule {
+	case "gpipe", "1f1b":
+	default:
+		bad("pipeline.schedule", strconv.Quote(p.Schedule), `must be "gpipe" or "1f1b"`)
+	}
+	switch p.Transport {
+	case "inproc", "webrtc":
+	default:
+		bad("pipeline.transport", strconv.Quote(p.Transport), `must be "inproc" or "webrtc"`)
+	}
+	n := c.Network
+	checkLink := func(prefix string, bw, lat, jit, loss float64) {
+		if bw < 0 || math.IsNaN(bw) {
+			bad(prefix+"bandwidth_mbps", bw, "must be at least 0 (0 = unlimited)")
+		}
+		if lat < 0 || math.IsNaN(lat) {
+			bad(prefix+"latency_ms", lat, "must be at least 0")
+		}
+		if jit < 0 || math.IsNaN(jit) {
+			bad(prefix+"jitter_ms", jit, "must be at least 0")
+		}
+		if loss < 0 || loss >= 1 || math.IsNaN(loss) {
+			bad(prefix+"loss", loss, "must be in [0, 1)")
+		}
+	}
+	checkLink("network.", n.BandwidthMbps, n.LatencyMs, n.JitterMs, n.Loss)
+	for i, l := range n.Links {
+		prefix := fmt.Sprintf("network.link[%d].", i)
+		if l.From < 0 || l.From >= p.Stages || l.To != l.From+1 {
+			bad(prefix+"from/to", fmt.Sprintf("%d→%d", l.From, l.To),
+				fmt.Sprintf("must name adjacent stages i→i+1 with i in [0, %d)", p.Stages-1))
+		}
+		eff := c.LinkProfile(l.From, l.To)
+		checkLink(prefix, eff.BandwidthMbps, eff.LatencyMs, eff.JitterMs, eff.Loss)
+	}
+	cm := c.Compression
+	switch cm.Method {
+	case "none", "fp16", "bf16", "int8", "topk", "lowrank", "subspace":
+	default:
+		bad("compression.method", strconv.Quote(cm.Method), "must be one of none, fp16, bf16, int8, topk, lowrank, subspace")
+	}
+	if cm.Rank != "" && cm.Rank != "auto" {
+		r, err := strconv.Atoi(cm.Rank)
+		if err != nil || r < 1 || (m.NEmbd >= 1 && r > m.NEmbd) {
+			bad("compression.rank", strconv.Quote(cm.Rank), fmt.Sprintf(`must be "auto" or an integer in [1, model.n_embd = %d]`, m.NEmbd))
+		}
+	}
+	if (cm.Method == "lowrank" || cm.Method == "subspace") && cm.Rank == "" {
+		bad("compression.rank", `""`, fmt.Sprintf("is required for method %q (an integer or \"auto\")", cm.Method))
+	}
+	switch cm.Precision {
+	case "fp32", "fp16", "int8":
+	default:
+		bad("compression.precision", strconv.Quote(cm.Precision), "must be fp32, fp16 or int8")
+	}
+	if cm.TopK <= 0 || cm.TopK > 1 {
+		bad("compression.topk", cm.TopK, "must be in (0, 1]")
+	}
+	if cm.BlockSize < 1 {
+		bad("compression.block_size", cm.BlockSize, "must be at least 1")
+	}
+	return errors.Join(errs...)
+}
+
+// LinkProfile is the effective shaping of the link between stages from and to
+// (to = from+1), with per-link overrides applied.
+func (c Config) LinkProfile(from, to int) LinkProfile {
+	p := LinkProfile{c.Network.BandwidthMbps, c.Network.LatencyMs, c.Network.JitterMs, c.Network.Loss}
+	for _, l := range c.Network.Links {
+		if l.From != from || l.To != to {
+			continue
+		}
+		if l.BandwidthMbps != nil {
+			p.BandwidthMbps = *l.BandwidthMbps
+		}
+		if l.LatencyMs != nil {
+			p.LatencyMs = *l.LatencyMs
+		}
+		if l.JitterMs != nil {
+			p.JitterMs = *l.JitterMs
+		}
+		if l.Loss != nil {
+			p.Loss = *l.Loss
+		}
+	}
+	return p
+}
+
+// LinkProfile is one link's shaping, per direction.
+type LinkProfile struct {
+	BandwidthMbps, LatencyMs, JitterMs, Loss float64
+}
+
+// Shaped reports whether the profile changes anything.
+func (l LinkProfile) Shaped() bool {
+	return l.BandwidthMbps > 0 || l.LatencyMs > 0 || l.JitterMs > 0 || l.Loss > 0
+}
