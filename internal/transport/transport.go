@@ -17,6 +17,12 @@ var ErrClosed = errors.New("transport: connection closed (the link was shut down
 // ErrTooLarge is returned by Send for a message over MaxMessage.
 var ErrTooLarge = errors.New("transport: message over transport.MaxMessage")
 
+// ErrPeerClosed is returned by Send when the implementation knows the other
+// end has closed, so the message could never be read. Not every transport
+// can tell (a network peer may vanish silently); callers must not rely on
+// getting it, only on not getting it while the peer is alive.
+var ErrPeerClosed = errors.New("transport: peer closed the connection (the other stage shut down or restarted; reconnect)")
+
 // Conn is one end of a reliable, ordered, message-oriented link between two
 // peers. Messages are opaque byte slices (frames from package wire); message
 // boundaries and order are preserved.
@@ -28,13 +34,19 @@ type Conn interface {
 	// Send queues msg for delivery. The caller may reuse msg once Send
 	// returns. Send blocks only while the link's send buffer is full
 	// (back-pressure), until there is room, ctx is done or the Conn closes.
+	// A Send that returns an error did not queue msg: it is never delivered,
+	// so a caller may retry without creating a duplicate.
 	Send(ctx context.Context, msg []byte) error
 	// Recv returns the next message; the slice belongs to the caller. Once
 	// the other end has closed and every message it sent was delivered, Recv
-	// returns io.EOF.
+	// returns io.EOF (and keeps returning it). A Recv cancelled through ctx
+	// returns ctx's error and consumes no message.
 	Recv(ctx context.Context) ([]byte, error)
-	// Close shuts this end down; blocked Send and Recv return ErrClosed.
-	// Close is idempotent.
+	// Close shuts this end down; blocked Send and Recv return ErrClosed, and
+	// so do later calls. Messages whose Send returned nil before Close are
+	// still delivered to the peer (a graceful close, like a socket's FIN),
+	// and the peer then sees io.EOF. Close is idempotent: later calls
+	// return nil.
 	Close() error
 	// Stats reports this end's counters so far.
 	Stats() Stats
@@ -53,4 +65,9 @@ type Stats struct {
 	Candidate string
 	// RTT is the latest measured round-trip time, 0 if unknown.
 	RTT time.Duration
+	// Queued is the total time messages spent between Send and being handed
+	// to the underlying link inside a shaper (see Shape): serialization at
+	// the shaped bandwidth, latency, jitter and retransmission delays. Zero
+	// for unshaped transports.
+	Queued time.Duration
 }
