@@ -1,0 +1,34 @@
+# narrowband — see README.md.
+GO      ?= go
+BIN     := bin/narrowband
+# Where `make run` writes; one folder per run name.
+OUT     ?= runs
+CONFIG  ?= experiments/quickstart.toml
+
+.PHONY: all build run test test-short bench fuzz deps clean vet
+
+all: build
+
+deps:
+	$(GO) mod download
+
+build: deps
+	$(GO) build -o $(BIN) ./cmd/narrowband
+
+# The main job: a real run on the default data (the Go standard library's source).
+run: build
+	./$(BIN) run $(CONFIG) --out $(OUT)/quickstart
+
+# Every test, as CI runs it.
+test: deps
+	$(GO) vet ./...
+	$(GO) test -timeout 30m ./...
+
+test-short: deps
+	$(GO) test -short ./...
+
+bench: deps
+	$(GO) test -run '^$$' -bench . -benchtime 2x ./stages/... ./compression/... ./internal/...
+
+clean:
+	rm -rf bin

@@ -1,0 +1,49 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+
+	"github.com/narrowband/narrowband/internal/config"
+	"github.com/narrowband/narrowband/internal/trainer"
+)
+
+func cmdRun(ctx context.Context, argv []string, stdout, stderr io.Writer) error {
+	a, err := parseArgs(argv, map[string]bool{"set": true, "out": true, "resume": true})
+	if err != nil {
+		return err
+	}
+	if len(a.pos) != 1 {
+		return fmt.Errorf("run: want exactly one experiment file, got %d (usage: narrowband run FILE.toml [--set k=v] [--out DIR] [--resume DIR])", len(a.pos))
+	}
+	cfg, err := config.Load(a.pos[0], a.all("set"))
+	if err != nil {
+		return err
+	}
+	out := a.str("out", cfg.Run.Out)
+	resume := a.str("resume", "")
+	if out == "" {
+		if resume != "" {
+			out = resume
+		} else {
+			out = filepath.Join("runs", cfg.Run.Name)
+		}
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	opts := trainer.Options{Config: cfg, Out: out, Resume: resume, Log: log}
+	if f, ok := stderr.(*os.File); ok && trainer.IsTerminal(f) {
+		opts.Progress = stderr
+	}
+	log.Info("run starting", "name", cfg.Run.Name, "config", a.pos[0], "out", out, "steps", cfg.Run.Steps)
+	sum, err := trainer.Run(ctx, opts)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "run %q finished: held-out loss %.4f nats/byte after %d tokens in %.0fs (%.0f tokens/s)\nresults in %s (config.toml, metrics.jsonl, summary.json, %s)\n",
+		sum.Name, sum.FinalValLoss, sum.Tokens, sum.WallSeconds, sum.TokensPerSecond, out, trainer.CheckpointFile)
+	return nil
+}
