@@ -1,0 +1,40 @@
+//go:build !purego
+
+package kernels
+
+import (
+	"unsafe"
+
+	"golang.org/x/sys/cpu"
+)
+
+// kern6x16AVX2 computes the 6×16 tile alpha·(Ã·B̃) + beta·C from a packed A
+// panel (kc steps of 6 floats) and a packed B panel (kc steps of 16 floats).
+// C is read only when beta ≠ 0. ldc is in elements.
+//
+//go:noescape
+func kern6x16AVX2(kc int, a, b, c *float32, ldc int, alpha, beta float32)
+
+// fmaPeakAVX2 runs n iterations of 12 independent 8-wide FMAs (192 flops).
+//
+//go:noescape
+func fmaPeakAVX2(n int)
+
+// haveAVX2 is whether this CPU (and OS) can run the AVX2+FMA micro-kernel.
+var haveAVX2 = cpu.X86.HasAVX2 && cpu.X86.HasFMA
+
+func kern6x16Asm(kc int, a, b, c []float32, ldc int, alpha, beta float32) {
+	// The packer guarantees the lengths; these checks keep a broken
+	// invariant from turning into a silent out-of-bounds write.
+	if len(a) < kc*6 || len(b) < kc*16 || len(c) < 5*ldc+16 {
+		panic("kernels: micro-kernel called with short panels (broken invariant)")
+	}
+	kern6x16AVX2(kc, unsafe.SliceData(a), unsafe.SliceData(b), unsafe.SliceData(c), ldc, alpha, beta)
+}
+
+func init() {
+	if haveAVX2 {
+		asmKernel = &microKernel{name: "avx2", mr: 6, nr: 16, fn: kern6x16Asm}
+		active = asmKernel
+	}
+}
