@@ -1,0 +1,39 @@
+// Package compression holds the codecs that shrink what crosses each pipeline
+// boundary: the residual-stream activations going forward and the gradients
+// with respect to them coming back. Both are rows×cols float32 matrices
+// (rows = tokens in the micro-batch, B·T; cols = model width d), row-major.
+//
+// Data flow on one link direction:
+//
+//	x (rows×cols float32)
+//	  ─► Codec.Encode            lossy or lossless payload, self-describing
+//	  ─► Compress (optional)     lz4 over byte planes; kept only if it shrinks
+//	  ─► frame (internal/wire)   header carries the codec ID and the lz4 flag
+//	  ─► Decompress / Codec.Decode on the receiver
+//
+// LinkCodec bundles the first two steps and returns the lz4 flag for the frame
+// header. The payload of every codec carries the parameters the receiver
+// needs (rank, k, block size, precision), so the receiver never has to be told
+// about a rank change the sender made: only the codec ID and rows×cols come
+// from the frame.
+//
+// Codecs are pure functions plus explicit state where memory is needed:
+// TopK and LowRank keep an error-feedback residual (and LowRank a warm-start
+// basis) inside the codec value, so use one codec value per link direction
+// and never share it between goroutines. Nothing here starts a goroutine.
+//
+// Methods:
+//   - none: raw little-endian float32 (ID 0 means "no codec" in a frame).
+//   - fp16, bf16: IEEE half / bfloat16 with round-to-nearest-even.
+//   - int8: blockwise absmax quantization (as SWARM does).
+//   - topk: the k largest magnitudes with error feedback.
+//   - lowrank: PowerSGD-style rank-r factors P (rows×r), Q (cols×r), warm-started,
+//     with error feedback.
+//   - subspace: Protocol Models (arXiv 2506.01260): a fixed orthonormal basis U
+//     (d×k) and fixed token embeddings E0 derived from the run seed; forward
+//     sends token ids plus c = Uᵀ(h − E0[tok]), backward sends Uᵀg. See
+//     Subspace and the TokenCodec interface.
+//
+// AutoRank is a pure controller that picks the (rank, precision) setting whose
+// transfer time fits under the sending stage's compute time.
+package compression

@@ -1,0 +1,144 @@
+package compression
+
+import "math"
+
+// Small dense helpers for the low-rank and subspace codecs. Matrices are
+// row-major; the thin factors have r (≤ a few hundred) columns, so the inner
+// loops run along r with the bounds checks hoisted.
+
+// mulAB sets C (n×r) = A (n×m) · B (m×r).
+func mulAB(C, A, B []float32, n, m, r int) {
+	for i := 0; i < n; i++ {
+		c := C[i*r : (i+1)*r]
+		clear(c)
+		a := A[i*m : (i+1)*m]
+		for j, av := range a {
+			if av == 0 {
+				continue
+			}
+			b := B[j*r : (j+1)*r]
+			for k := range c {
+				c[k] += av * b[k]
+			}
+		}
+	}
+}
+
+// mulAtB sets C (m×r) = Aᵀ · B where A is n×m and B is n×r.
+func mulAtB(C, A, B []float32, n, m, r int) {
+	clear(C[:m*r])
+	for i := 0; i < n; i++ {
+		b := B[i*r : (i+1)*r]
+		a := A[i*m : (i+1)*m]
+		for j, av := range a {
+			if av == 0 {
+				continue
+			}
+			c := C[j*r : (j+1)*r]
+			for k := range c {
+				c[k] += av * b[k]
+			}
+		}
+	}
+}
+
+// mulABt sets C (n×m) = A (n×r) · Bᵀ where B is m×r.
+func mulABt(C, A, B []float32, n, m, r int) {
+	for i := 0; i < n; i++ {
+		a := A[i*r : (i+1)*r]
+		c := C[i*m : (i+1)*m]
+		for j := range c {
+			b := B[j*r : (j+1)*r]
+			var s float32
+			for k, av := range a {
+				s += av * b[k]
+			}
+			c[j] = s
+		}
+	}
+}
+
+// orthonormalize makes the r columns of A (n×r) orthonormal in place by
+// modified Gram-Schmidt, run twice ("twice is enough") in float64 so the
+// result is orthonormal to float32 precision even when columns are nearly
+// dependent. A column that is exactly zero after projection stays zero (the
+// input had rank < r); the codecs stay exact in that case.
+func orthonormalize(A []float32, n, r int) {
+	col := make([]float64, n*r) // column-major copy: contiguous columns
+	for i := 0; i < n; i++ {
+		for k := 0; k < r; k++ {
+			col[k*n+i] = float64(A[i*r+k])
+		}
+	}
+	orthonormalize64(col, n, r)
+	for i := 0; i < n; i++ {
+		for k := 0; k < r; k++ {
+			A[i*r+k] = float32(col[k*n+i])
+		}
+	}
+}
+
+// orthonormalize64 runs MGS twice on the r contiguous columns of col
+// (column-major n×r). Products are wrapped in float64() so the compiler
+// cannot fuse them into FMAs: every platform then computes the same bits,
+// which matters for the subspace basis that each stage derives on its own.
+func orthonormalize64(col []float64, n, r int) {
+	for pass := 0; pass < 2; pass++ {
+		for k := 0; k < r; k++ {
+			v := col[k*n : (k+1)*n]
+			for j := 0; j < k; j++ {
+				u := col[j*n : (j+1)*n]
+				var d float64
+				for i := range v {
+					d += float64(u[i] * v[i])
+				}
+				for i := range v {
+					v[i] -= float64(d * u[i])
+				}
+			}
+			var s float64
+			for _, x := range v {
+				s += float64(x * x)
+			}
+			if s == 0 {
+				continue
+			}
+			inv := 1 / math.Sqrt(s)
+			for i := range v {
+				v[i] *= inv
+			}
+		}
+	}
+}
+
+// rng is splitmix64: tiny, seedable, and specified bit-for-bit here, so the
+// same seed gives the same numbers on every Go version and platform (the
+// subspace basis depends on that).
+type rng struct{ s uint64 }
+
+func newRNG(seed uint64, stream string) *rng {
+	h := seed
+	for _, c := range []byte(stream) {
+		h = (h ^ uint64(c)) * 0x100000001b3
+	}
+	return &rng{s: h}
+}
+
+func (r *rng) next() uint64 {
+	r.s += 0x9e3779b97f4a7c15
+	z := r.s
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
+	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
+	return z ^ (z >> 31)
+}
+
+// uniform returns a float64 in [0, 1) with 53 random bits.
+func (r *rng) uniform() float64 { return float64(r.next()>>11) * (1.0 / (1 << 53)) }
+
+// normal returns an approximately standard normal value as the scaled sum of
+// four uniforms (Irwin–Hall): mean 0, variance 1, and only additions, so it
+// is bit-identical everywhere (math.Log/Cos are not guaranteed to be).
+func (r *rng) normal() float64 {
+	s := r.uniform() + r.uniform() + r.uniform() + r.uniform()
+	return (s - 2) * math.Sqrt(3)
+}
