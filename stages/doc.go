@@ -1,0 +1,40 @@
+// Package stages is the GPT engine: nanoGPT's model (karpathy/nanoGPT
+// model.py) written llm.c style on flat []float32 buffers, cut into
+// pipeline stages from the start.
+//
+// A Stage holds the blocks [lo, hi) of one model, plus the token and
+// position embeddings if it is the first stage and the final LayerNorm, the
+// LM head (tied to the token embedding) and the cross-entropy loss if it is
+// the last. The whole model is a Stage that is first and last. Data flows:
+//
+//	first:  tokens (B,T) ─► wte+wpe ─► blocks ─► residual (B,T,C) ─► next stage
+//	middle: residual (B,T,C) ─► blocks ─► residual (B,T,C)
+//	last:   residual (B,T,C) ─► blocks ─► ln_f ─► logits (B,T,V) ─► mean loss
+//
+// and Backward walks the same path in reverse, returning dL/d(input) for the
+// previous stage and adding parameter gradients into each Param's Grad.
+// Each layer is a forward/backward function pair (layernorm.go, matmul.go,
+// attention.go, gelu.go, embedding.go, crossentropy.go); backward functions
+// add into their gradient buffers. All matrix products go through
+// kernels.Sgemm. Parameters live in one array and activations in one array
+// per slot, allocated once by NewStage; training steps allocate nothing.
+//
+// Work is spread over cores by a small process-wide worker pool
+// (parallel.go); every parallel loop writes each output from a fixed
+// sequence of operations, so results are bit-identical whatever the core
+// count. A model cut into 2 or 3 stages gives bit-identical loss and
+// gradients to the whole model, except the tied embedding when gradients of
+// several micro-batches are accumulated (float additions in another order;
+// agrees to 1e-6 of the tensor's largest gradient).
+//
+// Initialization (init.go) derives each tensor from (seed, tensor name), so
+// every split starts from the same weights. Names and shapes are nanoGPT's
+// state_dict ones, so checkpoints (safetensors.go) load into PyTorch.
+//
+// Correctness is checked by tests: every layer's backward against central
+// differences in float32 (step 1e-2, |g − fd| ≤ 2e-3 + 1e-2·|fd|); the whole
+// model's loss against an independent float64 forward pass (1e-5 relative)
+// and every parameter tensor's gradient against float64 central differences
+// of it (step 1e-6, |g − fd| ≤ 1e-4·max|g| + 1e-3·|fd|); split models
+// against the whole one.
+package stages

@@ -1,0 +1,50 @@
+package stages
+
+import (
+	"math"
+	"sync"
+)
+
+// geluScale is sqrt(2/π) of GPT-2's tanh approximation of GELU.
+var geluScale = float32(math.Sqrt(2 / math.Pi))
+
+// geluForward applies GELU (tanh approximation, as GPT-2) elementwise.
+//
+//	out (n), inp (n)
+func geluForward(wg *sync.WaitGroup, out, inp []float32, n int) {
+	j := geluJob{out: out, inp: inp}
+	parallelFor(wg, n, 4096, &j)
+}
+
+// geluBackward adds dout·GELU'(inp) into dinp.
+//
+//	dinp (n), inp (n), dout (n)
+func geluBackward(wg *sync.WaitGroup, dinp, inp, dout []float32, n int) {
+	j := geluJob{out: dinp, inp: inp, dout: dout, backward: true}
+	parallelFor(wg, n, 4096, &j)
+}
+
+type geluJob struct {
+	out, inp, dout []float32
+	backward       bool
+}
+
+func (j *geluJob) run(_, lo, hi int) {
+	x := j.inp[lo:hi]
+	out := j.out[lo:hi]
+	if !j.backward {
+		for i, v := range x {
+			u := geluScale * (v + 0.044715*v*v*v)
+			out[i] = 0.5 * v * (1 + float32(math.Tanh(float64(u))))
+		}
+		return
+	}
+	d := j.dout[lo:hi]
+	for i, v := range x {
+		u := geluScale * (v + 0.044715*v*v*v)
+		th := float32(math.Tanh(float64(u)))
+		sech2 := 1 - th*th
+		local := 0.5*(1+th) + 0.5*v*sech2*geluScale*(1+3*0.044715*v*v)
+		out[i] += local * d[i]
+	}
+}
