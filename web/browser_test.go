@@ -1,0 +1,72 @@
+package web_test
+
+import (
+	"context"
+	"net/http/httptest"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/narrowband/narrowband/web"
+	"github.com/narrowband/narrowband/web/webtest"
+)
+
+// TestBrowserLiveView drives the page in headless Chromium while a
+// synthetic run publishes: the first tab must follow the run live, and a
+// tab opened mid-run must show the whole history so far.
+func TestBrowserLiveView(t *testing.T) {
+	b := webtest.NewBrowser(t)
+	srv := web.New(web.Options{})
+	hs := httptest.NewServer(srv.Handler())
+	defer hs.Close()
+	defer srv.Close()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	simDone := make(chan error, 1)
+	go func() {
+		simDone <- webtest.Simulate(ctx, srv, webtest.SimConfig{Steps: 400, StepEvery: 40 * time.Millisecond, Seed: 1})
+	}()
+
+	dir := webtest.ArtifactDir(t)
+	res := b.Watch(t, hs.URL, webtest.WatchOptions{WantSteps: 40, Screenshot: filepath.Join(dir, "web-live.png"), Timeout: 40 * time.Second})
+	if res.Last.Peers != 4 {
+		t.Errorf("peers table has %d peers, want 4 (3 stages + a spare)", res.Last.Peers)
+	}
+	if res.Last.Stages != 3 || res.Last.Links != 2 {
+		t.Errorf("got %d stage bars and %d links, want 3 and 2", res.Last.Stages, res.Last.Links)
+	}
+	if res.Last.RunName != "synthetic-gpt4x256" {
+		t.Errorf("run name shown %q", res.Last.RunName)
+	}
+
+	// A second tab opened mid-run gets the history from the snapshot.
+	tab2 := b.NewTab(t)
+	if err := webtest.Navigate(tab2, hs.URL); err != nil {
+		t.Fatal(err)
+	}
+	st2, err := webtest.WaitPage(tab2, 20*time.Second, func(s webtest.PageState) bool { return s.Step >= 50 && s.Spans > 0 })
+	if err != nil {
+		t.Fatalf("second tab: %v", err)
+	}
+	if st2.FirstStep != 1 || st2.Points < st2.Step-5 {
+		t.Errorf("second tab shows steps from %d with %d chart points at step %d; want the whole history from step 1", st2.FirstStep, st2.Points, st2.Step)
+	}
+	if st2.ValPoints < st2.Step/10-1 {
+		t.Errorf("second tab has %d val points at step %d, want one per 10 steps", st2.ValPoints, st2.Step)
+	}
+	// Both tabs keep following the run.
+	st1, err := webtest.WaitPage(b.Tab(), 20*time.Second, func(s webtest.PageState) bool { return s.Step > st2.Step })
+	if err != nil {
+		t.Fatalf("first tab stopped following the run after the second opened: %v", err)
+	}
+	if err := webtest.Screenshot(tab2, filepath.Join(dir, "web-second-tab.png")); err != nil {
+		t.Error(err)
+	}
+	t.Logf("first tab at step %d, second tab at step %d (from step %d)", st1.Step, st2.Step, st2.FirstStep)
+	if errs := b.ConsoleErrors(); len(errs) > 0 {
+		t.Errorf("console errors: %v", errs)
+	}
+	cancel()
+	<-simDone
+}

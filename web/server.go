@@ -1,0 +1,332 @@
+package web
+
+import (
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/narrowband/narrowband/internal/metrics"
+)
+
+//go:embed static
+var staticFS embed.FS
+
+// Options tunes the server's memory and fairness bounds. The zero value is
+// usable: every zero field takes its default.
+type Options struct {
+	// MaxSteps is how many step points the history keeps before it thins
+	// the older half. Default 4000: enough for a smooth curve over any run
+	// length, about 0.5 MB.
+	MaxSteps int
+	// RecentSteps is how many full step records (with per-stage and
+	// per-link stats) a new observer receives. Default 64.
+	RecentSteps int
+	// MaxSpans is how many recent timeline spans a new observer receives.
+	// Default 4096: a few steps of a deep pipeline.
+	MaxSpans int
+	// MaxEvents is how many recent events are kept. Default 500.
+	MaxEvents int
+	// MaxObservers caps concurrent /events streams; more get 503.
+	// Default 256.
+	MaxObservers int
+	// QueueLen is how many frames may wait for one observer. When a slow
+	// observer's queue is full it is dropped, and the observer gets a fresh
+	// snapshot once it drains. Default 512.
+	QueueLen int
+	// Heartbeat is how often an idle stream gets a comment line, so proxies
+	// and browsers keep it open and dead clients are found. Default 15s.
+	Heartbeat time.Duration
+	// WriteTimeout bounds one write to an observer; a client that takes
+	// longer is disconnected. Default 30s.
+	WriteTimeout time.Duration
+	// Logger receives connection-level messages. Default slog.Default().
+	Logger *slog.Logger
+}
+
+func (o Options) withDefaults() Options {
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&o.MaxSteps, 4000)
+	def(&o.RecentSteps, 64)
+	def(&o.MaxSpans, 4096)
+	def(&o.MaxEvents, 500)
+	def(&o.MaxObservers, 256)
+	def(&o.QueueLen, 512)
+	if o.MaxSteps < 4 {
+		o.MaxSteps = 4
+	}
+	if o.Heartbeat <= 0 {
+		o.Heartbeat = 15 * time.Second
+	}
+	if o.WriteTimeout <= 0 {
+		o.WriteTimeout = 30 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o
+}
+
+// ErrClosed is returned by handlers after Close; restart the server to
+// serve again.
+var ErrClosed = errors.New("web: server closed")
+
+// Server holds the state of one run and streams it to observers. Its
+// methods are safe for concurrent use and never block on an observer.
+type Server struct {
+	opts Options
+
+	mu        sync.Mutex
+	runJSON   []byte // nil until SetRun
+	peersJSON []byte
+	status    string
+	hist      history
+	recent    ring[[]byte] // full encodings of the latest steps
+	spans     ring[metrics.Span]
+	events    ring[[]byte]
+	observers map[*observer]struct{}
+	closed    bool
+	done      chan struct{}
+	lastStep  int
+}
+
+// New returns a server with no run yet; the page shows "waiting" until the
+// runtime calls SetRun or PublishStep.
+func New(opts Options) *Server {
+	opts = opts.withDefaults()
+	return &Server{
+		opts:      opts,
+		peersJSON: []byte("[]"),
+		hist:      history{max: opts.MaxSteps},
+		recent:    newRing[[]byte](opts.RecentSteps),
+		spans:     newRing[metrics.Span](opts.MaxSpans),
+		events:    newRing[[]byte](opts.MaxEvents),
+		observers: make(map[*observer]struct{}),
+		done:      make(chan struct{}),
+	}
+}
+
+// Close ends every open stream, so an http.Server's Shutdown does not wait
+// on them. Later Publish calls still update the state but nobody is
+// streamed to.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.closed {
+		s.closed = true
+		close(s.done)
+	}
+	return nil
+}
+
+// Handler serves the page at /, its assets under /static/, the live stream
+// at /events and a JSON snapshot at /api/snapshot. Only GET and HEAD are
+// allowed: observers can watch, not steer.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	sub, err := fs.Sub(staticFS, "static")
+	if err != nil {
+		// The embed directive guarantees the directory exists.
+		panic(fmt.Sprintf("web: embedded static dir missing: %v", err))
+	}
+	files := http.FileServerFS(sub)
+	mux.Handle("GET /static/", http.StripPrefix("/static/", files))
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		r2 := r.Clone(r.Context())
+		r2.URL.Path = "/"
+		files.ServeHTTP(w, r2)
+	})
+	mux.HandleFunc("GET /events", s.serveEvents)
+	mux.HandleFunc("GET /api/snapshot", s.serveSnapshot)
+	return secure(mux)
+}
+
+// secure adds headers that keep the page self-contained: the content
+// security policy forbids loading anything from another origin, so a page
+// that works here works offline.
+func secure(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, "the web view is read-only: use GET", http.StatusMethodNotAllowed)
+			return
+		}
+		hd := w.Header()
+		hd.Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+		hd.Set("X-Content-Type-Options", "nosniff")
+		hd.Set("Referrer-Policy", "no-referrer")
+		h.ServeHTTP(w, r)
+	})
+}
+
+// SetRun records the run's description and sends it to every observer.
+func (s *Server) SetRun(info RunInfo) {
+	p := appendRun(nil, &info)
+	s.mu.Lock()
+	s.runJSON = p
+	s.broadcast(frame("run", p))
+	s.mu.Unlock()
+}
+
+// SetPeers replaces the list of peers.
+func (s *Server) SetPeers(peers []Peer) {
+	p := appendPeers(nil, peers)
+	s.mu.Lock()
+	s.peersJSON = p
+	s.broadcast(frame("peers", p))
+	s.mu.Unlock()
+}
+
+// SetStatus sets the one-line status shown under the run name, e.g.
+// "waiting for a peer to join".
+func (s *Server) SetStatus(status string) {
+	p := appendString(nil, status)
+	s.mu.Lock()
+	s.status = status
+	s.broadcast(frame("status", p))
+	s.mu.Unlock()
+}
+
+// PublishStep records one optimizer step. r is not retained.
+func (s *Server) PublishStep(r metrics.StepRecord) {
+	full := appendStep(make([]byte, 0, 256), &r, true)
+	compact := full
+	if len(r.Stages) > 0 || len(r.Links) > 0 {
+		compact = appendStep(make([]byte, 0, 160), &r, false)
+	}
+	f := frame("step", full)
+	s.mu.Lock()
+	s.hist.add(histEntry{step: r.Step, val: r.ValLoss != nil, json: compact})
+	s.recent.push(full)
+	if r.Step > s.lastStep {
+		s.lastStep = r.Step
+	}
+	s.broadcast(f)
+	s.mu.Unlock()
+}
+
+// PublishSpans records timeline spans. The slice is not retained.
+func (s *Server) PublishSpans(spans []metrics.Span) {
+	if len(spans) == 0 {
+		return
+	}
+	f := frame("spans", appendSpans(make([]byte, 0, 80*len(spans)), spans))
+	s.mu.Lock()
+	for _, sp := range spans {
+		s.spans.push(sp)
+	}
+	s.broadcast(f)
+	s.mu.Unlock()
+}
+
+// PublishEvent records a non-step event (rank change, peer failure, ...).
+func (s *Server) PublishEvent(e metrics.Event) {
+	if e.Type == "" {
+		e.Type = "event"
+	}
+	p := appendEvent(nil, &e)
+	s.mu.Lock()
+	s.events.push(p)
+	s.broadcast(frame("event", p))
+	s.mu.Unlock()
+}
+
+// broadcast queues f for every observer. Called with s.mu held, so every
+// observer sees frames in publish order and a snapshot never misses or
+// repeats a frame.
+func (s *Server) broadcast(f []byte) {
+	for o := range s.observers {
+		o.push(f, s.opts.QueueLen)
+	}
+}
+
+// snapshotParts is the state a new observer needs, copied under the lock;
+// the encoding into one payload happens outside it so publishers are not
+// held up by a big history.
+type snapshotParts struct {
+	run, peers []byte
+	status     string
+	steps      [][]byte
+	recent     [][]byte
+	spans      []metrics.Span
+	events     [][]byte
+}
+
+// partsLocked copies the state; s.mu must be held.
+func (s *Server) partsLocked() snapshotParts {
+	p := snapshotParts{run: s.runJSON, peers: s.peersJSON, status: s.status}
+	p.steps = make([][]byte, len(s.hist.entries))
+	for i, e := range s.hist.entries {
+		p.steps[i] = e.json
+	}
+	p.recent = s.recent.appendTo(nil)
+	p.spans = s.spans.appendTo(nil)
+	p.events = s.events.appendTo(nil)
+	return p
+}
+
+func (p *snapshotParts) encode() []byte {
+	n := 256 + len(p.run) + len(p.peers) + 100*len(p.spans)
+	for _, b := range p.steps {
+		n += len(b) + 1
+	}
+	for _, b := range p.recent {
+		n += len(b) + 1
+	}
+	for _, b := range p.events {
+		n += len(b) + 1
+	}
+	b := make([]byte, 0, n)
+	b = append(b, `{"run":`...)
+	if p.run == nil {
+		b = append(b, "null"...)
+	} else {
+		b = append(b, p.run...)
+	}
+	b = append(b, `,"peers":`...)
+	b = append(b, p.peers...)
+	b = append(b, `,"status":`...)
+	b = appendString(b, p.status)
+	list := func(name string, items [][]byte) {
+		b = append(b, `,"`...)
+		b = append(b, name...)
+		b = append(b, `":[`...)
+		for i, it := range items {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, it...)
+		}
+		b = append(b, ']')
+	}
+	list("steps", p.steps)
+	list("recent", p.recent)
+	list("events", p.events)
+	b = append(b, `,"spans":`...)
+	b = appendSpans(b, p.spans)
+	return append(b, '}')
+}
+
+func (s *Server) serveSnapshot(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	p := s.partsLocked()
+	s.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	_, _ = w.Write(p.encode())
+}
+
+// Observers reports how many /events streams are open.
+func (s *Server) Observers() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.observers)
+}
