@@ -1,0 +1,494 @@
+package compression
+
+import (
+	"errors"
+	"math"
+	"testing"
+)
+
+func roundTrip1(t *testing.T, c Codec, x []float32, rows, cols int) ([]float32, []byte) {
+	t.Helper()
+	p, err := c.Encode(nil, x, rows, cols)
+	if err != nil {
+		t.Fatalf("%v: encode: %v", c.ID(), err)
+	}
+	if len(p) > c.MaxEncodedLen(rows, cols) {
+		t.Fatalf("%v: payload %d bytes > MaxEncodedLen %d", c.ID(), len(p), c.MaxEncodedLen(rows, cols))
+	}
+	y := make([]float32, rows*cols)
+	if err := c.Decode(y, p, rows, cols); err != nil {
+		t.Fatalf("%v: decode: %v", c.ID(), err)
+	}
+	return y, p
+}
+
+func TestLosslessRoundTrip(t *testing.T) {
+	const rows, cols = 37, 19
+	x := gaussian(3, rows*cols, 10)
+	x[0], x[1], x[2] = float32(math.Inf(1)), float32(math.Copysign(0, -1)), 1e-40
+	// Values representable in fp16 and bf16 respectively.
+	x16 := make([]float32, len(x))
+	xb := make([]float32, len(x))
+	for i, v := range x {
+		x16[i] = F16ToF32(F32ToF16(v))
+		xb[i] = BF16ToF32(F32ToBF16(v))
+	}
+	for _, tc := range []struct {
+		c Codec
+		x []float32
+	}{{None{}, x}, {Half{FP16}, x16}, {Half{BF16}, xb}} {
+		t.Run(tc.c.ID().String(), func(t *testing.T) {
+			y, _ := roundTrip1(t, tc.c, tc.x, rows, cols)
+			for i := range y {
+				if math.Float32bits(y[i]) != math.Float32bits(tc.x[i]) {
+					t.Fatalf("element %d: %v → %v", i, tc.x[i], y[i])
+				}
+			}
+		})
+	}
+	// NaN passes through the raw codec (a diverged run should be visible,
+	// not rejected as corruption).
+	y, _ := roundTrip1(t, None{}, []float32{float32(math.NaN())}, 1, 1)
+	if y[0] == y[0] {
+		t.Errorf("none: NaN came back as %v", y[0])
+	}
+}
+
+func TestFP16RelativeError(t *testing.T) {
+	const rows, cols = 64, 64
+	x := gaussian(4, rows*cols, 100)
+	y, p := roundTrip1(t, Half{FP16}, x, rows, cols)
+	if len(p) != 2*rows*cols {
+		t.Errorf("payload %d bytes, want %d", len(p), 2*rows*cols)
+	}
+	for i := range x {
+		if math.Abs(float64(x[i])) < 1.0/(1<<14) {
+			continue // subnormal range: absolute, not relative, error
+		}
+		if e := math.Abs(float64(y[i]-x[i])) / math.Abs(float64(x[i])); e > 1.0/(1<<11) {
+			t.Fatalf("element %d: %v → %v, relative error %g > 2^-11", i, x[i], y[i], e)
+		}
+	}
+}
+
+func TestInt8ErrorBound(t *testing.T) {
+	for _, bs := range []int{1, 7, 64, 1000} {
+		t.Run("block="+itoa(bs), func(t *testing.T) {
+			const rows, cols = 33, 31 // 1023 values: a partial last block
+			x := gaussian(uint64(bs), rows*cols, 3)
+			x[5] = 1000 // an outlier only hurts its own block
+			c := Int8Block{BlockSize: bs}
+			y, p := roundTrip1(t, c, x, rows, cols)
+			nb := (rows*cols + bs - 1) / bs
+			if want := uvarintLen(uint64(bs)) + 4*nb + rows*cols; len(p) != want {
+				t.Errorf("payload %d bytes, want %d", len(p), want)
+			}
+			for b := 0; b < nb; b++ {
+				lo, hi := b*bs, min((b+1)*bs, len(x))
+				var amax float64
+				for _, v := range x[lo:hi] {
+					amax = max(amax, math.Abs(float64(v)))
+				}
+				bound := amax/127/2*(1+1e-6) + 1e-30
+				for i := lo; i < hi; i++ {
+					if e := math.Abs(float64(y[i] - x[i])); e > bound {
+						t.Fatalf("element %d in block %d: error %g > absmax/254 = %g", i, b, e, bound)
+					}
+				}
+			}
+		})
+	}
+	if _, err := (Int8Block{BlockSize: 4}).Encode(nil, []float32{1, float32(math.Inf(1))}, 1, 2); !errors.Is(err, ErrNonFinite) {
+		t.Errorf("int8 of Inf: err = %v, want ErrNonFinite", err)
+	}
+}
+
+// Error feedback: the running sum of what topk sent converges to the running
+// sum of the inputs (the gap is exactly the residual, which stays bounded),
+// while without feedback the gap grows with the number of steps.
+func TestTopKErrorFeedbackConverges(t *testing.T) {
+	const rows, cols, steps = 16, 32, 400
+	n := rows * cols
+	run := func(feedback bool) (gap, scale float64) {
+		c := &TopK{Frac: 0.05, Precision: FP16, Feedback: feedback}
+		sumX := make([]float64, n)
+		sumY := make([]float64, n)
+		for s := 0; s < steps; s++ {
+			x := gaussian(uint64(100+s), n, 1)
+			for i := range x {
+				x[i] += 0.3 // a consistent bias that topk would otherwise mostly drop
+			}
+			y, p := roundTrip1(t, c, x, rows, cols)
+			k := int(math.Ceil(0.05 * float64(n)))
+			nz := 0
+			for i := range y {
+				sumX[i] += float64(x[i])
+				sumY[i] += float64(y[i])
+				if y[i] != 0 {
+					nz++
+				}
+			}
+			if nz > k {
+				t.Fatalf("step %d: %d non-zeros sent, k = %d (payload %d bytes)", s, nz, k, len(p))
+			}
+		}
+		var g, sc float64
+		for i := range sumX {
+			g += (sumX[i] - sumY[i]) * (sumX[i] - sumY[i])
+			sc += sumX[i] * sumX[i]
+		}
+		return math.Sqrt(g / sc), 0
+	}
+	withFB, _ := run(true)
+	without, _ := run(false)
+	if withFB > 0.1 {
+		t.Errorf("with feedback the accumulated sums differ by %.3f (relative), want < 0.1", withFB)
+	}
+	if without < 5*withFB {
+		t.Errorf("without feedback gap %.3f is not clearly worse than with %.3f: the test cannot tell feedback works", without, withFB)
+	}
+}
+
+func TestLowRankExactOnLowRankInput(t *testing.T) {
+	for _, tc := range []struct{ rows, cols, rank, r int }{
+		{64, 48, 3, 3}, {64, 48, 3, 8}, {200, 32, 16, 16}, {10, 100, 10, 12},
+	} {
+		t.Run("rank="+itoa(tc.rank)+"/r="+itoa(tc.r), func(t *testing.T) {
+			x := lowRankMatrix(uint64(tc.rows), tc.rows, tc.cols, tc.rank)
+			c := &LowRank{Rank: tc.r, Iters: 1, Precision: FP32, Seed: 1}
+			y, p := roundTrip1(t, c, x, tc.rows, tc.cols)
+			re := min(tc.r, tc.rows, tc.cols)
+			if want := 2 + (tc.rows+tc.cols)*re*4; len(p) != want {
+				t.Errorf("payload %d bytes, want %d", len(p), want)
+			}
+			if e := relErr(y, x); e > 1e-5 {
+				t.Errorf("relative error %g on a rank-%d matrix with r=%d, want exact (< 1e-5)", e, tc.rank, tc.r)
+			}
+		})
+	}
+}
+
+func TestLowRankErrorDecreasesWithRank(t *testing.T) {
+	const rows, cols = 256, 128
+	x := activationLike(9, rows, cols)
+	prev := math.Inf(1)
+	for _, r := range []int{1, 2, 4, 8, 16, 32, 64} {
+		c := &LowRank{Rank: r, Iters: 2, Precision: FP32, Seed: 2}
+		y, _ := roundTrip1(t, c, x, rows, cols)
+		e := relErr(y, x)
+		t.Logf("r=%d relative error %.4f", r, e)
+		if e >= prev {
+			t.Errorf("r=%d: error %.4f did not decrease from %.4f", r, e, prev)
+		}
+		prev = e
+	}
+}
+
+// With a warm start and error feedback, repeatedly sending the same matrix
+// converges: the accumulated reconstruction approaches the accumulated input.
+func TestLowRankFeedbackAndWarmStart(t *testing.T) {
+	const rows, cols, steps = 128, 64, 30
+	x := activationLike(11, rows, cols)
+	c := &LowRank{Rank: 8, Iters: 1, Precision: FP16, Feedback: true, Seed: 3}
+	sum := make([]float32, rows*cols)
+	want := make([]float32, rows*cols)
+	first := 0.0
+	for s := 0; s < steps; s++ {
+		y, _ := roundTrip1(t, c, x, rows, cols)
+		if s == 0 {
+			first = relErr(y, x)
+		}
+		for i := range y {
+			sum[i] += y[i]
+			want[i] += x[i]
+		}
+	}
+	if e := relErr(sum, want); e > first/5 {
+		t.Errorf("after %d steps the accumulated error %.4f is not ≪ single-shot error %.4f", steps, e, first)
+	}
+	// Rank changes mid-stream keep working (the receiver reads r from the payload).
+	c.Apply(Setting{Rank: 16, Precision: FP32})
+	_, p := roundTrip1(t, c, x, rows, cols)
+	if len(p) != 2+(rows+cols)*16*4 {
+		t.Errorf("after Apply(rank 16, fp32) payload is %d bytes", len(p))
+	}
+}
+
+func TestBasisOrthonormalAndDeterministic(t *testing.T) {
+	for _, tc := range []struct{ d, k int }{{256, 16}, {64, 64}, {1024, 32}} {
+		b, err := NewBasis(42, tc.d, tc.k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < tc.k; i++ {
+			for j := 0; j <= i; j++ {
+				var s float64
+				for r := 0; r < tc.d; r++ {
+					s += float64(b.U[r*tc.k+i]) * float64(b.U[r*tc.k+j])
+				}
+				want := 0.0
+				if i == j {
+					want = 1
+				}
+				if math.Abs(s-want) > 1e-6 {
+					t.Fatalf("d=%d k=%d: (UᵀU)[%d,%d] = %.9f, want %v", tc.d, tc.k, i, j, s, want)
+				}
+			}
+		}
+		b2, _ := NewBasis(42, tc.d, tc.k)
+		b3, _ := NewBasis(43, tc.d, tc.k)
+		same, diff := true, false
+		for i := range b.U {
+			same = same && math.Float32bits(b.U[i]) == math.Float32bits(b2.U[i])
+			diff = diff || b.U[i] != b3.U[i]
+		}
+		if !same || !diff {
+			t.Errorf("d=%d k=%d: same seed identical = %v, other seed differs = %v; want true, true", tc.d, tc.k, same, diff)
+		}
+	}
+}
+
+// Golden bits: a stage on another machine or Go version must derive the same
+// U and E0. If this changes, peers with old and new builds disagree.
+func TestBasisGolden(t *testing.T) {
+	b, _ := NewBasis(7, 8, 2)
+	e, _ := Embeddings(7, 4, 8, DefaultEmbedStd)
+	got := []uint32{math.Float32bits(b.U[0]), math.Float32bits(b.U[15]), math.Float32bits(e[0]), math.Float32bits(e[31])}
+	want := goldenBasisBits
+	for i := range got {
+		if got[i] != want[i] {
+			t.Fatalf("basis/embedding bits changed: got %#x, want %#x (this breaks mixed-version runs)", got, want)
+		}
+	}
+}
+
+func newTestSubspace(t *testing.T, d, k, vocab int, p Precision) *Subspace {
+	t.Helper()
+	s, err := NewSubspace(5, d, k, vocab, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestSubspaceForwardExact(t *testing.T) {
+	const rows, d, k = 50, 64, 8
+	for _, tc := range []struct {
+		vocab int
+		p     Precision
+		lz4   bool
+		tol   float64
+	}{
+		{256, FP32, false, 1e-6}, {256, FP32, true, 1e-6}, {300, FP16, false, 1e-3},
+		{70000, BF16, true, 1e-2}, {256, Int8, false, 1e-2},
+	} {
+		t.Run("vocab="+itoa(tc.vocab)+"/prec="+tc.p.String()+"/lz4="+map[bool]string{true: "on", false: "off"}[tc.lz4], func(t *testing.T) {
+			s := newTestSubspace(t, d, k, tc.vocab, tc.p)
+			s.LZ4Tokens = tc.lz4
+			toks := make([]int32, rows)
+			for i := range toks {
+				toks[i] = int32((i * 7919) % min(tc.vocab, 40)) // a small alphabet, as text
+			}
+			c := gaussian(8, rows*k, 1)
+			h := make([]float32, rows*d)
+			s.Basis.Expand(h, c, rows)
+			for i, tok := range toks {
+				for j := 0; j < d; j++ {
+					h[i*d+j] += s.E0[int(tok)*d+j]
+				}
+			}
+			p, err := s.EncodeWithTokens(nil, h, toks, rows, d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			h2 := make([]float32, rows*d)
+			toks2 := make([]int32, rows)
+			if err := s.DecodeWithTokens(h2, toks2, p, rows, d); err != nil {
+				t.Fatal(err)
+			}
+			for i := range toks {
+				if toks[i] != toks2[i] {
+					t.Fatalf("token %d: %d → %d", i, toks[i], toks2[i])
+				}
+			}
+			if e := relErr(h2, h); e > tc.tol {
+				t.Errorf("relative error %g > %g", e, tc.tol)
+			}
+			t.Logf("%d bytes for %d tokens (%.1f B/token; fp32 would be %d)", len(p), rows, float64(len(p))/rows, 4*d)
+			// A backward payload must not be accepted as forward, and vice versa.
+			if err := s.Decode(h2, p, rows, d); !errors.Is(err, ErrCorrupt) {
+				t.Errorf("Decode(forward payload) err = %v, want ErrCorrupt", err)
+			}
+		})
+	}
+}
+
+func TestSubspaceBackwardIsProjection(t *testing.T) {
+	const rows, d, k = 20, 48, 6
+	s := newTestSubspace(t, d, k, 256, FP32)
+	g := gaussian(12, rows*d, 1)
+	got, _ := roundTrip1(t, s, g, rows, d)
+	// Reference U·Uᵀ·g in float64.
+	want := make([]float32, rows*d)
+	for i := 0; i < rows; i++ {
+		for a := 0; a < d; a++ {
+			var v float64
+			for j := 0; j < k; j++ {
+				var c float64
+				for b := 0; b < d; b++ {
+					c += float64(s.Basis.U[b*k+j]) * float64(g[i*d+b])
+				}
+				v += float64(s.Basis.U[a*k+j]) * c
+			}
+			want[i*d+a] = float32(v)
+		}
+	}
+	if e := relErr(got, want); e > 1e-5 {
+		t.Errorf("backward reconstruction differs from U·Uᵀ·g: relative error %g", e)
+	}
+	// Projection is idempotent: a gradient already in span(U) passes exactly.
+	again, _ := roundTrip1(t, s, got, rows, d)
+	if e := relErr(again, got); e > 1e-5 {
+		t.Errorf("projecting twice changed the result: %g", e)
+	}
+}
+
+func TestProjectRowsCols(t *testing.T) {
+	const d, k, n = 32, 4, 10
+	b, _ := NewBasis(1, d, k)
+	// Rows: each row of W (n×d) ends in span(U), i.e. W·U·Uᵀ = W.
+	w := gaussian(2, n*d, 1)
+	if err := b.ProjectRows(w, n, d); err != nil {
+		t.Fatal(err)
+	}
+	w2 := append([]float32(nil), w...)
+	_ = b.ProjectRows(w2, n, d)
+	if e := relErr(w2, w); e > 1e-5 {
+		t.Errorf("ProjectRows not idempotent: %g", e)
+	}
+	c := make([]float32, n*k)
+	b.Coeffs(c, w, n)
+	back := make([]float32, n*d)
+	b.Expand(back, c, n)
+	if e := relErr(back, w); e > 1e-5 {
+		t.Errorf("rows after ProjectRows not in span(U): %g", e)
+	}
+	// Cols: W (d×n), y = W·x lands in span(U) for any x.
+	wc := gaussian(3, d*n, 1)
+	if err := b.ProjectCols(wc, d, n); err != nil {
+		t.Fatal(err)
+	}
+	x := gaussian(4, n, 1)
+	y := make([]float32, d)
+	mulAB(y, wc, x, d, n, 1)
+	cy := make([]float32, k)
+	b.Coeffs(cy, y, 1)
+	yb := make([]float32, d)
+	b.Expand(yb, cy, 1)
+	if e := relErr(yb, y); e > 1e-5 {
+		t.Errorf("W·x after ProjectCols not in span(U): %g", e)
+	}
+	if err := b.ProjectCols(wc, n, d); !errors.Is(err, ErrShape) {
+		t.Errorf("ProjectCols with wrong shape: err = %v, want ErrShape", err)
+	}
+}
+
+func TestLZ4(t *testing.T) {
+	// Token-like bytes compress; lz4 must be applied and round-trip.
+	text := []byte("func main() {\n\tfmt.Println(\"hello, world\")\n}\n")
+	var payload []byte
+	for len(payload) < 8192 {
+		payload = append(payload, text...)
+	}
+	packed, applied := Compress(nil, payload, 1)
+	if !applied || len(packed) >= len(payload) {
+		t.Fatalf("repetitive text: applied=%v, %d → %d bytes", applied, len(payload), len(packed))
+	}
+	out, err := Decompress(nil, packed, len(payload))
+	if err != nil || string(out) != string(payload) {
+		t.Fatalf("round trip failed: %v", err)
+	}
+	if _, err := Decompress(nil, packed, len(payload)-1); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("maxLen below the raw length: err = %v, want ErrCorrupt", err)
+	}
+	// Random bytes do not compress: sent raw, flag false, bytes unchanged.
+	g := newRNG(1, "lz4")
+	rnd := make([]byte, 4096)
+	for i := range rnd {
+		rnd[i] = byte(g.next())
+	}
+	out, applied = Compress([]byte{9}, rnd, 4)
+	if applied || len(out) != 1+len(rnd) || string(out[1:]) != string(rnd) {
+		t.Errorf("random bytes: applied=%v len=%d; want raw copy appended", applied, len(out))
+	}
+	// A LinkCodec with lz4 round-trips whatever it decides.
+	for _, cfg := range []Config{
+		{Method: MethodNone}, {Method: MethodFP16}, {Method: MethodInt8}, {Method: MethodLowRank},
+		{Method: MethodTopK}, {Method: MethodSubspace, Rank: 8},
+	} {
+		full := DefaultConfig()
+		full.Method, full.LZ4 = cfg.Method, true
+		if cfg.Rank != 0 {
+			full.Rank = cfg.Rank
+		}
+		l, err := NewLink(full, 64, 256, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		x := activationLike(3, 32, 64)
+		for i := range x { // smooth values: shuffled planes compress
+			x[i] = float32(int(x[i]*4)) / 4
+		}
+		p, applied, err := l.Encode(nil, x, 32, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		y := make([]float32, len(x))
+		if err := l.Decode(y, p, applied, 32, 64); err != nil {
+			t.Fatalf("%v: decode (lz4=%v): %v", cfg.Method, applied, err)
+		}
+		t.Logf("%v: lz4 applied=%v, %d bytes", cfg.Method, applied, len(p))
+		if cfg.Method == MethodNone && relErr(y, x) != 0 {
+			t.Errorf("none+lz4 not lossless")
+		}
+	}
+}
+
+func TestDecodeRejectsBadPayloads(t *testing.T) {
+	s := newTestSubspace(t, 16, 4, 256, FP16)
+	x := activationLike(1, 8, 16)
+	for _, c := range []Codec{None{}, Half{FP16}, Int8Block{BlockSize: 8}, &TopK{Frac: 0.1, Precision: FP16},
+		&LowRank{Rank: 4, Iters: 1, Precision: FP16}, s} {
+		t.Run(c.ID().String(), func(t *testing.T) {
+			p, err := c.Encode(nil, x, 8, 16)
+			if err != nil {
+				t.Fatal(err)
+			}
+			y := make([]float32, len(x))
+			for _, bad := range [][]byte{nil, p[:len(p)-1], append(append([]byte(nil), p...), 0)} {
+				if err := c.Decode(y, bad, 8, 16); !errors.Is(err, ErrCorrupt) {
+					t.Errorf("%d-byte payload (valid is %d): err = %v, want ErrCorrupt", len(bad), len(p), err)
+				}
+			}
+			if err := c.Decode(y[:5], p, 8, 16); !errors.Is(err, ErrShape) {
+				t.Errorf("short dst: err = %v, want ErrShape", err)
+			}
+		})
+	}
+	// NaN scale in int8.
+	p, _ := Int8Block{BlockSize: 4}.Encode(nil, []float32{1, 2, 3, 4}, 1, 4)
+	copy(p[1:], []byte{0, 0, 0xc0, 0x7f})
+	if err := (Int8Block{}).Decode(make([]float32, 4), p, 1, 4); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("int8 NaN scale: err = %v, want ErrCorrupt", err)
+	}
+}
+
+func itoa(n int) string {
+	if n < 0 {
+		return "-" + itoa(-n)
+	}
+	if n < 10 {
+		return string(rune('0' + n))
+	}
+	return itoa(n/10) + string(rune('0'+n%10))
+}
