@@ -1,0 +1,141 @@
+package sim
+
+import (
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/narrowband/narrowband/scheduler"
+)
+
+// ErrBadConfig is wrapped by every Config.Validate error.
+var ErrBadConfig = errors.New("bad simulator config")
+
+// Compute is one stage's compute time, in seconds.
+type Compute struct {
+	Forward   float64 // per micro-batch
+	Backward  float64 // per micro-batch
+	Optimizer float64 // per step
+}
+
+// Link is the connection between stage i and i+1. Each direction is a FIFO
+// serializer: a message of n bytes occupies it n·8/bandwidth seconds, then
+// arrives Latency later. Sending never blocks the sender's compute.
+type Link struct {
+	ForwardBPS  float64 // bits/s, stage i → i+1 (activations); math.Inf(1) = unlimited
+	BackwardBPS float64 // bits/s, stage i+1 → i (gradients); math.Inf(1) = unlimited
+	Latency     float64 // one-way, seconds
+
+	ActivationBytes int64 // wire bytes of one activation message
+	GradientBytes   int64 // wire bytes of one gradient message
+}
+
+// Unlimited is a link with no bandwidth limit and no latency.
+var Unlimited = Link{ForwardBPS: math.Inf(1), BackwardBPS: math.Inf(1)}
+
+// Embedding is the tied-embedding gradient exchange between the first and
+// the last stage (one message each way per step). With two stages it
+// shares Links[0]'s serializers (it is the same connection) and only Bytes
+// is used.
+type Embedding struct {
+	BPS     float64 // bits/s each way; math.Inf(1) = unlimited
+	Latency float64 // one-way, seconds
+	Bytes   int64   // wire bytes of one embedding-gradient message
+}
+
+// Config describes one simulated run.
+type Config struct {
+	Schedule scheduler.Schedule
+	Stages   int // S ≥ 1
+	Micro    int // micro-batches per step, M ≥ 1
+	// Steps is how many optimizer steps to simulate (≥ 1). Step time is
+	// measured between the ends of the first and last, so ≥ 2 gives the
+	// steady state; 3 is plenty.
+	Steps int
+
+	// Compute has one entry per stage, or one entry used for every stage.
+	Compute []Compute
+	// Links has one entry per boundary (Stages-1), or one entry used for
+	// every boundary. Unused when Stages == 1.
+	Links     []Link
+	Embedding Embedding
+
+	// TokensPerStep, if > 0, gives Result.TokensPerSecond.
+	TokensPerStep int64
+	// Spans asks for the timeline in Result.Spans.
+	Spans bool
+}
+
+// maxEvents bounds a run so a hostile config cannot make Run loop for
+// hours: S=32, M=64, 3 steps needs about 25k.
+const maxEvents = 50_000_000
+
+func okRate(v float64) bool     { return v > 0 && !math.IsNaN(v) } // +Inf allowed
+func okDuration(v float64) bool { return v >= 0 && !math.IsNaN(v) && !math.IsInf(v, 0) }
+
+// Validate checks the config; messages name the field and the bad value.
+func (c Config) Validate() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("sim config: "+format+": %w", append(args, ErrBadConfig)...)
+	}
+	if !c.Schedule.Valid() {
+		return bad("Schedule = %v, want gpipe or 1f1b", c.Schedule)
+	}
+	if c.Stages < 1 || c.Micro < 1 || c.Steps < 1 {
+		return bad("Stages = %d, Micro = %d, Steps = %d, want all ≥ 1", c.Stages, c.Micro, c.Steps)
+	}
+	if n := float64(c.Stages) * float64(c.Micro) * float64(c.Steps) * 8; n > maxEvents {
+		return bad("Stages·Micro·Steps = %d·%d·%d is too large to simulate (limit %d)", c.Stages, c.Micro, c.Steps, maxEvents/8)
+	}
+	if len(c.Compute) != 1 && len(c.Compute) != c.Stages {
+		return bad("Compute has %d entries, want 1 or Stages (%d)", len(c.Compute), c.Stages)
+	}
+	for i, p := range c.Compute {
+		if !okDuration(p.Forward) || !okDuration(p.Backward) || !okDuration(p.Optimizer) {
+			return bad("Compute[%d] = %+v, want finite times ≥ 0 seconds", i, p)
+		}
+	}
+	if c.Stages > 1 {
+		if len(c.Links) != 1 && len(c.Links) != c.Stages-1 {
+			return bad("Links has %d entries, want 1 or Stages-1 (%d)", len(c.Links), c.Stages-1)
+		}
+		for i, l := range c.Links {
+			if !okRate(l.ForwardBPS) || !okRate(l.BackwardBPS) {
+				return bad("Links[%d]: ForwardBPS = %v, BackwardBPS = %v, want > 0 bits/s (math.Inf(1) for unlimited)", i, l.ForwardBPS, l.BackwardBPS)
+			}
+			if !okDuration(l.Latency) {
+				return bad("Links[%d].Latency = %v, want finite ≥ 0 seconds", i, l.Latency)
+			}
+			if l.ActivationBytes < 0 || l.GradientBytes < 0 {
+				return bad("Links[%d]: ActivationBytes = %d, GradientBytes = %d, want ≥ 0", i, l.ActivationBytes, l.GradientBytes)
+			}
+		}
+		if c.Embedding.Bytes < 0 {
+			return bad("Embedding.Bytes = %d, want ≥ 0", c.Embedding.Bytes)
+		}
+		if c.Stages > 2 {
+			if !okRate(c.Embedding.BPS) || !okDuration(c.Embedding.Latency) {
+				return bad("Embedding: BPS = %v, Latency = %v, want BPS > 0 (math.Inf(1) for unlimited) and finite Latency ≥ 0",
+					c.Embedding.BPS, c.Embedding.Latency)
+			}
+		}
+	}
+	if c.TokensPerStep < 0 {
+		return bad("TokensPerStep = %d, want ≥ 0", c.TokensPerStep)
+	}
+	return nil
+}
+
+func (c Config) compute(stage int) Compute {
+	if len(c.Compute) == 1 {
+		return c.Compute[0]
+	}
+	return c.Compute[stage]
+}
+
+func (c Config) link(i int) Link {
+	if len(c.Links) == 1 {
+		return c.Links[0]
+	}
+	return c.Links[i]
+}
