@@ -135,7 +135,7 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 			o.dropped = 0
 			o.mu.Unlock()
 			s.mu.Unlock()
-			log.Info("web: observer too slow, resending snapshot", "dropped_frames", dropped)
+			log.Debug("web: observer too slow, resending snapshot", "dropped_frames", dropped)
 			if !write(frame("snapshot", parts.encode())) {
 				return
 			}
