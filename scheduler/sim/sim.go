@@ -1,7 +1,6 @@
 package sim
 
 import (
-	"container/heap"
 	"errors"
 	"fmt"
 	"math"
@@ -73,22 +72,52 @@ type event struct {
 	sent   float64           // arrival only: when the sender finished producing it
 }
 
+// queue is a binary min-heap of events by (t, seq). Hand-written rather
+// than container/heap so pushing an event does not allocate.
 type queue []event
 
-func (q queue) Len() int { return len(q) }
-func (q queue) Less(i, j int) bool {
+func (q queue) less(i, j int) bool {
 	if q[i].t != q[j].t {
 		return q[i].t < q[j].t
 	}
 	return q[i].seq < q[j].seq
 }
-func (q queue) Swap(i, j int) { q[i], q[j] = q[j], q[i] }
-func (q *queue) Push(x any)   { *q = append(*q, x.(event)) }
-func (q *queue) Pop() any {
-	old := *q
-	e := old[len(old)-1]
-	*q = old[:len(old)-1]
-	return e
+
+func (q *queue) push(e event) {
+	*q = append(*q, e)
+	h := *q
+	for i := len(h) - 1; i > 0; {
+		p := (i - 1) / 2
+		if !h.less(i, p) {
+			break
+		}
+		h[i], h[p] = h[p], h[i]
+		i = p
+	}
+}
+
+func (q *queue) pop() event {
+	h := *q
+	top := h[0]
+	n := len(h) - 1
+	h[0] = h[n]
+	h = h[:n]
+	for i := 0; ; {
+		l, small := 2*i+1, i
+		if l < n && h.less(l, small) {
+			small = l
+		}
+		if r := l + 1; r < n && h.less(r, small) {
+			small = r
+		}
+		if small == i {
+			break
+		}
+		h[i], h[small] = h[small], h[i]
+		i = small
+	}
+	*q = h
+	return top
 }
 
 // serializer is one direction of a link.
@@ -170,8 +199,8 @@ func Run(c Config) (Result, error) {
 			return Result{}, err
 		}
 	}
-	for r.q.Len() > 0 {
-		ev := heap.Pop(&r.q).(event)
+	for len(r.q) > 0 {
+		ev := r.q.pop()
 		r.events++
 		if r.events > maxEvents {
 			return Result{}, fmt.Errorf("sim: more than %d events: %w", maxEvents, ErrDeadlock)
@@ -197,7 +226,7 @@ func Run(c Config) (Result, error) {
 func (r *run) push(e event) {
 	e.seq = r.seq
 	r.seq++
-	heap.Push(&r.q, e)
+	r.q.push(e)
 }
 
 // kick asks stage s's machine for work at time now until it computes,

