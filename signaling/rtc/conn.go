@@ -1,0 +1,326 @@
+package rtc
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/datachannel"
+	"github.com/pion/ice/v4"
+	"github.com/pion/webrtc/v4"
+
+	"github.com/narrowband/narrowband/internal/transport"
+)
+
+// Conn is one end of a WebRTC data-channel link. It implements
+// transport.Conn.
+type Conn struct {
+	cfg    Config
+	remote string
+	pc     *webrtc.PeerConnection
+	dc     *webrtc.DataChannel
+	rwc    datachannel.ReadWriteCloser
+	mux    ice.UDPMux
+	udp    *net.UDPConn
+
+	sendMu  sync.Mutex // one message's chunks at a time (Send vs Close's FIN)
+	sendBuf []byte
+	low     chan struct{} // signalled when the buffered amount falls low
+
+	q          *recvQueue
+	readerDone chan struct{}
+
+	closing   chan struct{} // closed first by Close: unblocks Send and Recv
+	closeOnce sync.Once
+
+	bytesSent, bytesRecv, msgsSent, msgsRecv atomic.Uint64
+	sendBlocked                              atomic.Int64
+	candidate                                atomic.Value // string
+	rtt                                      atomic.Int64
+}
+
+var _ transport.Conn = (*Conn)(nil)
+
+// newConn wraps an open, detached data channel and starts its reader.
+func newConn(cfg Config, remote string, pc *webrtc.PeerConnection, dc *webrtc.DataChannel, rwc datachannel.ReadWriteCloser, mux ice.UDPMux, udp *net.UDPConn) *Conn {
+	c := &Conn{
+		cfg: cfg, remote: remote, pc: pc, dc: dc, rwc: rwc, mux: mux, udp: udp,
+		sendBuf:    make([]byte, MaxChunk),
+		low:        make(chan struct{}, 1),
+		q:          newRecvQueue(cfg.RecvBuffer),
+		readerDone: make(chan struct{}),
+		closing:    make(chan struct{}),
+	}
+	c.candidate.Store("")
+	dc.SetBufferedAmountLowThreshold(uint64(cfg.SendHighWater / 2))
+	dc.OnBufferedAmountLow(func() {
+		select {
+		case c.low <- struct{}{}:
+		default:
+		}
+	})
+	c.refreshPath()
+	go c.readLoop()
+	return c
+}
+
+// Remote is the peer ID at the other end.
+func (c *Conn) Remote() string { return c.remote }
+
+// Send queues msg, blocking while more than Config.SendHighWater bytes wait
+// in the channel's send buffer.
+func (c *Conn) Send(ctx context.Context, msg []byte) error {
+	if len(msg) > transport.MaxMessage {
+		return fmt.Errorf("rtc: send %d bytes to %s: %w", len(msg), c.remote, transport.ErrTooLarge)
+	}
+	select {
+	case <-c.closing:
+		return transport.ErrClosed
+	default:
+	}
+	c.sendMu.Lock()
+	defer c.sendMu.Unlock()
+	err := writeChunks(msg, c.sendBuf, func(chunk []byte) error {
+		if err := c.waitRoom(ctx); err != nil {
+			return err
+		}
+		if _, err := c.rwc.Write(chunk); err != nil {
+			select {
+			case <-c.closing:
+				return transport.ErrClosed
+			default:
+			}
+			return fmt.Errorf("rtc: send to %s: %w", c.remote, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	c.bytesSent.Add(uint64(len(msg)))
+	c.msgsSent.Add(1)
+	return nil
+}
+
+// waitRoom blocks while the send buffer is above the high-water mark.
+func (c *Conn) waitRoom(ctx context.Context) error {
+	if c.dc.BufferedAmount() <= uint64(c.cfg.SendHighWater) {
+		return nil
+	}
+	start := time.Now()
+	defer func() { c.sendBlocked.Add(int64(time.Since(start))) }()
+	// The low callback may have fired before we looked; poll as a safety net
+	// so a missed edge costs milliseconds, not a hang.
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for c.dc.BufferedAmount() > uint64(c.cfg.SendHighWater) {
+		select {
+		case <-c.low:
+		case <-tick.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-c.closing:
+			return transport.ErrClosed
+		}
+	}
+	return nil
+}
+
+// Recv returns the next message.
+func (c *Conn) Recv(ctx context.Context) ([]byte, error) {
+	select {
+	case <-c.closing:
+		return nil, transport.ErrClosed
+	default:
+	}
+	msg, err := c.q.pop(ctx, c.closing)
+	if err != nil {
+		return nil, err
+	}
+	c.bytesRecv.Add(uint64(len(msg)))
+	c.msgsRecv.Add(1)
+	return msg, nil
+}
+
+// readLoop takes chunks off the channel until it ends.
+func (c *Conn) readLoop() {
+	defer close(c.readerDone)
+	var r reassembler
+	buf := make([]byte, MaxChunk)
+	for {
+		n, err := c.rwc.Read(buf)
+		if err != nil {
+			select {
+			case <-c.closing:
+				c.q.finish(transport.ErrClosed)
+			default:
+				c.q.finish(fmt.Errorf("rtc: link to %s lost before it was closed: %w", c.remote, err))
+			}
+			return
+		}
+		msg, fin, err := r.feed(buf[:n])
+		if err != nil {
+			c.q.finish(fmt.Errorf("rtc: link to %s: %w", c.remote, err))
+			_ = c.rwc.Close() // the stream is out of step; nothing more to trust
+			return
+		}
+		if fin {
+			c.q.finish(io.EOF)
+			return
+		}
+		if msg != nil {
+			if err := c.q.push(msg, c.closing); err != nil {
+				c.q.finish(err)
+				return
+			}
+		}
+	}
+}
+
+// Close sends a close marker, waits (up to Config.CloseLinger without
+// progress) for sent data to be acknowledged, and tears the link down.
+func (c *Conn) Close() error {
+	c.closeOnce.Do(func() {
+		close(c.closing)
+		c.sendMu.Lock() // a blocked Send has now returned
+		if _, err := c.rwc.Write([]byte{chunkFin}); err == nil {
+			c.linger()
+		}
+		c.sendMu.Unlock()
+		c.refreshPath()
+		_ = c.rwc.Close()
+		_ = c.pc.Close()
+		_ = c.mux.Close()
+		_ = c.udp.Close()
+		<-c.readerDone
+	})
+	return nil
+}
+
+// linger waits until the send buffer is empty, giving up once it has not
+// shrunk for Config.CloseLinger (the peer stopped reading or is gone).
+func (c *Conn) linger() {
+	last := c.dc.BufferedAmount()
+	progress := time.Now()
+	for last > 0 && time.Since(progress) < c.cfg.CloseLinger {
+		time.Sleep(2 * time.Millisecond)
+		if n := c.dc.BufferedAmount(); n < last {
+			last, progress = n, time.Now()
+		}
+	}
+}
+
+// refreshPath records the selected candidate type and the latest RTT.
+func (c *Conn) refreshPath() {
+	sctp := c.pc.SCTP()
+	if sctp == nil || sctp.Transport() == nil {
+		return
+	}
+	it := sctp.Transport().ICETransport()
+	if pair, err := it.GetSelectedCandidatePair(); err == nil && pair != nil && pair.Local != nil {
+		c.candidate.Store(pair.Local.Typ.String())
+	}
+	if st, ok := it.GetSelectedCandidatePairStats(); ok && st.CurrentRoundTripTime > 0 {
+		c.rtt.Store(int64(st.CurrentRoundTripTime * float64(time.Second)))
+	}
+}
+
+// Stats reports this end's counters, the selected candidate type and RTT.
+func (c *Conn) Stats() transport.Stats {
+	select {
+	case <-c.closing:
+	default:
+		c.refreshPath()
+	}
+	return transport.Stats{
+		BytesSent:        c.bytesSent.Load(),
+		BytesReceived:    c.bytesRecv.Load(),
+		MessagesSent:     c.msgsSent.Load(),
+		MessagesReceived: c.msgsRecv.Load(),
+		SendBlocked:      time.Duration(c.sendBlocked.Load()),
+		Candidate:        c.candidate.Load().(string),
+		RTT:              time.Duration(c.rtt.Load()),
+	}
+}
+
+// recvQueue holds complete messages between the reader and Recv, under a
+// byte budget (one producer, one consumer).
+type recvQueue struct {
+	mu     sync.Mutex
+	msgs   [][]byte
+	bytes  int
+	budget int
+	err    error // why no more messages will come (io.EOF on a clean close)
+	avail  chan struct{}
+	space  chan struct{}
+}
+
+func newRecvQueue(budget int) *recvQueue {
+	return &recvQueue{budget: budget, avail: make(chan struct{}, 1), space: make(chan struct{}, 1)}
+}
+
+func notify(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+func (q *recvQueue) push(msg []byte, closing <-chan struct{}) error {
+	for {
+		q.mu.Lock()
+		if len(q.msgs) == 0 || q.bytes+len(msg) <= q.budget {
+			q.msgs = append(q.msgs, msg)
+			q.bytes += len(msg)
+			q.mu.Unlock()
+			notify(q.avail)
+			return nil
+		}
+		q.mu.Unlock()
+		select {
+		case <-q.space:
+		case <-closing:
+			return transport.ErrClosed
+		}
+	}
+}
+
+func (q *recvQueue) finish(err error) {
+	q.mu.Lock()
+	if q.err == nil {
+		q.err = err
+	}
+	q.mu.Unlock()
+	notify(q.avail)
+}
+
+func (q *recvQueue) pop(ctx context.Context, closing <-chan struct{}) ([]byte, error) {
+	for {
+		q.mu.Lock()
+		if len(q.msgs) > 0 {
+			msg := q.msgs[0]
+			q.msgs[0] = nil
+			q.msgs = q.msgs[1:]
+			q.bytes -= len(msg)
+			q.mu.Unlock()
+			notify(q.space)
+			return msg, nil
+		}
+		err := q.err
+		q.mu.Unlock()
+		if err != nil {
+			return nil, err
+		}
+		select {
+		case <-q.avail:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-closing:
+			return nil, transport.ErrClosed
+		}
+	}
+}

@@ -1,0 +1,173 @@
+package rtc
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/narrowband/narrowband/internal/transport"
+	"github.com/narrowband/narrowband/internal/transport/transporttest"
+	"github.com/narrowband/narrowband/signaling"
+)
+
+const testSecret = "rtc test secret"
+
+var testKey = func() []byte {
+	k, err := signaling.DeriveKey(testSecret)
+	if err != nil {
+		panic(err)
+	}
+	return k
+}()
+
+func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// startSignal runs a signaling server on httptest and returns the room URL.
+func startSignal(t testing.TB) string {
+	t.Helper()
+	s, err := signaling.NewServer(signaling.Config{Key: testKey, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(s)
+	t.Cleanup(func() { s.Close(); hs.Close() })
+	return "ws" + strings.TrimPrefix(hs.URL, "http") + "/run"
+}
+
+func join(t testing.TB, url, id string) *signaling.Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := signaling.DialOptions(ctx, url, id, "", signaling.ClientOptions{Key: testKey, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func loopbackConfig() Config {
+	c := DefaultConfig()
+	c.Loopback = true
+	c.Logger = quiet()
+	return c
+}
+
+// connectPair joins two peers to a fresh server and connects them.
+func connectPair(t testing.TB, cfg Config) (a, b *Conn) {
+	t.Helper()
+	url := startSignal(t)
+	sa, sb := join(t, url, "a"), join(t, url, "b")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	var errA, errB error
+	wg.Add(2)
+	go func() { defer wg.Done(); a, errA = Connect(ctx, sa, "b", cfg) }()
+	go func() { defer wg.Done(); b, errB = Connect(ctx, sb, "a", cfg) }()
+	wg.Wait()
+	if errA != nil || errB != nil {
+		if a != nil {
+			a.Close()
+		}
+		if b != nil {
+			b.Close()
+		}
+		t.Fatalf("connect: a: %v; b: %v", errA, errB)
+	}
+	t.Cleanup(func() { a.Close(); b.Close() })
+	return a, b
+}
+
+func TestConformance(t *testing.T) {
+	transporttest.Run(t, func(t *testing.T) (transport.Conn, transport.Conn) {
+		return connectPair(t, loopbackConfig())
+	})
+}
+
+func TestLoopbackPath(t *testing.T) {
+	a, b := connectPair(t, loopbackConfig())
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := a.Send(ctx, []byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Recv(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for name, c := range map[string]*Conn{"a": a, "b": b} {
+		s := c.Stats()
+		if s.Candidate != "host" {
+			t.Errorf("%s: Candidate = %q, want host on loopback", name, s.Candidate)
+		}
+		if s.RTT <= 0 || s.RTT > time.Second {
+			t.Errorf("%s: RTT = %v, want a loopback round trip", name, s.RTT)
+		}
+	}
+	if s := a.Stats(); s.BytesSent != 4 || s.MessagesSent != 1 {
+		t.Errorf("a: Stats %+v, want 1 message of 4 bytes sent", s)
+	}
+}
+
+// TestHostileChunk: a peer that sends a chunk no valid sender makes gets its
+// link closed with a protocol error, not a crash or a silent hang.
+func TestHostileChunk(t *testing.T) {
+	a, b := connectPair(t, loopbackConfig())
+	if _, err := a.rwc.Write([]byte{chunkStart, 0xff, 0xff, 0xff, 0xff}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if msg, err := b.Recv(ctx); !errors.Is(err, ErrProtocol) {
+		t.Fatalf("Recv after a 4 GiB message announcement: got (%d bytes, %v), want ErrProtocol", len(msg), err)
+	}
+}
+
+// TestPeerVanishes: when the other end's peer connection dies without a
+// clean close, Recv reports a lost link instead of io.EOF.
+func TestPeerVanishes(t *testing.T) {
+	a, b := connectPair(t, loopbackConfig())
+	_ = a.pc.Close() // no close chunk: as if the process died
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_, err := b.Recv(ctx)
+	if err == nil || errors.Is(err, io.EOF) || errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Recv after the peer vanished: got %v, want a lost-link error", err)
+	}
+	t.Logf("Recv after the peer vanished: %v", err)
+}
+
+func TestConnectTimeout(t *testing.T) {
+	url := startSignal(t)
+	sa := join(t, url, "a")
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	_, err := Connect(ctx, sa, "nobody", loopbackConfig())
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Connect to a peer that never answers: got %v, want DeadlineExceeded", err)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	bad := map[string]Config{
+		"listen":     {ListenAddr: "nohost"},
+		"ice url":    {ICEServers: []ICEServer{{URLs: []string{"http://x"}}}},
+		"relay only": {RelayOnly: true},
+		"nat ip":     {NAT1To1IPs: []string{"1.2.3"}},
+		"buffer":     {SocketBuffer: 10},
+	}
+	for name, c := range bad {
+		if err := c.Validate(); err == nil {
+			t.Errorf("%s: Validate accepted %+v", name, c)
+		}
+	}
+	if err := DefaultConfig().Validate(); err != nil {
+		t.Errorf("DefaultConfig: %v", err)
+	}
+}

@@ -1,0 +1,30 @@
+// Package rtc is the WebRTC implementation of transport.Conn: two peers that
+// met through a signaling server (package signaling) open one
+// PeerConnection with one ordered, reliable data channel and exchange
+// framed messages over it.
+//
+// Connect runs the offer/answer and trickle-ICE exchange over a
+// signaling.Client (or an in-process signaling.Local); the peer whose ID
+// sorts first makes the offer, so both sides simply call Connect with each
+// other's ID. The data channel is detached into an io.ReadWriteCloser and
+// driven by plain loops: Send splits a message into chunks of at most 64 KiB
+// (what a browser peer accepts) and waits while the channel's buffered
+// amount is above a high-water mark (back-pressure); one reader goroutine
+// reassembles chunks into messages (bounded by transport.MaxMessage; hostile
+// chunk headers end the link with an error) and queues them for Recv under
+// a byte budget, so a slow receiver stops reading and the sender blocks.
+//
+// Chunk format (version 1; the high nibble of the first byte is the version):
+//
+//	0x11 | total length (uint32, big endian) | payload   first chunk of a message
+//	0x12 | payload                                       continuation
+//	0x13                                                 sender closed cleanly (Recv then returns io.EOF)
+//
+// A new first chunk while a message is incomplete discards the incomplete
+// one: that is how a Send abandoned by its context is never delivered.
+//
+// Each Conn owns its UDP socket with 4 MiB send and receive buffers (the
+// kernel default of 208 KiB drops datagrams and stalls SCTP) handed to pion
+// through an ICE UDP mux. Config.Loopback restricts candidates to loopback
+// and switches mDNS off, for runs on one machine.
+package rtc
