@@ -191,6 +191,10 @@ func (t *TopK) Decode(dst []float32, payload []byte, rows, cols int) error {
 			break
 		}
 		readValues(one[:], values[j*vb:], p)
+		if !isFinite32(one[0]) {
+			r.fail("value %d is %v", j, one[0])
+			break
+		}
 		dst[i] = one[0]
 		prev = i
 	}

@@ -55,6 +55,11 @@ func Decompress(dst, packed []byte, maxLen int) ([]byte, error) {
 	if r.err == nil && es != 1 && es != 2 && es != 4 {
 		r.fail("element size %d", es)
 	}
+	if r.err == nil && n == 0 {
+		// Compress never packs an empty payload, and lz4 v4.1.33's
+		// assembly decoder dereferences nil on an empty destination.
+		r.fail("empty packed payload")
+	}
 	if r.err != nil {
 		return dst, fmt.Errorf("lz4: %w", r.err)
 	}

@@ -1,0 +1,95 @@
+package compression
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/BurntSushi/toml"
+)
+
+func TestConfigValidate(t *testing.T) {
+	if err := DefaultConfig().Validate(); err != nil {
+		t.Fatalf("default config invalid: %v", err)
+	}
+	for _, tc := range []struct {
+		name string
+		edit func(*Config)
+		key  string
+	}{
+		{"unknown method", func(c *Config) { c.Method = MethodUnknown }, "compression.method"},
+		{"zero rank", func(c *Config) { c.Rank = 0 }, "compression.rank = 0"},
+		{"auto rank on topk", func(c *Config) { c.Method, c.Rank = MethodTopK, RankAuto }, `compression.rank = "auto"`},
+		{"k fraction", func(c *Config) { c.KFraction = 1.5 }, "compression.k_fraction = 1.5"},
+		{"block size", func(c *Config) { c.BlockSize = 0 }, "compression.block_size = 0"},
+		{"int8 precision on lowrank", func(c *Config) { c.Precision = Int8 }, `compression.precision = "int8"`},
+		{"unknown precision", func(c *Config) { c.Precision = 0 }, "compression.precision"},
+		{"power iters", func(c *Config) { c.PowerIters = 0 }, "compression.power_iters = 0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := DefaultConfig()
+			tc.edit(&c)
+			err := c.Validate()
+			if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), tc.key) {
+				t.Errorf("Validate() = %v, want ErrConfig naming %q", err, tc.key)
+			}
+			if _, err := New(c, 64, 256, 1); err == nil {
+				t.Errorf("New accepted an invalid config")
+			}
+		})
+	}
+}
+
+func TestConfigTOML(t *testing.T) {
+	for _, tc := range []struct {
+		src    string
+		method Method
+		rank   Rank
+		prec   Precision
+	}{
+		{"method = \"lowrank\"\nrank = \"auto\"\nprecision = \"bf16\"", MethodLowRank, RankAuto, BF16},
+		{"method = \"SUBSPACE\"\nrank = 16\nprecision = \"int8\"", MethodSubspace, 16, Int8},
+	} {
+		c := DefaultConfig()
+		if _, err := toml.Decode(tc.src, &c); err != nil {
+			t.Fatalf("%q: %v", tc.src, err)
+		}
+		if c.Method != tc.method || c.Rank != tc.rank || c.Precision != tc.prec {
+			t.Errorf("%q decoded to %v %v %v", tc.src, c.Method, c.Rank, c.Precision)
+		}
+		if err := c.Validate(); err != nil {
+			t.Errorf("%q: %v", tc.src, err)
+		}
+	}
+	for _, bad := range []string{`method = "zip"`, `rank = "most"`, `rank = -3`, `precision = "fp8"`} {
+		c := DefaultConfig()
+		if _, err := toml.Decode(bad, &c); err == nil {
+			t.Errorf("%q decoded without error", bad)
+		}
+	}
+}
+
+func TestNewBuildsEveryMethod(t *testing.T) {
+	for m := MethodNone; m <= MethodSubspace; m++ {
+		c := DefaultConfig()
+		c.Method = m
+		codec, err := New(c, 64, 256, 1)
+		if err != nil {
+			t.Fatalf("%v: %v", m, err)
+		}
+		if codec.ID() != m.ID() {
+			t.Errorf("%v: codec ID %v, want %v", m, codec.ID(), m.ID())
+		}
+		if got, err := ParseMethod(m.String()); err != nil || got != m {
+			t.Errorf("ParseMethod(%q) = %v, %v", m.String(), got, err)
+		}
+		if _, ok := codec.(TokenCodec); ok != (m == MethodSubspace) {
+			t.Errorf("%v: TokenCodec = %v", m, ok)
+		}
+	}
+	c := DefaultConfig()
+	c.Method, c.Rank = MethodSubspace, 65
+	if _, err := New(c, 64, 256, 1); !errors.Is(err, ErrConfig) {
+		t.Errorf("subspace k > d: err = %v, want ErrConfig", err)
+	}
+}
