@@ -2,7 +2,6 @@ package stages
 
 import (
 	"math"
-	"sync"
 
 	"github.com/narrowband/narrowband/stages/kernels"
 )
@@ -14,9 +13,9 @@ import (
 // parallel, each writing only its own columns of out.
 //
 //	out (B, T, C), att (B, NH, T, T), qkv (B, T, 3C)
-func attentionForward(wg *sync.WaitGroup, out, att, qkv []float32, B, T, C, NH int) {
-	j := attnJob{out: out, att: att, qkv: qkv, T: T, C: C, NH: NH}
-	parallelFor(wg, B*NH, 1, &j)
+func attentionForward(x *exec, out, att, qkv []float32, B, T, C, NH int) {
+	x.attnJob = attnJob{out: out, att: att, qkv: qkv, T: T, C: C, NH: NH}
+	parallelFor(&x.wg, B*NH, 1, &x.attnJob)
 }
 
 // attentionBackward adds the gradient wrt qkv into dqkv. scratch holds
@@ -24,9 +23,9 @@ func attentionForward(wg *sync.WaitGroup, out, att, qkv []float32, B, T, C, NH i
 // which live only while one head is processed.
 //
 //	dqkv (B, T, 3C), dout (B, T, C), qkv (B, T, 3C), att (B, NH, T, T)
-func attentionBackward(wg *sync.WaitGroup, dqkv, dout, qkv, att, scratch []float32, B, T, C, NH int) {
-	j := attnJob{out: dqkv, dout: dout, att: att, qkv: qkv, scratch: scratch, T: T, C: C, NH: NH, backward: true}
-	parallelFor(wg, B*NH, 1, &j)
+func attentionBackward(x *exec, dqkv, dout, qkv, att, scratch []float32, B, T, C, NH int) {
+	x.attnJob = attnJob{out: dqkv, dout: dout, att: att, qkv: qkv, scratch: scratch, T: T, C: C, NH: NH, backward: true}
+	parallelFor(&x.wg, B*NH, 1, &x.attnJob)
 }
 
 type attnJob struct {

@@ -2,7 +2,6 @@ package stages
 
 import (
 	"math"
-	"sync"
 )
 
 // crossEntropyForward turns each of the N rows of logits into probabilities
@@ -11,18 +10,18 @@ import (
 // from the rounded probability, so it stays finite for confident mistakes.
 //
 //	probs (N, V) in: logits, out: probabilities; losses (N); targets (N)
-func crossEntropyForward(wg *sync.WaitGroup, losses, probs []float32, targets []int32, N, V int) {
-	j := ceJob{losses: losses, probs: probs, targets: targets, V: V}
-	parallelFor(wg, N, 8, &j)
+func crossEntropyForward(x *exec, losses, probs []float32, targets []int32, N, V int) {
+	x.ceJob = ceJob{losses: losses, probs: probs, targets: targets, V: V}
+	parallelFor(&x.wg, N, 8, &x.ceJob)
 }
 
 // crossEntropyBackward turns probs into dloss/dlogits in place, for a loss
 // that is dloss × the mean over the N rows.
 //
 //	probs (N, V) in: probabilities, out: gradient wrt logits; targets (N)
-func crossEntropyBackward(wg *sync.WaitGroup, probs []float32, targets []int32, dloss float32, N, V int) {
-	j := ceJob{probs: probs, targets: targets, V: V, backward: true, scale: dloss / float32(N)}
-	parallelFor(wg, N, 8, &j)
+func crossEntropyBackward(x *exec, probs []float32, targets []int32, dloss float32, N, V int) {
+	x.ceJob = ceJob{probs: probs, targets: targets, V: V, backward: true, scale: dloss / float32(N)}
+	parallelFor(&x.wg, N, 8, &x.ceJob)
 }
 
 type ceJob struct {

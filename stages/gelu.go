@@ -2,7 +2,6 @@ package stages
 
 import (
 	"math"
-	"sync"
 )
 
 // geluScale is sqrt(2/π) of GPT-2's tanh approximation of GELU.
@@ -11,17 +10,17 @@ var geluScale = float32(math.Sqrt(2 / math.Pi))
 // geluForward applies GELU (tanh approximation, as GPT-2) elementwise.
 //
 //	out (n), inp (n)
-func geluForward(wg *sync.WaitGroup, out, inp []float32, n int) {
-	j := geluJob{out: out, inp: inp}
-	parallelFor(wg, n, 4096, &j)
+func geluForward(x *exec, out, inp []float32, n int) {
+	x.geluJob = geluJob{out: out, inp: inp}
+	parallelFor(&x.wg, n, 4096, &x.geluJob)
 }
 
 // geluBackward adds dout·GELU'(inp) into dinp.
 //
 //	dinp (n), inp (n), dout (n)
-func geluBackward(wg *sync.WaitGroup, dinp, inp, dout []float32, n int) {
-	j := geluJob{out: dinp, inp: inp, dout: dout, backward: true}
-	parallelFor(wg, n, 4096, &j)
+func geluBackward(x *exec, dinp, inp, dout []float32, n int) {
+	x.geluJob = geluJob{out: dinp, inp: inp, dout: dout, backward: true}
+	parallelFor(&x.wg, n, 4096, &x.geluJob)
 }
 
 type geluJob struct {

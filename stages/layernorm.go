@@ -2,7 +2,6 @@ package stages
 
 import (
 	"math"
-	"sync"
 )
 
 const lnEps = 1e-5 // PyTorch's LayerNorm default
@@ -12,9 +11,9 @@ const lnEps = 1e-5 // PyTorch's LayerNorm default
 // and rstd (1/std) are kept for the backward pass.
 //
 //	out (N, C), mean (N), rstd (N), inp (N, C), weight (C), bias (C)
-func layernormForward(wg *sync.WaitGroup, out, mean, rstd, inp, weight, bias []float32, N, C int) {
-	j := lnFwdJob{out, mean, rstd, inp, weight, bias, C}
-	parallelFor(wg, N, 16, &j)
+func layernormForward(x *exec, out, mean, rstd, inp, weight, bias []float32, N, C int) {
+	x.lnFwdJob = lnFwdJob{out, mean, rstd, inp, weight, bias, C}
+	parallelFor(&x.wg, N, 16, &x.lnFwdJob)
 }
 
 type lnFwdJob struct {
@@ -59,13 +58,13 @@ func (j *lnFwdJob) run(_, lo, hi int) {
 // dweight and dbias (dbias may be nil).
 //
 //	dinp (N, C), dweight (C), dbias (C), dout (N, C), inp (N, C), weight (C), mean, rstd (N)
-func layernormBackward(wg *sync.WaitGroup, dinp, dweight, dbias, dout, inp, weight, mean, rstd []float32, N, C int) {
-	j := lnBwdJob{dinp, dweight, dbias, dout, inp, weight, mean, rstd, N, C, false}
-	parallelFor(wg, N, 16, &j)
+func layernormBackward(x *exec, dinp, dweight, dbias, dout, inp, weight, mean, rstd []float32, N, C int) {
+	x.lnBwdJob = lnBwdJob{dinp, dweight, dbias, dout, inp, weight, mean, rstd, N, C, false}
+	parallelFor(&x.wg, N, 16, &x.lnBwdJob)
 	// Parameter gradients are sums over rows: split by column so each entry
 	// is still summed over rows in order, whatever the number of cores.
-	j.params = true
-	parallelFor(wg, C, 32, &j)
+	x.lnBwdJob.params = true
+	parallelFor(&x.wg, C, 32, &x.lnBwdJob)
 }
 
 type lnBwdJob struct {

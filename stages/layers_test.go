@@ -2,7 +2,6 @@ package stages
 
 import (
 	"math/rand/v2"
-	"sync"
 	"testing"
 )
 
@@ -27,7 +26,7 @@ func TestMatmulGrad(t *testing.T) {
 }
 
 func TestLayernormGrad(t *testing.T) {
-	var wg sync.WaitGroup
+	var wg exec
 	r := rand.New(rand.NewPCG(3, 4))
 	N, C := 40, 7 // N > the parallel grain, so the row split is exercised
 	inp, w, b := randVec(r, N*C, 1), randVec(r, C, 1), randVec(r, C, 1)
@@ -57,7 +56,7 @@ func TestLayernormGrad(t *testing.T) {
 }
 
 func TestGeluGrad(t *testing.T) {
-	var wg sync.WaitGroup
+	var wg exec
 	r := rand.New(rand.NewPCG(5, 6))
 	n := 9000 // above the parallel grain
 	inp, proj := randVec(r, n, 2), randVec(r, n, 1)
@@ -78,7 +77,7 @@ func TestGeluGrad(t *testing.T) {
 }
 
 func TestAttentionGrad(t *testing.T) {
-	var wg sync.WaitGroup
+	var wg exec
 	r := rand.New(rand.NewPCG(7, 8))
 	B, T, C, NH := 2, 5, 6, 3
 	qkv, proj := randVec(r, B*T*3*C, 1), randVec(r, B*T*C, 1)
@@ -109,7 +108,7 @@ func TestAttentionGrad(t *testing.T) {
 }
 
 func TestCrossEntropyGrad(t *testing.T) {
-	var wg sync.WaitGroup
+	var wg exec
 	r := rand.New(rand.NewPCG(9, 10))
 	N, V := 20, 7
 	logits := randVec(r, N*V, 2)

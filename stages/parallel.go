@@ -68,3 +68,15 @@ func parallelFor(wg *sync.WaitGroup, n, grain int, job rangeJob) {
 	job.run(0, 0, n/chunks)
 	wg.Wait()
 }
+
+// exec is a Stage's execution context: its WaitGroup and one preallocated
+// job struct per kind of parallel loop, so dispatching work allocates
+// nothing. It belongs to one goroutine at a time.
+type exec struct {
+	wg       sync.WaitGroup
+	lnFwdJob lnFwdJob
+	lnBwdJob lnBwdJob
+	geluJob  geluJob
+	attnJob  attnJob
+	ceJob    ceJob
+}

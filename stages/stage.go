@@ -3,7 +3,6 @@ package stages
 import (
 	"errors"
 	"fmt"
-	"sync"
 )
 
 // Tensor names shared by several files.
@@ -59,7 +58,7 @@ type Stage struct {
 	// at a time. dres carries dL/d(residual stream) down through the blocks.
 	dres, dln, datty, dqkv, dfch, dfchg, attScratch []float32
 
-	wg sync.WaitGroup
+	x exec
 }
 
 type blockParams struct {
@@ -128,69 +127,91 @@ func NewStage(cfg Config, lo, hi int, first, last bool, maxB, slots int) (*Stage
 	return s, nil
 }
 
-func (s *Stage) allocParams() {
-	C, V := s.cfg.NEmbd, s.cfg.VocabSize
-	bias := s.cfg.Bias
-	type spec struct {
-		name  string
-		shape []int
-		decay bool
-		dst   **Param
+// paramSpec is one parameter tensor of a stage: name, shape, decay flag.
+type paramSpec struct {
+	name  string
+	shape []int
+	decay bool
+}
+
+// paramLayout lists the tensors of blocks [lo, hi) (+ embeddings if first,
+// + ln_f and LM head if last) in nanoGPT state_dict order. A last stage
+// that is also first has no separate lm_head.weight: it is wte.
+func paramLayout(cfg Config, lo, hi int, first, last bool) []paramSpec {
+	C, V := cfg.NEmbd, cfg.VocabSize
+	var specs []paramSpec
+	add := func(name string, decay bool, shape ...int) {
+		specs = append(specs, paramSpec{name, shape, decay})
 	}
-	var specs []spec
-	add := func(dst **Param, name string, decay bool, shape ...int) {
-		specs = append(specs, spec{name, shape, decay, dst})
-	}
-	addB := func(dst **Param, name string, shape ...int) {
-		if bias {
-			add(dst, name, false, shape...)
+	addB := func(name string, shape ...int) {
+		if cfg.Bias {
+			add(name, false, shape...)
 		}
 	}
-	if s.first {
-		add(&s.wte, wteName, false, V, C)
-		add(&s.wpe, wpeName, false, s.cfg.BlockSize, C)
+	if first {
+		add(wteName, false, V, C)
+		add(wpeName, false, cfg.BlockSize, C)
 	}
-	s.blocks = make([]blockParams, s.hi-s.lo)
-	for l := s.lo; l < s.hi; l++ {
-		bp := &s.blocks[l-s.lo]
+	for l := lo; l < hi; l++ {
 		p := fmt.Sprintf("transformer.h.%d.", l)
-		add(&bp.ln1w, p+"ln_1.weight", false, C)
-		addB(&bp.ln1b, p+"ln_1.bias", C)
-		add(&bp.qkvw, p+"attn.c_attn.weight", true, 3*C, C)
-		addB(&bp.qkvb, p+"attn.c_attn.bias", 3*C)
-		add(&bp.projw, p+"attn.c_proj.weight", true, C, C)
-		addB(&bp.projb, p+"attn.c_proj.bias", C)
-		add(&bp.ln2w, p+"ln_2.weight", false, C)
-		addB(&bp.ln2b, p+"ln_2.bias", C)
-		add(&bp.fcw, p+"mlp.c_fc.weight", true, 4*C, C)
-		addB(&bp.fcb, p+"mlp.c_fc.bias", 4*C)
-		add(&bp.fcprojw, p+"mlp.c_proj.weight", true, C, 4*C)
-		addB(&bp.fcprojb, p+"mlp.c_proj.bias", C)
+		add(p+"ln_1.weight", false, C)
+		addB(p+"ln_1.bias", C)
+		add(p+"attn.c_attn.weight", true, 3*C, C)
+		addB(p+"attn.c_attn.bias", 3*C)
+		add(p+"attn.c_proj.weight", true, C, C)
+		addB(p+"attn.c_proj.bias", C)
+		add(p+"ln_2.weight", false, C)
+		addB(p+"ln_2.bias", C)
+		add(p+"mlp.c_fc.weight", true, 4*C, C)
+		addB(p+"mlp.c_fc.bias", 4*C)
+		add(p+"mlp.c_proj.weight", true, C, 4*C)
+		addB(p+"mlp.c_proj.bias", C)
 	}
-	if s.last {
-		add(&s.lnfw, "transformer.ln_f.weight", false, C)
-		addB(&s.lnfb, "transformer.ln_f.bias", C)
-		if !s.first {
-			add(&s.lmHead, lmHeadName, false, V, C)
+	if last {
+		add("transformer.ln_f.weight", false, C)
+		addB("transformer.ln_f.bias", C)
+		if !first {
+			add(lmHeadName, false, V, C)
 		}
 	}
+	return specs
+}
+
+func (s *Stage) allocParams() {
+	specs := paramLayout(s.cfg, s.lo, s.hi, s.first, s.last)
 	total := 0
 	for _, sp := range specs {
 		total += prod(sp.shape)
 	}
 	s.paramData = make([]float32, total)
 	s.gradData = make([]float32, total)
+	byName := make(map[string]*Param, len(specs))
 	off := 0
 	for _, sp := range specs {
 		n := prod(sp.shape)
 		p := &Param{Name: sp.name, Shape: sp.shape, Decay: sp.decay,
 			Data: s.paramData[off : off+n : off+n], Grad: s.gradData[off : off+n : off+n]}
 		off += n
-		*sp.dst = p
+		byName[sp.name] = p
 		s.params = append(s.params, p)
 	}
+	s.wte, s.wpe = byName[wteName], byName[wpeName]
+	s.lnfw, s.lnfb = byName["transformer.ln_f.weight"], byName["transformer.ln_f.bias"]
+	s.lmHead = byName[lmHeadName]
 	if s.first && s.last {
 		s.lmHead = s.wte // tied: literally the same buffer
+	}
+	s.blocks = make([]blockParams, s.hi-s.lo)
+	for l := s.lo; l < s.hi; l++ {
+		p := fmt.Sprintf("transformer.h.%d.", l)
+		s.blocks[l-s.lo] = blockParams{
+			ln1w: byName[p+"ln_1.weight"], ln1b: byName[p+"ln_1.bias"],
+			qkvw: byName[p+"attn.c_attn.weight"], qkvb: byName[p+"attn.c_attn.bias"],
+			projw: byName[p+"attn.c_proj.weight"], projb: byName[p+"attn.c_proj.bias"],
+			ln2w: byName[p+"ln_2.weight"], ln2b: byName[p+"ln_2.bias"],
+			fcw: byName[p+"mlp.c_fc.weight"], fcb: byName[p+"mlp.c_fc.bias"],
+			fcprojw: byName[p+"mlp.c_proj.weight"], fcprojb: byName[p+"mlp.c_proj.bias"],
+		}
 	}
 }
 
@@ -353,15 +374,15 @@ func (s *Stage) forwardBlocks(sl *slot, B, T int, tokens []int32, in []float32) 
 		ln1, qkv, atty := a.ln1[:N*C], a.qkv[:3*N*C], a.atty[:N*C]
 		res2, ln2, fch, fchg, res3 := a.res2[:N*C], a.ln2[:N*C], a.fch[:4*N*C], a.fchGelu[:4*N*C], a.res3[:N*C]
 		// x = x + attn(ln_1(x))
-		layernormForward(&s.wg, ln1, a.ln1Mean, a.ln1Rstd, x, p.ln1w.Data, data(p.ln1b), N, C)
+		layernormForward(&s.x, ln1, a.ln1Mean, a.ln1Rstd, x, p.ln1w.Data, data(p.ln1b), N, C)
 		matmulForward(qkv, ln1, p.qkvw.Data, data(p.qkvb), N, C, 3*C, false)
-		attentionForward(&s.wg, atty, a.att, qkv, B, T, C, NH)
+		attentionForward(&s.x, atty, a.att, qkv, B, T, C, NH)
 		copy(res2, x)
 		matmulForward(res2, atty, p.projw.Data, data(p.projb), N, C, C, true)
 		// x = x + mlp(ln_2(x))
-		layernormForward(&s.wg, ln2, a.ln2Mean, a.ln2Rstd, res2, p.ln2w.Data, data(p.ln2b), N, C)
+		layernormForward(&s.x, ln2, a.ln2Mean, a.ln2Rstd, res2, p.ln2w.Data, data(p.ln2b), N, C)
 		matmulForward(fch, ln2, p.fcw.Data, data(p.fcb), N, C, 4*C, false)
-		geluForward(&s.wg, fchg, fch, 4*N*C)
+		geluForward(&s.x, fchg, fch, 4*N*C)
 		copy(res3, res2)
 		matmulForward(res3, fchg, p.fcprojw.Data, data(p.fcprojb), N, 4*C, C, true)
 		x = res3
@@ -388,7 +409,7 @@ func (s *Stage) forwardHead(sl *slot, B, T int, tokens []int32, in []float32) []
 	N := B * T
 	x := s.forwardBlocks(sl, B, T, tokens, in)
 	lnf, logits := sl.lnf[:N*C], sl.probs[:N*V]
-	layernormForward(&s.wg, lnf, sl.lnfMean, sl.lnfRstd, x, s.lnfw.Data, data(s.lnfb), N, C)
+	layernormForward(&s.x, lnf, sl.lnfMean, sl.lnfRstd, x, s.lnfw.Data, data(s.lnfb), N, C)
 	matmulForward(logits, lnf, s.lmHead.Data, nil, N, C, V, false)
 	return logits
 }
@@ -416,7 +437,7 @@ func (s *Stage) ForwardLoss(slot, B, T int, tokens []int32, in []float32, target
 	N, V := B*T, s.cfg.VocabSize
 	s.forwardHead(sl, B, T, tokens, in)
 	copy(sl.targets, targets)
-	crossEntropyForward(&s.wg, sl.losses, sl.probs[:N*V], targets, N, V)
+	crossEntropyForward(&s.x, sl.losses, sl.probs[:N*V], targets, N, V)
 	// Sum in position order in float64: deterministic and accurate.
 	var sum float64
 	for _, l := range sl.losses[:N] {
@@ -446,12 +467,12 @@ func (s *Stage) Backward(slotIdx int, dout []float32, lossScale float32) ([]floa
 	dres := s.dres[:N*C]
 	if s.last {
 		probs, lnf := sl.probs[:N*V], sl.lnf[:N*C]
-		crossEntropyBackward(&s.wg, probs, sl.targets, lossScale, N, V)
+		crossEntropyBackward(&s.x, probs, sl.targets, lossScale, N, V)
 		dlnf := s.dln[:N*C]
 		clear(dlnf)
 		matmulBackward(dlnf, s.lmHead.Grad, nil, probs, lnf, s.lmHead.Data, N, C, V)
 		clear(dres)
-		layernormBackward(&s.wg, dres, s.lnfw.Grad, grad(s.lnfb), dlnf, s.blockOut(sl, N), s.lnfw.Data, sl.lnfMean, sl.lnfRstd, N, C)
+		layernormBackward(&s.x, dres, s.lnfw.Grad, grad(s.lnfb), dlnf, s.blockOut(sl, N), s.lnfw.Data, sl.lnfMean, sl.lnfRstd, N, C)
 	} else {
 		if len(dout) != N*C {
 			return nil, fmt.Errorf("backward: dout needs B·T·C = %d floats, got %d: %w", N*C, len(dout), ErrBadLength)
@@ -471,18 +492,18 @@ func (s *Stage) Backward(slotIdx int, dout []float32, lossScale float32) ([]floa
 		clear(dfchg)
 		matmulBackward(dfchg, p.fcprojw.Grad, grad(p.fcprojb), dres, a.fchGelu[:4*N*C], p.fcprojw.Data, N, 4*C, C)
 		clear(dfch)
-		geluBackward(&s.wg, dfch, a.fch[:4*N*C], dfchg, 4*N*C)
+		geluBackward(&s.x, dfch, a.fch[:4*N*C], dfchg, 4*N*C)
 		clear(dln)
 		matmulBackward(dln, p.fcw.Grad, grad(p.fcb), dfch, a.ln2[:N*C], p.fcw.Data, N, C, 4*C)
-		layernormBackward(&s.wg, dres, p.ln2w.Grad, grad(p.ln2b), dln, a.res2[:N*C], p.ln2w.Data, a.ln2Mean, a.ln2Rstd, N, C)
+		layernormBackward(&s.x, dres, p.ln2w.Grad, grad(p.ln2b), dln, a.res2[:N*C], p.ln2w.Data, a.ln2Mean, a.ln2Rstd, N, C)
 		// dres now holds dL/d(res2); it passes straight to the block input.
 		clear(datty)
 		matmulBackward(datty, p.projw.Grad, grad(p.projb), dres, a.atty[:N*C], p.projw.Data, N, C, C)
 		clear(dqkv)
-		attentionBackward(&s.wg, dqkv, datty, a.qkv[:3*N*C], a.att, s.attScratch, B, T, C, NH)
+		attentionBackward(&s.x, dqkv, datty, a.qkv[:3*N*C], a.att, s.attScratch, B, T, C, NH)
 		clear(dln)
 		matmulBackward(dln, p.qkvw.Grad, grad(p.qkvb), dqkv, a.ln1[:N*C], p.qkvw.Data, N, C, 3*C)
-		layernormBackward(&s.wg, dres, p.ln1w.Grad, grad(p.ln1b), dln, inp, p.ln1w.Data, a.ln1Mean, a.ln1Rstd, N, C)
+		layernormBackward(&s.x, dres, p.ln1w.Grad, grad(p.ln1b), dln, inp, p.ln1w.Data, a.ln1Mean, a.ln1Rstd, N, C)
 	}
 	if s.first {
 		encoderBackward(s.wte.Grad, s.wpe.Grad, dres, sl.tokens[:N], B, T, C)

@@ -1,0 +1,157 @@
+package stages
+
+import (
+	"encoding/json"
+	"fmt"
+	"maps"
+	"strconv"
+	"strings"
+)
+
+// Metadata keys SaveStage writes.
+const (
+	MetaConfig    = "narrowband.config"     // the model Config as JSON
+	MetaBlocks    = "narrowband.blocks"     // "lo,hi,first,last" of the stage saved
+	MetaOptimStep = "narrowband.optim_step" // AdamW step count, when optimizer state is saved
+)
+
+// StateDict lists the stage's weights under nanoGPT's names as views (no
+// copy). A whole-model stage also lists lm_head.weight, the same data as
+// transformer.wte.weight, so that PyTorch's load_state_dict accepts the file
+// as it is.
+func (s *Stage) StateDict() []Tensor {
+	ts := make([]Tensor, 0, len(s.params)+1)
+	for _, p := range s.params {
+		ts = append(ts, Tensor{Name: p.Name, Shape: p.Shape, Data: p.Data})
+	}
+	if s.first && s.last {
+		ts = append(ts, Tensor{Name: lmHeadName, Shape: s.wte.Shape, Data: s.wte.Data})
+	}
+	return ts
+}
+
+// LoadStateDict copies weights into the stage by name. Tensors of the same
+// model outside this stage's block range are ignored, so every stage can
+// load its part from one full-model checkpoint; optim.* tensors are
+// ignored. A tensor this model cannot have, a wrong shape, or a missing
+// tensor is an error saying which config setting disagrees. The LM head of
+// a last stage is read from lm_head.weight, or from transformer.wte.weight
+// when the file has only that (they are tied).
+func (s *Stage) LoadStateDict(ts []Tensor) error {
+	full := map[string][]int{}
+	for _, sp := range paramLayout(s.cfg, 0, s.cfg.NLayer, true, true) {
+		full[sp.name] = sp.shape
+	}
+	full[lmHeadName] = []int{s.cfg.VocabSize, s.cfg.NEmbd}
+	byName := make(map[string]Tensor, len(ts))
+	for _, t := range ts {
+		if strings.HasPrefix(t.Name, "optim.") {
+			continue
+		}
+		want, ok := full[t.Name]
+		if !ok {
+			return fmt.Errorf("load weights: %w", s.unknownTensor(t.Name))
+		}
+		if !sameShape(t.Shape, want) || len(t.Data) != prod(want) {
+			return fmt.Errorf("load weights: checkpoint's %s has shape %v but the config (n_embd=%d, vocab_size=%d, block_size=%d) needs %v",
+				t.Name, t.Shape, s.cfg.NEmbd, s.cfg.VocabSize, s.cfg.BlockSize, want)
+		}
+		byName[t.Name] = t
+	}
+	for _, p := range s.params {
+		t, ok := byName[p.Name]
+		if !ok && p.Name == lmHeadName {
+			t, ok = byName[wteName]
+		}
+		if !ok {
+			return fmt.Errorf("load weights: checkpoint lacks %s (config has n_layer=%d, bias=%v): it was saved from another model or only another stage of it", p.Name, s.cfg.NLayer, s.cfg.Bias)
+		}
+		copy(p.Data, t.Data)
+	}
+	return nil
+}
+
+func (s *Stage) unknownTensor(name string) error {
+	if rest, ok := strings.CutPrefix(name, "transformer.h."); ok {
+		if i := strings.IndexByte(rest, '.'); i > 0 {
+			if n, err := strconv.Atoi(rest[:i]); err == nil && n >= s.cfg.NLayer {
+				return fmt.Errorf("checkpoint has transformer.h.%d.* but config has %d layers (n_layer = %d)", n, s.cfg.NLayer, s.cfg.NLayer)
+			}
+		}
+	}
+	if strings.HasSuffix(name, ".bias") && !s.cfg.Bias {
+		return fmt.Errorf("checkpoint has %s but config has bias = false", name)
+	}
+	return fmt.Errorf("checkpoint has tensor %s, which a nanoGPT model with this config does not have", name)
+}
+
+func sameShape(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// SaveStage writes the stage's weights (and, if opt is not nil, its AdamW
+// state as optim.m.* / optim.v.* tensors) to path atomically, with the
+// model config and block range in the metadata next to the caller's.
+func SaveStage(path string, s *Stage, opt *AdamW, metadata map[string]string) error {
+	md := maps.Clone(metadata)
+	if md == nil {
+		md = map[string]string{}
+	}
+	cfg, err := json.Marshal(s.cfg)
+	if err != nil {
+		return fmt.Errorf("save stage: %w", err)
+	}
+	md[MetaConfig] = string(cfg)
+	md[MetaBlocks] = fmt.Sprintf("%d,%d,%v,%v", s.lo, s.hi, s.first, s.last)
+	ts := s.StateDict()
+	if opt != nil {
+		step, ots := opt.State()
+		ts = append(ts, ots...)
+		md[MetaOptimStep] = strconv.Itoa(step)
+	}
+	if err := WriteSafetensors(path, ts, md); err != nil {
+		return fmt.Errorf("save stage: %w", err)
+	}
+	return nil
+}
+
+// LoadStage reads path into the stage (its part of the weights, see
+// LoadStateDict) and, if opt is not nil, the optimizer state. A file whose
+// metadata records another model config is refused, naming the field. It
+// returns the file's metadata.
+func LoadStage(path string, s *Stage, opt *AdamW) (map[string]string, error) {
+	ts, md, err := ReadSafetensors(path)
+	if err != nil {
+		return nil, fmt.Errorf("load stage: %w", err)
+	}
+	if js, ok := md[MetaConfig]; ok {
+		var c Config
+		if err := json.Unmarshal([]byte(js), &c); err != nil {
+			return nil, fmt.Errorf("load stage %s: metadata %s is not a config: %w", path, MetaConfig, err)
+		}
+		if c != s.cfg {
+			return nil, fmt.Errorf("load stage %s: checkpoint was saved for model %+v, config is %+v: use the checkpoint's model settings", path, c, s.cfg)
+		}
+	}
+	if err := s.LoadStateDict(ts); err != nil {
+		return nil, fmt.Errorf("load stage %s: %w", path, err)
+	}
+	if opt != nil {
+		step, err := strconv.Atoi(md[MetaOptimStep])
+		if err != nil {
+			return nil, fmt.Errorf("load stage %s: no optimizer state (metadata %s = %q): save with an optimizer or start it fresh", path, MetaOptimStep, md[MetaOptimStep])
+		}
+		if err := opt.LoadState(step, ts); err != nil {
+			return nil, fmt.Errorf("load stage %s: %w", path, err)
+		}
+	}
+	return md, nil
+}
