@@ -15,6 +15,12 @@ import (
 //go:noescape
 func kern6x16AVX2(kc int, a, b, c *float32, ldc int, alpha, beta float32)
 
+// kern6x16RowsAVX2 is kern6x16AVX2 for an A panel stored as 6 rows of kc
+// floats with row stride lda (elements).
+//
+//go:noescape
+func kern6x16RowsAVX2(kc int, a *float32, lda int, b, c *float32, ldc int, alpha, beta float32)
+
 // fmaPeakAVX2 runs n iterations of 12 independent 8-wide FMAs (192 flops).
 //
 //go:noescape
@@ -32,9 +38,16 @@ func kern6x16Asm(kc int, a, b, c []float32, ldc int, alpha, beta float32) {
 	kern6x16AVX2(kc, unsafe.SliceData(a), unsafe.SliceData(b), unsafe.SliceData(c), ldc, alpha, beta)
 }
 
+func kern6x16RowsAsm(kc int, a []float32, lda int, b, c []float32, ldc int, alpha, beta float32) {
+	if len(a) < 5*lda+kc || len(b) < kc*16 || len(c) < 5*ldc+16 {
+		panic("kernels: micro-kernel called with short panels (broken invariant)")
+	}
+	kern6x16RowsAVX2(kc, unsafe.SliceData(a), lda, unsafe.SliceData(b), unsafe.SliceData(c), ldc, alpha, beta)
+}
+
 func init() {
 	if haveAVX2 {
-		asmKernel = &microKernel{name: "avx2", mr: 6, nr: 16, fn: kern6x16Asm}
+		asmKernel = &microKernel{name: "avx2", mr: 6, nr: 16, fn: kern6x16Asm, rows: kern6x16RowsAsm}
 		active = asmKernel
 	}
 }

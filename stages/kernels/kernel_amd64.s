@@ -42,6 +42,32 @@
 	VMOVUPS hi, 32(DX) \
 	ADDQ R8, DX
 
+// One k step of the row-panel variant: A is 6 rows of kc floats, row r at
+// SI + r·stride, with R9 = stride, R10 = 3·stride, R11 = 5·stride in bytes.
+// Six sequential broadcast streams replace the interleaving copy that
+// packing a row-major A would otherwise need.
+#define STEPR(aoff, boff) \
+	VMOVUPS boff(DI), Y0 \
+	VMOVUPS boff+32(DI), Y1 \
+	VBROADCASTSS aoff(SI), Y2 \
+	VFMADD231PS Y0, Y2, Y4 \
+	VFMADD231PS Y1, Y2, Y5 \
+	VBROADCASTSS aoff(SI)(R9*1), Y3 \
+	VFMADD231PS Y0, Y3, Y6 \
+	VFMADD231PS Y1, Y3, Y7 \
+	VBROADCASTSS aoff(SI)(R9*2), Y2 \
+	VFMADD231PS Y0, Y2, Y8 \
+	VFMADD231PS Y1, Y2, Y9 \
+	VBROADCASTSS aoff(SI)(R10*1), Y3 \
+	VFMADD231PS Y0, Y3, Y10 \
+	VFMADD231PS Y1, Y3, Y11 \
+	VBROADCASTSS aoff(SI)(R9*4), Y2 \
+	VFMADD231PS Y0, Y2, Y12 \
+	VFMADD231PS Y1, Y2, Y13 \
+	VBROADCASTSS aoff(SI)(R11*1), Y3 \
+	VFMADD231PS Y0, Y3, Y14 \
+	VFMADD231PS Y1, Y3, Y15
+
 // func kern6x16AVX2(kc int, a, b, c *float32, ldc int, alpha, beta float32)
 TEXT ·kern6x16AVX2(SB), NOSPLIT, $0-48
 	MOVQ kc+0(FP), CX
@@ -50,7 +76,6 @@ TEXT ·kern6x16AVX2(SB), NOSPLIT, $0-48
 	MOVQ c+24(FP), DX
 	MOVQ ldc+32(FP), R8
 	SHLQ $2, R8
-
 	VXORPS Y4, Y4, Y4
 	VXORPS Y5, Y5, Y5
 	VXORPS Y6, Y6, Y6
@@ -66,9 +91,9 @@ TEXT ·kern6x16AVX2(SB), NOSPLIT, $0-48
 
 	MOVQ CX, BX
 	SHRQ $2, BX
-	JZ   tail
+	JZ   itail
 
-loop4:
+iloop4:
 	STEP(0, 0)
 	STEP(24, 64)
 	STEP(48, 128)
@@ -76,20 +101,20 @@ loop4:
 	ADDQ $96, SI
 	ADDQ $256, DI
 	DECQ BX
-	JNZ  loop4
+	JNZ  iloop4
 
-tail:
+itail:
 	ANDQ $3, CX
-	JZ   done
+	JZ   idone
 
-loop1:
+iloop1:
 	STEP(0, 0)
 	ADDQ $24, SI
 	ADDQ $64, DI
 	DECQ CX
-	JNZ  loop1
+	JNZ  iloop1
 
-done:
+idone:
 	VBROADCASTSS alpha+40(FP), Y0
 	VMULPS Y0, Y4, Y4
 	VMULPS Y0, Y5, Y5
@@ -107,7 +132,7 @@ done:
 	// beta == 0 (either sign) means "overwrite": never read C.
 	MOVL beta+44(FP), AX
 	ANDL $0x7fffffff, AX
-	JZ   store
+	JZ   istore
 
 	VBROADCASTSS beta+44(FP), Y1
 	ROWBETA(Y4, Y5)
@@ -119,7 +144,7 @@ done:
 	VZEROUPPER
 	RET
 
-store:
+istore:
 	ROWSTORE(Y4, Y5)
 	ROWSTORE(Y6, Y7)
 	ROWSTORE(Y8, Y9)
@@ -128,6 +153,98 @@ store:
 	ROWSTORE(Y14, Y15)
 	VZEROUPPER
 	RET
+
+
+// func kern6x16RowsAVX2(kc int, a *float32, lda int, b, c *float32, ldc int, alpha, beta float32)
+TEXT ·kern6x16RowsAVX2(SB), NOSPLIT, $0-56
+	MOVQ kc+0(FP), CX
+	MOVQ a+8(FP), SI
+	MOVQ lda+16(FP), R9
+	MOVQ b+24(FP), DI
+	MOVQ c+32(FP), DX
+	MOVQ ldc+40(FP), R8
+	SHLQ $2, R8
+	SHLQ $2, R9
+	LEAQ (R9)(R9*2), R10
+	LEAQ (R9)(R9*4), R11
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	VXORPS Y8, Y8, Y8
+	VXORPS Y9, Y9, Y9
+	VXORPS Y10, Y10, Y10
+	VXORPS Y11, Y11, Y11
+	VXORPS Y12, Y12, Y12
+	VXORPS Y13, Y13, Y13
+	VXORPS Y14, Y14, Y14
+	VXORPS Y15, Y15, Y15
+
+	MOVQ CX, BX
+	SHRQ $2, BX
+	JZ   rtail
+
+rloop4:
+	STEPR(0, 0)
+	STEPR(4, 64)
+	STEPR(8, 128)
+	STEPR(12, 192)
+	ADDQ $16, SI
+	ADDQ $256, DI
+	DECQ BX
+	JNZ  rloop4
+
+rtail:
+	ANDQ $3, CX
+	JZ   rdone
+
+rloop1:
+	STEPR(0, 0)
+	ADDQ $4, SI
+	ADDQ $64, DI
+	DECQ CX
+	JNZ  rloop1
+
+rdone:
+	VBROADCASTSS alpha+48(FP), Y0
+	VMULPS Y0, Y4, Y4
+	VMULPS Y0, Y5, Y5
+	VMULPS Y0, Y6, Y6
+	VMULPS Y0, Y7, Y7
+	VMULPS Y0, Y8, Y8
+	VMULPS Y0, Y9, Y9
+	VMULPS Y0, Y10, Y10
+	VMULPS Y0, Y11, Y11
+	VMULPS Y0, Y12, Y12
+	VMULPS Y0, Y13, Y13
+	VMULPS Y0, Y14, Y14
+	VMULPS Y0, Y15, Y15
+
+	// beta == 0 (either sign) means "overwrite": never read C.
+	MOVL beta+52(FP), AX
+	ANDL $0x7fffffff, AX
+	JZ   rstore
+
+	VBROADCASTSS beta+52(FP), Y1
+	ROWBETA(Y4, Y5)
+	ROWBETA(Y6, Y7)
+	ROWBETA(Y8, Y9)
+	ROWBETA(Y10, Y11)
+	ROWBETA(Y12, Y13)
+	ROWBETA(Y14, Y15)
+	VZEROUPPER
+	RET
+
+rstore:
+	ROWSTORE(Y4, Y5)
+	ROWSTORE(Y6, Y7)
+	ROWSTORE(Y8, Y9)
+	ROWSTORE(Y10, Y11)
+	ROWSTORE(Y12, Y13)
+	ROWSTORE(Y14, Y15)
+	VZEROUPPER
+	RET
+
 
 // func fmaPeakAVX2(n int)
 // Runs n iterations of 12 independent 8-wide FMAs (192 flops each): enough

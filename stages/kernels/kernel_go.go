@@ -4,10 +4,15 @@ package kernels
 // panels use. fn computes the mr×nr tile alpha·(Ã·B̃) + beta·C from a packed
 // A panel (kc steps of mr floats) and a packed B panel (kc steps of nr
 // floats), reading C only when beta ≠ 0; ldc is in elements.
+//
+// rows, if set, is the same kernel for an A panel stored as mr rows of kc
+// floats, row r at a[r*lda:]. Sgemm uses it when A is not transposed: that
+// panel is packed with plain row copies instead of a transposing one.
 type microKernel struct {
 	name   string
 	mr, nr int
 	fn     func(kc int, a, b, c []float32, ldc int, alpha, beta float32)
+	rows   func(kc int, a []float32, lda int, b, c []float32, ldc int, alpha, beta float32)
 }
 
 // goKernel is the portable path: plain Go, 4×4 so its 16 accumulators stay

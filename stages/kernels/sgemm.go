@@ -153,25 +153,38 @@ func (g *gemm) run(buf *packBuf, i0, i1, j0, j1 int) {
 			packB(buf.b, g.b, g.ldb, g.transB, pc, kc, jc, nc, nr)
 			for ic := i0; ic < i1; ic += blockM {
 				mc := min(blockM, i1-ic)
-				packA(buf.a, g.a, g.lda, g.transA, ic, mc, pc, kc, mr)
-				g.macro(buf, ic, mc, jc, nc, kc, beta)
+				rows := !g.transA && g.kern.rows != nil
+				if rows {
+					packARows(buf.a, g.a, g.lda, ic, mc, pc, kc, mr)
+				} else {
+					packA(buf.a, g.a, g.lda, g.transA, ic, mc, pc, kc, mr)
+				}
+				g.macro(buf, ic, mc, jc, nc, kc, beta, rows)
 			}
 		}
 	}
 }
 
 // macro runs the micro-kernel over one packed mc×nc block of C.
-func (g *gemm) macro(buf *packBuf, ic, mc, jc, nc, kc int, beta float32) {
+// rows says the A panels are packed for the kernel's rows variant.
+func (g *gemm) macro(buf *packBuf, ic, mc, jc, nc, kc int, beta float32, rows bool) {
 	mr, nr := g.kern.mr, g.kern.nr
 	fn := g.kern.fn
+	if rows {
+		// Both A layouts put panel i at i·kc·mr; only the kernel differs.
+		rfn := g.kern.rows
+		fn = func(kc int, a, b, c []float32, ldc int, alpha, beta float32) {
+			rfn(kc, a, kc, b, c, ldc, alpha, beta)
+		}
+	}
 	for jr := 0; jr < nc; jr += nr {
 		bp := buf.b[(jr/nr)*kc*nr:]
 		cols := min(nr, nc-jr)
 		for ir := 0; ir < mc; ir += mr {
 			ap := buf.a[(ir/mr)*kc*mr:]
-			rows := min(mr, mc-ir)
+			nrows := min(mr, mc-ir)
 			off := (ic+ir)*g.ldc + jc + jr
-			if rows == mr && cols == nr {
+			if nrows == mr && cols == nr {
 				fn(kc, ap, bp, g.c[off:], g.ldc, g.alpha, beta)
 				continue
 			}
@@ -179,12 +192,12 @@ func (g *gemm) macro(buf *packBuf, ic, mc, jc, nc, kc int, beta float32) {
 			// elements get exactly the arithmetic of interior ones.
 			t := buf.tile
 			if beta != 0 {
-				for r := 0; r < rows; r++ {
+				for r := 0; r < nrows; r++ {
 					copy(t[r*nr:r*nr+cols], g.c[off+r*g.ldc:])
 				}
 			}
 			fn(kc, ap, bp, t, nr, g.alpha, beta)
-			for r := 0; r < rows; r++ {
+			for r := 0; r < nrows; r++ {
 				copy(g.c[off+r*g.ldc:off+r*g.ldc+cols], t[r*nr:])
 			}
 		}
