@@ -84,8 +84,10 @@ func StageCosts(ranges []Range, c Costs) []float64 {
 // least one block, minimising the most expensive stage (the pipeline runs
 // at the pace of its slowest stage); among splits with the same maximum it
 // picks the one with the smallest sum of squared stage costs, so the
-// remaining stages are balanced too. It is exact (dynamic programming,
-// O(stages·nLayer²)).
+// remaining stages are balanced too; remaining ties give earlier stages
+// fewer blocks, because under 1F1B earlier stages hold more micro-batches of
+// activations (S-i) and stage 0 also feeds the data. It is exact (dynamic
+// programming, O(stages·nLayer²)).
 func Assign(nLayer, stages int, c Costs) ([]Range, error) {
 	if stages < 1 {
 		return nil, fmt.Errorf("assign: stages = %d, want ≥ 1: %w", stages, ErrBadSplit)

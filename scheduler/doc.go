@@ -65,12 +65,20 @@
 //		}
 //	}
 //
-// Order within an iteration matters only in that Completed comes before
-// Sends are acted on by the peer; the machine itself never waits on a send.
-// A runtime that receives in a background goroutine may call Step with
-// arrivals between Next calls at any time (from the loop's goroutine: the
-// machine is not safe for concurrent use). Messages carry their Step, and a
-// stage accepts messages for its current step and the next one.
+// Call Step(Completed(a)) only after the compute has finished, and send
+// Sends(a) only after that: a message must never announce work that is not
+// done. The machine never waits on a send; the runtime sends in the
+// background, in the order Sends lists (per link, messages must arrive in
+// the order sent only for the runtime's own convenience — the machine
+// accepts arrivals in any order). A runtime that receives in a background
+// goroutine may hand arrivals to the loop at any time, and the loop feeds
+// them with Step between Next calls (the machine is not safe for
+// concurrent use). Messages carry their Step; a stage accepts messages for
+// its current step and the next one (the upstream stage may already be
+// forwarding the next step while this one runs its optimizer).
+//
+// Wait time is the stage's idle time: the runtime can attribute it to the
+// network when the awaited message was already sent (the simulator does).
 //
 // Message routing: Activation goes i → i+1, Gradient i → i-1, and
 // EmbeddingGrad 0 ↔ S-1 (one each way per step; in a 1-stage pipeline the

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/narrowband/narrowband/internal/metrics"
 	"github.com/narrowband/narrowband/scheduler"
 )
 
@@ -52,6 +53,13 @@ type StageStats struct {
 
 // Idle is the fraction of time not computing.
 func (s StageStats) Idle() float64 { return s.NetWait + s.Bubble }
+
+// Metrics converts s to the per-step record the web view and plots read,
+// for a step of stepTime seconds.
+func (s StageStats) Metrics(stepTime float64) metrics.StageStats {
+	return metrics.StageStats{Stage: s.Stage, BusySeconds: s.BusySeconds,
+		IdleSeconds: s.Idle() * stepTime, NetWait: s.NetWaitSeconds}
+}
 
 // LinkStats is one boundary's traffic per step and how busy its
 // serializers were over the whole run.
