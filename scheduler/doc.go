@@ -68,14 +68,20 @@
 // Call Step(Completed(a)) only after the compute has finished, and send
 // Sends(a) only after that: a message must never announce work that is not
 // done. The machine never waits on a send; the runtime sends in the
-// background, in the order Sends lists (per link, messages must arrive in
-// the order sent only for the runtime's own convenience — the machine
-// accepts arrivals in any order). A runtime that receives in a background
+// background, in the order Sends lists; the machine accepts arrivals in
+// any order, so the transport need not preserve order across messages. A
+// runtime that receives in a background
 // goroutine may hand arrivals to the loop at any time, and the loop feeds
 // them with Step between Next calls (the machine is not safe for
 // concurrent use). Messages carry their Step; a stage accepts messages for
 // its current step and the next one (the upstream stage may already be
 // forwarding the next step while this one runs its optimizer).
+//
+// Received payloads: keep each by (Step, Micro) until the Forward or
+// Backward that consumes it runs; up to M activations of the next step can
+// arrive before this stage finishes the current one, so do not size that
+// buffer by MaxInFlight (which counts only forwarded, not yet
+// backwarded, micro-batches).
 //
 // Wait time is the stage's idle time: the runtime can attribute it to the
 // network when the awaited message was already sent (the simulator does).
