@@ -106,7 +106,6 @@ func Run(ctx context.Context, o Options) (*metrics.Summary, error) {
 
 	start := 0
 	var jsonl *metrics.JSONL
-	var tokensBefore int64
 	var wallBefore float64
 	if o.Resume != "" {
 		st, err := LoadState(filepath.Join(o.Resume, StateFile))
@@ -120,7 +119,6 @@ func Run(ctx context.Context, o Options) (*metrics.Summary, error) {
 			return nil, fmt.Errorf("resume: %w", err)
 		}
 		start = st.Step
-		tokensBefore = int64(start) * int64(cfg.Train.BatchSize*T)
 		wallBefore = st.WallSeconds
 		if filepath.Clean(o.Resume) != filepath.Clean(o.Out) {
 			if b, err := os.ReadFile(filepath.Join(o.Resume, "metrics.jsonl")); err == nil {

@@ -1,0 +1,113 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"unicode/utf8"
+
+	"github.com/narrowband/narrowband/internal/data"
+	"github.com/narrowband/narrowband/internal/trainer"
+	"github.com/narrowband/narrowband/stages"
+)
+
+// evalBatch is how many windows eval runs at once.
+const evalBatch = 16
+
+func cmdEval(ctx context.Context, argv []string, stdout, stderr io.Writer) error {
+	a, err := parseArgs(argv, map[string]bool{"checkpoint": true, "text": true})
+	if err != nil {
+		return err
+	}
+	ckpt, textPath := a.str("checkpoint", ""), a.str("text", "")
+	if ckpt == "" || textPath == "" || len(a.pos) > 0 {
+		return fmt.Errorf("eval: usage: narrowband eval --checkpoint FILE --text FILE")
+	}
+	text, err := os.ReadFile(textPath)
+	if err != nil {
+		return fmt.Errorf("eval: %w", err)
+	}
+	st, err := trainer.LoadModel(ckpt, evalBatch)
+	if err != nil {
+		return fmt.Errorf("eval: %w", err)
+	}
+	win := data.Chunks(text, st.Config().BlockSize)
+	if len(win) == 0 {
+		return fmt.Errorf("eval: %s has %d bytes; need at least 2 to predict anything", textPath, len(text))
+	}
+	loss, err := trainer.EvalText(ctx, st, evalBatch, win)
+	if err != nil {
+		return fmt.Errorf("eval: %w", err)
+	}
+	n := 0
+	for _, w := range win {
+		n += len(w) - 1
+	}
+	return json.NewEncoder(stdout).Encode(map[string]any{
+		"loss_nats_per_byte": loss,
+		"bits_per_byte":      loss / 0.6931471805599453,
+		"bytes":              n,
+		"checkpoint":         ckpt,
+		"text":               textPath,
+	})
+}
+
+func cmdSample(ctx context.Context, argv []string, stdout, stderr io.Writer) error {
+	a, err := parseArgs(argv, map[string]bool{"checkpoint": true, "prompt": true, "tokens": true, "temperature": true, "top-k": true, "seed": true})
+	if err != nil {
+		return err
+	}
+	ckpt := a.str("checkpoint", "")
+	if ckpt == "" || len(a.pos) > 0 {
+		return fmt.Errorf("sample: usage: narrowband sample --checkpoint FILE [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--seed S]")
+	}
+	n, err := a.int("tokens", 200)
+	if err != nil {
+		return err
+	}
+	topK, err := a.int("top-k", 0)
+	if err != nil {
+		return err
+	}
+	seed, err := a.int("seed", 1)
+	if err != nil {
+		return err
+	}
+	temp, err := a.float("temperature", 0.8)
+	if err != nil {
+		return err
+	}
+	if n < 0 || n > 1<<20 {
+		return fmt.Errorf("sample: --tokens %d: want 0..%d", n, 1<<20)
+	}
+	if temp < 0 {
+		return fmt.Errorf("sample: --temperature %g: want ≥ 0 (0 picks the most likely byte)", temp)
+	}
+	st, err := trainer.LoadModel(ckpt, 1)
+	if err != nil {
+		return fmt.Errorf("sample: %w", err)
+	}
+	prompt := []byte(a.str("prompt", "\n"))
+	if len(prompt) == 0 {
+		prompt = []byte("\n")
+	}
+	ids := make([]int32, len(prompt))
+	for i, b := range prompt {
+		ids[i] = int32(b)
+	}
+	out, err := stages.Generate(st, ids, n, temp, topK, uint64(seed))
+	if err != nil {
+		return fmt.Errorf("sample: %w", err)
+	}
+	buf := make([]byte, len(out))
+	for i, t := range out {
+		buf[i] = byte(t)
+	}
+	if !utf8.Valid(buf) {
+		buf = []byte(string([]rune(string(buf)))) // show invalid bytes as U+FFFD
+	}
+	_, err = fmt.Fprintf(stdout, "%s%s\n", prompt, buf)
+	return err
+}
