@@ -130,17 +130,18 @@ func (s *Subspace) EncodeWithTokens(dst []byte, h []float32, tokens []int32, row
 	}
 	d, k := s.Basis.D, s.Basis.K
 	s.c = resize(s.c, rows*k)
-	s.diff = resize(s.diff, d)
+	s.diff = resize(s.diff, rows*d)
 	for i, t := range tokens {
 		if t < 0 || int(t) >= s.Vocab {
 			return dst, fmt.Errorf("subspace: encode: row %d: token id %d outside vocabulary 0..%d", i, t, s.Vocab-1)
 		}
 		e := s.E0[int(t)*d : (int(t)+1)*d]
+		df := s.diff[i*d : (i+1)*d]
 		for j, v := range h[i*d : (i+1)*d] {
-			s.diff[j] = v - e[j]
+			df[j] = v - e[j]
 		}
-		s.Basis.Coeffs(s.c[i*k:(i+1)*k], s.diff, 1)
 	}
+	s.Basis.Coeffs(s.c, s.diff, rows)
 	w := s.tokWidth()
 	s.tok = s.tok[:0]
 	for _, t := range tokens {

@@ -1,13 +1,55 @@
 package compression
 
-import "math"
+import (
+	"math"
 
-// Small dense helpers for the low-rank and subspace codecs. Matrices are
-// row-major; the thin factors have r (≤ a few hundred) columns, so the inner
-// loops run along r with the bounds checks hoisted.
+	"github.com/narrowband/narrowband/stages/kernels"
+)
+
+// Dense products for the low-rank and subspace codecs, row-major. They go
+// through the project's one fast Sgemm (stages/kernels: packed AVX2 kernel,
+// deterministic whatever the thread count; it may use its own worker pool,
+// bounded by kernels.SetThreads). The *Ref versions below are the slow,
+// obviously-correct references the tests compare against.
 
 // mulAB sets C (n×r) = A (n×m) · B (m×r).
 func mulAB(C, A, B []float32, n, m, r int) {
+	if n == 0 || r == 0 {
+		return
+	}
+	if m == 0 {
+		clear(C[:n*r])
+		return
+	}
+	kernels.Sgemm(false, false, n, r, m, 1, A[:n*m], m, B[:m*r], r, 0, C[:n*r], r)
+}
+
+// mulAtB sets C (m×r) = Aᵀ · B where A is n×m and B is n×r.
+func mulAtB(C, A, B []float32, n, m, r int) {
+	if m == 0 || r == 0 {
+		return
+	}
+	if n == 0 {
+		clear(C[:m*r])
+		return
+	}
+	kernels.Sgemm(true, false, m, r, n, 1, A[:n*m], m, B[:n*r], r, 0, C[:m*r], r)
+}
+
+// mulABt sets C (n×m) = A (n×r) · Bᵀ where B is m×r.
+func mulABt(C, A, B []float32, n, m, r int) {
+	if n == 0 || m == 0 {
+		return
+	}
+	if r == 0 {
+		clear(C[:n*m])
+		return
+	}
+	kernels.Sgemm(false, true, n, m, r, 1, A[:n*r], r, B[:m*r], r, 0, C[:n*m], m)
+}
+
+// mulABRef is the reference for mulAB.
+func mulABRef(C, A, B []float32, n, m, r int) {
 	for i := 0; i < n; i++ {
 		c := C[i*r : (i+1)*r]
 		clear(c)
@@ -24,8 +66,8 @@ func mulAB(C, A, B []float32, n, m, r int) {
 	}
 }
 
-// mulAtB sets C (m×r) = Aᵀ · B where A is n×m and B is n×r.
-func mulAtB(C, A, B []float32, n, m, r int) {
+// mulAtBRef is the reference for mulAtB.
+func mulAtBRef(C, A, B []float32, n, m, r int) {
 	clear(C[:m*r])
 	for i := 0; i < n; i++ {
 		b := B[i*r : (i+1)*r]
@@ -42,8 +84,8 @@ func mulAtB(C, A, B []float32, n, m, r int) {
 	}
 }
 
-// mulABt sets C (n×m) = A (n×r) · Bᵀ where B is m×r.
-func mulABt(C, A, B []float32, n, m, r int) {
+// mulABtRef is the reference for mulABt.
+func mulABtRef(C, A, B []float32, n, m, r int) {
 	for i := 0; i < n; i++ {
 		a := A[i*r : (i+1)*r]
 		c := C[i*m : (i+1)*m]
@@ -88,18 +130,12 @@ func orthonormalize64(col []float64, n, r int) {
 			v := col[k*n : (k+1)*n]
 			for j := 0; j < k; j++ {
 				u := col[j*n : (j+1)*n]
-				var d float64
-				for i := range v {
-					d += float64(u[i] * v[i])
-				}
+				d := dot64(u, v)
 				for i := range v {
 					v[i] -= float64(d * u[i])
 				}
 			}
-			var s float64
-			for _, x := range v {
-				s += float64(x * x)
-			}
+			s := dot64(v, v)
 			if s == 0 {
 				continue
 			}
@@ -141,4 +177,23 @@ func (r *rng) uniform() float64 { return float64(r.next()>>11) * (1.0 / (1 << 53
 func (r *rng) normal() float64 {
 	s := r.uniform() + r.uniform() + r.uniform() + r.uniform()
 	return (s - 2) * math.Sqrt(3)
+}
+
+// dot64 is a dot product with four independent accumulators (a single one
+// is latency-bound), summed in a fixed order so the result is the same on
+// every platform.
+func dot64(u, v []float64) float64 {
+	v = v[:len(u)]
+	var s0, s1, s2, s3 float64
+	i := 0
+	for ; i+4 <= len(u); i += 4 {
+		s0 += float64(u[i] * v[i])
+		s1 += float64(u[i+1] * v[i+1])
+		s2 += float64(u[i+2] * v[i+2])
+		s3 += float64(u[i+3] * v[i+3])
+	}
+	for ; i < len(u); i++ {
+		s0 += float64(u[i] * v[i])
+	}
+	return (s0 + s1) + (s2 + s3)
 }
