@@ -67,8 +67,8 @@ type Config struct {
 }
 
 // maxEvents bounds a run so a hostile config cannot make Run loop for
-// hours: S=32, M=64, 3 steps needs about 25k.
-const maxEvents = 50_000_000
+// minutes or hold gigabytes: S=32, M=64, 3 steps needs about 25k.
+const maxEvents = 5_000_000
 
 func okRate(v float64) bool     { return v > 0 && !math.IsNaN(v) } // +Inf allowed
 func okDuration(v float64) bool { return v >= 0 && !math.IsNaN(v) && !math.IsInf(v, 0) }

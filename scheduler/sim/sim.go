@@ -62,7 +62,9 @@ func (s StageStats) Metrics(stepTime float64) metrics.StageStats {
 }
 
 // LinkStats is one boundary's traffic per step and how busy its
-// serializers were over the whole run.
+// serializers were over the whole run. With two stages it includes the
+// tied-embedding gradients (they share the connection); otherwise those
+// travel on the separate first↔last connection, not reported here.
 type LinkStats struct {
 	From, To                     int
 	ForwardBytes, BackwardBytes  int64   // per step
