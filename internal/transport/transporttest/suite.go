@@ -71,6 +71,48 @@ func Run(t *testing.T, newPair func(t *testing.T) (a, b transport.Conn)) {
 	}
 }
 
+// callLimit bounds a single Send or Recv the suite makes from the test
+// goroutine, beyond any ctx deadline it passes.
+const callLimit = 15 * time.Second
+
+// recvWithin calls c.Recv and fails t if it has not returned within
+// callLimit, so an implementation that ignores ctx or Close fails instead
+// of hanging the suite. The stuck goroutine is left behind; closing the
+// pair usually releases it.
+func recvWithin(t *testing.T, ctx context.Context, c transport.Conn) ([]byte, error) {
+	t.Helper()
+	type result struct {
+		msg []byte
+		err error
+	}
+	res := make(chan result, 1)
+	go func() {
+		msg, err := c.Recv(ctx)
+		res <- result{msg, err}
+	}()
+	select {
+	case r := <-res:
+		return r.msg, r.err
+	case <-time.After(callLimit):
+		t.Fatalf("Recv did not return within %v (does it honour ctx and Close?)", callLimit)
+		return nil, nil
+	}
+}
+
+// sendWithin is recvWithin for Send.
+func sendWithin(t *testing.T, ctx context.Context, c transport.Conn, msg []byte) error {
+	t.Helper()
+	res := make(chan error, 1)
+	go func() { res <- c.Send(ctx, msg) }()
+	select {
+	case err := <-res:
+		return err
+	case <-time.After(callLimit):
+		t.Fatalf("Send of %d bytes did not return within %v (does it honour ctx and Close?)", len(msg), callLimit)
+		return nil
+	}
+}
+
 // payload returns size deterministic bytes for message seq of stream id, so
 // a receiver can check content, order and boundaries without a copy of what
 // was sent.
@@ -139,19 +181,35 @@ func recvAll(ctx context.Context, c transport.Conn, stream uint64, sizes []int, 
 	errc <- nil
 }
 
-// wait collects n results from errc, failing the test on each error.
-func wait(t *testing.T, ctx context.Context, errc <-chan error, n int) {
+// wait collects n results from errc, failing the test on each error. On
+// the first error it cancels the goroutines' ctx, so a receiver that gave up
+// does not leave its sender blocked until the subtest times out; errors
+// that are only the echo of that cancellation are not reported.
+func wait(t *testing.T, ctx context.Context, cancel context.CancelFunc, errc <-chan error, n int) {
 	t.Helper()
+	failed := false
 	for range n {
 		select {
 		case err := <-errc:
-			if err != nil {
-				t.Error(err)
+			if err == nil || (failed && errors.Is(err, context.Canceled)) {
+				continue
 			}
+			t.Error(err)
+			failed = true
+			cancel()
 		case <-ctx.Done():
-			t.Fatalf("timed out after %v waiting for senders and receivers: %v", subtestTimeout, ctx.Err())
+			if !failed {
+				t.Fatalf("timed out after %v waiting for senders and receivers: %v", subtestTimeout, ctx.Err())
+			}
 		}
 	}
+}
+
+// group returns a cancellable child of ctx for one batch of sender and
+// receiver goroutines, and the channel they report on.
+func group(ctx context.Context) (context.Context, context.CancelFunc, chan error) {
+	ctx, cancel := context.WithCancel(ctx)
+	return ctx, cancel, make(chan error, 4)
 }
 
 // testOrdering pushes many messages of varied sizes both ways at once, with
@@ -162,19 +220,21 @@ func testOrdering(t *testing.T, ctx context.Context, a, b transport.Conn) {
 	for i := range sizes {
 		sizes[i] = (i * 7919) % 20011 // 0 … 20 KB, a few empty
 	}
-	errc := make(chan error, 4)
+	ctx, cancel, errc := group(ctx)
+	defer cancel()
 	go sendAll(ctx, a, 1, sizes, errc)
 	go recvAll(ctx, b, 1, sizes, errc)
 	go sendAll(ctx, b, 2, sizes, errc)
 	go recvAll(ctx, a, 2, sizes, errc)
-	wait(t, ctx, errc, 4)
+	wait(t, ctx, cancel, errc, 4)
 }
 
 // testBoundaries checks that tiny and packet-edge sizes arrive as sent, and
 // that Send copies: the sender overwrites its buffer right after each Send.
 func testBoundaries(t *testing.T, ctx context.Context, a, b transport.Conn) {
 	sizes := []int{0, 1, 2, 3, 7, 8, 9, 0, 0, 1, 1199, 1200, 1201, 16383, 16384, 16385, 65535, 65536, 65537, 0, 1}
-	errc := make(chan error, 2)
+	ctx, cancel, errc := group(ctx)
+	defer cancel()
 	go func() {
 		buf := make([]byte, 0, 1<<17)
 		for i, n := range sizes {
@@ -191,30 +251,32 @@ func testBoundaries(t *testing.T, ctx context.Context, a, b transport.Conn) {
 		errc <- nil
 	}()
 	go recvAll(ctx, b, 3, sizes, errc)
-	wait(t, ctx, errc, 2)
+	wait(t, ctx, cancel, errc, 2)
 }
 
 // testLargeMessages sends 16 MiB tensors-sized messages and checks them.
 func testLargeMessages(t *testing.T, ctx context.Context, a, b transport.Conn) {
 	sizes := []int{16 << 20, 16<<20 - 1, 5, 16 << 20}
-	errc := make(chan error, 2)
+	ctx, cancel, errc := group(ctx)
+	defer cancel()
 	go sendAll(ctx, a, 4, sizes, errc)
 	go recvAll(ctx, b, 4, sizes, errc)
-	wait(t, ctx, errc, 2)
+	wait(t, ctx, cancel, errc, 2)
 }
 
 // testTooLarge checks that an oversized message is refused with ErrTooLarge
 // and leaves the link usable.
 func testTooLarge(t *testing.T, ctx context.Context, a, b transport.Conn) {
-	err := a.Send(ctx, make([]byte, transport.MaxMessage+1))
+	err := sendWithin(t, ctx, a, make([]byte, transport.MaxMessage+1))
 	if !errors.Is(err, transport.ErrTooLarge) {
 		t.Fatalf("Send of MaxMessage+1 bytes: got %v, want an error wrapping transport.ErrTooLarge", err)
 	}
-	errc := make(chan error, 2)
+	ctx, cancel, errc := group(ctx)
+	defer cancel()
 	sizes := []int{10}
 	go sendAll(ctx, a, 5, sizes, errc)
 	go recvAll(ctx, b, 5, sizes, errc)
-	wait(t, ctx, errc, 2)
+	wait(t, ctx, cancel, errc, 2)
 	if s := a.Stats(); s.MessagesSent != 1 || s.BytesSent != 10 {
 		t.Errorf("after a refused oversize Send and one 10-byte message: MessagesSent=%d BytesSent=%d, want 1 and 10", s.MessagesSent, s.BytesSent)
 	}
@@ -227,7 +289,8 @@ func testCloseDrains(t *testing.T, ctx context.Context, a, b transport.Conn) {
 	for i := range sizes {
 		sizes[i] = 1 + i*997
 	}
-	errc := make(chan error, 2)
+	ctx, cancel, errc := group(ctx)
+	defer cancel()
 	go func() {
 		for i, n := range sizes {
 			if err := a.Send(ctx, payload(6, uint64(i), n)); err != nil {
@@ -242,11 +305,9 @@ func testCloseDrains(t *testing.T, ctx context.Context, a, b transport.Conn) {
 		errc <- nil
 	}()
 	go recvAll(ctx, b, 6, sizes, errc)
-	wait(t, ctx, errc, 2)
+	wait(t, ctx, cancel, errc, 2)
 	for i := range 2 {
-		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		msg, err := b.Recv(rctx)
-		cancel()
+		msg, err := recvWithin(t, ctx, b)
 		if err != io.EOF {
 			t.Fatalf("Recv #%d after the peer closed and everything was delivered: got (%d bytes, %v), want io.EOF", i+1, len(msg), err)
 		}
@@ -262,15 +323,13 @@ func testCloseOwnSide(t *testing.T, ctx context.Context, a, b transport.Conn) {
 	if err := a.Close(); err != nil {
 		t.Errorf("second Close: got %v, want nil (Close is idempotent)", err)
 	}
-	if err := a.Send(ctx, []byte("late")); !errors.Is(err, transport.ErrClosed) {
+	if err := sendWithin(t, ctx, a, []byte("late")); !errors.Is(err, transport.ErrClosed) {
 		t.Errorf("Send after Close: got %v, want transport.ErrClosed", err)
 	}
-	if msg, err := a.Recv(ctx); !errors.Is(err, transport.ErrClosed) {
+	if msg, err := recvWithin(t, ctx, a); !errors.Is(err, transport.ErrClosed) {
 		t.Errorf("Recv after Close: got (%d bytes, %v), want transport.ErrClosed", len(msg), err)
 	}
-	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if msg, err := b.Recv(rctx); err != io.EOF {
+	if msg, err := recvWithin(t, ctx, b); err != io.EOF {
 		t.Errorf("peer Recv after Close with nothing sent: got (%d bytes, %v), want io.EOF", len(msg), err)
 	}
 }
@@ -302,7 +361,7 @@ func testCloseUnblocksRecv(t *testing.T, ctx context.Context, a, b transport.Con
 func testContextCancel(t *testing.T, ctx context.Context, a, b transport.Conn) {
 	dctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
 	start := time.Now()
-	msg, err := b.Recv(dctx)
+	msg, err := recvWithin(t, dctx, b)
 	cancel()
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Recv on an idle link with a 50 ms deadline: got (%d bytes, %v), want context.DeadlineExceeded", len(msg), err)
@@ -328,11 +387,12 @@ func testContextCancel(t *testing.T, ctx context.Context, a, b transport.Conn) {
 		t.Fatalf("Recv still blocked 10 s after its context was cancelled")
 	}
 
-	errc := make(chan error, 2)
+	ctx, cancel, errc := group(ctx)
+	defer cancel()
 	sizes := []int{100, 0, 3}
 	go sendAll(ctx, a, 7, sizes, errc)
 	go recvAll(ctx, b, 7, sizes, errc)
-	wait(t, ctx, errc, 2)
+	wait(t, ctx, cancel, errc, 2)
 }
 
 // fillUntilBlocked sends 1 MiB messages of stream on c until one Send stays
@@ -347,7 +407,7 @@ func fillUntilBlocked(t *testing.T, ctx context.Context, c transport.Conn, strea
 			t.Fatalf("Send accepted %d MiB while the receiver read nothing: the send buffer is unbounded (Send must block when it is full)", i)
 		}
 		sctx, cancel := context.WithTimeout(ctx, stalledSendTimeout)
-		err := c.Send(sctx, payload(stream, uint64(i), size))
+		err := sendWithin(t, sctx, c, payload(stream, uint64(i), size))
 		cancel()
 		if err == nil {
 			continue
@@ -370,7 +430,8 @@ func testBackPressure(t *testing.T, ctx context.Context, a, b transport.Conn) {
 	if s := a.Stats(); s.SendBlocked <= 0 {
 		t.Errorf("Stats().SendBlocked = %v after a Send blocked for %v, want > 0", s.SendBlocked, stalledSendTimeout)
 	}
-	errc := make(chan error, 2)
+	ctx, cancel, errc := group(ctx)
+	defer cancel()
 	go func() {
 		// A marker after the timed-out message: the receiver must see it
 		// right after the accepted ones, not the timed-out message.
@@ -398,7 +459,7 @@ func testBackPressure(t *testing.T, ctx context.Context, a, b transport.Conn) {
 			errc <- nil
 		}
 	}()
-	wait(t, ctx, errc, 2)
+	wait(t, ctx, cancel, errc, 2)
 }
 
 // testCloseUnblocksSend: a Send blocked by back-pressure returns ErrClosed
@@ -449,12 +510,13 @@ func testStats(t *testing.T, ctx context.Context, a, b transport.Conn) {
 		sizesB[i] = 1 + i*i*13
 		sumB += sizesB[i]
 	}
-	errc := make(chan error, 4)
+	ctx, cancel, errc := group(ctx)
+	defer cancel()
 	go sendAll(ctx, a, 10, sizesA, errc)
 	go recvAll(ctx, b, 10, sizesA, errc)
 	go sendAll(ctx, b, 11, sizesB, errc)
 	go recvAll(ctx, a, 11, sizesB, errc)
-	wait(t, ctx, errc, 4)
+	wait(t, ctx, cancel, errc, 4)
 
 	check := func(name string, s transport.Stats, sent, sentBytes, recv, recvBytes int) {
 		t.Helper()
