@@ -38,3 +38,40 @@ func itoa(n int) string {
 	}
 	return itoa(n/10) + itoa(n%10)
 }
+
+// BenchmarkMicroKernel runs the AVX2 micro-kernels alone on packed panels
+// that stay in cache (24 A panels against one B panel, as in a real mc×kc
+// block), to separate the kernel's own efficiency from packing and memory.
+func BenchmarkMicroKernel(b *testing.B) {
+	if !haveAVX2 {
+		b.Skip("no AVX2+FMA on this CPU")
+	}
+	const kc, panels = 256, blockM / 6
+	a := make([]float32, panels*6*kc)
+	bp := make([]float32, 16*kc)
+	c := make([]float32, panels*6*16)
+	for i := range a {
+		a[i] = float32(i%7) * 0.25
+	}
+	for i := range bp {
+		bp[i] = float32(i%5) * 0.5
+	}
+	for _, variant := range []string{"interleaved", "rows"} {
+		b.Run("variant="+variant, func(b *testing.B) {
+			b.ReportAllocs()
+			cpu0 := processCPUTime()
+			for b.Loop() {
+				for i := 0; i < panels; i++ {
+					ap := a[i*6*kc:]
+					ct := c[i*6*16:]
+					if variant == "rows" {
+						kern6x16RowsAsm(kc, ap, kc, bp, ct, 16, 1, 0)
+					} else {
+						kern6x16Asm(kc, ap, bp, ct, 16, 1, 0)
+					}
+				}
+			}
+			reportFlops(b, 2*6*16*kc*panels, processCPUTime()-cpu0)
+		})
+	}
+}
