@@ -492,3 +492,23 @@ func itoa(n int) string {
 	}
 	return itoa(n/10) + string(rune('0'+n%10))
 }
+
+func TestShuffleRoundTrip(t *testing.T) {
+	for _, es := range []int{1, 2, 3, 4} {
+		for _, n := range []int{0, 1, 5, 64, 67} {
+			src := make([]byte, n)
+			for i := range src {
+				src[i] = byte(i * 31)
+			}
+			mid, back := make([]byte, n), make([]byte, n)
+			shuffle(mid, src, es)
+			unshuffle(back, mid, es)
+			if string(back) != string(src) {
+				t.Fatalf("es=%d n=%d: shuffle/unshuffle changed the bytes", es, n)
+			}
+			if es > 1 && n >= 2*es && mid[1] != src[es] {
+				t.Fatalf("es=%d n=%d: plane 0 is not the first bytes of each element", es, n)
+			}
+		}
+	}
+}

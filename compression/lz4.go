@@ -3,18 +3,34 @@ package compression
 import (
 	"encoding/binary"
 	"fmt"
+	"sync"
 
 	"github.com/pierrec/lz4/v4"
 )
 
 // lz4 as an optional lossless last step. Raw float bytes do not compress
 // (ratio ≈ 0.996 measured); splitting them into byte planes first (all first
-// bytes, then all second bytes, … as Blosc does) groups the sign/exponent
-// bytes, which repeat a lot, so the planes compress a little. Compress keeps
-// the result only if it is strictly smaller, and says so.
+// bytes, then all second bytes, … as Blosc does) puts the sign/exponent bytes,
+// which repeat a lot, into a plane of their own. Each plane is compressed as
+// its own lz4 block and stored raw when lz4 does not shrink it: one block
+// over all planes does not work, because lz4's skip-ahead on incompressible
+// input (the low mantissa planes come first) jumps over the compressible
+// plane. Compress keeps the result only if it is strictly smaller overall,
+// and says so.
 //
 // Packed format: u8 element size (1, 2 or 4; 1 = no shuffle), uvarint raw
-// length, then one lz4 block.
+// length, then per plane: uvarint packed length (0 = stored raw) and the
+// bytes. Plane b holds byte b of every element; the last plane also holds
+// the tail that does not fill an element.
+
+// planeLens returns the length of each of the es planes of an n-byte payload.
+func planeLen(n, es, b int) int {
+	ne := n / es
+	if b == es-1 {
+		return ne + n - ne*es
+	}
+	return ne
+}
 
 // Compress appends the lz4 packing of payload to dst, shuffling bytes in
 // planes of elemSize (4 for float32 values, 2 for 16-bit, 1 for none). If
@@ -24,25 +40,46 @@ func Compress(dst, payload []byte, elemSize int) (out []byte, applied bool) {
 	if elemSize != 2 && elemSize != 4 {
 		elemSize = 1
 	}
+	if len(payload) == 0 {
+		return dst, false
+	}
 	src := payload
 	if elemSize > 1 {
-		src = make([]byte, len(payload))
+		sb := getScratch(len(payload))
+		defer scratchPool.Put(sb)
+		src = *sb
 		shuffle(src, payload, elemSize)
 	}
-	hdr := 1 + binary.PutUvarint(make([]byte, binary.MaxVarintLen64), uint64(len(payload)))
-	bound := lz4.CompressBlockBound(len(src))
 	start := len(dst)
-	dst, w := grow(dst, hdr+bound)
-	w[0] = byte(elemSize)
-	binary.PutUvarint(w[1:], uint64(len(payload)))
+	dst = append(dst, byte(elemSize))
+	dst = binary.AppendUvarint(dst, uint64(len(payload)))
 	var c lz4.Compressor
-	n, err := c.CompressBlock(src, w[hdr:])
-	if err != nil || n == 0 || hdr+n >= len(payload) {
-		// lz4 reports n == 0 for incompressible input; any error means the
-		// same to us: send it raw.
-		return append(dst[:start], payload...), false
+	off := 0
+	for b := 0; b < elemSize; b++ {
+		pl := src[off : off+planeLen(len(payload), elemSize, b)]
+		off += len(pl)
+		bound := lz4.CompressBlockBound(len(pl))
+		at := len(dst)
+		var w []byte
+		dst, w = grow(dst, binary.MaxVarintLen64+bound)
+		n, err := c.CompressBlock(pl, w[binary.MaxVarintLen64:])
+		dst = dst[:at]
+		if err != nil || n == 0 || n+uvarintLen(uint64(n)) >= len(pl) {
+			// Incompressible (lz4 reports n == 0) or no gain: store raw.
+			dst = binary.AppendUvarint(dst, 0)
+			dst = append(dst, pl...)
+		} else {
+			// Move the block down behind its length prefix.
+			hdr := uvarintLen(uint64(n))
+			dst = binary.AppendUvarint(dst, uint64(n))
+			dst = dst[:at+hdr+n]
+			copy(dst[at+hdr:], w[binary.MaxVarintLen64:binary.MaxVarintLen64+n])
+		}
+		if len(dst)-start >= len(payload) {
+			return append(dst[:start], payload...), false
+		}
 	}
-	return dst[:start+hdr+n], true
+	return dst, true
 }
 
 // Decompress appends the payload packed by Compress to dst. maxLen bounds the
@@ -56,8 +93,6 @@ func Decompress(dst, packed []byte, maxLen int) ([]byte, error) {
 		r.fail("element size %d", es)
 	}
 	if r.err == nil && n == 0 {
-		// Compress never packs an empty payload, and lz4 v4.1.33's
-		// assembly decoder dereferences nil on an empty destination.
 		r.fail("empty packed payload")
 	}
 	if r.err != nil {
@@ -67,11 +102,40 @@ func Decompress(dst, packed []byte, maxLen int) ([]byte, error) {
 	dst, w := grow(dst, n)
 	buf := w
 	if es > 1 {
-		buf = make([]byte, n)
+		sb := getScratch(n)
+		defer scratchPool.Put(sb)
+		buf = *sb
 	}
-	got, err := lz4.UncompressBlock(r.b, buf)
-	if err != nil || got != n {
-		return dst[:start], fmt.Errorf("lz4: %w: block decodes to %d bytes, header says %d (%v)", ErrCorrupt, got, n, err)
+	off := 0
+	for b := 0; b < es; b++ {
+		pl := buf[off : off+planeLen(n, es, b)]
+		off += len(pl)
+		cl := r.uvarint("plane length", len(r.b))
+		if cl == 0 {
+			copy(pl, r.take(len(pl), "raw plane"))
+			if r.err != nil {
+				break
+			}
+			continue
+		}
+		blk := r.take(cl, "lz4 plane")
+		if r.err != nil {
+			break
+		}
+		if len(pl) == 0 {
+			// lz4 v4.1.33's assembly decoder dereferences nil on an
+			// empty destination; an empty plane is never compressed.
+			r.fail("compressed empty plane %d", b)
+			break
+		}
+		got, err := lz4.UncompressBlock(blk, pl)
+		if err != nil || got != len(pl) {
+			r.fail("plane %d decodes to %d bytes, want %d (%v)", b, got, len(pl), err)
+			break
+		}
+	}
+	if err := r.done(); err != nil {
+		return dst[:start], fmt.Errorf("lz4: %w", err)
 	}
 	if es > 1 {
 		unshuffle(w, buf, es)
@@ -83,9 +147,24 @@ func Decompress(dst, packed []byte, maxLen int) ([]byte, error) {
 // elemSize-byte element; a tail shorter than one element is copied as is.
 func shuffle(dst, src []byte, es int) {
 	ne := len(src) / es
-	for i := 0; i < ne; i++ {
-		for b := 0; b < es; b++ {
-			dst[b*ne+i] = src[i*es+b]
+	switch es {
+	case 2:
+		p0, p1 := dst[:ne], dst[ne:2*ne]
+		for i := range p0 {
+			s := src[2*i : 2*i+2]
+			p0[i], p1[i] = s[0], s[1]
+		}
+	case 4:
+		p0, p1, p2, p3 := dst[:ne], dst[ne:2*ne], dst[2*ne:3*ne], dst[3*ne:4*ne]
+		for i := range p0 {
+			s := src[4*i : 4*i+4]
+			p0[i], p1[i], p2[i], p3[i] = s[0], s[1], s[2], s[3]
+		}
+	default:
+		for i := 0; i < ne; i++ {
+			for b := 0; b < es; b++ {
+				dst[b*ne+i] = src[i*es+b]
+			}
 		}
 	}
 	copy(dst[ne*es:], src[ne*es:])
@@ -93,12 +172,40 @@ func shuffle(dst, src []byte, es int) {
 
 func unshuffle(dst, src []byte, es int) {
 	ne := len(src) / es
-	for i := 0; i < ne; i++ {
-		for b := 0; b < es; b++ {
-			dst[i*es+b] = src[b*ne+i]
+	switch es {
+	case 2:
+		p0, p1 := src[:ne], src[ne:2*ne]
+		for i := range p0 {
+			d := dst[2*i : 2*i+2]
+			d[0], d[1] = p0[i], p1[i]
+		}
+	case 4:
+		p0, p1, p2, p3 := src[:ne], src[ne:2*ne], src[2*ne:3*ne], src[3*ne:4*ne]
+		for i := range p0 {
+			d := dst[4*i : 4*i+4]
+			d[0], d[1], d[2], d[3] = p0[i], p1[i], p2[i], p3[i]
+		}
+	default:
+		for i := 0; i < ne; i++ {
+			for b := 0; b < es; b++ {
+				dst[i*es+b] = src[b*ne+i]
+			}
 		}
 	}
 	copy(dst[ne*es:], src[ne*es:])
+}
+
+// scratchPool holds shuffle buffers so the per-message path does not
+// allocate.
+var scratchPool = sync.Pool{New: func() any { return new([]byte) }}
+
+func getScratch(n int) *[]byte {
+	b := scratchPool.Get().(*[]byte)
+	if cap(*b) < n {
+		*b = make([]byte, n)
+	}
+	*b = (*b)[:n]
+	return b
 }
 
 // LinkCodec is a Codec plus the optional lz4 step: what one link direction
