@@ -191,7 +191,6 @@ func (c *Conn) Close() error {
 			c.linger()
 		}
 		c.sendMu.Unlock()
-		c.refreshPath()
 		_ = c.rwc.Close()
 		_ = c.pc.Close()
 		_ = c.mux.Close()
