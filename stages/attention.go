@@ -56,7 +56,7 @@ func (j *attnJob) run(chunk, lo, hi int) {
 				}
 				var sum float32
 				for i, x := range row[:t+1] {
-					e := float32(math.Exp(float64(x - maxv)))
+					e := expf(x - maxv)
 					row[i] = e
 					sum += e
 				}

@@ -51,7 +51,7 @@ func (j *ceJob) run(_, lo, hi int) {
 		lt := row[tg] - maxv
 		var sum float32
 		for v, x := range row {
-			e := float32(math.Exp(float64(x - maxv)))
+			e := expf(x - maxv)
 			row[v] = e
 			sum += e
 		}

@@ -492,7 +492,7 @@ func (s *Stage) Backward(slotIdx int, dout []float32, lossScale float32) ([]floa
 		clear(dfchg)
 		matmulBackward(dfchg, p.fcprojw.Grad, grad(p.fcprojb), dres, a.fchGelu[:4*N*C], p.fcprojw.Data, N, 4*C, C)
 		clear(dfch)
-		geluBackward(&s.x, dfch, a.fch[:4*N*C], dfchg, 4*N*C)
+		geluBackward(&s.x, dfch, a.fch[:4*N*C], a.fchGelu[:4*N*C], dfchg, 4*N*C)
 		clear(dln)
 		matmulBackward(dln, p.fcw.Grad, grad(p.fcb), dfch, a.ln2[:N*C], p.fcw.Data, N, C, 4*C)
 		layernormBackward(&s.x, dres, p.ln2w.Grad, grad(p.ln2b), dln, a.res2[:N*C], p.ln2w.Data, a.ln2Mean, a.ln2Rstd, N, C)

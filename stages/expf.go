@@ -1,0 +1,40 @@
+package stages
+
+import "math"
+
+// expf is e^x in float32 (Cephes expf: range reduction by ln 2 and a
+// degree-6 polynomial, within 2 ulp; checked against math.Exp in
+// TestExpf). It is several times faster than float64 math.Exp and is what
+// softmax, cross-entropy and GELU spend their time in.
+func expf(x float32) float32 {
+	if !(x > -87 && x < 88) {
+		// Underflow to denormals, overflow and NaN are rare: let the
+		// float64 routine get them right.
+		return float32(math.Exp(float64(x)))
+	}
+	const (
+		log2e = 1.44269504088896341
+		ln2hi = 0.693359375
+		ln2lo = -2.12194440e-4
+	)
+	// Round x·log2(e) to the nearest integer (conversion truncates toward 0).
+	t := x * log2e
+	if t < 0 {
+		t -= 0.5
+	} else {
+		t += 0.5
+	}
+	ni := int32(t)
+	n := float32(ni)
+	r := x - n*ln2hi - n*ln2lo
+	z := r * r
+	y := ((((((1.9875691500e-4*r+1.3981999507e-3)*r+8.3334519073e-3)*r+4.1665795894e-2)*r+1.6666665459e-1)*r+5.0000001201e-1)*z + r + 1)
+	return y * math.Float32frombits(uint32(ni+127)<<23)
+}
+
+// tanhf is tanh(x) in float32 from expf, with absolute error ≤ ~2e-7
+// (what GELU needs: it uses 1 + tanh).
+func tanhf(x float32) float32 {
+	e := expf(2 * x)
+	return 1 - 2/(e+1)
+}
