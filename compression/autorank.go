@@ -198,3 +198,15 @@ func (a *AutoRank) Observe(o Observation) (Setting, *RankEvent) {
 	a.since = 0
 	return a.Current(), &RankEvent{Old: a.cfg.Ladder[old], New: a.Current(), Reason: reason, TransferSeconds: t(a.cur), BudgetSeconds: budget}
 }
+
+// Detail is the event as the Detail map of a metrics Event of kind
+// "rank_change".
+func (e *RankEvent) Detail() map[string]any {
+	return map[string]any{
+		"old_rank": e.Old.Rank, "old_precision": e.Old.Precision.String(),
+		"new_rank": e.New.Rank, "new_precision": e.New.Precision.String(),
+		"reason":           e.Reason,
+		"transfer_seconds": e.TransferSeconds,
+		"budget_seconds":   e.BudgetSeconds,
+	}
+}

@@ -129,9 +129,7 @@ func (q Int8Block) Encode(dst []byte, x []float32, rows, cols int) ([]byte, erro
 		}
 		inv := 1 / scale
 		for i, v := range blk {
-			r := math.RoundToEven(float64(v * inv))
-			r = max(-127, min(127, r)) // v*inv may land a hair past ±127
-			c[i] = byte(int8(r))
+			c[i] = byte(quant8(v * inv))
 		}
 	}
 	return dst, nil
@@ -170,3 +168,12 @@ func (q Int8Block) Decode(dst []float32, payload []byte, rows, cols int) error {
 }
 
 func abs32(v float32) float32 { return math.Float32frombits(math.Float32bits(v) &^ (1 << 31)) }
+
+// quant8 rounds y (|y| ≲ 127) to the nearest integer, ties to even, clamped
+// to ±127. Adding and subtracting 1.5·2^23 rounds in the FPU's
+// round-to-nearest-even mode: much cheaper than math.RoundToEven in float64.
+func quant8(y float32) int8 {
+	const magic = 1.5 * (1 << 23)
+	r := (y + magic) - magic
+	return int8(max(-127, min(127, r))) // y may land a hair past ±127
+}

@@ -269,8 +269,7 @@ func (s *Subspace) appendCoeffs(dst []byte, rows int) ([]byte, error) {
 		}
 		inv := 1 / scale
 		for j, v := range row {
-			q := max(-127, min(127, math.RoundToEven(float64(v*inv))))
-			cr[j] = byte(int8(q))
+			cr[j] = byte(quant8(v * inv))
 		}
 	}
 	return dst, nil

@@ -51,7 +51,7 @@ func (t *TopK) Reset() { clear(t.residual) }
 
 func (t *TopK) Encode(dst []byte, x []float32, rows, cols int) ([]byte, error) {
 	if !(t.Frac > 0 && t.Frac <= 1) {
-		return dst, fmt.Errorf("%w: compression.k_fraction = %v: want (0, 1]", ErrConfig, t.Frac)
+		return dst, fmt.Errorf("%w: compression.topk = %v: want (0, 1]", ErrConfig, t.Frac)
 	}
 	if t.Precision != FP32 && t.Precision != FP16 && t.Precision != BF16 {
 		return dst, fmt.Errorf("%w: topk precision %v: want fp32, fp16 or bf16", ErrConfig, t.Precision)

@@ -1,6 +1,7 @@
 package compression
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -72,8 +73,9 @@ type Config struct {
 	// Rank is r for lowrank (or "auto") and k for subspace. Default 32:
 	// 1/8 of d=256, ~4% of fp32 bytes per token at fp16.
 	Rank Rank `toml:"rank"`
-	// KFraction is the fraction of entries topk sends. Default 0.01.
-	KFraction float64 `toml:"k_fraction"`
+	// KFraction is the fraction of entries topk sends (TOML key "topk",
+	// as in internal/config). Default 0.01.
+	KFraction float64 `toml:"topk"`
 	// BlockSize is the number of values per int8 scale. Default 64, as
 	// bitsandbytes' blockwise quantization.
 	BlockSize int `toml:"block_size"`
@@ -118,7 +120,7 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: compression.rank = %d: want 1..%d or \"auto\"", ErrConfig, c.Rank, maxRank)
 	}
 	if !(c.KFraction > 0 && c.KFraction <= 1) {
-		return fmt.Errorf("%w: compression.k_fraction = %v: want a fraction in (0, 1]", ErrConfig, c.KFraction)
+		return fmt.Errorf("%w: compression.topk = %v: want a fraction in (0, 1]", ErrConfig, c.KFraction)
 	}
 	if c.BlockSize < 1 || c.BlockSize > maxBlock {
 		return fmt.Errorf("%w: compression.block_size = %d: want 1..%d", ErrConfig, c.BlockSize, maxBlock)
@@ -189,4 +191,39 @@ func NewLink(cfg Config, d, vocab int, seed uint64) (*LinkCodec, error) {
 		return nil, err
 	}
 	return &LinkCodec{Codec: c, LZ4: cfg.LZ4, ElemSize: ShuffleWidth(c, cfg.Precision)}, nil
+}
+
+// Set assigns one [compression] key from its string form, as a --set
+// override or a string-typed config table gives it: method, rank, topk,
+// block_size, precision, power_iters, error_feedback, lz4. An empty rank
+// keeps the current one (methods without a rank leave it unset).
+func (c *Config) Set(key, value string) error {
+	var err error
+	switch key {
+	case "method":
+		c.Method, err = ParseMethod(value)
+	case "rank":
+		if strings.TrimSpace(value) == "" {
+			return nil
+		}
+		c.Rank, err = ParseRank(value)
+	case "precision":
+		c.Precision, err = ParsePrecision(value)
+	case "topk":
+		c.KFraction, err = strconv.ParseFloat(strings.TrimSpace(value), 64)
+	case "block_size":
+		c.BlockSize, err = strconv.Atoi(strings.TrimSpace(value))
+	case "power_iters":
+		c.PowerIters, err = strconv.Atoi(strings.TrimSpace(value))
+	case "error_feedback":
+		c.ErrorFeedback, err = strconv.ParseBool(strings.TrimSpace(value))
+	case "lz4":
+		c.LZ4, err = strconv.ParseBool(strings.TrimSpace(value))
+	default:
+		return fmt.Errorf("%w: unknown key compression.%s (known: method, rank, topk, block_size, precision, power_iters, error_feedback, lz4)", ErrConfig, key)
+	}
+	if err != nil && !errors.Is(err, ErrConfig) {
+		err = fmt.Errorf("%w: compression.%s = %q: %v", ErrConfig, key, value, err)
+	}
+	return err
 }

@@ -20,7 +20,7 @@ func TestConfigValidate(t *testing.T) {
 		{"unknown method", func(c *Config) { c.Method = MethodUnknown }, "compression.method"},
 		{"zero rank", func(c *Config) { c.Rank = 0 }, "compression.rank = 0"},
 		{"auto rank on topk", func(c *Config) { c.Method, c.Rank = MethodTopK, RankAuto }, `compression.rank = "auto"`},
-		{"k fraction", func(c *Config) { c.KFraction = 1.5 }, "compression.k_fraction = 1.5"},
+		{"k fraction", func(c *Config) { c.KFraction = 1.5 }, "compression.topk = 1.5"},
 		{"block size", func(c *Config) { c.BlockSize = 0 }, "compression.block_size = 0"},
 		{"int8 precision on lowrank", func(c *Config) { c.Precision = Int8 }, `compression.precision = "int8"`},
 		{"unknown precision", func(c *Config) { c.Precision = 0 }, "compression.precision"},
@@ -91,5 +91,27 @@ func TestNewBuildsEveryMethod(t *testing.T) {
 	c.Method, c.Rank = MethodSubspace, 65
 	if _, err := New(c, 64, 256, 1); !errors.Is(err, ErrConfig) {
 		t.Errorf("subspace k > d: err = %v, want ErrConfig", err)
+	}
+}
+
+func TestConfigSet(t *testing.T) {
+	c := DefaultConfig()
+	for _, kv := range [][2]string{
+		{"method", "topk"}, {"rank", ""}, {"topk", "0.05"}, {"block_size", "128"},
+		{"precision", "bf16"}, {"power_iters", "2"}, {"error_feedback", "false"}, {"lz4", "true"},
+	} {
+		if err := c.Set(kv[0], kv[1]); err != nil {
+			t.Fatalf("Set(%q, %q): %v", kv[0], kv[1], err)
+		}
+	}
+	want := Config{Method: MethodTopK, Rank: 32, KFraction: 0.05, BlockSize: 128, Precision: BF16, PowerIters: 2, LZ4: true}
+	if c != want {
+		t.Errorf("after Set: %+v, want %+v", c, want)
+	}
+	for _, kv := range [][2]string{{"rank", "x"}, {"topk", "lots"}, {"speed", "1"}, {"lz4", "maybe"}} {
+		err := c.Set(kv[0], kv[1])
+		if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "compression."+kv[0]) {
+			t.Errorf("Set(%q, %q) = %v, want ErrConfig naming the key", kv[0], kv[1], err)
+		}
 	}
 }

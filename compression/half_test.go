@@ -115,3 +115,14 @@ func TestHalfSpecialValues(t *testing.T) {
 		t.Errorf("bf16 subnormal 1e-40 → %v", v)
 	}
 }
+
+func TestQuant8(t *testing.T) {
+	for _, c := range []struct {
+		in   float32
+		want int8
+	}{{0, 0}, {0.5, 0}, {1.5, 2}, {2.5, 2}, {-2.5, -2}, {126.6, 127}, {127.49, 127}, {127.6, 127}, {-130, -127}, {3.49, 3}} {
+		if got := quant8(c.in); got != c.want {
+			t.Errorf("quant8(%v) = %d, want %d", c.in, got, c.want)
+		}
+	}
+}
