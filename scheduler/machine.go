@@ -28,17 +28,23 @@ type StageMachine struct {
 }
 
 // NewStageMachine returns the machine for stage (0-based) of a pipeline of
-// stages stages running micro micro-batches per step under kind.
+// stages stages running micro micro-batches per step under kind. It is
+// NewStage(Pipeline{Schedule: kind, Stages: stages, Micro: micro}, stage).
 func NewStageMachine(kind Schedule, stages, micro, stage int) (*StageMachine, error) {
-	order, err := Order(kind, stages, micro, stage)
+	return NewStage(Pipeline{Schedule: kind, Stages: stages, Micro: micro}, stage)
+}
+
+// NewStage returns the machine for stage (0-based) of pipeline p.
+func NewStage(p Pipeline, stage int) (*StageMachine, error) {
+	order, err := p.Order(stage)
 	if err != nil {
 		return nil, fmt.Errorf("new stage machine: %w", err)
 	}
-	w, _ := MaxInFlight(kind, stages, micro, stage) // cannot fail: Order checked
-	m := &StageMachine{kind: kind, stages: stages, micro: micro, stage: stage, window: w, order: order}
+	w, _ := p.MaxInFlight(stage) // cannot fail: Order checked
+	m := &StageMachine{kind: p.Schedule, stages: p.Stages, micro: p.Micro, stage: stage, window: w, order: order}
 	for i := range 2 {
-		m.act[i] = make([]bool, micro)
-		m.grad[i] = make([]bool, micro)
+		m.act[i] = make([]bool, p.Micro)
+		m.grad[i] = make([]bool, p.Micro)
 	}
 	return m, nil
 }

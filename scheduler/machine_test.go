@@ -3,6 +3,7 @@ package scheduler
 import (
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"testing"
 )
@@ -22,11 +23,12 @@ type pipeline struct {
 	steps   int
 }
 
-func newPipeline(t *testing.T, kind Schedule, S, M, steps int) *pipeline {
+func newPipeline(t *testing.T, shape Pipeline, steps int) *pipeline {
 	t.Helper()
+	S := shape.Stages
 	p := &pipeline{t: t, steps: steps, log: make([][]Action, S), slots: make([][]int, S), maxHeld: make([]int, S)}
 	for s := range S {
-		m, err := NewStageMachine(kind, S, M, s)
+		m, err := NewStage(shape, s)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -124,25 +126,28 @@ func (p *pipeline) check(s int, a Action) {
 // Invariants over many shapes and random message orders: no deadlock; per
 // stage and step every micro-batch gets exactly one forward, then one
 // backward; slots never collide; 1F1B holds at most min(S-stage, M)
-// micro-batches, GPipe M — and both reach that bound.
+// micro-batches (min(g·(S-stage-1)+1, M) with lookahead g), GPipe M — and
+// both reach that bound.
 func TestInvariants(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 7))
-	for _, kind := range kinds {
+	shapes := []Pipeline{{Schedule: GPipe}, {Schedule: OneFOneB}, {Schedule: OneFOneB, Lookahead: 2}, {Schedule: OneFOneB, Lookahead: 5}}
+	for _, shape := range shapes {
 		for S := 1; S <= 9; S++ {
 			for _, M := range []int{1, 2, 3, S, S + 1, 2 * S, 13} {
-				t.Run(fmt.Sprintf("%v/S=%d/M=%d", kind, S, M), func(t *testing.T) {
+				shape.Stages, shape.Micro = S, M
+				t.Run(fmt.Sprintf("%v/lookahead=%d/S=%d/M=%d", shape.Schedule, shape.Lookahead, S, M), func(t *testing.T) {
 					for trial := range 3 {
 						var r *rand.Rand
 						if trial > 0 {
 							r = rng
 						}
-						p := newPipeline(t, kind, S, M, 3)
+						p := newPipeline(t, shape, 3)
 						p.run(r)
 						for s := range S {
 							checkOrder(t, s, M, p.log[s])
 							want := M
-							if kind == OneFOneB {
-								want = min(S-s, M)
+							if shape.Schedule == OneFOneB {
+								want = min(max(shape.Lookahead, 1)*(S-s-1)+1, M)
 							}
 							if p.maxHeld[s] != want || p.m[s].MaxInFlight() != want {
 								t.Fatalf("stage %d held %d micro-batches, MaxInFlight %d, want %d", s, p.maxHeld[s], p.m[s].MaxInFlight(), want)
@@ -151,6 +156,42 @@ func TestInvariants(t *testing.T) {
 					}
 				})
 			}
+		}
+	}
+}
+
+func TestPipelineValidate(t *testing.T) {
+	for _, p := range []Pipeline{
+		{Schedule: ScheduleUnknown, Stages: 2, Micro: 2},
+		{Schedule: GPipe, Stages: 0, Micro: 2},
+		{Schedule: GPipe, Stages: 2, Micro: 0},
+		{Schedule: OneFOneB, Stages: 2, Micro: 2, Lookahead: -1},
+		{Schedule: GPipe, Stages: 2, Micro: 2, Lookahead: 2},
+	} {
+		if err := p.Validate(); err == nil {
+			t.Errorf("%+v: Validate = nil, want an error", p)
+		}
+		if _, err := NewStage(p, 0); err == nil {
+			t.Errorf("%+v: NewStage = nil error", p)
+		}
+	}
+	// A huge lookahead saturates at M instead of overflowing.
+	p := Pipeline{Schedule: OneFOneB, Stages: 4, Micro: 8, Lookahead: math.MaxInt}
+	if w, err := p.MaxInFlight(0); err != nil || w != 8 {
+		t.Errorf("MaxInFlight with lookahead MaxInt = %d, %v, want 8", w, err)
+	}
+}
+
+func TestLookaheadFor(t *testing.T) {
+	for _, tc := range []struct {
+		rtt, tf, tb float64
+		want        int
+	}{
+		{0, 1, 2, 1}, {1, 1, 2, 2}, {3, 1, 2, 2}, {3.5, 1, 2, 3}, {10, 1, 2, 5},
+		{math.NaN(), 1, 2, 1}, {math.Inf(1), 1, 2, 1}, {1, 0, 0, 1}, {-1, 1, 2, 1}, {1e300, 1e-300, 0, 1 << 20},
+	} {
+		if got := LookaheadFor(tc.rtt, tc.tf, tc.tb); got != tc.want {
+			t.Errorf("LookaheadFor(%v, %v, %v) = %d, want %d", tc.rtt, tc.tf, tc.tb, got, tc.want)
 		}
 	}
 }

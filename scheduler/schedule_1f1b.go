@@ -1,12 +1,11 @@
 package scheduler
 
-// order1F1B: warm-up of S-stage-1 forwards (capped at M), then one
-// forward / one backward, then the remaining backwards. Backwards run in
-// micro-batch order, so the in-flight set is always a contiguous window of
-// at most MaxInFlight micro-batches, and Slot = micro mod MaxInFlight never
-// collides.
-func order1F1B(stages, micro, stage int) []Action {
-	warm := min(stages-stage-1, micro)
+// order1F1B: warm-up forwards (S-stage-1 in standard 1F1B, capped at M),
+// then one forward / one backward, then the remaining backwards. Backwards
+// run in micro-batch order, so the in-flight set is always a contiguous
+// window of at most warm+1 micro-batches, and Slot = micro mod MaxInFlight
+// never collides.
+func order1F1B(micro, warm int) []Action {
 	ops := make([]Action, 0, 2*micro)
 	for j := range warm {
 		ops = append(ops, Action{Kind: ActionForward, Micro: j})

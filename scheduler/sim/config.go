@@ -48,6 +48,8 @@ type Config struct {
 	Schedule scheduler.Schedule
 	Stages   int // S ≥ 1
 	Micro    int // micro-batches per step, M ≥ 1
+	// Lookahead is scheduler.Pipeline.Lookahead (1F1B only; 0 = standard).
+	Lookahead int
 	// Steps is how many optimizer steps to simulate (≥ 1). Step time is
 	// measured between the ends of the first and last, so ≥ 2 gives the
 	// steady state; 3 is plenty.
@@ -78,11 +80,11 @@ func (c Config) Validate() error {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("sim config: "+format+": %w", append(args, ErrBadConfig)...)
 	}
-	if !c.Schedule.Valid() {
-		return bad("Schedule = %v, want gpipe or 1f1b", c.Schedule)
+	if err := c.pipeline().Validate(); err != nil {
+		return fmt.Errorf("sim config: %w: %w", err, ErrBadConfig)
 	}
-	if c.Stages < 1 || c.Micro < 1 || c.Steps < 1 {
-		return bad("Stages = %d, Micro = %d, Steps = %d, want all ≥ 1", c.Stages, c.Micro, c.Steps)
+	if c.Steps < 1 {
+		return bad("Steps = %d, want ≥ 1", c.Steps)
 	}
 	if n := float64(c.Stages) * float64(c.Micro) * float64(c.Steps) * 8; n > maxEvents {
 		return bad("Stages·Micro·Steps = %d·%d·%d is too large to simulate (limit %d)", c.Stages, c.Micro, c.Steps, maxEvents/8)
@@ -124,6 +126,10 @@ func (c Config) Validate() error {
 		return bad("TokensPerStep = %d, want ≥ 0", c.TokensPerStep)
 	}
 	return nil
+}
+
+func (c Config) pipeline() scheduler.Pipeline {
+	return scheduler.Pipeline{Schedule: c.Schedule, Stages: c.Stages, Micro: c.Micro, Lookahead: c.Lookahead}
 }
 
 func (c Config) compute(stage int) Compute {

@@ -66,6 +66,20 @@ func TestGoldenTimelines(t *testing.T) {
 	}
 }
 
+// 1F1B with the lookahead that hides the slow link's round trip (2 units of
+// latency + 3 of serialization against tf+tb = 3, LookaheadFor gives 3).
+// Here it beats GPipe (43 against 50 units a step) because it overlaps
+// activation and gradient traffic on the slow link, while holding
+// min(3·(S-i-1)+1, 8) micro-batches: 8, 7, 4, 1.
+func TestGoldenLookahead(t *testing.T) {
+	slow := Link{ForwardBPS: 8, BackwardBPS: 16, Latency: 1, ActivationBytes: 2, GradientBytes: 2}
+	fast := Link{ForwardBPS: math.Inf(1), BackwardBPS: math.Inf(1), Latency: 1}
+	c := Config{Schedule: schedules[1], Stages: 4, Micro: 8, Steps: 2, Lookahead: 3, Compute: []Compute{{1, 2, 1}},
+		Links: []Link{fast, slow, fast}, Embedding: Embedding{BPS: math.Inf(1), Latency: 1}}
+	got := goldenRun(t, "1f1b lookahead 3, S=4 M=8, tf=1 tb=2 opt=1, latency 1 everywhere, link 1->2: activation 2 units, gradient 1 unit", c)
+	checkGolden(t, filepath.Join("testdata", "1f1b_s4_m8_slowlink_lookahead3.txt"), got)
+}
+
 func checkGolden(t *testing.T, path, got string) {
 	t.Helper()
 	if *update {

@@ -186,7 +186,7 @@ func Run(c Config) (Result, error) {
 		r.ends[k] = make([]float64, c.Stages)
 	}
 	for s := range r.st {
-		m, err := scheduler.NewStageMachine(c.Schedule, c.Stages, c.Micro, s)
+		m, err := scheduler.NewStage(c.pipeline(), s)
 		if err != nil {
 			return Result{}, fmt.Errorf("sim: %w", err)
 		}

@@ -107,6 +107,16 @@ func TestLatency(t *testing.T) {
 				if floor := float64((M-1)/2) * 2 * (tf + tb + lat); f.StepTime < floor-1e-9 || f.StepTime < g.StepTime-1e-9 {
 					t.Errorf("1f1b S=%d M=%d latency %v: step %v, want ≥ %v and ≥ gpipe's %v", S, M, lat, f.StepTime, floor, g.StepTime)
 				}
+				// Enough lookahead hides the round trip: as fast as GPipe,
+				// holding fewer activations whenever it is below M.
+				c.Lookahead = scheduler.LookaheadFor(2*lat, tf, tb)
+				h, err := Run(c)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !near(h.StepTime, g.StepTime) {
+					t.Errorf("1f1b lookahead %d S=%d M=%d latency %v: step %v, want gpipe's %v", c.Lookahead, S, M, lat, h.StepTime, g.StepTime)
+				}
 			}
 		}
 	}
@@ -117,6 +127,9 @@ func randomConfig(rng *rand.Rand) Config {
 	S := 1 + rng.IntN(8)
 	M := 1 + rng.IntN(12)
 	c := Config{Schedule: schedules[rng.IntN(2)], Stages: S, Micro: M, Steps: 1 + rng.IntN(3), Spans: true, TokensPerStep: 4096}
+	if c.Schedule == scheduler.OneFOneB {
+		c.Lookahead = rng.IntN(5)
+	}
 	for range S {
 		c.Compute = append(c.Compute, Compute{rng.Float64(), rng.Float64() * 2, rng.Float64() * 0.1})
 	}
@@ -249,6 +262,7 @@ func TestValidate(t *testing.T) {
 	}
 	for name, mut := range map[string]func(*Config){
 		"unknown schedule":  func(c *Config) { c.Schedule = 0 },
+		"gpipe lookahead":   func(c *Config) { c.Lookahead = 3 },
 		"zero stages":       func(c *Config) { c.Stages = 0 },
 		"zero steps":        func(c *Config) { c.Steps = 0 },
 		"compute count":     func(c *Config) { c.Compute = []Compute{{}, {}} },

@@ -1,0 +1,113 @@
+package scheduler
+
+import (
+	"fmt"
+	"math"
+)
+
+// Pipeline is the shape every stage of a run shares. The plain functions
+// (NewStageMachine, Order, MaxInFlight) are this with Lookahead 0.
+type Pipeline struct {
+	Schedule Schedule
+	Stages   int // S ≥ 1
+	Micro    int // micro-batches per optimizer step, M ≥ 1
+
+	// Lookahead (1F1B only; 0 means 1) is how many more warm-up forwards a
+	// stage runs than the stage after it: stage i warms up with
+	// Lookahead·(S-i-1) forwards. Standard 1F1B is 1, and then every
+	// micro-batch on the last stages waits one neighbour round trip (see
+	// LookaheadFor). Lookahead g hides round trips up to (g-1)·(tf+tb) at
+	// the price of activation memory: stage i holds min(g·(S-i-1)+1, M)
+	// micro-batches. A Lookahead ≥ M makes 1F1B hold as much as GPipe.
+	Lookahead int
+}
+
+// Validate checks the shape; messages name the field and the bad value.
+func (p Pipeline) Validate() error {
+	switch {
+	case !p.Schedule.Valid():
+		return fmt.Errorf("pipeline: schedule %v: %w", p.Schedule, ErrUnknownSchedule)
+	case p.Stages < 1:
+		return fmt.Errorf("pipeline: stages = %d, want ≥ 1: %w", p.Stages, ErrBadShape)
+	case p.Micro < 1:
+		return fmt.Errorf("pipeline: micro-batches = %d, want ≥ 1: %w", p.Micro, ErrBadShape)
+	case p.Lookahead < 0:
+		return fmt.Errorf("pipeline: lookahead = %d, want ≥ 0 (0 or 1 = standard 1F1B): %w", p.Lookahead, ErrBadShape)
+	case p.Lookahead > 1 && p.Schedule != OneFOneB:
+		return fmt.Errorf("pipeline: lookahead = %d only applies to 1f1b, not %v: %w", p.Lookahead, p.Schedule, ErrBadShape)
+	}
+	return nil
+}
+
+func (p Pipeline) checkStage(stage int) error {
+	if err := p.Validate(); err != nil {
+		return err
+	}
+	if stage < 0 || stage >= p.Stages {
+		return fmt.Errorf("pipeline: stage = %d, want 0 ≤ stage < %d: %w", stage, p.Stages, ErrBadShape)
+	}
+	return nil
+}
+
+// warmup is the number of forwards stage runs before its first backward.
+func (p Pipeline) warmup(stage int) int {
+	if p.Schedule == GPipe {
+		return p.Micro
+	}
+	g := max(p.Lookahead, 1)
+	n := p.Stages - stage - 1
+	if n > 0 && g > p.Micro/n { // g·n ≥ M, without overflow
+		return p.Micro
+	}
+	return min(g*n, p.Micro)
+}
+
+// MaxInFlight is the largest number of micro-batches whose activations
+// stage holds at once (from the start of a micro-batch's forward to the end
+// of its backward): M for GPipe, min(Lookahead·(S-stage-1)+1, M) for 1F1B.
+// Size the activation slots with it.
+func (p Pipeline) MaxInFlight(stage int) (int, error) {
+	if err := p.checkStage(stage); err != nil {
+		return 0, err
+	}
+	return min(p.warmup(stage)+1, p.Micro), nil
+}
+
+// Order returns the compute actions of one optimizer step on stage, in the
+// order the schedule runs them (Forward and Backward only; the optimizer
+// step follows them). Step is 0 in the returned actions; Slot is set.
+func (p Pipeline) Order(stage int) ([]Action, error) {
+	w, err := p.MaxInFlight(stage)
+	if err != nil {
+		return nil, fmt.Errorf("order: %w", err)
+	}
+	var ops []Action
+	switch p.Schedule {
+	case GPipe:
+		ops = orderGPipe(p.Micro)
+	case OneFOneB:
+		ops = order1F1B(p.Micro, p.warmup(stage))
+	}
+	for i := range ops {
+		ops[i].Slot = ops[i].Micro % w
+	}
+	return ops, nil
+}
+
+// LookaheadFor returns the smallest 1F1B Lookahead that hides a neighbour
+// round trip of roundTrip seconds (two one-way latencies plus the time to
+// serialize one activation and one gradient) when a micro-batch's forward
+// and backward take forward and backward seconds: 1 + ⌈roundTrip/(tf+tb)⌉,
+// and 1 (standard 1F1B) for a free link. Inputs that are not finite and ≥ 0
+// give 1.
+func LookaheadFor(roundTrip, forward, backward float64) int {
+	c := forward + backward
+	if !(roundTrip > 0) || !(c > 0) || math.IsInf(roundTrip, 0) || math.IsInf(c, 0) {
+		return 1
+	}
+	g := 1 + math.Ceil(roundTrip/c-1e-12)
+	if g > 1<<20 {
+		return 1 << 20
+	}
+	return int(g)
+}
