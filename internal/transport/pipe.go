@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -101,7 +102,7 @@ func (e *pipeEnd) Send(ctx context.Context, msg []byte) error {
 		}
 		if d.unread == 0 || d.unread+len(msg) <= d.capacity {
 			e.addBlocked(blockedSince)
-			d.q = append(d.q, append(make([]byte, 0, len(msg)), msg...))
+			d.q = append(d.q, bytes.Clone(msg))
 			d.unread += len(msg)
 			e.stats.BytesSent += uint64(len(msg))
 			e.stats.MessagesSent++

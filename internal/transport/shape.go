@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -151,7 +152,7 @@ func (s *shaped) Send(ctx context.Context, msg []byte) error {
 		if s.queuedB == 0 || s.queuedB+len(msg) <= s.opts.MaxQueuedBytes {
 			now := time.Now()
 			arrive, _ := s.model.schedule(now, len(msg))
-			s.q = append(s.q, shapedMsg{msg: append(make([]byte, 0, len(msg)), msg...), queued: now, arrive: arrive})
+			s.q = append(s.q, shapedMsg{msg: bytes.Clone(msg), queued: now, arrive: arrive})
 			s.queuedB += len(msg)
 			s.sent += uint64(len(msg))
 			s.sentMsgs++
