@@ -20,11 +20,22 @@
 // then all backwards in reverse micro-batch order; holds M micro-batches of
 // activations) and OneFOneB (PipeDream-flush: S-i-1 warm-up forwards, then
 // one forward / one backward, then the remaining backwards; holds at most
-// S-i). Both have the same bubble, (S-1)/(M+S-1) of the step.
+// S-i).
+//
+// With equal stages and free links both have the same bubble, (S-1)/(M+S-1)
+// of the step. With link latency they differ: GPipe pays 2(S-1) one-way
+// trips per step, standard 1F1B about one neighbour round trip per
+// micro-batch, because its warm-up leaves nothing to compute while a message
+// is in flight (TestLatency in scheduler/sim). Pipeline.Lookahead widens
+// 1F1B's warm-up; LookaheadFor(roundTrip, tf, tb) gives the smallest that
+// hides the round trip, which makes 1F1B as fast as GPipe on latency-bound
+// links, and faster on bandwidth-bound ones (it overlaps activation and
+// gradient traffic), while holding fewer activations than GPipe's M.
 //
 // # Driving a StageMachine
 //
-// One StageMachine per stage. It enforces the schedule's order and offers
+// One StageMachine per stage (NewStage, or NewStageMachine for the plain
+// schedules). It enforces the schedule's order and offers
 // an action only when its input is there. The runtime loop:
 //
 //	st, err := scheduler.NewStageMachine(kind, S, M, stage)

@@ -15,13 +15,18 @@ var update = flag.Bool("update", false, "rewrite testdata/*.txt golden transcrip
 var goldenShapes = [][2]int{{2, 4}, {4, 8}, {4, 2}}
 
 // transcript is the readable per-stage order of one step.
-func transcript(t *testing.T, kind Schedule, S, M int) string {
+func transcript(t *testing.T, p Pipeline) string {
 	t.Helper()
 	var b strings.Builder
-	fmt.Fprintf(&b, "# %v S=%d M=%d: what each stage runs in one optimizer step, in order.\n", kind, S, M)
+	S := p.Stages
+	la := ""
+	if p.Lookahead > 0 {
+		la = fmt.Sprintf(" lookahead %d", p.Lookahead)
+	}
+	fmt.Fprintf(&b, "# %v%s S=%d M=%d: what each stage runs in one optimizer step, in order.\n", p.Schedule, la, S, p.Micro)
 	fmt.Fprintf(&b, "# Fj/Bj = forward/backward of micro-batch j, [k] = activation slot, -> = sent on completion.\n")
 	for s := range S {
-		m, err := NewStageMachine(kind, S, M, s)
+		m, err := NewStage(p, s)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -54,11 +59,16 @@ func TestGoldenOrder(t *testing.T) {
 		for _, sm := range goldenShapes {
 			name := fmt.Sprintf("%v_s%d_m%d.txt", kind, sm[0], sm[1])
 			t.Run(name, func(t *testing.T) {
-				got := transcript(t, kind, sm[0], sm[1])
+				got := transcript(t, Pipeline{Schedule: kind, Stages: sm[0], Micro: sm[1]})
 				checkGolden(t, filepath.Join("testdata", name), got)
 			})
 		}
 	}
+	name := "1f1b_s4_m8_lookahead2.txt"
+	t.Run(name, func(t *testing.T) {
+		got := transcript(t, Pipeline{Schedule: OneFOneB, Stages: 4, Micro: 8, Lookahead: 2})
+		checkGolden(t, filepath.Join("testdata", name), got)
+	})
 }
 
 func checkGolden(t *testing.T, path, got string) {
