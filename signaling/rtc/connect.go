@@ -343,6 +343,11 @@ func newPeerConnection(cfg Config, mux ice.UDPMux) (*webrtc.PeerConnection, erro
 		se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
 		se.SetInterfaceFilter(func(name string) bool { return name == "lo" })
 	}
+	if cfg.RelayOnly {
+		// pion waits 2 s for a better path before settling on a relay;
+		// with relays only there is none.
+		se.SetRelayAcceptanceMinWait(0)
+	}
 	if len(cfg.NAT1To1IPs) > 0 {
 		se.SetNAT1To1IPs(cfg.NAT1To1IPs, webrtc.ICECandidateTypeHost)
 	}
