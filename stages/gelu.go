@@ -27,7 +27,7 @@ func geluBackward(x *exec, dinp, inp, out, dout []float32, n int) {
 
 type geluJob struct {
 	out, inp, fwd, dout []float32
-	backward       bool
+	backward            bool
 }
 
 func (j *geluJob) run(_, lo, hi int) {
