@@ -4,11 +4,337 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
+	"time"
 
 	"github.com/narrowband/narrowband/internal/config"
 	"github.com/narrowband/narrowband/internal/data"
+	"github.com/narrowband/narrowband/internal/metrics"
+	"github.com/narrowband/narrowband/internal/transport"
+	"github.com/narrowband/narrowband/scheduler"
+	"github.com/narrowband/narrowband/stages"
 )
 
+// pipeline is the engine for S > 1 stages (or any run over a real
+// transport): a driver that talks to one worker per stage over control
+// links, while the workers exchange activations and gradients over their
+// own (shaped) links.
+type pipeline struct {
+	cfg     config.Config
+	corpus  *data.Corpus
+	log     *slog.Logger
+	ranges  []scheduler.Range
+	ctrl    []transport.Conn // driver's end of each worker's control link
+	closers []func() error
+	done    chan error // workers' exit errors
+	nwork   int
+	t0      time.Time
+	x, y    []int32
+	params  int64
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+}
+
+// stageRanges is the block split the config asks for.
+func stageRanges(cfg config.Config) ([]scheduler.Range, error) {
+	if len(cfg.Pipeline.Split) > 0 {
+		return scheduler.Split(cfg.Model.NLayer, cfg.Pipeline.Split)
+	}
+	return scheduler.Assign(cfg.Model.NLayer, cfg.Pipeline.Stages, scheduler.GPTCosts(cfg.Model.NEmbd, cfg.Model.VocabSize))
+}
+
 func newPipeline(ctx context.Context, cfg config.Config, corpus *data.Corpus, log *slog.Logger) (engine, error) {
-	return nil, fmt.Errorf("%w: pipeline.stages = %d with transport %q is not built yet", ErrNoEngine, cfg.Pipeline.Stages, cfg.Pipeline.Transport)
+	if cfg.Pipeline.Transport != "inproc" || cfg.Pipeline.Processes {
+		return nil, fmt.Errorf("%w: pipeline.transport = %q with processes = %v is not built yet", ErrNoEngine, cfg.Pipeline.Transport, cfg.Pipeline.Processes)
+	}
+	ranges, err := stageRanges(cfg)
+	if err != nil {
+		return nil, err
+	}
+	S := len(ranges)
+	links := make([]Links, S)
+	p := &pipeline{cfg: cfg, corpus: corpus, log: log, ranges: ranges, done: make(chan error, S), t0: time.Now()}
+	shape := func(c transport.Conn, from, to int, seed uint64) (transport.Conn, error) {
+		prof := cfg.LinkProfile(min(from, to), max(from, to))
+		if !prof.Shaped() {
+			return c, nil
+		}
+		return transport.Shape(c, transport.LinkProfile{BandwidthMbps: prof.BandwidthMbps, LatencyMs: prof.LatencyMs, JitterMs: prof.JitterMs, Loss: prof.Loss},
+			transport.ShapeOptions{Seed: cfg.Run.Seed ^ seed})
+	}
+	for i := 0; i < S; i++ {
+		a, b := transport.Pipe(transport.PipeOptions{})
+		p.ctrl = append(p.ctrl, a)
+		links[i].Ctrl = b
+		p.closers = append(p.closers, a.Close, b.Close)
+	}
+	for i := 0; i+1 < S; i++ {
+		a, b := transport.Pipe(transport.PipeOptions{})
+		p.closers = append(p.closers, a.Close, b.Close)
+		if links[i].Next, err = shape(a, i, i+1, uint64(2*i+1)); err != nil {
+			return nil, err
+		}
+		if links[i+1].Prev, err = shape(b, i+1, i, uint64(2*i+2)); err != nil {
+			return nil, err
+		}
+		p.closers = append(p.closers, links[i].Next.Close, links[i+1].Prev.Close)
+	}
+	if S > 1 {
+		// The tied embedding's gradient goes between the ends; in a real
+		// deployment that is one more home link, shaped like the others.
+		a, b := transport.Pipe(transport.PipeOptions{})
+		p.closers = append(p.closers, a.Close, b.Close)
+		if links[0].Tied, err = shape(a, 0, S-1, 0x71ed1); err != nil {
+			return nil, err
+		}
+		if links[S-1].Tied, err = shape(b, S-1, 0, 0x71ed2); err != nil {
+			return nil, err
+		}
+		p.closers = append(p.closers, links[0].Tied.Close, links[S-1].Tied.Close)
+	}
+	wctx, cancel := context.WithCancel(context.Background())
+	p.cancel = cancel
+	for i := 0; i < S; i++ {
+		w, err := newWorker(cfg, i, ranges, links[i])
+		if err != nil {
+			cancel()
+			p.Close()
+			return nil, err
+		}
+		p.params += int64(w.st.NumParams())
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			p.done <- w.run(wctx)
+		}()
+	}
+	p.nwork = S
+	// The LM head copy on the last stage is the tied embedding: count once.
+	p.params = modelConfig(cfg).NumParams()
+	N := cfg.Train.BatchSize / cfg.Train.MicroBatches * cfg.Model.BlockSize
+	p.x, p.y = make([]int32, N), make([]int32, N)
+	return p, nil
+}
+
+func (p *pipeline) Params() int64 { return p.params }
+
+func (p *pipeline) Close() error {
+	if p.cancel != nil {
+		p.cancel()
+	}
+	for _, c := range p.closers {
+		c()
+	}
+	p.wg.Wait()
+	return nil
+}
+
+func (p *pipeline) send(ctx context.Context, i int, m ctrlMsg) error {
+	b, err := encodeCtrl(m)
+	if err != nil {
+		return err
+	}
+	if err := p.ctrl[i].Send(ctx, b); err != nil {
+		return fmt.Errorf("stage %d control link: %w", i, err)
+	}
+	return nil
+}
+
+// collect receives one message of kind want from every stage.
+func (p *pipeline) collect(ctx context.Context, want ctrlKind) ([]ctrlMsg, error) {
+	out := make([]ctrlMsg, len(p.ctrl))
+	type res struct {
+		i   int
+		m   ctrlMsg
+		err error
+	}
+	ch := make(chan res, len(p.ctrl))
+	for i, c := range p.ctrl {
+		go func() {
+			raw, err := c.Recv(ctx)
+			if err != nil {
+				ch <- res{i: i, err: fmt.Errorf("stage %d control link: %w", i, err)}
+				return
+			}
+			m, err := decodeCtrl(raw)
+			ch <- res{i: i, m: m, err: err}
+		}()
+	}
+	var first error
+	for range p.ctrl {
+		r := <-ch
+		switch {
+		case r.err != nil:
+			first = cmpErr(first, r.err)
+		case r.m.Kind == ctrlError:
+			first = cmpErr(first, fmt.Errorf("%s", r.m.Err))
+		case r.m.Kind != want:
+			first = cmpErr(first, fmt.Errorf("stage %d sent %q, want %q", r.i, r.m.Kind, want))
+		default:
+			out[r.i] = r.m
+		}
+	}
+	return out, first
+}
+
+func cmpErr(a, b error) error {
+	if a != nil {
+		return a
+	}
+	return b
+}
+
+// batchBlob is the bytes of a step's micro-batches: all tokens, then all
+// targets (the first stage reads tokens, the last stage targets).
+func (p *pipeline) batchBlob(step int) []byte {
+	M := p.cfg.Train.MicroBatches
+	B, T := p.cfg.Train.BatchSize/M, p.cfg.Model.BlockSize
+	N := B * T
+	blob := make([]byte, 2*M*N)
+	for m := 0; m < M; m++ {
+		data.Batch(p.corpus.Train, p.cfg.Run.Seed, step, m, B, T, p.x, p.y)
+		for i := 0; i < N; i++ {
+			blob[m*N+i] = byte(p.x[i])
+			blob[M*N+m*N+i] = byte(p.y[i])
+		}
+	}
+	return blob
+}
+
+func (p *pipeline) Step(ctx context.Context, step int, lr float64) (stepResult, error) {
+	S := len(p.ctrl)
+	blob := p.batchBlob(step)
+	for i := 0; i < S; i++ {
+		m := ctrlMsg{Kind: ctrlStep, Step: step, LR: lr, T0: p.t0.UnixNano()}
+		if i == 0 || i == S-1 {
+			m.blob = blob
+		}
+		if err := p.send(ctx, i, m); err != nil {
+			return stepResult{}, err
+		}
+	}
+	reps, err := p.collect(ctx, ctrlReport)
+	if err != nil {
+		return stepResult{}, err
+	}
+	var sumsq float64
+	for _, r := range reps {
+		sumsq += r.SumSq
+	}
+	scale := stages.ClipScale(sumsq, p.cfg.Train.GradClip)
+	for i := 0; i < S; i++ {
+		if err := p.send(ctx, i, ctrlMsg{Kind: ctrlApply, Step: step, Scale: scale}); err != nil {
+			return stepResult{}, err
+		}
+	}
+	dones, err := p.collect(ctx, ctrlDone)
+	if err != nil {
+		return stepResult{}, err
+	}
+	res := stepResult{Loss: reps[S-1].Loss, GradNorm: sqrt(sumsq)}
+	for i, d := range dones {
+		s := d.Stats
+		if s == nil {
+			return stepResult{}, fmt.Errorf("stage %d sent no step stats", i)
+		}
+		idle := s.Wall - s.Busy
+		if idle < 0 {
+			idle = 0
+		}
+		res.Stages = append(res.Stages, metrics.StageStats{Stage: i, BusySeconds: s.Busy, IdleSeconds: idle, NetWait: s.NetWait})
+		res.Busy += s.Busy
+		res.Idle += idle
+		res.NetWait += s.NetWait
+		res.WireForward += s.SentFwdBytes
+		res.RawForward += s.RawFwdBytes
+		res.WireBackward += s.SentBwdBytes
+		res.RawBackward += s.RawBwdBytes
+		for _, sp := range s.Spans {
+			res.Spans = append(res.Spans, metrics.Span{Stage: i, Kind: sp.Kind, Step: step + 1, Micro: sp.Micro, Start: sp.Start, End: sp.End})
+		}
+		if i+1 < S {
+			l := metrics.LinkStats{From: i, To: i + 1, BytesForward: s.SentFwdBytes, BytesBackward: dones[i+1].Stats.SentBwdBytes, Messages: s.SentMessages + dones[i+1].Stats.SentMessages, Candidate: "inproc"}
+			if wire := l.BytesForward + l.BytesBackward; wire > 0 {
+				l.Ratio = float64(s.RawFwdBytes+dones[i+1].Stats.RawBwdBytes) / float64(wire)
+			}
+			res.Links = append(res.Links, l)
+		}
+	}
+	return res, nil
+}
+
+func (p *pipeline) Eval(ctx context.Context, windows [][]byte) (float64, error) {
+	S := len(p.ctrl)
+	maxB := p.cfg.Train.BatchSize / p.cfg.Train.MicroBatches
+	var shapes [][2]int
+	var tok, tgt []byte
+	for i := 0; i < len(windows); {
+		T := len(windows[i]) - 1
+		j := i
+		for j < len(windows) && j-i < maxB && len(windows[j])-1 == T {
+			j++
+		}
+		shapes = append(shapes, [2]int{j - i, T})
+		for _, w := range windows[i:j] {
+			tok = append(tok, w[:T]...)
+			tgt = append(tgt, w[1:]...)
+		}
+		i = j
+	}
+	blob := append(tok, tgt...)
+	for i := 0; i < S; i++ {
+		m := ctrlMsg{Kind: ctrlEval, Shapes: shapes}
+		if i == 0 || i == S-1 {
+			m.blob = blob
+		}
+		if err := p.send(ctx, i, m); err != nil {
+			return 0, err
+		}
+	}
+	res, err := p.collect(ctx, ctrlEvalDone)
+	if err != nil {
+		return 0, err
+	}
+	last := res[S-1]
+	if last.Count == 0 {
+		return 0, fmt.Errorf("evaluate: no bytes to predict")
+	}
+	return last.LossSum / float64(last.Count), nil
+}
+
+func (p *pipeline) State(ctx context.Context) (*State, error) {
+	for i := range p.ctrl {
+		if err := p.send(ctx, i, ctrlMsg{Kind: ctrlState}); err != nil {
+			return nil, err
+		}
+	}
+	res, err := p.collect(ctx, ctrlStateIs)
+	if err != nil {
+		return nil, err
+	}
+	st := &State{Model: modelConfig(p.cfg), OptimStep: res[0].OptimStep}
+	for i, r := range res {
+		ts, err := decodeTensors(r.blob)
+		if err != nil {
+			return nil, fmt.Errorf("stage %d state: %w", i, err)
+		}
+		for _, t := range ts {
+			if t.Name == "lm_head.weight" || t.Name == "optim.m.lm_head.weight" || t.Name == "optim.v.lm_head.weight" {
+				continue // the tied embedding, already in stage 0's
+			}
+			st.Tensors = append(st.Tensors, t)
+		}
+	}
+	return st, nil
+}
+
+func (p *pipeline) Restore(ctx context.Context, st *State) error {
+	blob := encodeTensors(st.Tensors)
+	for i := range p.ctrl {
+		if err := p.send(ctx, i, ctrlMsg{Kind: ctrlRestore, OptimStep: st.OptimStep, blob: blob}); err != nil {
+			return err
+		}
+	}
+	_, err := p.collect(ctx, ctrlOK)
+	return err
 }

@@ -1,0 +1,624 @@
+package trainer
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"sync"
+	"time"
+
+	"github.com/narrowband/narrowband/compression"
+	"github.com/narrowband/narrowband/internal/config"
+	"github.com/narrowband/narrowband/internal/transport"
+	"github.com/narrowband/narrowband/internal/wire"
+	"github.com/narrowband/narrowband/scheduler"
+	"github.com/narrowband/narrowband/stages"
+)
+
+// evalStep marks the frames of an evaluation pass, which runs between
+// optimizer steps outside the schedule.
+const evalStep = 1 << 62
+
+// stampSize is the sender's clock (unix ns) that opens every tensor payload,
+// so a receiver can tell time spent waiting for a message on the wire from
+// time spent waiting for the sender to compute it.
+const stampSize = 8
+
+// Links are one worker's connections. Prev/Next are nil at the ends; Tied
+// connects the first and last stage (nil for a 1-stage pipeline).
+type Links struct {
+	Ctrl, Prev, Next, Tied transport.Conn
+}
+
+// worker runs one pipeline stage: it carries out what its StageMachine
+// says, moving tensors over its links, and answers the driver's commands.
+type worker struct {
+	id, S, M    int
+	B, T, C     int
+	first, last bool
+	st          *stages.Stage
+	opt         *stages.AdamW
+	sm          *scheduler.StageMachine
+	links       Links
+	gradClip    float64
+
+	// One codec per direction of each link, and separate ones for
+	// evaluation so that evaluating never disturbs error-feedback state.
+	encNext, decPrev, encPrev, decNext *compression.LinkCodec
+	evalEnc, evalDec                   *compression.LinkCodec
+
+	inbox   chan inMsg
+	senders map[transport.Conn]chan []byte
+	sendWG  sync.WaitGroup
+
+	// Received tensors, decoded, by (step, micro).
+	acts, grads map[[2]int][]float32
+	tiedIn      []float32
+	free        [][]float32
+	encBuf      []byte
+	base        int // global step of the machine's step 0
+	started     bool
+	evalSlot    int
+
+	t0    time.Time
+	stats workerStats
+}
+
+type inMsg struct {
+	h       wire.Header
+	payload []byte
+	at      time.Time
+	err     error
+}
+
+// compressionConfig maps the run config's [compression] onto the codecs'.
+func compressionConfig(c config.Config) (compression.Config, error) {
+	cc := compression.DefaultConfig()
+	m, err := compression.ParseMethod(c.Compression.Method)
+	if err != nil {
+		return cc, err
+	}
+	cc.Method = m
+	if c.Compression.Rank != "" {
+		if err := cc.Rank.UnmarshalText([]byte(c.Compression.Rank)); err != nil {
+			return cc, fmt.Errorf("compression.rank: %w", err)
+		}
+	}
+	if err := cc.Precision.UnmarshalText([]byte(c.Compression.Precision)); err != nil {
+		return cc, fmt.Errorf("compression.precision: %w", err)
+	}
+	cc.KFraction = c.Compression.TopK
+	cc.BlockSize = c.Compression.BlockSize
+	cc.LZ4 = c.Compression.LZ4
+	return cc, cc.Validate()
+}
+
+func newWorker(cfg config.Config, id int, ranges []scheduler.Range, links Links) (*worker, error) {
+	S, M := len(ranges), cfg.Train.MicroBatches
+	kind, err := scheduler.ParseSchedule(cfg.Pipeline.Schedule)
+	if err != nil {
+		return nil, err
+	}
+	sm, err := scheduler.NewStageMachine(kind, S, M, id)
+	if err != nil {
+		return nil, err
+	}
+	r := ranges[id]
+	B := cfg.Train.BatchSize / M
+	first, last := id == 0, id == S-1
+	st, err := stages.NewStage(modelConfig(cfg), r.Lo, r.Hi, first, last, B, sm.MaxInFlight()+1)
+	if err != nil {
+		return nil, fmt.Errorf("stage %d: %w", id, err)
+	}
+	st.Init(cfg.Run.Seed)
+	opt, err := stages.NewAdamW(st.Params(), adamConfig(cfg))
+	if err != nil {
+		return nil, err
+	}
+	w := &worker{
+		id: id, S: S, M: M, B: B, T: cfg.Model.BlockSize, C: cfg.Model.NEmbd,
+		first: first, last: last, st: st, opt: opt, sm: sm, links: links,
+		gradClip: cfg.Train.GradClip,
+		inbox:    make(chan inMsg, 4*M+16),
+		senders:  map[transport.Conn]chan []byte{},
+		acts:     map[[2]int][]float32{}, grads: map[[2]int][]float32{},
+		evalSlot: sm.MaxInFlight(),
+	}
+	cc, err := compressionConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	mk := func() (*compression.LinkCodec, error) {
+		return compression.NewLink(cc, cfg.Model.NEmbd, cfg.Model.VocabSize, cfg.Run.Seed)
+	}
+	for _, p := range []**compression.LinkCodec{&w.encNext, &w.decPrev, &w.encPrev, &w.decNext, &w.evalEnc, &w.evalDec} {
+		if *p, err = mk(); err != nil {
+			return nil, err
+		}
+	}
+	return w, nil
+}
+
+// run serves the driver until ctx ends, the control link closes or a
+// command fails.
+func (w *worker) run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for _, c := range []transport.Conn{w.links.Prev, w.links.Next, w.links.Tied} {
+		if c == nil {
+			continue
+		}
+		go w.receive(ctx, c)
+		ch := make(chan []byte, 1024)
+		w.senders[c] = ch
+		w.sendWG.Add(1)
+		go func(c transport.Conn) {
+			defer w.sendWG.Done()
+			for msg := range ch {
+				if err := c.Send(ctx, msg); err != nil {
+					return
+				}
+			}
+		}(c)
+	}
+	defer func() {
+		for _, ch := range w.senders {
+			close(ch)
+		}
+		w.sendWG.Wait()
+	}()
+	for {
+		raw, err := w.links.Ctrl.Recv(ctx)
+		if err != nil {
+			return nil // the driver is gone: nothing left to do
+		}
+		m, err := decodeCtrl(raw)
+		if err != nil {
+			return w.fail(ctx, err)
+		}
+		var reply ctrlMsg
+		switch m.Kind {
+		case ctrlStep:
+			reply, err = w.step(ctx, m)
+		case ctrlEval:
+			reply, err = w.eval(ctx, m)
+		case ctrlState:
+			step, ts := w.opt.State()
+			all := append(w.st.StateDict(), ts...)
+			reply = ctrlMsg{Kind: ctrlStateIs, OptimStep: step, blob: encodeTensors(all)}
+		case ctrlRestore:
+			reply, err = w.restore(m)
+		default:
+			err = fmt.Errorf("unexpected control message %q", m.Kind)
+		}
+		if err != nil {
+			return w.fail(ctx, err)
+		}
+		if err := w.sendCtrl(ctx, reply); err != nil {
+			return err
+		}
+	}
+}
+
+func (w *worker) fail(ctx context.Context, err error) error {
+	err = fmt.Errorf("stage %d: %w", w.id, err)
+	w.sendCtrl(ctx, ctrlMsg{Kind: ctrlError, Err: err.Error()})
+	return err
+}
+
+func (w *worker) sendCtrl(ctx context.Context, m ctrlMsg) error {
+	m.Stage = w.id
+	b, err := encodeCtrl(m)
+	if err != nil {
+		return err
+	}
+	return w.links.Ctrl.Send(ctx, b)
+}
+
+func (w *worker) recvCtrl(ctx context.Context, want ctrlKind) (ctrlMsg, error) {
+	raw, err := w.links.Ctrl.Recv(ctx)
+	if err != nil {
+		return ctrlMsg{}, fmt.Errorf("control link: %w", err)
+	}
+	m, err := decodeCtrl(raw)
+	if err != nil {
+		return ctrlMsg{}, err
+	}
+	if m.Kind != want {
+		return ctrlMsg{}, fmt.Errorf("control: got %q, want %q", m.Kind, want)
+	}
+	return m, nil
+}
+
+// receive moves frames from one link into the inbox.
+func (w *worker) receive(ctx context.Context, c transport.Conn) {
+	for {
+		raw, err := c.Recv(ctx)
+		if err != nil {
+			select {
+			case w.inbox <- inMsg{err: err}:
+			case <-ctx.Done():
+			}
+			return
+		}
+		h, p, err := wire.Decode(raw, transport.MaxMessage)
+		select {
+		case w.inbox <- inMsg{h: h, payload: p, at: time.Now(), err: err}:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func (w *worker) buf() []float32 {
+	if n := len(w.free); n > 0 {
+		b := w.free[n-1]
+		w.free = w.free[:n-1]
+		return b
+	}
+	return make([]float32, w.B*w.T*w.C)
+}
+
+func (w *worker) release(b []float32) { w.free = append(w.free, b[:cap(b)]) }
+
+// send encodes x (rows×C) with enc into a frame and queues it on c.
+func (w *worker) send(c transport.Conn, enc *compression.LinkCodec, typ wire.Type, step, micro int, x []float32, rows int) (int, error) {
+	p := binary.LittleEndian.AppendUint64(w.encBuf[:0], uint64(time.Now().UnixNano()))
+	var flags wire.Flags
+	var err error
+	var lz4 bool
+	p, lz4, err = enc.Encode(p, x, rows, w.C)
+	if err != nil {
+		return 0, fmt.Errorf("encode %v: %w", typ, err)
+	}
+	if lz4 {
+		flags |= wire.FlagLZ4
+	}
+	w.encBuf = p
+	frame := wire.Append(nil, wire.Header{Type: typ, Codec: uint8(enc.Codec.ID()), Flags: flags, Stage: uint16(w.id), Step: uint64(step), Micro: uint32(micro)}, p)
+	w.senders[c] <- frame
+	return len(frame), nil
+}
+
+// decode turns a tensor frame's payload back into floats.
+func (w *worker) decode(dec *compression.LinkCodec, m inMsg, dst []float32, rows int) (time.Time, error) {
+	if len(m.payload) < stampSize {
+		return time.Time{}, fmt.Errorf("%v frame of step %d: payload too short", m.h.Type, m.h.Step)
+	}
+	if m.h.Codec != uint8(dec.Codec.ID()) {
+		return time.Time{}, fmt.Errorf("%v frame of step %d: codec %d, this run uses %v", m.h.Type, m.h.Step, m.h.Codec, dec.Codec.ID())
+	}
+	sent := time.Unix(0, int64(binary.LittleEndian.Uint64(m.payload)))
+	if err := dec.Decode(dst[:rows*w.C], m.payload[stampSize:], m.h.Flags&wire.FlagLZ4 != 0, rows, w.C); err != nil {
+		return sent, err
+	}
+	for _, v := range dst[:rows*w.C] {
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			return sent, fmt.Errorf("%v frame of step %d micro %d holds a non-finite value", m.h.Type, m.h.Step, m.h.Micro)
+		}
+	}
+	return sent, nil
+}
+
+func (w *worker) span(kind string, micro int, start time.Time) {
+	now := time.Now()
+	w.stats.Spans = append(w.stats.Spans, spanRec{Kind: kind, Micro: micro, Start: start.Sub(w.t0).Seconds(), End: now.Sub(w.t0).Seconds()})
+}
+
+// take waits for one message from the links and files it; it returns the
+// time spent waiting on the network for it.
+func (w *worker) take(ctx context.Context) error {
+	w0 := time.Now()
+	var m inMsg
+	select {
+	case m = <-w.inbox:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if m.err != nil {
+		if errors.Is(m.err, context.Canceled) {
+			return m.err
+		}
+		return fmt.Errorf("link: %w", m.err)
+	}
+	step := int(m.h.Step)
+	var dst []float32
+	var dec *compression.LinkCodec
+	rows := w.B * w.T
+	switch m.h.Type {
+	case wire.TypeActivation:
+		dst, dec = w.buf(), w.decPrev
+	case wire.TypeGradient:
+		dst, dec = w.buf(), w.decNext
+	case wire.TypeTiedGrad:
+		tw := w.st.TiedWeight()
+		if w.tiedIn == nil {
+			w.tiedIn = make([]float32, len(tw.Data))
+		}
+		if len(m.payload) != stampSize+4*len(w.tiedIn) {
+			return fmt.Errorf("tied gradient of step %d: %d bytes, want %d", step, len(m.payload), stampSize+4*len(w.tiedIn))
+		}
+		for i := range w.tiedIn {
+			w.tiedIn[i] = math.Float32frombits(binary.LittleEndian.Uint32(m.payload[stampSize+4*i:]))
+		}
+		w.netWait(w0, m)
+		return w.sm.Step(scheduler.EmbeddingGradArrived(step - w.base))
+	default:
+		return fmt.Errorf("unexpected %v frame on a stage link", m.h.Type)
+	}
+	if _, err := w.decode(dec, m, dst, rows); err != nil {
+		return err
+	}
+	w.netWait(w0, m)
+	key := [2]int{step, int(m.h.Micro)}
+	if m.h.Type == wire.TypeActivation {
+		w.acts[key] = dst
+		return w.sm.Step(scheduler.ActivationArrived(step-w.base, int(m.h.Micro)))
+	}
+	w.grads[key] = dst
+	return w.sm.Step(scheduler.GradientArrived(step-w.base, int(m.h.Micro)))
+}
+
+// netWait counts the part of a wait that began at w0 during which the
+// message had already left its sender.
+func (w *worker) netWait(w0 time.Time, m inMsg) {
+	if len(m.payload) < stampSize {
+		return
+	}
+	sent := time.Unix(0, int64(binary.LittleEndian.Uint64(m.payload)))
+	if sent.Before(w0) {
+		sent = w0
+	}
+	if d := m.at.Sub(sent).Seconds(); d > 0 {
+		w.stats.NetWait += d
+	}
+}
+
+func (w *worker) step(ctx context.Context, cmd ctrlMsg) (ctrlMsg, error) {
+	start := time.Now()
+	w.t0 = time.Unix(0, cmd.T0)
+	w.stats = workerStats{}
+	if !w.started {
+		w.base, w.started = cmd.Step, true
+	}
+	if got := w.sm.CurrentStep() + w.base; got != cmd.Step {
+		return ctrlMsg{}, fmt.Errorf("driver asked for step %d, stage is at %d", cmd.Step, got)
+	}
+	N := w.B * w.T
+	if (w.first || w.last) && len(cmd.blob) != w.M*N*2 {
+		return ctrlMsg{}, fmt.Errorf("step %d: batch blob has %d bytes, want %d", cmd.Step, len(cmd.blob), w.M*N*2)
+	}
+	tokens := make([]int32, w.M*N)
+	targets := make([]int32, w.M*N)
+	for i := range tokens {
+		if len(cmd.blob) > 0 {
+			tokens[i], targets[i] = int32(cmd.blob[i]), int32(cmd.blob[w.M*N+i])
+		}
+	}
+	var loss float64
+	for {
+		a := w.sm.Next()
+		step := a.Step + w.base
+		t := time.Now()
+		switch a.Kind {
+		case scheduler.ActionWait:
+			if err := w.take(ctx); err != nil {
+				return ctrlMsg{}, fmt.Errorf("step %d: waiting for %v of micro-batch %d: %w", step, a.WaitFor, a.Micro, err)
+			}
+			w.stats.Wait += time.Since(t).Seconds()
+			w.span("recv_wait", a.Micro, t)
+			continue
+		case scheduler.ActionDone:
+			if err := w.sm.Advance(); err != nil {
+				return ctrlMsg{}, err
+			}
+			w.stats.Wall = time.Since(start).Seconds()
+			st := w.stats
+			return ctrlMsg{Kind: ctrlDone, Step: cmd.Step, Stats: &st}, nil
+		case scheduler.ActionForward:
+			var in []float32
+			key := [2]int{step, a.Micro}
+			if !w.first {
+				in = w.acts[key]
+				delete(w.acts, key)
+			}
+			tok := tokens[a.Micro*N : (a.Micro+1)*N]
+			if w.last {
+				v, err := w.st.ForwardLoss(a.Slot, w.B, w.T, tok, in, targets[a.Micro*N:(a.Micro+1)*N])
+				if err != nil {
+					return ctrlMsg{}, err
+				}
+				loss += float64(v)
+			} else {
+				out, err := w.st.Forward(a.Slot, w.B, w.T, tok, in)
+				if err != nil {
+					return ctrlMsg{}, err
+				}
+				n, err := w.send(w.links.Next, w.encNext, wire.TypeActivation, step, a.Micro, out, N)
+				if err != nil {
+					return ctrlMsg{}, err
+				}
+				w.stats.SentFwdBytes += int64(n)
+				w.stats.RawFwdBytes += int64(4 * N * w.C)
+				w.stats.SentMessages++
+			}
+			if in != nil {
+				w.release(in)
+			}
+			w.span("forward", a.Micro, t)
+		case scheduler.ActionBackward:
+			key := [2]int{step, a.Micro}
+			var dout []float32
+			if !w.last {
+				dout = w.grads[key]
+				delete(w.grads, key)
+			}
+			din, err := w.st.Backward(a.Slot, dout, 1/float32(w.M))
+			if err != nil {
+				return ctrlMsg{}, err
+			}
+			if !w.first {
+				n, err := w.send(w.links.Prev, w.encPrev, wire.TypeGradient, step, a.Micro, din, N)
+				if err != nil {
+					return ctrlMsg{}, err
+				}
+				w.stats.SentBwdBytes += int64(n)
+				w.stats.RawBwdBytes += int64(4 * N * w.C)
+				w.stats.SentMessages++
+			}
+			if dout != nil {
+				w.release(dout)
+			}
+			for _, msg := range w.sm.Sends(a) {
+				if msg.Kind == scheduler.MessageEmbeddingGrad {
+					w.sendTied(step)
+				}
+			}
+			w.span("backward", a.Micro, t)
+		case scheduler.ActionOptimizerStep:
+			if err := w.optimize(ctx, cmd, loss); err != nil {
+				return ctrlMsg{}, err
+			}
+			w.span("optimizer", -1, t)
+		default:
+			return ctrlMsg{}, fmt.Errorf("scheduler asked for %v", a)
+		}
+		w.stats.Busy += time.Since(t).Seconds()
+		if err := w.sm.Step(scheduler.Completed(a)); err != nil {
+			return ctrlMsg{}, err
+		}
+	}
+}
+
+// sendTied sends this stage's tied-embedding gradient, raw fp32: it is
+// small (vocab×d) and once per step, and the sum must be exact for the two
+// copies to stay identical.
+func (w *worker) sendTied(step int) {
+	g := w.st.TiedWeight().Grad
+	p := make([]byte, stampSize, stampSize+4*len(g))
+	binary.LittleEndian.PutUint64(p, uint64(time.Now().UnixNano()))
+	for _, v := range g {
+		p = binary.LittleEndian.AppendUint32(p, math.Float32bits(v))
+	}
+	frame := wire.Append(nil, wire.Header{Type: wire.TypeTiedGrad, Stage: uint16(w.id), Step: uint64(step), Micro: 0}, p)
+	w.senders[w.links.Tied] <- frame
+}
+
+// optimize finishes the step's gradients and applies AdamW once the driver
+// has the global norm.
+func (w *worker) optimize(ctx context.Context, cmd ctrlMsg, loss float64) error {
+	if w.S > 1 && (w.first || w.last) {
+		// Both ends hold the sum afterwards, added in the same order
+		// (first stage's gradient + last stage's) so the copies stay
+		// bit-identical.
+		g := w.st.TiedWeight().Grad
+		if w.first {
+			for i := range g {
+				g[i] += w.tiedIn[i]
+			}
+		} else {
+			for i := range g {
+				g[i] = w.tiedIn[i] + g[i]
+			}
+		}
+	}
+	rep := ctrlMsg{Kind: ctrlReport, Step: cmd.Step, SumSq: w.st.GradSumSquares()}
+	if w.last {
+		rep.Loss = loss / float64(w.M)
+	}
+	if err := w.sendCtrl(ctx, rep); err != nil {
+		return err
+	}
+	ap, err := w.recvCtrl(ctx, ctrlApply)
+	if err != nil {
+		return err
+	}
+	stages.ScaleGrads(w.st.Params(), ap.Scale)
+	w.opt.Step(float32(cmd.LR))
+	w.st.ZeroGrad()
+	return nil
+}
+
+// eval runs forward passes of held-out batches through the pipeline.
+func (w *worker) eval(ctx context.Context, cmd ctrlMsg) (ctrlMsg, error) {
+	total := 0
+	for _, s := range cmd.Shapes {
+		total += s[0] * s[1]
+	}
+	if (w.first || w.last) && len(cmd.blob) != 2*total {
+		return ctrlMsg{}, fmt.Errorf("eval: blob has %d bytes, want %d", len(cmd.blob), 2*total)
+	}
+	var lossSum float64
+	var count int64
+	off := 0
+	for k, s := range cmd.Shapes {
+		B, T := s[0], s[1]
+		n := B * T
+		if B < 1 || B > w.B || T < 1 || T > w.T {
+			return ctrlMsg{}, fmt.Errorf("eval batch %d: shape %dx%d outside %dx%d", k, B, T, w.B, w.T)
+		}
+		tok := make([]int32, n)
+		tgt := make([]int32, n)
+		if len(cmd.blob) > 0 {
+			for i := 0; i < n; i++ {
+				tok[i], tgt[i] = int32(cmd.blob[off+i]), int32(cmd.blob[total+off+i])
+			}
+		}
+		off += n
+		var in []float32
+		if !w.first {
+			var m inMsg
+			select {
+			case m = <-w.inbox:
+			case <-ctx.Done():
+				return ctrlMsg{}, ctx.Err()
+			}
+			if m.err != nil {
+				return ctrlMsg{}, fmt.Errorf("eval: link: %w", m.err)
+			}
+			if m.h.Type != wire.TypeActivation || m.h.Step != evalStep || int(m.h.Micro) != k {
+				return ctrlMsg{}, fmt.Errorf("eval: got %v frame step %d micro %d, want eval activation %d", m.h.Type, m.h.Step, m.h.Micro, k)
+			}
+			in = w.buf()
+			if _, err := w.decode(w.evalDec, m, in, n); err != nil {
+				return ctrlMsg{}, err
+			}
+			in = in[:n*w.C]
+		}
+		if w.last {
+			v, err := w.st.ForwardLoss(w.evalSlot, B, T, tok, in, tgt)
+			if err != nil {
+				return ctrlMsg{}, err
+			}
+			lossSum += float64(v) * float64(n)
+			count += int64(n)
+		} else {
+			out, err := w.st.Forward(w.evalSlot, B, T, tok, in)
+			if err != nil {
+				return ctrlMsg{}, err
+			}
+			if _, err := w.send(w.links.Next, w.evalEnc, wire.TypeActivation, evalStep, k, out, n); err != nil {
+				return ctrlMsg{}, err
+			}
+		}
+		if in != nil {
+			w.release(in)
+		}
+	}
+	return ctrlMsg{Kind: ctrlEvalDone, LossSum: lossSum, Count: count}, nil
+}
+
+func (w *worker) restore(cmd ctrlMsg) (ctrlMsg, error) {
+	ts, err := decodeTensors(cmd.blob)
+	if err != nil {
+		return ctrlMsg{}, err
+	}
+	st := &State{Model: w.st.Config(), OptimStep: cmd.OptimStep, Tensors: ts}
+	if err := st.restoreStage(w.st, w.opt); err != nil {
+		return ctrlMsg{}, err
+	}
+	w.started = false
+	return ctrlMsg{Kind: ctrlOK}, nil
+}
