@@ -25,10 +25,12 @@ func uvarintLen(v uint64) int {
 	return binary.PutUvarint(b[:], v)
 }
 
-// DefaultLadder is ranks 4, 8, 16, … up to min(maxRank, d) in fp16 and the
-// top rank in fp32, ordered from cheapest to most accurate.
+// DefaultLadder is ranks 4, 8, 16, … up to min(maxRank, d/2) in fp16 and the
+// top rank in fp32, ordered from cheapest to most accurate. Ranks above d/2
+// are left out: there the factors cost about as much as sending the matrix
+// in fp16.
 func DefaultLadder(d, maxRank int) []Setting {
-	top := min(maxRank, d)
+	top := min(maxRank, d/2)
 	var l []Setting
 	for r := 4; r <= top; r *= 2 {
 		l = append(l, Setting{r, FP16})
@@ -158,7 +160,14 @@ func (a *AutoRank) Observe(o Observation) (Setting, *RankEvent) {
 	}
 	a.since++
 	budget := a.cfg.Margin * a.comp
-	t := func(i int) float64 { return float64(a.cfg.Ladder[i].PayloadBytes(o.Rows, o.Cols)) / a.bw }
+	// Decide on the worse of the running mean and the latest measurement:
+	// a step down then reacts at once (a slow link stalls the pipeline
+	// now), and a step up needs both the mean and the latest to fit with
+	// the hysteresis margin on top (a mean still falling after a drop
+	// must not lift the rank again).
+	bw := min(a.bw, o.BytesPerSecond)
+	budget = a.cfg.Margin * min(a.comp, o.ComputeSeconds)
+	t := func(i int) float64 { return float64(a.cfg.Ladder[i].PayloadBytes(o.Rows, o.Cols)) / bw }
 	old := a.cur
 	var reason string
 	switch {
@@ -175,7 +184,7 @@ func (a *AutoRank) Observe(o Observation) (Setting, *RankEvent) {
 			return a.Current(), nil
 		}
 		a.cur = n
-		reason = fmt.Sprintf("transfer %.1f ms > budget %.1f ms (link %.2f MB/s, compute %.1f ms)", 1e3*t(old), 1e3*budget, a.bw/1e6, 1e3*a.comp)
+		reason = fmt.Sprintf("transfer %.1f ms > budget %.1f ms (link %.2f MB/s, compute %.1f ms)", 1e3*t(old), 1e3*budget, bw/1e6, 1e3*budget/a.cfg.Margin)
 		if t(n) > budget {
 			reason += "; even the cheapest setting does not fit"
 		}
@@ -191,7 +200,7 @@ func (a *AutoRank) Observe(o Observation) (Setting, *RankEvent) {
 			return a.Current(), nil
 		}
 		a.cur = n
-		reason = fmt.Sprintf("transfer would be %.1f ms ≤ %.1f ms (link %.2f MB/s, compute %.1f ms)", 1e3*t(n), 1e3*up, a.bw/1e6, 1e3*a.comp)
+		reason = fmt.Sprintf("transfer would be %.1f ms ≤ %.1f ms (link %.2f MB/s, compute %.1f ms)", 1e3*t(n), 1e3*up, bw/1e6, 1e3*budget/a.cfg.Margin)
 	default:
 		return a.Current(), nil
 	}
