@@ -66,10 +66,10 @@ func (s StageStats) Metrics(stepTime float64) metrics.StageStats {
 // tied-embedding gradients (they share the connection); otherwise those
 // travel on the separate first↔last connection, not reported here.
 type LinkStats struct {
-	From, To                     int
-	ForwardBytes, BackwardBytes  int64   // per step
-	ForwardBusy, BackwardBusy    float64 // fraction of the makespan spent serializing
-	ForwardMessages, BackwardMsg int64   // per step
+	From, To                          int
+	ForwardBytes, BackwardBytes       int64   // per step
+	ForwardBusy, BackwardBusy         float64 // fraction of the makespan spent serializing
+	ForwardMessages, BackwardMessages int64   // per step
 }
 
 // event is a compute completion or a message arrival.
@@ -385,7 +385,7 @@ func (r *run) result() Result {
 	for i := range r.fwd {
 		ls := LinkStats{From: i, To: i + 1,
 			ForwardBytes: r.fwd[i].bytes / k, BackwardBytes: r.bwd[i].bytes / k,
-			ForwardMessages: r.fwd[i].msgs / k, BackwardMsg: r.bwd[i].msgs / k}
+			ForwardMessages: r.fwd[i].msgs / k, BackwardMessages: r.bwd[i].msgs / k}
 		if makespan > 0 {
 			ls.ForwardBusy, ls.BackwardBusy = r.fwd[i].busy/makespan, r.bwd[i].busy/makespan
 		}
