@@ -38,6 +38,7 @@ type LowRank struct {
 	p        []float32
 	pq       []float32 // rounded factors, for feedback
 	recon    []float32
+	rng      *rng
 }
 
 // maxRank bounds the rank a payload may claim (beyond min(rows, cols)).
@@ -81,7 +82,10 @@ func (l *LowRank) warm(cols, r int) []float32 {
 		return l.q
 	}
 	nq := make([]float32, cols*r)
-	g := newRNG(l.Seed, "lowrank-q")
+	if l.rng == nil {
+		l.rng = newRNG(l.Seed, "lowrank-q")
+	}
+	g := l.rng
 	for j := 0; j < cols; j++ {
 		for k := 0; k < r; k++ {
 			if l.qc == cols && k < l.qr {
@@ -138,6 +142,7 @@ func (l *LowRank) Encode(dst []byte, x []float32, rows, cols int) ([]byte, error
 	dst = binary.AppendUvarint(dst, uint64(r))
 	dst = appendValues(dst, p, l.Precision)
 	dst = appendValues(dst, q, l.Precision)
+	defer l.revive(q, cols, r)
 	if l.Feedback {
 		// The receiver sees the rounded factors; feed back exactly what it
 		// misses.
@@ -200,4 +205,23 @@ func resize(b []float32, n int) []float32 {
 func (l *LowRank) Apply(s Setting) {
 	l.Rank = s.Rank
 	l.Precision = s.Precision
+}
+
+// revive re-draws the warm-start columns that came out exactly zero (the
+// input had rank < r, e.g. an all-zero micro-batch). A zero column of Q
+// gives a zero column of P next time and stays zero for ever, silently
+// lowering the rank; after the PowerSGD warm start this is the one case it
+// cannot recover from by itself.
+func (l *LowRank) revive(q []float32, cols, r int) {
+	for k := 0; k < r; k++ {
+		zero := true
+		for j := 0; j < cols && zero; j++ {
+			zero = q[j*r+k] == 0
+		}
+		if zero {
+			for j := 0; j < cols; j++ {
+				q[j*r+k] = float32(l.rng.normal())
+			}
+		}
+	}
 }

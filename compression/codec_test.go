@@ -512,3 +512,21 @@ func TestShuffleRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// A zero (or rank-deficient) micro-batch must not collapse the warm start:
+// the next full-rank-r input is still sent exactly.
+func TestLowRankRecoversFromZeroInput(t *testing.T) {
+	const rows, cols = 40, 30
+	c := &LowRank{Rank: 3, Iters: 1, Precision: FP32, Seed: 4}
+	y, _ := roundTrip1(t, c, make([]float32, rows*cols), rows, cols)
+	for i, v := range y {
+		if v != 0 {
+			t.Fatalf("zero input decoded to %v at %d", v, i)
+		}
+	}
+	x := lowRankMatrix(6, rows, cols, 3)
+	y, _ = roundTrip1(t, c, x, rows, cols)
+	if e := relErr(y, x); e > 1e-5 {
+		t.Errorf("rank-3 input after a zero input: relative error %g, want exact", e)
+	}
+}

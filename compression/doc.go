@@ -20,7 +20,9 @@
 // Codecs are pure functions plus explicit state where memory is needed:
 // TopK and LowRank keep an error-feedback residual (and LowRank a warm-start
 // basis) inside the codec value, so use one codec value per link direction
-// and never share it between goroutines. Nothing here starts a goroutine.
+// and never share it between goroutines. Nothing here starts a goroutine;
+// the dense products of lowrank and subspace go through stages/kernels.Sgemm,
+// whose worker pool kernels.SetThreads bounds.
 //
 // Methods:
 //   - none: raw little-endian float32 (ID 0 means "no codec" in a frame).

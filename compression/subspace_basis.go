@@ -78,12 +78,10 @@ func (b *Basis) ProjectRows(W []float32, rows, cols int) error {
 	if err := checkShape(len(W), rows, cols); err != nil {
 		return fmt.Errorf("ProjectRows: %w", err)
 	}
-	c := make([]float32, b.K)
-	for i := 0; i < rows; i++ {
-		w := W[i*cols : (i+1)*cols]
-		mulAB(c, w, b.U, 1, b.D, b.K)
-		mulABt(w, c, b.U, 1, b.D, b.K)
-	}
+	// T (rows×K) = W·U, then W = T·Uᵀ.
+	t := make([]float32, rows*b.K)
+	mulAB(t, W, b.U, rows, b.D, b.K)
+	mulABt(W, t, b.U, rows, b.D, b.K)
 	return nil
 }
 
