@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"math"
 	"strconv"
 	"strings"
 )
@@ -154,4 +155,80 @@ func LoadStage(path string, s *Stage, opt *AdamW) (map[string]string, error) {
 		}
 	}
 	return md, nil
+}
+
+// MergeCheckpoints joins the weight files SaveStage wrote for the stages of
+// one split model into a single full-model checkpoint at out, loadable by
+// LoadStage into a whole model or any other split, and by PyTorch's
+// load_state_dict (lm_head.weight is included). Optimizer state is left
+// out. It fails, naming the tensor, if the inputs overlap with different
+// values, disagree on the config, or do not cover the whole model.
+func MergeCheckpoints(out string, in []string, metadata map[string]string) error {
+	var cfg *Config
+	merged := map[string]Tensor{}
+	for _, path := range in {
+		ts, md, err := ReadSafetensors(path)
+		if err != nil {
+			return fmt.Errorf("merge checkpoints: %w", err)
+		}
+		var c Config
+		if err := json.Unmarshal([]byte(md[MetaConfig]), &c); err != nil {
+			return fmt.Errorf("merge checkpoints: %s has no model config in its metadata (%s): was it written by SaveStage?", path, MetaConfig)
+		}
+		if cfg == nil {
+			cfg = &c
+		} else if c != *cfg {
+			return fmt.Errorf("merge checkpoints: %s is for model %+v, %s for %+v", path, c, in[0], *cfg)
+		}
+		for _, t := range ts {
+			if strings.HasPrefix(t.Name, "optim.") {
+				continue
+			}
+			if prev, ok := merged[t.Name]; ok && !sameData(prev.Data, t.Data) {
+				return fmt.Errorf("merge checkpoints: %s in %s differs from an earlier file: stages saved at different steps?", t.Name, path)
+			}
+			merged[t.Name] = t
+		}
+	}
+	if cfg == nil {
+		return fmt.Errorf("merge checkpoints: no input files")
+	}
+	if wte, ok := merged[wteName]; ok {
+		if head, ok := merged[lmHeadName]; ok && !sameData(wte.Data, head.Data) {
+			return fmt.Errorf("merge checkpoints: lm_head.weight differs from transformer.wte.weight: the tied copies were not kept in sync")
+		}
+		merged[lmHeadName] = Tensor{Name: lmHeadName, Shape: wte.Shape, Data: wte.Data}
+	}
+	var ts []Tensor
+	for _, sp := range paramLayout(*cfg, 0, cfg.NLayer, true, true) {
+		t, ok := merged[sp.name]
+		if !ok {
+			return fmt.Errorf("merge checkpoints: no input holds %s: list the files of every stage", sp.name)
+		}
+		ts = append(ts, t)
+	}
+	ts = append(ts, merged[lmHeadName])
+	md := maps.Clone(metadata)
+	if md == nil {
+		md = map[string]string{}
+	}
+	js, _ := json.Marshal(*cfg)
+	md[MetaConfig] = string(js)
+	md[MetaBlocks] = fmt.Sprintf("0,%d,true,true", cfg.NLayer)
+	if err := WriteSafetensors(out, ts, md); err != nil {
+		return fmt.Errorf("merge checkpoints: %w", err)
+	}
+	return nil
+}
+
+func sameData(a, b []float32) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if math.Float32bits(a[i]) != math.Float32bits(b[i]) {
+			return false
+		}
+	}
+	return true
 }

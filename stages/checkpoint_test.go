@@ -102,3 +102,36 @@ func TestCheckpointMismatchErrors(t *testing.T) {
 		t.Errorf("loading optimizer state from a weights-only file: %v", err)
 	}
 }
+
+func TestMergeCheckpoints(t *testing.T) {
+	cfg := tinyConfig(false)
+	dir := t.TempDir()
+	a, _ := NewStage(cfg, 0, 1, true, false, 1, 1)
+	b, _ := NewStage(cfg, 1, 3, false, true, 1, 1)
+	pa, pb := filepath.Join(dir, "a"), filepath.Join(dir, "b")
+	SaveStage(pa, a, nil, nil)
+	SaveStage(pb, b, nil, nil)
+	full := filepath.Join(dir, "full.safetensors")
+	if err := MergeCheckpoints(full, []string{pa, pb}, map[string]string{"step": "3"}); err != nil {
+		t.Fatal(err)
+	}
+	whole, _ := NewStage(cfg, 0, 3, true, true, 1, 1)
+	whole.Init(7) // different weights, overwritten by the load
+	if _, err := LoadStage(full, whole, nil); err != nil {
+		t.Fatal(err)
+	}
+	ref, _ := NewStage(cfg, 0, 3, true, true, 1, 1) // DefaultSeed, as a and b
+	for i, p := range whole.Params() {
+		if !sameData(p.Data, ref.Params()[i].Data) {
+			t.Errorf("%s differs after merge and load", p.Name)
+		}
+	}
+	if err := MergeCheckpoints(full, []string{pa}, nil); err == nil || !strings.Contains(err.Error(), "transformer.h.1") {
+		t.Errorf("merging only the first stage: %v", err)
+	}
+	b.TiedWeight().Data[0] += 1
+	SaveStage(pb, b, nil, nil)
+	if err := MergeCheckpoints(full, []string{pa, pb}, nil); err == nil || !strings.Contains(err.Error(), "tied") {
+		t.Errorf("merging out-of-sync tied copies: %v", err)
+	}
+}
