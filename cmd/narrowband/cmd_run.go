@@ -39,10 +39,15 @@ func cmdRun(ctx context.Context, argv []string, stdout, stderr io.Writer) error 
 		opts.Progress = stderr
 	}
 	log.Info("run starting", "name", cfg.Run.Name, "config", a.pos[0], "out", out, "steps", cfg.Run.Steps)
-	sum, err := trainer.Run(ctx, opts)
+	res, err := trainer.RunSweep(ctx, opts)
 	if err != nil {
 		return err
 	}
+	if len(res) > 1 {
+		fmt.Fprintf(stdout, "sweep %q finished: %d runs\n%s\nresults in %s (sweep.json, summary.md, one folder per run)\n", cfg.Run.Name, len(res), trainer.SweepTable(cfg, res), out)
+		return nil
+	}
+	sum := res[0].Summary
 	fmt.Fprintf(stdout, "run %q finished: held-out loss %.4f nats/byte after %d tokens in %.0fs (%.0f tokens/s)\nresults in %s (config.toml, metrics.jsonl, summary.json, %s)\n",
 		sum.Name, sum.FinalValLoss, sum.Tokens, sum.WallSeconds, sum.TokensPerSecond, out, trainer.CheckpointFile)
 	return nil

@@ -21,6 +21,9 @@ type Config struct {
 	Network     Network     `toml:"network"`
 	Compression Compression `toml:"compression"`
 	Web         Web         `toml:"web"`
+	// Sweep lists values to vary: each key is "section.key", each value a
+	// list; a run with a sweep runs every combination (see Variants).
+	Sweep map[string]any `toml:"sweep"`
 }
 
 // Run names the run and fixes its randomness and length.
@@ -175,8 +178,10 @@ func decodeStrict(text, name string, cfg *Config) error {
 		}
 		return fmt.Errorf("%s: %w", name, err)
 	}
-	if und := md.Undecoded(); len(und) > 0 {
-		k := und[0]
+	for _, k := range md.Undecoded() {
+		if len(k) > 1 && k[0] == "sweep" {
+			continue // free-form: checked by Variants
+		}
 		return fmt.Errorf("%s:%d: unknown key %q (see docs/config.md for the keys each section takes)",
 			name, keyLine(text, k), k.String())
 	}

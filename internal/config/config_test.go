@@ -97,3 +97,31 @@ func TestResolvedConfigRoundTrips(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestSweepVariants(t *testing.T) {
+	c, err := Parse("[sweep]\n\"compression.method\" = [\"none\", \"int8\", \"fp16\"]\nnetwork.bandwidth_mbps = [60, 0]\n", "s.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	vs, err := c.Variants()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(vs) != 6 {
+		t.Fatalf("%d variants, want 3×2", len(vs))
+	}
+	if vs[0].Name != "compression.method=none,network.bandwidth_mbps=60" || vs[0].Config.Network.BandwidthMbps != 60 {
+		t.Errorf("first variant %q bw %v", vs[0].Name, vs[0].Config.Network.BandwidthMbps)
+	}
+	if vs[5].Config.Compression.Method != "fp16" || vs[5].Config.Network.BandwidthMbps != 0 {
+		t.Errorf("last variant %q", vs[5].Name)
+	}
+	bad, _ := Parse("[sweep]\n\"model.n_head\" = [3]\n", "s.toml")
+	if _, err := bad.Variants(); err == nil || !strings.Contains(err.Error(), "model.n_head=3") {
+		t.Errorf("invalid variant: got %v", err)
+	}
+	bad, _ = Parse("[sweep]\n\"model.nope\" = [3]\n", "s.toml")
+	if _, err := bad.Variants(); err == nil || !strings.Contains(err.Error(), "nope") {
+		t.Errorf("unknown sweep key: got %v", err)
+	}
+}

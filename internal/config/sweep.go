@@ -1,0 +1,109 @@
+package config
+
+import (
+	"bytes"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Variant is one combination of a sweep: its name (e.g.
+// "compression.method=int8,network.bandwidth_mbps=60") and its config.
+type Variant struct {
+	Name   string
+	Values map[string]string // key → value as TOML
+	Config Config
+}
+
+// Variants expands the [sweep] table into every combination of its values,
+// in a fixed order (keys sorted, values as listed). Without a sweep it
+// returns the config itself as the single variant with an empty name. Each
+// variant is validated.
+func (c Config) Variants() ([]Variant, error) {
+	flat := map[string][]any{}
+	if err := flatten("", c.Sweep, flat); err != nil {
+		return nil, err
+	}
+	base := c
+	base.Sweep = nil
+	if len(flat) == 0 {
+		return []Variant{{Config: base}}, nil
+	}
+	keys := make([]string, 0, len(flat))
+	for k := range flat {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	out := []Variant{{Config: base, Values: map[string]string{}}}
+	for _, k := range keys {
+		var next []Variant
+		for _, v := range out {
+			for _, val := range flat[k] {
+				lit, err := tomlLiteral(val)
+				if err != nil {
+					return nil, fmt.Errorf("sweep.%q: %w", k, err)
+				}
+				cfg := v.Config
+				cfg.Network.Links = append([]Link(nil), cfg.Network.Links...)
+				cfg.Pipeline.Split = append([]int(nil), cfg.Pipeline.Split...)
+				if err := cfg.Set(k + "=" + lit); err != nil {
+					return nil, fmt.Errorf("sweep: %w", err)
+				}
+				vals := map[string]string{}
+				for kk, vv := range v.Values {
+					vals[kk] = vv
+				}
+				vals[k] = lit
+				next = append(next, Variant{Config: cfg, Values: vals})
+			}
+		}
+		out = next
+	}
+	for i := range out {
+		var parts []string
+		for _, k := range keys {
+			parts = append(parts, k+"="+strings.Trim(out[i].Values[k], `"`))
+		}
+		out[i].Name = strings.Join(parts, ",")
+		out[i].Config.Run.Name = c.Run.Name + "/" + out[i].Name
+		if err := out[i].Config.Validate(); err != nil {
+			return nil, fmt.Errorf("sweep variant %s: %w", out[i].Name, err)
+		}
+	}
+	return out, nil
+}
+
+func flatten(prefix string, m map[string]any, out map[string][]any) error {
+	for k, v := range m {
+		key := k
+		if prefix != "" {
+			key = prefix + "." + k
+		}
+		switch v := v.(type) {
+		case map[string]any:
+			if err := flatten(key, v, out); err != nil {
+				return err
+			}
+		case []any:
+			if len(v) == 0 {
+				return fmt.Errorf("sweep.%q = []: list at least one value", key)
+			}
+			out[key] = v
+		default:
+			return fmt.Errorf("sweep.%q = %v: want a list of values, e.g. [1, 2]", key, v)
+		}
+	}
+	return nil
+}
+
+// tomlLiteral renders one value as TOML.
+func tomlLiteral(v any) (string, error) {
+	var buf bytes.Buffer
+	if err := toml.NewEncoder(&buf).Encode(map[string]any{"v": v}); err != nil {
+		return "", err
+	}
+	s := strings.TrimSpace(buf.String())
+	return strings.TrimSpace(strings.TrimPrefix(s, "v =")), nil
+}
