@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"testing"
 	"time"
@@ -239,5 +240,57 @@ func TestShapeCloseGraceDrops(t *testing.T) {
 	}
 	if d := time.Since(start); d > 2*time.Second {
 		t.Errorf("Close took %v with a 100 ms grace period", d)
+	}
+}
+
+// TestShapeJitterRealTime: on real clocks the delivered one-way delays have
+// the configured mean and spread. Messages go out 15 ms apart so each one
+// is timed on its own (jitter can still merge neighbours, which only lowers
+// the spread a little). Bounds are loose: timers and a loaded machine add
+// a millisecond or two.
+func TestShapeJitterRealTime(t *testing.T) {
+	if testing.Short() {
+		t.Skip("takes ~2 s of real time")
+	}
+	const n, latency, jitter = 120, 25.0, 5.0
+	a, b := shapedPair(t, transport.LinkProfile{LatencyMs: latency, JitterMs: jitter}, transport.ShapeOptions{Seed: 5})
+	defer a.Close()
+	defer b.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	sent := make([]time.Time, n)
+	go func() {
+		next := time.Now()
+		for i := range n {
+			time.Sleep(time.Until(next))
+			sent[i] = time.Now()
+			if err := a.Send(ctx, []byte{byte(i)}); err != nil {
+				t.Errorf("send %d: %v", i, err)
+				return
+			}
+			next = next.Add(15 * time.Millisecond)
+		}
+	}()
+	var sum, sum2 float64
+	for i := range n {
+		msg, err := b.Recv(ctx)
+		if err != nil {
+			t.Fatalf("recv %d: %v", i, err)
+		}
+		if msg[0] != byte(i) {
+			t.Fatalf("message %d arrived as %d: reordered", i, msg[0])
+		}
+		d := float64(time.Since(sent[i])) / float64(time.Millisecond)
+		sum += d
+		sum2 += d * d
+	}
+	mean := sum / n
+	sd := math.Sqrt(max(0, sum2/n-mean*mean))
+	t.Logf("one-way delay over %d messages: mean %.2f ms, sd %.2f ms (configured %v ± %v)", n, mean, sd, latency, jitter)
+	if mean < latency-2 || mean > latency+5 {
+		t.Errorf("mean one-way delay %.2f ms, want about %v ms", mean, latency)
+	}
+	if sd < jitter*0.6 || sd > jitter*1.6 {
+		t.Errorf("one-way delay sd %.2f ms, want about %v ms", sd, jitter)
 	}
 }
