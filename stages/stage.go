@@ -120,6 +120,10 @@ func NewStage(cfg Config, lo, hi int, first, last bool, maxB, slots int) (*Stage
 	case slots < 1 || slots > 1024:
 		return nil, fmt.Errorf("new stage: slots = %d must be in 1..1024", slots)
 	}
+	if b := MemoryBytes(cfg, lo, hi, first, last, maxB, slots); b > maxStageBytes {
+		return nil, fmt.Errorf("new stage: blocks [%d, %d) with max batch %d and %d slots need %.1f GB: lower the batch, block_size or slots: %w",
+			lo, hi, maxB, slots, b/1e9, ErrBadShape)
+	}
 	s := &Stage{cfg: cfg, lo: lo, hi: hi, first: first, last: last, maxB: maxB}
 	s.allocParams()
 	s.allocActs(slots)
@@ -221,6 +225,34 @@ func prod(shape []int) int {
 		n *= d
 	}
 	return n
+}
+
+// maxStageBytes refuses stages that could never be allocated (and whose
+// sizes might overflow int), instead of crashing in make.
+const maxStageBytes = 1 << 40
+
+// MemoryBytes estimates what NewStage allocates: parameters, gradients,
+// `slots` activation sets for micro-batches of maxB×BlockSize tokens, and
+// the backward scratch (the optimizer adds 2× the parameters). Computed in
+// float64 so that absurd configs give a large number, not an overflow.
+func MemoryBytes(cfg Config, lo, hi int, first, last bool, maxB, slots int) float64 {
+	var params float64
+	for _, sp := range paramLayout(cfg, lo, hi, first, last) {
+		n := 1.0
+		for _, d := range sp.shape {
+			n *= float64(d)
+		}
+		params += n
+	}
+	C, NH, V := float64(cfg.NEmbd), float64(cfg.NHead), float64(cfg.VocabSize)
+	T, B, nb := float64(cfg.BlockSize), float64(maxB), float64(hi-lo)
+	N := B * T
+	perSlot := N*C + nb*(16*N*C+4*N+B*NH*T*T)
+	if last {
+		perSlot += N*C + 2*N + N*V + N
+	}
+	scratch := 10*N*C + 2*4*T*T
+	return 4 * (2*params + float64(slots)*perSlot + scratch)
 }
 
 func (s *Stage) allocActs(nslots int) {

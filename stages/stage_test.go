@@ -5,6 +5,7 @@ import (
 	"hash/fnv"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 )
 
@@ -340,4 +341,15 @@ func maxAbs(v []float32) float64 {
 		m = math.Max(m, math.Abs(float64(x)))
 	}
 	return m
+}
+
+func TestNewStageRefusesHugeShapes(t *testing.T) {
+	cfg := Config{NLayer: 8, NHead: 1, NEmbd: 65536, BlockSize: 65536, VocabSize: 256}
+	if err := cfg.Validate(); err == nil {
+		t.Fatal("a 2^31+ parameter model validated")
+	}
+	cfg = Config{NLayer: 1, NHead: 1, NEmbd: 1024, BlockSize: 65536, VocabSize: 256}
+	if _, err := NewStage(cfg, 0, 1, true, true, 65536, 1024); !errors.Is(err, ErrBadShape) || !strings.Contains(err.Error(), "GB") {
+		t.Errorf("a stage needing petabytes of activations: %v", err)
+	}
 }
