@@ -35,6 +35,7 @@ var (
 	ErrTooLarge  = errors.New("wire: frame payload over the receiver's limit (raise the limit or send smaller micro-batches)")
 	ErrChecksum  = errors.New("wire: frame checksum mismatch (data corrupted in transit; drop the link and resend)")
 	ErrTruncated = errors.New("wire: truncated frame (the stream ended or the message was cut short)")
+	ErrTrailing  = errors.New("wire: bytes after the frame (a message carries exactly one frame; is the sender batching frames?)")
 )
 
 // Type says what a frame carries. The zero value is unknown and never valid
@@ -191,7 +192,7 @@ func Decode(b []byte, maxPayload int) (Header, []byte, error) {
 		return Header{}, nil, fmt.Errorf("%s frame declares %d payload bytes, message holds %d: %w", h.Type, h.Length, len(b)-HeaderSize, ErrTruncated)
 	}
 	if uint64(len(b)) > end {
-		return Header{}, nil, fmt.Errorf("%s frame of %d payload bytes followed by %d stray bytes (one frame per message): %w", h.Type, h.Length, uint64(len(b))-end, ErrTruncated)
+		return Header{}, nil, fmt.Errorf("%s frame of %d payload bytes followed by %d stray bytes: %w", h.Type, h.Length, uint64(len(b))-end, ErrTrailing)
 	}
 	payload := b[HeaderSize:end:end]
 	if err := verify(b[:HeaderSize], payload); err != nil {

@@ -63,7 +63,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"empty", nil, 100, ErrTruncated},
 		{"short header", good[:HeaderSize-1], 100, ErrTruncated},
 		{"short payload", good[:len(good)-1], 100, ErrTruncated},
-		{"trailing bytes", append(bytes.Clone(good), 0), 100, ErrTruncated},
+		{"trailing bytes", append(bytes.Clone(good), 0), 100, ErrTrailing},
 		{"bad magic", mutate(func(b []byte) []byte { b[0] = 'X'; return b }), 100, ErrBadMagic},
 		{"http", []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n\r\n\r\n"), 100, ErrBadMagic},
 		{"version 2", mutate(func(b []byte) []byte { b[4] = 2; return b }), 100, ErrVersion},
