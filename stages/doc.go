@@ -13,6 +13,25 @@
 //
 // and Backward walks the same path in reverse, returning dL/d(input) for the
 // previous stage and adding parameter gradients into each Param's Grad.
+// Using it (one goroutine per Stage; returned slices alias stage memory):
+//
+//	s, err := stages.NewStage(cfg, lo, hi, first, last, maxB, slots)
+//	opt, err := stages.NewAdamW(s.Params(), stages.DefaultAdamWConfig())
+//	s.ZeroGrad()
+//	for m := range microBatches {                     // any schedule; slot = m % slots
+//		out, err := s.Forward(slot, B, T, tokens, in)   // non-last stages
+//		loss, err := s.ForwardLoss(slot, B, T, tokens, in, targets) // last stage
+//		din, err := s.Backward(slot, dout, 1/float32(M)) // later, same slot
+//	}
+//	// runtime: add the two TiedWeight() gradients of a split model,
+//	// sum s.GradSumSquares() over stages, ScaleGrads by ClipScale(...)
+//	opt.Step(lr)
+//
+// Checkpoints: SaveStage/LoadStage (weights + optional AdamW state, config
+// in the metadata), MergeCheckpoints (stage files → one full-model file),
+// WriteSafetensors/ReadSafetensors underneath. Sample/Generate draw tokens
+// from a whole-model stage.
+//
 // Each layer is a forward/backward function pair (layernorm.go, matmul.go,
 // attention.go, gelu.go, embedding.go, crossentropy.go); backward functions
 // add into their gradient buffers. All matrix products go through
@@ -36,5 +55,7 @@
 // model's loss against an independent float64 forward pass (1e-5 relative)
 // and every parameter tensor's gradient against float64 central differences
 // of it (step 1e-6, |g − fd| ≤ 1e-4·max|g| + 1e-3·|fd|); split models
-// against the whole one.
+// against the whole one; and loss and gradients against PyTorch running
+// nanoGPT's model code (testdata/torch_reference.py; 1e-5 relative loss,
+// 1e-4·max|g| per tensor).
 package stages

@@ -327,6 +327,22 @@ func (s *Stage) Range() (lo, hi int, first, last bool) { return s.lo, s.hi, s.fi
 // lm_head.weight on a last stage that is not first).
 func (s *Stage) Params() []*Param { return s.params }
 
+// Param returns the parameter called name (nanoGPT naming), or nil.
+func (s *Stage) Param(name string) *Param {
+	for _, p := range s.params {
+		if p.Name == name {
+			return p
+		}
+	}
+	return nil
+}
+
+// Slots is the number of activation sets (micro-batches in flight).
+func (s *Stage) Slots() int { return len(s.slots) }
+
+// MaxBatch is the largest B a forward pass accepts.
+func (s *Stage) MaxBatch() int { return s.maxB }
+
 // NumParams is the number of parameter values the stage holds.
 func (s *Stage) NumParams() int { return len(s.paramData) }
 

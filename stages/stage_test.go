@@ -353,3 +353,23 @@ func TestNewStageRefusesHugeShapes(t *testing.T) {
 		t.Errorf("a stage needing petabytes of activations: %v", err)
 	}
 }
+
+func TestAccessors(t *testing.T) {
+	cfg := tinyConfig(true)
+	s, _ := NewStage(cfg, 1, 3, false, true, 3, 2)
+	if s.Slots() != 2 || s.MaxBatch() != 3 || s.Config() != cfg {
+		t.Errorf("Slots %d MaxBatch %d Config %+v", s.Slots(), s.MaxBatch(), s.Config())
+	}
+	if lo, hi, f, l := s.Range(); lo != 1 || hi != 3 || f || !l {
+		t.Errorf("Range %d %d %v %v", lo, hi, f, l)
+	}
+	if p := s.Param("transformer.h.2.mlp.c_fc.bias"); p == nil || p.Size() != 4*cfg.NEmbd {
+		t.Errorf("Param lookup: %v", p)
+	}
+	if s.Param("transformer.h.0.mlp.c_fc.bias") != nil || s.TiedWeight() != s.Param(lmHeadName) {
+		t.Error("last stage holds block 0 or its tied weight is not lm_head.weight")
+	}
+	if n := MemoryBytes(cfg, 1, 3, false, true, 3, 2); n < float64(4*2*s.NumParams()) {
+		t.Errorf("MemoryBytes %v below the parameters and gradients alone", n)
+	}
+}
