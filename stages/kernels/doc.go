@@ -41,14 +41,17 @@
 //
 // Products smaller than serialMACs multiply-adds (one attention head is
 // 1 Mi) run on the calling goroutine with no hand-off at all. Larger ones
-// are split into Threads() rectangles of C, on the micro-kernel's tile grid,
-// and run on a persistent pool of worker goroutines plus the caller; each
-// thread packs its own slices of A and B into buffers it keeps, so steady
-// state allocates nothing. The split is over C only, never over k, and
-// every element of C is computed by the same sequence of operations
-// whichever thread owns it, so results are bit-identical for any thread
-// count and from run to run. SetThreads(1) pins a stage's math to its own
-// goroutine.
+// run on the caller plus Threads()-1 goroutines of a persistent pool: for
+// each kc×nc block of B the threads pack it together into one shared
+// buffer, then take units of C (row bands × column ranges, on the kernel's
+// tile grid) from a shared counter, each packing its own band of A, and
+// meet at a barrier before the next block. Taking units dynamically keeps
+// both cores busy on a shared machine where one thread gets descheduled.
+// Packing buffers are kept by the pool and its threads, so steady state
+// allocates nothing. The split is over C only, never over k, and every
+// element of C is computed by the same sequence of operations whichever
+// thread owns it, so results are bit-identical for any thread count and
+// from run to run. SetThreads(1) pins a stage's math to its own goroutine.
 //
 // SgemmRef is the slow, obviously correct reference the tests compare with.
 package kernels

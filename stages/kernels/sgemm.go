@@ -153,21 +153,30 @@ func (g *gemm) run(buf *packBuf, i0, i1, j0, j1 int) {
 			packB(buf.b, g.b, g.ldb, g.transB, pc, kc, jc, nc, nr)
 			for ic := i0; ic < i1; ic += blockM {
 				mc := min(blockM, i1-ic)
-				rows := !g.transA && g.kern.rows != nil
-				if rows {
-					packARows(buf.a, g.a, g.lda, ic, mc, pc, kc, mr)
-				} else {
-					packA(buf.a, g.a, g.lda, g.transA, ic, mc, pc, kc, mr)
-				}
-				g.macro(buf, ic, mc, jc, nc, kc, beta, rows)
+				rows := g.packA(buf.a, ic, mc, pc, kc)
+				g.macro(buf.a, buf.b, buf.tile, ic, mc, jc, 0, nc, kc, beta, rows)
 			}
 		}
 	}
 }
 
-// macro runs the micro-kernel over one packed mc×nc block of C.
-// rows says the A panels are packed for the kernel's rows variant.
-func (g *gemm) macro(buf *packBuf, ic, mc, jc, nc, kc int, beta float32, rows bool) {
+// packA packs rows [ic, ic+mc), steps [pc, pc+kc) of op(A) into dst, in
+// the kernel's rows layout when A is not transposed and the kernel has a
+// rows variant (it then reports true), else in the interleaved layout.
+func (g *gemm) packA(dst []float32, ic, mc, pc, kc int) (rows bool) {
+	if !g.transA && g.kern.rows != nil {
+		packARows(dst, g.a, g.lda, ic, mc, pc, kc, g.kern.mr)
+		return true
+	}
+	packA(dst, g.a, g.lda, g.transA, ic, mc, pc, kc, g.kern.mr)
+	return false
+}
+
+// macro runs the micro-kernel over rows [ic, ic+mc) and the column panels
+// [jr0, jr1) (offsets from jc, multiples of nr) of one packed block: packed
+// A in pa, packed B in pb, tile an mr×nr scratch for edge tiles. rows says
+// the A panels are packed for the kernel's rows variant.
+func (g *gemm) macro(pa, pb, tile []float32, ic, mc, jc, jr0, jr1, kc int, beta float32, rows bool) {
 	mr, nr := g.kern.mr, g.kern.nr
 	fn := g.kern.fn
 	if rows {
@@ -177,11 +186,11 @@ func (g *gemm) macro(buf *packBuf, ic, mc, jc, nc, kc int, beta float32, rows bo
 			rfn(kc, a, kc, b, c, ldc, alpha, beta)
 		}
 	}
-	for jr := 0; jr < nc; jr += nr {
-		bp := buf.b[(jr/nr)*kc*nr:]
-		cols := min(nr, nc-jr)
+	for jr := jr0; jr < jr1; jr += nr {
+		bp := pb[(jr/nr)*kc*nr:]
+		cols := min(nr, jr1-jr)
 		for ir := 0; ir < mc; ir += mr {
-			ap := buf.a[(ir/mr)*kc*mr:]
+			ap := pa[(ir/mr)*kc*mr:]
 			nrows := min(mr, mc-ir)
 			off := (ic+ir)*g.ldc + jc + jr
 			if nrows == mr && cols == nr {
@@ -190,7 +199,7 @@ func (g *gemm) macro(buf *packBuf, ic, mc, jc, nc, kc int, beta float32, rows bo
 			}
 			// Edge tile: run the same kernel on a padded copy, so edge
 			// elements get exactly the arithmetic of interior ones.
-			t := buf.tile
+			t := tile
 			if beta != 0 {
 				for r := 0; r < nrows; r++ {
 					copy(t[r*nr:r*nr+cols], g.c[off+r*g.ldc:])

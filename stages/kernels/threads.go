@@ -31,95 +31,193 @@ func Threads() int {
 // goroutine per call would allocate and cost microseconds each time.
 var workers pool
 
+// pool runs one parallel Sgemm at a time, BLIS-style: for each kc×nc block
+// of op(B), the threads first pack it together into one shared buffer,
+// then take units of C (a band of rows × a range of column panels) from a
+// shared counter, each packing its own A band. Taking units dynamically,
+// rather than fixing a rectangle per thread, keeps both cores busy when the
+// machine is shared and one thread is descheduled; packing B once, rather
+// than once per thread, halves the packing of the forward pass's Wᵀ.
+//
+// Which thread computes a unit never changes its arithmetic: units start on
+// the kernel's tile grid and every unit of a kc block is finished before
+// the next kc block starts, so results stay bit-identical for any thread
+// count.
 type pool struct {
-	mu    sync.Mutex // one parallel Sgemm uses the pool at a time
-	tasks []chan task
-	wg    sync.WaitGroup
-	buf   packBuf // the calling goroutine's packing space while it holds mu
-	g     gemm    // the call in progress; held here so it is not allocated per call
+	mu      sync.Mutex // one parallel Sgemm uses the pool at a time
+	tasks   []chan struct{}
+	started int // workers running
+	done    sync.WaitGroup
+	bar     barrier
+	buf     packBuf   // the calling goroutine's packing space
+	bufs    []packBuf // the workers' packing space, one each
+	pb      []float32 // the shared packed B block
+
+	// The call in progress, held here so it is not allocated per call.
+	g       gemm
+	threads int
+	mc      int // rows per unit: a multiple of mr, at most blockM
+	jrChunk int // columns per unit: a multiple of nr
+	claimB  atomic.Int64
+	claimU  atomic.Int64
 }
 
-// task is one rectangle of C for one worker.
-type task struct {
-	g              *gemm
-	i0, i1, j0, j1 int
-}
-
-func (p *pool) worker(tasks <-chan task) {
-	var buf packBuf
-	for t := range tasks {
-		t.g.run(&buf, t.i0, t.i1, t.j0, t.j1)
-		p.wg.Done()
+func (p *pool) worker(i int, wake <-chan struct{}) {
+	for range wake {
+		p.work(&p.bufs[i])
+		p.done.Done()
 	}
 }
 
-// run splits C into threads rectangles on the kernel's tile grid, hands all
-// but the first to workers and computes the first itself.
+// run computes the whole of C with threads threads: the caller and
+// threads-1 pool workers.
 func (p *pool) run(call gemm, threads int) {
-	mr, nr := call.kern.mr, call.kern.nr
-	tilesM := (call.m + mr - 1) / mr
-	tilesN := (call.n + nr - 1) / nr
-	gm, gn := splitGrid(threads, tilesM, tilesN, mr, nr)
-	if gm*gn == 1 {
-		buf := bufPool.Get().(*packBuf)
-		call.run(buf, 0, call.m, 0, call.n)
-		bufPool.Put(buf)
-		return
-	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	defer func() { p.g = gemm{} }() // drop the caller's slices
+	for len(p.tasks) < threads-1 {
+		ch := make(chan struct{}, 1)
+		p.tasks = append(p.tasks, ch)
+		p.bufs = append(p.bufs, packBuf{})
+	}
+	for i := p.started; i < len(p.tasks); i++ {
+		go p.worker(i, p.tasks[i])
+	}
+	p.started = len(p.tasks)
+
 	p.g = call
 	g := &p.g
-	defer func() { p.g = gemm{} }() // drop the caller's slices
-	for len(p.tasks) < gm*gn-1 {
-		ch := make(chan task, 1)
-		p.tasks = append(p.tasks, ch)
-		go p.worker(ch)
+	mr, nr := g.kern.mr, g.kern.nr
+	p.threads = threads
+	// At least three units per thread so the dynamic split can balance;
+	// rows first (each row band packs its own A), column ranges when m is
+	// too small to give enough bands.
+	bands := max((g.m+blockM-1)/blockM, 3*threads)
+	p.mc = min(roundUp((g.m+bands-1)/bands, mr), blockM)
+	nBands := (g.m + p.mc - 1) / p.mc
+	chunks := 1
+	if nBands < 3*threads {
+		chunks = (3*threads + nBands - 1) / nBands
 	}
-	p.wg.Add(gm*gn - 1)
-	w := 0
-	var mine task
-	for bi := 0; bi < gm; bi++ {
-		i0, i1 := part(tilesM, gm, bi, mr, g.m)
-		for bj := 0; bj < gn; bj++ {
-			j0, j1 := part(tilesN, gn, bj, nr, g.n)
-			t := task{g: g, i0: i0, i1: i1, j0: j0, j1: j1}
-			if bi == 0 && bj == 0 {
-				mine = t
-				continue
+	panels := (min(blockN, g.n) + nr - 1) / nr
+	p.jrChunk = ((panels + chunks - 1) / chunks) * nr
+	kc := min(blockK, g.k)
+	p.pb = grow(p.pb, kc*roundUp(min(blockN, g.n), nr))
+	p.bar.init(threads)
+	p.claimB.Store(0)
+	p.claimU.Store(0)
+
+	p.done.Add(threads - 1)
+	for i := 0; i < threads-1; i++ {
+		p.tasks[i] <- struct{}{}
+	}
+	p.work(&p.buf)
+	p.done.Wait()
+}
+
+// claim takes the next number below end from c, or reports false when
+// there is none left; numbers keep rising across blocks, so a claim that
+// fails never consumes a number meant for the next block.
+func claim(c *atomic.Int64, end int64) (int64, bool) {
+	for {
+		x := c.Load()
+		if x >= end {
+			return 0, false
+		}
+		if c.CompareAndSwap(x, x+1) {
+			return x, true
+		}
+	}
+}
+
+// work is what every thread of a parallel call runs.
+func (p *pool) work(buf *packBuf) {
+	g := &p.g
+	mr, nr := g.kern.mr, g.kern.nr
+	buf.a = grow(buf.a, min(blockK, g.k)*p.mc)
+	buf.tile = grow(buf.tile, mr*nr)
+	var endB, endU int64
+	for jc := 0; jc < g.n; jc += blockN {
+		nc := min(blockN, g.n-jc)
+		panels := (nc + nr - 1) / nr
+		chunks := (nc + p.jrChunk - 1) / p.jrChunk
+		bands := (g.m + p.mc - 1) / p.mc
+		for pc := 0; pc < g.k; pc += blockK {
+			kc := min(blockK, g.k-pc)
+			beta := g.beta
+			if pc > 0 {
+				beta = 1
 			}
-			p.tasks[w] <- t
-			w++
+			// Pack this block of B together, a panel at a time.
+			startB := endB
+			endB += int64(panels)
+			for {
+				x, ok := claim(&p.claimB, endB)
+				if !ok {
+					break
+				}
+				j := int(x-startB) * nr
+				packB(p.pb[(j/nr)*kc*nr:], g.b, g.ldb, g.transB, pc, kc, jc+j, min(nr, nc-j), nr)
+			}
+			p.bar.wait()
+			// Then take units of C; a thread that takes consecutive units
+			// of one band keeps its packed A.
+			startU := endU
+			endU += int64(bands * chunks)
+			packed := -1
+			for {
+				x, ok := claim(&p.claimU, endU)
+				if !ok {
+					break
+				}
+				u := int(x - startU)
+				band, chunk := u/chunks, u%chunks
+				ic := band * p.mc
+				mc := min(p.mc, g.m-ic)
+				var rows bool
+				if band != packed {
+					rows = g.packA(buf.a, ic, mc, pc, kc)
+					packed = band
+				} else {
+					rows = !g.transA && g.kern.rows != nil
+				}
+				jr0 := chunk * p.jrChunk
+				jr1 := min(jr0+p.jrChunk, nc)
+				g.macro(buf.a, p.pb, buf.tile, ic, mc, jc, jr0, jr1, kc, beta, rows)
+			}
+			// Nobody may repack B until every unit has used it.
+			p.bar.wait()
 		}
 	}
-	g.run(&p.buf, mine.i0, mine.i1, mine.j0, mine.j1)
-	p.wg.Wait()
 }
 
-// splitGrid picks gm×gn ≤ threads rectangles (gm row bands, gn column
-// bands) that minimise what each thread packs, rows+columns of its
-// rectangle: every thread packs its own slices of A and B, so a square-ish
-// split packs least.
-func splitGrid(threads, tilesM, tilesN, mr, nr int) (gm, gn int) {
-	gm, gn = 1, 1
-	best := -1
-	for m := 1; m <= min(threads, tilesM); m++ {
-		n := min(threads/m, tilesN)
-		if m*n < gm*gn {
-			continue
-		}
-		cost := ((tilesM+m-1)/m)*mr + ((tilesN+n-1)/n)*nr
-		if m*n > gm*gn || cost < best {
-			gm, gn, best = m, n, cost
+// barrier holds threads until all n of them have arrived; it is reused
+// call after call, so it allocates nothing.
+type barrier struct {
+	mu    sync.Mutex
+	cond  sync.Cond
+	n     int
+	count int
+	gen   uint64
+}
+
+func (b *barrier) init(n int) {
+	b.cond.L = &b.mu
+	b.n, b.count = n, 0
+}
+
+func (b *barrier) wait() {
+	b.mu.Lock()
+	gen := b.gen
+	b.count++
+	if b.count == b.n {
+		b.count = 0
+		b.gen++
+		b.cond.Broadcast()
+	} else {
+		for gen == b.gen {
+			b.cond.Wait()
 		}
 	}
-	return gm, gn
-}
-
-// part returns the element range of band i of parts bands over tiles
-// tiles of size sz, clipped to total elements.
-func part(tiles, parts, i, sz, total int) (lo, hi int) {
-	lo = tiles * i / parts * sz
-	hi = min(tiles*(i+1)/parts*sz, total)
-	return lo, hi
+	b.mu.Unlock()
 }
