@@ -36,12 +36,13 @@ func F32ToF16(f float32) uint16 {
 		}
 		return sign | uint16(half)
 	}
-	half := uint32(e)<<10 | mant>>13
-	rem := mant & 0x1fff
-	if rem > 0x1000 || (rem == 0x1000 && half&1 == 1) {
-		half++ // a carry out of the mantissa bumps the exponent, up to Inf: correct
-	}
-	return sign | uint16(half)
+	// Normal range, branch-free rounding (F. Giesen's float_to_half RTNE):
+	// rebias the exponent, add just under half an fp16 ulp plus the
+	// lowest kept bit (ties to even), truncate. A carry out of the
+	// mantissa bumps the exponent, up to Inf: correct.
+	a := b &^ (1 << 31)
+	a = a - (127-15)<<23 + 0xfff + (a>>13)&1
+	return sign | uint16(a>>13)
 }
 
 // F16ToF32 converts an IEEE binary16 value to float32 exactly.
