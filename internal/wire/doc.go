@@ -19,9 +19,10 @@
 // Frames are bounded: decoders take the largest payload the caller accepts
 // and reject a longer frame from its header alone, before allocating, so a
 // hostile or corrupt peer cannot make a stage allocate gigabytes. Every
-// failure wraps one of the sentinel errors (ErrBadMagic, ErrVersion, ErrType,
-// ErrFlags, ErrTooLarge, ErrChecksum, ErrTruncated, ErrTrailing), so callers can tell a
-// version mismatch (upgrade a peer) from corruption (drop the link).
+// failure wraps one of the sentinel errors (ErrBadMagic, ErrVersion,
+// ErrType, ErrFlags, ErrTooLarge, ErrChecksum, ErrTruncated, ErrTrailing),
+// so callers can tell a version mismatch (upgrade a peer) from corruption
+// (drop the link).
 //
 // A frame is the unit a transport.Conn carries: Append builds one into a
 // reusable buffer, Decode checks one received message, and ReadFrame reads
