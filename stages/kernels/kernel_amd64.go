@@ -21,6 +21,30 @@ func kern6x16AVX2(kc int, a, b, c *float32, ldc int, alpha, beta float32)
 //go:noescape
 func kern6x16RowsAVX2(kc int, a *float32, lda int, b, c *float32, ldc int, alpha, beta float32)
 
+//go:noescape
+func copySteps6AVX(dst, src *float32, ld, kc int)
+
+//go:noescape
+func copySteps16AVX(dst, src *float32, ld, kc int)
+
+// copyStepsArch packs kc steps of w ∈ {6, 16} contiguous floats from
+// src[off:], rows ld apart, into d, with vector moves; it reports false
+// when it cannot (no AVX2, or another width) and the caller copies in Go.
+func copyStepsArch(d, src []float32, off, ld, kc, w int) bool {
+	if !haveAVX2 || kc == 0 || (w != 6 && w != 16) {
+		return false
+	}
+	if len(d) < kc*w || off < 0 || len(src) < off+(kc-1)*ld+w {
+		panic("kernels: packing past the end of a panel (broken invariant)")
+	}
+	if w == 6 {
+		copySteps6AVX(unsafe.SliceData(d), &src[off], ld, kc)
+	} else {
+		copySteps16AVX(unsafe.SliceData(d), &src[off], ld, kc)
+	}
+	return true
+}
+
 // fmaPeakAVX2 runs n iterations of 12 independent 8-wide FMAs (192 flops).
 //
 //go:noescape

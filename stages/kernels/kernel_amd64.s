@@ -325,3 +325,50 @@ peakloop:
 peakdone:
 	VZEROUPPER
 	RET
+
+// func copySteps6AVX(dst, src *float32, ld, kc int)
+// Packs kc steps of 6 contiguous floats, src rows ld floats apart: the
+// panel copy for a transposed A.
+TEXT ·copySteps6AVX(SB), NOSPLIT, $0-32
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ ld+16(FP), R8
+	SHLQ $2, R8
+	MOVQ kc+24(FP), CX
+	TESTQ CX, CX
+	JZ    c6done
+c6loop:
+	VMOVUPS (SI), X0
+	MOVQ    16(SI), AX
+	VMOVUPS X0, (DI)
+	MOVQ    AX, 16(DI)
+	ADDQ    R8, SI
+	ADDQ    $24, DI
+	DECQ    CX
+	JNZ     c6loop
+c6done:
+	RET
+
+// func copySteps16AVX(dst, src *float32, ld, kc int)
+// Packs kc steps of 16 contiguous floats, src rows ld floats apart: the
+// panel copy for a B that is not transposed.
+TEXT ·copySteps16AVX(SB), NOSPLIT, $0-32
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ ld+16(FP), R8
+	SHLQ $2, R8
+	MOVQ kc+24(FP), CX
+	TESTQ CX, CX
+	JZ    c16done
+c16loop:
+	VMOVUPS (SI), Y0
+	VMOVUPS 32(SI), Y1
+	VMOVUPS Y0, (DI)
+	VMOVUPS Y1, 32(DI)
+	ADDQ    R8, SI
+	ADDQ    $64, DI
+	DECQ    CX
+	JNZ     c16loop
+c16done:
+	VZEROUPPER
+	RET

@@ -57,6 +57,9 @@ func packARows(dst, a []float32, lda, ic, mc, pc, kc, mr int) {
 // by element: copy() here would be a memmove call per 24 or 64 bytes.
 func copySteps(d, src []float32, off, ld, width, kc, w int) {
 	d = d[:kc*w]
+	if width == w && copyStepsArch(d, src, off, ld, kc, w) {
+		return
+	}
 	switch {
 	case width == 16 && w == 16:
 		for p := 0; p < kc; p++ {

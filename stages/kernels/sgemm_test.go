@@ -311,3 +311,44 @@ func FuzzSgemm(f *testing.F) {
 		}
 	})
 }
+
+// TestSgemmConcurrentCallers checks that Sgemm calls from several
+// goroutines at once (stages sharing a process) give exactly the results of
+// the same calls made one at a time.
+func TestSgemmConcurrentCallers(t *testing.T) {
+	useThreads(t, 2)
+	rng := rand.New(rand.NewPCG(11, 12))
+	shapes := []struct{ m, n, k int }{{300, 200, 100}, {128, 128, 64}, {97, 530, 260}, {64, 64, 2000}}
+	var ops []*operands
+	var want [][]float32
+	for i := 0; i < 8; i++ {
+		s := shapes[i%len(shapes)]
+		o := newOperands(rng, i%2 == 0, i%3 == 0, s.m, s.n, s.k, i%2, 1, 0.5)
+		w := append([]float32(nil), o.c...)
+		o.run(w, Sgemm)
+		ops, want = append(ops, o), append(want, w)
+	}
+	got := make([][]float32, len(ops))
+	done := make(chan int)
+	for i, o := range ops {
+		go func() {
+			c := append([]float32(nil), o.c...)
+			for range 3 {
+				copy(c, o.c)
+				o.run(c, Sgemm)
+			}
+			got[i] = c
+			done <- i
+		}()
+	}
+	for range ops {
+		<-done
+	}
+	for i := range ops {
+		for x := range got[i] {
+			if math.Float32bits(got[i][x]) != math.Float32bits(want[i][x]) {
+				t.Fatalf("call %d: concurrent C[%d]=%v, alone %v", i, x, got[i][x], want[i][x])
+			}
+		}
+	}
+}

@@ -1,0 +1,7 @@
+//go:build !amd64 || purego
+
+package kernels
+
+// copyStepsArch has no vector version on this platform; copySteps copies
+// in Go.
+func copyStepsArch(d, src []float32, off, ld, kc, w int) bool { return false }
