@@ -103,8 +103,11 @@ func mulABtRef(C, A, B []float32, n, m, r int) {
 // orthonormalize makes the r columns of A (n×r) orthonormal in place by
 // modified Gram-Schmidt, run twice ("twice is enough") in float64 so the
 // result is orthonormal to float32 precision even when columns are nearly
-// dependent. A column that is exactly zero after projection stays zero (the
-// input had rank < r); the codecs stay exact in that case.
+// dependent. A column whose norm falls below depTol of its norm before
+// projection is dependent on the earlier ones (the input had rank < r): its
+// remainder is rounding noise, and normalizing noise would give a column
+// that is not orthogonal at all, so it is set to zero instead. Zero columns
+// keep the low-rank codec exact (P·Pᵀ is still a projection).
 func orthonormalize(A []float32, n, r int) {
 	col := make([]float64, n*r) // column-major copy: contiguous columns
 	for i := 0; i < n; i++ {
@@ -112,7 +115,10 @@ func orthonormalize(A []float32, n, r int) {
 			col[k*n+i] = float64(A[i*r+k])
 		}
 	}
-	orthonormalize64(col, n, r)
+	// float32 data carries ~1e-7 relative noise; after the n-term sums of
+	// M·Q, directions 1e-5 below a column's norm are indistinguishable
+	// from it.
+	orthonormalize64(col, n, r, 1e-5)
 	for i := 0; i < n; i++ {
 		for k := 0; k < r; k++ {
 			A[i*r+k] = float32(col[k*n+i])
@@ -121,14 +127,23 @@ func orthonormalize(A []float32, n, r int) {
 }
 
 // orthonormalize64 runs MGS twice on the r contiguous columns of col
-// (column-major n×r). Products are wrapped in float64() so the compiler
+// (column-major n×r), zeroing columns that lose all but depTol of their norm
+// to the projection. Products are wrapped in float64() so the compiler
 // cannot fuse them into FMAs: every platform then computes the same bits,
 // which matters for the subspace basis that each stage derives on its own.
-func orthonormalize64(col []float64, n, r int) {
+func orthonormalize64(col []float64, n, r int, depTol float64) {
+	zero := make([]bool, r)
 	for pass := 0; pass < 2; pass++ {
 		for k := 0; k < r; k++ {
+			if zero[k] {
+				continue
+			}
 			v := col[k*n : (k+1)*n]
+			n0 := dot64(v, v)
 			for j := 0; j < k; j++ {
+				if zero[j] {
+					continue
+				}
 				u := col[j*n : (j+1)*n]
 				d := dot64(u, v)
 				for i := range v {
@@ -136,7 +151,9 @@ func orthonormalize64(col []float64, n, r int) {
 				}
 			}
 			s := dot64(v, v)
-			if s == 0 {
+			if s == 0 || s < float64(depTol*depTol)*n0 {
+				clear(v)
+				zero[k] = true
 				continue
 			}
 			inv := 1 / math.Sqrt(s)

@@ -28,7 +28,7 @@ func NewBasis(seed uint64, d, k int) (*Basis, error) {
 	for i := range col {
 		col[i] = g.normal()
 	}
-	orthonormalize64(col, d, k)
+	orthonormalize64(col, d, k, 1e-10) // Gaussian columns: never near dependent
 	u := make([]float32, d*k)
 	for j := 0; j < k; j++ {
 		for i := 0; i < d; i++ {
