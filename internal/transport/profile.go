@@ -25,8 +25,9 @@ type LinkProfile struct {
 	// Loss is the probability that one 1200-byte packet is lost. The link is
 	// reliable, so a loss costs a retransmission: the message arrives one
 	// RTT (2·LatencyMs, at least 10 ms) later per consecutive loss of the
-	// same packet, and the resent packet occupies the link again. Messages
-	// behind it wait (head-of-line blocking).
+	// same packet (at most 10, like SCTP's Path.Max.Retrans), and the resent
+	// packet occupies the link again. Messages behind it wait (head-of-line
+	// blocking).
 	Loss float64
 }
 
@@ -39,6 +40,11 @@ const (
 // PacketSize is the packet size the loss model counts in, about what
 // WebRTC data channels put in one UDP datagram.
 const PacketSize = 1200
+
+// maxRetransmits caps the consecutive losses of one packet, as SCTP's
+// Path.Max.Retrans (10) does; a real stack would then declare the path
+// dead, the shaper just delivers late.
+const maxRetransmits = 10
 
 // minRetransmit is the floor on the retransmission delay: real stacks do
 // not retransmit faster than this even on a near-zero RTT.
@@ -54,8 +60,8 @@ func (p LinkProfile) Validate() error {
 		return fmt.Errorf("transport: LinkProfile.LatencyMs = %v; want a one-way delay between 0 and %d ms", p.LatencyMs, maxDelayMs)
 	case !finite(p.JitterMs) || p.JitterMs < 0 || p.JitterMs > maxDelayMs:
 		return fmt.Errorf("transport: LinkProfile.JitterMs = %v; want a standard deviation between 0 and %d ms", p.JitterMs, maxDelayMs)
-	case !finite(p.Loss) || p.Loss < 0 || p.Loss > 0.5:
-		return fmt.Errorf("transport: LinkProfile.Loss = %v; want a per-packet loss probability between 0 and 0.5 (e.g. 0.01 for 1%%)", p.Loss)
+	case !finite(p.Loss) || p.Loss < 0 || p.Loss >= 1:
+		return fmt.Errorf("transport: LinkProfile.Loss = %v; want a per-packet loss probability in [0, 1) (e.g. 0.01 for 1%%)", p.Loss)
 	}
 	return nil
 }
@@ -88,10 +94,18 @@ func (m *linkModel) schedule(now time.Time, n int) (arrive time.Time, resent int
 	packets := max(1, (n+PacketSize-1)/PacketSize)
 	rounds := 0 // the worst packet's consecutive losses: resends run in parallel
 	if m.p.Loss > 0 {
+		lnLoss := math.Log(m.p.Loss)
 		for range packets {
-			k := 0
-			for m.rng.Float64() < m.p.Loss {
-				k++
+			// Consecutive losses of one packet are geometric:
+			// P(k ≥ j) = Loss^j, so k = ⌊ln u / ln Loss⌋ for uniform u.
+			// One draw per packet, whatever the loss rate.
+			u := m.rng.Float64()
+			if u >= m.p.Loss {
+				continue
+			}
+			k := maxRetransmits
+			if u > 0 {
+				k = min(int(math.Log(u)/lnLoss), maxRetransmits)
 			}
 			resent += k
 			rounds = max(rounds, k)

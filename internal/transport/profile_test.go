@@ -8,7 +8,7 @@ import (
 )
 
 func TestLinkProfileValidate(t *testing.T) {
-	good := []LinkProfile{{}, {BandwidthMbps: 60, LatencyMs: 25, JitterMs: 5, Loss: 0.01}, {BandwidthMbps: 0.001}}
+	good := []LinkProfile{{}, {BandwidthMbps: 60, LatencyMs: 25, JitterMs: 5, Loss: 0.01}, {BandwidthMbps: 0.001}, {Loss: 0.999}}
 	for _, p := range good {
 		if err := p.Validate(); err != nil {
 			t.Errorf("%+v: %v", p, err)
@@ -25,6 +25,7 @@ func TestLinkProfileValidate(t *testing.T) {
 		{LinkProfile{LatencyMs: math.Inf(1)}, "LatencyMs = +Inf"},
 		{LinkProfile{JitterMs: 1e9}, "JitterMs = 1e+09"},
 		{LinkProfile{Loss: 1}, "Loss = 1"},
+		{LinkProfile{Loss: math.NaN()}, "Loss = NaN"},
 		{LinkProfile{Loss: -0.1}, "Loss = -0.1"},
 	}
 	for _, c := range bad {
@@ -183,5 +184,37 @@ func TestModelSeeded(t *testing.T) {
 	}
 	if same(a, c) {
 		t.Errorf("seeds 1 and 2 gave identical schedules; the seed is ignored")
+	}
+}
+
+// Consecutive losses of one packet follow P(k ≥ j) = Loss^j, capped at
+// maxRetransmits; even a near-total loss rate costs one draw per packet.
+func TestModelLossDistribution(t *testing.T) {
+	const loss, n = 0.5, 100000
+	m := newLinkModel(LinkProfile{LatencyMs: 5, Loss: loss}, 8)
+	counts := make([]int, maxRetransmits+1)
+	for i := range n {
+		_, k := m.schedule(t0.Add(time.Duration(i)*time.Second), 10)
+		counts[k]++
+	}
+	for j := range 5 {
+		atLeast := 0
+		for _, c := range counts[j:] {
+			atLeast += c
+		}
+		want := math.Pow(loss, float64(j))
+		if got := float64(atLeast) / n; math.Abs(got-want) > 0.01 {
+			t.Errorf("P(≥%d resends) = %.4f, want %.4f", j, got, want)
+		}
+	}
+
+	m = newLinkModel(LinkProfile{BandwidthMbps: 1000, LatencyMs: 5, Loss: 0.999999}, 9)
+	arrive, resent := m.schedule(t0, 16<<20)
+	packets := (16<<20 + PacketSize - 1) / PacketSize
+	if resent != packets*maxRetransmits {
+		t.Errorf("at Loss≈1 a %d-packet message was resent %d times, want the cap %d", packets, resent, packets*maxRetransmits)
+	}
+	if d := arrive.Sub(t0); d <= 0 || d > time.Hour {
+		t.Errorf("at Loss≈1 a 16 MiB message arrives after %v; want finite and positive", d)
 	}
 }
