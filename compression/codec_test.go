@@ -540,3 +540,42 @@ func TestLowRankRecoversFromZeroInput(t *testing.T) {
 		t.Errorf("rank-3 input after a zero input: relative error %g, want exact", e)
 	}
 }
+
+// PayloadSize matches what the codecs actually produce.
+func TestPayloadSize(t *testing.T) {
+	const rows, d = 128, 64
+	x := activationLike(5, rows, d)
+	for m := MethodNone; m <= MethodSubspace; m++ {
+		for _, p := range []Precision{FP32, FP16, Int8} {
+			cfg := DefaultConfig()
+			cfg.Method, cfg.Precision, cfg.Rank, cfg.KFraction = m, p, 16, 0.05
+			if cfg.Validate() != nil {
+				continue
+			}
+			c, err := New(cfg, d, 256, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []byte
+			if s, ok := c.(*Subspace); ok {
+				got, err = s.EncodeWithTokens(nil, x, make([]int32, rows), rows, d)
+			} else {
+				got, err = c.Encode(nil, x, rows, d)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := PayloadSize(cfg, rows, d, 256)
+			if m == MethodTopK {
+				// Estimated: allow the gap bytes to differ.
+				if math.Abs(float64(len(got)-want)) > 0.2*float64(want) {
+					t.Errorf("%v/%v: PayloadSize %d, actual %d (more than 20%% off)", m, p, want, len(got))
+				}
+				continue
+			}
+			if len(got) != want {
+				t.Errorf("%v/%v: PayloadSize %d, actual %d", m, p, want, len(got))
+			}
+		}
+	}
+}
