@@ -19,6 +19,7 @@ usage:
   narrowband run FILE.toml [--set section.key=value ...] [--out DIR] [--resume DIR]
   narrowband eval --checkpoint FILE --text FILE
   narrowband sample --checkpoint FILE [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--seed S]
+  narrowband simulate FILE.toml [--set section.key=value ...] [--json]
   narrowband help
 
 Every config key is documented in docs/config.md.
@@ -58,6 +59,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdEval(ctx, rest, stdout, stderr)
 	case "sample":
 		return cmdSample(ctx, rest, stdout, stderr)
+	case "simulate":
+		return cmdSimulate(ctx, rest, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

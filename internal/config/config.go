@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/BurntSushi/toml"
@@ -21,6 +22,7 @@ type Config struct {
 	Network     Network     `toml:"network"`
 	Compression Compression `toml:"compression"`
 	Web         Web         `toml:"web"`
+	Simulate    Simulate    `toml:"simulate"`
 	// Sweep lists values to vary: each key is "section.key", each value a
 	// list; a run with a sweep runs every combination (see Variants).
 	Sweep map[string]any `toml:"sweep"`
@@ -116,6 +118,22 @@ type Compression struct {
 	LZ4       bool    `toml:"lz4"`        // lossless last step, used only where it shrinks
 }
 
+// Simulate tunes `narrowband simulate`, which predicts a run's step time
+// from per-stage compute times and the link profile.
+type Simulate struct {
+	// ForwardMs, BackwardMs: compute per micro-batch per stage (one value
+	// for every stage, or one per stage); empty = measured on this machine.
+	ForwardMs  []float64 `toml:"forward_ms"`
+	BackwardMs []float64 `toml:"backward_ms"`
+	// OptimizerMs per step per stage (one value or one per stage).
+	OptimizerMs []float64 `toml:"optimizer_ms"`
+	// Speedup divides measured compute times: e.g. 50 projects this CPU's
+	// timings to a GPU about 50× faster.
+	Speedup float64 `toml:"speedup"`
+	// Steps simulated (the steady state is measured from the second on).
+	Steps int `toml:"steps"`
+}
+
 // Web is the live view.
 type Web struct {
 	Addr string `toml:"addr"` // e.g. "127.0.0.1:8080"; "" disables, ":0" picks a port
@@ -135,6 +153,7 @@ func Default() Config {
 			EvalInterval: 100, EvalBatches: 8, CheckpointInterval: 0, LogInterval: 10,
 		},
 		Pipeline:    Pipeline{Stages: 1, Schedule: "1f1b", Transport: "inproc"},
+		Simulate:    Simulate{Speedup: 1, Steps: 4},
 		Compression: Compression{Method: "none", Rank: "", Precision: "fp32", TopK: 0.1, BlockSize: 64},
 	}
 }
@@ -209,6 +228,14 @@ func (c *Config) Set(override string) error {
 		doc = fmt.Sprintf("[%s]\n%s = %q\n", section, field, val)
 	}
 	md, err := toml.Decode(doc, c)
+	if err != nil && strings.Contains(err.Error(), "destination has type slice") && !strings.HasPrefix(val, "[") {
+		// A single value for a list key: --set simulate.forward_ms=20.
+		return c.Set(key + "=[" + val + "]")
+	}
+	if err != nil && strings.Contains(err.Error(), "destination has type string") && !strings.HasPrefix(val, `"`) {
+		// A number for a string key: --set compression.rank=32.
+		return c.Set(key + "=" + strconv.Quote(val))
+	}
 	if err != nil {
 		var pe toml.ParseError
 		if errors.As(err, &pe) {

@@ -168,6 +168,24 @@ func (c Config) Validate() error {
 	if cm.BlockSize < 1 {
 		bad("compression.block_size", cm.BlockSize, "must be at least 1")
 	}
+	sim := c.Simulate
+	for key, v := range map[string][]float64{"simulate.forward_ms": sim.ForwardMs, "simulate.backward_ms": sim.BackwardMs, "simulate.optimizer_ms": sim.OptimizerMs} {
+		if len(v) != 0 && len(v) != 1 && len(v) != p.Stages {
+			bad(key, v, fmt.Sprintf("must list one value or pipeline.stages = %d values", p.Stages))
+		}
+		for _, x := range v {
+			if x < 0 || math.IsNaN(x) || math.IsInf(x, 0) {
+				bad(key, v, "values must be finite and at least 0")
+				break
+			}
+		}
+	}
+	if !(sim.Speedup > 0) || math.IsInf(sim.Speedup, 0) {
+		bad("simulate.speedup", sim.Speedup, "must be a positive number")
+	}
+	if sim.Steps < 1 || sim.Steps > 1000 {
+		bad("simulate.steps", sim.Steps, "must be in [1, 1000]")
+	}
 	return errors.Join(errs...)
 }
 

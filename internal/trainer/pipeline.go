@@ -79,7 +79,12 @@ func newPipeline(ctx context.Context, cfg config.Config, corpus *data.Corpus, lo
 		}
 		p.closers = append(p.closers, links[i].Next.Close, links[i+1].Prev.Close)
 	}
-	if S > 1 {
+	switch {
+	case S == 2:
+		// The ends are neighbours: the tied gradient shares their link, as
+		// it would share the one connection between two peers.
+		links[0].Tied, links[1].Tied = links[0].Next, links[1].Prev
+	case S > 2:
 		// The tied embedding's gradient goes between the ends; in a real
 		// deployment that is one more home link, shaped like the others.
 		a, b := transport.Pipe(transport.PipeOptions{})

@@ -147,8 +147,8 @@ func (w *worker) run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	for _, c := range []transport.Conn{w.links.Prev, w.links.Next, w.links.Tied} {
-		if c == nil {
-			continue
+		if _, dup := w.senders[c]; c == nil || dup {
+			continue // the tied link may be the neighbour link itself
 		}
 		go w.receive(ctx, c)
 		ch := make(chan []byte, 1024)
@@ -478,10 +478,13 @@ func (w *worker) step(ctx context.Context, cmd ctrlMsg) (ctrlMsg, error) {
 			}
 			w.span("backward", a.Micro, t)
 		case scheduler.ActionOptimizerStep:
-			if err := w.optimize(ctx, cmd, loss); err != nil {
+			waited, err := w.optimize(ctx, cmd, loss)
+			if err != nil {
 				return ctrlMsg{}, err
 			}
-			w.span("optimizer", -1, t)
+			// The global-norm barrier is waiting, not compute.
+			w.stats.Wait += waited.Seconds()
+			w.stats.Busy -= waited.Seconds()
 		default:
 			return ctrlMsg{}, fmt.Errorf("scheduler asked for %v", a)
 		}
@@ -508,7 +511,8 @@ func (w *worker) sendTied(step int) {
 
 // optimize finishes the step's gradients and applies AdamW once the driver
 // has the global norm.
-func (w *worker) optimize(ctx context.Context, cmd ctrlMsg, loss float64) error {
+func (w *worker) optimize(ctx context.Context, cmd ctrlMsg, loss float64) (time.Duration, error) {
+	t := time.Now()
 	if w.S > 1 && (w.first || w.last) {
 		// Both ends hold the sum afterwards, added in the same order
 		// (first stage's gradient + last stage's) so the copies stay
@@ -529,16 +533,22 @@ func (w *worker) optimize(ctx context.Context, cmd ctrlMsg, loss float64) error 
 		rep.Loss = loss / float64(w.M)
 	}
 	if err := w.sendCtrl(ctx, rep); err != nil {
-		return err
+		return 0, err
 	}
+	w.span("optimizer", -1, t)
+	t = time.Now()
 	ap, err := w.recvCtrl(ctx, ctrlApply)
 	if err != nil {
-		return err
+		return 0, err
 	}
+	waited := time.Since(t)
+	w.span("sync_wait", -1, t)
+	t = time.Now()
 	stages.ScaleGrads(w.st.Params(), ap.Scale)
 	w.opt.Step(float32(cmd.LR))
 	w.st.ZeroGrad()
-	return nil
+	w.span("optimizer", -1, t)
+	return waited, nil
 }
 
 // eval runs forward passes of held-out batches through the pipeline.

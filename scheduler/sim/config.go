@@ -62,6 +62,16 @@ type Config struct {
 	Links     []Link
 	Embedding Embedding
 
+	// Barrier models a runtime that synchronises every stage around the
+	// optimizer step, as narrowband's does for the global gradient norm
+	// (clipping needs the norm over all stages): a stage's optimizer step
+	// starts only once every stage has reached its own, and no stage
+	// starts the next step before every stage has finished this one.
+	// BarrierLatency is added at each of the two synchronisations (the
+	// round trip to the coordinator).
+	Barrier        bool
+	BarrierLatency float64
+
 	// TokensPerStep, if > 0, gives Result.TokensPerSecond.
 	TokensPerStep int64
 	// Spans asks for the timeline in Result.Spans.
@@ -77,6 +87,9 @@ func okDuration(v float64) bool { return v >= 0 && !math.IsNaN(v) && !math.IsInf
 
 // Validate checks the config; messages name the field and the bad value.
 func (c Config) Validate() error {
+	if !okDuration(c.BarrierLatency) {
+		return fmt.Errorf("BarrierLatency = %v, want finite ≥ 0 seconds: %w", c.BarrierLatency, ErrBadConfig)
+	}
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("sim config: "+format+": %w", append(args, ErrBadConfig)...)
 	}

@@ -161,6 +161,10 @@ type stageState struct {
 	waitFrom float64
 	finished bool
 	spans    []Span // compute and net-wait intervals, always kept for stats
+	// With Config.Barrier: parked at the optimizer step or at the end of
+	// the step until every stage is there; released lets the optimizer
+	// run.
+	atOpt, atDone, released bool
 }
 
 type run struct {
@@ -246,7 +250,30 @@ func (r *run) kick(s int, now float64) error {
 	for {
 		a := st.m.Next()
 		switch a.Kind {
-		case scheduler.ActionForward, scheduler.ActionBackward, scheduler.ActionOptimizerStep:
+		case scheduler.ActionOptimizerStep:
+			if r.c.Barrier && !st.released {
+				st.atOpt = true
+				for j := range r.st {
+					if !r.st[j].atOpt {
+						return nil // parked until the last stage gets here
+					}
+				}
+				t := now + r.c.BarrierLatency
+				for j := range r.st {
+					r.st[j].atOpt, r.st[j].released = false, true
+				}
+				for j := range r.st {
+					if err := r.kick(j, t); err != nil {
+						return err
+					}
+				}
+				return nil
+			}
+			st.released = false
+			st.busy, st.cur, st.start = true, a, now
+			r.push(event{t: now + r.c.compute(s).Optimizer, stage: s})
+			return nil
+		case scheduler.ActionForward, scheduler.ActionBackward:
 			p := r.c.compute(s)
 			d := p.Optimizer
 			switch a.Kind {
@@ -264,6 +291,32 @@ func (r *run) kick(s int, now float64) error {
 			}
 			return nil
 		case scheduler.ActionDone:
+			if r.c.Barrier {
+				st.atDone = true
+				for j := range r.st {
+					if !r.st[j].atDone {
+						return nil
+					}
+				}
+				t := now + r.c.BarrierLatency
+				for j := range r.st {
+					r.st[j].atDone = false
+					if a.Step+1 >= r.c.Steps {
+						r.st[j].finished = true
+					} else if err := r.st[j].m.Advance(); err != nil {
+						return fmt.Errorf("sim: %w", err)
+					}
+				}
+				if a.Step+1 >= r.c.Steps {
+					return nil
+				}
+				for j := range r.st {
+					if err := r.kick(j, t); err != nil {
+						return err
+					}
+				}
+				return nil
+			}
 			if a.Step+1 >= r.c.Steps {
 				st.finished = true
 				return nil

@@ -1,0 +1,36 @@
+package metrics
+
+// Summary is summary.json: the run's result in one object.
+type Summary struct {
+	Name            string  `json:"name"`
+	Seed            uint64  `json:"seed"`
+	Steps           int     `json:"steps"`
+	FinalValLoss    float64 `json:"final_val_loss"`
+	FinalTrainLoss  float64 `json:"final_train_loss"`
+	Tokens          int64   `json:"tokens"`
+	WallSeconds     float64 `json:"wall_seconds"`
+	TokensPerSecond float64 `json:"tokens_per_second"`
+	Params          int64   `json:"params"`
+
+	Stages      int    `json:"stages"`
+	Schedule    string `json:"schedule"`
+	Transport   string `json:"transport"`
+	Compression string `json:"compression"`
+
+	BubbleFraction            float64 `json:"bubble_fraction"`
+	NetworkWaitFraction       float64 `json:"network_wait_fraction"`
+	WireBytesPerTokenForward  float64 `json:"wire_bytes_per_token_forward"`
+	WireBytesPerTokenBackward float64 `json:"wire_bytes_per_token_backward"`
+	CompressionRatioForward   float64 `json:"compression_ratio_forward,omitempty"`
+	CompressionRatioBackward  float64 `json:"compression_ratio_backward,omitempty"`
+
+	// Fault handling (issue: survive chaos).
+	Failures        int     `json:"failures"`
+	Recoveries      int     `json:"recoveries"`
+	RecoverySeconds float64 `json:"recovery_seconds"`
+	RejectedFrames  int     `json:"rejected_frames"`
+	StepsRedone     int     `json:"steps_redone"`
+
+	ResumedFromStep int    `json:"resumed_from_step,omitempty"`
+	Checkpoint      string `json:"checkpoint"`
+}
