@@ -42,6 +42,7 @@ type Subspace struct {
 	c    []float32
 	diff []float32
 	tok  []byte
+	pk   []byte
 }
 
 // DefaultEmbedStd is the standard deviation of E0: nanoGPT's embedding init.
@@ -156,12 +157,12 @@ func (s *Subspace) EncodeWithTokens(dst []byte, h []float32, tokens []int32, row
 	}
 	dst = append(dst, kindForward, byte(s.Precision))
 	if s.LZ4Tokens {
-		var packed []byte
-		packed, applied := Compress(nil, s.tok, 1)
+		var applied bool
+		s.pk, applied = Compress(s.pk[:0], s.tok, 1)
 		if applied {
 			dst = append(dst, byte(w)|tokLZ4)
-			dst = binary.AppendUvarint(dst, uint64(len(packed)))
-			dst = append(dst, packed...)
+			dst = binary.AppendUvarint(dst, uint64(len(s.pk)))
+			dst = append(dst, s.pk...)
 			return s.appendCoeffs(dst, rows)
 		}
 	}

@@ -23,7 +23,7 @@ import (
 // bytes. Plane b holds byte b of every element; the last plane also holds
 // the tail that does not fill an element.
 
-// planeLens returns the length of each of the es planes of an n-byte payload.
+// planeLen is the length of plane b of an n-byte payload cut into es planes.
 func planeLen(n, es, b int) int {
 	ne := n / es
 	if b == es-1 {
@@ -94,6 +94,10 @@ func Decompress(dst, packed []byte, maxLen int) ([]byte, error) {
 	}
 	if r.err == nil && n == 0 {
 		r.fail("empty packed payload")
+	}
+	if r.err == nil && n > 256*len(packed)+64 {
+		// lz4 cannot expand more than 255:1; refuse before allocating.
+		r.fail("raw length %d impossible from %d packed bytes", n, len(packed))
 	}
 	if r.err != nil {
 		return dst, fmt.Errorf("lz4: %w", r.err)
