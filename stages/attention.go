@@ -18,7 +18,8 @@ func attentionForward(x *exec, out, att, qkv []float32, B, T, C, NH int) {
 	parallelFor(&x.wg, B*NH, 1, &x.attnJob)
 }
 
-// attentionBackward adds the gradient wrt qkv into dqkv. scratch holds
+// attentionBackward writes the gradient wrt qkv into dqkv (each head
+// writes its own q, k and v columns once, so no clearing is needed). scratch holds
 // 2·T·T floats per pool chunk (see poolSize) for dL/datt and dL/dscores,
 // which live only while one head is processed.
 //
@@ -77,7 +78,7 @@ func (j *attnJob) run(chunk, lo, hi int) {
 		dk := j.out[b*T*C3+C+h*hs:]
 		dv := j.out[b*T*C3+2*C+h*hs:]
 		kernels.Sgemm(false, true, T, T, hs, 1, dout, C, v, C3, 0, datt, T)
-		kernels.Sgemm(true, false, T, hs, T, 1, a, T, dout, C, 1, dv, C3)
+		kernels.Sgemm(true, false, T, hs, T, 1, a, T, dout, C, 0, dv, C3)
 		// Softmax backward: dpre = a ⊙ (datt − Σ a·datt) on the causal part.
 		for t := 0; t < T; t++ {
 			ar := a[t*T : t*T+t+1]
@@ -92,7 +93,7 @@ func (j *attnJob) run(chunk, lo, hi int) {
 			}
 			clear(pr[t+1:])
 		}
-		kernels.Sgemm(false, false, T, hs, T, scale, dpre, T, k, C3, 1, dq, C3)
-		kernels.Sgemm(true, false, T, hs, T, scale, dpre, T, q, C3, 1, dk, C3)
+		kernels.Sgemm(false, false, T, hs, T, scale, dpre, T, k, C3, 0, dq, C3)
+		kernels.Sgemm(true, false, T, hs, T, scale, dpre, T, q, C3, 0, dk, C3)
 	}
 }

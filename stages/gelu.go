@@ -15,7 +15,7 @@ func geluForward(x *exec, out, inp []float32, n int) {
 	parallelFor(&x.wg, n, 4096, &x.geluJob)
 }
 
-// geluBackward adds dout·GELU'(inp) into dinp. out is what geluForward
+// geluBackward writes dout·GELU'(inp) into dinp. out is what geluForward
 // returned: the tanh it needs is recovered from it (tanh = 2·out/inp − 1,
 // accurate to ~2e-7 absolute) instead of being computed again.
 //
@@ -49,6 +49,6 @@ func (j *geluJob) run(_, lo, hi int) {
 		}
 		sech2 := 1 - th*th
 		local := 0.5*(1+th) + 0.5*v*sech2*geluScale*(1+3*0.044715*v*v)
-		out[i] += local * d[i]
+		out[i] = local * d[i]
 	}
 }

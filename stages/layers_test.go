@@ -19,7 +19,15 @@ func TestMatmulGrad(t *testing.T) {
 			return dot64(out, proj)
 		}
 		din, dw, db := make([]float32, N*C), make([]float32, OC*C), make([]float32, OC)
-		matmulBackward(din, dw, db, proj, inp, w, N, C, OC)
+		for i := range din {
+			din[i] = 7 // overwritten, or added to when accumulating
+		}
+		matmulBackward(din, dw, db, proj, inp, w, N, C, OC, acc)
+		if acc {
+			for i := range din {
+				din[i] -= 7
+			}
+		}
 		checkGrad(t, "dinp", inp, din, f)
 		checkGrad(t, "dweight", w, dw, f)
 		checkGrad(t, "dbias", b, db, f)
@@ -104,6 +112,9 @@ func TestAttentionGrad(t *testing.T) {
 		}
 	}
 	dqkv := make([]float32, B*T*3*C)
+	for i := range dqkv {
+		dqkv[i] = 7 // must be overwritten
+	}
 	scratch := make([]float32, poolSize()*2*T*T)
 	attentionBackward(&wg, dqkv, proj, qkv, att, scratch, B, T, C, NH)
 	checkGrad(t, "dqkv", qkv, dqkv, f)

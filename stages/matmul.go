@@ -25,13 +25,19 @@ func matmulForward(out, inp, weight, bias []float32, N, C, OC int, accumulate bo
 	}
 }
 
-// matmulBackward adds the gradients of matmulForward into dinp, dweight and
-// dbias (any may be nil, e.g. dinp of a first layer nobody needs).
+// matmulBackward adds the gradients of matmulForward into dweight and dbias
+// and writes dL/dinp into dinp, or adds it there when accumulate is set
+// (any of the three may be nil). Overwriting saves clearing a scratch
+// buffer before every call.
 //
 //	dinp (N, C), dweight (OC, C), dbias (OC), dout (N, OC), inp (N, C), weight (OC, C)
-func matmulBackward(dinp, dweight, dbias, dout, inp, weight []float32, N, C, OC int) {
+func matmulBackward(dinp, dweight, dbias, dout, inp, weight []float32, N, C, OC int, accumulate bool) {
 	if dinp != nil {
-		kernels.Sgemm(false, false, N, C, OC, 1, dout, OC, weight, C, 1, dinp, C)
+		var beta float32
+		if accumulate {
+			beta = 1
+		}
+		kernels.Sgemm(false, false, N, C, OC, 1, dout, OC, weight, C, beta, dinp, C)
 	}
 	if dweight != nil {
 		kernels.Sgemm(true, false, OC, C, N, 1, dout, OC, inp, C, 1, dweight, C)

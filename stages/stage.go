@@ -517,8 +517,7 @@ func (s *Stage) Backward(slotIdx int, dout []float32, lossScale float32) ([]floa
 		probs, lnf := sl.probs[:N*V], sl.lnf[:N*C]
 		crossEntropyBackward(&s.x, probs, sl.targets, lossScale, N, V)
 		dlnf := s.dln[:N*C]
-		clear(dlnf)
-		matmulBackward(dlnf, s.lmHead.Grad, nil, probs, lnf, s.lmHead.Data, N, C, V)
+		matmulBackward(dlnf, s.lmHead.Grad, nil, probs, lnf, s.lmHead.Data, N, C, V, false)
 		clear(dres)
 		layernormBackward(&s.x, dres, s.lnfw.Grad, grad(s.lnfb), dlnf, s.blockOut(sl, N), s.lnfw.Data, sl.lnfMean, sl.lnfRstd, N, C)
 	} else {
@@ -537,20 +536,14 @@ func (s *Stage) Backward(slotIdx int, dout []float32, lossScale float32) ([]floa
 		dln, datty, dqkv := s.dln[:N*C], s.datty[:N*C], s.dqkv[:3*N*C]
 		dfch, dfchg := s.dfch[:4*N*C], s.dfchg[:4*N*C]
 		// dres holds dL/d(res3); the residual passes it straight to res2.
-		clear(dfchg)
-		matmulBackward(dfchg, p.fcprojw.Grad, grad(p.fcprojb), dres, a.fchGelu[:4*N*C], p.fcprojw.Data, N, 4*C, C)
-		clear(dfch)
+		matmulBackward(dfchg, p.fcprojw.Grad, grad(p.fcprojb), dres, a.fchGelu[:4*N*C], p.fcprojw.Data, N, 4*C, C, false)
 		geluBackward(&s.x, dfch, a.fch[:4*N*C], a.fchGelu[:4*N*C], dfchg, 4*N*C)
-		clear(dln)
-		matmulBackward(dln, p.fcw.Grad, grad(p.fcb), dfch, a.ln2[:N*C], p.fcw.Data, N, C, 4*C)
+		matmulBackward(dln, p.fcw.Grad, grad(p.fcb), dfch, a.ln2[:N*C], p.fcw.Data, N, C, 4*C, false)
 		layernormBackward(&s.x, dres, p.ln2w.Grad, grad(p.ln2b), dln, a.res2[:N*C], p.ln2w.Data, a.ln2Mean, a.ln2Rstd, N, C)
 		// dres now holds dL/d(res2); it passes straight to the block input.
-		clear(datty)
-		matmulBackward(datty, p.projw.Grad, grad(p.projb), dres, a.atty[:N*C], p.projw.Data, N, C, C)
-		clear(dqkv)
+		matmulBackward(datty, p.projw.Grad, grad(p.projb), dres, a.atty[:N*C], p.projw.Data, N, C, C, false)
 		attentionBackward(&s.x, dqkv, datty, a.qkv[:3*N*C], a.att, s.attScratch, B, T, C, NH)
-		clear(dln)
-		matmulBackward(dln, p.qkvw.Grad, grad(p.qkvb), dqkv, a.ln1[:N*C], p.qkvw.Data, N, C, 3*C)
+		matmulBackward(dln, p.qkvw.Grad, grad(p.qkvb), dqkv, a.ln1[:N*C], p.qkvw.Data, N, C, 3*C, false)
 		layernormBackward(&s.x, dres, p.ln1w.Grad, grad(p.ln1b), dln, inp, p.ln1w.Data, a.ln1Mean, a.ln1Rstd, N, C)
 	}
 	if s.first {
