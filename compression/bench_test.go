@@ -107,6 +107,7 @@ func benchOne(b *testing.B, bc benchCodec, rows, d int, encode bool) {
 	if isSub {
 		x, toks = subspaceInput(sub, rows)
 	}
+	var packed []byte
 	enc := func(dst []byte) ([]byte, bool) {
 		var p []byte
 		var err error
@@ -119,17 +120,20 @@ func benchOne(b *testing.B, bc benchCodec, rows, d int, encode bool) {
 			b.Fatal(err)
 		}
 		if bc.lz4 {
-			out, applied := Compress(nil, p, ShuffleWidth(c, FP16))
-			return out, applied
+			var applied bool
+			packed, applied = Compress(packed[:0], p, ShuffleWidth(c, FP16))
+			return packed, applied
 		}
 		return p, false
 	}
 	y := make([]float32, rows*d)
 	gotToks := make([]int32, rows)
+	var unpacked []byte
 	dec := func(p []byte, applied bool) {
 		var err error
 		if applied {
-			p, err = Decompress(nil, p, c.MaxEncodedLen(rows, d))
+			unpacked, err = Decompress(unpacked[:0], p, c.MaxEncodedLen(rows, d))
+			p = unpacked
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -39,6 +39,7 @@ type LowRank struct {
 	pq       []float32 // rounded factors, for feedback
 	recon    []float32
 	rng      *rng
+	orth     []float64
 }
 
 // maxRank bounds the rank a payload may claim (beyond min(rows, cols)).
@@ -135,7 +136,7 @@ func (l *LowRank) Encode(dst []byte, x []float32, rows, cols int) ([]byte, error
 	p := l.p
 	for it := 0; it < l.Iters; it++ {
 		mulAB(p, m, q, rows, cols, r)
-		orthonormalize(p, rows, r)
+		orthonormalize(p, rows, r, &l.orth)
 		mulAtB(q, m, p, rows, cols, r)
 	}
 	dst = append(dst, byte(l.Precision))

@@ -54,20 +54,28 @@ func TestLosslessRoundTrip(t *testing.T) {
 	}
 }
 
-func TestFP16RelativeError(t *testing.T) {
+func TestHalfRelativeError(t *testing.T) {
 	const rows, cols = 64, 64
-	x := gaussian(4, rows*cols, 100)
-	y, p := roundTrip1(t, Half{FP16}, x, rows, cols)
-	if len(p) != 2*rows*cols {
-		t.Errorf("payload %d bytes, want %d", len(p), 2*rows*cols)
-	}
-	for i := range x {
-		if math.Abs(float64(x[i])) < 1.0/(1<<14) {
-			continue // subnormal range: absolute, not relative, error
-		}
-		if e := math.Abs(float64(y[i]-x[i])) / math.Abs(float64(x[i])); e > 1.0/(1<<11) {
-			t.Fatalf("element %d: %v → %v, relative error %g > 2^-11", i, x[i], y[i], e)
-		}
+	for _, tc := range []struct {
+		format    Precision
+		bound     float64 // half an ulp, relative
+		minNormal float64
+	}{{FP16, 1.0 / (1 << 11), 1.0 / (1 << 14)}, {BF16, 1.0 / (1 << 8), 0x1p-126}} {
+		t.Run(tc.format.String(), func(t *testing.T) {
+			x := gaussian(4, rows*cols, 100)
+			y, p := roundTrip1(t, Half{tc.format}, x, rows, cols)
+			if len(p) != 2*rows*cols {
+				t.Errorf("payload %d bytes, want %d", len(p), 2*rows*cols)
+			}
+			for i := range x {
+				if math.Abs(float64(x[i])) < tc.minNormal {
+					continue // subnormal range: absolute, not relative, error
+				}
+				if e := math.Abs(float64(y[i]-x[i])) / math.Abs(float64(x[i])); e > tc.bound {
+					t.Fatalf("element %d: %v → %v, relative error %g > %g", i, x[i], y[i], e, tc.bound)
+				}
+			}
+		})
 	}
 }
 

@@ -108,8 +108,11 @@ func mulABtRef(C, A, B []float32, n, m, r int) {
 // remainder is rounding noise, and normalizing noise would give a column
 // that is not orthogonal at all, so it is set to zero instead. Zero columns
 // keep the low-rank codec exact (P·Pᵀ is still a projection).
-func orthonormalize(A []float32, n, r int) {
-	col := make([]float64, n*r) // column-major copy: contiguous columns
+func orthonormalize(A []float32, n, r int, scratch *[]float64) {
+	if cap(*scratch) < n*r {
+		*scratch = make([]float64, n*r)
+	}
+	col := (*scratch)[:n*r] // column-major copy: contiguous columns
 	for i := 0; i < n; i++ {
 		for k := 0; k < r; k++ {
 			col[k*n+i] = float64(A[i*r+k])
@@ -132,7 +135,13 @@ func orthonormalize(A []float32, n, r int) {
 // cannot fuse them into FMAs: every platform then computes the same bits,
 // which matters for the subspace basis that each stage derives on its own.
 func orthonormalize64(col []float64, n, r int, depTol float64) {
-	zero := make([]bool, r)
+	var zeroBuf [64]bool
+	zero := zeroBuf[:0]
+	if r > len(zeroBuf) {
+		zero = make([]bool, r)
+	} else {
+		zero = zeroBuf[:r]
+	}
 	for pass := 0; pass < 2; pass++ {
 		for k := 0; k < r; k++ {
 			if zero[k] {

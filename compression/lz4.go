@@ -53,7 +53,8 @@ func Compress(dst, payload []byte, elemSize int) (out []byte, applied bool) {
 	start := len(dst)
 	dst = append(dst, byte(elemSize))
 	dst = binary.AppendUvarint(dst, uint64(len(payload)))
-	var c lz4.Compressor
+	c := compressorPool.Get().(*lz4.Compressor)
+	defer compressorPool.Put(c)
 	off := 0
 	for b := 0; b < elemSize; b++ {
 		pl := src[off : off+planeLen(len(payload), elemSize, b)]
@@ -198,6 +199,10 @@ func unshuffle(dst, src []byte, es int) {
 	}
 	copy(dst[ne*es:], src[ne*es:])
 }
+
+// compressorPool holds lz4 compressors: each carries a 64 KiB hash table,
+// too big to allocate per message.
+var compressorPool = sync.Pool{New: func() any { return new(lz4.Compressor) }}
 
 // scratchPool holds shuffle buffers so the per-message path does not
 // allocate.
