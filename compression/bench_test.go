@@ -54,6 +54,9 @@ func benchCodecs(d int) []benchCodec {
 			return &LowRank{Rank: r, Iters: 1, Precision: FP16, Seed: 1}
 		}})
 	}
+	cs = append(cs, benchCodec{name: "lowrank/rank=32/iters=2", warm: 4, mk: func() Codec {
+		return &LowRank{Rank: 32, Iters: 2, Precision: FP16, Seed: 1}
+	}})
 	for _, k := range []int{16, 32, 64} {
 		for _, p := range []Precision{FP16, Int8} {
 			cs = append(cs, benchCodec{name: fmt.Sprintf("subspace/rank=%d/prec=%v", k, p), mk: func() Codec {
