@@ -70,9 +70,16 @@ func (p *pool) worker(i int, wake <-chan struct{}) {
 }
 
 // run computes the whole of C with threads threads: the caller and
-// threads-1 pool workers.
+// threads-1 pool workers. If another call holds the pool, the cores are
+// already busy with it, so this one runs on the calling goroutine instead
+// of waiting idle (same bits either way).
 func (p *pool) run(call gemm, threads int) {
-	p.mu.Lock()
+	if !p.mu.TryLock() {
+		buf := bufPool.Get().(*packBuf)
+		call.run(buf, 0, call.m, 0, call.n)
+		bufPool.Put(buf)
+		return
+	}
 	defer p.mu.Unlock()
 	defer func() { p.g = gemm{} }() // drop the caller's slices
 	for len(p.tasks) < threads-1 {
