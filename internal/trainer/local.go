@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"time"
+
+	"github.com/narrowband/narrowband/internal/metrics"
 
 	"github.com/narrowband/narrowband/internal/config"
 	"github.com/narrowband/narrowband/internal/data"
@@ -39,6 +42,7 @@ type local struct {
 	opt    *stages.AdamW
 	x, y   []int32
 	B, T   int
+	t0     time.Time // run start, for timeline spans
 }
 
 func newLocal(cfg config.Config, corpus *data.Corpus) (*local, error) {
@@ -54,7 +58,7 @@ func newLocal(cfg config.Config, corpus *data.Corpus) (*local, error) {
 		return nil, err
 	}
 	T := cfg.Model.BlockSize
-	return &local{cfg: cfg, corpus: corpus, st: st, opt: opt, x: make([]int32, B*T), y: make([]int32, B*T), B: B, T: T}, nil
+	return &local{cfg: cfg, corpus: corpus, st: st, opt: opt, x: make([]int32, B*T), y: make([]int32, B*T), B: B, T: T, t0: time.Now()}, nil
 }
 
 func (l *local) Params() int64 { return l.st.Config().NumParams() }
@@ -64,21 +68,35 @@ func (l *local) Step(ctx context.Context, step int, lr float64) (stepResult, err
 	M := l.cfg.Train.MicroBatches
 	l.st.ZeroGrad()
 	var loss float64
+	var res stepResult
+	t0 := time.Now()
+	span := func(kind string, micro int, t time.Time) {
+		res.Spans = append(res.Spans, metrics.Span{Kind: kind, Step: step + 1, Micro: micro, Start: t.Sub(l.t0).Seconds(), End: time.Since(l.t0).Seconds()})
+	}
 	for m := 0; m < M; m++ {
+		t := time.Now()
 		data.Batch(l.corpus.Train, l.cfg.Run.Seed, step, m, l.B, l.T, l.x, l.y)
 		v, err := l.st.ForwardLoss(0, l.B, l.T, l.x, nil, l.y)
 		if err != nil {
 			return stepResult{}, err
 		}
 		loss += float64(v)
+		span("forward", m, t)
+		t = time.Now()
 		if _, err := l.st.Backward(0, nil, 1/float32(M)); err != nil {
 			return stepResult{}, err
 		}
+		span("backward", m, t)
 	}
+	t := time.Now()
 	ss := l.st.GradSumSquares()
 	stages.ScaleGrads(l.st.Params(), stages.ClipScale(ss, l.cfg.Train.GradClip))
 	l.opt.Step(float32(lr))
-	return stepResult{Loss: loss / float64(M), GradNorm: math.Sqrt(ss)}, nil
+	span("optimizer", -1, t)
+	busy := time.Since(t0).Seconds()
+	res.Loss, res.GradNorm, res.Busy = loss/float64(M), math.Sqrt(ss), busy
+	res.Stages = []metrics.StageStats{{Stage: 0, BusySeconds: busy}}
+	return res, nil
 }
 
 func (l *local) State(ctx context.Context) (*State, error) {

@@ -77,7 +77,7 @@ func newPipeline(ctx context.Context, cfg config.Config, corpus *data.Corpus, lo
 		if links[i+1].Prev, err = shape(b, i+1, i, uint64(2*i+2)); err != nil {
 			return nil, err
 		}
-		p.closers = append(p.closers, links[i].Next.Close, links[i+1].Prev.Close)
+		p.closers = append([]func() error{links[i].Next.Close, links[i+1].Prev.Close}, p.closers...)
 	}
 	switch {
 	case S == 2:
@@ -95,7 +95,7 @@ func newPipeline(ctx context.Context, cfg config.Config, corpus *data.Corpus, lo
 		if links[S-1].Tied, err = shape(b, S-1, 0, 0x71ed2); err != nil {
 			return nil, err
 		}
-		p.closers = append(p.closers, links[0].Tied.Close, links[S-1].Tied.Close)
+		p.closers = append([]func() error{links[0].Tied.Close, links[S-1].Tied.Close}, p.closers...)
 	}
 	wctx, cancel := context.WithCancel(context.Background())
 	p.cancel = cancel

@@ -1,7 +1,9 @@
 package trainer
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -152,6 +154,10 @@ func Run(ctx context.Context, o Options) (*metrics.Summary, error) {
 	var lastLoss, valLoss float64 = math.NaN(), math.NaN()
 	var tot stepResult
 	measured := 0
+	// The timeline of the last few steps goes to timeline.jsonl for the
+	// Gantt chart; the web view gets every step's live.
+	const timelineSteps = 5
+	var recent [][]metrics.Span
 	for step := start; step < cfg.Run.Steps; step++ {
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("stopped at step %d: %w", step, err)
@@ -190,6 +196,12 @@ func Run(ctx context.Context, o Options) (*metrics.Summary, error) {
 		if err := jsonl.Write(rec); err != nil {
 			return nil, err
 		}
+		if len(res.Spans) > 0 {
+			recent = append(recent, res.Spans)
+			if len(recent) > timelineSteps {
+				recent = recent[1:]
+			}
+		}
 		if o.Observer != nil {
 			o.Observer.PublishStep(rec)
 			if len(res.Spans) > 0 {
@@ -213,6 +225,9 @@ func Run(ctx context.Context, o Options) (*metrics.Summary, error) {
 		}
 	}
 	prog.finish()
+	if err := writeTimeline(filepath.Join(o.Out, "timeline.jsonl"), recent); err != nil {
+		return nil, err
+	}
 	wall := time.Since(t0).Seconds()
 	sum.FinalValLoss = valLoss
 	sum.FinalTrainLoss = lastLoss
@@ -244,6 +259,20 @@ func Run(ctx context.Context, o Options) (*metrics.Summary, error) {
 	}
 	log.Info("run finished", "out", o.Out, "final_val_loss", round4(valLoss), "tokens_per_s", int(sum.TokensPerSecond), "wall_s", round4(sum.WallSeconds))
 	return sum, nil
+}
+
+// writeTimeline writes spans, one JSON object per line, atomically.
+func writeTimeline(path string, steps [][]metrics.Span) error {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	for _, spans := range steps {
+		for _, s := range spans {
+			if err := enc.Encode(s); err != nil {
+				return err
+			}
+		}
+	}
+	return metrics.WriteFileAtomic(path, b.Bytes())
 }
 
 func accumulate(tot *stepResult, r stepResult) {
