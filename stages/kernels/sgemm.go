@@ -17,7 +17,7 @@ const (
 // serialMACs is the size (m·n·k multiply-adds) below which a call runs on
 // the calling goroutine only: handing work to another core costs a few
 // microseconds, which a product this small (e.g. one attention head,
-// 128×64·64×128 = 1 Mi MACs, ~15 µs) would not earn back.
+// 128×64·64×128 = 1 Mi MACs, ~30 µs on one core) would not earn back.
 const serialMACs = 4 << 20
 
 // Sgemm computes C = alpha·op(A)·op(B) + beta·C on row-major matrices, where
@@ -29,11 +29,12 @@ const serialMACs = 4 << 20
 // whatever the number of threads: work is split over output blocks, never
 // over the k reduction.
 //
-// Like the BLAS it stands in for, Sgemm panics with a message naming the
-// argument when dimensions, strides and slice lengths disagree: that is a
-// bug in the caller, not a runtime condition.
+// Like the BLAS it stands in for, Sgemm panics with CheckSgemm's message
+// when dimensions, strides and slice lengths disagree: that is a bug in the
+// caller, not a runtime condition. Code that takes shapes from outside (a
+// config, a checkpoint) should call CheckSgemm first and return its error.
 func Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
-	if err := checkArgs(transA, transB, m, n, k, a, lda, b, ldb, c, ldc); err != nil {
+	if err := CheckSgemm(transA, transB, m, n, k, a, lda, b, ldb, c, ldc); err != nil {
 		panic(err.Error())
 	}
 	if m == 0 || n == 0 {
@@ -57,9 +58,10 @@ func Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int
 	workers.run(g, threads)
 }
 
-// checkArgs reports the first inconsistency between dimensions, strides
-// and slice lengths, in BLAS terms.
-func checkArgs(transA, transB bool, m, n, k int, a []float32, lda int, b []float32, ldb int, c []float32, ldc int) error {
+// CheckSgemm reports the first inconsistency between Sgemm's dimensions,
+// strides and slice lengths, naming the argument and the size it needs, or
+// nil if Sgemm can run with them.
+func CheckSgemm(transA, transB bool, m, n, k int, a []float32, lda int, b []float32, ldb int, c []float32, ldc int) error {
 	if m < 0 || n < 0 || k < 0 {
 		return fmt.Errorf("kernels: Sgemm: negative dimension m=%d n=%d k=%d", m, n, k)
 	}

@@ -275,6 +275,12 @@ func TestSgemmRejectsBadArguments(t *testing.T) {
 		{"short c", "len(c)=3", func() { Sgemm(false, false, 2, 2, 2, 1, a, 2, a, 2, 0, a[:3], 2) }},
 		{"narrow ldb", "ldb=1", func() { Sgemm(false, true, 2, 2, 2, 1, a, 2, a, 1, 0, a, 2) }},
 	}
+	if err := CheckSgemm(false, true, 2, 3, 4, a, 4, a[:11], 4, a, 3); err == nil || !strings.Contains(err.Error(), "len(b)=11") {
+		t.Errorf("CheckSgemm with a short b: %v, want an error naming len(b)=11", err)
+	}
+	if err := CheckSgemm(false, true, 2, 3, 4, a, 4, a, 4, a, 3); err != nil {
+		t.Errorf("CheckSgemm with consistent arguments: %v", err)
+	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			defer func() {
