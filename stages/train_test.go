@@ -67,6 +67,9 @@ func bytesOf(t []int32) []byte {
 
 // A training step (forward, backward, optimizer) allocates nothing.
 func TestTrainStepAllocatesNothing(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates by itself")
+	}
 	cfg := tinyConfig(true)
 	cfg.NEmbd, cfg.BlockSize = 32, 32
 	first, _ := NewStage(cfg, 0, 2, true, false, 4, 2)
