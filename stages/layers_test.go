@@ -13,9 +13,12 @@ func TestMatmulGrad(t *testing.T) {
 	proj, base := randVec(r, N*OC, 1), randVec(r, N*OC, 1)
 	for _, acc := range []bool{false, true} {
 		out := make([]float32, N*OC)
+		var res, bias []float32 // both nil, or both set
+		if acc {
+			res, bias = base, b
+		}
 		f := func() float64 {
-			copy(out, base)
-			matmulForward(out, inp, w, b, N, C, OC, acc)
+			matmulForward(out, inp, w, bias, res, N, C, OC)
 			return dot64(out, proj)
 		}
 		din, dw, db := make([]float32, N*C), make([]float32, OC*C), make([]float32, OC)
@@ -30,7 +33,19 @@ func TestMatmulGrad(t *testing.T) {
 		}
 		checkGrad(t, "dinp", inp, din, f)
 		checkGrad(t, "dweight", w, dw, f)
-		checkGrad(t, "dbias", b, db, f)
+		if acc {
+			checkGrad(t, "dbias", b, db, f)
+		}
+	}
+	// The residual is added as it is.
+	out := make([]float32, N*OC)
+	matmulForward(out, inp, w, nil, nil, N, C, OC)
+	withRes := make([]float32, N*OC)
+	matmulForward(withRes, inp, w, nil, base, N, C, OC)
+	for i := range out {
+		if withRes[i] != out[i]+base[i] {
+			t.Fatalf("residual add: %v, want %v", withRes[i], out[i]+base[i])
+		}
 	}
 }
 

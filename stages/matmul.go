@@ -2,25 +2,34 @@ package stages
 
 import "github.com/narrowband/narrowband/stages/kernels"
 
-// matmulForward computes out = inp·weightᵀ + bias for N rows, as PyTorch's
-// Linear with weight (OC, C). With accumulate the product is added to what
-// out holds, which is how a residual connection is formed without a
-// separate buffer for the projection. bias may be nil.
+// matmulForward computes out = inp·weightᵀ + bias + residual for N rows,
+// as PyTorch's Linear with weight (OC, C) followed by a residual add.
+// bias and residual may be nil; adding the residual here is how a block
+// forms x + proj(y) without copying x first.
 //
-//	out (N, OC), inp (N, C), weight (OC, C), bias (OC)
-func matmulForward(out, inp, weight, bias []float32, N, C, OC int, accumulate bool) {
-	var beta float32
-	if accumulate {
-		beta = 1
-	}
-	kernels.Sgemm(false, true, N, OC, C, 1, inp, C, weight, C, beta, out, OC)
-	if bias != nil {
+//	out (N, OC), inp (N, C), weight (OC, C), bias (OC), residual (N, OC)
+func matmulForward(out, inp, weight, bias, residual []float32, N, C, OC int) {
+	kernels.Sgemm(false, true, N, OC, C, 1, inp, C, weight, C, 0, out, OC)
+	switch {
+	case bias != nil && residual != nil:
+		bias = bias[:OC]
+		for n := 0; n < N; n++ {
+			row, res := out[n*OC:n*OC+OC], residual[n*OC:n*OC+OC]
+			for o, b := range bias {
+				row[o] += b + res[o]
+			}
+		}
+	case bias != nil:
 		bias = bias[:OC]
 		for n := 0; n < N; n++ {
 			row := out[n*OC : n*OC+OC]
 			for o, b := range bias {
 				row[o] += b
 			}
+		}
+	case residual != nil:
+		for i, r := range residual[:N*OC] {
+			out[i] += r
 		}
 	}
 }

@@ -423,16 +423,14 @@ func (s *Stage) forwardBlocks(sl *slot, B, T int, tokens []int32, in []float32) 
 		res2, ln2, fch, fchg, res3 := a.res2[:N*C], a.ln2[:N*C], a.fch[:4*N*C], a.fchGelu[:4*N*C], a.res3[:N*C]
 		// x = x + attn(ln_1(x))
 		layernormForward(&s.x, ln1, a.ln1Mean, a.ln1Rstd, x, p.ln1w.Data, data(p.ln1b), N, C)
-		matmulForward(qkv, ln1, p.qkvw.Data, data(p.qkvb), N, C, 3*C, false)
+		matmulForward(qkv, ln1, p.qkvw.Data, data(p.qkvb), nil, N, C, 3*C)
 		attentionForward(&s.x, atty, a.att, qkv, B, T, C, NH)
-		copy(res2, x)
-		matmulForward(res2, atty, p.projw.Data, data(p.projb), N, C, C, true)
+		matmulForward(res2, atty, p.projw.Data, data(p.projb), x, N, C, C)
 		// x = x + mlp(ln_2(x))
 		layernormForward(&s.x, ln2, a.ln2Mean, a.ln2Rstd, res2, p.ln2w.Data, data(p.ln2b), N, C)
-		matmulForward(fch, ln2, p.fcw.Data, data(p.fcb), N, C, 4*C, false)
+		matmulForward(fch, ln2, p.fcw.Data, data(p.fcb), nil, N, C, 4*C)
 		geluForward(&s.x, fchg, fch, 4*N*C)
-		copy(res3, res2)
-		matmulForward(res3, fchg, p.fcprojw.Data, data(p.fcprojb), N, 4*C, C, true)
+		matmulForward(res3, fchg, p.fcprojw.Data, data(p.fcprojb), res2, N, 4*C, C)
 		x = res3
 	}
 	return x
@@ -458,7 +456,7 @@ func (s *Stage) forwardHead(sl *slot, B, T int, tokens []int32, in []float32) []
 	x := s.forwardBlocks(sl, B, T, tokens, in)
 	lnf, logits := sl.lnf[:N*C], sl.probs[:N*V]
 	layernormForward(&s.x, lnf, sl.lnfMean, sl.lnfRstd, x, s.lnfw.Data, data(s.lnfb), N, C)
-	matmulForward(logits, lnf, s.lmHead.Data, nil, N, C, V, false)
+	matmulForward(logits, lnf, s.lmHead.Data, nil, nil, N, C, V)
 	return logits
 }
 
