@@ -3,6 +3,7 @@ package kernels
 import (
 	"fmt"
 	"sync"
+	"unsafe"
 )
 
 // Cache blocking (Goto/BLIS). A kc×nr panel of packed B (16 KiB for the AVX2
@@ -126,11 +127,18 @@ type packBuf struct {
 
 var bufPool = sync.Pool{New: func() any { return new(packBuf) }}
 
+// grow returns s resized to n floats, reallocating only when it is too
+// small. New buffers start on a 64-byte boundary, so each 16-float step of a
+// packed B panel is one cache line and the kernel's vector loads never
+// straddle two.
 func grow(s []float32, n int) []float32 {
-	if cap(s) < n {
-		return make([]float32, n)
+	if cap(s) >= n {
+		return s[:n]
 	}
-	return s[:n]
+	const line = 64 / 4 // floats per cache line
+	s = make([]float32, n+line)
+	skip := (line - int(uintptr(unsafe.Pointer(unsafe.SliceData(s)))%64/4)) % line
+	return s[skip : skip+n : skip+n]
 }
 
 // run computes rows [i0, i1) × columns [j0, j1) of C. i0 and j0 must be

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"strings"
 	"testing"
+	"unsafe"
 )
 
 // kernelsUnderTest are the micro-kernels this machine can run: the portable
@@ -355,6 +356,20 @@ func TestSgemmConcurrentCallers(t *testing.T) {
 			if math.Float32bits(got[i][x]) != math.Float32bits(want[i][x]) {
 				t.Fatalf("call %d: concurrent C[%d]=%v, alone %v", i, x, got[i][x], want[i][x])
 			}
+		}
+	}
+}
+
+// TestGrowAligns checks that packing buffers start on a cache line, which
+// the AVX2 kernel's B loads rely on for speed (not correctness).
+func TestGrowAligns(t *testing.T) {
+	for _, n := range []int{1, 7, 96, 1000, 40000} {
+		s := grow(nil, n)
+		if len(s) != n {
+			t.Fatalf("grow(nil, %d) has length %d", n, len(s))
+		}
+		if addr := uintptr(unsafe.Pointer(&s[0])); addr%64 != 0 {
+			t.Errorf("grow(nil, %d) starts at %#x, not on a 64-byte boundary", n, addr)
 		}
 	}
 }
