@@ -19,6 +19,12 @@ import (
 // Payload: u8 precision, uvarint r, P (rows×r), Q (cols×r), row-major. The
 // rank travels in the payload, so SetRank needs no coordination.
 //
+// Error feedback was designed for gradients that are summed over steps. On
+// forward activations it adds micro-batch t's residual to micro-batch t+1,
+// a different batch: whether that helps training is an experiment, hence
+// Config.ErrorFeedback. A message of a new shape (a short last micro-batch)
+// starts a fresh residual.
+//
 // A LowRank value holds its residual and warm start: one per link direction.
 type LowRank struct {
 	// Rank r; clamped to min(rows, cols) per call.

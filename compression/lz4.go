@@ -218,7 +218,11 @@ func getScratch(n int) *[]byte {
 }
 
 // LinkCodec is a Codec plus the optional lz4 step: what one link direction
-// runs. The lz4 flag it returns goes into the frame header.
+// runs. The lz4 flag it returns goes into the frame header (internal/wire
+// FlagLZ4; the byte-plane shuffle is recorded inside the packed payload, so
+// FlagShuffle stays clear). For the subspace forward path call
+// Subspace.EncodeWithTokens directly: it lz4s the token ids itself
+// (Subspace.LZ4Tokens), which is where lz4 wins.
 type LinkCodec struct {
 	Codec Codec
 	// LZ4 tries lz4 over the payload and keeps it only when it shrinks.
