@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os/exec"
 	"sync"
 	"time"
 
@@ -27,7 +28,7 @@ type pipeline struct {
 	ctrl    []transport.Conn // driver's end of each worker's control link
 	closers []func() error
 	done    chan error // workers' exit errors
-	nwork   int
+	procs   []*exec.Cmd
 	t0      time.Time
 	x, y    []int32
 	params  int64
@@ -44,14 +45,24 @@ func stageRanges(cfg config.Config) ([]scheduler.Range, error) {
 }
 
 func newPipeline(ctx context.Context, cfg config.Config, corpus *data.Corpus, log *slog.Logger) (engine, error) {
-	if cfg.Pipeline.Transport != "inproc" || cfg.Pipeline.Processes {
-		return nil, fmt.Errorf("%w: pipeline.transport = %q with processes = %v is not built yet", ErrNoEngine, cfg.Pipeline.Transport, cfg.Pipeline.Processes)
+	if cfg.Pipeline.Transport != "inproc" {
+		return nil, fmt.Errorf("%w: pipeline.transport = %q is not built yet", ErrNoEngine, cfg.Pipeline.Transport)
 	}
 	ranges, err := stageRanges(cfg)
 	if err != nil {
 		return nil, err
 	}
 	S := len(ranges)
+	N := cfg.Train.BatchSize / cfg.Train.MicroBatches * cfg.Model.BlockSize
+	if cfg.Pipeline.Processes {
+		p := &pipeline{cfg: cfg, corpus: corpus, log: log, ranges: ranges, t0: time.Now(), params: modelConfig(cfg).NumParams(),
+			x: make([]int32, N), y: make([]int32, N)}
+		if err := p.startProcesses(ctx, cfg, ranges); err != nil {
+			p.Close()
+			return nil, err
+		}
+		return p, nil
+	}
 	links := make([]Links, S)
 	p := &pipeline{cfg: cfg, corpus: corpus, log: log, ranges: ranges, done: make(chan error, S), t0: time.Now()}
 	shape := func(c transport.Conn, from, to int, seed uint64) (transport.Conn, error) {
@@ -113,10 +124,8 @@ func newPipeline(ctx context.Context, cfg config.Config, corpus *data.Corpus, lo
 			p.done <- w.run(wctx)
 		}()
 	}
-	p.nwork = S
 	// The LM head copy on the last stage is the tied embedding: count once.
 	p.params = modelConfig(cfg).NumParams()
-	N := cfg.Train.BatchSize / cfg.Train.MicroBatches * cfg.Model.BlockSize
 	p.x, p.y = make([]int32, N), make([]int32, N)
 	return p, nil
 }
@@ -131,6 +140,7 @@ func (p *pipeline) Close() error {
 		c()
 	}
 	p.wg.Wait()
+	p.stopProcesses()
 	return nil
 }
 

@@ -124,3 +124,22 @@ func TestPipelineResume(t *testing.T) {
 		}
 	}
 }
+
+// TestProcessesEqualInProcess: one OS process per stage, linked by real
+// sockets, trains exactly like the same pipeline in goroutines.
+func TestProcessesEqualInProcess(t *testing.T) {
+	c := tinyConfig(t)
+	c.Model.NLayer = 4
+	c.Pipeline.Stages = 4
+	c.Train.MicroBatches = 2
+	inLoss, inState := stateOf(t, c)
+	c.Pipeline.Processes = true
+	c.Train.Threads = 1
+	prLoss, prState := stateOf(t, c)
+	for i := range inLoss {
+		if d := math.Abs(prLoss[i]-inLoss[i]) / math.Abs(inLoss[i]); d > 1e-5 {
+			t.Errorf("loss value %d: processes %v, goroutines %v", i, prLoss[i], inLoss[i])
+		}
+	}
+	compareStates(t, inState, prState, 1e-5)
+}

@@ -1,0 +1,330 @@
+package trainer
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+	"time"
+
+	"github.com/narrowband/narrowband/internal/config"
+	"github.com/narrowband/narrowband/internal/transport"
+	"github.com/narrowband/narrowband/scheduler"
+	"github.com/narrowband/narrowband/stages/kernels"
+)
+
+// With pipeline.processes = true every stage runs in its own OS process
+// (`narrowband worker`), started by the driver, and the stages talk over
+// loopback TCP — real sockets, real process boundaries, the same worker
+// code. Setup:
+//
+//	driver listens for control connections and starts S workers
+//	worker → driver   hello{stage, token, link address it listens on}
+//	driver → worker   setup{config, ranges, every worker's link address}
+//	worker i dials i+1 (and stage 0 dials S-1 for the tied embedding when
+//	S > 2), announcing itself with a one-message hello on the new link
+//	worker → driver   ready
+//
+// then the driver drives the workers exactly as in-process.
+
+// WorkerEnv marks a process started as a stage worker; the command's
+// arguments follow it in NARROWBAND_WORKER_ARGS (JSON).
+const WorkerEnv = "NARROWBAND_WORKER"
+
+type workerArgs struct {
+	Connect string `json:"connect"`
+	Stage   int    `json:"stage"`
+	Token   string `json:"token"`
+}
+
+type hello struct {
+	Stage int    `json:"stage"`
+	Token string `json:"token"`
+	Addr  string `json:"addr"`
+}
+
+type setup struct {
+	Config string            `json:"config"`
+	Ranges []scheduler.Range `json:"ranges"`
+	Addrs  []string          `json:"addrs"`
+}
+
+type linkHello struct {
+	From  int    `json:"from"`
+	Kind  string `json:"kind"` // "next" or "tied"
+	Token string `json:"token"`
+}
+
+// WorkerCommand is how the driver starts a worker process: the program
+// and leading arguments. The default is this executable with "worker";
+// tests point it at their own binary.
+var WorkerCommand = func() ([]string, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	return []string{exe, "worker"}, nil
+}
+
+func sendJSON(ctx context.Context, c transport.Conn, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return c.Send(ctx, b)
+}
+
+func recvJSON(ctx context.Context, c transport.Conn, v any) error {
+	b, err := c.Recv(ctx)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(b, v)
+}
+
+// startProcesses launches the workers and returns the driver's control
+// links once every worker is ready.
+func (p *pipeline) startProcesses(ctx context.Context, cfg config.Config, ranges []scheduler.Range) error {
+	S := len(ranges)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return fmt.Errorf("processes: control listener: %w", err)
+	}
+	defer ln.Close()
+	var tok [16]byte
+	rand.Read(tok[:])
+	token := hex.EncodeToString(tok[:])
+	argv, err := WorkerCommand()
+	if err != nil {
+		return err
+	}
+	for i := 0; i < S; i++ {
+		args, _ := json.Marshal(workerArgs{Connect: ln.Addr().String(), Stage: i, Token: token})
+		cmd := exec.Command(argv[0], argv[1:]...)
+		cmd.Env = append(os.Environ(), WorkerEnv+"=1", "NARROWBAND_WORKER_ARGS="+string(args))
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		if err := cmd.Start(); err != nil {
+			return fmt.Errorf("processes: start stage %d: %w", i, err)
+		}
+		p.procs = append(p.procs, cmd)
+	}
+	setupCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	go func() { <-setupCtx.Done(); ln.Close() }()
+	p.ctrl = make([]transport.Conn, S)
+	addrs := make([]string, S)
+	for n := 0; n < S; n++ {
+		c, err := ln.Accept()
+		if err != nil {
+			return fmt.Errorf("processes: waiting for %d workers to connect: %w", S-n, err)
+		}
+		conn := transport.Stream(c, "host")
+		var h hello
+		if err := recvJSON(setupCtx, conn, &h); err != nil || h.Token != token || h.Stage < 0 || h.Stage >= S || p.ctrl[h.Stage] != nil {
+			conn.Close()
+			return fmt.Errorf("processes: a connection that is not one of this run's workers (err %v)", err)
+		}
+		p.ctrl[h.Stage], addrs[h.Stage] = conn, h.Addr
+		p.closers = append(p.closers, conn.Close)
+	}
+	text, err := cfg.TOML()
+	if err != nil {
+		return err
+	}
+	for i, c := range p.ctrl {
+		if err := sendJSON(setupCtx, c, setup{Config: string(text), Ranges: ranges, Addrs: addrs}); err != nil {
+			return fmt.Errorf("processes: setup of stage %d: %w", i, err)
+		}
+	}
+	for i, c := range p.ctrl {
+		var ok struct {
+			Err string `json:"err"`
+		}
+		if err := recvJSON(setupCtx, c, &ok); err != nil {
+			return fmt.Errorf("processes: stage %d did not get ready: %w", i, err)
+		}
+		if ok.Err != "" {
+			return fmt.Errorf("processes: stage %d: %s", i, ok.Err)
+		}
+	}
+	return nil
+}
+
+// stopProcesses waits briefly for the workers to exit after their control
+// links closed, then kills what is left.
+func (p *pipeline) stopProcesses() {
+	for _, cmd := range p.procs {
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+	}
+	p.procs = nil
+}
+
+// RunWorker is the body of a worker process: it connects to the driver,
+// sets up its links and serves commands until the driver closes the
+// control link.
+func RunWorker(ctx context.Context, log *slog.Logger) error {
+	var a workerArgs
+	if err := json.Unmarshal([]byte(os.Getenv("NARROWBAND_WORKER_ARGS")), &a); err != nil {
+		return fmt.Errorf("worker: NARROWBAND_WORKER_ARGS: %w (workers are started by `narrowband run` with pipeline.processes = true)", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return fmt.Errorf("worker %d: link listener: %w", a.Stage, err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", a.Connect)
+	if err != nil {
+		return fmt.Errorf("worker %d: connect to driver %s: %w", a.Stage, a.Connect, err)
+	}
+	ctrl := transport.Stream(c, "host")
+	defer ctrl.Close()
+	if err := sendJSON(ctx, ctrl, hello{Stage: a.Stage, Token: a.Token, Addr: ln.Addr().String()}); err != nil {
+		return err
+	}
+	var su setup
+	if err := recvJSON(ctx, ctrl, &su); err != nil {
+		return fmt.Errorf("worker %d: setup: %w", a.Stage, err)
+	}
+	w, closers, err := setupWorker(ctx, a, su, ln, ctrl)
+	defer func() {
+		for _, c := range closers {
+			c()
+		}
+	}()
+	if err != nil {
+		sendJSON(ctx, ctrl, map[string]string{"err": err.Error()})
+		return err
+	}
+	if err := sendJSON(ctx, ctrl, map[string]string{}); err != nil {
+		return err
+	}
+	log.Info("worker ready", "stage", a.Stage)
+	return w.run(ctx)
+}
+
+func setupWorker(ctx context.Context, a workerArgs, su setup, ln net.Listener, ctrl transport.Conn) (*worker, []func() error, error) {
+	cfg, err := config.Parse(su.Config, "setup")
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, nil, err
+	}
+	applyThreads(cfg)
+	S, i := len(su.Ranges), a.Stage
+	if len(su.Addrs) != S || i < 0 || i >= S {
+		return nil, nil, fmt.Errorf("worker %d: setup for %d stages with %d addresses", i, S, len(su.Addrs))
+	}
+	links := Links{Ctrl: ctrl}
+	var closers []func() error
+	shape := func(c transport.Conn, peer int, seed uint64) (transport.Conn, error) {
+		prof := cfg.LinkProfile(min(i, peer), max(i, peer))
+		if !prof.Shaped() {
+			return c, nil
+		}
+		return transport.Shape(c, transport.LinkProfile{BandwidthMbps: prof.BandwidthMbps, LatencyMs: prof.LatencyMs, JitterMs: prof.JitterMs, Loss: prof.Loss},
+			transport.ShapeOptions{Seed: cfg.Run.Seed ^ seed, CloseGrace: -1})
+	}
+	dial := func(to int, kind string) (transport.Conn, error) {
+		c, err := net.Dial("tcp", su.Addrs[to])
+		if err != nil {
+			return nil, fmt.Errorf("worker %d: dial stage %d at %s: %w", i, to, su.Addrs[to], err)
+		}
+		conn := transport.Stream(c, "host")
+		closers = append(closers, conn.Close)
+		if err := sendJSON(ctx, conn, linkHello{From: i, Kind: kind, Token: a.Token}); err != nil {
+			return nil, err
+		}
+		return conn, nil
+	}
+	// Dial forward links; accept the ones that come to us.
+	want := 0
+	if i > 0 {
+		want++ // from i-1
+	}
+	if i == S-1 && S > 2 {
+		want++ // tied, from stage 0
+	}
+	if i+1 < S {
+		c, err := dial(i+1, "next")
+		if err != nil {
+			return nil, closers, err
+		}
+		if links.Next, err = shape(c, i+1, uint64(2*i+1)); err != nil {
+			return nil, closers, err
+		}
+	}
+	if i == 0 && S > 2 {
+		c, err := dial(S-1, "tied")
+		if err != nil {
+			return nil, closers, err
+		}
+		if links.Tied, err = shape(c, S-1, 0x71ed1); err != nil {
+			return nil, closers, err
+		}
+	}
+	for n := 0; n < want; n++ {
+		if tl, ok := ln.(*net.TCPListener); ok {
+			tl.SetDeadline(time.Now().Add(30 * time.Second))
+		}
+		c, err := ln.Accept()
+		if err != nil {
+			return nil, closers, fmt.Errorf("worker %d: waiting for a neighbour to connect: %w", i, err)
+		}
+		conn := transport.Stream(c, "host")
+		closers = append(closers, conn.Close)
+		var lh linkHello
+		if err := recvJSON(ctx, conn, &lh); err != nil || lh.Token != a.Token {
+			return nil, closers, fmt.Errorf("worker %d: a link connection that is not from this run (err %v)", i, err)
+		}
+		switch {
+		case lh.Kind == "next" && lh.From == i-1:
+			if links.Prev, err = shape(conn, i-1, uint64(2*i)); err != nil {
+				return nil, closers, err
+			}
+		case lh.Kind == "tied" && lh.From == 0 && i == S-1:
+			if links.Tied, err = shape(conn, 0, 0x71ed2); err != nil {
+				return nil, closers, err
+			}
+		default:
+			return nil, closers, fmt.Errorf("worker %d: unexpected link %+v", i, lh)
+		}
+	}
+	if S == 2 {
+		if i == 0 {
+			links.Tied = links.Next
+		} else {
+			links.Tied = links.Prev
+		}
+	}
+	for _, c := range []transport.Conn{links.Next, links.Prev, links.Tied} {
+		if c != nil {
+			closers = append([]func() error{c.Close}, closers...)
+		}
+	}
+	w, err := newWorker(cfg, i, su.Ranges, links)
+	return w, closers, err
+}
+
+// applyThreads bounds this process's compute threads (train.threads): the
+// Go scheduler, the stages' worker pool and Sgemm's. Call it before any
+// compute, in a process that runs one stage.
+func applyThreads(cfg config.Config) {
+	if n := cfg.Train.Threads; n > 0 {
+		runtime.GOMAXPROCS(n)
+		kernels.SetThreads(n)
+	}
+}
