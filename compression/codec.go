@@ -283,7 +283,17 @@ func appendValues(dst []byte, v []float32, p Precision) []byte {
 	case FP16:
 		dst, w := grow(dst, 2*len(v))
 		for i, x := range v {
-			binary.LittleEndian.PutUint16(w[2*i:], F32ToF16(x))
+			// F32ToF16's fast path, inlined by hand (it is over the
+			// compiler's inlining budget).
+			b := math.Float32bits(x)
+			var h uint16
+			if a := b &^ (1 << 31); a-113<<23 < 30<<23 {
+				a = a - (127-15)<<23 + 0xfff + (a>>13)&1
+				h = uint16(b>>16)&0x8000 | uint16(a>>13)
+			} else {
+				h = f32ToF16Slow(x)
+			}
+			binary.LittleEndian.PutUint16(w[2*i:], h)
 		}
 		return dst
 	case BF16:
@@ -305,7 +315,12 @@ func readValues(dst []float32, b []byte, p Precision) {
 		}
 	case FP16:
 		for i := range dst {
-			dst[i] = F16ToF32(binary.LittleEndian.Uint16(b[2*i:]))
+			h := binary.LittleEndian.Uint16(b[2*i:])
+			if e := uint32(h>>10) & 0x1f; e-1 < 30 { // F16ToF32's fast path
+				dst[i] = math.Float32frombits(uint32(h&0x8000)<<16 | (uint32(h&0x7fff)<<13 + (127-15)<<23))
+			} else {
+				dst[i] = f16ToF32Slow(h)
+			}
 		}
 	case BF16:
 		for i := range dst {

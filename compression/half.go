@@ -6,6 +6,21 @@ import "math"
 // Overflow gives ±Inf, tiny values become subnormal or ±0, NaN stays NaN
 // (quiet), as hardware conversion does.
 func F32ToF16(f float32) uint16 {
+	// Fast path, small enough to inline: results in the fp16 normal range
+	// (float32 exponent 113..142), with branch-free rounding (F. Giesen's
+	// float_to_half RTNE): rebias, add just under half an fp16 ulp plus
+	// the lowest kept bit (ties to even), truncate. A carry out of the
+	// mantissa bumps the exponent, up to Inf: correct.
+	b := math.Float32bits(f)
+	if a := b &^ (1 << 31); a-113<<23 < 30<<23 {
+		a = a - (127-15)<<23 + 0xfff + (a>>13)&1
+		return uint16(b>>16)&0x8000 | uint16(a>>13)
+	}
+	return f32ToF16Slow(f)
+}
+
+// f32ToF16Slow handles every input; F32ToF16 sends it what is not normal.
+func f32ToF16Slow(f float32) uint16 {
 	b := math.Float32bits(f)
 	sign := uint16(b>>16) & 0x8000
 	exp := int32(b>>23) & 0xff
@@ -36,10 +51,7 @@ func F32ToF16(f float32) uint16 {
 		}
 		return sign | uint16(half)
 	}
-	// Normal range, branch-free rounding (F. Giesen's float_to_half RTNE):
-	// rebias the exponent, add just under half an fp16 ulp plus the
-	// lowest kept bit (ties to even), truncate. A carry out of the
-	// mantissa bumps the exponent, up to Inf: correct.
+	// Normal range (reached only when called directly), as the fast path.
 	a := b &^ (1 << 31)
 	a = a - (127-15)<<23 + 0xfff + (a>>13)&1
 	return sign | uint16(a>>13)
@@ -47,6 +59,15 @@ func F32ToF16(f float32) uint16 {
 
 // F16ToF32 converts an IEEE binary16 value to float32 exactly.
 func F16ToF32(h uint16) float32 {
+	if e := uint32(h>>10) & 0x1f; e-1 < 30 { // normal: inlinable fast path
+		return math.Float32frombits(uint32(h&0x8000)<<16 | (uint32(h&0x7fff)<<13 + (127-15)<<23))
+	}
+	return f16ToF32Slow(h)
+}
+
+// f16ToF32Slow handles every input; F16ToF32 sends it zeros, subnormals,
+// Inf and NaN.
+func f16ToF32Slow(h uint16) float32 {
 	sign := uint32(h&0x8000) << 16
 	exp := uint32(h>>10) & 0x1f
 	mant := uint32(h & 0x3ff)

@@ -126,3 +126,52 @@ func TestQuant8(t *testing.T) {
 		}
 	}
 }
+
+// The inlined fast paths agree with the full conversions everywhere they
+// apply (every fp16 value; float32 around every fp16 rounding boundary).
+func TestHalfFastPathsMatchSlow(t *testing.T) {
+	for h := 0; h < 1<<16; h++ {
+		a, b := F16ToF32(uint16(h)), f16ToF32Slow(uint16(h))
+		if math.Float32bits(a) != math.Float32bits(b) && !(a != a && b != b) {
+			t.Fatalf("F16ToF32(%#04x) = %v, slow path %v", h, a, b)
+		}
+		f := f16ToF32Slow(uint16(h))
+		bits := math.Float32bits(f)
+		for _, d := range []int32{-4097, -4096, -4095, -1, 0, 1, 4095, 4096, 4097} {
+			x := math.Float32frombits(uint32(int32(bits) + d))
+			if got, want := F32ToF16(x), f32ToF16Slow(x); got != want && !(x != x) {
+				t.Fatalf("F32ToF16(%v) = %#04x, slow path %#04x", x, got, want)
+			}
+		}
+	}
+}
+
+// The hand-inlined loops of the fp16 codec agree with the conversions on
+// every fp16 value and on float32 values around every rounding boundary.
+func TestHalfCodecMatchesConversions(t *testing.T) {
+	var xs []float32
+	for h := 0; h < 1<<16; h++ {
+		f := f16ToF32Slow(uint16(h))
+		bits := math.Float32bits(f)
+		for _, d := range []int32{-4097, -4096, -1, 0, 1, 4096, 4097} {
+			xs = append(xs, math.Float32frombits(uint32(int32(bits)+d)))
+		}
+	}
+	p, err := Half{FP16}.Encode(nil, xs, 1, len(xs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ys := make([]float32, len(xs))
+	if err := (Half{FP16}).Decode(ys, p, 1, len(xs)); err != nil {
+		t.Fatal(err)
+	}
+	for i, x := range xs {
+		h := uint16(p[2*i]) | uint16(p[2*i+1])<<8
+		if want := f32ToF16Slow(x); h != want && x == x {
+			t.Fatalf("encode %v: %#04x, want %#04x", x, h, want)
+		}
+		if want := f16ToF32Slow(h); math.Float32bits(ys[i]) != math.Float32bits(want) && want == want {
+			t.Fatalf("decode %#04x: %v, want %v", h, ys[i], want)
+		}
+	}
+}
