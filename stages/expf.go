@@ -32,23 +32,42 @@ func expf(x float32) float32 {
 	return y * math.Float32frombits(uint32(ni+127)<<23)
 }
 
+// Coefficients of tanhf's rational approximation (Eigen's
+// generic_fast_tanh_float).
+const (
+	tanhClamp = 7.90531110763549805
+	tanhA1    = 4.89352455891786e-03
+	tanhA3    = 6.37261928875436e-04
+	tanhA5    = 1.48572235717979e-05
+	tanhA7    = 5.12229709037114e-08
+	tanhA9    = -8.60467152213735e-11
+	tanhA11   = 2.00018790482477e-13
+	tanhA13   = -2.76076847742355e-16
+	tanhB0    = 4.89352518554385e-03
+	tanhB2    = 2.26843463243900e-03
+	tanhB4    = 1.18534705686654e-04
+	tanhB6    = 1.19825839466702e-06
+)
+
 // tanhf is tanh(x) in float32: Eigen's rational minimax approximation
 // (odd degree-13 numerator over degree-6 denominator, clamped where tanh
 // rounds to ±1), within 4e-7 absolute of math.Tanh (TestExpf). No exp,
-// no branches but the clamp: GELU calls it for every MLP activation.
+// no branches but the clamp. geluForward carries its own copy inline.
 func tanhf(x float32) float32 {
-	const clampAt = 7.90531110763549805
-	x = min(max(x, -clampAt), clampAt)
+	if x > tanhClamp {
+		x = tanhClamp
+	} else if x < -tanhClamp {
+		x = -tanhClamp
+	}
 	x2 := x * x
-	p := x2*-2.76076847742355e-16 + 2.00018790482477e-13
-	p = x2*p + -8.60467152213735e-11
-	p = x2*p + 5.12229709037114e-08
-	p = x2*p + 1.48572235717979e-05
-	p = x2*p + 6.37261928875436e-04
-	p = x2*p + 4.89352455891786e-03
-	p = x * p
-	q := x2*1.19825839466702e-06 + 1.18534705686654e-04
-	q = x2*q + 2.26843463243900e-03
-	q = x2*q + 4.89352518554385e-03
-	return p / q
+	p := x2*tanhA13 + tanhA11
+	p = x2*p + tanhA9
+	p = x2*p + tanhA7
+	p = x2*p + tanhA5
+	p = x2*p + tanhA3
+	p = x2*p + tanhA1
+	q := x2*tanhB6 + tanhB4
+	q = x2*q + tanhB2
+	q = x2*q + tanhB0
+	return x * p / q
 }

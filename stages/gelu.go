@@ -36,7 +36,24 @@ func (j *geluJob) run(_, lo, hi int) {
 	if !j.backward {
 		for i, v := range x {
 			u := geluScale * (v + 0.044715*v*v*v)
-			out[i] = 0.5 * v * (1 + tanhf(u))
+			// tanhf(u), written out: the call is too big for the
+			// compiler to inline, and the call costs as much as the math.
+			if u > tanhClamp {
+				u = tanhClamp
+			} else if u < -tanhClamp {
+				u = -tanhClamp
+			}
+			u2 := u * u
+			p := u2*tanhA13 + tanhA11
+			p = u2*p + tanhA9
+			p = u2*p + tanhA7
+			p = u2*p + tanhA5
+			p = u2*p + tanhA3
+			p = u2*p + tanhA1
+			q := u2*tanhB6 + tanhB4
+			q = u2*q + tanhB2
+			q = u2*q + tanhB0
+			out[i] = 0.5 * v * (1 + u*p/q)
 		}
 		return
 	}
