@@ -1,7 +1,9 @@
 package compression
 
 import (
+	"encoding/binary"
 	"errors"
+	"hash/fnv"
 	"math"
 	"testing"
 )
@@ -267,16 +269,17 @@ func TestBasisOrthonormalAndDeterministic(t *testing.T) {
 }
 
 // Golden bits: a stage on another machine or Go version must derive the same
-// U and E0. If this changes, peers with old and new builds disagree.
+// U and E0, bit for bit. If this changes, peers with old and new builds
+// disagree about the basis and every forward message decodes to garbage.
 func TestBasisGolden(t *testing.T) {
-	b, _ := NewBasis(7, 8, 2)
-	e, _ := Embeddings(7, 4, 8, DefaultEmbedStd)
-	got := []uint32{math.Float32bits(b.U[0]), math.Float32bits(b.U[15]), math.Float32bits(e[0]), math.Float32bits(e[31])}
-	want := goldenBasisBits
-	for i := range got {
-		if got[i] != want[i] {
-			t.Fatalf("basis/embedding bits changed: got %#x, want %#x (this breaks mixed-version runs)", got, want)
-		}
+	b, _ := NewBasis(7, 64, 8)
+	e, _ := Embeddings(7, 16, 64, DefaultEmbedStd)
+	h := fnv.New64a()
+	for _, v := range append(append([]float32(nil), b.U...), e...) {
+		_ = binary.Write(h, binary.LittleEndian, math.Float32bits(v))
+	}
+	if got := h.Sum64(); got != goldenBasisHash {
+		t.Fatalf("basis/embedding bits changed: hash %#x, want %#x (this breaks mixed-version runs; if intended, update goldenBasisHash and say so in the release notes)", got, goldenBasisHash)
 	}
 }
 

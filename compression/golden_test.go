@@ -1,5 +1,5 @@
 package compression
 
-// goldenBasisBits pins NewBasis(7, 8, 2).U[0], U[15] and
-// Embeddings(7, 4, 8, 0.02)[0], [31].
-var goldenBasisBits = []uint32{0xbf08da69, 0xbe743b9e, 0xbca5e832, 0xbc00f63a}
+// goldenBasisHash is the FNV-64a hash of the bits of NewBasis(7, 64, 8).U
+// followed by Embeddings(7, 16, 64, 0.02).
+const goldenBasisHash = 0x10a4bf845485d2c0
