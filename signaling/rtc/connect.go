@@ -25,6 +25,7 @@ type Signaler interface {
 	ID() string
 	Send(ctx context.Context, m signaling.Message) error
 	Signals(peer string) <-chan signaling.Message
+	Peers() []string
 	Done() <-chan struct{}
 }
 
@@ -102,6 +103,7 @@ func Connect(ctx context.Context, sig Signaler, remote string, cfg Config) (*Con
 	out := &outbox{sig: sig, remote: remote, log: log}
 	pc.OnICECandidate(func(c *webrtc.ICECandidate) {
 		if c != nil {
+			log.Debug("rtc: local candidate", "candidate", c.String())
 			init := c.ToJSON()
 			out.candidate(&init)
 		}
@@ -132,6 +134,11 @@ func Connect(ctx context.Context, sig Signaler, remote string, cfg Config) (*Con
 			return nil, fmt.Errorf("rtc: create data channel: %w", err)
 		}
 		onOpen(dc)
+		// The server drops messages to peers not in the room yet, so an
+		// offer sent before the remote joins would be lost.
+		if err := waitForPeer(ctx, sig, remote); err != nil {
+			return nil, err
+		}
 		offer, err := pc.CreateOffer(nil)
 		if err != nil {
 			return nil, fmt.Errorf("rtc: create offer: %w", err)
@@ -299,6 +306,26 @@ func (o *outbox) stop() {
 	o.mu.Unlock()
 }
 
+// waitForPeer returns once remote is a member of sig's room.
+func waitForPeer(ctx context.Context, sig Signaler, remote string) error {
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		for _, p := range sig.Peers() {
+			if p == remote {
+				return nil
+			}
+		}
+		select {
+		case <-tick.C:
+		case <-sig.Done():
+			return fmt.Errorf("rtc: waiting for %s to join: signaling connection ended", remote)
+		case <-ctx.Done():
+			return fmt.Errorf("rtc: waiting for %s to join the room: %w", remote, ctx.Err())
+		}
+	}
+}
+
 func newSession() string {
 	b := make([]byte, 8)
 	_, _ = rand.Read(b)
@@ -330,6 +357,11 @@ func listenICE(cfg Config) (*net.UDPConn, ice.UDPMux, error) {
 
 func newPeerConnection(cfg Config, mux ice.UDPMux) (*webrtc.PeerConnection, error) {
 	se := webrtc.SettingEngine{LoggerFactory: slogFactory{cfg.Logger}}
+	bn, err := newBufferedNet(cfg.SocketBuffer)
+	if err != nil {
+		return nil, err
+	}
+	se.SetNet(bn)
 	se.DetachDataChannels()
 	// Both ends are pion or a browser that negotiates it; DTLS already
 	// authenticates every packet, so the SCTP CRC32c is redundant work.
@@ -342,6 +374,12 @@ func newPeerConnection(cfg Config, mux ice.UDPMux) (*webrtc.PeerConnection, erro
 		se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 		se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
 		se.SetInterfaceFilter(func(name string) bool { return name == "lo" })
+	}
+	if !cfg.Loopback && len(cfg.ICEServers) > 0 {
+		// pion nominates by the local candidate's type alone, so a pair of
+		// our host candidate and the peer's relay would win at once; wait
+		// until the direct pairs through the NATs have been checked too.
+		se.SetHostAcceptanceMinWait(time.Second)
 	}
 	if cfg.RelayOnly {
 		// pion waits 2 s for a better path before settling on a relay;

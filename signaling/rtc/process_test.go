@@ -37,6 +37,12 @@ func TestMain(m *testing.M) {
 // message back; sink counts them and answers an empty message with its CPU
 // time so far (8 bytes, ns), so the parent can charge both processes.
 func runHelper(mode, url string) error {
+	switch mode {
+	case "nat-server":
+		return runNATServer()
+	case "nat-peer":
+		return runNATPeer()
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	sig, err := signaling.DialOptions(ctx, url, "child", testSecret, signaling.ClientOptions{Logger: quiet()})
