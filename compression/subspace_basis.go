@@ -43,8 +43,8 @@ func NewBasis(seed uint64, d, k int) (*Basis, error) {
 // Its rows are not in span(U): E0 carries the token identity outside the
 // subspace, and the receiver adds E0[tok] back from the token id.
 func Embeddings(seed uint64, vocab, d int, std float64) ([]float32, error) {
-	if vocab < 1 || vocab > maxDim || d < 1 || d > maxDim || vocab > (1<<31)/d {
-		return nil, fmt.Errorf("%w: subspace embeddings %d×%d: want 1 ≤ vocab·d ≤ 2^31", ErrConfig, vocab, d)
+	if vocab < 1 || vocab > maxDim || d < 1 || d > maxDim || vocab > maxElems/d {
+		return nil, fmt.Errorf("%w: subspace embeddings %d×%d: want 1 ≤ vocab·d ≤ 2^30", ErrConfig, vocab, d)
 	}
 	if !(std > 0 && std < 1e6) {
 		return nil, fmt.Errorf("%w: subspace embedding std %v: want > 0", ErrConfig, std)
