@@ -20,6 +20,10 @@ type ClientOptions struct {
 	Key []byte
 	// MaxMessageBytes bounds one incoming message (default 64 KiB).
 	MaxMessageBytes int
+	// ServerTimeout is how long the client waits without hearing from the
+	// server (messages or pings, sent every Config.PingInterval) before it
+	// declares the connection dead (default 45 s).
+	ServerTimeout time.Duration
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -31,6 +35,8 @@ type Client struct {
 	room string
 	max  int
 	in   *inbox
+	// timeout is ClientOptions.ServerTimeout.
+	timeout time.Duration
 
 	wmu   sync.Mutex // gorilla allows one writer at a time
 	once  sync.Once
@@ -71,6 +77,9 @@ func DialOptions(ctx context.Context, rawURL, peerID, secret string, opt ClientO
 	if opt.Logger == nil {
 		opt.Logger = slog.Default()
 	}
+	if opt.ServerTimeout <= 0 {
+		opt.ServerTimeout = 45 * time.Second
+	}
 	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second}
 	ws, resp, err := d.DialContext(ctx, rawURL, nil)
 	if err != nil {
@@ -88,6 +97,15 @@ func DialOptions(ctx context.Context, rawURL, peerID, secret string, opt ClientO
 		return nil, fmt.Errorf("signaling: join room %s as %s: %w", room, peerID, err)
 	}
 	c.in.put(welcome)
+	c.timeout = opt.ServerTimeout
+	ws.SetPingHandler(func(data string) error {
+		c.alive()
+		err := ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
+		if errors.Is(err, websocket.ErrCloseSent) {
+			return nil
+		}
+		return err
+	})
 	go c.readLoop()
 	return c, nil
 }
@@ -156,6 +174,7 @@ func (c *Client) read() (Message, error) {
 func (c *Client) readLoop() {
 	defer close(c.rdone)
 	for {
+		c.alive()
 		m, err := c.read()
 		if err != nil {
 			var ce *websocket.CloseError
@@ -174,6 +193,8 @@ func (c *Client) readLoop() {
 		}
 	}
 }
+
+func (c *Client) alive() { _ = c.ws.SetReadDeadline(time.Now().Add(c.timeout)) }
 
 // ID is the peer ID this client joined as.
 func (c *Client) ID() string { return c.id }

@@ -37,6 +37,11 @@ type Config struct {
 	// SendQueue bounds messages queued to one member; a member that does not
 	// read them is dropped rather than slowing the room (default 1024).
 	SendQueue int
+	// PingInterval is how often the server pings each peer; a peer that
+	// answers nothing (neither pong nor message) for three intervals is
+	// dropped and its leave announced, so a vanished machine does not stay
+	// a member until TCP gives up (default 10 s).
+	PingInterval time.Duration
 	// OnMembership, if set, is called for every join and leave. It runs on
 	// the joining or leaving connection's goroutine: do not block in it.
 	OnMembership func(Event)
@@ -67,6 +72,9 @@ func (c *Config) withDefaults() Config {
 	if d.SendQueue == 0 {
 		d.SendQueue = 1024
 	}
+	if d.PingInterval == 0 {
+		d.PingInterval = 10 * time.Second
+	}
 	if d.Logger == nil {
 		d.Logger = slog.Default()
 	}
@@ -92,6 +100,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("signaling: Config.AuthTimeout = %v, want > 0", d.AuthTimeout)
 	case d.SendQueue < 0:
 		return fmt.Errorf("signaling: Config.SendQueue = %d, want > 0", d.SendQueue)
+	case d.PingInterval < 0:
+		return fmt.Errorf("signaling: Config.PingInterval = %v, want > 0", d.PingInterval)
 	}
 	return nil
 }
@@ -413,6 +423,12 @@ func (p *wsPeer) deliver(m Message) bool {
 	}
 }
 
+func (p *wsPeer) isClosed() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.closed
+}
+
 // finish queues a last message (if any) and ends the writer after it.
 func (p *wsPeer) finish(last *Message) {
 	p.mu.Lock()
@@ -493,16 +509,36 @@ func (s *Server) runPeer(ws *websocket.Conn, roomName, remote string) {
 // writeLoop sends queued messages until the queue is closed, then says goodbye.
 func (s *Server) writeLoop(ws *websocket.Conn, p *wsPeer) {
 	var last Message
-	for m := range p.out {
-		_ = ws.SetWriteDeadline(time.Now().Add(10 * time.Second))
-		if err := ws.WriteJSON(m); err != nil {
-			_ = ws.Close() // unblocks the reader
-			for range p.out {
+	ping := time.NewTicker(s.cfg.PingInterval)
+	defer ping.Stop()
+	for {
+		select {
+		case <-ping.C:
+			if err := ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(5*time.Second)); err != nil {
+				_ = ws.Close()
+				for range p.out {
+				}
+				return
 			}
-			return
+			continue
+		case m, ok := <-p.out:
+			if !ok {
+				s.sayGoodbye(ws, last)
+				return
+			}
+			_ = ws.SetWriteDeadline(time.Now().Add(10 * time.Second))
+			if err := ws.WriteJSON(m); err != nil {
+				_ = ws.Close() // unblocks the reader
+				for range p.out {
+				}
+				return
+			}
+			last = m
 		}
-		last = m
 	}
+}
+
+func (s *Server) sayGoodbye(ws *websocket.Conn, last Message) {
 	reason := ""
 	if last.Type == TypeError {
 		reason = truncate(last.Error, 120)
@@ -517,7 +553,15 @@ func (s *Server) writeLoop(ws *websocket.Conn, p *wsPeer) {
 // readLoop handles a member's messages until its socket ends or it misbehaves.
 func (s *Server) readLoop(ws *websocket.Conn, m *member, p *wsPeer, log *slog.Logger) {
 	bucket := newTokenBucket(s.cfg.RatePerSecond, s.cfg.RateBurst)
+	alive := func() {
+		// Once the writer has said goodbye its short drain deadline stands.
+		if !p.isClosed() {
+			_ = ws.SetReadDeadline(time.Now().Add(3 * s.cfg.PingInterval))
+		}
+	}
+	ws.SetPongHandler(func(string) error { alive(); return nil })
 	for {
+		alive()
 		msg, code, err := s.readMessage(ws)
 		if err != nil {
 			if code != "" {

@@ -14,6 +14,7 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"github.com/narrowband/narrowband/internal/transport"
+	"github.com/narrowband/narrowband/signaling"
 )
 
 // Conn is one end of a WebRTC data-channel link. It implements
@@ -30,6 +31,10 @@ type Conn struct {
 	sendMu  sync.Mutex // one message's chunks at a time (Send vs Close's FIN)
 	sendBuf []byte
 	low     chan struct{} // signalled when the buffered amount falls low
+
+	// sigs is the signaling mailbox from the remote, emptied on Close so a
+	// later Connect to the same peer does not see this session's leftovers.
+	sigs <-chan signaling.Message
 
 	q          *recvQueue
 	readerDone chan struct{}
@@ -196,6 +201,14 @@ func (c *Conn) Close() error {
 		_ = c.mux.Close()
 		_ = c.udp.Close()
 		<-c.readerDone
+		for {
+			select {
+			case <-c.sigs:
+				continue
+			default:
+			}
+			break
+		}
 	})
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -169,5 +170,31 @@ func TestConfigValidate(t *testing.T) {
 	}
 	if err := DefaultConfig().Validate(); err != nil {
 		t.Errorf("DefaultConfig: %v", err)
+	}
+}
+
+// An in-process coordinator can open links too.
+var _ Signaler = (*signaling.Local)(nil)
+var _ Signaler = (*signaling.Client)(nil)
+
+// TestConnectFailureNoLeak: a Connect that times out releases its peer
+// connection, socket and goroutines.
+func TestConnectFailureNoLeak(t *testing.T) {
+	url := startSignal(t)
+	sa := join(t, url, "a")
+	join(t, url, "z") // present, but never answers
+	before := runtime.NumGoroutine()
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if _, err := Connect(ctx, sa, "z", loopbackConfig()); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Connect to a silent peer: got %v, want DeadlineExceeded", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("%d goroutines after a failed Connect, %d before:\n%s", runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

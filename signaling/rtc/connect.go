@@ -225,6 +225,7 @@ func Connect(ctx context.Context, sig Signaler, remote string, cfg Config) (*Con
 				return nil, fmt.Errorf("rtc: detach data channel (SettingEngine.DetachDataChannels must be on): %w", o.err)
 			}
 			c := newConn(cfg, remote, pc, o.dc, o.rwc, mux, udp)
+			c.sigs = sigs
 			conn.Store(c)
 			if s := pc.ConnectionState(); s == webrtc.PeerConnectionStateFailed || s == webrtc.PeerConnectionStateClosed {
 				_ = o.rwc.Close()
