@@ -17,6 +17,10 @@ import (
 	"github.com/narrowband/narrowband/stages"
 )
 
+// constrainOnly (tests) keeps the subspace constraint on the model but
+// sends fp32 over the links: the reference the subspace codec must match.
+var constrainOnly = false
+
 // evalStep marks the frames of an evaluation pass, which runs between
 // optimizer steps outside the schedule.
 const evalStep = 1 << 62
@@ -55,7 +59,9 @@ type worker struct {
 
 	// Received tensors, decoded, by (step, micro).
 	acts, grads map[[2]int][]float32
+	toks        map[[2]int][]int32 // token ids that came with an activation (subspace)
 	tiedIn      []float32
+	con         *constraint // subspace: keeps residual writes in span(U)
 	free        [][]float32
 	encBuf      []byte
 	base        int // global step of the machine's step 0
@@ -123,7 +129,7 @@ func newWorker(cfg config.Config, id int, ranges []scheduler.Range, links Links)
 		gradClip: cfg.Train.GradClip,
 		inbox:    make(chan inMsg, 4*M+16),
 		senders:  map[transport.Conn]chan []byte{},
-		acts:     map[[2]int][]float32{}, grads: map[[2]int][]float32{},
+		acts:     map[[2]int][]float32{}, grads: map[[2]int][]float32{}, toks: map[[2]int][]int32{},
 		evalSlot: sm.MaxInFlight(),
 	}
 	cc, err := compressionConfig(cfg)
@@ -136,6 +142,17 @@ func newWorker(cfg config.Config, id int, ranges []scheduler.Range, links Links)
 	for _, p := range []**compression.LinkCodec{&w.encNext, &w.decPrev, &w.encPrev, &w.decNext, &w.evalEnc, &w.evalDec} {
 		if *p, err = mk(); err != nil {
 			return nil, err
+		}
+	}
+	if sub, ok := w.encNext.Codec.(*compression.Subspace); ok {
+		if w.con = newConstraint(st, sub, id, S); w.con != nil {
+			if err := w.con.projectWeights(); err != nil {
+				return nil, err
+			}
+		}
+		if constrainOnly {
+			none := &compression.LinkCodec{Codec: compression.None{}}
+			w.encNext, w.decPrev, w.encPrev, w.decNext, w.evalEnc, w.evalDec = none, none, none, none, none, none
 		}
 	}
 	return w, nil
@@ -264,12 +281,17 @@ func (w *worker) buf() []float32 {
 func (w *worker) release(b []float32) { w.free = append(w.free, b[:cap(b)]) }
 
 // send encodes x (rows×C) with enc into a frame and queues it on c.
-func (w *worker) send(c transport.Conn, enc *compression.LinkCodec, typ wire.Type, step, micro int, x []float32, rows int) (int, error) {
+func (w *worker) send(c transport.Conn, enc *compression.LinkCodec, typ wire.Type, step, micro int, x []float32, tokens []int32, rows int) (int, error) {
 	p := binary.LittleEndian.AppendUint64(w.encBuf[:0], uint64(time.Now().UnixNano()))
 	var flags wire.Flags
 	var err error
 	var lz4 bool
-	p, lz4, err = enc.Encode(p, x, rows, w.C)
+	if tc, ok := enc.Codec.(compression.TokenCodec); ok && typ == wire.TypeActivation {
+		// The forward path of the subspace codec carries the token ids.
+		p, err = tc.EncodeWithTokens(p, x, tokens, rows, w.C)
+	} else {
+		p, lz4, err = enc.Encode(p, x, rows, w.C)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("encode %v: %w", typ, err)
 	}
@@ -283,7 +305,7 @@ func (w *worker) send(c transport.Conn, enc *compression.LinkCodec, typ wire.Typ
 }
 
 // decode turns a tensor frame's payload back into floats.
-func (w *worker) decode(dec *compression.LinkCodec, m inMsg, dst []float32, rows int) (time.Time, error) {
+func (w *worker) decode(dec *compression.LinkCodec, m inMsg, dst []float32, toks []int32, rows int) (time.Time, error) {
 	if len(m.payload) < stampSize {
 		return time.Time{}, fmt.Errorf("%v frame of step %d: payload too short", m.h.Type, m.h.Step)
 	}
@@ -291,7 +313,14 @@ func (w *worker) decode(dec *compression.LinkCodec, m inMsg, dst []float32, rows
 		return time.Time{}, fmt.Errorf("%v frame of step %d: codec %d, this run uses %v", m.h.Type, m.h.Step, m.h.Codec, dec.Codec.ID())
 	}
 	sent := time.Unix(0, int64(binary.LittleEndian.Uint64(m.payload)))
-	if err := dec.Decode(dst[:rows*w.C], m.payload[stampSize:], m.h.Flags&wire.FlagLZ4 != 0, rows, w.C); err != nil {
+	if tc, ok := dec.Codec.(compression.TokenCodec); ok && m.h.Type == wire.TypeActivation {
+		if m.h.Flags != 0 {
+			return sent, fmt.Errorf("activation frame of step %d: flags %v on a subspace payload", m.h.Step, m.h.Flags)
+		}
+		if err := tc.DecodeWithTokens(dst[:rows*w.C], toks[:rows], m.payload[stampSize:], rows, w.C); err != nil {
+			return sent, err
+		}
+	} else if err := dec.Decode(dst[:rows*w.C], m.payload[stampSize:], m.h.Flags&wire.FlagLZ4 != 0, rows, w.C); err != nil {
 		return sent, err
 	}
 	for _, v := range dst[:rows*w.C] {
@@ -348,13 +377,18 @@ func (w *worker) take(ctx context.Context) error {
 	default:
 		return fmt.Errorf("unexpected %v frame on a stage link", m.h.Type)
 	}
-	if _, err := w.decode(dec, m, dst, rows); err != nil {
+	var toks []int32
+	if m.h.Type == wire.TypeActivation {
+		toks = make([]int32, rows)
+	}
+	if _, err := w.decode(dec, m, dst, toks, rows); err != nil {
 		return err
 	}
 	w.netWait(w0, m)
 	key := [2]int{step, int(m.h.Micro)}
 	if m.h.Type == wire.TypeActivation {
 		w.acts[key] = dst
+		w.toks[key] = toks
 		return w.sm.Step(scheduler.ActivationArrived(step-w.base, int(m.h.Micro)))
 	}
 	w.grads[key] = dst
@@ -420,11 +454,12 @@ func (w *worker) step(ctx context.Context, cmd ctrlMsg) (ctrlMsg, error) {
 		case scheduler.ActionForward:
 			var in []float32
 			key := [2]int{step, a.Micro}
-			if !w.first {
-				in = w.acts[key]
-				delete(w.acts, key)
-			}
 			tok := tokens[a.Micro*N : (a.Micro+1)*N]
+			if !w.first {
+				in, tok = w.acts[key], w.toks[key]
+				delete(w.acts, key)
+				delete(w.toks, key)
+			}
 			if w.last {
 				v, err := w.st.ForwardLoss(a.Slot, w.B, w.T, tok, in, targets[a.Micro*N:(a.Micro+1)*N])
 				if err != nil {
@@ -436,7 +471,7 @@ func (w *worker) step(ctx context.Context, cmd ctrlMsg) (ctrlMsg, error) {
 				if err != nil {
 					return ctrlMsg{}, err
 				}
-				n, err := w.send(w.links.Next, w.encNext, wire.TypeActivation, step, a.Micro, out, N)
+				n, err := w.send(w.links.Next, w.encNext, wire.TypeActivation, step, a.Micro, out, tok, N)
 				if err != nil {
 					return ctrlMsg{}, err
 				}
@@ -460,7 +495,7 @@ func (w *worker) step(ctx context.Context, cmd ctrlMsg) (ctrlMsg, error) {
 				return ctrlMsg{}, err
 			}
 			if !w.first {
-				n, err := w.send(w.links.Prev, w.encPrev, wire.TypeGradient, step, a.Micro, din, N)
+				n, err := w.send(w.links.Prev, w.encPrev, wire.TypeGradient, step, a.Micro, din, nil, N)
 				if err != nil {
 					return ctrlMsg{}, err
 				}
@@ -528,6 +563,11 @@ func (w *worker) optimize(ctx context.Context, cmd ctrlMsg, loss float64) (time.
 			}
 		}
 	}
+	if w.con != nil {
+		if err := w.con.projectGrads(); err != nil {
+			return 0, err
+		}
+	}
 	rep := ctrlMsg{Kind: ctrlReport, Step: cmd.Step, SumSq: w.st.GradSumSquares()}
 	if w.last {
 		rep.Loss = loss / float64(w.M)
@@ -547,6 +587,11 @@ func (w *worker) optimize(ctx context.Context, cmd ctrlMsg, loss float64) (time.
 	stages.ScaleGrads(w.st.Params(), ap.Scale)
 	w.opt.Step(float32(cmd.LR))
 	w.st.ZeroGrad()
+	if w.con != nil {
+		if err := w.con.projectWeights(); err != nil {
+			return 0, err
+		}
+	}
 	w.span("optimizer", -1, t)
 	return waited, nil
 }
@@ -592,7 +637,7 @@ func (w *worker) eval(ctx context.Context, cmd ctrlMsg) (ctrlMsg, error) {
 				return ctrlMsg{}, fmt.Errorf("eval: got %v frame step %d micro %d, want eval activation %d", m.h.Type, m.h.Step, m.h.Micro, k)
 			}
 			in = w.buf()
-			if _, err := w.decode(w.evalDec, m, in, n); err != nil {
+			if _, err := w.decode(w.evalDec, m, in, tok, n); err != nil {
 				return ctrlMsg{}, err
 			}
 			in = in[:n*w.C]
@@ -609,7 +654,7 @@ func (w *worker) eval(ctx context.Context, cmd ctrlMsg) (ctrlMsg, error) {
 			if err != nil {
 				return ctrlMsg{}, err
 			}
-			if _, err := w.send(w.links.Next, w.evalEnc, wire.TypeActivation, evalStep, k, out, n); err != nil {
+			if _, err := w.send(w.links.Next, w.evalEnc, wire.TypeActivation, evalStep, k, out, tok, n); err != nil {
 				return ctrlMsg{}, err
 			}
 		}
@@ -628,6 +673,11 @@ func (w *worker) restore(cmd ctrlMsg) (ctrlMsg, error) {
 	st := &State{Model: w.st.Config(), OptimStep: cmd.OptimStep, Tensors: ts}
 	if err := st.restoreStage(w.st, w.opt); err != nil {
 		return ctrlMsg{}, err
+	}
+	if w.con != nil {
+		if err := w.con.projectWeights(); err != nil {
+			return ctrlMsg{}, err
+		}
 	}
 	w.started = false
 	return ctrlMsg{Kind: ctrlOK}, nil
