@@ -74,6 +74,10 @@ func (t *TopK) Encode(dst []byte, x []float32, rows, cols int) ([]byte, error) {
 		}
 	}
 	k := t.k(n)
+	if k == 0 { // empty message
+		dst = append(dst, byte(t.Precision))
+		return binary.AppendUvarint(dst, 0), nil
+	}
 	thr := t.threshold(m, k)
 	t.idx, t.vals = t.idx[:0], t.vals[:0]
 	// Take everything strictly above the threshold, then fill with ties.
@@ -115,7 +119,8 @@ func (t *TopK) Encode(dst []byte, x []float32, rows, cols int) ([]byte, error) {
 	return dst, nil
 }
 
-// threshold returns the k-th largest magnitude in m (quickselect, O(n)).
+// threshold returns the k-th largest magnitude in m (quickselect, O(n));
+// 1 ≤ k ≤ len(m).
 func (t *TopK) threshold(m []float32, k int) float32 {
 	if cap(t.mag) < len(m) {
 		t.mag = make([]float32, len(m))
