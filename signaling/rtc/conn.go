@@ -2,6 +2,7 @@ package rtc
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -130,9 +131,27 @@ func (c *Conn) waitRoom(ctx context.Context) error {
 			return ctx.Err()
 		case <-c.closing:
 			return transport.ErrClosed
+		case <-c.readerDone:
+			// The link is gone (peer closed or vanished): the buffer will
+			// never drain.
+			return c.linkEndedErr()
 		}
 	}
 	return nil
+}
+
+// linkEndedErr says why Send cannot go on once the reader has stopped.
+func (c *Conn) linkEndedErr() error {
+	select {
+	case <-c.closing:
+		return transport.ErrClosed
+	default:
+	}
+	err := c.q.failure()
+	if errors.Is(err, io.EOF) {
+		return fmt.Errorf("rtc: send to %s: the peer closed the link: %w", c.remote, io.ErrClosedPipe)
+	}
+	return err // the reader's error already names the link
 }
 
 // Recv returns the next message.
@@ -299,6 +318,12 @@ func (q *recvQueue) push(msg []byte, closing <-chan struct{}) error {
 			return transport.ErrClosed
 		}
 	}
+}
+
+func (q *recvQueue) failure() error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.err
 }
 
 func (q *recvQueue) finish(err error) {

@@ -198,3 +198,32 @@ func TestConnectFailureNoLeak(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestSendBlockedPeerVanishes: a Send held by back-pressure returns an
+// error when the peer disappears, instead of waiting for its context.
+func TestSendBlockedPeerVanishes(t *testing.T) {
+	a, b := connectPair(t, loopbackConfig())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res := make(chan error, 1)
+	go func() {
+		msg := make([]byte, 1<<20)
+		for {
+			if err := a.Send(ctx, msg); err != nil {
+				res <- err
+				return
+			}
+		}
+	}()
+	time.Sleep(500 * time.Millisecond) // b reads nothing: a fills up and blocks
+	_ = b.pc.Close()                    // b vanishes without a close marker
+	select {
+	case err := <-res:
+		if errors.Is(err, context.DeadlineExceeded) || err == nil {
+			t.Fatalf("blocked Send after the peer vanished: %v", err)
+		}
+		t.Logf("blocked Send after the peer vanished: %v", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("Send still blocked 20 s after the peer vanished")
+	}
+}
