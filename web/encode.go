@@ -75,6 +75,14 @@ func appendString(b []byte, s string) []byte {
 // per-stage and per-link stats: the long-term history only needs the
 // curves.
 func appendStep(b []byte, r *metrics.StepRecord, full bool) []byte {
+	b, _ = appendStepSplit(b, r, full)
+	return b
+}
+
+// appendStepSplit is appendStep that also returns the offset in b where
+// the per-stage and per-link stats begin, so the compact encoding is
+// b[:split] + "}" without formatting the numbers twice.
+func appendStepSplit(b []byte, r *metrics.StepRecord, full bool) ([]byte, int) {
 	b = append(b, `{"step":`...)
 	b = strconv.AppendInt(b, int64(r.Step), 10)
 	b = append(b, `,"tokens":`...)
@@ -95,6 +103,7 @@ func appendStep(b []byte, r *metrics.StepRecord, full bool) []byte {
 		b = append(b, `,"grad_norm":`...)
 		b = appendFloat(b, r.GradNorm)
 	}
+	split := len(b)
 	if full && len(r.Stages) > 0 {
 		b = append(b, `,"stages":[`...)
 		for i, s := range r.Stages {
@@ -145,7 +154,7 @@ func appendStep(b []byte, r *metrics.StepRecord, full bool) []byte {
 		}
 		b = append(b, ']')
 	}
-	return append(b, '}')
+	return append(b, '}'), split
 }
 
 func appendSpan(b []byte, s *metrics.Span) []byte {

@@ -2,59 +2,38 @@ package web
 
 import (
 	"net/http"
-	"sync"
 	"time"
 )
 
-// observer is one open /events stream. Publishers append frames to pending
-// (under mu, never blocking); the stream's own goroutine swaps pending out
-// and writes it. When pending would grow past its bound the observer is too
-// slow: its frames are dropped and it is marked for a resync, which sends a
-// fresh snapshot that contains everything it missed.
-type observer struct {
-	mu      sync.Mutex
-	pending [][]byte
-	resync  bool
-	dropped int // frames dropped because of overflow, for the log
-	wake    chan struct{}
-}
+// Publishers never touch observers. Each publish appends its encoded frame
+// to one shared ring (s.frames, numbered by s.seq) in O(1), whatever the
+// number of observers; each observer's goroutine wakes every FlushInterval,
+// copies the frames after its cursor and writes them in one syscall. An
+// observer that falls more than QueueLen frames behind (a slow or stalled
+// client) skips the lost frames and gets a fresh snapshot instead, which
+// holds everything it missed.
 
-func newObserver() *observer { return &observer{wake: make(chan struct{}, 1)} }
+// observer is one open /events stream; the Server tracks it only to count
+// and cap the streams. (It must not be zero-sized: pointers to zero-sized
+// values may be equal, and it is a map key.)
+type observer struct{ remote string }
 
-func (o *observer) push(f []byte, max int) {
-	o.mu.Lock()
-	switch {
-	case o.resync:
-		// The coming snapshot will hold this frame's data.
-		o.dropped++
-	case len(o.pending) >= max:
-		o.dropped += len(o.pending) + 1
-		clear(o.pending)
-		o.pending = o.pending[:0]
-		o.resync = true
-	default:
-		o.pending = append(o.pending, f)
+// framesSinceLocked appends the frames published after cursor to dst. It
+// reports false when some were already overwritten. s.mu must be held.
+func (s *Server) framesSinceLocked(dst [][]byte, cursor uint64) ([][]byte, bool) {
+	n := uint64(len(s.frames))
+	if s.seq-cursor > n {
+		return dst, false
 	}
-	o.mu.Unlock()
-	select {
-	case o.wake <- struct{}{}:
-	default:
+	for q := cursor; q < s.seq; q++ {
+		dst = append(dst, s.frames[q%n])
 	}
-}
-
-// take returns the queued frames, swapping in spare (emptied) as the new
-// queue so the steady state allocates nothing, and whether a resync is due.
-func (o *observer) take(spare [][]byte) ([][]byte, bool) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	batch := o.pending
-	o.pending = spare[:0]
-	return batch, o.resync
+	return dst, true
 }
 
 func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 	rc := http.NewResponseController(w)
-	o := newObserver()
+	o := &observer{remote: r.RemoteAddr}
 
 	s.mu.Lock()
 	if s.closed {
@@ -68,9 +47,11 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "too many observers of this run; try again later (raise web.Options.MaxObservers)", http.StatusServiceUnavailable)
 		return
 	}
-	// Registering and copying the state under one lock hold means the
-	// snapshot and the deltas that follow neither overlap nor leave a gap.
+	// Copying the state and taking the cursor under one lock hold means
+	// the snapshot and the deltas that follow neither overlap nor leave a
+	// gap.
 	parts := s.partsLocked()
+	cursor := s.seq
 	s.observers[o] = struct{}{}
 	s.mu.Unlock()
 	defer func() {
@@ -86,13 +67,25 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 
 	log := s.opts.Logger.With("remote", r.RemoteAddr)
+	// Frames are joined into one buffer so a batch costs one write
+	// syscall, not one per frame.
+	var out []byte
 	write := func(frames ...[]byte) bool {
 		_ = rc.SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout))
-		for _, f := range frames {
-			if _, err := w.Write(f); err != nil {
-				log.Debug("web: observer gone", "err", err)
-				return false
+		p := frames[0]
+		if len(frames) > 1 {
+			out = out[:0]
+			for _, f := range frames {
+				out = append(out, f...)
 			}
+			p = out
+			if cap(out) > 1<<20 {
+				out = nil // don't pin a burst's buffer for the stream's life
+			}
+		}
+		if _, err := w.Write(p); err != nil {
+			log.Debug("web: observer gone", "err", err)
+			return false
 		}
 		if err := rc.Flush(); err != nil {
 			log.Debug("web: observer gone", "err", err)
@@ -107,42 +100,48 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 	}
 	parts = snapshotParts{}
 
-	heartbeat := time.NewTicker(s.opts.Heartbeat)
-	defer heartbeat.Stop()
-	var spare [][]byte
+	tick := time.NewTicker(s.opts.FlushInterval)
+	defer tick.Stop()
+	lastWrite := time.Now()
+	var batch [][]byte
 	for {
 		select {
 		case <-r.Context().Done():
 			return
 		case <-s.done:
 			return
-		case <-heartbeat.C:
+		case <-tick.C:
+		}
+		s.mu.Lock()
+		var ok bool
+		batch, ok = s.framesSinceLocked(batch[:0], cursor)
+		var snap snapshotParts
+		if !ok {
+			snap = s.partsLocked()
+		}
+		cursor = s.seq
+		s.mu.Unlock()
+
+		switch {
+		case !ok:
+			log.Debug("web: observer fell behind, resending snapshot")
+			if !write(frame("snapshot", snap.encode())) {
+				return
+			}
+		case len(batch) > 0:
+			if !write(batch...) {
+				return
+			}
+		case time.Since(lastWrite) >= s.opts.Heartbeat:
+			// A comment line keeps proxies from closing an idle stream
+			// and finds dead clients.
 			if !write([]byte(": keep-alive\n\n")) {
 				return
 			}
+		default:
 			continue
-		case <-o.wake:
 		}
-		batch, resync := o.take(spare)
-		if resync {
-			s.mu.Lock()
-			o.mu.Lock()
-			parts := s.partsLocked()
-			clear(o.pending)
-			o.pending = o.pending[:0]
-			o.resync = false
-			dropped := o.dropped
-			o.dropped = 0
-			o.mu.Unlock()
-			s.mu.Unlock()
-			log.Debug("web: observer too slow, resending snapshot", "dropped_frames", dropped)
-			if !write(frame("snapshot", parts.encode())) {
-				return
-			}
-		} else if !write(batch...) {
-			return
-		}
+		lastWrite = time.Now()
 		clear(batch)
-		spare = batch
 	}
 }

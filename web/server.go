@@ -34,10 +34,15 @@ type Options struct {
 	// MaxObservers caps concurrent /events streams; more get 503.
 	// Default 256.
 	MaxObservers int
-	// QueueLen is how many frames may wait for one observer. When a slow
-	// observer's queue is full it is dropped, and the observer gets a fresh
-	// snapshot once it drains. Default 512.
+	// QueueLen is how many published frames are kept for observers to
+	// catch up on. An observer that falls further behind gets a fresh
+	// snapshot instead of the frames it missed. Default 4096.
 	QueueLen int
+	// FlushInterval is how often each observer's goroutine sends what was
+	// published since its last write, in one write. Publishing itself
+	// never wakes an observer, so its cost does not grow with their
+	// number. Default 50ms (the page redraws at most ~8 times a second).
+	FlushInterval time.Duration
 	// Heartbeat is how often an idle stream gets a comment line, so proxies
 	// and browsers keep it open and dead clients are found. Default 15s.
 	Heartbeat time.Duration
@@ -59,12 +64,15 @@ func (o Options) withDefaults() Options {
 	def(&o.MaxSpans, 4096)
 	def(&o.MaxEvents, 500)
 	def(&o.MaxObservers, 256)
-	def(&o.QueueLen, 512)
+	def(&o.QueueLen, 4096)
 	if o.MaxSteps < 4 {
 		o.MaxSteps = 4
 	}
 	if o.Heartbeat <= 0 {
 		o.Heartbeat = 15 * time.Second
+	}
+	if o.FlushInterval <= 0 {
+		o.FlushInterval = 50 * time.Millisecond
 	}
 	if o.WriteTimeout <= 0 {
 		o.WriteTimeout = 30 * time.Second
@@ -93,6 +101,8 @@ type Server struct {
 	spans     ring[metrics.Span]
 	events    ring[[]byte]
 	observers map[*observer]struct{}
+	frames    [][]byte // ring of the last QueueLen frames, frame i at i%QueueLen
+	seq       uint64   // frames published so far
 	closed    bool
 	done      chan struct{}
 	lastStep  int
@@ -110,6 +120,7 @@ func New(opts Options) *Server {
 		spans:     newRing[metrics.Span](opts.MaxSpans),
 		events:    newRing[[]byte](opts.MaxEvents),
 		observers: make(map[*observer]struct{}),
+		frames:    make([][]byte, opts.QueueLen),
 		done:      make(chan struct{}),
 	}
 }
@@ -197,10 +208,10 @@ func (s *Server) SetStatus(status string) {
 
 // PublishStep records one optimizer step. r is not retained.
 func (s *Server) PublishStep(r metrics.StepRecord) {
-	full := appendStep(make([]byte, 0, 256), &r, true)
+	full, split := appendStepSplit(make([]byte, 0, 200+90*len(r.Stages)+200*len(r.Links)), &r, true)
 	compact := full
-	if len(r.Stages) > 0 || len(r.Links) > 0 {
-		compact = appendStep(make([]byte, 0, 160), &r, false)
+	if split < len(full)-1 {
+		compact = append(full[:split:split], '}')
 	}
 	f := frame("step", full)
 	s.mu.Lock()
@@ -239,13 +250,12 @@ func (s *Server) PublishEvent(e metrics.Event) {
 	s.mu.Unlock()
 }
 
-// broadcast queues f for every observer. Called with s.mu held, so every
-// observer sees frames in publish order and a snapshot never misses or
-// repeats a frame.
+// broadcast appends f to the frame ring that observers read from. Called
+// with s.mu held, so every observer sees frames in publish order and a
+// snapshot never misses or repeats a frame.
 func (s *Server) broadcast(f []byte) {
-	for o := range s.observers {
-		o.push(f, s.opts.QueueLen)
-	}
+	s.frames[s.seq%uint64(len(s.frames))] = f
+	s.seq++
 }
 
 // snapshotParts is the state a new observer needs, copied under the lock;

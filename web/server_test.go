@@ -315,6 +315,9 @@ func TestMaxObservers(t *testing.T) {
 	defer cancel()
 	next(t, stream(t, ctx, hs.URL))
 	next(t, stream(t, ctx, hs.URL))
+	if n := srv.Observers(); n != 2 {
+		t.Fatalf("%d observers after two connected, want 2", n)
+	}
 	resp, err := http.Get(hs.URL + "/events")
 	if err != nil {
 		t.Fatal(err)
