@@ -5,11 +5,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/narrowband/narrowband/internal/config"
 	"github.com/narrowband/narrowband/internal/trainer"
+	"github.com/narrowband/narrowband/web"
 )
 
 func cmdRun(ctx context.Context, argv []string, stdout, stderr io.Writer) error {
@@ -38,6 +42,16 @@ func cmdRun(ctx context.Context, argv []string, stdout, stderr io.Writer) error 
 	if f, ok := stderr.(*os.File); ok && trainer.IsTerminal(f) {
 		opts.Progress = stderr
 	}
+	if cfg.Web.Addr != "" {
+		srv, url, stop, err := serveWeb(cfg.Web.Addr, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		opts.Web = srv
+		fmt.Fprintf(stdout, "web view: %s\n", url)
+		log.Info("web view", "url", url)
+	}
 	log.Info("run starting", "name", cfg.Run.Name, "config", a.pos[0], "out", out, "steps", cfg.Run.Steps)
 	res, err := trainer.RunSweep(ctx, opts)
 	if err != nil {
@@ -51,4 +65,27 @@ func cmdRun(ctx context.Context, argv []string, stdout, stderr io.Writer) error 
 	fmt.Fprintf(stdout, "run %q finished: held-out loss %.4f nats/byte after %d tokens in %.0fs (%.0f tokens/s)\nresults in %s (config.toml, metrics.jsonl, summary.json, %s)\n",
 		sum.Name, sum.FinalValLoss, sum.Tokens, sum.WallSeconds, sum.TokensPerSecond, out, trainer.CheckpointFile)
 	return nil
+}
+
+// serveWeb starts the live view on addr and returns its URL and a function
+// that stops it.
+func serveWeb(addr string, log *slog.Logger) (*web.Server, string, func(), error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, "", nil, fmt.Errorf("web.addr = %q: %w (pick a free port, or \":0\" for any)", addr, err)
+	}
+	srv := web.New(web.Options{Logger: log})
+	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	go hs.Serve(ln)
+	host := ln.Addr().String()
+	if tcp, ok := ln.Addr().(*net.TCPAddr); ok && tcp.IP.IsUnspecified() {
+		host = fmt.Sprintf("127.0.0.1:%d", tcp.Port)
+	}
+	stop := func() {
+		srv.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		hs.Shutdown(ctx)
+	}
+	return srv, "http://" + host + "/", stop, nil
 }

@@ -67,21 +67,3 @@ func (s *stepTimes) median(skip int) float64 {
 	}
 	return d[len(d)/2]
 }
-
-type multiObserver []Observer
-
-func (m multiObserver) PublishStep(r metrics.StepRecord) {
-	for _, o := range m {
-		o.PublishStep(r)
-	}
-}
-func (m multiObserver) PublishSpans(s []metrics.Span) {
-	for _, o := range m {
-		o.PublishSpans(s)
-	}
-}
-func (m multiObserver) PublishEvent(e metrics.Event) {
-	for _, o := range m {
-		o.PublishEvent(e)
-	}
-}

@@ -11,11 +11,13 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/narrowband/narrowband/internal/config"
 	"github.com/narrowband/narrowband/internal/data"
 	"github.com/narrowband/narrowband/internal/metrics"
+	"github.com/narrowband/narrowband/web"
 )
 
 // Observer is told about the run as it happens (the web view). Calls must
@@ -40,6 +42,9 @@ type Options struct {
 	Observer Observer
 	// Corpus, if set, is used instead of loading Config.Data (tests share one).
 	Corpus *data.Corpus
+	// Web, if set, is the live view: it gets the run's description, its
+	// peers and status, and every record.
+	Web *web.Server
 }
 
 // stepResult is what one optimizer step reports.
@@ -70,7 +75,7 @@ type engine interface {
 }
 
 // Run trains according to o and returns the summary it also writes.
-func Run(ctx context.Context, o Options) (*metrics.Summary, error) {
+func Run(ctx context.Context, o Options) (_ *metrics.Summary, err error) {
 	cfg := o.Config
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -100,11 +105,31 @@ func Run(ctx context.Context, o Options) (*metrics.Summary, error) {
 		return nil, err
 	}
 
+	if o.Web != nil {
+		o.Web.SetRun(web.RunInfo{Name: cfg.Run.Name, Seed: int64(cfg.Run.Seed), Config: string(resolved), TotalSteps: cfg.Run.Steps, Start: time.Now()})
+		o.Web.SetStatus("starting " + strconv.Itoa(cfg.Pipeline.Stages) + " stage(s)")
+		var obs multiObserver
+		if o.Observer != nil {
+			obs = append(obs, o.Observer)
+		}
+		o.Observer = append(obs, o.Web)
+	}
 	eng, err := newEngine(ctx, cfg, corpus, log)
 	if err != nil {
 		return nil, err
 	}
 	defer eng.Close()
+	if o.Web != nil {
+		o.Web.SetPeers(enginePeers(cfg))
+		o.Web.SetStatus("training")
+		defer func() {
+			if err != nil {
+				o.Web.SetStatus("stopped: " + err.Error())
+			} else {
+				o.Web.SetStatus("finished")
+			}
+		}()
+	}
 
 	start := 0
 	var jsonl *metrics.JSONL
@@ -273,6 +298,40 @@ func writeTimeline(path string, steps [][]metrics.Span) error {
 		}
 	}
 	return metrics.WriteFileAtomic(path, b.Bytes())
+}
+
+// multiObserver passes every record to each of its observers.
+type multiObserver []Observer
+
+func (m multiObserver) PublishStep(r metrics.StepRecord) {
+	for _, o := range m {
+		o.PublishStep(r)
+	}
+}
+
+func (m multiObserver) PublishSpans(s []metrics.Span) {
+	for _, o := range m {
+		o.PublishSpans(s)
+	}
+}
+
+func (m multiObserver) PublishEvent(e metrics.Event) {
+	for _, o := range m {
+		o.PublishEvent(e)
+	}
+}
+
+// enginePeers describes where the stages run, for the web view.
+func enginePeers(cfg config.Config) []web.Peer {
+	var peers []web.Peer
+	for i := 0; i < cfg.Pipeline.Stages; i++ {
+		p := web.Peer{ID: fmt.Sprintf("stage-%d", i), Stage: i, Address: "in-process", Candidate: "inproc", State: web.PeerActive}
+		if cfg.Pipeline.Processes {
+			p.Address, p.Candidate = "127.0.0.1 (own process)", "host"
+		}
+		peers = append(peers, p)
+	}
+	return peers
 }
 
 func accumulate(tot *stepResult, r stepResult) {
