@@ -15,6 +15,10 @@ type microKernel struct {
 	rows   func(kc int, a []float32, lda int, b, c []float32, ldc int, alpha, beta float32)
 }
 
+// nc is the column block for this kernel: blockN rounded down to whole
+// panels, so only the last block of a matrix has a partial panel.
+func (k *microKernel) nc() int { return blockN / k.nr * k.nr }
+
 // goKernel is the portable path: plain Go, 4×4 so its 16 accumulators stay
 // in registers on arm64 (32 FP registers) and mostly so on amd64.
 var goKernel = &microKernel{name: "go", mr: 4, nr: 4, fn: kern4x4Go}

@@ -12,7 +12,7 @@ import (
 const (
 	blockK = 256  // kc: reduction steps per packed block
 	blockM = 144  // mc: rows of packed A; a multiple of every kernel's mr
-	blockN = 1024 // nc: columns of packed B; a multiple of every kernel's nr
+	blockN = 1024 // nc: columns of packed B, rounded down to the kernel's nr
 )
 
 // serialMACs is the size (m·n·k multiply-adds) below which a call runs on
@@ -149,10 +149,11 @@ func (g *gemm) run(buf *packBuf, i0, i1, j0, j1 int) {
 	mr, nr := g.kern.mr, g.kern.nr
 	kcMax := min(blockK, g.k)
 	buf.a = grow(buf.a, kcMax*roundUp(min(blockM, i1-i0), mr))
-	buf.b = grow(buf.b, kcMax*roundUp(min(blockN, j1-j0), nr))
+	ncMax := g.kern.nc()
+	buf.b = grow(buf.b, kcMax*roundUp(min(ncMax, j1-j0), nr))
 	buf.tile = grow(buf.tile, mr*nr)
-	for jc := j0; jc < j1; jc += blockN {
-		nc := min(blockN, j1-jc)
+	for jc := j0; jc < j1; jc += ncMax {
+		nc := min(ncMax, j1-jc)
 		for pc := 0; pc < g.k; pc += blockK {
 			kc := min(blockK, g.k-pc)
 			// The first k block applies the caller's beta; later ones add.

@@ -106,10 +106,10 @@ func (p *pool) run(call gemm, threads int) {
 	if nBands < 3*threads {
 		chunks = (3*threads + nBands - 1) / nBands
 	}
-	panels := (min(blockN, g.n) + nr - 1) / nr
+	panels := (min(g.kern.nc(), g.n) + nr - 1) / nr
 	p.jrChunk = ((panels + chunks - 1) / chunks) * nr
 	kc := min(blockK, g.k)
-	p.pb = grow(p.pb, kc*roundUp(min(blockN, g.n), nr))
+	p.pb = grow(p.pb, kc*roundUp(min(g.kern.nc(), g.n), nr))
 	p.bar.init(threads)
 	p.claimB.Store(0)
 	p.claimU.Store(0)
@@ -144,8 +144,9 @@ func (p *pool) work(buf *packBuf) {
 	buf.a = grow(buf.a, min(blockK, g.k)*p.mc)
 	buf.tile = grow(buf.tile, mr*nr)
 	var endB, endU int64
-	for jc := 0; jc < g.n; jc += blockN {
-		nc := min(blockN, g.n-jc)
+	ncMax := g.kern.nc()
+	for jc := 0; jc < g.n; jc += ncMax {
+		nc := min(ncMax, g.n-jc)
 		panels := (nc + nr - 1) / nr
 		chunks := (nc + p.jrChunk - 1) / p.jrChunk
 		bands := (g.m + p.mc - 1) / p.mc
