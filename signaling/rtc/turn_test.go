@@ -59,7 +59,7 @@ func TestTURNRelay(t *testing.T) {
 		url := startSignal(t)
 		sa, sb := join(t, url, "a"), join(t, url, "b")
 		wrong, _ := signaling.DeriveKey("not the run secret")
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
 		defer cancel()
 		go func() {
 			if c, err := Connect(ctx, sb, "a", cfgFor("b", wrong)); err == nil {
