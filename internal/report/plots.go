@@ -9,7 +9,7 @@ import (
 	"strings"
 
 	"gonum.org/v1/plot"
-		"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
 

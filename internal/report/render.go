@@ -160,4 +160,3 @@ func (l lineThumb) Thumbnail(c *draw.Canvas) {
 type glyphThumb struct{ sty draw.GlyphStyle }
 
 func (g glyphThumb) Thumbnail(c *draw.Canvas) { c.DrawGlyph(g.sty, c.Center()) }
-

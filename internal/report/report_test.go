@@ -141,9 +141,9 @@ func TestLoadErrorsNameTheFile(t *testing.T) {
 		return d
 	}
 	cases := []struct {
-		name  string
+		name   string
 		break_ func(t *testing.T, d string)
-		want  string // in the error
+		want   string // in the error
 	}{
 		{"missing config", func(t *testing.T, d string) { os.Remove(filepath.Join(d, ConfigFile)) }, ConfigFile},
 		{"bad config", func(t *testing.T, d string) { write(t, filepath.Join(d, ConfigFile), "[model]\nn_embd = \"x\"\n") }, ConfigFile},
