@@ -19,6 +19,8 @@ usage:
   narrowband run FILE.toml [--set section.key=value ...] [--out DIR] [--resume DIR]
   narrowband eval --checkpoint FILE --text FILE
   narrowband sample --checkpoint FILE [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--seed S]
+  narrowband signal --secret-file F [--addr HOST:PORT]
+  narrowband peer --signal ws://HOST:PORT/ROOM --secret-file F [--id NAME] [--ice stun:HOST:PORT ...]
   narrowband simulate FILE.toml [--set section.key=value ...] [--json]
   narrowband help
 
@@ -59,6 +61,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdEval(ctx, rest, stdout, stderr)
 	case "sample":
 		return cmdSample(ctx, rest, stdout, stderr)
+	case "peer":
+		return cmdPeer(ctx, rest, stdout, stderr)
+	case "signal":
+		return cmdSignal(ctx, rest, stdout, stderr)
 	case "worker":
 		return cmdWorker(ctx, rest, stdout, stderr)
 	case "simulate":

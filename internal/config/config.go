@@ -87,6 +87,27 @@ type Pipeline struct {
 	Schedule  string `toml:"schedule"`  // "gpipe" or "1f1b"
 	Transport string `toml:"transport"` // "inproc" or "webrtc"
 	Processes bool   `toml:"processes"` // one OS process per stage
+
+	// WebRTC runs (transport = "webrtc"):
+	// SignalAddr is where this run's signaling server listens
+	// ("127.0.0.1:0" by default; a reachable address lets peers on other
+	// machines join with `narrowband peer`).
+	SignalAddr string `toml:"signal_addr"`
+	// LocalPeers is how many peer processes the run starts on this machine;
+	// -1 (default) starts one per stage plus spares. Fewer waits for
+	// peers that join from elsewhere.
+	LocalPeers int `toml:"local_peers"`
+	// Spares is how many extra peers wait to take over a failed stage.
+	Spares int `toml:"spares"`
+	// SecretFile holds the run's secret; "" makes a random one and writes
+	// it to <out>/secret (mode 0600) for remote peers.
+	SecretFile string `toml:"secret_file"`
+	// ICEServers are STUN/TURN URLs for peers behind NAT, e.g.
+	// "stun:stun.example.org:3478"; empty uses host candidates only.
+	ICEServers []string `toml:"ice_servers"`
+	// Loopback restricts WebRTC to loopback candidates (every peer on this
+	// machine).
+	Loopback bool `toml:"loopback"`
 }
 
 // Network shapes every link between stages; Links override single links.
@@ -152,7 +173,7 @@ func Default() Config {
 			WeightDecay: 0.1, Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, GradClip: 1.0,
 			EvalInterval: 100, EvalBatches: 8, CheckpointInterval: 0, LogInterval: 10,
 		},
-		Pipeline:    Pipeline{Stages: 1, Schedule: "1f1b", Transport: "inproc"},
+		Pipeline:    Pipeline{Stages: 1, Schedule: "1f1b", Transport: "inproc", SignalAddr: "127.0.0.1:0", LocalPeers: -1, Loopback: true},
 		Simulate:    Simulate{Speedup: 1, Steps: 4},
 		Compression: Compression{Method: "none", Rank: "", Precision: "fp32", TopK: 0.1, BlockSize: 64},
 	}

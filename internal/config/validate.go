@@ -117,6 +117,12 @@ func (c Config) Validate() error {
 	default:
 		bad("pipeline.transport", strconv.Quote(p.Transport), `must be "inproc" or "webrtc"`)
 	}
+	if p.LocalPeers < -1 {
+		bad("pipeline.local_peers", p.LocalPeers, "must be -1 (one per stage and spare) or at least 0")
+	}
+	if p.Spares < 0 {
+		bad("pipeline.spares", p.Spares, "must be at least 0")
+	}
 	n := c.Network
 	checkLink := func(prefix string, bw, lat, jit, loss float64) {
 		if bw < 0 || math.IsNaN(bw) {

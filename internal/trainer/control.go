@@ -57,6 +57,9 @@ type workerStats struct {
 	RawFwdBytes, RawBwdBytes   int64   // fp32 bytes they stand for
 	SentMessages               int64
 	Spans                      []spanRec
+	// The link to the next stage: its path type and round-trip time.
+	Candidate string
+	RTTMs     float64
 }
 
 type spanRec struct {

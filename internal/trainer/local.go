@@ -26,11 +26,11 @@ func adamConfig(c config.Config) stages.AdamWConfig {
 }
 
 // newEngine picks the engine the config asks for.
-func newEngine(ctx context.Context, cfg config.Config, corpus *data.Corpus, log *slog.Logger) (engine, error) {
+func newEngine(ctx context.Context, cfg config.Config, corpus *data.Corpus, log *slog.Logger, out string) (engine, error) {
 	if cfg.Pipeline.Stages == 1 && cfg.Pipeline.Transport == "inproc" && !cfg.Pipeline.Processes {
 		return newLocal(cfg, corpus)
 	}
-	return newPipeline(ctx, cfg, corpus, log)
+	return newPipeline(ctx, cfg, corpus, log, out)
 }
 
 // local trains the whole model in this process: one Stage that is both

@@ -29,6 +29,7 @@ type pipeline struct {
 	closers []func() error
 	done    chan error // workers' exit errors
 	procs   []*exec.Cmd
+	peers   []string // webrtc: stage → peer ID
 	t0      time.Time
 	x, y    []int32
 	params  int64
@@ -44,20 +45,23 @@ func stageRanges(cfg config.Config) ([]scheduler.Range, error) {
 	return scheduler.Assign(cfg.Model.NLayer, cfg.Pipeline.Stages, scheduler.GPTCosts(cfg.Model.NEmbd, cfg.Model.VocabSize))
 }
 
-func newPipeline(ctx context.Context, cfg config.Config, corpus *data.Corpus, log *slog.Logger) (engine, error) {
-	if cfg.Pipeline.Transport != "inproc" {
-		return nil, fmt.Errorf("%w: pipeline.transport = %q is not built yet", ErrNoEngine, cfg.Pipeline.Transport)
-	}
+func newPipeline(ctx context.Context, cfg config.Config, corpus *data.Corpus, log *slog.Logger, out string) (engine, error) {
 	ranges, err := stageRanges(cfg)
 	if err != nil {
 		return nil, err
 	}
 	S := len(ranges)
 	N := cfg.Train.BatchSize / cfg.Train.MicroBatches * cfg.Model.BlockSize
-	if cfg.Pipeline.Processes {
+	if cfg.Pipeline.Processes || cfg.Pipeline.Transport == "webrtc" {
 		p := &pipeline{cfg: cfg, corpus: corpus, log: log, ranges: ranges, t0: time.Now(), params: modelConfig(cfg).NumParams(),
 			x: make([]int32, N), y: make([]int32, N)}
-		if err := p.startProcesses(ctx, cfg, ranges); err != nil {
+		start := p.startProcesses
+		if cfg.Pipeline.Transport == "webrtc" {
+			start = func(ctx context.Context, cfg config.Config, ranges []scheduler.Range) error {
+				return p.startRTC(ctx, cfg, ranges, out)
+			}
+		}
+		if err := start(ctx, cfg, ranges); err != nil {
 			p.Close()
 			return nil, err
 		}
@@ -268,7 +272,7 @@ func (p *pipeline) Step(ctx context.Context, step int, lr float64) (stepResult, 
 			res.Spans = append(res.Spans, metrics.Span{Stage: i, Kind: sp.Kind, Step: step + 1, Micro: sp.Micro, Start: sp.Start, End: sp.End})
 		}
 		if i+1 < S {
-			l := metrics.LinkStats{From: i, To: i + 1, BytesForward: s.SentFwdBytes, BytesBackward: dones[i+1].Stats.SentBwdBytes, Messages: s.SentMessages + dones[i+1].Stats.SentMessages, Candidate: "inproc"}
+			l := metrics.LinkStats{From: i, To: i + 1, BytesForward: s.SentFwdBytes, BytesBackward: dones[i+1].Stats.SentBwdBytes, Messages: s.SentMessages + dones[i+1].Stats.SentMessages, Candidate: s.Candidate, RTTMillis: s.RTTMs}
 			if wire := l.BytesForward + l.BytesBackward; wire > 0 {
 				l.Ratio = float64(s.RawFwdBytes+dones[i+1].Stats.RawBwdBytes) / float64(wire)
 			}

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/narrowband/narrowband/internal/config"
+	"github.com/narrowband/narrowband/internal/metrics"
 )
 
 // stateOf runs c and returns its loss curve and final state.
@@ -142,4 +143,47 @@ func TestProcessesEqualInProcess(t *testing.T) {
 		}
 	}
 	compareStates(t, inState, prState, 1e-5)
+}
+
+// TestWebRTCEqualsInProcess: four peer processes that met through a real
+// signaling server and talk over WebRTC data channels on loopback train
+// exactly like the in-process pipeline: the transport changes nothing but
+// time.
+func TestWebRTCEqualsInProcess(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts four WebRTC peer processes")
+	}
+	c := tinyConfig(t)
+	c.Model.NLayer = 4
+	c.Pipeline.Stages = 4
+	c.Train.MicroBatches = 2
+	inLoss, inState := stateOf(t, c)
+	c.Pipeline.Transport = "webrtc"
+	c.Train.Threads = 1
+	dir := t.TempDir()
+	runTiny(t, c, dir)
+	rtLoss := losses(t, dir)
+	rtState, err := LoadState(dir + "/" + StateFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range inLoss {
+		if d := math.Abs(rtLoss[i]-inLoss[i]) / math.Abs(inLoss[i]); d > 1e-5 {
+			t.Errorf("loss value %d: webrtc %v, in-process %v", i, rtLoss[i], inLoss[i])
+		}
+	}
+	compareStates(t, inState, rtState, 1e-5)
+	recs, err := metrics.ReadJSONL(dir + "/metrics.jsonl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := recs[len(recs)-1]
+	if len(last.Links) != 3 {
+		t.Fatalf("last step reports %d links, want 3", len(last.Links))
+	}
+	for _, l := range last.Links {
+		if l.Candidate != "host" {
+			t.Errorf("link %d→%d used candidate %q, want host on loopback", l.From, l.To, l.Candidate)
+		}
+	}
 }

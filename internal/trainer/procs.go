@@ -176,6 +176,13 @@ func (p *pipeline) stopProcesses() {
 // sets up its links and serves commands until the driver closes the
 // control link.
 func RunWorker(ctx context.Context, log *slog.Logger) error {
+	if js := os.Getenv("NARROWBAND_PEER_ARGS"); js != "" {
+		var pa PeerArgs
+		if err := json.Unmarshal([]byte(js), &pa); err != nil {
+			return fmt.Errorf("peer: NARROWBAND_PEER_ARGS: %w", err)
+		}
+		return RunPeer(ctx, pa, log)
+	}
 	var a workerArgs
 	if err := json.Unmarshal([]byte(os.Getenv("NARROWBAND_WORKER_ARGS")), &a); err != nil {
 		return fmt.Errorf("worker: NARROWBAND_WORKER_ARGS: %w (workers are started by `narrowband run` with pipeline.processes = true)", err)

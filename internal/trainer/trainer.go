@@ -114,7 +114,7 @@ func Run(ctx context.Context, o Options) (_ *metrics.Summary, err error) {
 		}
 		o.Observer = append(obs, o.Web)
 	}
-	eng, err := newEngine(ctx, cfg, corpus, log)
+	eng, err := newEngine(ctx, cfg, corpus, log, o.Out)
 	if err != nil {
 		return nil, err
 	}

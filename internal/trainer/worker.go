@@ -449,6 +449,10 @@ func (w *worker) step(ctx context.Context, cmd ctrlMsg) (ctrlMsg, error) {
 				return ctrlMsg{}, err
 			}
 			w.stats.Wall = time.Since(start).Seconds()
+			if w.links.Next != nil {
+				ls := w.links.Next.Stats()
+				w.stats.Candidate, w.stats.RTTMs = ls.Candidate, float64(ls.RTT)/1e6
+			}
 			st := w.stats
 			return ctrlMsg{Kind: ctrlDone, Step: cmd.Step, Stats: &st}, nil
 		case scheduler.ActionForward:

@@ -1,0 +1,51 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+
+	"github.com/narrowband/narrowband/internal/trainer"
+	"github.com/narrowband/narrowband/signaling"
+)
+
+// cmdPeer joins a run from any machine: it authenticates to the run's
+// signaling server with the run's secret and waits for a stage.
+func cmdPeer(ctx context.Context, argv []string, stdout, stderr io.Writer) error {
+	a, err := parseArgs(argv, map[string]bool{"signal": true, "secret-file": true, "id": true, "ice": true, "loopback": false})
+	if err != nil {
+		return err
+	}
+	pa := trainer.PeerArgs{Signal: a.str("signal", ""), SecretFile: a.str("secret-file", ""), ID: a.str("id", ""), ICEServers: a.all("ice"), Loopback: a.str("loopback", "") == "true"}
+	if pa.Signal == "" || pa.SecretFile == "" || len(a.pos) > 0 {
+		return fmt.Errorf("peer: usage: narrowband peer --signal ws://HOST:PORT/ROOM --secret-file F [--id NAME] [--ice stun:HOST:PORT ...] [--loopback]")
+	}
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	return trainer.RunPeer(ctx, pa, log)
+}
+
+// cmdSignal runs a standalone signaling server: rooms of peers that prove
+// they hold the secret meet there and exchange WebRTC offers, answers and
+// candidates.
+func cmdSignal(ctx context.Context, argv []string, stdout, stderr io.Writer) error {
+	a, err := parseArgs(argv, map[string]bool{"addr": true, "secret-file": true})
+	if err != nil {
+		return err
+	}
+	addr, sf := a.str("addr", "127.0.0.1:8700"), a.str("secret-file", "")
+	if sf == "" || len(a.pos) > 0 {
+		return fmt.Errorf("signal: usage: narrowband signal --secret-file F [--addr HOST:PORT]")
+	}
+	secret, err := trainer.ReadSecret(sf)
+	if err != nil {
+		return err
+	}
+	key, err := signaling.DeriveKey(secret)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	fmt.Fprintf(stdout, "signaling on ws://%s/ROOM\n", addr)
+	return signaling.ListenAndServe(ctx, addr, signaling.Config{Key: key, Logger: log})
+}
