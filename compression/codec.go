@@ -331,6 +331,24 @@ func readValues(dst []float32, b []byte, p Precision) {
 	}
 }
 
+// saturate clamps v in place to the finite range of precision p, so a lossy
+// codec never sends ±Inf for a large finite value (its decoder rejects
+// non-finite values as corruption); error feedback carries the clipped part.
+func saturate(v []float32, p Precision) {
+	var lim float32
+	switch p {
+	case FP16:
+		lim = 65504
+	case BF16:
+		lim = BF16ToF32(0x7f7f)
+	default:
+		return
+	}
+	for i, x := range v {
+		v[i] = max(-lim, min(lim, x))
+	}
+}
+
 // roundTrip rounds v in place to what precision p delivers, so error
 // feedback accounts for the rounding the receiver will see.
 func roundTrip(v []float32, p Precision) {

@@ -118,19 +118,9 @@ func (q Int8Block) Encode(dst []byte, x []float32, rows, cols int) ([]byte, erro
 		if !(amax <= math.MaxFloat32) {
 			return dst[:len(dst)-4*nb-n], fmt.Errorf("int8: encode block %d: %w", b, ErrNonFinite)
 		}
-		scale := amax / 127
+		scale := int8Scale(amax)
 		binary.LittleEndian.PutUint32(scales[4*b:], math.Float32bits(scale))
-		c := codes[b*bs:]
-		if scale == 0 {
-			for i := range blk {
-				c[i] = 0
-			}
-			continue
-		}
-		inv := 1 / scale
-		for i, v := range blk {
-			c[i] = byte(quant8(v * inv))
-		}
+		quantBlock(codes[b*bs:b*bs+len(blk)], blk, scale)
 	}
 	return dst, nil
 }
@@ -176,4 +166,35 @@ func quant8(y float32) int8 {
 	const magic = 1.5 * (1 << 23)
 	r := (y + magic) - magic
 	return int8(max(-127, min(127, r))) // y may land a hair past ±127
+}
+
+// quantBlock writes round(v/scale) for every v of blk into codes. A scale
+// below float32's normal range (a block of subnormal values) would make
+// 1/scale overflow, so such blocks divide in float64 instead.
+func quantBlock(codes []byte, blk []float32, scale float32) {
+	codes = codes[:len(blk)]
+	switch {
+	case scale == 0:
+		clear(codes)
+	case scale < 0x1p-126:
+		s := float64(scale)
+		for i, v := range blk {
+			codes[i] = byte(int8(max(-127, min(127, math.RoundToEven(float64(v)/s)))))
+		}
+	default:
+		inv := 1 / scale
+		for i, v := range blk {
+			codes[i] = byte(quant8(v * inv))
+		}
+	}
+}
+
+// int8Scale is absmax/127, nudged down when 127·scale would overflow to Inf
+// on the receiver (absmax within rounding of MaxFloat32).
+func int8Scale(amax float32) float32 {
+	s := amax / 127
+	for s > 0 && s*127 > math.MaxFloat32 {
+		s = math.Nextafter32(s, 0)
+	}
+	return s
 }

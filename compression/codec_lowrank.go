@@ -145,6 +145,14 @@ func (l *LowRank) Encode(dst []byte, x []float32, rows, cols int) ([]byte, error
 		orthonormalize(p, rows, r, &l.orth)
 		mulAtB(q, m, p, rows, cols, r)
 	}
+	for _, v := range q {
+		if !isFinite32(v) {
+			// |x| near MaxFloat32 overflows Mᵀ·P: nothing sensible to send.
+			l.Reset()
+			return dst, fmt.Errorf("lowrank: encode: factor Q overflows float32 (|x| too large): %w", ErrNonFinite)
+		}
+	}
+	saturate(q, l.Precision)
 	dst = append(dst, byte(l.Precision))
 	dst = binary.AppendUvarint(dst, uint64(r))
 	dst = appendValues(dst, p, l.Precision)

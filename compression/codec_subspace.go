@@ -248,6 +248,7 @@ func (s *Subspace) appendCoeffs(dst []byte, rows int) ([]byte, error) {
 				return dst, fmt.Errorf("subspace: encode: row %d: %w", i/k, ErrNonFinite)
 			}
 		}
+		saturate(s.c, s.Precision)
 		return appendValues(dst, s.c, s.Precision), nil
 	}
 	dst, w := grow(dst, rows*4+rows*k)
@@ -261,17 +262,9 @@ func (s *Subspace) appendCoeffs(dst []byte, rows int) ([]byte, error) {
 		if !(amax <= math.MaxFloat32) {
 			return dst[:len(dst)-len(w)], fmt.Errorf("subspace: encode: row %d: %w", i, ErrNonFinite)
 		}
-		scale := amax / 127
+		scale := int8Scale(amax)
 		binary.LittleEndian.PutUint32(scales[4*i:], math.Float32bits(scale))
-		cr := codes[i*k : (i+1)*k]
-		if scale == 0 {
-			clear(cr)
-			continue
-		}
-		inv := 1 / scale
-		for j, v := range row {
-			cr[j] = byte(quant8(v * inv))
-		}
+		quantBlock(codes[i*k:(i+1)*k], row, scale)
 	}
 	return dst, nil
 }

@@ -98,6 +98,7 @@ func (t *TopK) Encode(dst []byte, x []float32, rows, cols int) ([]byte, error) {
 	for _, i := range t.idx {
 		t.vals = append(t.vals, m[i])
 	}
+	saturate(t.vals, t.Precision)
 	roundTrip(t.vals, t.Precision)
 
 	dst = append(dst, byte(t.Precision))

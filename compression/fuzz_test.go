@@ -149,3 +149,60 @@ func FuzzDecompress(f *testing.F) {
 		}
 	})
 }
+
+// FuzzRoundTrip feeds arbitrary float32 matrices (NaN, Inf, subnormals,
+// any shape) through every codec: encoding either fails cleanly or produces
+// a payload the decoder accepts, and the lossless and int8 codecs keep
+// their promises.
+func FuzzRoundTrip(f *testing.F) {
+	f.Add([]byte{0, 0, 128, 63, 0, 0, 0, 64, 0, 0, 128, 127, 1, 0, 0, 0}, uint8(2), uint8(4))
+	f.Add(bytes.Repeat([]byte{0x3f, 0x80, 0, 0}, 64), uint8(8), uint8(0))
+	f.Fuzz(func(t *testing.T, data []byte, rows uint8, method uint8) {
+		m := Method(int(method)%int(MethodSubspace) + 1)
+		rows = max(rows%16, 1)
+		n := len(data) / 4
+		cols := n / int(rows)
+		if cols == 0 {
+			return
+		}
+		x := make([]float32, int(rows)*cols)
+		for i := range x {
+			x[i] = math.Float32frombits(uint32(data[4*i]) | uint32(data[4*i+1])<<8 | uint32(data[4*i+2])<<16 | uint32(data[4*i+3])<<24)
+		}
+		cfg := DefaultConfig()
+		cfg.Method, cfg.Rank, cfg.LZ4, cfg.BlockSize = m, Rank(min(4, cols)), true, 8
+		l, err := NewLink(cfg, cols, 256, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, applied, err := l.Encode(nil, x, int(rows), cols)
+		if err != nil {
+			return // e.g. ErrNonFinite for a quantizing codec
+		}
+		y := make([]float32, len(x))
+		if err := l.Decode(y, p, applied, int(rows), cols); err != nil {
+			t.Fatalf("%v: decoder rejects the encoder's payload: %v", m, err)
+		}
+		switch m {
+		case MethodNone:
+			for i := range x {
+				if math.Float32bits(x[i]) != math.Float32bits(y[i]) {
+					t.Fatalf("none: element %d %v → %v", i, x[i], y[i])
+				}
+			}
+		case MethodInt8:
+			for b := 0; b < len(x); b += 8 {
+				blk := x[b:min(b+8, len(x))]
+				var amax float64
+				for _, v := range blk {
+					amax = max(amax, math.Abs(float64(v)))
+				}
+				for i := range blk {
+					if e := math.Abs(float64(y[b+i]) - float64(blk[i])); e > amax/254*(1+1e-5)+1e-38 {
+						t.Fatalf("int8: element %d error %g > absmax/254 = %g", b+i, e, amax/254)
+					}
+				}
+			}
+		}
+	})
+}
