@@ -227,3 +227,36 @@ func TestSendBlockedPeerVanishes(t *testing.T) {
 		t.Fatal("Send still blocked 20 s after the peer vanished")
 	}
 }
+
+// TestOffererRetries: an offer from an abandoned attempt is still queued
+// for the answerer when the offerer tries again; the answerer must follow
+// the newer offer instead of waiting on the dead one.
+func TestOffererRetries(t *testing.T) {
+	url := startSignal(t)
+	sa, sb := join(t, url, "a"), join(t, url, "b")
+	short, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if _, err := Connect(short, sa, "b", loopbackConfig()); err == nil {
+		t.Fatal("first attempt connected with nobody answering")
+	}
+	ctx, cancel2 := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel2()
+	var wg sync.WaitGroup
+	var b *Conn
+	var errB error
+	wg.Add(1)
+	go func() { defer wg.Done(); b, errB = Connect(ctx, sb, "a", loopbackConfig()) }()
+	a, err := Connect(ctx, sa, "b", loopbackConfig())
+	wg.Wait()
+	if err != nil || errB != nil {
+		t.Fatalf("second attempt: a: %v; b: %v", err, errB)
+	}
+	defer a.Close()
+	defer b.Close()
+	if err := a.Send(ctx, []byte("hi")); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := b.Recv(ctx); err != nil || string(got) != "hi" {
+		t.Fatalf("b got %q, %v", got, err)
+	}
+}

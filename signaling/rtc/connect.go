@@ -42,7 +42,9 @@ const maxEarlyCandidates = 64
 
 // Connect opens a link to the peer remote through sig. Both peers call it
 // with each other's ID; the one whose ID sorts first offers. It returns once
-// the data channel is open.
+// the data channel is open. Run at most one Connect per (sig, remote) pair
+// at a time: the signals from one peer share one mailbox. If the offerer
+// gives up and tries again, the answerer follows the newest offer.
 func Connect(ctx context.Context, sig Signaler, remote string, cfg Config) (*Conn, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -57,17 +59,33 @@ func Connect(ctx context.Context, sig Signaler, remote string, cfg Config) (*Con
 		ctx, cancel = context.WithTimeout(ctx, cfg.ConnectTimeout)
 		defer cancel()
 	}
+	var offer *signaling.Message
+	for {
+		c, newer, err := attempt(ctx, sig, remote, cfg, offer)
+		if newer == nil {
+			return c, err
+		}
+		cfg.Logger.Debug("rtc: newer offer; starting over", "local", local, "remote", remote)
+		offer = newer
+	}
+}
+
+// attempt runs one offer/answer exchange. An answerer that sees an offer of
+// another session than the one it answered returns that offer (newer) so
+// Connect starts over with it; offer, if set, is such an offer to answer.
+func attempt(ctx context.Context, sig Signaler, remote string, cfg Config, offer *signaling.Message) (c *Conn, newer *signaling.Message, err error) {
+	local := sig.ID()
 	log := cfg.Logger.With("local", local, "remote", remote)
 
 	udp, mux, err := listenICE(cfg)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	pc, err := newPeerConnection(cfg, mux)
 	if err != nil {
 		_ = mux.Close()
 		_ = udp.Close()
-		return nil, err
+		return nil, nil, err
 	}
 	ok := false
 	defer func() {
@@ -131,23 +149,23 @@ func Connect(ctx context.Context, sig Signaler, remote string, cfg Config) (*Con
 		ordered := true
 		dc, err := pc.CreateDataChannel(cfg.Label, &webrtc.DataChannelInit{Ordered: &ordered})
 		if err != nil {
-			return nil, fmt.Errorf("rtc: create data channel: %w", err)
+			return nil, nil, fmt.Errorf("rtc: create data channel: %w", err)
 		}
 		onOpen(dc)
 		// The server drops messages to peers not in the room yet, so an
 		// offer sent before the remote joins would be lost.
 		if err := waitForPeer(ctx, sig, remote); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		offer, err := pc.CreateOffer(nil)
 		if err != nil {
-			return nil, fmt.Errorf("rtc: create offer: %w", err)
+			return nil, nil, fmt.Errorf("rtc: create offer: %w", err)
 		}
 		if err := pc.SetLocalDescription(offer); err != nil {
-			return nil, fmt.Errorf("rtc: set local offer: %w", err)
+			return nil, nil, fmt.Errorf("rtc: set local offer: %w", err)
 		}
 		if err := out.description(ctx, signaling.TypeOffer, session, &offer); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	} else {
 		pc.OnDataChannel(func(dc *webrtc.DataChannel) {
@@ -165,81 +183,88 @@ func Connect(ctx context.Context, sig Signaler, remote string, cfg Config) (*Con
 	haveRemote := false
 	sigs := sig.Signals(remote)
 	for {
-		select {
-		case m := <-sigs:
-			var s signal
-			if err := json.Unmarshal(m.Data, &s); err != nil {
-				log.Warn("rtc: ignoring unreadable signal", "type", m.Type, "err", err)
+		var m signaling.Message
+		if offer != nil {
+			m, offer = *offer, nil
+		} else {
+			select {
+			case m = <-sigs:
+			case o := <-openc:
+				if o.err != nil {
+					return nil, nil, fmt.Errorf("rtc: detach data channel (SettingEngine.DetachDataChannels must be on): %w", o.err)
+				}
+				c := newConn(cfg, remote, pc, o.dc, o.rwc, mux, udp)
+				c.sigs = sigs
+				conn.Store(c)
+				if s := pc.ConnectionState(); s == webrtc.PeerConnectionStateFailed || s == webrtc.PeerConnectionStateClosed {
+					_ = o.rwc.Close()
+				}
+				ok = true
+				out.stop()
+				return c, nil, nil
+			case s := <-failed:
+				return nil, nil, fmt.Errorf("rtc: connect %s → %s: peer connection %s (no working ICE path; check STUN/TURN settings and firewalls)", local, remote, s)
+			case <-sig.Done():
+				return nil, nil, fmt.Errorf("rtc: connect %s → %s: signaling connection ended", local, remote)
+			case <-ctx.Done():
+				return nil, nil, fmt.Errorf("rtc: connect %s → %s (offerer=%v, remote description=%v, ICE %s): %w",
+					local, remote, offerer, haveRemote, pc.ICEConnectionState(), ctx.Err())
+			}
+		}
+		var s signal
+		if err := json.Unmarshal(m.Data, &s); err != nil {
+			log.Warn("rtc: ignoring unreadable signal", "type", m.Type, "err", err)
+			continue
+		}
+		switch {
+		case m.Type == signaling.TypeOffer && !offerer && session != "" && s.Session != session && s.SDP != nil:
+			return nil, &m, nil // the offerer started over
+		case m.Type == signaling.TypeOffer && !offerer && session == "" && s.SDP != nil:
+			session = s.Session
+			if err := pc.SetRemoteDescription(*s.SDP); err != nil {
+				return nil, nil, fmt.Errorf("rtc: offer from %s: %w", remote, err)
+			}
+			haveRemote = true
+			answer, err := pc.CreateAnswer(nil)
+			if err != nil {
+				return nil, nil, fmt.Errorf("rtc: create answer: %w", err)
+			}
+			if err := pc.SetLocalDescription(answer); err != nil {
+				return nil, nil, fmt.Errorf("rtc: set local answer: %w", err)
+			}
+			if err := out.description(ctx, signaling.TypeAnswer, session, &answer); err != nil {
+				return nil, nil, err
+			}
+		case m.Type == signaling.TypeAnswer && offerer && s.Session == session && !haveRemote && s.SDP != nil:
+			if err := pc.SetRemoteDescription(*s.SDP); err != nil {
+				return nil, nil, fmt.Errorf("rtc: answer from %s: %w", remote, err)
+			}
+			haveRemote = true
+		case m.Type == signaling.TypeCandidate && s.Candidate != nil:
+			if !haveRemote {
+				if len(early) < maxEarlyCandidates {
+					early = append(early, earlyCandidate{s.Session, *s.Candidate})
+				}
 				continue
 			}
-			switch {
-			case m.Type == signaling.TypeOffer && !offerer && session == "" && s.SDP != nil:
-				session = s.Session
-				if err := pc.SetRemoteDescription(*s.SDP); err != nil {
-					return nil, fmt.Errorf("rtc: offer from %s: %w", remote, err)
-				}
-				haveRemote = true
-				answer, err := pc.CreateAnswer(nil)
-				if err != nil {
-					return nil, fmt.Errorf("rtc: create answer: %w", err)
-				}
-				if err := pc.SetLocalDescription(answer); err != nil {
-					return nil, fmt.Errorf("rtc: set local answer: %w", err)
-				}
-				if err := out.description(ctx, signaling.TypeAnswer, session, &answer); err != nil {
-					return nil, err
-				}
-			case m.Type == signaling.TypeAnswer && offerer && s.Session == session && !haveRemote && s.SDP != nil:
-				if err := pc.SetRemoteDescription(*s.SDP); err != nil {
-					return nil, fmt.Errorf("rtc: answer from %s: %w", remote, err)
-				}
-				haveRemote = true
-			case m.Type == signaling.TypeCandidate && s.Candidate != nil:
-				if !haveRemote {
-					if len(early) < maxEarlyCandidates {
-						early = append(early, earlyCandidate{s.Session, *s.Candidate})
-					}
-					continue
-				}
-				if s.Session != session {
-					continue
-				}
-				if err := pc.AddICECandidate(*s.Candidate); err != nil {
-					log.Warn("rtc: bad candidate", "err", err)
-				}
-			default:
-				log.Debug("rtc: ignoring stale or unexpected signal", "type", m.Type)
+			if s.Session != session {
+				continue
 			}
-			if haveRemote && early != nil {
-				for _, c := range early {
-					if c.session == session {
-						if err := pc.AddICECandidate(c.init); err != nil {
-							log.Warn("rtc: bad candidate", "err", err)
-						}
+			if err := pc.AddICECandidate(*s.Candidate); err != nil {
+				log.Warn("rtc: bad candidate", "err", err)
+			}
+		default:
+			log.Debug("rtc: ignoring stale or unexpected signal", "type", m.Type)
+		}
+		if haveRemote && early != nil {
+			for _, c := range early {
+				if c.session == session {
+					if err := pc.AddICECandidate(c.init); err != nil {
+						log.Warn("rtc: bad candidate", "err", err)
 					}
 				}
-				early = nil
 			}
-		case o := <-openc:
-			if o.err != nil {
-				return nil, fmt.Errorf("rtc: detach data channel (SettingEngine.DetachDataChannels must be on): %w", o.err)
-			}
-			c := newConn(cfg, remote, pc, o.dc, o.rwc, mux, udp)
-			c.sigs = sigs
-			conn.Store(c)
-			if s := pc.ConnectionState(); s == webrtc.PeerConnectionStateFailed || s == webrtc.PeerConnectionStateClosed {
-				_ = o.rwc.Close()
-			}
-			ok = true
-			out.stop()
-			return c, nil
-		case s := <-failed:
-			return nil, fmt.Errorf("rtc: connect %s → %s: peer connection %s (no working ICE path; check STUN/TURN settings and firewalls)", local, remote, s)
-		case <-sig.Done():
-			return nil, fmt.Errorf("rtc: connect %s → %s: signaling connection ended", local, remote)
-		case <-ctx.Done():
-			return nil, fmt.Errorf("rtc: connect %s → %s (offerer=%v, remote description=%v, ICE %s): %w",
-				local, remote, offerer, haveRemote, pc.ICEConnectionState(), ctx.Err())
+			early = nil
 		}
 	}
 }
