@@ -83,6 +83,7 @@ func lossFigure(runs []Run, st styles, name, title, xlabel string, x func(metric
 	if !any {
 		return nil, nil
 	}
+	p.X.Tick.Marker = siTicks{}
 	leg.Add("")
 	leg.Add("train loss", lineThumb{draw.LineStyle{Color: grey, Width: vg.Points(0.8)}})
 	leg.Add("held-out loss", lineThumb{lineStyle(grey, 2.4, nil)}, glyphThumb{draw.GlyphStyle{Color: grey, Radius: vg.Points(3), Shape: draw.CircleGlyph{}}})
@@ -246,6 +247,9 @@ func wireFigure(runs []Run, st styles) (*figure, error) {
 	if len(rs) == 0 {
 		return nil, nil
 	}
+	rs, labels := collapse(rs, st, func(r Run) string {
+		return fmt.Sprintf("%.3g/%.3g", r.Summary.WireBytesPerTokenForward, r.Summary.WireBytesPerTokenBackward)
+	})
 	p := newPlot("Bytes on the wire per token, per link", "wire bytes per token (bytes/token)", "")
 	grid(p)
 	n := len(rs)
@@ -256,10 +260,7 @@ func wireFigure(runs []Run, st styles) (*figure, error) {
 	var lab plotter.XYLabels
 	for i, r := range rs {
 		y := float64(n - 1 - i) // first run at the top
-		names[n-1-i] = r.Label
-		if st.byCodec && !strings.Contains(r.Label, r.Config.Compression.Method) {
-			names[n-1-i] = r.Label + " [" + r.Codec() + "]"
-		}
+		names[n-1-i] = labels[i]
 		col := st.run[r.Label].Colour
 		for _, d := range []struct {
 			v   float64
@@ -284,15 +285,15 @@ func wireFigure(runs []Run, st styles) (*figure, error) {
 			lab.Labels = append(lab.Labels, fmtBytes(d.v))
 		}
 	}
-	labels, err := plotter.NewLabels(lab)
+	vals, err := plotter.NewLabels(lab)
 	if err != nil {
 		return nil, err
 	}
-	for i := range labels.TextStyle {
-		labels.TextStyle[i].Font = sansSize(8)
-		labels.TextStyle[i].YAlign = draw.YCenter
+	for i := range vals.TextStyle {
+		vals.TextStyle[i].Font = sansSize(8)
+		vals.TextStyle[i].YAlign = draw.YCenter
 	}
-	p.Add(&barLabels{Labels: labels, dy: w / 2})
+	p.Add(&barLabels{Labels: vals, dy: w / 2})
 	p.NominalY(names...)
 	p.Y.Tick.Label.Font.Size = 10
 	p.X.Min = 0
@@ -305,6 +306,36 @@ func wireFigure(runs []Run, st styles) (*figure, error) {
 	leg.Add("backward (gradients)", swatch{lighter(grey, 0.55)})
 	h := vg.Inch + vg.Length(n)*0.42*vg.Inch
 	return &figure{name: "wire_bytes_per_token", title: "Wire bytes per token", p: p, legend: leg, w: 7 * vg.Inch, h: max(h, 2.4*vg.Inch)}, nil
+}
+
+// collapse keeps one run per codec and value key (runs that differ only in,
+// say, bandwidth send the same bytes) and names each kept run by its codec
+// when that is unambiguous, else by its label.
+func collapse(rs []Run, st styles, key func(Run) string) ([]Run, []string) {
+	seen := map[string]bool{}
+	perCodec := map[string]int{}
+	var kept []Run
+	for _, r := range rs {
+		k := r.Codec() + "\x00" + key(r)
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		perCodec[r.Codec()]++
+		kept = append(kept, r)
+	}
+	names := make([]string, len(kept))
+	for i, r := range kept {
+		switch {
+		case perCodec[r.Codec()] == 1:
+			names[i] = r.Codec()
+		case st.byCodec && !strings.Contains(r.Label, r.Config.Compression.Method):
+			names[i] = r.Label + " [" + r.Codec() + "]"
+		default:
+			names[i] = r.Label
+		}
+	}
+	return kept, names
 }
 
 // barLabels draws the value labels of wireFigure beside their bars: even
@@ -360,6 +391,25 @@ func paretoFigure(runs []Run, st styles) (*figure, error) {
 	if !others {
 		return nil, nil
 	}
+	// The same codec at another bandwidth is the same point: draw it once,
+	// named by its codec when the codec has only that point.
+	kept := pts[:0]
+	seenPt := map[string]bool{}
+	perCodec := map[string]int{}
+	for _, q := range pts {
+		k := fmt.Sprintf("%s\x00%.4g\x00%.4g", q.codec, q.ratio, q.gap)
+		if !seenPt[k] {
+			seenPt[k] = true
+			perCodec[q.codec]++
+			kept = append(kept, q)
+		}
+	}
+	for i, q := range kept {
+		if perCodec[q.codec] == 1 {
+			kept[i].label = q.codec
+		}
+	}
+	pts = kept
 	p := newPlot("Compression vs quality", "compression ratio vs fp32 activations (×, log scale)", "held-out loss gap vs none (nats/byte)")
 	grid(p)
 	p.X.Scale = plot.LogScale{}
@@ -398,7 +448,7 @@ func paretoFigure(runs []Run, st styles) (*figure, error) {
 		labels.Offset = vg.Point{X: vg.Points(6), Y: vg.Points(3)}
 		p.Add(labels)
 	}
-	p.X.Min, p.X.Max = lo/1.6, hi*2.2
+	p.X.Min, p.X.Max = lo/1.6, hi*2
 	pad := 0.12 * (yhi - ylo)
 	if pad == 0 {
 		pad = 0.05
@@ -508,7 +558,7 @@ func (g *gantt) DataRange() (xmin, xmax, ymin, ymax float64) {
 	if xmax <= xmin {
 		xmax = xmin + 1e-3
 	}
-	return xmin, xmax, -float64(len(g.row)) + 0.5, 0.5
+	return xmin, xmax, -float64(len(g.row)) + 0.5, 0.75 // room above for the step labels
 }
 
 func (g *gantt) Plot(c draw.Canvas, p *plot.Plot) {
@@ -550,4 +600,31 @@ func (g *gantt) Plot(c draw.Canvas, p *plot.Plot) {
 			}
 		}
 	}
+}
+
+// siTicks are gonum's default ticks labelled with SI suffixes (20k, 1.5M),
+// which read faster than 20000 and 1.5e+06 on a tokens axis.
+type siTicks struct{}
+
+func (siTicks) Ticks(min, max float64) []plot.Tick {
+	ts := plot.DefaultTicks{}.Ticks(min, max)
+	for i := range ts {
+		if ts[i].Label != "" {
+			ts[i].Label = formatSI(ts[i].Value)
+		}
+	}
+	return ts
+}
+
+func formatSI(v float64) string {
+	a := math.Abs(v)
+	for _, u := range []struct {
+		div    float64
+		suffix string
+	}{{1e12, "T"}, {1e9, "G"}, {1e6, "M"}, {1e3, "k"}} {
+		if a >= u.div {
+			return strconv.FormatFloat(v/u.div, 'g', 4, 64) + u.suffix
+		}
+	}
+	return strconv.FormatFloat(v, 'g', 4, 64)
 }
