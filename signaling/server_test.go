@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http/httptest"
 	"runtime"
 	"strings"
@@ -453,4 +454,41 @@ func FuzzDecodeMessage(f *testing.F) {
 			t.Fatalf("re-encoded %s does not decode: %v", out, err)
 		}
 	})
+}
+
+// TestServeShutdown: Serve runs until its context ends, then drops peers
+// and returns nil.
+func TestServeShutdown(t *testing.T) {
+	s, err := NewServer(Config{Key: testKey, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, ln) }()
+	c := dial(t, "ws://"+ln.Addr().String(), "run", "a")
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Serve after cancel: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve did not return after its context ended")
+	}
+	select {
+	case <-c.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("client not disconnected by the shutdown")
+	}
+	if err := ListenAndServe(context.Background(), "256.0.0.1:1", Config{Key: testKey}); err == nil || !strings.Contains(err.Error(), "listen") {
+		t.Fatalf("ListenAndServe on a bad address: %v", err)
+	}
+	if _, err := NewServer(Config{}); err == nil || !strings.Contains(err.Error(), "DeriveKey") {
+		t.Fatalf("NewServer without a key: %v", err)
+	}
 }

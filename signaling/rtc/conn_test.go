@@ -216,7 +216,7 @@ func TestSendBlockedPeerVanishes(t *testing.T) {
 		}
 	}()
 	time.Sleep(500 * time.Millisecond) // b reads nothing: a fills up and blocks
-	_ = b.pc.Close()                    // b vanishes without a close marker
+	_ = b.pc.Close()                   // b vanishes without a close marker
 	select {
 	case err := <-res:
 		if errors.Is(err, context.DeadlineExceeded) || err == nil {
