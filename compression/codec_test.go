@@ -632,3 +632,49 @@ func TestEdgeShapes(t *testing.T) {
 		}
 	}
 }
+
+// LinkCodec stops paying for lz4 on payloads that never compress, but keeps
+// probing, and picks it up again when the data changes.
+func TestLinkCodecBacksOffLZ4(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Method, cfg.LZ4 = MethodNone, true
+	l, err := NewLink(cfg, 64, 256, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	noise := make([]float32, 16*64)
+	g := newRNG(2, "noise")
+	for i := range noise {
+		b := uint32(g.next())
+		if b&0x7f800000 == 0x7f800000 {
+			b &^= 1 << 30 // no Inf/NaN
+		}
+		noise[i] = math.Float32frombits(b)
+	}
+	smooth := make([]float32, len(noise)) // zeros: compresses extremely well
+	tried := 0
+	for i := 0; i < 40; i++ {
+		p, applied, err := l.Encode(nil, noise, 16, 64)
+		if err != nil || applied {
+			t.Fatalf("noise message %d: applied=%v err=%v", i, applied, err)
+		}
+		if l.skipped == 0 { // this message tried lz4
+			tried++
+		}
+		y := make([]float32, len(noise))
+		if err := l.Decode(y, p, applied, 16, 64); err != nil || relErr(y, noise) != 0 {
+			t.Fatalf("noise message %d: round trip failed: %v", i, err)
+		}
+	}
+	if tried > lz4MissLimit+40/lz4RetryEvery+1 {
+		t.Errorf("tried lz4 on %d of 40 incompressible messages; want back-off", tried)
+	}
+	// Within one retry period a compressible payload gets lz4 again.
+	got := false
+	for i := 0; i < lz4RetryEvery && !got; i++ {
+		_, got, _ = l.Encode(nil, smooth, 16, 64)
+	}
+	if !got {
+		t.Errorf("lz4 never retried after the data became compressible")
+	}
+}

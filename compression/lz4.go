@@ -231,7 +231,18 @@ type LinkCodec struct {
 	ElemSize int
 
 	scratch []byte
+	misses  int // consecutive messages lz4 did not shrink
+	skipped int // messages sent raw without trying since the last try
 }
+
+// After lz4MissLimit consecutive misses LinkCodec tries lz4 only on every
+// lz4RetryEvery-th message: a payload type that does not compress (fp16,
+// int8, low-rank factors) then costs almost nothing, and a change in the
+// data is still noticed within a few messages.
+const (
+	lz4MissLimit  = 4
+	lz4RetryEvery = 16
+)
 
 // ShuffleWidth is the byte-plane width that suits a codec's payload for lz4:
 // the width of its dominant value type.
@@ -259,12 +270,23 @@ func (l *LinkCodec) Encode(dst []byte, x []float32, rows, cols int) ([]byte, boo
 		out, err := l.Codec.Encode(dst, x, rows, cols)
 		return out, false, err
 	}
+	if l.misses >= lz4MissLimit && l.skipped < lz4RetryEvery-1 {
+		l.skipped++
+		out, err := l.Codec.Encode(dst, x, rows, cols)
+		return out, false, err
+	}
+	l.skipped = 0
 	var err error
 	l.scratch, err = l.Codec.Encode(l.scratch[:0], x, rows, cols)
 	if err != nil {
 		return dst, false, err
 	}
 	out, applied := Compress(dst, l.scratch, l.ElemSize)
+	if applied {
+		l.misses = 0
+	} else {
+		l.misses++
+	}
 	return out, applied, nil
 }
 
