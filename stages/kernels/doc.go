@@ -15,7 +15,7 @@
 // C. The transpose flags are resolved while packing, so one micro-kernel
 // serves all four variants; panels are zero-padded, and edge tiles of C go
 // through a padded scratch tile, so the kernel never sees a partial tile.
-// Block sizes (kc=256, mc=144, nc=1024) keep a B panel in L1 and an A block
+// Block sizes (kc=256, mc=144, nc≈1024) keep a B panel in L1 and an A block
 // in L2.
 //
 // Micro-kernels, chosen once at start-up from the CPU's features
@@ -27,8 +27,14 @@
 //     (used when it is not, so packing a row-major A is a row copy rather
 //     than a transposing one). It runs at ~90% of the FMA peak in cache
 //     (BenchmarkMicroKernel vs BenchmarkPeak).
-//   - everything else (arm64, 386, wasm, amd64 without AVX2, or the purego
-//     build tag): a portable 4×4 Go kernel, correct everywhere and some 30×
+//   - arm64 (NEON is part of every ARMv8-A core): an 8×12 Go-assembly
+//     kernel (24 q-register accumulators, LD1R broadcasts of A). It writes
+//     raw sums to a scratch tile and Go applies alpha and beta, because Go's
+//     arm64 assembler has no vector multiply. It is tested here under
+//     qemu-aarch64 (correctness only; its speed has not been measured on
+//     real arm64 hardware yet).
+//   - everything else (386, wasm, amd64 without AVX2, or the purego build
+//     tag): a portable 4×4 Go kernel, correct everywhere and some 25-30×
 //     slower than the assembly one on amd64.
 //
 // There is no AVX-512 kernel yet: the machine this was developed on exposes

@@ -76,12 +76,15 @@ func copySteps(d, src []float32, off, ld, width, kc, w int) {
 			q := d[p*6 : p*6+6 : p*6+6]
 			q[0], q[1], q[2], q[3], q[4], q[5] = x[0], x[1], x[2], x[3], x[4], x[5]
 		}
-	case width == 4 && w == 4:
+	case width == w && w%4 == 0:
+		// 4, and the NEON kernel's 8 and 12.
 		for p := 0; p < kc; p++ {
 			o := off + p*ld
-			x := src[o : o+4 : o+4]
-			q := d[p*4 : p*4+4 : p*4+4]
-			q[0], q[1], q[2], q[3] = x[0], x[1], x[2], x[3]
+			x := src[o : o+w : o+w]
+			q := d[p*w : p*w+w : p*w+w]
+			for i := 0; i+4 <= len(q) && i+4 <= len(x); i += 4 {
+				q[i], q[i+1], q[i+2], q[i+3] = x[i], x[i+1], x[i+2], x[i+3]
+			}
 		}
 	default:
 		for p := 0; p < kc; p++ {
@@ -104,7 +107,7 @@ func interleave(d, src []float32, off, ld, rows, kc, w int) {
 		case 6:
 			interleave6(d, src, off, ld, kc)
 			return
-		case 4, 16:
+		case 4, 8, 12, 16:
 			for r := 0; r < w; r += 4 {
 				interleave4(d[r:], src, off+r*ld, ld, kc, w)
 			}

@@ -55,7 +55,6 @@ type pool struct {
 
 	// The call in progress, held here so it is not allocated per call.
 	g       gemm
-	threads int
 	mc      int // rows per unit: a multiple of mr, at most blockM
 	jrChunk int // columns per unit: a multiple of nr
 	claimB  atomic.Int64
@@ -95,7 +94,6 @@ func (p *pool) run(call gemm, threads int) {
 	p.g = call
 	g := &p.g
 	mr, nr := g.kern.mr, g.kern.nr
-	p.threads = threads
 	// At least three units per thread so the dynamic split can balance;
 	// rows first (each row band packs its own A), column ranges when m is
 	// too small to give enough bands.
