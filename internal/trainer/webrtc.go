@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/narrowband/narrowband/internal/config"
+	"github.com/narrowband/narrowband/internal/metrics"
 	"github.com/narrowband/narrowband/internal/transport"
 	"github.com/narrowband/narrowband/scheduler"
 	"github.com/narrowband/narrowband/signaling"
@@ -127,7 +128,12 @@ func (p *pipeline) startRTC(ctx context.Context, cfg config.Config, ranges []sch
 		return err
 	}
 	p.closers = append(p.closers, coord.Close)
-	p.log.Info("signaling", "url", url, "secret_file", secretFile, "join", fmt.Sprintf("narrowband peer --signal %s --secret-file %s", url, secretFile))
+	join := fmt.Sprintf("narrowband peer --signal %s --secret-file %s", url, secretFile)
+	p.log.Info("signaling", "url", url, "secret_file", secretFile, "join", join)
+	// Scripts (and peers started by hand) find the room here.
+	if err := metrics.WriteJSON(filepath.Join(out, "signal.json"), map[string]string{"url": url, "secret_file": secretFile, "join": join}); err != nil {
+		return err
+	}
 
 	local := cfg.Pipeline.LocalPeers
 	if local < 0 {
