@@ -10,9 +10,12 @@ import (
 // Inf pass through unchanged.
 type None struct{}
 
+// ID implements Codec.
 func (None) ID() ID                           { return IDNone }
+// MaxEncodedLen implements Codec.
 func (None) MaxEncodedLen(rows, cols int) int { return 4 * rows * cols }
 
+// Encode implements Codec.
 func (None) Encode(dst []byte, x []float32, rows, cols int) ([]byte, error) {
 	if err := checkShape(len(x), rows, cols); err != nil {
 		return dst, fmt.Errorf("none: encode: %w", err)
@@ -20,6 +23,7 @@ func (None) Encode(dst []byte, x []float32, rows, cols int) ([]byte, error) {
 	return appendValues(dst, x, FP32), nil
 }
 
+// Decode implements Codec.
 func (None) Decode(dst []float32, payload []byte, rows, cols int) error {
 	if err := checkShape(len(dst), rows, cols); err != nil {
 		return fmt.Errorf("none: decode: %w", err)
@@ -40,6 +44,7 @@ type Half struct {
 	Format Precision
 }
 
+// ID implements Codec.
 func (h Half) ID() ID {
 	if h.Format == BF16 {
 		return IDBF16
@@ -47,8 +52,10 @@ func (h Half) ID() ID {
 	return IDFP16
 }
 
+// MaxEncodedLen implements Codec.
 func (Half) MaxEncodedLen(rows, cols int) int { return 2 * rows * cols }
 
+// Encode implements Codec.
 func (h Half) Encode(dst []byte, x []float32, rows, cols int) ([]byte, error) {
 	if h.Format != FP16 && h.Format != BF16 {
 		return dst, fmt.Errorf("%w: half codec format %v: want fp16 or bf16", ErrConfig, h.Format)
@@ -59,6 +66,7 @@ func (h Half) Encode(dst []byte, x []float32, rows, cols int) ([]byte, error) {
 	return appendValues(dst, x, h.Format), nil
 }
 
+// Decode implements Codec.
 func (h Half) Decode(dst []float32, payload []byte, rows, cols int) error {
 	if h.Format != FP16 && h.Format != BF16 {
 		return fmt.Errorf("%w: half codec format %v: want fp16 or bf16", ErrConfig, h.Format)
@@ -88,14 +96,17 @@ type Int8Block struct {
 // maxBlock bounds BlockSize so a hostile payload cannot claim silly sizes.
 const maxBlock = 1 << 20
 
+// ID implements Codec.
 func (Int8Block) ID() ID { return IDInt8 }
 
+// MaxEncodedLen implements Codec.
 func (q Int8Block) MaxEncodedLen(rows, cols int) int {
 	n := rows * cols
 	bs := max(q.BlockSize, 1)
 	return binary.MaxVarintLen32 + 4*((n+bs-1)/bs) + n
 }
 
+// Encode implements Codec.
 func (q Int8Block) Encode(dst []byte, x []float32, rows, cols int) ([]byte, error) {
 	if q.BlockSize < 1 || q.BlockSize > maxBlock {
 		return dst, fmt.Errorf("%w: compression.block_size = %d: want 1..%d", ErrConfig, q.BlockSize, maxBlock)
@@ -125,6 +136,7 @@ func (q Int8Block) Encode(dst []byte, x []float32, rows, cols int) ([]byte, erro
 	return dst, nil
 }
 
+// Decode implements Codec.
 func (q Int8Block) Decode(dst []float32, payload []byte, rows, cols int) error {
 	if err := checkShape(len(dst), rows, cols); err != nil {
 		return fmt.Errorf("int8: decode: %w", err)

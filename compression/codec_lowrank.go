@@ -51,8 +51,10 @@ type LowRank struct {
 // maxRank bounds the rank a payload may claim (beyond min(rows, cols)).
 const maxRank = 1 << 14
 
+// ID implements Codec.
 func (*LowRank) ID() ID { return IDLowRank }
 
+// MaxEncodedLen implements Codec.
 func (l *LowRank) MaxEncodedLen(rows, cols int) int {
 	r := min(rows, cols)
 	return 1 + binary.MaxVarintLen32 + (rows+cols)*r*4
@@ -106,6 +108,7 @@ func (l *LowRank) warm(cols, r int) []float32 {
 	return nq
 }
 
+// Encode implements Codec.
 func (l *LowRank) Encode(dst []byte, x []float32, rows, cols int) ([]byte, error) {
 	if err := l.validate(); err != nil {
 		return dst, err
@@ -176,6 +179,7 @@ func (l *LowRank) Encode(dst []byte, x []float32, rows, cols int) ([]byte, error
 	return dst, nil
 }
 
+// Decode implements Codec.
 func (l *LowRank) Decode(dst []float32, payload []byte, rows, cols int) error {
 	if err := checkShape(len(dst), rows, cols); err != nil {
 		return fmt.Errorf("lowrank: decode: %w", err)

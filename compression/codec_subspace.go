@@ -71,8 +71,10 @@ const (
 	tokLZ4       = 0x10
 )
 
+// ID implements Codec.
 func (*Subspace) ID() ID { return IDSubspace }
 
+// MaxEncodedLen implements Codec.
 func (s *Subspace) MaxEncodedLen(rows, cols int) int {
 	return 3 + binary.MaxVarintLen32 + rows*4 + rows*4 + rows*s.Basis.K*4
 }

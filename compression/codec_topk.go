@@ -30,6 +30,7 @@ type TopK struct {
 	vals     []float32
 }
 
+// ID implements Codec.
 func (*TopK) ID() ID { return IDTopK }
 
 func (t *TopK) k(n int) int {
@@ -40,6 +41,7 @@ func (t *TopK) k(n int) int {
 	return max(1, min(n, k))
 }
 
+// MaxEncodedLen implements Codec.
 func (t *TopK) MaxEncodedLen(rows, cols int) int {
 	n := rows * cols
 	k := n // the decoder accepts any k ≤ n
@@ -49,6 +51,7 @@ func (t *TopK) MaxEncodedLen(rows, cols int) int {
 // Reset drops the residual (after a rank/config change or a restart).
 func (t *TopK) Reset() { clear(t.residual) }
 
+// Encode implements Codec.
 func (t *TopK) Encode(dst []byte, x []float32, rows, cols int) ([]byte, error) {
 	if !(t.Frac > 0 && t.Frac <= 1) {
 		return dst, fmt.Errorf("%w: compression.topk = %v: want (0, 1]", ErrConfig, t.Frac)
@@ -161,6 +164,7 @@ func (t *TopK) threshold(m []float32, k int) float32 {
 	return a[target]
 }
 
+// Decode implements Codec.
 func (t *TopK) Decode(dst []float32, payload []byte, rows, cols int) error {
 	if err := checkShape(len(dst), rows, cols); err != nil {
 		return fmt.Errorf("topk: decode: %w", err)
