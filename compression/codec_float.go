@@ -11,7 +11,8 @@ import (
 type None struct{}
 
 // ID implements Codec.
-func (None) ID() ID                           { return IDNone }
+func (None) ID() ID { return IDNone }
+
 // MaxEncodedLen implements Codec.
 func (None) MaxEncodedLen(rows, cols int) int { return 4 * rows * cols }
 
