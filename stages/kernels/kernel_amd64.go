@@ -45,6 +45,22 @@ func copyStepsArch(d, src []float32, off, ld, kc, w int) bool {
 	return true
 }
 
+//go:noescape
+func interleave6Asm(dst, src *float32, ld, kc int)
+
+// interleave6Arch packs six full rows (see interleave) without Go's bounds
+// checks, which made the Go loop three times slower; false when not amd64.
+func interleave6Arch(d, src []float32, off, ld, kc int) bool {
+	if kc == 0 {
+		return true
+	}
+	if len(d) < kc*6 || off < 0 || len(src) < off+5*ld+kc {
+		panic("kernels: packing past the end of a panel (broken invariant)")
+	}
+	interleave6Asm(unsafe.SliceData(d), &src[off], ld, kc)
+	return true
+}
+
 // fmaPeakAVX2 runs n iterations of 12 independent 8-wide FMAs (192 flops).
 //
 //go:noescape

@@ -372,3 +372,36 @@ c16loop:
 c16done:
 	VZEROUPPER
 	RET
+
+// func interleave6Asm(dst, src *float32, ld, kc int)
+// dst[p*6 + r] = src[r*ld + p] for r < 6, p < kc: packs six rows of a
+// row-major A into the interleaved panel the kernel streams through.
+TEXT ·interleave6Asm(SB), NOSPLIT, $0-32
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ ld+16(FP), R8
+	SHLQ $2, R8
+	LEAQ (R8)(R8*2), R9
+	LEAQ (R8)(R8*4), R10
+	MOVQ kc+24(FP), CX
+	TESTQ CX, CX
+	JZ    i6done
+i6loop:
+	MOVL (SI), AX
+	MOVL (SI)(R8*1), BX
+	MOVL (SI)(R8*2), DX
+	MOVL (SI)(R9*1), R11
+	MOVL (SI)(R8*4), R12
+	MOVL (SI)(R10*1), R13
+	MOVL AX, (DI)
+	MOVL BX, 4(DI)
+	MOVL DX, 8(DI)
+	MOVL R11, 12(DI)
+	MOVL R12, 16(DI)
+	MOVL R13, 20(DI)
+	ADDQ $4, SI
+	ADDQ $24, DI
+	DECQ CX
+	JNZ  i6loop
+i6done:
+	RET

@@ -105,7 +105,9 @@ func interleave(d, src []float32, off, ld, rows, kc, w int) {
 	if rows == w {
 		switch w {
 		case 6:
-			interleave6(d, src, off, ld, kc)
+			if !interleave6Arch(d, src, off, ld, kc) {
+				interleave6(d, src, off, ld, kc)
+			}
 			return
 		case 4, 8, 12, 16:
 			for r := 0; r < w; r += 4 {

@@ -3,6 +3,8 @@
 package kernels
 
 import (
+	"fmt"
+	"math/rand/v2"
 	"runtime"
 	"sync"
 	"testing"
@@ -73,5 +75,34 @@ func BenchmarkMicroKernel(b *testing.B) {
 			}
 			reportFlops(b, 2*6*16*kc*panels, processCPUTime()-cpu0)
 		})
+	}
+}
+
+// BenchmarkALayout compares the two ways the AVX2 kernel can take a
+// row-major A: packed as six plain rows (cheap copy, six broadcast streams)
+// or interleaved (transposing copy, one stream).
+func BenchmarkALayout(b *testing.B) {
+	if asmKernel == nil || asmKernel.rows == nil {
+		b.Skip("no rows variant on this CPU")
+	}
+	rng := rand.New(rand.NewPCG(2, 3))
+	for _, s := range []struct{ m, n, k int }{{2048, 256, 256}, {2048, 256, 1024}, {2048, 1024, 256}, {128, 64, 128}} {
+		o := newOperands(rng, false, true, s.m, s.n, s.k, 0, 1, 0)
+		for _, layout := range []string{"rows", "interleaved"} {
+			b.Run(fmt.Sprintf("shape=%dx%dx%d/layout=%s", s.m, s.n, s.k, layout), func(b *testing.B) {
+				k := *asmKernel
+				if layout == "interleaved" {
+					k.rows = nil
+				}
+				useKernel(b, &k)
+				useThreads(b, 1)
+				b.ReportAllocs()
+				cpu0 := processCPUTime()
+				for b.Loop() {
+					o.run(o.c, Sgemm)
+				}
+				reportFlops(b, 2*float64(s.m*s.n*s.k), processCPUTime()-cpu0)
+			})
+		}
 	}
 }

@@ -10,11 +10,19 @@ import (
 )
 
 // kernelsUnderTest are the micro-kernels this machine can run: the portable
-// Go one always, the assembly one when the CPU has it.
+// Go one always, the assembly one when the CPU has it, and, if that has a
+// rows variant, the assembly one without it, so the interleaved packing of a
+// row-major A (which Sgemm does not choose here) stays tested too.
 func kernelsUnderTest() []*microKernel {
 	ks := []*microKernel{goKernel}
 	if asmKernel != nil {
 		ks = append(ks, asmKernel)
+		if asmKernel.rows != nil {
+			k := *asmKernel
+			k.name += "-interleaved"
+			k.rows = nil
+			ks = append(ks, &k)
+		}
 	}
 	return ks
 }
