@@ -678,3 +678,40 @@ func TestLinkCodecBacksOffLZ4(t *testing.T) {
 		t.Errorf("lz4 never retried after the data became compressible")
 	}
 }
+
+// The warm start pays off on a stream of different micro-batches that share
+// their dominant column space (as consecutive activations do): after a few
+// calls one power iteration from the previous Q beats one from a fresh
+// random Q.
+func TestLowRankWarmStartHelps(t *testing.T) {
+	const rows, cols, r, shared = 256, 128, 8, 8
+	b := gaussian(50, shared*cols, 1)
+	for j := 0; j < shared; j++ { // a decaying spectrum in the shared factor
+		for c := 0; c < cols; c++ {
+			b[j*cols+c] /= float32(1 + j)
+		}
+	}
+	warm := &LowRank{Rank: r, Iters: 1, Precision: FP32, Seed: 7}
+	cold := &LowRank{Rank: r, Iters: 1, Precision: FP32, Seed: 7}
+	var ew, ec float64
+	for s := 0; s < 12; s++ {
+		a := gaussian(uint64(100+s), rows*shared, 1)
+		x := make([]float32, rows*cols)
+		mulAB(x, a, b, rows, shared, cols)
+		noise := gaussian(uint64(200+s), rows*cols, 0.02)
+		for i := range x {
+			x[i] += noise[i]
+		}
+		yw, _ := roundTrip1(t, warm, x, rows, cols)
+		cold.Reset()
+		yc, _ := roundTrip1(t, cold, x, rows, cols)
+		if s >= 4 {
+			ew += relErr(yw, x)
+			ec += relErr(yc, x)
+		}
+	}
+	t.Logf("mean relative error over calls 4..11: warm %.4f, cold %.4f", ew/8, ec/8)
+	if !(ew < 0.7*ec) {
+		t.Errorf("warm start error %.4f is not clearly below cold start %.4f", ew/8, ec/8)
+	}
+}
