@@ -30,6 +30,11 @@ const serialMACs = 4 << 20
 // whatever the number of threads: work is split over output blocks, never
 // over the k reduction.
 //
+// Sgemm is safe for concurrent use. Small products (under 4 Mi
+// multiply-adds, such as one attention head) run on the calling goroutine,
+// so many of them are best spread over cores by their caller, one
+// goroutine per batch row or head.
+//
 // Like the BLAS it stands in for, Sgemm panics with CheckSgemm's message
 // when dimensions, strides and slice lengths disagree: that is a bug in the
 // caller, not a runtime condition. Code that takes shapes from outside (a
