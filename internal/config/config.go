@@ -137,6 +137,10 @@ type Compression struct {
 	TopK      float64 `toml:"topk"`       // fraction kept by topk
 	BlockSize int     `toml:"block_size"` // int8 block size
 	LZ4       bool    `toml:"lz4"`        // lossless last step, used only where it shrinks
+	// ErrorFeedback carries what topk/lowrank did not send into the next
+	// message. Off by default: the next message is another micro-batch's
+	// activations, so the leftover belongs to other samples.
+	ErrorFeedback bool `toml:"error_feedback"`
 }
 
 // Simulate tunes `narrowband simulate`, which predicts a run's step time

@@ -83,7 +83,9 @@ func lossFigure(runs []Run, st styles, name, title, xlabel string, x func(metric
 	if !any {
 		return nil, nil
 	}
-	p.X.Tick.Marker = siTicks{}
+	if name == "loss_vs_tokens" {
+		p.X.Tick.Marker = siTicks{}
+	}
 	leg.Add("")
 	leg.Add("train loss", lineThumb{draw.LineStyle{Color: grey, Width: vg.Points(0.8)}})
 	leg.Add("held-out loss", lineThumb{lineStyle(grey, 2.4, nil)}, glyphThumb{draw.GlyphStyle{Color: grey, Radius: vg.Points(3), Shape: draw.CircleGlyph{}}})

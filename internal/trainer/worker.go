@@ -92,12 +92,18 @@ func compressionConfig(c config.Config) (compression.Config, error) {
 			return cc, fmt.Errorf("compression.rank: %w", err)
 		}
 	}
-	if err := cc.Precision.UnmarshalText([]byte(c.Compression.Precision)); err != nil {
-		return cc, fmt.Errorf("compression.precision: %w", err)
+	switch m {
+	case compression.MethodLowRank, compression.MethodSubspace, compression.MethodTopK:
+		// Precision is of the factors, coefficients or kept values; the
+		// other methods fix their own.
+		if err := cc.Precision.UnmarshalText([]byte(c.Compression.Precision)); err != nil {
+			return cc, fmt.Errorf("compression.precision: %w", err)
+		}
 	}
 	cc.KFraction = c.Compression.TopK
 	cc.BlockSize = c.Compression.BlockSize
 	cc.LZ4 = c.Compression.LZ4
+	cc.ErrorFeedback = c.Compression.ErrorFeedback
 	return cc, cc.Validate()
 }
 
