@@ -61,6 +61,24 @@ func interleave6Arch(d, src []float32, off, ld, kc int) bool {
 	return true
 }
 
+//go:noescape
+func interleave16Asm(dst, src *float32, ld, groups int)
+
+// interleave16Arch packs sixteen full rows (see interleave) for as many
+// whole groups of 8 steps as kc holds, and returns how many steps it did;
+// the caller packs the rest.
+func interleave16Arch(d, src []float32, off, ld, kc int) int {
+	groups := kc / 8
+	if !haveAVX2 || groups == 0 {
+		return 0
+	}
+	if len(d) < kc*16 || off < 0 || len(src) < off+15*ld+kc {
+		panic("kernels: packing past the end of a panel (broken invariant)")
+	}
+	interleave16Asm(unsafe.SliceData(d), &src[off], ld, groups)
+	return groups * 8
+}
+
 // fmaPeakAVX2 runs n iterations of 12 independent 8-wide FMAs (192 flops).
 //
 //go:noescape

@@ -110,8 +110,14 @@ func interleave(d, src []float32, off, ld, rows, kc, w int) {
 			}
 			return
 		case 4, 8, 12, 16:
-			for r := 0; r < w; r += 4 {
-				interleave4(d[r:], src, off+r*ld, ld, kc, w)
+			done := 0
+			if w == 16 {
+				done = interleave16Arch(d, src, off, ld, kc)
+			}
+			if done < kc {
+				for r := 0; r < w; r += 4 {
+					interleave4(d[done*w+r:], src, off+done+r*ld, ld, kc-done, w)
+				}
 			}
 			return
 		}
