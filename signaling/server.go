@@ -22,6 +22,9 @@ type Config struct {
 	Key []byte
 	// MaxMessageBytes bounds one incoming message (default 64 KiB).
 	MaxMessageBytes int
+	// MaxConns bounds open websockets, authenticated or not, so a flood of
+	// connections cannot exhaust the process (default 1024).
+	MaxConns int
 	// MaxRooms bounds concurrent rooms (default 64).
 	MaxRooms int
 	// MaxPeersPerRoom bounds members of one room (default 64).
@@ -53,6 +56,9 @@ func (c *Config) withDefaults() Config {
 	d := *c
 	if d.MaxMessageBytes == 0 {
 		d.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	if d.MaxConns == 0 {
+		d.MaxConns = 1024
 	}
 	if d.MaxRooms == 0 {
 		d.MaxRooms = 64
@@ -90,6 +96,8 @@ func (c *Config) Validate() error {
 	switch {
 	case d.MaxMessageBytes < 1024:
 		return fmt.Errorf("signaling: Config.MaxMessageBytes = %d, want ≥ 1024 (an SDP offer needs a few KiB)", d.MaxMessageBytes)
+	case d.MaxConns < 0:
+		return fmt.Errorf("signaling: Config.MaxConns = %d, want > 0", d.MaxConns)
 	case d.MaxRooms < 0:
 		return fmt.Errorf("signaling: Config.MaxRooms = %d, want > 0", d.MaxRooms)
 	case d.MaxPeersPerRoom < 0:
@@ -351,13 +359,17 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.mu.Lock()
-	closed := s.closed
-	if !closed {
+	closed, full := s.closed, len(s.conns) >= s.cfg.MaxConns
+	if !closed && !full {
 		s.wg.Add(1)
 	}
 	s.mu.Unlock()
-	if closed {
+	switch {
+	case closed:
 		http.Error(w, "signaling: server is shutting down", http.StatusServiceUnavailable)
+		return
+	case full:
+		http.Error(w, fmt.Sprintf("signaling: server full: %d connections (Config.MaxConns); try again later", s.cfg.MaxConns), http.StatusServiceUnavailable)
 		return
 	}
 	defer s.wg.Done()

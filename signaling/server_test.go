@@ -296,6 +296,16 @@ func TestLimits(t *testing.T) {
 	}
 }
 
+func TestMaxConns(t *testing.T) {
+	_, base := startServer(t, func(c *Config) { c.MaxConns = 2 })
+	rawJoin(t, base, "run", "x", nil) // unauthenticated sockets count too
+	dial(t, base, "run", "a")
+	_, err := DialOptions(context.Background(), base+"/run", "b", "", ClientOptions{Key: testKey, Logger: quietLogger()})
+	if err == nil || !strings.Contains(err.Error(), "503") {
+		t.Fatalf("third connection on a server of 2: got %v, want HTTP 503", err)
+	}
+}
+
 // TestGarbageIsolated sends each kind of junk on its own authenticated socket
 // and checks the offender is told and dropped while a and b keep talking.
 func TestGarbageIsolated(t *testing.T) {

@@ -25,6 +25,22 @@
 //
 // Each Conn owns its UDP socket with 4 MiB send and receive buffers (the
 // kernel default of 208 KiB drops datagrams and stalls SCTP) handed to pion
-// through an ICE UDP mux. Config.Loopback restricts candidates to loopback
-// and switches mDNS off, for runs on one machine.
+// through an ICE UDP mux; the sockets pion opens itself (server-reflexive
+// via STUN, the TURN client's) get the same buffers through a wrapped
+// transport.Net. Config.Loopback restricts candidates to loopback and
+// switches mDNS off, for runs on one machine. With ICE servers configured,
+// host candidates wait 1 s before nomination so that a direct path through
+// two NATs wins over a half-relayed one (pion nominates by the local
+// candidate's type alone).
+//
+// Stats.Candidate is the local type of the selected pair: "host" on
+// loopback and also for a direct path through NATs (the local end of that
+// pair is the host socket; the remote end is peer-reflexive), "relay" when
+// this end sends through TURN, "srflx" when it sends from its STUN-mapped
+// socket. RTT comes from the pair's STUN consent checks (every second).
+//
+// Connect needs the remote to be a member of the room before it offers
+// (the server drops messages for absent peers), so it waits for it; an
+// answerer that sees a newer offer (the offerer retried) starts over with
+// it. Only one Connect per pair of peers may run at a time.
 package rtc
