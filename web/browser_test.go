@@ -29,7 +29,7 @@ func TestBrowserLiveView(t *testing.T) {
 	}()
 
 	dir := webtest.ArtifactDir(t)
-	res := b.Watch(t, hs.URL, webtest.WatchOptions{WantSteps: 40, Screenshot: filepath.Join(dir, "web-live.png"), Timeout: 40 * time.Second})
+	res := b.Watch(t, hs.URL, webtest.WatchOptions{WantSteps: 40, Screenshot: filepath.Join(dir, "web-live.png"), Timeout: 40 * time.Second, StayOnPage: true})
 	if res.Last.Peers != 4 {
 		t.Errorf("peers table has %d peers, want 4 (3 stages + a spare)", res.Last.Peers)
 	}
@@ -69,4 +69,31 @@ func TestBrowserLiveView(t *testing.T) {
 	}
 	cancel()
 	<-simDone
+}
+
+// TestWatchRunHelper runs the helper the runtime's tests use, the way they
+// would: the HTTP server is closed by a deferred call while the browser
+// still lives, which must not hang.
+func TestWatchRunHelper(t *testing.T) {
+	srv := web.New(web.Options{})
+	defer srv.Close() // runs after hs.Close: the helper must have left the page
+	hs := httptest.NewServer(srv.Handler())
+	defer hs.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = webtest.Simulate(ctx, srv, webtest.SimConfig{Steps: 1000, StepEvery: 30 * time.Millisecond, Stages: 2, Seed: 2}) }()
+	res := webtest.WatchRun(t, hs.URL, 15, filepath.Join(webtest.ArtifactDir(t), "web-watchrun.png"))
+	if res.Last.Step < 15 || res.Last.Links != 1 || res.Last.Stages != 2 {
+		t.Errorf("WatchRun saw %+v; want step ≥ 15, 1 link, 2 stages", res.Last)
+	}
+	// The page closes its stream when left, so the server frees the
+	// observer and the deferred hs.Close does not wait on it.
+	deadline := time.Now().Add(3 * time.Second)
+	for srv.Observers() > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d observers still open 3s after the page was left", srv.Observers())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
 }

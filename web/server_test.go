@@ -409,3 +409,57 @@ func TestHistoryBoundedKeepsShape(t *testing.T) {
 		}
 	}
 }
+
+// TestManyObservers: 60 observers, some joining mid-run, all end up
+// with the whole run.
+func TestManyObservers(t *testing.T) {
+	const observers, steps = 60, 600
+	srv := web.New(web.Options{FlushInterval: 10 * time.Millisecond})
+	hs := httptest.NewServer(srv.Handler())
+	defer hs.Close()
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	published := 0
+	for c := range observers {
+		r := stream(t, ctx, hs.URL)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			last := 0
+			for last < steps {
+				ev, err := r.Next()
+				if err != nil {
+					t.Errorf("observer %d stopped at step %d: %v", c, last, err)
+					return
+				}
+				switch ev.Name {
+				case "snapshot":
+					var s struct {
+						Steps []struct{ Step int } `json:"steps"`
+					}
+					if err := json.Unmarshal(ev.Data, &s); err != nil {
+						t.Errorf("snapshot: %v", err)
+						return
+					}
+					if n := len(s.Steps); n > 0 {
+						last = s.Steps[n-1].Step
+					}
+				case "step":
+					var s struct{ Step int }
+					_ = json.Unmarshal(ev.Data, &s)
+					last = s.Step
+				}
+			}
+		}()
+		for range steps / observers {
+			published++
+			srv.PublishStep(step(published))
+		}
+	}
+	if n := srv.Observers(); n != observers {
+		t.Errorf("%d observers connected, want %d", n, observers)
+	}
+	wg.Wait()
+}

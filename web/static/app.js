@@ -54,8 +54,10 @@
     S.events = d.events || [];
   }
 
+  let es = null;
   function connect() {
-    const es = new EventSource('events');
+    if (es) es.close();
+    es = new EventSource('events');
     const on = (name, fn) => es.addEventListener(name, (e) => {
       try { fn(JSON.parse(e.data)); } catch (err) { console.error('narrowband: bad ' + name + ' event', err); }
       invalidate();
@@ -83,6 +85,18 @@
     if (a >= 1e6) return +(v / 1e6).toPrecision(d) + 'M';
     if (a >= 1e3) return +(v / 1e3).toPrecision(d) + 'k';
     return +v.toPrecision(d) + '';
+  }
+  // tickLabel formats an axis value with just enough decimals for the tick
+  // spacing, so neighbouring ticks never print the same text.
+  function tickLabel(v, step, useSI) {
+    const units = useSI ? [[1e9, 'G'], [1e6, 'M'], [1e3, 'k'], [1, '']] : [[1, '']];
+    for (const [u, suffix] of units) {
+      if (Math.abs(v) >= u || u === 1) {
+        const d = Math.min(6, Math.max(0, Math.ceil(-Math.log10(step / u) - 1e-9)));
+        return +(v / u).toFixed(d) + suffix;
+      }
+    }
+    return String(v);
   }
   function bytesRate(v) {
     if (!isFinite(v)) return '–';
@@ -185,7 +199,7 @@
 
   function renderLoss() {
     const c = $('loss-chart');
-    const { g, w, h } = setupCanvas(c, 300);
+    const { g, w, h } = setupCanvas(c, 330);
     const L = 56, R = 16, T = 12, B = 40;
     const pts = S.steps.filter((r) => isFinite(r.loss) && isFinite(r.tokens));
     const vals = S.steps.filter((r) => r.val_loss !== undefined && isFinite(r.val_loss));
@@ -217,16 +231,18 @@
     // grid + ticks
     g.fillStyle = '#6b7280'; g.strokeStyle = '#eef0f3'; g.lineWidth = 1;
     g.textAlign = 'right'; g.textBaseline = 'middle';
-    for (const v of niceTicks(y0, y1, 6)) {
+    const yt = niceTicks(y0, y1, 6);
+    for (const v of yt) {
       const y = Math.round(Y(v)) + 0.5; if (y < T || y > h - B) continue;
       g.beginPath(); g.moveTo(L, y); g.lineTo(w - R, y); g.stroke();
-      g.fillText(+v.toFixed(3) + '', L - 6, y);
+      g.fillText(tickLabel(v, yt.length > 1 ? yt[1] - yt[0] : 1, false), L - 6, y);
     }
     g.textAlign = 'center'; g.textBaseline = 'top';
-    for (const v of niceTicks(x0, x1, Math.max(3, Math.floor((w - L - R) / 90)))) {
+    const xt = niceTicks(x0, x1, Math.max(3, Math.floor((w - L - R) / 90))).filter((v) => Number.isInteger(v));
+    for (const v of xt) {
       const x = Math.round(X(v)) + 0.5; if (x < L || x > w - R) continue;
       g.beginPath(); g.moveTo(x, T); g.lineTo(x, h - B); g.stroke();
-      g.fillText(si(v), x, h - B + 5);
+      g.fillText(tickLabel(v, xt.length > 1 ? xt[1] - xt[0] : 1, true), x, h - B + 5);
     }
     g.fillText('training tokens', L + (w - L - R) / 2, h - 16);
     g.save(); g.translate(13, T + (h - T - B) / 2); g.rotate(-Math.PI / 2); g.textBaseline = 'middle';
@@ -250,8 +266,8 @@
     // latest value tag
     const lx = X(pts[pts.length - 1].tokens), ly = Y(ema[ema.length - 1]);
     g.fillStyle = color('train'); g.beginPath(); g.arc(lx, ly, 3, 0, 2 * Math.PI); g.fill();
-    g.textAlign = 'right'; g.textBaseline = 'bottom'; g.font = '600 12px system-ui, sans-serif';
-    g.fillText(ema[ema.length - 1].toFixed(3), Math.min(lx, w - R - 2), ly - 5);
+    g.textAlign = lx < L + 60 ? 'left' : 'right'; g.textBaseline = 'bottom'; g.font = '600 12px system-ui, sans-serif';
+    g.fillText(ema[ema.length - 1].toFixed(3), lx < L + 60 ? lx + 4 : Math.min(lx, w - R - 2), ly - 5);
   }
 
   function renderTimeline() {
@@ -282,10 +298,12 @@
     $('timeline-sub').textContent = 'steps ' + Math.max(0, maxStep - 2) + '–' + maxStep + ', per stage (' + (ms ? ((t1 - t0) * 1000).toFixed(0) + ' ms' : (t1 - t0).toFixed(2) + ' s') + ' shown)';
     // axis
     g.strokeStyle = '#eef0f3'; g.fillStyle = '#6b7280'; g.textAlign = 'center'; g.textBaseline = 'top';
-    for (const v of niceTicks(0, t1 - t0, Math.max(3, Math.floor((w - L - R) / 90)))) {
+    const tt = niceTicks(0, t1 - t0, Math.max(3, Math.floor((w - L - R) / 90)));
+    const tstep = tt.length > 1 ? tt[1] - tt[0] : 1;
+    for (const v of tt) {
       const x = Math.round(X(t0 + v)) + 0.5;
       g.beginPath(); g.moveTo(x, T); g.lineTo(x, h - B); g.stroke();
-      g.fillText(ms ? +(v * 1000).toPrecision(4) + ' ms' : +v.toPrecision(4) + ' s', x, h - B + 5);
+      g.fillText(ms ? tickLabel(v * 1000, tstep * 1000, false) + ' ms' : tickLabel(v, tstep, false) + ' s', x, h - B + 5);
     }
     // step boundaries: where each step's first span starts
     const firstOf = new Map();
@@ -307,8 +325,8 @@
       const bw = Math.max(1, x2 - x);
       g.fillStyle = color(KINDS.includes(s.kind) ? s.kind : 'other');
       g.fillRect(x, y, bw, lane - 6);
-      if (bw > 22 && (s.kind === 'forward' || s.kind === 'backward')) {
-        g.fillStyle = '#fff'; g.fillText((s.kind === 'forward' ? 'F' : 'B') + s.micro, x + bw / 2, y + (lane - 6) / 2);
+      if (bw > 15 && (s.kind === 'forward' || s.kind === 'backward')) {
+        g.fillStyle = '#fff'; g.font = (bw > 22 ? '11px' : '9px') + ' system-ui, sans-serif'; g.fillText((s.kind === 'forward' ? 'F' : 'B') + s.micro, x + bw / 2, y + (lane - 6) / 2);
       }
     }
   }
@@ -421,6 +439,11 @@
     }
   }
   window.addEventListener('resize', invalidate);
+  // Close the stream when the page goes away (or into the back/forward
+  // cache) so the server frees the observer at once; reopen on return,
+  // which starts with a fresh snapshot.
+  window.addEventListener('pagehide', () => { if (es) { es.close(); es = null; } S.connected = false; });
+  window.addEventListener('pageshow', (e) => { if (e.persisted) connect(); });
   window.narrowband = { state: S, render };
   render();
   connect();

@@ -229,6 +229,9 @@ type WatchOptions struct {
 	// A single-stage run has no links and may publish no spans; say so
 	// here, otherwise empty link or timeline panels fail the watch.
 	AllowNoLinks, AllowNoTimeline bool
+	// StayOnPage keeps the tab on the page after Watch returns (it then
+	// keeps an /events request open until web.Server.Close).
+	StayOnPage bool
 }
 
 // Result is what Watch saw.
@@ -243,6 +246,10 @@ type Result struct {
 // point per step so far, and the links, stage and timeline panels have
 // content. It saves a screenshot to screenshotPath (if not "") and fails
 // on any console error. Use it in a test of a real training run.
+//
+// When it returns, the tab has left the page, so the run's HTTP server
+// can be closed; a tab still open on the page keeps its /events request
+// open until web.Server.Close is called.
 func WatchRun(t testing.TB, url string, wantSteps int, screenshotPath string) Result {
 	t.Helper()
 	return NewBrowser(t).Watch(t, url, WatchOptions{WantSteps: wantSteps, Screenshot: screenshotPath})
@@ -303,6 +310,14 @@ func (b *Browser) Watch(t testing.TB, url string, o WatchOptions) Result {
 	}
 	if errs := b.ConsoleErrors(); len(errs) > 0 {
 		t.Errorf("browser console errors:\n%s", strings.Join(errs, "\n"))
+	}
+	// Leave the page so its event stream closes: an httptest.Server's
+	// Close waits for open requests, and the browser lives until the
+	// test's cleanup, after the test's deferred calls.
+	if !o.StayOnPage {
+		if err := Navigate(tab, "about:blank"); err != nil {
+			t.Errorf("leave the page: %v", err)
+		}
 	}
 	t.Logf("web view: step %s, loss %s → %s, %d chart points, %d spans, %d links, %d stages",
 		last.StepText, first.Loss, last.Loss, last.Points, last.Spans, last.Links, last.Stages)
