@@ -81,7 +81,9 @@ func TestWatchRunHelper(t *testing.T) {
 	defer hs.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go func() { _ = webtest.Simulate(ctx, srv, webtest.SimConfig{Steps: 1000, StepEvery: 30 * time.Millisecond, Stages: 2, Seed: 2}) }()
+	go func() {
+		_ = webtest.Simulate(ctx, srv, webtest.SimConfig{Steps: 1000, StepEvery: 30 * time.Millisecond, Stages: 2, Seed: 2})
+	}()
 	res := webtest.WatchRun(t, hs.URL, 15, filepath.Join(webtest.ArtifactDir(t), "web-watchrun.png"))
 	if res.Last.Step < 15 || res.Last.Links != 1 || res.Last.Stages != 2 {
 		t.Errorf("WatchRun saw %+v; want step ≥ 15, 1 link, 2 stages", res.Last)
