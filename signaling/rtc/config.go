@@ -49,6 +49,11 @@ type Config struct {
 	// ConnectTimeout bounds Connect when its context has no deadline
 	// (default 30 s).
 	ConnectTimeout time.Duration
+	// FailTimeout is how long the link may go without any packet from the
+	// peer before it is declared dead and Send/Recv fail (ICE "failed"; the
+	// ICE keepalive runs every second). Default 15 s; shorter detects a
+	// crashed peer sooner but may cut a link through a brief outage.
+	FailTimeout time.Duration
 	// CloseLinger bounds how long Close waits for sent data to be
 	// acknowledged when the peer has stopped reading (default 1 s).
 	CloseLinger time.Duration
@@ -65,6 +70,7 @@ func DefaultConfig() Config {
 		Label:          "narrowband",
 		ConnectTimeout: 30 * time.Second,
 		CloseLinger:    time.Second,
+		FailTimeout:    15 * time.Second,
 	}
 }
 
@@ -90,6 +96,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ConnectTimeout == 0 {
 		c.ConnectTimeout = d.ConnectTimeout
+	}
+	if c.FailTimeout == 0 {
+		c.FailTimeout = d.FailTimeout
 	}
 	if c.CloseLinger == 0 {
 		c.CloseLinger = d.CloseLinger
@@ -135,6 +144,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("rtc: Config.Label is %d bytes, want ≤ 255", len(d.Label))
 	case d.ConnectTimeout < 0 || d.CloseLinger < 0:
 		return fmt.Errorf("rtc: Config.ConnectTimeout = %v, CloseLinger = %v: want ≥ 0", d.ConnectTimeout, d.CloseLinger)
+	case d.FailTimeout < 2*time.Second:
+		return fmt.Errorf("rtc: Config.FailTimeout = %v, want ≥ 2s (keepalives go out every second)", d.FailTimeout)
 	}
 	return nil
 }

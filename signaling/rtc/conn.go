@@ -47,6 +47,7 @@ type Conn struct {
 	sendBlocked                              atomic.Int64
 	candidate                                atomic.Value // string
 	rtt                                      atomic.Int64
+	lost                                     atomic.Value // error: why the link died, if ICE said so
 }
 
 var _ transport.Conn = (*Conn)(nil)
@@ -182,7 +183,11 @@ func (c *Conn) readLoop() {
 			case <-c.closing:
 				c.q.finish(transport.ErrClosed)
 			default:
-				c.q.finish(fmt.Errorf("rtc: link to %s lost before it was closed: %w", c.remote, err))
+				if lost, ok := c.lost.Load().(error); ok {
+					c.q.finish(lost)
+				} else {
+					c.q.finish(fmt.Errorf("rtc: link to %s lost before it was closed: %w", c.remote, err))
+				}
 			}
 			return
 		}

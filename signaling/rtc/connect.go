@@ -103,8 +103,13 @@ func attempt(ctx context.Context, sig Signaler, remote string, cfg Config, offer
 			return
 		}
 		if c := conn.Load(); c != nil {
-			// Unblock the reader: the link is gone for good.
-			_ = c.rwc.Close()
+			// The link is gone for good. Closing the data channel only ends
+			// our sending direction; closing the peer connection ends the
+			// SCTP association, which fails the reader's blocked Read.
+			if s == webrtc.PeerConnectionStateFailed {
+				c.lost.Store(fmt.Errorf("rtc: link to %s lost: nothing heard from the peer for %v (Config.FailTimeout); it crashed or the network path broke", remote, cfg.FailTimeout))
+				go func() { _ = pc.Close() }()
+			}
 			return
 		}
 		select {
@@ -196,8 +201,8 @@ func attempt(ctx context.Context, sig Signaler, remote string, cfg Config, offer
 				c := newConn(cfg, remote, pc, o.dc, o.rwc, mux, udp)
 				c.sigs = sigs
 				conn.Store(c)
-				if s := pc.ConnectionState(); s == webrtc.PeerConnectionStateFailed || s == webrtc.PeerConnectionStateClosed {
-					_ = o.rwc.Close()
+				if s := pc.ConnectionState(); s == webrtc.PeerConnectionStateFailed {
+					go func() { _ = pc.Close() }() // failed before we could watch
 				}
 				ok = true
 				out.stop()
@@ -394,7 +399,9 @@ func newPeerConnection(cfg Config, mux ice.UDPMux) (*webrtc.PeerConnection, erro
 	se.EnableSCTPZeroChecksum(true)
 	se.SetICEUDPMux(mux)
 	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
-	se.SetICETimeouts(5*time.Second, 15*time.Second, time.Second)
+	// "Disconnected" after a third of the silence, "failed" (link torn
+	// down) after all of it; keepalives every second.
+	se.SetICETimeouts(cfg.FailTimeout/3, cfg.FailTimeout, time.Second)
 	if cfg.Loopback {
 		se.SetIncludeLoopbackCandidate(true)
 		se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)

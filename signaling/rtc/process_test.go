@@ -50,11 +50,19 @@ func runHelper(mode, url string) error {
 		return err
 	}
 	defer sig.Close()
-	c, err := Connect(ctx, sig, "parent", loopbackConfig())
+	cfg := loopbackConfig()
+	if mode == "hang" {
+		cfg.FailTimeout = 2 * time.Second
+	}
+	c, err := Connect(ctx, sig, "parent", cfg)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
+	if mode == "hang" {
+		fmt.Println("CONNECTED")
+		select {} // wait to be killed
+	}
 	for {
 		msg, err := c.Recv(ctx)
 		if errors.Is(err, io.EOF) {
@@ -78,6 +86,15 @@ func runHelper(mode, url string) error {
 // startChild runs the helper process and connects to it as "parent".
 func startChild(t testing.TB, mode string) (*Conn, *exec.Cmd) {
 	t.Helper()
+	cfg := loopbackConfig()
+	if mode == "hang" {
+		cfg.FailTimeout = 2 * time.Second
+	}
+	return startChildConfig(t, mode, cfg)
+}
+
+func startChildConfig(t testing.TB, mode string, cfg Config) (*Conn, *exec.Cmd) {
+	t.Helper()
 	url := startSignal(t)
 	sig := join(t, url, "parent")
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
@@ -93,7 +110,7 @@ func startChild(t testing.TB, mode string) (*Conn, *exec.Cmd) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := Connect(ctx, sig, "child", loopbackConfig())
+	c, err := Connect(ctx, sig, "child", cfg)
 	if err != nil {
 		t.Fatalf("connect to the helper process: %v (helper stderr: %s)", err, stderr.String())
 	}
@@ -136,6 +153,32 @@ func TestTwoProcesses(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("helper process did not exit after the link closed")
+	}
+}
+
+// TestPeerProcessKilled: when the far process dies without closing (kill
+// -9), Recv on this end fails with a lost-link error within FailTimeout.
+func TestPeerProcessKilled(t *testing.T) {
+	c, cmd := startChild(t, "hang")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := c.Send(ctx, []byte("are you there")); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err := c.Recv(ctx)
+	if err == nil || errors.Is(err, io.EOF) || errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Recv after the peer process was killed: got %v, want a lost-link error", err)
+	}
+	t.Logf("Recv failed %v after the kill: %v", time.Since(start).Round(time.Millisecond), err)
+	if err := c.Send(ctx, []byte("hello?")); err == nil {
+		// SCTP may still accept into its buffer; a second Send must fail.
+		if err := c.Send(ctx, []byte("hello?")); err == nil {
+			t.Errorf("Send keeps succeeding on a dead link")
+		}
 	}
 }
 
