@@ -7,6 +7,7 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -328,7 +329,25 @@ func TestMaxObservers(t *testing.T) {
 	}
 }
 
+// noLeak fails the test if goroutines started during it are still running
+// shortly after it ends (after its deferred calls).
+func noLeak(t *testing.T) {
+	before := runtime.NumGoroutine()
+	t.Cleanup(func() {
+		deadline := time.Now().Add(3 * time.Second)
+		for runtime.NumGoroutine() > before {
+			if time.Now().After(deadline) {
+				buf := make([]byte, 1<<16)
+				t.Errorf("%d goroutines before, %d after:\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
+}
+
 func TestCloseEndsStreams(t *testing.T) {
+	noLeak(t)
 	srv := web.New(web.Options{})
 	hs := httptest.NewServer(srv.Handler())
 	defer hs.Close()
@@ -414,6 +433,7 @@ func TestHistoryBoundedKeepsShape(t *testing.T) {
 // with the whole run.
 func TestManyObservers(t *testing.T) {
 	const observers, steps = 60, 600
+	noLeak(t)
 	srv := web.New(web.Options{FlushInterval: 10 * time.Millisecond})
 	hs := httptest.NewServer(srv.Handler())
 	defer hs.Close()
