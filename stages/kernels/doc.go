@@ -26,9 +26,10 @@
 //     interleaved steps (used when A is transposed) or as six plain rows
 //     (used when it is not, so packing a row-major A is a row copy rather
 //     than a transposing one; BenchmarkALayout measured the rows layout
-//     5-7% faster on the model's shapes even against an assembly
-//     transposing pack). It runs at ~85-90% of the FMA peak in cache
-//     (BenchmarkMicroKernel vs BenchmarkPeak).
+//     as fast or up to ~15% faster on the model's shapes, even against an
+//     assembly transposing pack). In cache the kernel runs at ~85-95% of
+//     the FMA peak (BenchmarkMicroKernel vs BenchmarkPeak); whole products
+//     of the model's shapes at ~65-85% of it per CPU-second.
 //   - arm64 (NEON is part of every ARMv8-A core): an 8×12 Go-assembly
 //     kernel (24 q-register accumulators, LD1R broadcasts of A). It writes
 //     raw sums to a scratch tile and Go applies alpha and beta, because Go's

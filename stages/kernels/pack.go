@@ -13,7 +13,7 @@ func packA(dst, a []float32, lda int, transA bool, ic, mc, pc, kc, mr int) {
 		d := dst[(i/mr)*kc*mr : (i/mr+1)*kc*mr]
 		if transA {
 			// op(A)(i, p) = a[p*lda + i]: each step is a contiguous run.
-			copySteps(d, a, (pc)*lda+ic+i, lda, rows, kc, mr)
+			copySteps(d, a, pc*lda+ic+i, lda, rows, kc, mr)
 			continue
 		}
 		// op(A)(i, p) = a[i*lda + p]: read mr rows, interleave them.
