@@ -56,7 +56,7 @@ func Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int
 	}
 	threads := Threads()
 	if threads <= 1 || m*n*k < serialMACs {
-		buf := bufPool.Get().(*packBuf)
+		buf := bufPool.Get()
 		g.run(buf, 0, m, 0, n)
 		bufPool.Put(buf)
 		return
@@ -130,7 +130,34 @@ type packBuf struct {
 	tile []float32 // an edge tile of C, padded to the kernel's mr×nr
 }
 
-var bufPool = sync.Pool{New: func() any { return new(packBuf) }}
+// bufPool holds the packing buffers of calls that run on their caller's
+// goroutine. Unlike a sync.Pool it never drops them at a garbage
+// collection, so a training loop does not re-grow its buffers after every
+// GC; it keeps as many as calls have ever run at once.
+var bufPool freeList
+
+type freeList struct {
+	mu   sync.Mutex
+	free []*packBuf
+}
+
+func (l *freeList) Get() *packBuf {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if n := len(l.free); n > 0 {
+		b := l.free[n-1]
+		l.free[n-1] = nil
+		l.free = l.free[:n-1]
+		return b
+	}
+	return new(packBuf)
+}
+
+func (l *freeList) Put(b *packBuf) {
+	l.mu.Lock()
+	l.free = append(l.free, b)
+	l.mu.Unlock()
+}
 
 // grow returns s resized to n floats, reallocating only when it is too
 // small. New buffers start on a 64-byte boundary, so each 16-float step of a

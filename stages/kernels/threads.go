@@ -74,7 +74,7 @@ func (p *pool) worker(i int, wake <-chan struct{}) {
 // of waiting idle (same bits either way).
 func (p *pool) run(call gemm, threads int) {
 	if !p.mu.TryLock() {
-		buf := bufPool.Get().(*packBuf)
+		buf := bufPool.Get()
 		call.run(buf, 0, call.m, 0, call.n)
 		bufPool.Put(buf)
 		return
