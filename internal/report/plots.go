@@ -39,11 +39,11 @@ func lossFigure(runs []Run, st styles, name, title, xlabel string, x func(metric
 		var train, val plotter.XYs
 		for _, s := range r.Steps {
 			xv := x(s)
-			if !finite(xv) || !finite(s.Loss) {
+			if !plottable(xv) || !plottable(s.Loss) {
 				continue
 			}
 			train = append(train, plotter.XY{X: xv, Y: s.Loss})
-			if s.ValLoss != nil && finite(*s.ValLoss) {
+			if s.ValLoss != nil && plottable(*s.ValLoss) {
 				val = append(val, plotter.XY{X: xv, Y: *s.ValLoss})
 			}
 		}
@@ -128,7 +128,7 @@ func bandwidthFigure(runs []Run, st styles) (*figure, error) {
 	distinct := map[float64]bool{}
 	for _, r := range runs {
 		bw, tps := r.Config.Network.BandwidthMbps, r.Summary.TokensPerSecond
-		if !finite(bw) || bw < 0 || !finite(tps) || tps <= 0 {
+		if !plottable(bw) || bw < 0 || !plottable(tps) || tps <= 0 {
 			continue
 		}
 		distinct[bw] = true
@@ -242,7 +242,7 @@ func wireFigure(runs []Run, st styles) (*figure, error) {
 	var rs []Run
 	for _, r := range runs {
 		f, b := r.Summary.WireBytesPerTokenForward, r.Summary.WireBytesPerTokenBackward
-		if finite(f) && finite(b) && f >= 0 && b >= 0 && f+b > 0 {
+		if plottable(f) && plottable(b) && f >= 0 && b >= 0 && f+b > 0 {
 			rs = append(rs, r)
 		}
 	}
@@ -382,7 +382,10 @@ func paretoFigure(runs []Run, st styles) (*figure, error) {
 	for _, r := range runs {
 		ref, ok := reference(runs, r)
 		ratio := ratioVsFP32(r)
-		if !ok || ratio <= 0 || !finite(ratio) || !finite(r.Summary.FinalValLoss) {
+		if !ok || ratio <= 0 || !plottable(ratio) || !plottable(r.Summary.FinalValLoss) {
+			continue
+		}
+		if !plottable(r.Summary.FinalValLoss - ref.Summary.FinalValLoss) {
 			continue
 		}
 		if r.Config.Compression.Method != "none" {

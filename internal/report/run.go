@@ -313,7 +313,8 @@ func parseMetrics(b []byte, name string) ([]metrics.StepRecord, []metrics.Event,
 }
 
 // parseTimeline decodes timeline.jsonl, one metrics.Span per line, with the
-// same policy as parseMetrics. Spans that end before they start are dropped.
+// same policy as parseMetrics. Spans that end before they start, or at
+// times no run reaches (see plottable), are dropped.
 func parseTimeline(b []byte, name string) ([]metrics.Span, []string, error) {
 	var spans []metrics.Span
 	var warn []string
@@ -322,7 +323,7 @@ func parseTimeline(b []byte, name string) ([]metrics.Span, []string, error) {
 		if err := json.Unmarshal(line, &s); err != nil {
 			return err
 		}
-		if s.End >= s.Start && finite(s.Start) && finite(s.End) {
+		if s.End >= s.Start && plottable(s.Start) && plottable(s.End) {
 			spans = append(spans, s)
 		}
 		return nil
@@ -426,6 +427,15 @@ func deriveSummary(cfg config.Config, steps []metrics.StepRecord) metrics.Summar
 }
 
 func finite(x float64) bool { return !math.IsNaN(x) && !math.IsInf(x, 0) }
+
+// plottable reports whether x can go on an axis. gonum/plot's tick search
+// never ends on ranges near the float64 limits, and no loss, byte count or
+// time of a real run is beyond 1e15 or a nonzero value below 1e-12, so
+// such values (hostile or corrupt records) are left out of the plots.
+func plottable(x float64) bool {
+	a := math.Abs(x)
+	return finite(x) && a <= 1e15 && (a == 0 || a >= 1e-12)
+}
 
 // sortedKeys returns m's keys in order.
 func sortedKeys[V any](m map[string]V) []string {
