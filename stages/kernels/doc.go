@@ -61,6 +61,9 @@
 // element of C is computed by the same sequence of operations whichever
 // thread owns it, so results are bit-identical for any thread count and
 // from run to run. SetThreads(1) pins a stage's math to its own goroutine.
+// The pool's goroutines (kernels.(*pool).worker) start with the first large
+// call and stay for the life of the process; goroutine-leak checks should
+// ignore them.
 //
 // SgemmRef is the slow, obviously correct reference the tests compare with.
 package kernels
