@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/narrowband/narrowband/internal/metrics"
 	"github.com/narrowband/narrowband/internal/wire"
 	"github.com/narrowband/narrowband/stages"
 )
@@ -60,6 +61,7 @@ type workerStats struct {
 	// The link to the next stage: its path type and round-trip time.
 	Candidate string
 	RTTMs     float64
+	Events    []metrics.Event // e.g. compression rank changes
 }
 
 type spanRec struct {

@@ -268,6 +268,7 @@ func (p *pipeline) Step(ctx context.Context, step int, lr float64) (stepResult, 
 		res.RawForward += s.RawFwdBytes
 		res.WireBackward += s.SentBwdBytes
 		res.RawBackward += s.RawBwdBytes
+		res.Events = append(res.Events, s.Events...)
 		for _, sp := range s.Spans {
 			res.Spans = append(res.Spans, metrics.Span{Stage: i, Kind: sp.Kind, Step: step + 1, Micro: sp.Micro, Start: sp.Start, End: sp.End})
 		}

@@ -54,6 +54,7 @@ type stepResult struct {
 	Stages   []metrics.StageStats
 	Links    []metrics.LinkStats
 	Spans    []metrics.Span
+	Events   []metrics.Event
 	// Wire bytes crossing stage boundaries in this step, summed over
 	// boundaries, and the fp32 bytes they stand for.
 	WireForward, WireBackward int64
@@ -220,6 +221,15 @@ func Run(ctx context.Context, o Options) (_ *metrics.Summary, err error) {
 		}
 		if err := jsonl.Write(rec); err != nil {
 			return nil, err
+		}
+		for _, ev := range res.Events {
+			log.Info("event", "kind", ev.Kind, "step", ev.Step, "detail", ev.Detail)
+			if err := jsonl.Write(ev); err != nil {
+				return nil, err
+			}
+			if o.Observer != nil {
+				o.Observer.PublishEvent(ev)
+			}
 		}
 		if len(res.Spans) > 0 {
 			recent = append(recent, res.Spans)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/narrowband/narrowband/compression"
 	"github.com/narrowband/narrowband/internal/config"
+	"github.com/narrowband/narrowband/internal/metrics"
 	"github.com/narrowband/narrowband/internal/transport"
 	"github.com/narrowband/narrowband/internal/wire"
 	"github.com/narrowband/narrowband/scheduler"
@@ -25,10 +26,12 @@ var constrainOnly = false
 // optimizer steps outside the schedule.
 const evalStep = 1 << 62
 
-// stampSize is the sender's clock (unix ns) that opens every tensor payload,
-// so a receiver can tell time spent waiting for a message on the wire from
-// time spent waiting for the sender to compute it.
-const stampSize = 8
+// stampSize is the prefix of every tensor payload: the sender's clock (unix
+// ns, 8 bytes), so a receiver can tell time spent waiting for a message on
+// the wire from time spent waiting for the sender to compute it; and the
+// throughput (bytes/s, float32) at which the sender last received from the
+// receiver, the feedback compression.rank = "auto" steers by.
+const stampSize = 12
 
 // Links are one worker's connections. Prev/Next are nil at the ends; Tied
 // connects the first and last stage (nil for a 1-stage pipeline).
@@ -70,6 +73,16 @@ type worker struct {
 
 	t0    time.Time
 	stats workerStats
+
+	// Throughput of what this stage received, per direction, fed back to
+	// the sender on the next frame going the other way; and the time of
+	// the last arrival (a message that queued behind it was serialized
+	// from then on, not from its send time).
+	actRate, gradRate  float32
+	lastAct, lastGrad  time.Time
+	autoNext, autoPrev *compression.AutoRank
+	computePerMicro    float64 // forward+backward seconds of the last micro-batch pair
+	fwdSecs, bwdSecs   float64
 }
 
 type inMsg struct {
@@ -149,6 +162,17 @@ func newWorker(cfg config.Config, id int, ranges []scheduler.Range, links Links)
 		if *p, err = mk(); err != nil {
 			return nil, err
 		}
+	}
+	if cc.Method == compression.MethodLowRank && cc.Rank == compression.RankAuto {
+		ladder := compression.DefaultLadder(cfg.Model.NEmbd, cfg.Model.NEmbd/2)
+		if w.autoNext, err = compression.NewAutoRank(compression.DefaultAutoRankConfig(ladder), 0); err != nil {
+			return nil, err
+		}
+		if w.autoPrev, err = compression.NewAutoRank(compression.DefaultAutoRankConfig(ladder), 0); err != nil {
+			return nil, err
+		}
+		w.encNext.Codec.(*compression.LowRank).Apply(w.autoNext.Current())
+		w.encPrev.Codec.(*compression.LowRank).Apply(w.autoPrev.Current())
 	}
 	if sub, ok := w.encNext.Codec.(*compression.Subspace); ok {
 		if w.con = newConstraint(st, sub, id, S); w.con != nil {
@@ -288,7 +312,12 @@ func (w *worker) release(b []float32) { w.free = append(w.free, b[:cap(b)]) }
 
 // send encodes x (rows×C) with enc into a frame and queues it on c.
 func (w *worker) send(c transport.Conn, enc *compression.LinkCodec, typ wire.Type, step, micro int, x []float32, tokens []int32, rows int) (int, error) {
+	fb := w.gradRate // activations go to the stage whose gradients we measured
+	if typ == wire.TypeGradient {
+		fb = w.actRate
+	}
 	p := binary.LittleEndian.AppendUint64(w.encBuf[:0], uint64(time.Now().UnixNano()))
+	p = binary.LittleEndian.AppendUint32(p, math.Float32bits(fb))
 	var flags wire.Flags
 	var err error
 	var lz4 bool
@@ -391,6 +420,7 @@ func (w *worker) take(ctx context.Context) error {
 		return err
 	}
 	w.netWait(w0, m)
+	w.observe(m)
 	key := [2]int{step, int(m.h.Micro)}
 	if m.h.Type == wire.TypeActivation {
 		w.acts[key] = dst
@@ -399,6 +429,42 @@ func (w *worker) take(ctx context.Context) error {
 	}
 	w.grads[key] = dst
 	return w.sm.Step(scheduler.GradientArrived(step-w.base, int(m.h.Micro)))
+}
+
+// observe measures the throughput of a received tensor frame and feeds the
+// sender's feedback on our own sending to the auto-rank controller.
+func (w *worker) observe(m inMsg) {
+	sent := time.Unix(0, int64(binary.LittleEndian.Uint64(m.payload)))
+	fb := float64(math.Float32frombits(binary.LittleEndian.Uint32(m.payload[8:])))
+	rate, link := &w.actRate, w.links.Prev
+	auto, enc, dir := w.autoPrev, w.encPrev, "backward"
+	if m.h.Type == wire.TypeGradient {
+		rate, link = &w.gradRate, w.links.Next
+		auto, enc, dir = w.autoNext, w.encNext, "forward"
+	}
+	// Transfer time = transit less the one-way latency (half the link's
+	// round trip): serialization plus any queueing behind earlier
+	// messages. A late delivery only makes it longer, so the estimate errs
+	// towards a slower link, never a faster one.
+	transfer := m.at.Sub(sent) - link.Stats().RTT/2
+	transfer = max(transfer, 50*time.Microsecond) // clock granularity
+	*rate = float32(float64(len(m.payload)+wire.HeaderSize) / transfer.Seconds())
+	// fb is how fast our frames in the other direction reached this
+	// peer: the activations we send next (on a gradient frame) or the
+	// gradients we send back (on an activation frame).
+	if auto == nil || fb <= 0 || w.computePerMicro <= 0 {
+		return
+	}
+	setting, ev := auto.Observe(compression.Observation{BytesPerSecond: fb, ComputeSeconds: w.computePerMicro, Rows: w.B * w.T, Cols: w.C})
+	if ev == nil {
+		return
+	}
+	if lr, ok := enc.Codec.(*compression.LowRank); ok {
+		lr.Apply(setting)
+	}
+	d := ev.Detail()
+	d["stage"], d["direction"] = w.id, dir
+	w.stats.Events = append(w.stats.Events, metrics.Event{Type: "event", Kind: "rank_change", Step: int(m.h.Step) + 1, WallSeconds: time.Since(w.t0).Seconds(), Detail: d})
 }
 
 // netWait counts the part of a wait that began at w0 during which the
@@ -493,6 +559,7 @@ func (w *worker) step(ctx context.Context, cmd ctrlMsg) (ctrlMsg, error) {
 				w.release(in)
 			}
 			w.span("forward", a.Micro, t)
+			w.fwdSecs = time.Since(t).Seconds()
 		case scheduler.ActionBackward:
 			key := [2]int{step, a.Micro}
 			var dout []float32
@@ -522,6 +589,8 @@ func (w *worker) step(ctx context.Context, cmd ctrlMsg) (ctrlMsg, error) {
 				}
 			}
 			w.span("backward", a.Micro, t)
+			w.bwdSecs = time.Since(t).Seconds()
+			w.computePerMicro = w.fwdSecs + w.bwdSecs
 		case scheduler.ActionOptimizerStep:
 			waited, err := w.optimize(ctx, cmd, loss)
 			if err != nil {
@@ -547,6 +616,7 @@ func (w *worker) sendTied(step int) {
 	g := w.st.TiedWeight().Grad
 	p := make([]byte, stampSize, stampSize+4*len(g))
 	binary.LittleEndian.PutUint64(p, uint64(time.Now().UnixNano()))
+	binary.LittleEndian.PutUint32(p[8:], 0)
 	for _, v := range g {
 		p = binary.LittleEndian.AppendUint32(p, math.Float32bits(v))
 	}

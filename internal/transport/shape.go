@@ -77,6 +77,7 @@ func Shape(c Conn, p LinkProfile, o ShapeOptions) (Conn, error) {
 	s := &shaped{
 		inner:   c,
 		opts:    o,
+		latency: time.Duration(p.LatencyMs * float64(time.Millisecond)),
 		model:   newLinkModel(p, o.Seed),
 		changed: make(chan struct{}),
 		done:    make(chan struct{}),
@@ -98,8 +99,9 @@ type shapedMsg struct {
 }
 
 type shaped struct {
-	inner Conn
-	opts  ShapeOptions
+	inner   Conn
+	opts    ShapeOptions
+	latency time.Duration // the profile's one-way latency
 
 	closing    context.Context // done once Close starts: unblocks Recv
 	stopRecv   context.CancelFunc
@@ -305,5 +307,9 @@ func (s *shaped) Stats() Stats {
 	st.MessagesSent = s.sentMsgs
 	st.SendBlocked = s.blocked
 	st.Queued = s.inQueue
+	// The link's round trip as a peer would measure it: the inner one plus
+	// this profile's latency each way (the other end shapes the way back,
+	// with the same profile in narrowband's runs).
+	st.RTT += 2 * s.latency
 	return st
 }
