@@ -260,3 +260,40 @@ func TestOffererRetries(t *testing.T) {
 		t.Fatalf("b got %q, %v", got, err)
 	}
 }
+
+// TestLocalCoordinatorLink: a coordinator attached in the signaling
+// server's process links to a websocket peer.
+func TestLocalCoordinatorLink(t *testing.T) {
+	s, err := signaling.NewServer(signaling.Config{Key: testKey, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(s)
+	defer func() { s.Close(); hs.Close() }()
+	coord, err := s.Attach("run", "coordinator")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer coord.Close()
+	peer := join(t, "ws"+strings.TrimPrefix(hs.URL, "http")+"/run", "stage0")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	var pc *Conn
+	var errP error
+	wg.Add(1)
+	go func() { defer wg.Done(); pc, errP = Connect(ctx, peer, "coordinator", loopbackConfig()) }()
+	cc, err := Connect(ctx, coord, "stage0", loopbackConfig())
+	wg.Wait()
+	if err != nil || errP != nil {
+		t.Fatalf("coordinator: %v; peer: %v", err, errP)
+	}
+	defer cc.Close()
+	defer pc.Close()
+	if err := cc.Send(ctx, []byte("assign 0")); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := pc.Recv(ctx); err != nil || string(got) != "assign 0" {
+		t.Fatalf("peer got %q, %v", got, err)
+	}
+}
