@@ -1,0 +1,63 @@
+//go:build !purego
+
+package stages
+
+import (
+	"unsafe"
+
+	"golang.org/x/sys/cpu"
+)
+
+// haveVec says the AVX2+FMA versions of the elementwise layers run here.
+// It is decided once, so a process always takes the same path and its
+// results stay bit-identical from run to run and for any core count.
+var haveVec = cpu.X86.HasAVX2 && cpu.X86.HasFMA
+
+// vecRows is the number of constant rows in vecConsts.
+const vecRows = 18
+
+// vecConsts holds each constant of the assembly kernels 8 times (one ymm
+// register's worth), in the order of the C_* offsets in vec_amd64.s.
+var vecConsts = func() (c [vecRows][8]float32) {
+	vals := [vecRows]float32{
+		geluScale, 0.044715, tanhClamp, -tanhClamp,
+		tanhA13, tanhA11, tanhA9, tanhA7, tanhA5, tanhA3, tanhA1,
+		tanhB6, tanhB4, tanhB2, tanhB0,
+		0.5, 1, 3 * 0.044715,
+	}
+	for i, v := range vals {
+		for k := range c[i] {
+			c[i][k] = v
+		}
+	}
+	return c
+}()
+
+//go:noescape
+func geluFwdAVX2(out, inp *float32, n int, c *[vecRows][8]float32)
+
+//go:noescape
+func geluBwdAVX2(dinp, inp, fwd, dout *float32, n int, c *[vecRows][8]float32)
+
+// geluForwardVec does the multiple-of-8 head of out = GELU(inp) in vector
+// code and returns how many elements it did (0 without AVX2).
+func geluForwardVec(out, inp []float32) int {
+	n := len(inp) &^ 7
+	if !haveVec || n == 0 {
+		return 0
+	}
+	_ = out[n-1]
+	geluFwdAVX2(unsafe.SliceData(out), unsafe.SliceData(inp), n, &vecConsts)
+	return n
+}
+
+// geluBackwardVec is geluForwardVec for the backward pass.
+func geluBackwardVec(dinp, inp, fwd, dout []float32) int {
+	n := len(inp) &^ 7
+	if !haveVec || n == 0 {
+		return 0
+	}
+	_, _, _ = dinp[n-1], fwd[n-1], dout[n-1]
+	geluBwdAVX2(unsafe.SliceData(dinp), unsafe.SliceData(inp), unsafe.SliceData(fwd), unsafe.SliceData(dout), n, &vecConsts)
+	return n
+}

@@ -1,0 +1,131 @@
+//go:build !purego
+
+#include "textflag.h"
+
+// Vector versions of the elementwise layers (AVX2 + FMA, 8 floats per
+// step). Constants come in a table of 8-float rows (vecConsts in
+// vec_amd64.go) so every FMA can take one straight from memory. Callers
+// pass n as a multiple of 8 and handle the tail in Go.
+
+// Offsets of vecConsts rows (32 bytes each).
+#define C_S      0     // sqrt(2/π)
+#define C_K      32    // 0.044715
+#define C_CLAMP  64
+#define C_NCLAMP 96
+#define C_A13    128
+#define C_A11    160
+#define C_A9     192
+#define C_A7     224
+#define C_A5     256
+#define C_A3     288
+#define C_A1     320
+#define C_B6     352
+#define C_B4     384
+#define C_B2     416
+#define C_B0     448
+#define C_HALF   480
+#define C_ONE    512
+#define C_K3     544   // 3·0.044715
+
+// func geluFwdAVX2(out, inp *float32, n int, c *[vecRows][8]float32)
+TEXT ·geluFwdAVX2(SB), NOSPLIT, $0-32
+	MOVQ out+0(FP), DI
+	MOVQ inp+8(FP), SI
+	MOVQ n+16(FP), CX
+	MOVQ c+24(FP), R8
+	SHRQ $3, CX
+	JZ   fdone
+
+floop:
+	// The same operations in the same order as geluForwardRef (no fused
+	// multiply-adds), so the vector results equal the Go loop's bit for
+	// bit: tanh then saturates to exactly ±1 as it does there, which the
+	// backward pass relies on to recover tanh from the output.
+	VMOVUPS (SI), Y0                  // v
+	VMULPS  C_K(R8), Y0, Y1           // 0.044715·v
+	VMULPS  Y0, Y1, Y1
+	VMULPS  Y0, Y1, Y1                // 0.044715·v³
+	VADDPS  Y0, Y1, Y1
+	VMULPS  C_S(R8), Y1, Y2           // u = s·(v + 0.044715·v³)
+	VMINPS  C_CLAMP(R8), Y2, Y2
+	VMAXPS  C_NCLAMP(R8), Y2, Y2
+	VMULPS  Y2, Y2, Y3                // u²
+	VMULPS  C_A13(R8), Y3, Y4
+	VADDPS  C_A11(R8), Y4, Y4         // p = u²·p + a
+	VMULPS  Y3, Y4, Y4
+	VADDPS  C_A9(R8), Y4, Y4
+	VMULPS  Y3, Y4, Y4
+	VADDPS  C_A7(R8), Y4, Y4
+	VMULPS  Y3, Y4, Y4
+	VADDPS  C_A5(R8), Y4, Y4
+	VMULPS  Y3, Y4, Y4
+	VADDPS  C_A3(R8), Y4, Y4
+	VMULPS  Y3, Y4, Y4
+	VADDPS  C_A1(R8), Y4, Y4
+	VMULPS  C_B6(R8), Y3, Y5
+	VADDPS  C_B4(R8), Y5, Y5          // q = u²·q + b
+	VMULPS  Y3, Y5, Y5
+	VADDPS  C_B2(R8), Y5, Y5
+	VMULPS  Y3, Y5, Y5
+	VADDPS  C_B0(R8), Y5, Y5
+	VMULPS  Y4, Y2, Y4                // u·p
+	VDIVPS  Y5, Y4, Y4                // tanh(u) = u·p/q
+	VADDPS  C_ONE(R8), Y4, Y4         // 1 + tanh
+	VMULPS  C_HALF(R8), Y0, Y6        // v/2
+	VMULPS  Y4, Y6, Y4                // v/2·(1 + tanh)
+	VMOVUPS Y4, (DI)
+	ADDQ $32, SI
+	ADDQ $32, DI
+	DECQ CX
+	JNZ  floop
+
+fdone:
+	VZEROUPPER
+	RET
+
+// func geluBwdAVX2(dinp, inp, fwd, dout *float32, n int, c *[vecRows][8]float32)
+TEXT ·geluBwdAVX2(SB), NOSPLIT, $0-48
+	MOVQ dinp+0(FP), DI
+	MOVQ inp+8(FP), SI
+	MOVQ fwd+16(FP), DX
+	MOVQ dout+24(FP), BX
+	MOVQ n+32(FP), CX
+	MOVQ c+40(FP), R8
+	SHRQ $3, CX
+	JZ   bdone
+	VXORPS Y7, Y7, Y7
+
+bloop:
+	// geluBackwardRef's operations in its order (no fused multiply-adds).
+	VMOVUPS (SI), Y0                  // v
+	VMOVUPS (DX), Y1                  // g = gelu(v)
+	VADDPS  Y1, Y1, Y1                // 2g
+	VDIVPS  Y0, Y1, Y1                // 2g/v
+	VSUBPS  C_ONE(R8), Y1, Y1         // th = 2g/v − 1
+	VCMPPS  $4, Y7, Y0, Y8            // v ≠ 0 (true for NaN, as in Go)
+	VANDPS  Y8, Y1, Y1                // th = 0 where v = 0
+	VMULPS  Y1, Y1, Y2
+	VMOVUPS C_ONE(R8), Y3
+	VSUBPS  Y2, Y3, Y2                // sech² = 1 − th²
+	VMULPS  C_HALF(R8), Y0, Y5        // v/2
+	VMULPS  Y2, Y5, Y5                // ·sech²
+	VMULPS  C_S(R8), Y5, Y5           // ·s
+	VMULPS  C_K3(R8), Y0, Y4          // 3·0.044715·v
+	VMULPS  Y0, Y4, Y4                // ·v
+	VADDPS  C_ONE(R8), Y4, Y4         // 1 + …
+	VMULPS  Y4, Y5, Y5
+	VADDPS  C_ONE(R8), Y1, Y1         // 1 + th
+	VMULPS  C_HALF(R8), Y1, Y1        // (1 + th)/2
+	VADDPS  Y5, Y1, Y1
+	VMULPS  (BX), Y1, Y1              // · dout
+	VMOVUPS Y1, (DI)
+	ADDQ $32, SI
+	ADDQ $32, DX
+	ADDQ $32, BX
+	ADDQ $32, DI
+	DECQ CX
+	JNZ  bloop
+
+bdone:
+	VZEROUPPER
+	RET

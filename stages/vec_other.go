@@ -1,0 +1,11 @@
+//go:build !amd64 || purego
+
+package stages
+
+// haveVec is false: no vector versions on this platform; every layer runs
+// its portable Go loop.
+const haveVec = false
+
+func geluForwardVec(out, inp []float32) int { return 0 }
+
+func geluBackwardVec(dinp, inp, fwd, dout []float32) int { return 0 }
