@@ -124,6 +124,7 @@ func attempt(ctx context.Context, sig Signaler, remote string, cfg Config, offer
 		session = newSession()
 	}
 	out := &outbox{sig: sig, remote: remote, log: log}
+	defer out.stop() // candidates gathered later are not needed, or stale
 	pc.OnICECandidate(func(c *webrtc.ICECandidate) {
 		if c != nil {
 			log.Debug("rtc: local candidate", "candidate", c.String())
