@@ -26,6 +26,10 @@ type Config struct {
 	// Sweep lists values to vary: each key is "section.key", each value a
 	// list; a run with a sweep runs every combination (see Variants).
 	Sweep map[string]any `toml:"sweep"`
+	// Variant lists named sets of overrides ("section.key" = value, and
+	// an optional name); a run with variants runs each of them (times
+	// every combination of Sweep).
+	Variant []map[string]any `toml:"variant"`
 }
 
 // Run names the run and fixes its randomness and length.
@@ -223,7 +227,7 @@ func decodeStrict(text, name string, cfg *Config) error {
 		return fmt.Errorf("%s: %w", name, err)
 	}
 	for _, k := range md.Undecoded() {
-		if len(k) > 1 && k[0] == "sweep" {
+		if len(k) > 1 && (k[0] == "sweep" || k[0] == "variant") {
 			continue // free-form: checked by Variants
 		}
 		return fmt.Errorf("%s:%d: unknown key %q (see docs/config.md for the keys each section takes)",

@@ -125,3 +125,38 @@ func TestSweepVariants(t *testing.T) {
 		t.Errorf("unknown sweep key: got %v", err)
 	}
 }
+
+func TestVariantsTimesSweep(t *testing.T) {
+	c, err := Parse(`
+[sweep]
+"network.bandwidth_mbps" = [60, 0]
+[[variant]]
+name = "none"
+"compression.method" = "none"
+[[variant]]
+name = "sub16"
+"compression.method" = "subspace"
+"compression.rank" = "16"
+"compression.precision" = "int8"
+`, "v.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	vs, err := c.Variants()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(vs) != 4 {
+		t.Fatalf("%d variants, want 2×2", len(vs))
+	}
+	if vs[0].Name != "none,network.bandwidth_mbps=60" || vs[3].Name != "sub16,network.bandwidth_mbps=0" {
+		t.Errorf("names %q … %q", vs[0].Name, vs[3].Name)
+	}
+	if vs[3].Config.Compression.Method != "subspace" || vs[3].Config.Compression.Rank != "16" || vs[3].Config.Network.BandwidthMbps != 0 {
+		t.Errorf("last variant: %+v", vs[3].Config.Compression)
+	}
+	bad, _ := Parse("[[variant]]\n\"compression.methd\" = \"none\"\n", "v.toml")
+	if _, err := bad.Variants(); err == nil || !strings.Contains(err.Error(), "methd") {
+		t.Errorf("unknown key in a variant: %v", err)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/BurntSushi/toml"
@@ -27,8 +28,8 @@ func (c Config) Variants() ([]Variant, error) {
 		return nil, err
 	}
 	base := c
-	base.Sweep = nil
-	if len(flat) == 0 {
+	base.Sweep, base.Variant = nil, nil
+	if len(flat) == 0 && len(c.Variant) == 0 {
 		return []Variant{{Config: base}}, nil
 	}
 	keys := make([]string, 0, len(flat))
@@ -37,8 +38,46 @@ func (c Config) Variants() ([]Variant, error) {
 	}
 	sort.Strings(keys)
 	out := []Variant{{Config: base, Values: map[string]string{}}}
+	if len(c.Variant) > 0 {
+		out = nil
+		for i, v := range c.Variant {
+			cfg := base
+			name := fmt.Sprint(i)
+			vals := map[string]string{}
+			over := map[string][]any{}
+			if err := flattenOne("", v, over); err != nil {
+				return nil, fmt.Errorf("variant %d: %w", i+1, err)
+			}
+			vkeys := make([]string, 0, len(over))
+			for k := range over {
+				vkeys = append(vkeys, k)
+			}
+			sort.Strings(vkeys)
+			for _, k := range vkeys {
+				val := over[k][0]
+				if k == "name" {
+					name = fmt.Sprint(val)
+					continue
+				}
+				lit, err := tomlLiteral(val)
+				if err != nil {
+					return nil, fmt.Errorf("variant %d: %q: %w", i+1, k, err)
+				}
+				if err := cfg.Set(k + "=" + lit); err != nil {
+					return nil, fmt.Errorf("variant %d (%s): %w", i+1, name, err)
+				}
+				vals[k] = lit
+			}
+			vals["variant"] = strconv.Quote(name)
+			out = append(out, Variant{Config: cfg, Values: vals})
+		}
+		keys = append([]string{"variant"}, keys...)
+	}
 	for _, k := range keys {
 		var next []Variant
+		if k == "variant" {
+			continue
+		}
 		for _, v := range out {
 			for _, val := range flat[k] {
 				lit, err := tomlLiteral(val)
@@ -64,6 +103,10 @@ func (c Config) Variants() ([]Variant, error) {
 	for i := range out {
 		var parts []string
 		for _, k := range keys {
+			if k == "variant" {
+				parts = append(parts, strings.Trim(out[i].Values[k], `"`))
+				continue
+			}
 			parts = append(parts, k+"="+strings.Trim(out[i].Values[k], `"`))
 		}
 		out[i].Name = strings.Join(parts, ",")
@@ -73,6 +116,24 @@ func (c Config) Variants() ([]Variant, error) {
 		}
 	}
 	return out, nil
+}
+
+// flattenOne flattens one variant's table of single values.
+func flattenOne(prefix string, m map[string]any, out map[string][]any) error {
+	for k, v := range m {
+		key := k
+		if prefix != "" {
+			key = prefix + "." + k
+		}
+		if sub, ok := v.(map[string]any); ok {
+			if err := flattenOne(key, sub, out); err != nil {
+				return err
+			}
+			continue
+		}
+		out[key] = []any{v}
+	}
+	return nil
 }
 
 func flatten(prefix string, m map[string]any, out map[string][]any) error {
