@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/narrowband/narrowband/internal/config"
+	"github.com/narrowband/narrowband/internal/report"
 	"github.com/narrowband/narrowband/internal/trainer"
 	"github.com/narrowband/narrowband/web"
 )
@@ -56,6 +57,13 @@ func cmdRun(ctx context.Context, argv []string, stdout, stderr io.Writer) error 
 	res, err := trainer.RunSweep(ctx, opts)
 	if err != nil {
 		return err
+	}
+	// Plots and report.md beside the results; a failure here loses no
+	// training, so it is reported, not fatal.
+	if files, err := report.Plot(out, out); err != nil {
+		log.Warn("plots", "err", err)
+	} else {
+		log.Info("plots", "files", len(files), "report", filepath.Join(out, report.ReportFile))
 	}
 	if len(res) > 1 {
 		fmt.Fprintf(stdout, "sweep %q finished: %d runs\n%s\nresults in %s (sweep.json, summary.md, one folder per run)\n", cfg.Run.Name, len(res), trainer.SweepTable(cfg, res), out)

@@ -21,6 +21,7 @@ usage:
   narrowband sample --checkpoint FILE [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--seed S]
   narrowband signal --secret-file F [--addr HOST:PORT]
   narrowband peer --signal ws://HOST:PORT/ROOM --secret-file F [--id NAME] [--ice stun:HOST:PORT ...]
+  narrowband plot DIR... [--out DIR]
   narrowband simulate FILE.toml [--set section.key=value ...] [--json]
   narrowband help
 
@@ -61,6 +62,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdEval(ctx, rest, stdout, stderr)
 	case "sample":
 		return cmdSample(ctx, rest, stdout, stderr)
+	case "plot":
+		return cmdPlot(ctx, rest, stdout, stderr)
 	case "peer":
 		return cmdPeer(ctx, rest, stdout, stderr)
 	case "signal":

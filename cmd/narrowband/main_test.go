@@ -124,7 +124,7 @@ func TestRunEvalSample(t *testing.T) {
 	if !strings.Contains(stdout, out) {
 		t.Errorf("run does not say where its results are:\n%s", stdout)
 	}
-	for _, f := range []string{"config.toml", "metrics.jsonl", "summary.json", "checkpoint.safetensors"} {
+	for _, f := range []string{"config.toml", "metrics.jsonl", "summary.json", "checkpoint.safetensors", "timeline.jsonl", "report.md", "loss_vs_tokens.png", "loss_vs_tokens.svg"} {
 		if _, err := os.Stat(filepath.Join(out, f)); err != nil {
 			t.Errorf("run folder lacks %s", f)
 		}
