@@ -97,22 +97,28 @@ func (j *attnJob) run(chunk, lo, hi int) {
 // softmaxCausalRow turns row t of the scores into probabilities over
 // positions [0, t] in place and zeroes the masked positions after t.
 func softmaxCausalRow(row []float32, t int) {
-	r := row[:t+1]
-	maxv := r[0]
-	for _, x := range r {
-		maxv = max(maxv, x)
+	softmaxInPlace(row[:t+1])
+	clear(row[t+1:])
+}
+
+// softmaxRef turns x into softmax(x) in place and returns max(x) and
+// Σ e^(x − max) (cross-entropy's log-sum-exp): the portable loop, and the
+// reference softmaxInPlace is tested against.
+func softmaxRef(x []float32) (maxv, sum float32) {
+	maxv = x[0]
+	for _, v := range x {
+		maxv = max(maxv, v)
 	}
-	var sum float32
-	for i, x := range r {
-		e := expf(x - maxv)
-		r[i] = e
+	for i, v := range x {
+		e := expf(v - maxv)
+		x[i] = e
 		sum += e
 	}
 	inv := 1 / sum
-	for i := range r {
-		r[i] *= inv
+	for i := range x {
+		x[i] *= inv
 	}
-	clear(row[t+1:])
+	return maxv, sum
 }
 
 // softmaxCausalRowBackward writes dpre = a ⊙ (datt − Σ a·datt) for row t

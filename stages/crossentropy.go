@@ -44,21 +44,9 @@ func (j *ceJob) run(_, lo, hi int) {
 			row[tg] -= j.scale
 			continue
 		}
-		maxv := row[0]
-		for _, x := range row {
-			maxv = max(maxv, x)
-		}
-		lt := row[tg] - maxv
-		var sum float32
-		for v, x := range row {
-			e := expf(x - maxv)
-			row[v] = e
-			sum += e
-		}
-		inv := 1 / sum
-		for v := range row {
-			row[v] *= inv
-		}
+		logit := row[tg]
+		maxv, sum := softmaxInPlace(row)
+		lt := logit - maxv
 		j.losses[n] = float32(math.Log(float64(sum))) - lt
 	}
 }

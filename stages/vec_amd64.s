@@ -26,6 +26,18 @@
 #define C_HALF   480
 #define C_ONE    512
 #define C_K3     544   // 3·0.044715
+#define C_E127   576   // int32 127
+#define C_EHI    608   // 88
+#define C_ELO    640   // −87
+#define C_LOG2E  672
+#define C_LN2HI  704
+#define C_LN2LO  736
+#define C_P0     768   // expf polynomial, highest degree first
+#define C_P1     800
+#define C_P2     832
+#define C_P3     864
+#define C_P4     896
+#define C_P5     928
 
 // func geluFwdAVX2(out, inp *float32, n int, c *[vecRows][8]float32)
 TEXT ·geluFwdAVX2(SB), NOSPLIT, $0-32
@@ -127,5 +139,110 @@ bloop:
 	JNZ  bloop
 
 bdone:
+	VZEROUPPER
+	RET
+
+// func maxAVX2(x *float32, n int) float32
+// n ≥ 8 and a multiple of 8.
+TEXT ·maxAVX2(SB), NOSPLIT, $0-20
+	MOVQ x+0(FP), SI
+	MOVQ n+8(FP), CX
+	SHRQ $3, CX
+	VMOVUPS (SI), Y0
+	ADDQ $32, SI
+	DECQ CX
+	JZ   mred
+
+mloop:
+	VMAXPS (SI), Y0, Y0
+	ADDQ $32, SI
+	DECQ CX
+	JNZ  mloop
+
+mred:
+	VEXTRACTF128 $1, Y0, X1
+	VMAXPS X1, X0, X0
+	VPERMILPS $0x4e, X0, X1
+	VMAXPS X1, X0, X0
+	VPERMILPS $0xb1, X0, X1
+	VMAXPS X1, X0, X0
+	VZEROUPPER
+	MOVSS X0, ret+16(FP)
+	RET
+
+// func expSubSumAVX2(x *float32, n int, m float32, c *[vecRows][8]float32) float32
+// x[i] = e^(x[i] − m) in place for n (a multiple of 8) entries; returns
+// the sum. The exponential is expf's Cephes reduction and polynomial with
+// fused multiply-adds; arguments below −87 give 0 (e^−87 ≈ 1.6e−38).
+TEXT ·expSubSumAVX2(SB), NOSPLIT, $0-36
+	MOVQ x+0(FP), SI
+	MOVQ n+8(FP), CX
+	VBROADCASTSS m+16(FP), Y15
+	MOVQ c+24(FP), R8
+	VXORPS Y14, Y14, Y14              // sum
+	SHRQ $3, CX
+	JZ   edone
+	VMOVUPS C_E127(R8), Y13           // 127 as int32
+	VMOVUPS C_EHI(R8), Y11
+	VMOVUPS C_ELO(R8), Y12
+
+eloop:
+	VMOVUPS (SI), Y0
+	VSUBPS  Y15, Y0, Y0               // x − m
+	VCMPPS  $5, Y12, Y0, Y8           // keep where !(x < −87): NaN stays NaN
+	VMINPS  Y0, Y11, Y0               // ≤ 88 (a NaN x passes through)
+	VMAXPS  Y0, Y12, Y0               // ≥ −87
+	VMULPS  C_LOG2E(R8), Y0, Y1
+	VCVTPS2DQ Y1, Y2                  // n = round(x·log2 e)
+	VCVTDQ2PS Y2, Y1
+	VFNMADD231PS C_LN2HI(R8), Y1, Y0  // r = x − n·ln2hi
+	VFNMADD231PS C_LN2LO(R8), Y1, Y0  //     − n·ln2lo
+	VMULPS  Y0, Y0, Y3                // z = r²
+	VMOVUPS C_P0(R8), Y4
+	VFMADD213PS C_P1(R8), Y0, Y4
+	VFMADD213PS C_P2(R8), Y0, Y4
+	VFMADD213PS C_P3(R8), Y0, Y4
+	VFMADD213PS C_P4(R8), Y0, Y4
+	VFMADD213PS C_P5(R8), Y0, Y4
+	VFMADD213PS Y0, Y3, Y4            // p·z + r
+	VADDPS  C_ONE(R8), Y4, Y4         // + 1
+	VPADDD  Y13, Y2, Y2
+	VPSLLD  $23, Y2, Y2               // 2^n
+	VMULPS  Y2, Y4, Y4
+	VANDPS  Y8, Y4, Y4
+	VADDPS  Y4, Y14, Y14
+	VMOVUPS Y4, (SI)
+	ADDQ $32, SI
+	DECQ CX
+	JNZ  eloop
+
+edone:
+	VEXTRACTF128 $1, Y14, X1
+	VADDPS X1, X14, X0
+	VPERMILPS $0x4e, X0, X1
+	VADDPS X1, X0, X0
+	VPERMILPS $0xb1, X0, X1
+	VADDPS X1, X0, X0
+	VZEROUPPER
+	MOVSS X0, ret+32(FP)
+	RET
+
+// func scaleAVX2(x *float32, n int, s float32)
+// x[i] *= s for n (a multiple of 8) entries.
+TEXT ·scaleAVX2(SB), NOSPLIT, $0-20
+	MOVQ x+0(FP), SI
+	MOVQ n+8(FP), CX
+	VBROADCASTSS s+16(FP), Y1
+	SHRQ $3, CX
+	JZ   sdone
+
+sloop:
+	VMULPS (SI), Y1, Y0
+	VMOVUPS Y0, (SI)
+	ADDQ $32, SI
+	DECQ CX
+	JNZ  sloop
+
+sdone:
 	VZEROUPPER
 	RET
