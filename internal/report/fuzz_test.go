@@ -96,7 +96,11 @@ func FuzzWrite(f *testing.F) {
 	for i, s := range metricsSeeds {
 		f.Add([]byte(s), []byte(timelineSeeds[i%len(timelineSeeds)]), float64(i*30), 1+i%3)
 	}
-	f.Fuzz(func(t *testing.T, m, tl []byte, bw float64, stages int) {
+	f.Fuzz(writeFuzzBody)
+}
+
+func writeFuzzBody(t *testing.T, m, tl []byte, bw float64, stages int) {
+	{
 		steps, events, _, err := parseMetrics(m, "metrics.jsonl")
 		if err != nil {
 			return
@@ -117,5 +121,5 @@ func FuzzWrite(f *testing.F) {
 		if len(files) == 0 {
 			t.Fatalf("no report written: %v", err)
 		}
-	})
+	}
 }
