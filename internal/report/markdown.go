@@ -2,6 +2,7 @@ package report
 
 import (
 	"fmt"
+	"math"
 	"path/filepath"
 	"strings"
 )
@@ -64,7 +65,7 @@ func markdown(runs []Run, figs []*figure, errs []error) string {
 		if hasNone {
 			gap := "—"
 			if ref, ok := reference(runs, r); ok && finite(s.FinalValLoss) {
-				gap = fmt.Sprintf("%+.4f", s.FinalValLoss-ref.Summary.FinalValLoss)
+				gap = fmtGap(s.FinalValLoss - ref.Summary.FinalValLoss)
 			}
 			row = append(row, gap)
 		}
@@ -126,4 +127,14 @@ func pct(v float64) string {
 		return "—"
 	}
 	return fmt.Sprintf("%.1f%%", 100*v)
+}
+
+// fmtGap prints a loss gap with its sign, and a gap that rounds to zero as
+// "+0.0000" rather than "-0.0000", which reads as a (tiny) improvement.
+func fmtGap(g float64) string {
+	g = math.Round(g*1e4) / 1e4
+	if g == 0 {
+		g = 0 // drops the sign of -0
+	}
+	return fmt.Sprintf("%+.4f", g)
 }

@@ -341,3 +341,14 @@ func write(t *testing.T, p, s string) {
 		t.Fatal(err)
 	}
 }
+
+func TestFmtGap(t *testing.T) {
+	for _, c := range []struct {
+		g    float64
+		want string
+	}{{-1e-9, "+0.0000"}, {0, "+0.0000"}, {0.01, "+0.0100"}, {-0.25, "-0.2500"}} {
+		if got := fmtGap(c.g); got != c.want {
+			t.Errorf("fmtGap(%g) = %q, want %q", c.g, got, c.want)
+		}
+	}
+}

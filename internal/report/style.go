@@ -37,7 +37,7 @@ var dashes = [][]vg.Length{
 
 // glyphs mark held-out points of runs that share a colour.
 var glyphs = []draw.GlyphDrawer{
-	draw.CircleGlyph{}, draw.TriangleGlyph{}, draw.SquareGlyph{}, draw.PyramidGlyph{}, draw.RingGlyph{},
+	draw.CircleGlyph{}, draw.PyramidGlyph{}, draw.BoxGlyph{}, draw.RingGlyph{}, draw.TriangleGlyph{},
 }
 
 // kindColours colour the boxes of the timeline chart: compute is saturated,
