@@ -105,6 +105,13 @@ func (f *figure) render(format string) ([]byte, error) {
 	if _, err := c.WriteTo(&buf); err != nil {
 		return nil, err
 	}
+	if format == "svg" {
+		// vgsvg names only Liberation Sans; viewers without it would fall
+		// back to a serif. Arial and Helvetica share its metrics, so text
+		// still fits where it was laid out.
+		return bytes.ReplaceAll(buf.Bytes(), []byte("font-family:Liberation Sans;"),
+			[]byte("font-family:'Liberation Sans',Arial,Helvetica,sans-serif;")), nil
+	}
 	return buf.Bytes(), nil
 }
 
