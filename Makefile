@@ -19,10 +19,14 @@ build: deps
 run: build
 	./$(BIN) run $(CONFIG) --out $(OUT)/quickstart
 
-# Every test, as CI runs it.
+# Every test, as CI runs it: vet, the tests, then each fuzz target briefly.
 test: deps
 	$(GO) vet ./...
 	$(GO) test -timeout 30m ./...
+	bash .ci/fuzz
+
+fuzz: deps
+	FUZZTIME=60s bash .ci/fuzz
 
 test-short: deps
 	$(GO) test -short ./...
