@@ -57,19 +57,24 @@ func lossFigure(runs []Run, st styles, name, title, xlabel string, x func(metric
 				// Noisy per-step losses stay visible but faint; the
 				// smoothed curve carries the trend.
 				raw = draw.LineStyle{Color: withAlpha(rs.Colour, 0.25), Width: vg.Points(0.6)}
-				if err := addLine(p, ema(train, float64(len(train))/25), lineStyle(rs.Colour, 1.2, rs.Dash)); err != nil {
+				if err := addLine(p, stride(ema(train, float64(len(train))/25), maxLinePoints), lineStyle(rs.Colour, 1.2, rs.Dash)); err != nil {
 					return nil, err
 				}
 			}
-			if err := addLine(p, train, raw); err != nil {
+			if err := addLine(p, envelope(train, maxLinePoints/2), raw); err != nil {
 				return nil, err
 			}
 		}
 		if len(val) > 0 {
 			if len(val) > 1 {
-				if err := addLine(p, val, lineStyle(rs.Colour, 2.4, rs.Dash)); err != nil {
+				if err := addLine(p, envelope(val, maxLinePoints/2), lineStyle(rs.Colour, 2.4, rs.Dash)); err != nil {
 					return nil, err
 				}
+			}
+			if len(val) > 60 {
+				// Frequent evaluations: markers would merge into a band;
+				// mark only the final one.
+				val = val[len(val)-1:]
 			}
 			sc, err := plotter.NewScatter(val)
 			if err != nil {
@@ -104,6 +109,54 @@ func addLine(p *plot.Plot, xys plotter.XYs, sty draw.LineStyle) error {
 	l.LineStyle = sty
 	p.Add(l)
 	return nil
+}
+
+// maxLinePoints bounds the points of a drawn line: a plot is about 1,000
+// pixels wide, and a 100k-step run would otherwise give multi-megabyte SVGs
+// and seconds of drawing at the end of every run.
+const maxLinePoints = 2000
+
+// envelope thins xys to at most 2·buckets points, keeping the lowest and the
+// highest point of each bucket (in x order) so the noise band looks the same.
+func envelope(xys plotter.XYs, buckets int) plotter.XYs {
+	if len(xys) <= 2*buckets {
+		return xys
+	}
+	size := (len(xys) + buckets - 1) / buckets
+	out := make(plotter.XYs, 0, 2*buckets)
+	for i := 0; i < len(xys); i += size {
+		b := xys[i:min(i+size, len(xys))]
+		lo, hi := 0, 0
+		for j := range b {
+			if b[j].Y < b[lo].Y {
+				lo = j
+			}
+			if b[j].Y > b[hi].Y {
+				hi = j
+			}
+		}
+		out = append(out, b[min(lo, hi)])
+		if lo != hi {
+			out = append(out, b[max(lo, hi)])
+		}
+	}
+	return out
+}
+
+// stride thins a smooth line to at most n points, keeping the last.
+func stride(xys plotter.XYs, n int) plotter.XYs {
+	if len(xys) <= n {
+		return xys
+	}
+	k := (len(xys) + n - 1) / n
+	out := make(plotter.XYs, 0, n+1)
+	for i := 0; i < len(xys); i += k {
+		out = append(out, xys[i])
+	}
+	if (len(xys)-1)%k != 0 {
+		out = append(out, xys[len(xys)-1])
+	}
+	return out
 }
 
 // ema smooths ys with an exponential moving average of the given span

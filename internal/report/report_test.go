@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"gonum.org/v1/plot/plotter"
 )
 
 // keepOut lets a developer look at the plots: NARROWBAND_REPORT_OUT=dir
@@ -350,5 +352,32 @@ func TestFmtGap(t *testing.T) {
 		if got := fmtGap(c.g); got != c.want {
 			t.Errorf("fmtGap(%g) = %q, want %q", c.g, got, c.want)
 		}
+	}
+}
+
+func TestThinning(t *testing.T) {
+	var xys plotter.XYs
+	for i := 0; i < 10007; i++ {
+		xys = append(xys, plotter.XY{X: float64(i), Y: float64(i % 97)})
+	}
+	xys[5000].Y = 1000 // a spike must survive thinning
+	e := envelope(xys, 500)
+	if len(e) > 1000 {
+		t.Errorf("envelope kept %d points, want at most 1000", len(e))
+	}
+	spike, lo := false, false
+	for i, p := range e {
+		spike = spike || p.Y == 1000
+		lo = lo || p.Y == 0
+		if i > 0 && p.X <= e[i-1].X {
+			t.Fatalf("envelope out of x order at %d", i)
+		}
+	}
+	if !spike || !lo {
+		t.Errorf("envelope lost the extremes (spike %v, zero %v)", spike, lo)
+	}
+	s := stride(xys, 2000)
+	if len(s) > 2001 || s[len(s)-1] != xys[len(xys)-1] || s[0] != xys[0] {
+		t.Errorf("stride: %d points, ends %v..%v", len(s), s[0], s[len(s)-1])
 	}
 }
