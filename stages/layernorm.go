@@ -86,8 +86,9 @@ func (j *lnBwdJob) run(_, lo, hi int) {
 			}
 			if j.dbias != nil {
 				db := j.dbias[lo:hi]
-				for i, v := range d {
-					db[i] += v
+				k := addVec(db, d)
+				for i, v := range d[k:] {
+					db[k+i] += v
 				}
 			}
 		}

@@ -15,21 +15,24 @@ func matmulForward(out, inp, weight, bias, residual []float32, N, C, OC int) {
 		bias = bias[:OC]
 		for n := 0; n < N; n++ {
 			row, res := out[n*OC:n*OC+OC], residual[n*OC:n*OC+OC]
-			for o, b := range bias {
-				row[o] += b + res[o]
+			k := add2Vec(row, bias, res)
+			for o, b := range bias[k:] {
+				row[k+o] += b + res[k+o]
 			}
 		}
 	case bias != nil:
 		bias = bias[:OC]
 		for n := 0; n < N; n++ {
 			row := out[n*OC : n*OC+OC]
-			for o, b := range bias {
-				row[o] += b
+			k := addVec(row, bias)
+			for o, b := range bias[k:] {
+				row[k+o] += b
 			}
 		}
 	case residual != nil:
-		for i, r := range residual[:N*OC] {
-			out[i] += r
+		k := addVec(out, residual[:N*OC])
+		for i, r := range residual[k : N*OC] {
+			out[k+i] += r
 		}
 	}
 }
@@ -56,8 +59,9 @@ func matmulBackward(dinp, dweight, dbias, dout, inp, weight []float32, N, C, OC 
 		// Rows in order, so the sum is the same on every machine.
 		for n := 0; n < N; n++ {
 			row := dout[n*OC : n*OC+OC]
-			for o, d := range row {
-				dbias[o] += d
+			k := addVec(dbias, row)
+			for o, d := range row[k:] {
+				dbias[k+o] += d
 			}
 		}
 	}

@@ -103,6 +103,10 @@ func (j *adamJob) run(_, lo, hi int) {
 		if p.Decay {
 			decay = 1 - j.lr*o.cfg.WeightDecay
 		}
+		// The vector update does the same operations in the same order;
+		// the loop finishes the tail (and is the reference).
+		k0 := adamVec(w, g, m, v, b1, b2, j.bc2, eps, decay, step)
+		w, g, m, v = w[k0:], g[k0:], m[k0:], v[k0:]
 		for k := range w {
 			gk := g[k]
 			m[k] = b1*m[k] + (1-b1)*gk

@@ -100,3 +100,56 @@ func softmaxInPlace(x []float32) (maxv, sum float32) {
 	}
 	return maxv, sum
 }
+
+//go:noescape
+func addAVX2(dst, src *float32, n int)
+
+//go:noescape
+func add2AVX2(dst, a, b *float32, n int)
+
+// adamRows is the number of parameter rows adamAVX2 reads.
+const adamRows = 8
+
+//go:noescape
+func adamAVX2(w, gr, m, v *float32, n int, p *[adamRows][8]float32)
+
+// addVec does dst[i] += src[i] over the multiple-of-8 head of src and
+// returns how many it did (0 without AVX2).
+func addVec(dst, src []float32) int {
+	n := len(src) &^ 7
+	if !haveVec || n == 0 {
+		return 0
+	}
+	_ = dst[n-1]
+	addAVX2(unsafe.SliceData(dst), unsafe.SliceData(src), n)
+	return n
+}
+
+// add2Vec does dst[i] += a[i] + b[i] over the multiple-of-8 head of a.
+func add2Vec(dst, a, b []float32) int {
+	n := len(a) &^ 7
+	if !haveVec || n == 0 {
+		return 0
+	}
+	_, _ = dst[n-1], b[n-1]
+	add2AVX2(unsafe.SliceData(dst), unsafe.SliceData(a), unsafe.SliceData(b), n)
+	return n
+}
+
+// adamVec runs one AdamW update over the multiple-of-8 head of w (see
+// adamJob.run for the scalars) and returns how many entries it did.
+func adamVec(w, g, m, v []float32, b1, b2, bc2, eps, decay, step float32) int {
+	n := len(w) &^ 7
+	if !haveVec || n == 0 {
+		return 0
+	}
+	_, _, _ = g[n-1], m[n-1], v[n-1]
+	var p [adamRows][8]float32
+	for i, x := range [adamRows]float32{b1, 1 - b1, b2, 1 - b2, bc2, eps, decay, step} {
+		for k := range p[i] {
+			p[i][k] = x
+		}
+	}
+	adamAVX2(unsafe.SliceData(w), unsafe.SliceData(g), unsafe.SliceData(m), unsafe.SliceData(v), n, &p)
+	return n
+}

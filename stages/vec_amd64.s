@@ -246,3 +246,97 @@ sloop:
 sdone:
 	VZEROUPPER
 	RET
+
+// func addAVX2(dst, src *float32, n int)
+// dst[i] += src[i] for n (a multiple of 8) entries.
+TEXT ·addAVX2(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+	SHRQ $3, CX
+	JZ   adone
+
+aloop:
+	VMOVUPS (DI), Y0
+	VADDPS  (SI), Y0, Y0
+	VMOVUPS Y0, (DI)
+	ADDQ $32, SI
+	ADDQ $32, DI
+	DECQ CX
+	JNZ  aloop
+
+adone:
+	VZEROUPPER
+	RET
+
+// func add2AVX2(dst, a, b *float32, n int)
+// dst[i] += a[i] + b[i] (that order: the sum a + b first, as the Go loop).
+TEXT ·add2AVX2(SB), NOSPLIT, $0-32
+	MOVQ dst+0(FP), DI
+	MOVQ a+8(FP), SI
+	MOVQ b+16(FP), DX
+	MOVQ n+24(FP), CX
+	SHRQ $3, CX
+	JZ   a2done
+
+a2loop:
+	VMOVUPS (SI), Y0
+	VADDPS  (DX), Y0, Y0
+	VADDPS  (DI), Y0, Y0
+	VMOVUPS Y0, (DI)
+	ADDQ $32, SI
+	ADDQ $32, DX
+	ADDQ $32, DI
+	DECQ CX
+	JNZ  a2loop
+
+a2done:
+	VZEROUPPER
+	RET
+
+// func adamAVX2(w, gr, m, v *float32, n int, p *[adamRows][8]float32)
+// One AdamW update of n (a multiple of 8) entries, with adamJob.run's
+// operations in its order (no fused multiply-adds), so the results equal
+// the Go loop's. p rows: b1, 1−b1, b2, 1−b2, bc2, eps, decay, step.
+TEXT ·adamAVX2(SB), NOSPLIT, $0-48
+	MOVQ w+0(FP), DI
+	MOVQ gr+8(FP), SI
+	MOVQ m+16(FP), DX
+	MOVQ v+24(FP), BX
+	MOVQ n+32(FP), CX
+	MOVQ p+40(FP), R8
+	SHRQ $3, CX
+	JZ   addone
+
+adloop:
+	VMOVUPS (SI), Y0                  // g
+	VMOVUPS (DX), Y1
+	VMULPS  (R8), Y1, Y1              // b1·m
+	VMULPS  32(R8), Y0, Y2            // (1−b1)·g
+	VADDPS  Y2, Y1, Y1                // m
+	VMOVUPS Y1, (DX)
+	VMOVUPS (BX), Y3
+	VMULPS  64(R8), Y3, Y3            // b2·v
+	VMULPS  96(R8), Y0, Y4            // (1−b2)·g
+	VMULPS  Y0, Y4, Y4                // ·g
+	VADDPS  Y4, Y3, Y3                // v
+	VMOVUPS Y3, (BX)
+	VSQRTPS Y3, Y3
+	VDIVPS  128(R8), Y3, Y3           // √v / bc2
+	VADDPS  160(R8), Y3, Y3           // + eps
+	VMOVUPS (DI), Y5
+	VMULPS  192(R8), Y5, Y5           // w·decay
+	VMULPS  224(R8), Y1, Y1           // step·m
+	VDIVPS  Y3, Y1, Y1                // /denom
+	VSUBPS  Y1, Y5, Y5
+	VMOVUPS Y5, (DI)
+	ADDQ $32, SI
+	ADDQ $32, DX
+	ADDQ $32, BX
+	ADDQ $32, DI
+	DECQ CX
+	JNZ  adloop
+
+addone:
+	VZEROUPPER
+	RET
