@@ -250,9 +250,13 @@ func TestCodec(t *testing.T) {
 		{fakeRun{method: "none"}, "none"},
 		{fakeRun{method: "lowrank", rank: "32"}, "lowrank r=32"},
 		{fakeRun{method: "subspace", rank: "auto", precision: "fp16"}, "subspace r=auto fp16"},
-		{fakeRun{method: "topk"}, "topk 10%"},
+		{fakeRun{method: "topk"}, "topk 10% +ef +lz4"},
 	} {
 		r := Run{Config: c.f.config("x")}
+		if c.f.method == "topk" {
+			r.Config.Compression.ErrorFeedback = true
+			r.Config.Compression.LZ4 = true
+		}
 		if got := r.Codec(); got != c.want {
 			t.Errorf("Codec() = %q, want %q", got, c.want)
 		}

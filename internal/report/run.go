@@ -37,7 +37,8 @@ type Run struct {
 }
 
 // Codec names what crossed the run's links, e.g. "none", "int8",
-// "lowrank r=32", "subspace r=64 fp16", "topk 10% +lz4".
+// "lowrank r=32", "subspace r=64 fp16", "topk 10% +ef +lz4" (+ef: error
+// feedback on).
 func (r Run) Codec() string {
 	c := r.Config.Compression
 	s := c.Method
@@ -54,6 +55,9 @@ func (r Run) Codec() string {
 		}
 	case "topk":
 		s += fmt.Sprintf(" %g%%", 100*c.TopK)
+	}
+	if c.ErrorFeedback && (c.Method == "topk" || c.Method == "lowrank") {
+		s += " +ef"
 	}
 	if c.LZ4 {
 		s += " +lz4"
