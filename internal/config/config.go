@@ -145,6 +145,11 @@ type Compression struct {
 	// message. Off by default: the next message is another micro-batch's
 	// activations, so the leftover belongs to other samples.
 	ErrorFeedback bool `toml:"error_feedback"`
+	// UntieHead gives the subspace codec's model a free LM head on the
+	// last stage instead of one tied to the constrained token embedding
+	// (E0 + a k-dimensional offset). The checkpoint then holds its own
+	// lm_head.weight.
+	UntieHead bool `toml:"untie_head"`
 }
 
 // Simulate tunes `narrowband simulate`, which predicts a run's step time

@@ -339,7 +339,7 @@ func (p *pipeline) State(ctx context.Context) (*State, error) {
 			return nil, fmt.Errorf("stage %d state: %w", i, err)
 		}
 		for _, t := range ts {
-			if t.Name == "lm_head.weight" || t.Name == "optim.m.lm_head.weight" || t.Name == "optim.v.lm_head.weight" {
+			if !untiedHead(p.cfg) && (t.Name == "lm_head.weight" || t.Name == "optim.m.lm_head.weight" || t.Name == "optim.v.lm_head.weight") {
 				continue // the tied embedding, already in stage 0's
 			}
 			st.Tensors = append(st.Tensors, t)

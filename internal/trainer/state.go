@@ -63,7 +63,11 @@ func (s *State) addStage(st *stages.Stage, opt *stages.AdamW) {
 // restoreStage loads this state into one stage of any split.
 func (s *State) restoreStage(st *stages.Stage, opt *stages.AdamW) error {
 	ts := s.Tensors
-	if _, _, first, last := st.Range(); last && !first {
+	hasHead := false
+	for _, t := range ts {
+		hasHead = hasHead || t.Name == "lm_head.weight"
+	}
+	if _, _, first, last := st.Range(); last && !first && !hasHead {
 		// The LM head and its moments are the tied embedding's.
 		for _, t := range s.Tensors {
 			if strings.HasSuffix(t.Name, "transformer.wte.weight") {
@@ -113,10 +117,14 @@ func saveRun(ctx context.Context, eng engine, cfg config.Config, dir string, ste
 		return err
 	}
 	var weights []stages.Tensor
+	hasHead := false
+	for _, t := range st.Tensors {
+		hasHead = hasHead || t.Name == "lm_head.weight"
+	}
 	for _, t := range st.Tensors {
 		if !strings.HasPrefix(t.Name, "optim.") {
 			weights = append(weights, t)
-			if t.Name == "transformer.wte.weight" {
+			if t.Name == "transformer.wte.weight" && !hasHead {
 				weights = append(weights, stages.Tensor{Name: "lm_head.weight", Shape: t.Shape, Data: t.Data})
 			}
 		}

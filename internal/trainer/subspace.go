@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/narrowband/narrowband/compression"
+	"github.com/narrowband/narrowband/internal/config"
 	"github.com/narrowband/narrowband/stages"
 )
 
@@ -34,7 +35,7 @@ type constraint struct {
 }
 
 // newConstraint picks stage's constrained params; nil when nothing is.
-func newConstraint(st *stages.Stage, sub *compression.Subspace, stage, stages_ int) *constraint {
+func newConstraint(st *stages.Stage, sub *compression.Subspace, stage, stages_ int, untied bool) *constraint {
 	if stages_ < 2 {
 		return nil
 	}
@@ -42,6 +43,8 @@ func newConstraint(st *stages.Stage, sub *compression.Subspace, stage, stages_ i
 	last := stage == stages_-1
 	for _, p := range st.Params() {
 		switch {
+		case p.Name == "lm_head.weight" && untied:
+			// A free head: nothing it computes crosses a link.
 		case p.Name == "transformer.wte.weight" || p.Name == "lm_head.weight" || p.Name == "transformer.wpe.weight":
 			c.rows = append(c.rows, p)
 		case !last && (strings.HasSuffix(p.Name, ".attn.c_proj.weight") || strings.HasSuffix(p.Name, ".attn.c_proj.bias") ||
@@ -96,4 +99,9 @@ func (c *constraint) projectGrads() error {
 		}
 	}
 	return nil
+}
+
+// untiedHead reports whether cfg trains a separate LM head.
+func untiedHead(cfg config.Config) bool {
+	return cfg.Compression.Method == "subspace" && cfg.Compression.UntieHead && cfg.Pipeline.Stages > 1
 }

@@ -65,6 +65,7 @@ type worker struct {
 	toks        map[[2]int][]int32 // token ids that came with an activation (subspace)
 	tiedIn      []float32
 	con         *constraint // subspace: keeps residual writes in span(U)
+	untied      bool        // the LM head is not tied to the embedding: no tied-gradient sum
 	free        [][]float32
 	encBuf      []byte
 	base        int // global step of the machine's step 0
@@ -175,7 +176,8 @@ func newWorker(cfg config.Config, id int, ranges []scheduler.Range, links Links)
 		w.encPrev.Codec.(*compression.LowRank).Apply(w.autoPrev.Current())
 	}
 	if sub, ok := w.encNext.Codec.(*compression.Subspace); ok {
-		if w.con = newConstraint(st, sub, id, S); w.con != nil {
+		w.untied = untiedHead(cfg)
+		if w.con = newConstraint(st, sub, id, S, w.untied); w.con != nil {
 			if err := w.con.projectWeights(); err != nil {
 				return nil, err
 			}
@@ -401,6 +403,10 @@ func (w *worker) take(ctx context.Context) error {
 		if w.tiedIn == nil {
 			w.tiedIn = make([]float32, len(tw.Data))
 		}
+		if w.untied && len(m.payload) == stampSize {
+			w.netWait(w0, m)
+			return w.sm.Step(scheduler.EmbeddingGradArrived(step - w.base))
+		}
 		if len(m.payload) != stampSize+4*len(w.tiedIn) {
 			return fmt.Errorf("tied gradient of step %d: %d bytes, want %d", step, len(m.payload), stampSize+4*len(w.tiedIn))
 		}
@@ -614,6 +620,9 @@ func (w *worker) step(ctx context.Context, cmd ctrlMsg) (ctrlMsg, error) {
 // copies to stay identical.
 func (w *worker) sendTied(step int) {
 	g := w.st.TiedWeight().Grad
+	if w.untied {
+		g = nil // the ends only tell each other their step is done
+	}
 	p := make([]byte, stampSize, stampSize+4*len(g))
 	binary.LittleEndian.PutUint64(p, uint64(time.Now().UnixNano()))
 	binary.LittleEndian.PutUint32(p[8:], 0)
@@ -628,7 +637,7 @@ func (w *worker) sendTied(step int) {
 // has the global norm.
 func (w *worker) optimize(ctx context.Context, cmd ctrlMsg, loss float64) (time.Duration, error) {
 	t := time.Now()
-	if w.S > 1 && (w.first || w.last) {
+	if w.S > 1 && (w.first || w.last) && !w.untied {
 		// Both ends hold the sum afterwards, added in the same order
 		// (first stage's gradient + last stage's) so the copies stay
 		// bit-identical.
