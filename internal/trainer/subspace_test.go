@@ -1,6 +1,7 @@
 package trainer
 
 import (
+	"context"
 	"math"
 	"testing"
 )
@@ -33,5 +34,53 @@ func TestSubspaceCodecIsExact(t *testing.T) {
 	freeLoss, _ := stateOf(t, c)
 	if math.Abs(freeLoss[len(freeLoss)-1]-refLoss[len(refLoss)-1]) < 1e-6 {
 		t.Error("the constrained model trained exactly like the unconstrained one: the constraint does nothing")
+	}
+}
+
+// TestSubspaceUntiedHead: with compression.untie_head the last stage
+// trains its own LM head; the checkpoint carries it, and resuming from it
+// continues bit-identically.
+func TestSubspaceUntiedHead(t *testing.T) {
+	c := tinyConfig(t)
+	c.Model.NLayer = 2
+	c.Pipeline.Stages = 2
+	c.Compression.Method = "subspace"
+	c.Compression.Rank = "8"
+	c.Compression.Precision = "fp16"
+	c.Compression.UntieHead = true
+	whole := t.TempDir()
+	runTiny(t, c, whole)
+	st, err := LoadState(whole + "/" + StateFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byName := map[string][]float32{}
+	for _, x := range st.Tensors {
+		byName[x.Name] = x.Data
+	}
+	head, wte := byName["lm_head.weight"], byName["transformer.wte.weight"]
+	if head == nil || wte == nil {
+		t.Fatal("the state lacks lm_head.weight or transformer.wte.weight")
+	}
+	same := true
+	for i := range head {
+		same = same && head[i] == wte[i]
+	}
+	if same {
+		t.Fatal("the untied head equals the embedding after training")
+	}
+	c.Train.CheckpointInterval = 3
+	broken := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	Run(ctx, Options{Config: c, Out: broken, Observer: &stopAfter{n: 4, cancel: cancel}})
+	if _, err := Run(context.Background(), Options{Config: c, Out: broken, Resume: broken}); err != nil {
+		t.Fatal(err)
+	}
+	lw, lr := losses(t, whole), losses(t, broken)
+	for i := range lw {
+		if lw[i] != lr[i] {
+			t.Fatalf("value %d: resumed %v, uninterrupted %v", i, lr[i], lw[i])
+		}
 	}
 }

@@ -760,13 +760,11 @@ func (w *worker) restore(cmd ctrlMsg) (ctrlMsg, error) {
 		return ctrlMsg{}, err
 	}
 	st := &State{Model: w.st.Config(), OptimStep: cmd.OptimStep, Tensors: ts}
+	// A subspace run's saved weights are already in span(U); projecting
+	// them again would change their last bits and break bit-identical
+	// resume.
 	if err := st.restoreStage(w.st, w.opt); err != nil {
 		return ctrlMsg{}, err
-	}
-	if w.con != nil {
-		if err := w.con.projectWeights(); err != nil {
-			return ctrlMsg{}, err
-		}
 	}
 	w.started = false
 	return ctrlMsg{Kind: ctrlOK}, nil
