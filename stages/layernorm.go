@@ -24,34 +24,70 @@ type lnFwdJob struct {
 func (j *lnFwdJob) run(_, lo, hi int) {
 	C := j.C
 	w := j.weight[:C]
-	for n := lo; n < hi; n++ {
-		x := j.inp[n*C : n*C+C]
-		var m float32
-		for _, v := range x {
-			m += v
-		}
-		m /= float32(C)
-		var vr float32
-		for _, v := range x {
-			d := v - m
-			vr += d * d
-		}
-		vr /= float32(C)
-		s := float32(1 / math.Sqrt(float64(vr)+lnEps))
-		o := j.out[n*C : n*C+C]
-		if j.bias != nil {
-			b := j.bias[:C]
-			for i, v := range x {
-				o[i] = (v-m)*s*w[i] + b[i]
-			}
-		} else {
-			for i, v := range x {
-				o[i] = (v - m) * s * w[i]
-			}
-		}
-		j.mean[n] = m
-		j.rstd[n] = s
+	var b []float32
+	if j.bias != nil {
+		b = j.bias[:C]
 	}
+	for n := lo; n < hi; n++ {
+		j.mean[n], j.rstd[n] = lnRowForward(j.out[n*C:n*C+C], j.inp[n*C:n*C+C], w, b)
+	}
+}
+
+// lnRowForward normalizes one row: vector code for the multiple-of-8 head
+// (8 partial sums), the Go loop for the rest.
+func lnRowForward(o, x, w, b []float32) (m, s float32) {
+	C := len(x)
+	k := vecHead(C)
+	if k == 0 {
+		return lnRowForwardRef(o, x, w, b)
+	}
+	m = sumAVX2(ptr(x), k)
+	for _, v := range x[k:] {
+		m += v
+	}
+	m /= float32(C)
+	vr := sumSqDevAVX2(ptr(x), k, m)
+	for _, v := range x[k:] {
+		d := v - m
+		vr += d * d
+	}
+	vr /= float32(C)
+	s = float32(1 / math.Sqrt(float64(vr)+lnEps))
+	lnApplyAVX2(ptr(o), ptr(x), ptr(w), ptr(b), k, m, s)
+	for i := k; i < C; i++ {
+		o[i] = (x[i] - m) * s * w[i]
+		if b != nil {
+			o[i] += b[i]
+		}
+	}
+	return m, s
+}
+
+// lnRowForwardRef is the portable LayerNorm row: the reference
+// lnRowForward is tested against.
+func lnRowForwardRef(o, x, w, b []float32) (m, s float32) {
+	C := len(x)
+	for _, v := range x {
+		m += v
+	}
+	m /= float32(C)
+	var vr float32
+	for _, v := range x {
+		d := v - m
+		vr += d * d
+	}
+	vr /= float32(C)
+	s = float32(1 / math.Sqrt(float64(vr)+lnEps))
+	if b != nil {
+		for i, v := range x {
+			o[i] = (v-m)*s*w[i] + b[i]
+		}
+	} else {
+		for i, v := range x {
+			o[i] = (v - m) * s * w[i]
+		}
+	}
+	return m, s
 }
 
 // layernormBackward adds the gradients of layernormForward into dinp,
@@ -77,12 +113,16 @@ func (j *lnBwdJob) run(_, lo, hi int) {
 	C := j.C
 	if j.params {
 		dw := j.dweight[lo:hi]
+		k := vecHead(hi - lo)
 		for n := 0; n < j.N; n++ {
 			x := j.inp[n*C+lo : n*C+hi]
 			d := j.dout[n*C+lo : n*C+hi]
 			m, s := j.mean[n], j.rstd[n]
-			for i, v := range x {
-				dw[i] += (v - m) * s * d[i]
+			if k > 0 {
+				lnDwAVX2(ptr(dw), ptr(x), ptr(d), k, m, s)
+			}
+			for i := k; i < len(x); i++ {
+				dw[i] += (x[i] - m) * s * d[i]
 			}
 			if j.dbias != nil {
 				db := j.dbias[lo:hi]
@@ -96,21 +136,48 @@ func (j *lnBwdJob) run(_, lo, hi int) {
 	}
 	w := j.weight[:C]
 	for n := lo; n < hi; n++ {
-		x := j.inp[n*C : n*C+C]
-		d := j.dout[n*C : n*C+C]
-		m, s := j.mean[n], j.rstd[n]
-		var dmean, dnormMean float32
-		for i, v := range x {
-			wd := w[i] * d[i]
-			dmean += wd
-			dnormMean += wd * (v - m) * s
-		}
-		dmean /= float32(C)
-		dnormMean /= float32(C)
-		di := j.dinp[n*C : n*C+C]
-		for i, v := range x {
-			norm := (v - m) * s
-			di[i] += (w[i]*d[i] - dmean - norm*dnormMean) * s
-		}
+		lnRowBackward(j.dinp[n*C:n*C+C], j.inp[n*C:n*C+C], j.dout[n*C:n*C+C], w, j.mean[n], j.rstd[n])
+	}
+}
+
+// lnRowBackward adds one row's dL/dinp into di: vector code for the
+// multiple-of-8 head, the Go loop for the rest.
+func lnRowBackward(di, x, d, w []float32, m, s float32) {
+	C := len(x)
+	k := vecHead(C)
+	if k == 0 {
+		lnRowBackwardRef(di, x, d, w, m, s)
+		return
+	}
+	dmean, dnormMean := lnBwdDotsAVX2(ptr(x), ptr(d), ptr(w), k, m, s)
+	for i := k; i < C; i++ {
+		wd := w[i] * d[i]
+		dmean += wd
+		dnormMean += wd * (x[i] - m) * s
+	}
+	dmean /= float32(C)
+	dnormMean /= float32(C)
+	lnBwdApplyAVX2(ptr(di), ptr(x), ptr(d), ptr(w), k, m, s, dmean, dnormMean)
+	for i := k; i < C; i++ {
+		norm := (x[i] - m) * s
+		di[i] += (w[i]*d[i] - dmean - norm*dnormMean) * s
+	}
+}
+
+// lnRowBackwardRef is the portable row backward: the reference
+// lnRowBackward is tested against.
+func lnRowBackwardRef(di, x, d, w []float32, m, s float32) {
+	C := len(x)
+	var dmean, dnormMean float32
+	for i, v := range x {
+		wd := w[i] * d[i]
+		dmean += wd
+		dnormMean += wd * (v - m) * s
+	}
+	dmean /= float32(C)
+	dnormMean /= float32(C)
+	for i, v := range x {
+		norm := (v - m) * s
+		di[i] += (w[i]*d[i] - dmean - norm*dnormMean) * s
 	}
 }

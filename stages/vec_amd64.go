@@ -153,3 +153,33 @@ func adamVec(w, g, m, v []float32, b1, b2, bc2, eps, decay, step float32) int {
 	adamAVX2(unsafe.SliceData(w), unsafe.SliceData(g), unsafe.SliceData(m), unsafe.SliceData(v), n, &p)
 	return n
 }
+
+//go:noescape
+func sumAVX2(x *float32, n int) float32
+
+//go:noescape
+func sumSqDevAVX2(x *float32, n int, m float32) float32
+
+//go:noescape
+func lnApplyAVX2(out, x, w, b *float32, n int, m, s float32)
+
+//go:noescape
+func lnBwdDotsAVX2(x, d, w *float32, n int, m, s float32) (dmean, dnorm float32)
+
+//go:noescape
+func lnBwdApplyAVX2(di, x, d, w *float32, n int, m, s, dmean, dnorm float32)
+
+//go:noescape
+func lnDwAVX2(dw, x, d *float32, n int, m, s float32)
+
+// vecHead is how many leading entries of an n-long row the vector
+// LayerNorm kernels handle (a multiple of 8; 0 without AVX2).
+func vecHead(n int) int {
+	if !haveVec {
+		return 0
+	}
+	return n &^ 7
+}
+
+// ptr is the address of x's first element, or nil for an empty slice.
+func ptr(x []float32) *float32 { return unsafe.SliceData(x) }

@@ -340,3 +340,209 @@ adloop:
 addone:
 	VZEROUPPER
 	RET
+
+// Horizontal sum of Y0 into X0 (clobbers X1).
+#define HSUM \
+	VEXTRACTF128 $1, Y0, X1 \
+	VADDPS X1, X0, X0 \
+	VPERMILPS $0x4e, X0, X1 \
+	VADDPS X1, X0, X0 \
+	VPERMILPS $0xb1, X0, X1 \
+	VADDPS X1, X0, X0
+
+// func sumAVX2(x *float32, n int) float32
+TEXT ·sumAVX2(SB), NOSPLIT, $0-20
+	MOVQ x+0(FP), SI
+	MOVQ n+8(FP), CX
+	VXORPS Y0, Y0, Y0
+	SHRQ $3, CX
+	JZ   sudone
+
+suloop:
+	VADDPS (SI), Y0, Y0
+	ADDQ $32, SI
+	DECQ CX
+	JNZ  suloop
+
+sudone:
+	HSUM
+	VZEROUPPER
+	MOVSS X0, ret+16(FP)
+	RET
+
+// func sumSqDevAVX2(x *float32, n int, m float32) float32
+// Σ (x[i] − m)².
+TEXT ·sumSqDevAVX2(SB), NOSPLIT, $0-28
+	MOVQ x+0(FP), SI
+	MOVQ n+8(FP), CX
+	VBROADCASTSS m+16(FP), Y2
+	VXORPS Y0, Y0, Y0
+	SHRQ $3, CX
+	JZ   sqdone
+
+sqloop:
+	VMOVUPS (SI), Y1
+	VSUBPS  Y2, Y1, Y1
+	VMULPS  Y1, Y1, Y1
+	VADDPS  Y1, Y0, Y0
+	ADDQ $32, SI
+	DECQ CX
+	JNZ  sqloop
+
+sqdone:
+	HSUM
+	VZEROUPPER
+	MOVSS X0, ret+24(FP)
+	RET
+
+// func lnApplyAVX2(out, x, w, b *float32, n int, m, s float32)
+// out = (x − m)·s·w + b (b may be nil: then no add).
+TEXT ·lnApplyAVX2(SB), NOSPLIT, $0-48
+	MOVQ out+0(FP), DI
+	MOVQ x+8(FP), SI
+	MOVQ w+16(FP), DX
+	MOVQ b+24(FP), BX
+	MOVQ n+32(FP), CX
+	VBROADCASTSS m+40(FP), Y2
+	VBROADCASTSS s+44(FP), Y3
+	SHRQ $3, CX
+	JZ   lndone
+	TESTQ BX, BX
+	JZ   lnnob
+
+lnloop:
+	VMOVUPS (SI), Y0
+	VSUBPS  Y2, Y0, Y0
+	VMULPS  Y3, Y0, Y0
+	VMULPS  (DX), Y0, Y0
+	VADDPS  (BX), Y0, Y0
+	VMOVUPS Y0, (DI)
+	ADDQ $32, SI
+	ADDQ $32, DX
+	ADDQ $32, BX
+	ADDQ $32, DI
+	DECQ CX
+	JNZ  lnloop
+	JMP  lndone
+
+lnnob:
+	VMOVUPS (SI), Y0
+	VSUBPS  Y2, Y0, Y0
+	VMULPS  Y3, Y0, Y0
+	VMULPS  (DX), Y0, Y0
+	VMOVUPS Y0, (DI)
+	ADDQ $32, SI
+	ADDQ $32, DX
+	ADDQ $32, DI
+	DECQ CX
+	JNZ  lnnob
+
+lndone:
+	VZEROUPPER
+	RET
+
+// func lnBwdDotsAVX2(x, d, w *float32, n int, m, s float32) (dmean, dnorm float32)
+// Σ w·d and Σ w·d·(x − m)·s.
+TEXT ·lnBwdDotsAVX2(SB), NOSPLIT, $0-48
+	MOVQ x+0(FP), SI
+	MOVQ d+8(FP), DX
+	MOVQ w+16(FP), BX
+	MOVQ n+24(FP), CX
+	VBROADCASTSS m+32(FP), Y2
+	VBROADCASTSS s+36(FP), Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	SHRQ $3, CX
+	JZ   lddone
+
+ldloop:
+	VMOVUPS (BX), Y0
+	VMULPS  (DX), Y0, Y0              // w·d
+	VADDPS  Y0, Y4, Y4
+	VMOVUPS (SI), Y1
+	VSUBPS  Y2, Y1, Y1
+	VMULPS  Y1, Y0, Y0                // w·d·(x − m)
+	VMULPS  Y3, Y0, Y0                // ·s
+	VADDPS  Y0, Y5, Y5
+	ADDQ $32, SI
+	ADDQ $32, DX
+	ADDQ $32, BX
+	DECQ CX
+	JNZ  ldloop
+
+lddone:
+	VMOVAPS Y4, Y0
+	HSUM
+	MOVSS X0, dmean+40(FP)
+	VMOVAPS Y5, Y0
+	HSUM
+	MOVSS X0, dnorm+44(FP)
+	VZEROUPPER
+	RET
+
+// func lnBwdApplyAVX2(di, x, d, w *float32, n int, m, s, dmean, dnorm float32)
+// di += (w·d − dmean − (x − m)·s·dnorm)·s.
+TEXT ·lnBwdApplyAVX2(SB), NOSPLIT, $0-56
+	MOVQ di+0(FP), DI
+	MOVQ x+8(FP), SI
+	MOVQ d+16(FP), DX
+	MOVQ w+24(FP), BX
+	MOVQ n+32(FP), CX
+	VBROADCASTSS m+40(FP), Y2
+	VBROADCASTSS s+44(FP), Y3
+	VBROADCASTSS dmean+48(FP), Y4
+	VBROADCASTSS dnorm+52(FP), Y5
+	SHRQ $3, CX
+	JZ   labdone
+
+labloop:
+	VMOVUPS (SI), Y1
+	VSUBPS  Y2, Y1, Y1
+	VMULPS  Y3, Y1, Y1                // norm
+	VMULPS  Y5, Y1, Y1                // norm·dnorm
+	VMOVUPS (BX), Y0
+	VMULPS  (DX), Y0, Y0              // w·d
+	VSUBPS  Y4, Y0, Y0                // − dmean
+	VSUBPS  Y1, Y0, Y0                // − norm·dnorm
+	VMULPS  Y3, Y0, Y0                // ·s
+	VADDPS  (DI), Y0, Y0
+	VMOVUPS Y0, (DI)
+	ADDQ $32, SI
+	ADDQ $32, DX
+	ADDQ $32, BX
+	ADDQ $32, DI
+	DECQ CX
+	JNZ  labloop
+
+labdone:
+	VZEROUPPER
+	RET
+
+// func lnDwAVX2(dw, x, d *float32, n int, m, s float32)
+// dw += (x − m)·s·d.
+TEXT ·lnDwAVX2(SB), NOSPLIT, $0-40
+	MOVQ dw+0(FP), DI
+	MOVQ x+8(FP), SI
+	MOVQ d+16(FP), DX
+	MOVQ n+24(FP), CX
+	VBROADCASTSS m+32(FP), Y2
+	VBROADCASTSS s+36(FP), Y3
+	SHRQ $3, CX
+	JZ   dwdone
+
+dwloop:
+	VMOVUPS (SI), Y0
+	VSUBPS  Y2, Y0, Y0
+	VMULPS  Y3, Y0, Y0
+	VMULPS  (DX), Y0, Y0
+	VADDPS  (DI), Y0, Y0
+	VMOVUPS Y0, (DI)
+	ADDQ $32, SI
+	ADDQ $32, DX
+	ADDQ $32, DI
+	DECQ CX
+	JNZ  dwloop
+
+dwdone:
+	VZEROUPPER
+	RET
