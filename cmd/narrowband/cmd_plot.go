@@ -19,11 +19,13 @@ func cmdPlot(ctx context.Context, argv []string, stdout, stderr io.Writer) error
 	}
 	out := a.str("out", a.pos[0])
 	files, err := report.Plot(out, a.pos...)
-	if err != nil {
-		return err
-	}
 	for _, f := range files {
 		fmt.Fprintln(stdout, f)
 	}
-	return nil
+	if err != nil && len(files) > 0 {
+		// Some plots were drawn; the error names the ones that were not.
+		fmt.Fprintln(stderr, "narrowband plot: warning:", err)
+		return nil
+	}
+	return err
 }
