@@ -15,7 +15,7 @@ import (
 //	out (B, T, C), att (B, NH, T, T), qkv (B, T, 3C)
 func attentionForward(x *exec, out, att, qkv []float32, B, T, C, NH int) {
 	x.attnJob = attnJob{out: out, att: att, qkv: qkv, T: T, C: C, NH: NH}
-	parallelFor(&x.wg, B*NH, 1, &x.attnJob)
+	parallelFor(&x.par, B*NH, 1, &x.attnJob)
 }
 
 // attentionBackward writes the gradient wrt qkv into dqkv (each head
@@ -26,7 +26,7 @@ func attentionForward(x *exec, out, att, qkv []float32, B, T, C, NH int) {
 //	dqkv (B, T, 3C), dout (B, T, C), qkv (B, T, 3C), att (B, NH, T, T)
 func attentionBackward(x *exec, dqkv, dout, qkv, att, scratch []float32, B, T, C, NH int) {
 	x.attnJob = attnJob{out: dqkv, dout: dout, att: att, qkv: qkv, scratch: scratch, T: T, C: C, NH: NH, backward: true}
-	parallelFor(&x.wg, B*NH, 1, &x.attnJob)
+	parallelFor(&x.par, B*NH, 1, &x.attnJob)
 }
 
 type attnJob struct {

@@ -12,7 +12,7 @@ import (
 //	probs (N, V) in: logits, out: probabilities; losses (N); targets (N)
 func crossEntropyForward(x *exec, losses, probs []float32, targets []int32, N, V int) {
 	x.ceJob = ceJob{losses: losses, probs: probs, targets: targets, V: V}
-	parallelFor(&x.wg, N, 8, &x.ceJob)
+	parallelFor(&x.par, N, 8, &x.ceJob)
 }
 
 // crossEntropyBackward turns probs into dloss/dlogits in place, for a loss
@@ -21,7 +21,7 @@ func crossEntropyForward(x *exec, losses, probs []float32, targets []int32, N, V
 //	probs (N, V) in: probabilities, out: gradient wrt logits; targets (N)
 func crossEntropyBackward(x *exec, probs []float32, targets []int32, dloss float32, N, V int) {
 	x.ceJob = ceJob{probs: probs, targets: targets, V: V, backward: true, scale: dloss / float32(N)}
-	parallelFor(&x.wg, N, 8, &x.ceJob)
+	parallelFor(&x.par, N, 8, &x.ceJob)
 }
 
 type ceJob struct {

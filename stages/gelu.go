@@ -12,7 +12,7 @@ var geluScale = float32(math.Sqrt(2 / math.Pi))
 //	out (n), inp (n)
 func geluForward(x *exec, out, inp []float32, n int) {
 	x.geluJob = geluJob{out: out, inp: inp}
-	parallelFor(&x.wg, n, 4096, &x.geluJob)
+	parallelFor(&x.par, n, 4096, &x.geluJob)
 }
 
 // geluBackward writes dout·GELU'(inp) into dinp. out is what geluForward
@@ -22,7 +22,7 @@ func geluForward(x *exec, out, inp []float32, n int) {
 //	dinp (n), inp (n), out (n), dout (n)
 func geluBackward(x *exec, dinp, inp, out, dout []float32, n int) {
 	x.geluJob = geluJob{out: dinp, inp: inp, fwd: out, dout: dout, backward: true}
-	parallelFor(&x.wg, n, 4096, &x.geluJob)
+	parallelFor(&x.par, n, 4096, &x.geluJob)
 }
 
 type geluJob struct {

@@ -13,7 +13,7 @@ const lnEps = 1e-5 // PyTorch's LayerNorm default
 //	out (N, C), mean (N), rstd (N), inp (N, C), weight (C), bias (C)
 func layernormForward(x *exec, out, mean, rstd, inp, weight, bias []float32, N, C int) {
 	x.lnFwdJob = lnFwdJob{out, mean, rstd, inp, weight, bias, C}
-	parallelFor(&x.wg, N, 16, &x.lnFwdJob)
+	parallelFor(&x.par, N, 16, &x.lnFwdJob)
 }
 
 type lnFwdJob struct {
@@ -96,11 +96,11 @@ func lnRowForwardRef(o, x, w, b []float32) (m, s float32) {
 //	dinp (N, C), dweight (C), dbias (C), dout (N, C), inp (N, C), weight (C), mean, rstd (N)
 func layernormBackward(x *exec, dinp, dweight, dbias, dout, inp, weight, mean, rstd []float32, N, C int) {
 	x.lnBwdJob = lnBwdJob{dinp, dweight, dbias, dout, inp, weight, mean, rstd, N, C, false}
-	parallelFor(&x.wg, N, 16, &x.lnBwdJob)
+	parallelFor(&x.par, N, 16, &x.lnBwdJob)
 	// Parameter gradients are sums over rows: split by column so each entry
 	// is still summed over rows in order, whatever the number of cores.
 	x.lnBwdJob.params = true
-	parallelFor(&x.wg, C, 32, &x.lnBwdJob)
+	parallelFor(&x.par, C, 32, &x.lnBwdJob)
 }
 
 type lnBwdJob struct {

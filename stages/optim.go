@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"sync"
 )
 
 // AdamWConfig holds AdamW's hyperparameters (the learning rate is given to
@@ -50,7 +49,7 @@ type AdamW struct {
 	m, v   []float32
 	step   int
 	job    adamJob
-	wg     sync.WaitGroup
+	par    parState
 }
 
 // NewAdamW makes an optimizer for params (typically a Stage's Params()).
@@ -77,7 +76,7 @@ func (o *AdamW) Step(lr float32) {
 	o.job = adamJob{o: o, lr: lr,
 		bc1: float32(1 - math.Pow(float64(o.cfg.Beta1), t)),
 		bc2: float32(math.Sqrt(1 - math.Pow(float64(o.cfg.Beta2), t)))}
-	parallelFor(&o.wg, o.offs[len(o.offs)-1], 1<<14, &o.job)
+	parallelFor(&o.par, o.offs[len(o.offs)-1], 1<<14, &o.job)
 }
 
 type adamJob struct {

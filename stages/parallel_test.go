@@ -28,7 +28,7 @@ func TestParallelLoopsAreDeterministic(t *testing.T) {
 			if serial {
 				j.run(0, 0, n)
 			} else {
-				parallelFor(&x.wg, n, 1, j)
+				parallelFor(&x.par, n, 1, j)
 			}
 		}
 		out, mean, rstd := make([]float32, N*C), make([]float32, N), make([]float32, N)
