@@ -80,7 +80,15 @@ func cmdRun(ctx context.Context, argv []string, stdout, stderr io.Writer) error 
 func serveWeb(addr string, log *slog.Logger) (*web.Server, string, func(), error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, "", nil, fmt.Errorf("web.addr = %q: %w (pick a free port, or \":0\" for any)", addr, err)
+		// The port is taken (another run's view, say): the view is worth
+		// more on any port than the run is worth failing for.
+		host, _, _ := net.SplitHostPort(addr)
+		ln2, err2 := net.Listen("tcp", net.JoinHostPort(host, "0"))
+		if err2 != nil {
+			return nil, "", nil, fmt.Errorf("web.addr = %q: %w (pick a free port, or \":0\" for any)", addr, err)
+		}
+		log.Warn("web.addr is taken; serving the live view on another port", "wanted", addr, "err", err)
+		ln = ln2
 	}
 	srv := web.New(web.Options{Logger: log})
 	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}

@@ -102,14 +102,19 @@ func orchestrate(o options) error {
 		o.batch, o.steps, o.warmup, runtime.NumCPU(), loadAvg())
 
 	var all []result
+	add := func(r result) {
+		fmt.Printf("  %-62s %6.0f tokens/s  %6.0f tokens/CPU-s  %5.0f MB\n", r.Label, r.TokensPerS, r.TokensPerCPUS, float64(r.PeakRSS)/1e6)
+		all = append(all, r)
+	}
 	for r := 0; r < o.rounds; r++ {
+		fmt.Printf("round %d\n", r+1)
 		for _, th := range strings.Split(o.goThreads, ",") {
 			res, err := runJSON(exec.Command(self, append([]string{"-side", "go", "-threads", th}, common...)...))
 			if err != nil {
 				return fmt.Errorf("narrowband side (threads %s): %w", th, err)
 			}
 			res.Label = "narrowband threads=" + th
-			all = append(all, res)
+			add(res)
 		}
 		for _, th := range strings.Split(o.torchThreads, ",") {
 			if !torchOK {
@@ -123,21 +128,21 @@ func orchestrate(o options) error {
 			if res.BLAS != "openblas" {
 				fmt.Printf("warning: this torch runs on %q BLAS, not OpenBLAS; install libopenblas0-pthread for the real baseline\n", res.BLAS)
 			}
-			all = append(all, res)
+			add(res)
 		}
 		if o.pipeline {
 			res, err := runPipeline(self, common, taskset, o)
 			if err != nil {
 				return fmt.Errorf("2-stage pipeline: %w", err)
 			}
-			all = append(all, res)
+			add(res)
 			if torchOK {
 				res, err := runJSON(torchCmd(o.python, torchArgs, "1", taskset))
 				if err != nil {
 					return fmt.Errorf("pytorch on one core: %w", err)
 				}
 				res.Label = "pytorch 1 thread, pinned to core 0"
-				all = append(all, res)
+				add(res)
 			}
 		}
 	}

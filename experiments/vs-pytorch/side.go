@@ -152,10 +152,26 @@ func runStage(o options, last bool) error {
 	if err != nil {
 		return err
 	}
+	step, loss, err := newStageStep(o, text, last, os.NewFile(3, "in"), os.NewFile(4, "out"))
+	if err != nil {
+		return err
+	}
+	side := "stage0"
+	if last {
+		side = "stage1"
+	}
+	return measure(o, side, step, loss)
+}
+
+// newStageStep builds one pipeline stage's training step, exchanging
+// activations, gradients and the tied embedding's gradient with the other
+// stage through in and out. loss reports the last step's mean loss (stage
+// 1; 0 on stage 0).
+func newStageStep(o options, text []byte, last bool, inR io.Reader, outW io.Writer) (step func(int) error, loss func() float64, err error) {
 	cfg := stages.DefaultConfig()
 	M, T := o.micro, cfg.BlockSize
 	if M < 1 || o.batch%M != 0 {
-		return fmt.Errorf("-micro %d must divide -batch %d", M, o.batch)
+		return nil, nil, fmt.Errorf("-micro %d must divide -batch %d", M, o.batch)
 	}
 	mb := o.batch / M
 	lo, hi := 0, cfg.NLayer/2
@@ -164,26 +180,26 @@ func runStage(o options, last bool) error {
 	}
 	s, err := stages.NewStage(cfg, lo, hi, !last, last, mb, M)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	opt, err := stages.NewAdamW(s.Params(), stages.DefaultAdamWConfig())
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	in, out := bufio.NewReaderSize(os.NewFile(3, "in"), 1<<20), bufio.NewWriterSize(os.NewFile(4, "out"), 1<<20)
+	in, out := bufio.NewReaderSize(inR, 1<<20), bufio.NewWriterSize(outW, 1<<20)
 	N := mb * T * cfg.NEmbd
 	buf := make([]float32, N)
 	tied := s.TiedWeight().Grad
 	other := make([]float32, len(tied))
 	x, y := make([]int32, mb*T), make([]int32, mb*T)
-	var loss float64
-	step := func(i int) error {
+	var lossSum float64
+	step = func(i int) error {
 		s.ZeroGrad()
 		// GPipe: every micro-batch forward, then every one backward. Stage
 		// 1 starts backward only after reading all activations, so
 		// neither side blocks writing into a full pipe the other is not
 		// reading.
-		loss = 0
+		lossSum = 0
 		for m := 0; m < M; m++ {
 			data.Batch(text, dataSeed, i, m, mb, T, x, y)
 			if !last {
@@ -203,7 +219,7 @@ func runStage(o options, last bool) error {
 			if err != nil {
 				return err
 			}
-			loss += float64(l) / float64(M)
+			lossSum += float64(l) / float64(M)
 		}
 		if err := out.Flush(); err != nil {
 			return err
@@ -258,11 +274,7 @@ func runStage(o options, last bool) error {
 		opt.Step(lr)
 		return nil
 	}
-	side := "stage0"
-	if last {
-		side = "stage1"
-	}
-	return measure(o, side, step, func() float64 { return loss })
+	return step, func() float64 { return lossSum }, nil
 }
 
 func floatBytes(x []float32) []byte {
