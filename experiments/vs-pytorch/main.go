@@ -48,8 +48,8 @@ func main() {
 	flag.IntVar(&o.warmup, "warmup", 3, "unmeasured steps first (caches, page faults, thread start-up)")
 	flag.IntVar(&o.rounds, "rounds", 2, "rounds of alternating measurements")
 	flag.IntVar(&o.batch, "batch", 16, "sequences per step (of 128 tokens)")
-	flag.StringVar(&o.goThreads, "go-threads", "2", "comma-separated thread counts for narrowband")
-	flag.StringVar(&o.torchThreads, "torch-threads", "1,2", "comma-separated OPENBLAS_NUM_THREADS values for PyTorch")
+	flag.StringVar(&o.goThreads, "go-threads", "2", "comma-separated thread counts for narrowband (\"\": skip)")
+	flag.StringVar(&o.torchThreads, "torch-threads", "1,2", "comma-separated OPENBLAS_NUM_THREADS values for PyTorch (\"\": skip)")
 	flag.BoolVar(&o.pipeline, "pipeline", false, "also run the 2-stage, 2-core pipeline against PyTorch on one core")
 	flag.IntVar(&o.micro, "micro", 4, "micro-batches per step in the pipeline")
 	flag.StringVar(&o.python, "python", "/usr/bin/python3", "Python with torch (Debian: apt-get install -y python3-torch)")
@@ -108,7 +108,7 @@ func orchestrate(o options) error {
 	}
 	for r := 0; r < o.rounds; r++ {
 		fmt.Printf("round %d\n", r+1)
-		for _, th := range strings.Split(o.goThreads, ",") {
+		for _, th := range list(o.goThreads) {
 			res, err := runJSON(exec.Command(self, append([]string{"-side", "go", "-threads", th}, common...)...))
 			if err != nil {
 				return fmt.Errorf("narrowband side (threads %s): %w", th, err)
@@ -116,7 +116,7 @@ func orchestrate(o options) error {
 			res.Label = "narrowband threads=" + th
 			add(res)
 		}
-		for _, th := range strings.Split(o.torchThreads, ",") {
+		for _, th := range list(o.torchThreads) {
 			if !torchOK {
 				break
 			}
@@ -196,6 +196,14 @@ func lastJSON(b []byte) (result, error) {
 		return r, fmt.Errorf("decode result %q: %w", last, err)
 	}
 	return r, nil
+}
+
+// list splits a comma-separated flag; "" is an empty list (skip that side).
+func list(s string) []string {
+	if strings.TrimSpace(s) == "" {
+		return nil
+	}
+	return strings.Split(s, ",")
 }
 
 func lastLines(s string, n int) string {
