@@ -11,6 +11,9 @@ import (
 
 // A small model must learn: on a fixed repeating text the loss drops far
 // below the uniform ln(V), and greedy sampling reproduces the pattern.
+// 500 steps, not fewer: at 300 the continuation of "the q" was still
+// borderline and flipped with float rounding (GOAMD64=v3's fused
+// multiply-adds), which says nothing about whether training works.
 func TestTrainingLearnsPattern(t *testing.T) {
 	cfg := Config{NLayer: 2, NHead: 2, NEmbd: 32, BlockSize: 16, VocabSize: 256, Bias: true}
 	s, err := NewStage(cfg, 0, 2, true, true, 4, 1)
@@ -23,7 +26,7 @@ func TestTrainingLearnsPattern(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	tok, tgt := make([]int32, B*T), make([]int32, B*T)
 	var first, loss float32
-	for step := 0; step < 300; step++ {
+	for step := 0; step < 500; step++ {
 		for b := 0; b < B; b++ {
 			o := r.IntN(len(text))
 			for i := 0; i < T; i++ {
@@ -48,7 +51,7 @@ func TestTrainingLearnsPattern(t *testing.T) {
 		t.Errorf("initial loss %v, want ≈ ln 256 = 5.55", first)
 	}
 	if loss > 0.5 {
-		t.Fatalf("loss %v after 300 steps on a 45-byte cycle, want < 0.5 (started at %v)", loss, first)
+		t.Fatalf("loss %v after 500 steps on a 45-byte cycle, want < 0.5 (started at %v)", loss, first)
 	}
 	prompt := []int32{'t', 'h', 'e', ' ', 'q'}
 	out, _ := Generate(s, prompt, 10, 0, 0, 0)
