@@ -29,13 +29,13 @@ func cmdPeer(ctx context.Context, argv []string, stdout, stderr io.Writer) error
 // they hold the secret meet there and exchange WebRTC offers, answers and
 // candidates.
 func cmdSignal(ctx context.Context, argv []string, stdout, stderr io.Writer) error {
-	a, err := parseArgs(argv, map[string]bool{"addr": true, "secret-file": true})
+	a, err := parseArgs(argv, map[string]bool{"addr": true, "secret-file": true, "turn": true, "public-ip": true})
 	if err != nil {
 		return err
 	}
 	addr, sf := a.str("addr", "127.0.0.1:8700"), a.str("secret-file", "")
 	if sf == "" || len(a.pos) > 0 {
-		return fmt.Errorf("signal: usage: narrowband signal --secret-file F [--addr HOST:PORT]")
+		return fmt.Errorf("signal: usage: narrowband signal --secret-file F [--addr HOST:PORT] [--turn UDPHOST:PORT --public-ip IP]")
 	}
 	secret, err := trainer.ReadSecret(sf)
 	if err != nil {
@@ -46,6 +46,16 @@ func cmdSignal(ctx context.Context, argv []string, stdout, stderr io.Writer) err
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
+	if t := a.str("turn", ""); t != "" {
+		// STUN and TURN beside signaling: a run needs no third-party
+		// server for peers behind NAT; only holders of the secret relay.
+		ts, err := signaling.StartTURN(signaling.TURNConfig{ListenUDP: t, PublicIP: a.str("public-ip", ""), Key: key, Logger: log})
+		if err != nil {
+			return fmt.Errorf("signal: --turn %s: %w", t, err)
+		}
+		defer ts.Close()
+		fmt.Fprintf(stdout, "STUN/TURN on %s (peers: --ice stun:%s --ice turn:%s)\n", t, t, t)
+	}
 	fmt.Fprintf(stdout, "signaling on ws://%s/ROOM\n", addr)
 	return signaling.ListenAndServe(ctx, addr, signaling.Config{Key: key, Logger: log})
 }

@@ -19,7 +19,7 @@ usage:
   narrowband run FILE.toml [--set section.key=value ...] [--out DIR] [--resume DIR]
   narrowband eval --checkpoint FILE --text FILE
   narrowband sample --checkpoint FILE [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--seed S]
-  narrowband signal --secret-file F [--addr HOST:PORT]
+  narrowband signal --secret-file F [--addr HOST:PORT] [--turn UDPHOST:PORT --public-ip IP]
   narrowband peer --signal ws://HOST:PORT/ROOM --secret-file F [--id NAME] [--ice stun:HOST:PORT ...]
   narrowband plot DIR... [--out DIR]
   narrowband simulate FILE.toml [--set section.key=value ...] [--json]

@@ -60,14 +60,21 @@ type PeerArgs struct {
 	Loopback   bool     `json:"loopback"`
 }
 
-func rtcConfig(servers []string, loopback bool, log *slog.Logger) rtc.Config {
+// rtcConfig is a peer's WebRTC setup. TURN servers ("turn:HOST:PORT") get
+// credentials derived from the run key for this peer, as the run's
+// embedded TURN server (`narrowband signal --turn`) expects.
+func rtcConfig(servers []string, loopback bool, key []byte, id string) rtc.Config {
 	c := rtc.DefaultConfig()
 	c.Loopback = loopback
 	// pion reports every socket it closes at teardown as a warning; only
 	// its errors are worth a user's attention.
 	c.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 	for _, s := range servers {
-		c.ICEServers = append(c.ICEServers, rtc.ICEServer{URLs: []string{s}})
+		srv := rtc.ICEServer{URLs: []string{s}}
+		if strings.HasPrefix(s, "turn:") || strings.HasPrefix(s, "turns:") {
+			srv.Username, srv.Credential = signaling.TURNCredentials(key, id)
+		}
+		c.ICEServers = append(c.ICEServers, srv)
 	}
 	return c
 }
@@ -176,7 +183,7 @@ func (p *pipeline) startRTC(ctx context.Context, cfg config.Config, ranges []sch
 		}
 	}
 	p.peers = order[:S]
-	rc := rtcConfig(cfg.Pipeline.ICEServers, cfg.Pipeline.Loopback, p.log)
+	rc := rtcConfig(cfg.Pipeline.ICEServers, cfg.Pipeline.Loopback, key, CoordinatorID)
 	p.ctrl = make([]transport.Conn, S)
 	errs := make([]error, S)
 	var wg sync.WaitGroup
@@ -250,7 +257,11 @@ func RunPeer(ctx context.Context, a PeerArgs, log *slog.Logger) error {
 		return fmt.Errorf("peer %s: %w", a.ID, err)
 	}
 	defer client.Close()
-	rc := rtcConfig(a.ICEServers, a.Loopback, log)
+	key, err := signaling.DeriveKey(secret)
+	if err != nil {
+		return err
+	}
+	rc := rtcConfig(a.ICEServers, a.Loopback, key, a.ID)
 	// The coordinator connects when it gives this peer a stage; a spare
 	// keeps waiting, until the run ends and the room closes.
 	var ctrl *rtc.Conn
