@@ -70,12 +70,7 @@ func newPipeline(ctx context.Context, cfg config.Config, corpus *data.Corpus, lo
 	links := make([]Links, S)
 	p := &pipeline{cfg: cfg, corpus: corpus, log: log, ranges: ranges, done: make(chan error, S), t0: time.Now()}
 	shape := func(c transport.Conn, from, to int, seed uint64) (transport.Conn, error) {
-		prof := cfg.LinkProfile(min(from, to), max(from, to))
-		if !prof.Shaped() {
-			return c, nil
-		}
-		return transport.Shape(c, transport.LinkProfile{BandwidthMbps: prof.BandwidthMbps, LatencyMs: prof.LatencyMs, JitterMs: prof.JitterMs, Loss: prof.Loss},
-			transport.ShapeOptions{Seed: cfg.Run.Seed ^ seed})
+		return shapeLink(cfg, from, to, seed, c)
 	}
 	for i := 0; i < S; i++ {
 		a, b := transport.Pipe(transport.PipeOptions{})

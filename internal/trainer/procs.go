@@ -206,31 +206,47 @@ func RunWorker(ctx context.Context, log *slog.Logger) error {
 		return fmt.Errorf("worker %d: setup: %w", a.Stage, err)
 	}
 	w, closers, err := setupWorker(ctx, a, su, ln, ctrl)
+	return serveWorker(ctx, ctrl, w, closers, err, log.With("stage", a.Stage))
+}
+
+// serveWorker tells the driver whether setup worked, then serves its
+// commands until the run ends; closers run at the end either way.
+func serveWorker(ctx context.Context, ctrl transport.Conn, w *worker, closers []func() error, setupErr error, log *slog.Logger) error {
 	defer func() {
 		for _, c := range closers {
 			c()
 		}
 	}()
-	if err != nil {
-		sendJSON(ctx, ctrl, map[string]string{"err": err.Error()})
-		return err
+	if setupErr != nil {
+		sendJSON(ctx, ctrl, map[string]string{"err": setupErr.Error()})
+		return setupErr
 	}
 	if err := sendJSON(ctx, ctrl, map[string]string{}); err != nil {
 		return err
 	}
-	log.Info("worker ready", "stage", a.Stage)
+	log.Info("stage ready")
 	return w.run(ctx)
 }
 
+// workerConfig reads the config a driver sent in its setup and bounds this
+// process's threads by it.
+func workerConfig(text string) (config.Config, error) {
+	cfg, err := config.Parse(text, "setup")
+	if err != nil {
+		return cfg, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, err
+	}
+	applyThreads(cfg)
+	return cfg, nil
+}
+
 func setupWorker(ctx context.Context, a workerArgs, su setup, ln net.Listener, ctrl transport.Conn) (*worker, []func() error, error) {
-	cfg, err := config.Parse(su.Config, "setup")
+	cfg, err := workerConfig(su.Config)
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := cfg.Validate(); err != nil {
-		return nil, nil, err
-	}
-	applyThreads(cfg)
 	S, i := len(su.Ranges), a.Stage
 	if len(su.Addrs) != S || i < 0 || i >= S {
 		return nil, nil, fmt.Errorf("worker %d: setup for %d stages with %d addresses", i, S, len(su.Addrs))
@@ -238,12 +254,7 @@ func setupWorker(ctx context.Context, a workerArgs, su setup, ln net.Listener, c
 	links := Links{Ctrl: ctrl}
 	var closers []func() error
 	shape := func(c transport.Conn, peer int, seed uint64) (transport.Conn, error) {
-		prof := cfg.LinkProfile(min(i, peer), max(i, peer))
-		if !prof.Shaped() {
-			return c, nil
-		}
-		return transport.Shape(c, transport.LinkProfile{BandwidthMbps: prof.BandwidthMbps, LatencyMs: prof.LatencyMs, JitterMs: prof.JitterMs, Loss: prof.Loss},
-			transport.ShapeOptions{Seed: cfg.Run.Seed ^ seed, CloseGrace: -1})
+		return shapeLink(cfg, i, peer, seed, c)
 	}
 	dial := func(to int, kind string) (transport.Conn, error) {
 		c, err := net.Dial("tcp", su.Addrs[to])

@@ -285,31 +285,14 @@ func RunPeer(ctx context.Context, a PeerArgs, log *slog.Logger) error {
 		return fmt.Errorf("peer %s: setup: %w", a.ID, err)
 	}
 	w, closers, err := setupRTCWorker(ctx, client, rc, su, ctrl)
-	defer func() {
-		for _, c := range closers {
-			c()
-		}
-	}()
-	if err != nil {
-		sendJSON(ctx, ctrl, map[string]string{"err": err.Error()})
-		return err
-	}
-	if err := sendJSON(ctx, ctrl, map[string]string{}); err != nil {
-		return err
-	}
-	log.Info("peer ready", "id", a.ID, "stage", su.Stage)
-	return w.run(ctx)
+	return serveWorker(ctx, ctrl, w, closers, err, log.With("peer", a.ID, "stage", su.Stage))
 }
 
 func setupRTCWorker(ctx context.Context, client *signaling.Client, rc rtc.Config, su rtcSetup, ctrl transport.Conn) (*worker, []func() error, error) {
-	cfg, err := config.Parse(su.Config, "setup")
+	cfg, err := workerConfig(su.Config)
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := cfg.Validate(); err != nil {
-		return nil, nil, err
-	}
-	applyThreads(cfg)
 	S, i := len(su.Ranges), su.Stage
 	if len(su.Peers) != S || i < 0 || i >= S {
 		return nil, nil, fmt.Errorf("setup for %d stages with %d peers, stage %d", S, len(su.Peers), i)
