@@ -112,6 +112,12 @@ type Pipeline struct {
 	// Loopback restricts WebRTC to loopback candidates (every peer on this
 	// machine).
 	Loopback bool `toml:"loopback"`
+	// TURNAddr, if set, hosts STUN and TURN on this UDP address beside the
+	// run's signaling server (credentials derived from the run's secret),
+	// so peers behind NAT need no third-party server; PublicIP is the
+	// address peers reach it at.
+	TURNAddr string `toml:"turn_addr"`
+	PublicIP string `toml:"public_ip"`
 }
 
 // Network shapes every link between stages; Links override single links.

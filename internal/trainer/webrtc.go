@@ -126,6 +126,14 @@ func (p *pipeline) startRTC(ctx context.Context, cfg config.Config, ranges []sch
 	sctx, stop := context.WithCancel(context.Background())
 	p.closers = append(p.closers, func() error { stop(); return nil })
 	go srv.Serve(sctx, ln)
+	if cfg.Pipeline.TURNAddr != "" {
+		ts, err := signaling.StartTURN(signaling.TURNConfig{ListenUDP: cfg.Pipeline.TURNAddr, PublicIP: cfg.Pipeline.PublicIP, Key: key, Logger: p.log})
+		if err != nil {
+			return fmt.Errorf("webrtc: pipeline.turn_addr = %q: %w", cfg.Pipeline.TURNAddr, err)
+		}
+		p.closers = append(p.closers, ts.Close)
+		p.log.Info("STUN/TURN", "addr", ts.Addr().String())
+	}
 	var rb [6]byte
 	rand.Read(rb[:])
 	room := "run-" + hex.EncodeToString(rb[:])
