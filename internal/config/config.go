@@ -86,9 +86,13 @@ type Train struct {
 
 // Pipeline is how the model is cut and scheduled.
 type Pipeline struct {
-	Stages    int    `toml:"stages"`    // pipeline stages
-	Split     []int  `toml:"split"`     // blocks per stage; empty balances compute
-	Schedule  string `toml:"schedule"`  // "gpipe" or "1f1b"
+	Stages   int    `toml:"stages"`   // pipeline stages
+	Split    []int  `toml:"split"`    // blocks per stage; empty balances compute
+	Schedule string `toml:"schedule"` // "gpipe" or "1f1b"
+	// Lookahead (1F1B): stage i warms up with lookahead·(S-i-1) forwards;
+	// 0 or 1 is standard 1F1B. More hides link round trips (latency) at
+	// the price of activation memory: see scheduler.LookaheadFor.
+	Lookahead int    `toml:"lookahead"`
 	Transport string `toml:"transport"` // "inproc" or "webrtc"
 	Processes bool   `toml:"processes"` // one OS process per stage
 

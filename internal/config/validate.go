@@ -117,6 +117,9 @@ func (c Config) Validate() error {
 	default:
 		bad("pipeline.transport", strconv.Quote(p.Transport), `must be "inproc" or "webrtc"`)
 	}
+	if p.Lookahead < 0 {
+		bad("pipeline.lookahead", p.Lookahead, "must be at least 0 (0 or 1: standard 1F1B)")
+	}
 	if p.LocalPeers < -1 {
 		bad("pipeline.local_peers", p.LocalPeers, "must be -1 (one per stage and spare) or at least 0")
 	}

@@ -165,7 +165,7 @@ func Predict(cfg config.Config, comp []sim.Compute) (Prediction, error) {
 	}
 	tied := cfg.LinkProfile(0, 1)
 	sc := sim.Config{
-		Schedule: kind, Stages: S, Micro: M, Steps: cfg.Simulate.Steps,
+		Schedule: kind, Stages: S, Micro: M, Steps: cfg.Simulate.Steps, Lookahead: cfg.Pipeline.Lookahead,
 		Compute: scaled, Links: links,
 		Embedding:     sim.Embedding{BPS: bps(tied.BandwidthMbps), Latency: tied.LatencyMs / 1000, Bytes: emb},
 		TokensPerStep: int64(cfg.Train.BatchSize * cfg.Model.BlockSize),

@@ -127,7 +127,7 @@ func newWorker(cfg config.Config, id int, ranges []scheduler.Range, links Links)
 	if err != nil {
 		return nil, err
 	}
-	sm, err := scheduler.NewStageMachine(kind, S, M, id)
+	sm, err := scheduler.NewStage(scheduler.Pipeline{Schedule: kind, Stages: S, Micro: M, Lookahead: cfg.Pipeline.Lookahead}, id)
 	if err != nil {
 		return nil, err
 	}
