@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"sync"
 	"time"
@@ -205,9 +206,15 @@ func (w *worker) run(ctx context.Context) error {
 		w.sendWG.Add(1)
 		go func(c transport.Conn) {
 			defer w.sendWG.Done()
+			var failed error
 			for msg := range ch {
-				if err := c.Send(ctx, msg); err != nil {
-					return
+				if failed != nil {
+					continue // keep draining: compute must never block on a dead link
+				}
+				if failed = c.Send(ctx, msg); failed != nil {
+					// The receiving side of this link reports the failure
+					// to the step that waits on it.
+					slog.Debug("link send failed", "stage", w.id, "err", failed)
 				}
 			}
 		}(c)
