@@ -105,3 +105,20 @@ func (c *constraint) projectGrads() error {
 func untiedHead(cfg config.Config) bool {
 	return cfg.Compression.Method == "subspace" && cfg.Compression.UntieHead && cfg.Pipeline.Stages > 1
 }
+
+// coeffs returns g's (V×d) coordinates in span(U), V×k, in buf (grown as
+// needed): what a stage sends of the tied embedding's gradient.
+func (c *constraint) coeffs(g []float32, buf []float32) []float32 {
+	rows := len(g) / c.C
+	if cap(buf) < rows*c.basis.K {
+		buf = make([]float32, rows*c.basis.K)
+	}
+	buf = buf[:rows*c.basis.K]
+	c.basis.Coeffs(buf, g, rows)
+	return buf
+}
+
+// expand sets g (V×d) to coef·Uᵀ.
+func (c *constraint) expand(g, coef []float32) {
+	c.basis.Expand(g, coef, len(g)/c.C)
+}

@@ -2,8 +2,12 @@ package trainer
 
 import (
 	"context"
+	"io"
+	"log/slog"
 	"math"
 	"testing"
+
+	"github.com/narrowband/narrowband/internal/data"
 )
 
 // TestSubspaceCodecIsExact: for the constrained model, sending k fp32
@@ -82,5 +86,68 @@ func TestSubspaceUntiedHead(t *testing.T) {
 		if lw[i] != lr[i] {
 			t.Fatalf("value %d: resumed %v, uninterrupted %v", i, lr[i], lw[i])
 		}
+	}
+}
+
+// TestTiedCopiesStayIdentical: the first stage's token embedding and the
+// last stage's LM head are one tied matrix in two places; after training
+// (fp32 links, and subspace links that exchange only its coefficients) the
+// copies are bit-identical.
+func TestTiedCopiesStayIdentical(t *testing.T) {
+	for _, method := range []string{"none", "subspace"} {
+		t.Run("method="+method, func(t *testing.T) {
+			c := tinyConfig(t)
+			c.Model.NLayer = 3
+			c.Pipeline.Stages = 3
+			c.Compression.Method = method
+			if method == "subspace" {
+				c.Compression.Rank = "8"
+				c.Compression.Precision = "fp16"
+			}
+			corpus, err := data.Load(data.Options{Path: c.Data.Path, ValFraction: c.Data.ValFraction, MinBytes: c.Model.BlockSize + 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			eng, err := newPipeline(context.Background(), c, corpus, slog.New(slog.NewTextHandler(io.Discard, nil)), t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer eng.Close()
+			p := eng.(*pipeline)
+			for step := 0; step < 5; step++ {
+				if _, err := p.Step(context.Background(), step, 1e-3); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for i := range p.ctrl {
+				if err := p.send(context.Background(), i, ctrlMsg{Kind: ctrlState}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			res, err := p.collect(context.Background(), ctrlStateIs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			find := func(blob []byte, name string) []float32 {
+				ts, err := decodeTensors(blob)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, x := range ts {
+					if x.Name == name {
+						return x.Data
+					}
+				}
+				t.Fatalf("no %s", name)
+				return nil
+			}
+			wte := find(res[0].blob, "transformer.wte.weight")
+			head := find(res[len(res)-1].blob, "lm_head.weight")
+			for i := range wte {
+				if math.Float32bits(wte[i]) != math.Float32bits(head[i]) {
+					t.Fatalf("element %d: embedding %v, LM head %v", i, wte[i], head[i])
+				}
+			}
+		})
 	}
 }

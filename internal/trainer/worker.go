@@ -65,6 +65,7 @@ type worker struct {
 	acts, grads map[[2]int][]float32
 	toks        map[[2]int][]int32 // token ids that came with an activation (subspace)
 	tiedIn      []float32
+	tiedOwn     []float32 // subspace: this stage's tied-gradient coefficients (V×k)
 	con         *constraint // subspace: keeps residual writes in span(U)
 	untied      bool        // the LM head is not tied to the embedding: no tied-gradient sum
 	free        [][]float32
@@ -408,7 +409,11 @@ func (w *worker) take(ctx context.Context) error {
 	case wire.TypeTiedGrad:
 		tw := w.st.TiedWeight()
 		if w.tiedIn == nil {
-			w.tiedIn = make([]float32, len(tw.Data))
+			n := len(tw.Data)
+			if w.con != nil {
+				n = n / w.C * w.con.basis.K
+			}
+			w.tiedIn = make([]float32, n)
 		}
 		if w.untied && len(m.payload) == stampSize {
 			w.netWait(w0, m)
@@ -627,8 +632,15 @@ func (w *worker) step(ctx context.Context, cmd ctrlMsg) (ctrlMsg, error) {
 // copies to stay identical.
 func (w *worker) sendTied(step int) {
 	g := w.st.TiedWeight().Grad
-	if w.untied {
+	switch {
+	case w.untied:
 		g = nil // the ends only tell each other their step is done
+	case w.con != nil:
+		// Under the subspace constraint only the tied gradient's part in
+		// span(U) matters (it is projected before the optimizer): send
+		// its k coefficients per row instead of d values, d/k less.
+		w.tiedOwn = w.con.coeffs(g, w.tiedOwn)
+		g = w.tiedOwn
 	}
 	p := make([]byte, stampSize, stampSize+4*len(g))
 	binary.LittleEndian.PutUint64(p, uint64(time.Now().UnixNano()))
@@ -649,14 +661,21 @@ func (w *worker) optimize(ctx context.Context, cmd ctrlMsg, loss float64) (time.
 		// (first stage's gradient + last stage's) so the copies stay
 		// bit-identical.
 		g := w.st.TiedWeight().Grad
+		own := g
+		if w.con != nil {
+			own = w.tiedOwn // this stage's coefficients, as sent
+		}
 		if w.first {
-			for i := range g {
-				g[i] += w.tiedIn[i]
+			for i := range own {
+				own[i] += w.tiedIn[i]
 			}
 		} else {
-			for i := range g {
-				g[i] = w.tiedIn[i] + g[i]
+			for i := range own {
+				own[i] = w.tiedIn[i] + own[i]
 			}
+		}
+		if w.con != nil {
+			w.con.expand(g, own) // the projected sum, identical at both ends
 		}
 	}
 	if w.con != nil {
