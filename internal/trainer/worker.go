@@ -65,7 +65,7 @@ type worker struct {
 	acts, grads map[[2]int][]float32
 	toks        map[[2]int][]int32 // token ids that came with an activation (subspace)
 	tiedIn      []float32
-	tiedOwn     []float32 // subspace: this stage's tied-gradient coefficients (V×k)
+	tiedOwn     []float32   // subspace: this stage's tied-gradient coefficients (V×k)
 	con         *constraint // subspace: keeps residual writes in span(U)
 	untied      bool        // the LM head is not tied to the embedding: no tied-gradient sum
 	free        [][]float32
