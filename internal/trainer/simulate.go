@@ -132,7 +132,16 @@ func MessageBytes(cfg config.Config) (act, grad, emb int64, err error) {
 	if grad, err = size(); err != nil {
 		return
 	}
-	emb = int64(cfg.Model.VocabSize*C*4 + wire.HeaderSize + stampSize)
+	// The tied embedding's gradient: d values per row, or k coefficients
+	// under the subspace constraint, or nothing with an untied head.
+	width := C
+	switch {
+	case untiedHead(cfg):
+		width = 0
+	case cc.Method == compression.MethodSubspace:
+		width = int(cc.Rank)
+	}
+	emb = int64(cfg.Model.VocabSize*width*4 + wire.HeaderSize + stampSize)
 	return
 }
 
