@@ -100,19 +100,10 @@ func (p *pipeline) startProcesses(ctx context.Context, cfg config.Config, ranges
 	var tok [16]byte
 	rand.Read(tok[:])
 	token := hex.EncodeToString(tok[:])
-	argv, err := WorkerCommand()
-	if err != nil {
-		return err
-	}
 	for i := 0; i < S; i++ {
-		args, _ := json.Marshal(workerArgs{Connect: ln.Addr().String(), Stage: i, Token: token})
-		cmd := exec.Command(argv[0], argv[1:]...)
-		cmd.Env = append(os.Environ(), WorkerEnv+"=1", "NARROWBAND_WORKER_ARGS="+string(args))
-		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-		if err := cmd.Start(); err != nil {
+		if err := p.spawn("NARROWBAND_WORKER_ARGS", workerArgs{Connect: ln.Addr().String(), Stage: i, Token: token}); err != nil {
 			return fmt.Errorf("processes: start stage %d: %w", i, err)
 		}
-		p.procs = append(p.procs, cmd)
 	}
 	setupCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
@@ -153,6 +144,27 @@ func (p *pipeline) startProcesses(ctx context.Context, cfg config.Config, ranges
 			return fmt.Errorf("processes: stage %d: %s", i, ok.Err)
 		}
 	}
+	return nil
+}
+
+// spawn starts one worker process (WorkerCommand) whose arguments are args
+// as JSON in the environment variable env.
+func (p *pipeline) spawn(env string, args any) error {
+	argv, err := WorkerCommand()
+	if err != nil {
+		return err
+	}
+	js, err := json.Marshal(args)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = append(os.Environ(), WorkerEnv+"=1", env+"="+string(js))
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	p.procs = append(p.procs, cmd)
 	return nil
 }
 

@@ -4,12 +4,10 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -154,19 +152,11 @@ func (p *pipeline) startRTC(ctx context.Context, cfg config.Config, ranges []sch
 	if local < 0 {
 		local = S + cfg.Pipeline.Spares
 	}
-	argv, err := WorkerCommand()
-	if err != nil {
-		return err
-	}
 	for i := 0; i < local; i++ {
-		args, _ := json.Marshal(PeerArgs{Signal: url, SecretFile: secretFile, ID: fmt.Sprintf("peer-%d", i), ICEServers: cfg.Pipeline.ICEServers, Loopback: cfg.Pipeline.Loopback})
-		cmd := exec.Command(argv[0], argv[1:]...)
-		cmd.Env = append(os.Environ(), WorkerEnv+"=1", "NARROWBAND_PEER_ARGS="+string(args))
-		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-		if err := cmd.Start(); err != nil {
+		args := PeerArgs{Signal: url, SecretFile: secretFile, ID: fmt.Sprintf("peer-%d", i), ICEServers: cfg.Pipeline.ICEServers, Loopback: cfg.Pipeline.Loopback}
+		if err := p.spawn("NARROWBAND_PEER_ARGS", args); err != nil {
 			return fmt.Errorf("webrtc: start peer %d: %w", i, err)
 		}
-		p.procs = append(p.procs, cmd)
 	}
 
 	// Wait for enough peers; assign stages in the order they joined.
