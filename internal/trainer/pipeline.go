@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"os/exec"
 	"sync"
 	"time"
@@ -245,7 +246,7 @@ func (p *pipeline) Step(ctx context.Context, step int, lr float64) (stepResult, 
 	if err != nil {
 		return stepResult{}, err
 	}
-	res := stepResult{Loss: reps[S-1].Loss, GradNorm: sqrt(sumsq)}
+	res := stepResult{Loss: reps[S-1].Loss, GradNorm: math.Sqrt(sumsq)}
 	for i, d := range dones {
 		s := d.Stats
 		if s == nil {

@@ -18,5 +18,3 @@ func learningRate(step, warmup, total int, lr, minLR float64) float64 {
 	coeff := 0.5 * (1 + math.Cos(math.Pi*ratio))
 	return minLR + coeff*(lr-minLR)
 }
-
-func sqrt(x float64) float64 { return math.Sqrt(x) }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -355,6 +354,3 @@ func accumulate(tot *stepResult, r stepResult) {
 }
 
 func round4(x float64) float64 { return math.Round(x*1e4) / 1e4 }
-
-// ErrNoEngine is returned for configurations this build cannot run yet.
-var ErrNoEngine = errors.New("trainer: this configuration cannot run")
