@@ -23,6 +23,7 @@ type Config struct {
 	Compression Compression `toml:"compression"`
 	Web         Web         `toml:"web"`
 	Simulate    Simulate    `toml:"simulate"`
+	Faults      Faults      `toml:"faults"`
 	// Sweep lists values to vary: each key is "section.key", each value a
 	// list; a run with a sweep runs every combination (see Variants).
 	Sweep map[string]any `toml:"sweep"`
@@ -198,6 +199,7 @@ func Default() Config {
 		},
 		Pipeline:    Pipeline{Stages: 1, Schedule: "1f1b", Transport: "inproc", SignalAddr: "127.0.0.1:0", LocalPeers: -1, Loopback: true},
 		Simulate:    Simulate{Speedup: 1, Steps: 4},
+		Faults:      defaultFaults(),
 		Compression: Compression{Method: "none", Rank: "", Precision: "fp32", TopK: 0.1, BlockSize: 64},
 	}
 }

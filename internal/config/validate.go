@@ -201,6 +201,7 @@ func (c Config) Validate() error {
 	if sim.Steps < 1 || sim.Steps > 1000 {
 		bad("simulate.steps", sim.Steps, "must be in [1, 1000]")
 	}
+	c.validateFaults(bad)
 	return errors.Join(errs...)
 }
 
