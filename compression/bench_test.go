@@ -60,8 +60,8 @@ func benchCodecs(d int) []benchCodec {
 	cs = append(cs, benchCodec{name: "lowrank/rank=32/iters=2", warm: 4, mk: func() Codec {
 		return &LowRank{Rank: 32, Iters: 2, Precision: FP16, Seed: 1}
 	}})
-	for _, k := range []int{16, 32, 64} {
-		for _, p := range []Precision{FP16, Int8} {
+	for _, k := range []int{16, 32, 48, 56, 64} {
+		for _, p := range []Precision{FP16, Int8, Int6, Int4} {
 			cs = append(cs, benchCodec{name: fmt.Sprintf("subspace/rank=%d/prec=%v", k, p), mk: func() Codec {
 				s, err := NewSubspace(1, d, k, 256, p)
 				if err != nil {

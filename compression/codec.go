@@ -93,9 +93,13 @@ const (
 	FP16
 	BF16
 	Int8
+	// Int4 and Int6 are sub-byte subspace coefficients with a bf16 scale
+	// per row (see lowbit.go).
+	Int4
+	Int6
 )
 
-var precNames = [...]string{"unknown", "fp32", "fp16", "bf16", "int8"}
+var precNames = [...]string{"unknown", "fp32", "fp16", "bf16", "int8", "int4", "int6"}
 
 func (p Precision) String() string {
 	if int(p) < len(precNames) {
@@ -104,14 +108,14 @@ func (p Precision) String() string {
 	return fmt.Sprintf("Precision(%d)", uint8(p))
 }
 
-// ParsePrecision parses "fp32", "fp16", "bf16" or "int8".
+// ParsePrecision parses "fp32", "fp16", "bf16", "int8", "int4" or "int6".
 func ParsePrecision(s string) (Precision, error) {
 	for i := 1; i < len(precNames); i++ {
 		if strings.EqualFold(strings.TrimSpace(s), precNames[i]) {
 			return Precision(i), nil
 		}
 	}
-	return PrecisionUnknown, fmt.Errorf("%w: compression.precision = %q: want fp32, fp16, bf16 or int8", ErrConfig, s)
+	return PrecisionUnknown, fmt.Errorf("%w: compression.precision = %q: want fp32, fp16, bf16, int8, int4 or int6", ErrConfig, s)
 }
 
 // MarshalText implements encoding.TextMarshaler.

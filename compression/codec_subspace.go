@@ -20,7 +20,8 @@ import (
 //     upstream of the boundary because upstream only moves h inside span(U).
 //
 // Coefficients travel as FP32, FP16, BF16 or Int8 (one float32 absmax scale
-// per row). Token ids travel as uint8 when Vocab ≤ 256, uint16 when ≤ 65536,
+// per row), or Int6/Int4 (one bf16 scale per row, packed codes; nearest
+// rounding forward, unbiased stochastic rounding backward: see lowbit.go). Token ids travel as uint8 when Vocab ≤ 256, uint16 when ≤ 65536,
 // else uint32, optionally lz4'd (kept only when smaller).
 //
 // Payload: u8 kind (0 backward, 1 forward), u8 coefficient precision; forward
@@ -39,6 +40,8 @@ type Subspace struct {
 	// LZ4Tokens lz4-compresses the token id stream when that shrinks it.
 	LZ4Tokens bool
 
+	// rng draws the stochastic rounding of int4/int6 gradients.
+	rng  *rng
 	c    []float32
 	diff []float32
 	tok  []byte
@@ -51,8 +54,8 @@ const DefaultEmbedStd = 0.02
 // NewSubspace derives U (d×k) and E0 (vocab×d, std DefaultEmbedStd) from
 // seed. Every stage of a run must call it with the same arguments.
 func NewSubspace(seed uint64, d, k, vocab int, prec Precision) (*Subspace, error) {
-	if prec != FP32 && prec != FP16 && prec != BF16 && prec != Int8 {
-		return nil, fmt.Errorf("%w: compression.precision = %v: subspace wants fp32, fp16, bf16 or int8", ErrConfig, prec)
+	if prec != FP32 && prec != FP16 && prec != BF16 && prec != Int8 && lowBits(prec) == 0 {
+		return nil, fmt.Errorf("%w: compression.precision = %v: subspace wants fp32, fp16, bf16, int8, int6 or int4", ErrConfig, prec)
 	}
 	b, err := NewBasis(seed, d, k)
 	if err != nil {
@@ -62,7 +65,7 @@ func NewSubspace(seed uint64, d, k, vocab int, prec Precision) (*Subspace, error
 	if err != nil {
 		return nil, err
 	}
-	return &Subspace{Basis: b, E0: e0, Vocab: vocab, Precision: prec}, nil
+	return &Subspace{Basis: b, E0: e0, Vocab: vocab, Precision: prec, rng: newRNG(seed, "subspace-rounding")}, nil
 }
 
 const (
@@ -104,7 +107,7 @@ func (s *Subspace) Encode(dst []byte, g []float32, rows, cols int) ([]byte, erro
 	s.c = resize(s.c, rows*s.Basis.K)
 	s.Basis.Coeffs(s.c, g, rows)
 	dst = append(dst, kindBackward, byte(s.Precision))
-	return s.appendCoeffs(dst, rows)
+	return s.appendCoeffsRounding(dst, rows, true)
 }
 
 // Decode writes U·Uᵀg per row into dst.
@@ -243,7 +246,19 @@ func (s *Subspace) readTokensThenCoeffs(r *reader, tokens []int32, rows int) err
 }
 
 func (s *Subspace) appendCoeffs(dst []byte, rows int) ([]byte, error) {
+	return s.appendCoeffsRounding(dst, rows, false)
+}
+
+// appendCoeffsRounding appends s.c; stoch asks for stochastic rounding
+// (gradients) where the precision has coarse levels (int4, int6).
+func (s *Subspace) appendCoeffsRounding(dst []byte, rows int, stoch bool) ([]byte, error) {
 	k := s.Basis.K
+	if b := lowBits(s.Precision); b > 0 {
+		if s.rng == nil {
+			s.rng = newRNG(0, "subspace-rounding") // a Subspace built by hand
+		}
+		return appendLowBit(dst, s.c, rows, k, b, stoch, s.rng)
+	}
 	if s.Precision != Int8 {
 		for i, v := range s.c {
 			if !isFinite32(v) {
@@ -265,6 +280,9 @@ func (s *Subspace) appendCoeffs(dst []byte, rows int) ([]byte, error) {
 			return dst[:len(dst)-len(w)], fmt.Errorf("subspace: encode: row %d: %w", i, ErrNonFinite)
 		}
 		scale := int8Scale(amax)
+		if !lowScaleOK(scale, 127, k) {
+			return dst[:len(dst)-len(w)], fmt.Errorf("subspace: encode: row %d: |c| up to %g: %w (int8 coefficients need |c|·k ≤ %g)", i, amax, ErrNonFinite, lowScaleLimit)
+		}
 		binary.LittleEndian.PutUint32(scales[4*i:], math.Float32bits(scale))
 		quantBlock(codes[i*k:(i+1)*k], row, scale)
 	}
@@ -278,13 +296,16 @@ func (s *Subspace) readCoeffs(r *reader, rows int) error {
 
 func (s *Subspace) readCoeffsAfterPrec(r *reader, p Precision, rows int) error {
 	k := s.Basis.K
-	if r.err == nil && precBytes(p) == 0 {
+	if r.err == nil && precBytes(p) == 0 && lowBits(p) == 0 {
 		r.fail("coefficient precision %v", p)
 	}
 	if r.err != nil {
 		return r.err
 	}
 	s.c = resize(s.c, rows*k)
+	if b := lowBits(p); b > 0 {
+		return readLowBit(r, s.c, rows, k, b)
+	}
 	if p != Int8 {
 		b := r.take(rows*k*precBytes(p), "coefficients")
 		if err := r.done(); err != nil {
@@ -305,8 +326,10 @@ func (s *Subspace) readCoeffsAfterPrec(r *reader, p Precision, rows int) error {
 	}
 	for i := 0; i < rows; i++ {
 		sc := getF32(scales[4*i:])
-		if !(sc >= 0 && sc <= math.MaxFloat32) {
-			return fmt.Errorf("%w: row %d scale %v", ErrCorrupt, i, sc)
+		if !lowScaleOK(sc, 127, k) {
+			// Bounded like the sub-byte scales: a huge scale would
+			// overflow to ±Inf and Expand would turn that into NaN.
+			return fmt.Errorf("%w: row %d scale %v (want 0 ≤ scale·127·k ≤ %g)", ErrCorrupt, i, sc, lowScaleLimit)
 		}
 		for j := 0; j < k; j++ {
 			s.c[i*k+j] = float32(int8(codes[i*k+j])) * sc

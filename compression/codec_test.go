@@ -302,6 +302,10 @@ func TestSubspaceForwardExact(t *testing.T) {
 	}{
 		{256, FP32, false, 1e-6}, {256, FP32, true, 1e-6}, {300, FP16, false, 1e-3},
 		{70000, BF16, true, 1e-2}, {256, Int8, false, 1e-2},
+		// Coefficients are ~half of h's energy here (E0 is exact), so the
+		// relative error of h is about half the coefficients' (int6 ≈ 1.5%,
+		// int4 ≈ 6% relative RMS for Gaussian rows of 8).
+		{256, Int6, false, 2e-2}, {300, Int4, true, 8e-2},
 	} {
 		t.Run("vocab="+itoa(tc.vocab)+"/prec="+tc.p.String()+"/lz4="+map[bool]string{true: "on", false: "off"}[tc.lz4], func(t *testing.T) {
 			s := newTestSubspace(t, d, k, tc.vocab, tc.p)
@@ -557,7 +561,7 @@ func TestPayloadSize(t *testing.T) {
 	const rows, d = 128, 64
 	x := activationLike(5, rows, d)
 	for m := MethodNone; m <= MethodSubspace; m++ {
-		for _, p := range []Precision{FP32, FP16, Int8} {
+		for _, p := range []Precision{FP32, FP16, Int8, Int6, Int4} {
 			cfg := DefaultConfig()
 			cfg.Method, cfg.Precision, cfg.Rank, cfg.KFraction = m, p, 16, 0.05
 			if cfg.Validate() != nil {
@@ -713,5 +717,103 @@ func TestLowRankWarmStartHelps(t *testing.T) {
 	t.Logf("mean relative error over calls 4..11: warm %.4f, cold %.4f", ew/8, ec/8)
 	if !(ew < 0.7*ec) {
 		t.Errorf("warm start error %.4f is not clearly below cold start %.4f", ew/8, ec/8)
+	}
+}
+
+// Int4/Int6 subspace coefficients keep their stated bounds: the forward
+// path (nearest) is within half a step of every coefficient, the backward
+// path (stochastic) within one step and unbiased — averaged over many
+// encodings it converges to U·Uᵀg at the 1/√n rate.
+func TestSubspaceLowBitErrorBound(t *testing.T) {
+	const rows, d, k = 16, 64, 24
+	for _, p := range []Precision{Int6, Int4} {
+		t.Run("prec="+p.String(), func(t *testing.T) {
+			s := newTestSubspace(t, d, k, 256, p)
+			ref := newTestSubspace(t, d, k, 256, FP32)
+			q := float64(lowQMax(lowBits(p)))
+			x := activationLike(21, rows, d)
+			want := make([]float32, rows*k)
+			ref.Basis.Coeffs(want, x, rows)
+			step := make([]float64, rows) // the row's quantization step
+			for i := 0; i < rows; i++ {
+				var amax float64
+				for _, v := range want[i*k : (i+1)*k] {
+					amax = max(amax, math.Abs(float64(v)))
+				}
+				step[i] = amax / q * (1 + 1.0/128)
+			}
+			coeffsOf := func(payload []byte) []float32 {
+				t.Helper()
+				r := reader{b: payload[1:]} // past the kind byte
+				if err := s.readCoeffs(&r, rows); err != nil {
+					t.Fatal(err)
+				}
+				return append([]float32(nil), s.c...)
+			}
+			// Forward: nearest rounding, |ĉ − c| ≤ step/2.
+			toks := make([]int32, rows)
+			fw, err := s.EncodeWithTokens(nil, x, toks, rows, d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			h := make([]float32, rows*d)
+			if err := s.DecodeWithTokens(h, toks, fw, rows, d); err != nil {
+				t.Fatal(err)
+			}
+			// Re-derive the coefficients the receiver used from h.
+			for i := range toks {
+				for j := 0; j < d; j++ {
+					h[i*d+j] -= s.E0[int(toks[i])*d+j]
+				}
+			}
+			got := make([]float32, rows*k)
+			s.Basis.Coeffs(got, h, rows)
+			// want is the coefficients of x − E0[0] for the forward path.
+			xf := append([]float32(nil), x...)
+			for i := 0; i < rows; i++ {
+				for j := 0; j < d; j++ {
+					xf[i*d+j] -= s.E0[j]
+				}
+			}
+			wantF := make([]float32, rows*k)
+			ref.Basis.Coeffs(wantF, xf, rows)
+			for i := 0; i < rows; i++ {
+				var amax float64
+				for _, v := range wantF[i*k : (i+1)*k] {
+					amax = max(amax, math.Abs(float64(v)))
+				}
+				st := amax / q * (1 + 1.0/128)
+				for j := 0; j < k; j++ {
+					if e := math.Abs(float64(got[i*k+j] - wantF[i*k+j])); e > st/2+1e-5*amax {
+						t.Fatalf("forward row %d coef %d: error %g > half step %g", i, j, e, st/2)
+					}
+				}
+			}
+			// Backward: stochastic rounding, |ĉ − c| < step, mean → c.
+			const n = 400
+			mean := make([]float64, rows*k)
+			for it := 0; it < n; it++ {
+				bw, err := s.Encode(nil, x, rows, d)
+				if err != nil {
+					t.Fatal(err)
+				}
+				c := coeffsOf(bw)
+				for i := range c {
+					e := math.Abs(float64(c[i] - want[i]))
+					if e > step[i/k]*(1+1e-5) {
+						t.Fatalf("backward row %d coef %d: error %g ≥ step %g", i/k, i%k, e, step[i/k])
+					}
+					mean[i] += float64(c[i]) / n
+				}
+			}
+			// The mean's error is at most step/(2√n) per coefficient in
+			// standard deviation; allow 5σ (= step/8 at n = 400: nearest
+			// rounding, off by up to step/2, would fail here).
+			for i := range mean {
+				if e := math.Abs(mean[i] - float64(want[i])); e > 5*step[i/k]/(2*math.Sqrt(n)) {
+					t.Fatalf("backward coef %d: mean of %d encodings off by %g (step %g): biased", i, n, e, step[i/k])
+				}
+			}
+		})
 	}
 }

@@ -23,6 +23,8 @@ func TestConfigValidate(t *testing.T) {
 		{"k fraction", func(c *Config) { c.KFraction = 1.5 }, "compression.topk = 1.5"},
 		{"block size", func(c *Config) { c.BlockSize = 0 }, "compression.block_size = 0"},
 		{"int8 precision on lowrank", func(c *Config) { c.Precision = Int8 }, `compression.precision = "int8"`},
+		{"int4 precision on lowrank", func(c *Config) { c.Precision = Int4 }, `compression.precision = "int4"`},
+		{"int6 precision on topk", func(c *Config) { c.Method, c.Precision = MethodTopK, Int6 }, `compression.precision = "int6"`},
 		{"unknown precision", func(c *Config) { c.Precision = 0 }, "compression.precision"},
 		{"power iters", func(c *Config) { c.PowerIters = 0 }, "compression.power_iters = 0"},
 	} {
@@ -49,6 +51,8 @@ func TestConfigTOML(t *testing.T) {
 	}{
 		{"method = \"lowrank\"\nrank = \"auto\"\nprecision = \"bf16\"", MethodLowRank, RankAuto, BF16},
 		{"method = \"SUBSPACE\"\nrank = 16\nprecision = \"int8\"", MethodSubspace, 16, Int8},
+		{"method = \"subspace\"\nrank = 56\nprecision = \"int4\"", MethodSubspace, 56, Int4},
+		{"method = \"subspace\"\nrank = 38\nprecision = \"INT6\"", MethodSubspace, 38, Int6},
 	} {
 		c := DefaultConfig()
 		if _, err := toml.Decode(tc.src, &c); err != nil {

@@ -38,6 +38,9 @@ func PayloadSize(cfg Config, rows, d, vocab int) int {
 		if cfg.Precision == Int8 {
 			coeffs += 4 * rows
 		}
+		if b := lowBits(cfg.Precision); b > 0 {
+			coeffs = 2*rows + lowCodeBytes(rows*k, b)
+		}
 		return 3 + uvarintLen(uint64(rows*vocabWidth)) + rows*vocabWidth + coeffs
 	}
 	return 0
