@@ -817,3 +817,38 @@ func TestSubspaceLowBitErrorBound(t *testing.T) {
 		})
 	}
 }
+
+// The configuration that meets issue #4's bar costs ≥ 32× fewer bytes than
+// fp32 in both directions at d = 256 (byte-level vocabulary, a micro-batch
+// of 4×128 tokens): k = 56 int4 is 28 B of codes + 2 B scale (+ 1 B token
+// id forward) per token, the same bytes as k = 26 int8.
+func TestSubspaceInt4K56Ratio(t *testing.T) {
+	const rows, d, vocab = 512, 256, 256
+	cfg := DefaultConfig()
+	cfg.Method, cfg.Rank, cfg.Precision = MethodSubspace, 56, Int4
+	fwd := PayloadSize(cfg, rows, d, vocab)
+	s, err := NewSubspace(1, d, 56, vocab, Int4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := activationLike(3, rows, d)
+	bwd, err := s.Encode(nil, g, rows, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		dir   string
+		bytes int
+	}{{"forward", fwd}, {"backward", len(bwd)}} {
+		ratio := float64(4*d*rows) / float64(c.bytes)
+		t.Logf("%s: %.2f B/token, %.1f× fewer than fp32", c.dir, float64(c.bytes)/rows, ratio)
+		if ratio < 32 {
+			t.Errorf("%s: %.1f× < 32× fewer bytes than fp32", c.dir, ratio)
+		}
+	}
+	cfg.Precision = Int8
+	cfg.Rank = 26
+	if int8Bytes := PayloadSize(cfg, rows, d, vocab); int8Bytes < fwd {
+		t.Errorf("k=56 int4 (%d B) costs more than k=26 int8 (%d B)", fwd, int8Bytes)
+	}
+}
