@@ -30,7 +30,24 @@ type Summary struct {
 	RecoverySeconds float64 `json:"recovery_seconds"`
 	RejectedFrames  int     `json:"rejected_frames"`
 	StepsRedone     int     `json:"steps_redone"`
+	// FaultLog is every failure with its detection and recovery times.
+	FaultLog []Fault `json:"fault_log,omitempty"`
 
 	ResumedFromStep int    `json:"resumed_from_step,omitempty"`
 	Checkpoint      string `json:"checkpoint"`
+}
+
+// Fault is one failure a run survived (or died of).
+type Fault struct {
+	Kind  string `json:"kind"`  // peer_dead, evicted, link_failure
+	Stage int    `json:"stage"` // the stage whose peer or link failed
+	Peer  string `json:"peer,omitempty"`
+	Step  int    `json:"step"` // the step in progress (1-based)
+	// DetectSeconds is from the failure (when it is known, e.g. an
+	// injected kill) to its detection; RecoverySeconds from detection to
+	// training again.
+	DetectSeconds   float64 `json:"detect_seconds,omitempty"`
+	RecoverySeconds float64 `json:"recovery_seconds"`
+	ReplacedBy      string  `json:"replaced_by,omitempty"`
+	RolledBackTo    int     `json:"rolled_back_to,omitempty"`
 }

@@ -30,6 +30,15 @@ const (
 	ctrlRestore  ctrlKind = "restore"  // driver→worker: load blob tensors at OptimStep
 	ctrlOK       ctrlKind = "ok"       // worker→driver: restore done
 	ctrlError    ctrlKind = "error"    // worker→driver: Err; the run stops
+
+	// Liveness and recovery.
+	ctrlHeartbeat ctrlKind = "hb"       // both ways, every faults.heartbeat
+	ctrlAbort     ctrlKind = "abort"    // driver→worker: drop the attempt in progress; Epoch is the next one
+	ctrlAborted   ctrlKind = "aborted"  // worker→driver: reset, at Epoch
+	ctrlLinkDown  ctrlKind = "linkdown" // worker→driver: the link to stage Peer failed or went silent
+	ctrlReject    ctrlKind = "reject"   // worker→driver: rejected a bad frame from stage Peer
+	ctrlRelink    ctrlKind = "relink"   // driver→worker: re-establish the link to stage Peer (Peers: stage → peer ID); reply ok
+	ctrlFault     ctrlKind = "fault"    // driver→worker: inject Fault on the link to stage Peer for Duration; reply ok
 )
 
 type ctrlMsg struct {
@@ -47,6 +56,14 @@ type ctrlMsg struct {
 	OptimStep int          `json:"optim_step,omitempty"`
 	Stats     *workerStats `json:"stats,omitempty"`
 	Err       string       `json:"err,omitempty"`
+	// Epoch numbers attempts: every abort starts a new one, and replies
+	// and frames of older ones are stale.
+	Epoch    uint64   `json:"epoch,omitempty"`
+	Peer     int      `json:"peer,omitempty"`
+	Peers    []string `json:"peers,omitempty"`
+	Fault    string   `json:"fault,omitempty"`
+	Duration float64  `json:"duration,omitempty"`
+	Mbps     float64  `json:"mbps,omitempty"`
 
 	blob []byte
 }

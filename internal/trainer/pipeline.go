@@ -7,6 +7,7 @@ import (
 	"math"
 	"os/exec"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/narrowband/narrowband/internal/config"
@@ -14,6 +15,8 @@ import (
 	"github.com/narrowband/narrowband/internal/metrics"
 	"github.com/narrowband/narrowband/internal/transport"
 	"github.com/narrowband/narrowband/scheduler"
+	"github.com/narrowband/narrowband/signaling"
+	"github.com/narrowband/narrowband/signaling/rtc"
 	"github.com/narrowband/narrowband/stages"
 )
 
@@ -36,6 +39,51 @@ type pipeline struct {
 	params  int64
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
+
+	// Liveness and recovery (recovery.go).
+	cev         chan ctrlEvent
+	gen         []int
+	seen        []atomic.Int64
+	readCtx     context.Context
+	stopReaders context.CancelFunc
+	epoch       uint64
+	hb          time.Duration
+	peerTimeout time.Duration
+	faults      metrics.Summary // only the fault counters are used
+	pending     []metrics.Event
+	rejects     map[int]int
+	snap        *State
+	snapStep    int
+	lastStep    time.Duration
+	killMu      sync.Mutex
+	killedAt    map[int]time.Time
+	killTimers  []*time.Timer
+	notify      func(status string)
+	// WebRTC runs: the coordinator's place in the room, its WebRTC setup,
+	// the command that joins a peer, local peer processes by ID, and peers
+	// that failed.
+	coord  *signaling.Local
+	rc     rtc.Config
+	join   string
+	procOf map[string]*exec.Cmd
+	dead   map[string]bool
+}
+
+// initRecovery sets the fault-handling state up; call before starting.
+func (p *pipeline) initRecovery() {
+	f := p.cfg.Faults
+	p.hb = time.Duration(f.HeartbeatSeconds() * float64(time.Second))
+	p.peerTimeout = time.Duration(f.PeerTimeout * float64(time.Second))
+	p.rejects, p.killedAt = map[int]int{}, map[int]time.Time{}
+	p.procOf, p.dead = map[string]*exec.Cmd{}, map[string]bool{}
+	p.lastStep = 100 * time.Millisecond
+}
+
+// running starts the control readers and heartbeats once every stage is
+// set up.
+func (p *pipeline) running() {
+	p.startReaders()
+	go p.heartbeats()
 }
 
 // stageRanges is the block split the config asks for.
@@ -56,6 +104,7 @@ func newPipeline(ctx context.Context, cfg config.Config, corpus *data.Corpus, lo
 	if cfg.Pipeline.Processes || cfg.Pipeline.Transport == "webrtc" {
 		p := &pipeline{cfg: cfg, corpus: corpus, log: log, ranges: ranges, t0: time.Now(), params: modelConfig(cfg).NumParams(),
 			x: make([]int32, N), y: make([]int32, N)}
+		p.initRecovery()
 		start := p.startProcesses
 		if cfg.Pipeline.Transport == "webrtc" {
 			start = func(ctx context.Context, cfg config.Config, ranges []scheduler.Range) error {
@@ -66,10 +115,12 @@ func newPipeline(ctx context.Context, cfg config.Config, corpus *data.Corpus, lo
 			p.Close()
 			return nil, err
 		}
+		p.running()
 		return p, nil
 	}
 	links := make([]Links, S)
 	p := &pipeline{cfg: cfg, corpus: corpus, log: log, ranges: ranges, done: make(chan error, S), t0: time.Now()}
+	p.initRecovery()
 	shape := func(c transport.Conn, from, to int, seed uint64) (transport.Conn, error) {
 		return shapeLink(cfg, from, to, seed, c)
 	}
@@ -127,12 +178,19 @@ func newPipeline(ctx context.Context, cfg config.Config, corpus *data.Corpus, lo
 	// The LM head copy on the last stage is the tied embedding: count once.
 	p.params = modelConfig(cfg).NumParams()
 	p.x, p.y = make([]int32, N), make([]int32, N)
+	p.running()
 	return p, nil
 }
 
 func (p *pipeline) Params() int64 { return p.params }
 
 func (p *pipeline) Close() error {
+	for _, t := range p.killTimers {
+		t.Stop()
+	}
+	if p.stopReaders != nil {
+		p.stopReaders()
+	}
 	if p.cancel != nil {
 		p.cancel()
 	}
@@ -145,51 +203,23 @@ func (p *pipeline) Close() error {
 }
 
 func (p *pipeline) send(ctx context.Context, i int, m ctrlMsg) error {
+	m.Epoch = p.epoch
 	b, err := encodeCtrl(m)
 	if err != nil {
 		return err
 	}
 	if err := p.ctrl[i].Send(ctx, b); err != nil {
-		return fmt.Errorf("stage %d control link: %w", i, err)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return &stageFailure{kind: "dead", stage: i, at: time.Now(), err: fmt.Errorf("control link: %w", err)}
 	}
 	return nil
 }
 
 // collect receives one message of kind want from every stage.
 func (p *pipeline) collect(ctx context.Context, want ctrlKind) ([]ctrlMsg, error) {
-	out := make([]ctrlMsg, len(p.ctrl))
-	type res struct {
-		i   int
-		m   ctrlMsg
-		err error
-	}
-	ch := make(chan res, len(p.ctrl))
-	for i, c := range p.ctrl {
-		go func() {
-			raw, err := c.Recv(ctx)
-			if err != nil {
-				ch <- res{i: i, err: fmt.Errorf("stage %d control link: %w", i, err)}
-				return
-			}
-			m, err := decodeCtrl(raw)
-			ch <- res{i: i, m: m, err: err}
-		}()
-	}
-	var first error
-	for range p.ctrl {
-		r := <-ch
-		switch {
-		case r.err != nil:
-			first = cmpErr(first, r.err)
-		case r.m.Kind == ctrlError:
-			first = cmpErr(first, fmt.Errorf("%s", r.m.Err))
-		case r.m.Kind != want:
-			first = cmpErr(first, fmt.Errorf("stage %d sent %q, want %q", r.i, r.m.Kind, want))
-		default:
-			out[r.i] = r.m
-		}
-	}
-	return out, first
+	return p.collectFrom(ctx, want, nil)
 }
 
 func cmpErr(a, b error) error {
@@ -217,6 +247,41 @@ func (p *pipeline) batchBlob(step int) []byte {
 }
 
 func (p *pipeline) Step(ctx context.Context, step int, lr float64) (stepResult, error) {
+	if p.coord != nil && (p.snap == nil || (step%p.cfg.Faults.SnapshotEvery == 0 && p.snapStep != step)) {
+		// The point every stage rolls back to if one changes hands.
+		st, err := p.State(ctx)
+		if err != nil {
+			return stepResult{}, err
+		}
+		p.snap, p.snapStep = st, step
+	}
+	var res stepResult
+	injected := false
+	t := time.Now()
+	err := p.guard(ctx, step, func() (bool, error) {
+		if !injected {
+			injected = true
+			if err := p.injectFaults(ctx, step); err != nil {
+				return false, err
+			}
+		}
+		var applied bool
+		var err error
+		res, applied, err = p.tryStep(ctx, step, lr)
+		return applied, err
+	})
+	if err != nil {
+		return stepResult{}, err
+	}
+	p.lastStep = time.Since(t)
+	res.Events = append(p.pending, res.Events...)
+	p.pending = nil
+	return res, nil
+}
+
+// tryStep is one attempt at a step; applied says whether any stage may
+// have taken its optimizer step.
+func (p *pipeline) tryStep(ctx context.Context, step int, lr float64) (stepResult, bool, error) {
 	S := len(p.ctrl)
 	blob := p.batchBlob(step)
 	for i := 0; i < S; i++ {
@@ -225,12 +290,12 @@ func (p *pipeline) Step(ctx context.Context, step int, lr float64) (stepResult, 
 			m.blob = blob
 		}
 		if err := p.send(ctx, i, m); err != nil {
-			return stepResult{}, err
+			return stepResult{}, false, err
 		}
 	}
 	reps, err := p.collect(ctx, ctrlReport)
 	if err != nil {
-		return stepResult{}, err
+		return stepResult{}, false, err
 	}
 	var sumsq float64
 	for _, r := range reps {
@@ -239,18 +304,18 @@ func (p *pipeline) Step(ctx context.Context, step int, lr float64) (stepResult, 
 	scale := stages.ClipScale(sumsq, p.cfg.Train.GradClip)
 	for i := 0; i < S; i++ {
 		if err := p.send(ctx, i, ctrlMsg{Kind: ctrlApply, Step: step, Scale: scale}); err != nil {
-			return stepResult{}, err
+			return stepResult{}, true, err
 		}
 	}
 	dones, err := p.collect(ctx, ctrlDone)
 	if err != nil {
-		return stepResult{}, err
+		return stepResult{}, true, err
 	}
 	res := stepResult{Loss: reps[S-1].Loss, GradNorm: math.Sqrt(sumsq)}
 	for i, d := range dones {
 		s := d.Stats
 		if s == nil {
-			return stepResult{}, fmt.Errorf("stage %d sent no step stats", i)
+			return stepResult{}, true, fmt.Errorf("stage %d sent no step stats", i)
 		}
 		idle := s.Wall - s.Busy
 		if idle < 0 {
@@ -276,7 +341,7 @@ func (p *pipeline) Step(ctx context.Context, step int, lr float64) (stepResult, 
 			res.Links = append(res.Links, l)
 		}
 	}
-	return res, nil
+	return res, true, nil
 }
 
 func (p *pipeline) Eval(ctx context.Context, windows [][]byte) (float64, error) {
@@ -298,16 +363,21 @@ func (p *pipeline) Eval(ctx context.Context, windows [][]byte) (float64, error) 
 		i = j
 	}
 	blob := append(tok, tgt...)
-	for i := 0; i < S; i++ {
-		m := ctrlMsg{Kind: ctrlEval, Shapes: shapes}
-		if i == 0 || i == S-1 {
-			m.blob = blob
+	var res []ctrlMsg
+	err := p.guard(ctx, p.snapStep, func() (bool, error) {
+		for i := 0; i < S; i++ {
+			m := ctrlMsg{Kind: ctrlEval, Shapes: shapes}
+			if i == 0 || i == S-1 {
+				m.blob = blob
+			}
+			if err := p.send(ctx, i, m); err != nil {
+				return false, err
+			}
 		}
-		if err := p.send(ctx, i, m); err != nil {
-			return 0, err
-		}
-	}
-	res, err := p.collect(ctx, ctrlEvalDone)
+		var err error
+		res, err = p.collect(ctx, ctrlEvalDone)
+		return false, err
+	})
 	if err != nil {
 		return 0, err
 	}
@@ -319,12 +389,17 @@ func (p *pipeline) Eval(ctx context.Context, windows [][]byte) (float64, error) 
 }
 
 func (p *pipeline) State(ctx context.Context) (*State, error) {
-	for i := range p.ctrl {
-		if err := p.send(ctx, i, ctrlMsg{Kind: ctrlState}); err != nil {
-			return nil, err
+	var res []ctrlMsg
+	err := p.guard(ctx, p.snapStep, func() (bool, error) {
+		for i := range p.ctrl {
+			if err := p.send(ctx, i, ctrlMsg{Kind: ctrlState}); err != nil {
+				return false, err
+			}
 		}
-	}
-	res, err := p.collect(ctx, ctrlStateIs)
+		var err error
+		res, err = p.collect(ctx, ctrlStateIs)
+		return false, err
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -345,12 +420,16 @@ func (p *pipeline) State(ctx context.Context) (*State, error) {
 }
 
 func (p *pipeline) Restore(ctx context.Context, st *State) error {
-	blob := encodeTensors(st.Tensors)
-	for i := range p.ctrl {
-		if err := p.send(ctx, i, ctrlMsg{Kind: ctrlRestore, OptimStep: st.OptimStep, blob: blob}); err != nil {
-			return err
-		}
+	err := p.guard(ctx, st.Step, func() (bool, error) {
+		return false, p.restoreAll(ctx, st)
+	})
+	if err == nil && p.coord != nil {
+		p.snap, p.snapStep = st, st.Step
 	}
-	_, err := p.collect(ctx, ctrlOK)
 	return err
 }
+
+// faultStats are the run's fault counters so far.
+func (p *pipeline) faultStats() metrics.Summary { return p.faults }
+
+func (p *pipeline) setNotify(f func(string)) { p.notify = f }

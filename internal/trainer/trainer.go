@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -119,6 +120,9 @@ func Run(ctx context.Context, o Options) (_ *metrics.Summary, err error) {
 		return nil, err
 	}
 	defer eng.Close()
+	if n, ok := eng.(interface{ setNotify(func(string)) }); ok && o.Web != nil {
+		n.setNotify(o.Web.SetStatus)
+	}
 	if o.Web != nil {
 		o.Web.SetPeers(enginePeers(cfg))
 		o.Web.SetStatus("training")
@@ -183,6 +187,30 @@ func Run(ctx context.Context, o Options) (_ *metrics.Summary, err error) {
 	// Gantt chart; the web view gets every step's live.
 	const timelineSteps = 5
 	var recent [][]metrics.Span
+	// events logs, records and publishes what happened besides training.
+	events := func(evs []metrics.Event) error {
+		for _, ev := range evs {
+			log.Info("event", "kind", ev.Kind, "step", ev.Step, "detail", ev.Detail)
+			if err := jsonl.Write(ev); err != nil {
+				return err
+			}
+			if o.Observer != nil {
+				o.Observer.PublishEvent(ev)
+			}
+		}
+		return nil
+	}
+	// rolledBack reports whether err is the pipeline going back to an
+	// earlier step (a stage changed hands); the loop then continues from
+	// there, and the redone steps' records follow the rollback event.
+	rolledBack := func(err error, step *int) (bool, error) {
+		var rb *rollbackError
+		if !errors.As(err, &rb) {
+			return false, nil
+		}
+		*step = rb.to - 1
+		return true, events(rb.events)
+	}
 	for step := start; step < cfg.Run.Steps; step++ {
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("stopped at step %d: %w", step, err)
@@ -190,6 +218,12 @@ func Run(ctx context.Context, o Options) (_ *metrics.Summary, err error) {
 		lr := learningRate(step, cfg.Train.WarmupSteps, cfg.Run.Steps, cfg.Train.LearningRate, cfg.Train.MinLR)
 		ts := time.Now()
 		res, err := eng.Step(ctx, step, lr)
+		if ok, err2 := rolledBack(err, &step); ok || err2 != nil {
+			if err2 != nil {
+				return nil, err2
+			}
+			continue
+		}
 		if err != nil {
 			return nil, fmt.Errorf("step %d: %w", step+1, err)
 		}
@@ -212,23 +246,23 @@ func Run(ctx context.Context, o Options) (_ *metrics.Summary, err error) {
 		evalNow := done == cfg.Run.Steps || (cfg.Train.EvalInterval > 0 && done%cfg.Train.EvalInterval == 0)
 		if evalNow {
 			v, err := eng.Eval(ctx, evalWin)
+			if ok, err2 := rolledBack(err, &step); ok || err2 != nil {
+				if err2 != nil {
+					return nil, err2
+				}
+				continue
+			}
 			if err != nil {
 				return nil, fmt.Errorf("step %d: evaluation: %w", done, err)
 			}
 			valLoss = v
 			rec.ValLoss = &v
 		}
-		if err := jsonl.Write(rec); err != nil {
+		if err := events(res.Events); err != nil {
 			return nil, err
 		}
-		for _, ev := range res.Events {
-			log.Info("event", "kind", ev.Kind, "step", ev.Step, "detail", ev.Detail)
-			if err := jsonl.Write(ev); err != nil {
-				return nil, err
-			}
-			if o.Observer != nil {
-				o.Observer.PublishEvent(ev)
-			}
+		if err := jsonl.Write(rec); err != nil {
+			return nil, err
 		}
 		if len(res.Spans) > 0 {
 			recent = append(recent, res.Spans)
@@ -253,7 +287,14 @@ func Run(ctx context.Context, o Options) (_ *metrics.Summary, err error) {
 		}
 		ckptNow := done == cfg.Run.Steps || (cfg.Train.CheckpointInterval > 0 && done%cfg.Train.CheckpointInterval == 0)
 		if ckptNow {
-			if err := saveRun(ctx, eng, cfg, o.Out, done, wall); err != nil {
+			err := saveRun(ctx, eng, cfg, o.Out, done, wall)
+			if ok, err2 := rolledBack(err, &step); ok || err2 != nil {
+				if err2 != nil {
+					return nil, err2
+				}
+				continue
+			}
+			if err != nil {
 				return nil, fmt.Errorf("step %d: checkpoint: %w", done, err)
 			}
 		}
@@ -271,6 +312,11 @@ func Run(ctx context.Context, o Options) (_ *metrics.Summary, err error) {
 		sum.TokensPerSecond = float64(int64(n)*tokensPerStep) / wall
 	}
 	sum.Checkpoint = filepath.Join(o.Out, CheckpointFile)
+	if f, ok := eng.(interface{ faultStats() metrics.Summary }); ok {
+		fs := f.faultStats()
+		sum.Failures, sum.Recoveries, sum.RecoverySeconds = fs.Failures, fs.Recoveries, fs.RecoverySeconds
+		sum.RejectedFrames, sum.StepsRedone, sum.FaultLog = fs.RejectedFrames, fs.StepsRedone, fs.FaultLog
+	}
 	if measured > 0 {
 		tokens := float64(int64(measured) * tokensPerStep)
 		if b := cfg.Pipeline.Stages - 1; b > 0 {

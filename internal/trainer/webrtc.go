@@ -157,6 +157,7 @@ func (p *pipeline) startRTC(ctx context.Context, cfg config.Config, ranges []sch
 		if err := p.spawn("NARROWBAND_PEER_ARGS", args); err != nil {
 			return fmt.Errorf("webrtc: start peer %d: %w", i, err)
 		}
+		p.procOf[args.ID] = p.procs[len(p.procs)-1]
 	}
 
 	// Wait for enough peers; assign stages in the order they joined.
@@ -182,6 +183,7 @@ func (p *pipeline) startRTC(ctx context.Context, cfg config.Config, ranges []sch
 	}
 	p.peers = order[:S]
 	rc := rtcConfig(cfg.Pipeline.ICEServers, cfg.Pipeline.Loopback, key, CoordinatorID)
+	p.coord, p.rc, p.join = coord, rc, join
 	p.ctrl = make([]transport.Conn, S)
 	errs := make([]error, S)
 	var wg sync.WaitGroup
@@ -352,6 +354,30 @@ func setupRTCWorker(ctx context.Context, client *signaling.Client, rc rtc.Config
 		}
 	}
 	w, err := newWorker(cfg, i, su.Ranges, links)
+	if err != nil {
+		return nil, closers, err
+	}
+	// A failed link, or a neighbour that moved to another peer, is
+	// re-established through signaling: a new ICE session.
+	w.relink = func(ctx context.Context, peer int, peers []string) (transport.Conn, error) {
+		if peer < 0 || peer >= S || len(peers) != S {
+			return nil, fmt.Errorf("relink to stage %d of %d peers", peer, len(peers))
+		}
+		seed := uint64(2*i + 1)
+		switch {
+		case peer == i-1:
+			seed = uint64(2 * i)
+		case peer != i+1 && i == 0:
+			seed = 0x71ed1
+		case peer != i+1 && i == S-1:
+			seed = 0x71ed2
+		}
+		c, err := rtc.Connect(ctx, client, peers[peer], rc)
+		if err != nil {
+			return nil, err
+		}
+		return shapeLink(cfg, i, peer, seed, c)
+	}
 	return w, closers, err
 }
 

@@ -5,9 +5,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"log/slog"
 	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/narrowband/narrowband/compression"
@@ -24,8 +24,9 @@ import (
 var constrainOnly = false
 
 // evalStep marks the frames of an evaluation pass, which runs between
-// optimizer steps outside the schedule.
-const evalStep = 1 << 62
+// optimizer steps outside the schedule (below the epoch bits, see
+// frameStep).
+const evalStep = 1<<epochShift - 1
 
 // stampSize is the prefix of every tensor payload: the sender's clock (unix
 // ns, 8 bytes), so a receiver can tell time spent waiting for a message on
@@ -57,9 +58,32 @@ type worker struct {
 	encNext, decPrev, encPrev, decNext *compression.LinkCodec
 	evalEnc, evalDec                   *compression.LinkCodec
 
-	inbox   chan inMsg
-	senders map[transport.Conn]chan []byte
-	sendWG  sync.WaitGroup
+	inbox chan inMsg
+
+	// Links to neighbours by their stage (see workerlinks.go), the faults
+	// injected on them, and what keeps them honest.
+	spec            scheduler.Pipeline
+	ctrl            transport.Conn
+	ctrlMu          sync.Mutex // control sends: commands' replies and heartbeats
+	ctrlCh          chan ctrlMsg
+	pendingAbort    *ctrlMsg // an abort read while waiting for another command
+	opMu            sync.Mutex
+	opCancel        context.CancelFunc
+	aborted         atomic.Uint64 // the newest abort's epoch
+	epoch           uint64        // the attempt in progress
+	linkMu          sync.Mutex
+	nbr             map[int]*link
+	faults          map[int]*linkFaults
+	hb, linkTimeout time.Duration
+	nextID, prevID  int // neighbour stages, -1 at the ends
+	tiedID          int // the other end of the tied embedding, -1 if none
+	tiedStep        int // step of the tied gradient received, -1 if none
+	stale, rejected int
+	// relink re-establishes the link to stage peer (WebRTC: a new ICE
+	// session through signaling); nil where links do not break by
+	// themselves (in-process pipes, loopback TCP).
+	relink func(ctx context.Context, peer int, peers []string) (transport.Conn, error)
+	runCtx context.Context
 
 	// Received tensors, decoded, by (step, micro).
 	acts, grads map[[2]int][]float32
@@ -89,10 +113,12 @@ type worker struct {
 }
 
 type inMsg struct {
+	from    *link
 	h       wire.Header
 	payload []byte
 	at      time.Time
-	err     error
+	err     error // the link failed
+	bad     error // the frame failed its checks
 }
 
 // compressionConfig maps the run config's [compression] onto the codecs'.
@@ -129,7 +155,8 @@ func newWorker(cfg config.Config, id int, ranges []scheduler.Range, links Links)
 	if err != nil {
 		return nil, err
 	}
-	sm, err := scheduler.NewStage(scheduler.Pipeline{Schedule: kind, Stages: S, Micro: M, Lookahead: cfg.Pipeline.Lookahead}, id)
+	spec := scheduler.Pipeline{Schedule: kind, Stages: S, Micro: M, Lookahead: cfg.Pipeline.Lookahead}
+	sm, err := scheduler.NewStage(spec, id)
 	if err != nil {
 		return nil, err
 	}
@@ -150,9 +177,22 @@ func newWorker(cfg config.Config, id int, ranges []scheduler.Range, links Links)
 		first: first, last: last, st: st, opt: opt, sm: sm, links: links,
 		gradClip: cfg.Train.GradClip,
 		inbox:    make(chan inMsg, 4*M+16),
-		senders:  map[transport.Conn]chan []byte{},
 		acts:     map[[2]int][]float32{}, grads: map[[2]int][]float32{}, toks: map[[2]int][]int32{},
 		evalSlot: sm.MaxInFlight(),
+		spec:     spec, ctrl: links.Ctrl, ctrlCh: make(chan ctrlMsg, 16),
+		nbr: map[int]*link{}, faults: map[int]*linkFaults{},
+		hb:          time.Duration(cfg.Faults.HeartbeatSeconds() * float64(time.Second)),
+		linkTimeout: time.Duration(cfg.Faults.LinkTimeoutSeconds() * float64(time.Second)),
+		prevID:      id - 1, nextID: id + 1, tiedID: -1, tiedStep: -1,
+	}
+	if last {
+		w.nextID = -1
+	}
+	if S > 1 && first {
+		w.tiedID = S - 1
+	}
+	if S > 1 && last {
+		w.tiedID = 0
 	}
 	cc, err := compressionConfig(cfg)
 	if err != nil {
@@ -193,70 +233,124 @@ func newWorker(cfg config.Config, id int, ranges []scheduler.Range, links Links)
 }
 
 // run serves the driver until ctx ends, the control link closes or a
-// command fails.
+// command fails. Link failures and bad frames are not the end: they are
+// reported to the driver, which aborts the attempt everywhere and redoes
+// it (or hands a dead stage to a spare).
 func (w *worker) run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	for _, c := range []transport.Conn{w.links.Prev, w.links.Next, w.links.Tied} {
-		if _, dup := w.senders[c]; c == nil || dup {
-			continue // the tied link may be the neighbour link itself
+	w.runCtx = ctx
+	for peer, c := range map[int]transport.Conn{w.prevID: w.links.Prev, w.nextID: w.links.Next, w.tiedID: w.links.Tied} {
+		if c != nil && peer >= 0 {
+			w.attach(ctx, peer, c)
 		}
-		go w.receive(ctx, c)
-		ch := make(chan []byte, 1024)
-		w.senders[c] = ch
-		w.sendWG.Add(1)
-		go func(c transport.Conn) {
-			defer w.sendWG.Done()
-			var failed error
-			for msg := range ch {
-				if failed != nil {
-					continue // keep draining: compute must never block on a dead link
-				}
-				if failed = c.Send(ctx, msg); failed != nil {
-					// The receiving side of this link reports the failure
-					// to the step that waits on it.
-					slog.Debug("link send failed", "stage", w.id, "err", failed)
-				}
-			}
-		}(c)
 	}
 	defer func() {
-		for _, ch := range w.senders {
-			close(ch)
+		for _, l := range w.allLinks() {
+			l.stop()
+			close(l.out)
+			l.sent.Wait()
+			l.conn.Close()
 		}
-		w.sendWG.Wait()
 	}()
+	go w.readCtrl(ctx)
+	go w.heartbeats(ctx)
 	for {
-		raw, err := w.links.Ctrl.Recv(ctx)
-		if err != nil {
-			return nil // the driver is gone: nothing left to do
+		var m ctrlMsg
+		if w.pendingAbort != nil {
+			m, w.pendingAbort = *w.pendingAbort, nil
+		} else {
+			var ok bool
+			select {
+			case m, ok = <-w.ctrlCh:
+				if !ok {
+					return nil // the driver is gone: nothing left to do
+				}
+			case <-ctx.Done():
+				return nil
+			}
 		}
-		m, err := decodeCtrl(raw)
-		if err != nil {
-			return w.fail(ctx, err)
+		if m.Kind != ctrlAbort && m.Epoch > w.epoch {
+			w.epoch = m.Epoch
 		}
-		var reply ctrlMsg
-		switch m.Kind {
-		case ctrlStep:
-			reply, err = w.step(ctx, m)
-		case ctrlEval:
-			reply, err = w.eval(ctx, m)
-		case ctrlState:
-			step, ts := w.opt.State()
-			all := append(w.st.StateDict(), ts...)
-			reply = ctrlMsg{Kind: ctrlStateIs, OptimStep: step, blob: encodeTensors(all)}
-		case ctrlRestore:
-			reply, err = w.restore(m)
-		default:
-			err = fmt.Errorf("unexpected control message %q", m.Kind)
-		}
+		op, done := w.beginOp(ctx, m.Epoch)
+		reply, err := w.serve(op, m)
+		done()
 		if err != nil {
-			return w.fail(ctx, err)
+			var lf *linkFailure
+			var rf *rejectedFrame
+			switch {
+			case op.Err() != nil && ctx.Err() == nil:
+				continue // aborted: the abort itself comes next
+			case errors.As(err, &lf):
+				reply = ctrlMsg{Kind: ctrlLinkDown, Peer: lf.peer, Err: fmt.Sprintf("stage %d: %v", w.id, err)}
+			case errors.As(err, &rf):
+				w.rejected++
+				reply = ctrlMsg{Kind: ctrlReject, Peer: rf.peer, Err: fmt.Sprintf("stage %d: %v", w.id, err)}
+			default:
+				return w.fail(ctx, err)
+			}
 		}
 		if err := w.sendCtrl(ctx, reply); err != nil {
 			return err
 		}
 	}
+}
+
+// serve carries out one command.
+func (w *worker) serve(ctx context.Context, m ctrlMsg) (ctrlMsg, error) {
+	switch m.Kind {
+	case ctrlStep:
+		return w.step(ctx, m)
+	case ctrlEval:
+		return w.eval(ctx, m)
+	case ctrlState:
+		step, ts := w.opt.State()
+		all := append(w.st.StateDict(), ts...)
+		return ctrlMsg{Kind: ctrlStateIs, OptimStep: step, blob: encodeTensors(all)}, nil
+	case ctrlRestore:
+		return w.restore(m)
+	case ctrlAbort:
+		w.epoch = m.Epoch
+		if err := w.reset(); err != nil {
+			return ctrlMsg{}, err
+		}
+		return ctrlMsg{Kind: ctrlAborted}, nil
+	case ctrlRelink:
+		return w.relinkTo(ctx, m)
+	case ctrlFault:
+		f := w.faults[m.Peer]
+		if f == nil {
+			return ctrlMsg{}, fmt.Errorf("fault %q on a link to stage %d, which this stage does not have", m.Fault, m.Peer)
+		}
+		f.apply(m.Fault, time.Duration(m.Duration*float64(time.Second)), m.Mbps)
+		return ctrlMsg{Kind: ctrlOK}, nil
+	case ctrlError:
+		return ctrlMsg{}, fmt.Errorf("control link: %s", m.Err)
+	}
+	return ctrlMsg{}, fmt.Errorf("unexpected control message %q", m.Kind)
+}
+
+// relinkTo replaces the link to stage m.Peer with a new connection to the
+// peer that now runs it.
+func (w *worker) relinkTo(ctx context.Context, m ctrlMsg) (ctrlMsg, error) {
+	old := w.linkTo(m.Peer)
+	if old == nil {
+		return ctrlMsg{}, fmt.Errorf("relink: no link to stage %d here", m.Peer)
+	}
+	if w.relink == nil {
+		// Links that cannot break by themselves: the injected faults
+		// sit above them and pass.
+		old.heard.Store(time.Now().UnixNano())
+		return ctrlMsg{Kind: ctrlOK}, nil
+	}
+	c, err := w.relink(ctx, m.Peer, m.Peers)
+	if err != nil {
+		return ctrlMsg{}, fmt.Errorf("relink to stage %d: %w", m.Peer, err)
+	}
+	w.detach(old)
+	w.attach(w.runCtx, m.Peer, c)
+	return ctrlMsg{Kind: ctrlOK}, nil
 }
 
 func (w *worker) fail(ctx context.Context, err error) error {
@@ -267,45 +361,35 @@ func (w *worker) fail(ctx context.Context, err error) error {
 
 func (w *worker) sendCtrl(ctx context.Context, m ctrlMsg) error {
 	m.Stage = w.id
+	if m.Epoch == 0 {
+		m.Epoch = w.epoch
+	}
 	b, err := encodeCtrl(m)
 	if err != nil {
 		return err
 	}
-	return w.links.Ctrl.Send(ctx, b)
+	w.ctrlMu.Lock()
+	defer w.ctrlMu.Unlock()
+	return w.ctrl.Send(ctx, b)
 }
 
+// recvCtrl waits for the driver's next command, which must be want.
 func (w *worker) recvCtrl(ctx context.Context, want ctrlKind) (ctrlMsg, error) {
-	raw, err := w.links.Ctrl.Recv(ctx)
-	if err != nil {
-		return ctrlMsg{}, fmt.Errorf("control link: %w", err)
-	}
-	m, err := decodeCtrl(raw)
-	if err != nil {
-		return ctrlMsg{}, err
-	}
-	if m.Kind != want {
-		return ctrlMsg{}, fmt.Errorf("control: got %q, want %q", m.Kind, want)
-	}
-	return m, nil
-}
-
-// receive moves frames from one link into the inbox.
-func (w *worker) receive(ctx context.Context, c transport.Conn) {
-	for {
-		raw, err := c.Recv(ctx)
-		if err != nil {
-			select {
-			case w.inbox <- inMsg{err: err}:
-			case <-ctx.Done():
-			}
-			return
+	select {
+	case m, ok := <-w.ctrlCh:
+		if !ok {
+			return ctrlMsg{}, errors.New("control link closed")
 		}
-		h, p, err := wire.Decode(raw, transport.MaxMessage)
-		select {
-		case w.inbox <- inMsg{h: h, payload: p, at: time.Now(), err: err}:
-		case <-ctx.Done():
-			return
+		if m.Kind == ctrlAbort {
+			w.pendingAbort = &m
+			return ctrlMsg{}, context.Canceled
 		}
+		if m.Kind != want {
+			return ctrlMsg{}, fmt.Errorf("control: got %q, want %q", m.Kind, want)
+		}
+		return m, nil
+	case <-ctx.Done():
+		return ctrlMsg{}, ctx.Err()
 	}
 }
 
@@ -320,8 +404,9 @@ func (w *worker) buf() []float32 {
 
 func (w *worker) release(b []float32) { w.free = append(w.free, b[:cap(b)]) }
 
-// send encodes x (rows×C) with enc into a frame and queues it on c.
-func (w *worker) send(c transport.Conn, enc *compression.LinkCodec, typ wire.Type, step, micro int, x []float32, tokens []int32, rows int) (int, error) {
+// send encodes x (rows×C) with enc into a frame and queues it on the link
+// to stage peer.
+func (w *worker) send(peer int, enc *compression.LinkCodec, typ wire.Type, step, micro int, x []float32, tokens []int32, rows int) (int, error) {
 	fb := w.gradRate // activations go to the stage whose gradients we measured
 	if typ == wire.TypeGradient {
 		fb = w.actRate
@@ -344,8 +429,12 @@ func (w *worker) send(c transport.Conn, enc *compression.LinkCodec, typ wire.Typ
 		flags |= wire.FlagLZ4
 	}
 	w.encBuf = p
-	frame := wire.Append(nil, wire.Header{Type: typ, Codec: uint8(enc.Codec.ID()), Flags: flags, Stage: uint16(w.id), Step: uint64(step), Micro: uint32(micro)}, p)
-	w.senders[c] <- frame
+	frame := wire.Append(nil, wire.Header{Type: typ, Codec: uint8(enc.Codec.ID()), Flags: flags, Stage: uint16(w.id), Step: frameStep(w.epoch, step), Micro: uint32(micro)}, p)
+	l := w.linkTo(peer)
+	if l == nil {
+		return 0, fmt.Errorf("no link to stage %d", peer)
+	}
+	l.out <- frame
 	return len(frame), nil
 }
 
@@ -369,8 +458,8 @@ func (w *worker) decode(dec *compression.LinkCodec, m inMsg, dst []float32, toks
 		return sent, err
 	}
 	for _, v := range dst[:rows*w.C] {
-		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-			return sent, fmt.Errorf("%v frame of step %d micro %d holds a non-finite value", m.h.Type, m.h.Step, m.h.Micro)
+		if !(v >= -maxAbsValue && v <= maxAbsValue) { // NaN fails both
+			return sent, fmt.Errorf("%v frame of step %d micro %d holds %v (non-finite or beyond ±%g)", m.h.Type, m.h.Step, m.h.Micro, v, maxAbsValue)
 		}
 	}
 	return sent, nil
@@ -381,32 +470,38 @@ func (w *worker) span(kind string, micro int, start time.Time) {
 	w.stats.Spans = append(w.stats.Spans, spanRec{Kind: kind, Micro: micro, Start: start.Sub(w.t0).Seconds(), End: now.Sub(w.t0).Seconds()})
 }
 
-// take waits for one message from the links and files it; it returns the
-// time spent waiting on the network for it.
+// take waits for one message from the links and files it. A bad frame is
+// a rejectedFrame; a duplicate is dropped.
 func (w *worker) take(ctx context.Context) error {
 	w0 := time.Now()
-	var m inMsg
-	select {
-	case m = <-w.inbox:
-	case <-ctx.Done():
-		return ctx.Err()
+	m, err := w.nextMsg(ctx)
+	if err != nil {
+		return err
 	}
-	if m.err != nil {
-		if errors.Is(m.err, context.Canceled) {
-			return m.err
-		}
-		return fmt.Errorf("link: %w", m.err)
-	}
-	step := int(m.h.Step)
+	reject := func(err error) error { return &rejectedFrame{peer: m.from.peer, err: err} }
+	_, step := splitStep(m.h.Step)
 	var dst []float32
 	var dec *compression.LinkCodec
 	rows := w.B * w.T
+	key := [2]int{step, int(m.h.Micro)}
+	if m.h.Micro >= uint32(w.M) || step < w.base || step > w.sm.CurrentStep()+w.base {
+		return reject(fmt.Errorf("%v frame for step %d micro %d, outside this step", m.h.Type, step, m.h.Micro))
+	}
 	switch m.h.Type {
 	case wire.TypeActivation:
+		if _, dup := w.acts[key]; dup {
+			return nil
+		}
 		dst, dec = w.buf(), w.decPrev
 	case wire.TypeGradient:
+		if _, dup := w.grads[key]; dup {
+			return nil
+		}
 		dst, dec = w.buf(), w.decNext
 	case wire.TypeTiedGrad:
+		if w.tiedStep == step {
+			return nil // a duplicate
+		}
 		tw := w.st.TiedWeight()
 		if w.tiedIn == nil {
 			n := len(tw.Data)
@@ -417,29 +512,35 @@ func (w *worker) take(ctx context.Context) error {
 		}
 		if w.untied && len(m.payload) == stampSize {
 			w.netWait(w0, m)
+			w.tiedStep = step
 			return w.sm.Step(scheduler.EmbeddingGradArrived(step - w.base))
 		}
 		if len(m.payload) != stampSize+4*len(w.tiedIn) {
-			return fmt.Errorf("tied gradient of step %d: %d bytes, want %d", step, len(m.payload), stampSize+4*len(w.tiedIn))
+			return reject(fmt.Errorf("tied gradient of step %d: %d bytes, want %d", step, len(m.payload), stampSize+4*len(w.tiedIn)))
 		}
 		for i := range w.tiedIn {
-			w.tiedIn[i] = math.Float32frombits(binary.LittleEndian.Uint32(m.payload[stampSize+4*i:]))
+			v := math.Float32frombits(binary.LittleEndian.Uint32(m.payload[stampSize+4*i:]))
+			if !(v >= -maxAbsValue && v <= maxAbsValue) {
+				return reject(fmt.Errorf("tied gradient of step %d holds %v", step, v))
+			}
+			w.tiedIn[i] = v
 		}
 		w.netWait(w0, m)
+		w.tiedStep = step
 		return w.sm.Step(scheduler.EmbeddingGradArrived(step - w.base))
 	default:
-		return fmt.Errorf("unexpected %v frame on a stage link", m.h.Type)
+		return reject(fmt.Errorf("unexpected %v frame on a stage link", m.h.Type))
 	}
 	var toks []int32
 	if m.h.Type == wire.TypeActivation {
 		toks = make([]int32, rows)
 	}
 	if _, err := w.decode(dec, m, dst, toks, rows); err != nil {
-		return err
+		w.release(dst)
+		return reject(err)
 	}
 	w.netWait(w0, m)
 	w.observe(m)
-	key := [2]int{step, int(m.h.Micro)}
 	if m.h.Type == wire.TypeActivation {
 		w.acts[key] = dst
 		w.toks[key] = toks
@@ -454,10 +555,10 @@ func (w *worker) take(ctx context.Context) error {
 func (w *worker) observe(m inMsg) {
 	sent := time.Unix(0, int64(binary.LittleEndian.Uint64(m.payload)))
 	fb := float64(math.Float32frombits(binary.LittleEndian.Uint32(m.payload[8:])))
-	rate, link := &w.actRate, w.links.Prev
+	rate, link := &w.actRate, m.from.conn
 	auto, enc, dir := w.autoPrev, w.encPrev, "backward"
 	if m.h.Type == wire.TypeGradient {
-		rate, link = &w.gradRate, w.links.Next
+		rate = &w.gradRate
 		auto, enc, dir = w.autoNext, w.encNext, "forward"
 	}
 	// Transfer time = transit less the one-way latency (half the link's
@@ -482,7 +583,7 @@ func (w *worker) observe(m inMsg) {
 	}
 	d := ev.Detail()
 	d["stage"], d["direction"] = w.id, dir
-	w.stats.Events = append(w.stats.Events, metrics.Event{Type: "event", Kind: "rank_change", Step: int(m.h.Step) + 1, WallSeconds: time.Since(w.t0).Seconds(), Detail: d})
+	w.stats.Events = append(w.stats.Events, metrics.Event{Type: "event", Kind: "rank_change", Step: int(m.h.Step&(1<<epochShift-1)) + 1, WallSeconds: time.Since(w.t0).Seconds(), Detail: d})
 }
 
 // netWait counts the part of a wait that began at w0 during which the
@@ -539,8 +640,8 @@ func (w *worker) step(ctx context.Context, cmd ctrlMsg) (ctrlMsg, error) {
 				return ctrlMsg{}, err
 			}
 			w.stats.Wall = time.Since(start).Seconds()
-			if w.links.Next != nil {
-				ls := w.links.Next.Stats()
+			if l := w.linkTo(w.nextID); l != nil {
+				ls := l.conn.Stats()
 				w.stats.Candidate, w.stats.RTTMs = ls.Candidate, float64(ls.RTT)/1e6
 			}
 			st := w.stats
@@ -565,7 +666,7 @@ func (w *worker) step(ctx context.Context, cmd ctrlMsg) (ctrlMsg, error) {
 				if err != nil {
 					return ctrlMsg{}, err
 				}
-				n, err := w.send(w.links.Next, w.encNext, wire.TypeActivation, step, a.Micro, out, tok, N)
+				n, err := w.send(w.nextID, w.encNext, wire.TypeActivation, step, a.Micro, out, tok, N)
 				if err != nil {
 					return ctrlMsg{}, err
 				}
@@ -590,7 +691,7 @@ func (w *worker) step(ctx context.Context, cmd ctrlMsg) (ctrlMsg, error) {
 				return ctrlMsg{}, err
 			}
 			if !w.first {
-				n, err := w.send(w.links.Prev, w.encPrev, wire.TypeGradient, step, a.Micro, din, nil, N)
+				n, err := w.send(w.prevID, w.encPrev, wire.TypeGradient, step, a.Micro, din, nil, N)
 				if err != nil {
 					return ctrlMsg{}, err
 				}
@@ -648,8 +749,10 @@ func (w *worker) sendTied(step int) {
 	for _, v := range g {
 		p = binary.LittleEndian.AppendUint32(p, math.Float32bits(v))
 	}
-	frame := wire.Append(nil, wire.Header{Type: wire.TypeTiedGrad, Stage: uint16(w.id), Step: uint64(step), Micro: 0}, p)
-	w.senders[w.links.Tied] <- frame
+	frame := wire.Append(nil, wire.Header{Type: wire.TypeTiedGrad, Stage: uint16(w.id), Step: frameStep(w.epoch, step), Micro: 0}, p)
+	if l := w.linkTo(w.tiedID); l != nil {
+		l.out <- frame
+	}
 }
 
 // optimize finishes the step's gradients and applies AdamW once the driver
@@ -739,21 +842,17 @@ func (w *worker) eval(ctx context.Context, cmd ctrlMsg) (ctrlMsg, error) {
 		off += n
 		var in []float32
 		if !w.first {
-			var m inMsg
-			select {
-			case m = <-w.inbox:
-			case <-ctx.Done():
-				return ctrlMsg{}, ctx.Err()
+			m, err := w.nextMsg(ctx)
+			if err != nil {
+				return ctrlMsg{}, err
 			}
-			if m.err != nil {
-				return ctrlMsg{}, fmt.Errorf("eval: link: %w", m.err)
-			}
-			if m.h.Type != wire.TypeActivation || m.h.Step != evalStep || int(m.h.Micro) != k {
-				return ctrlMsg{}, fmt.Errorf("eval: got %v frame step %d micro %d, want eval activation %d", m.h.Type, m.h.Step, m.h.Micro, k)
+			if _, st := splitStep(m.h.Step); m.h.Type != wire.TypeActivation || st != evalStep || int(m.h.Micro) != k {
+				return ctrlMsg{}, &rejectedFrame{peer: m.from.peer, err: fmt.Errorf("eval: got %v frame step %d micro %d, want eval activation %d", m.h.Type, st, m.h.Micro, k)}
 			}
 			in = w.buf()
 			if _, err := w.decode(w.evalDec, m, in, tok, n); err != nil {
-				return ctrlMsg{}, err
+				w.release(in)
+				return ctrlMsg{}, &rejectedFrame{peer: m.from.peer, err: err}
 			}
 			in = in[:n*w.C]
 		}
@@ -769,7 +868,7 @@ func (w *worker) eval(ctx context.Context, cmd ctrlMsg) (ctrlMsg, error) {
 			if err != nil {
 				return ctrlMsg{}, err
 			}
-			if _, err := w.send(w.links.Next, w.evalEnc, wire.TypeActivation, evalStep, k, out, tok, n); err != nil {
+			if _, err := w.send(w.nextID, w.evalEnc, wire.TypeActivation, evalStep, k, out, tok, n); err != nil {
 				return ctrlMsg{}, err
 			}
 		}
