@@ -168,14 +168,14 @@ func (c Config) Validate() error {
 	}
 	switch cm.Precision {
 	case "fp32", "fp16", "int8":
-	case "int4", "int6":
+	case "int6", "int4", "int3", "int2":
 		// Sub-byte coefficients exist only for the subspace codec (k can
 		// grow at the same bytes per token).
 		if cm.Method != "subspace" {
-			bad("compression.precision", strconv.Quote(cm.Precision), `int4 and int6 work only with method = "subspace"`)
+			bad("compression.precision", strconv.Quote(cm.Precision), `int6, int4, int3 and int2 work only with method = "subspace"`)
 		}
 	default:
-		bad("compression.precision", strconv.Quote(cm.Precision), "must be fp32, fp16, int8, or int4/int6 (subspace only)")
+		bad("compression.precision", strconv.Quote(cm.Precision), "must be fp32, fp16, int8, or int6/int4/int3/int2 (subspace only)")
 	}
 	if cm.TopK <= 0 || cm.TopK > 1 {
 		bad("compression.topk", cm.TopK, "must be in (0, 1]")
