@@ -97,9 +97,13 @@ const (
 	// per row (see lowbit.go).
 	Int4
 	Int6
+	// Int3 (levels −3..3) and Int2 (ternary −1, 0, 1): coarser still, for
+	// measuring how far trading bits for k goes.
+	Int3
+	Int2
 )
 
-var precNames = [...]string{"unknown", "fp32", "fp16", "bf16", "int8", "int4", "int6"}
+var precNames = [...]string{"unknown", "fp32", "fp16", "bf16", "int8", "int4", "int6", "int3", "int2"}
 
 func (p Precision) String() string {
 	if int(p) < len(precNames) {
@@ -108,14 +112,15 @@ func (p Precision) String() string {
 	return fmt.Sprintf("Precision(%d)", uint8(p))
 }
 
-// ParsePrecision parses "fp32", "fp16", "bf16", "int8", "int4" or "int6".
+// ParsePrecision parses "fp32", "fp16", "bf16", "int8", "int6", "int4",
+// "int3" or "int2".
 func ParsePrecision(s string) (Precision, error) {
 	for i := 1; i < len(precNames); i++ {
 		if strings.EqualFold(strings.TrimSpace(s), precNames[i]) {
 			return Precision(i), nil
 		}
 	}
-	return PrecisionUnknown, fmt.Errorf("%w: compression.precision = %q: want fp32, fp16, bf16, int8, int4 or int6", ErrConfig, s)
+	return PrecisionUnknown, fmt.Errorf("%w: compression.precision = %q: want fp32, fp16, bf16, int8, int6, int4, int3 or int2", ErrConfig, s)
 }
 
 // MarshalText implements encoding.TextMarshaler.

@@ -20,7 +20,7 @@ import (
 //     upstream of the boundary because upstream only moves h inside span(U).
 //
 // Coefficients travel as FP32, FP16, BF16 or Int8 (one float32 absmax scale
-// per row), or Int6/Int4 (one bf16 scale per row, packed codes; nearest
+// per row), or Int6/Int4/Int3/Int2 (one bf16 scale per row, packed codes; nearest
 // rounding forward, unbiased stochastic rounding backward: see lowbit.go). Token ids travel as uint8 when Vocab ≤ 256, uint16 when ≤ 65536,
 // else uint32, optionally lz4'd (kept only when smaller).
 //
@@ -55,7 +55,7 @@ const DefaultEmbedStd = 0.02
 // seed. Every stage of a run must call it with the same arguments.
 func NewSubspace(seed uint64, d, k, vocab int, prec Precision) (*Subspace, error) {
 	if prec != FP32 && prec != FP16 && prec != BF16 && prec != Int8 && lowBits(prec) == 0 {
-		return nil, fmt.Errorf("%w: compression.precision = %v: subspace wants fp32, fp16, bf16, int8, int6 or int4", ErrConfig, prec)
+		return nil, fmt.Errorf("%w: compression.precision = %v: subspace wants fp32, fp16, bf16, int8, int6, int4, int3 or int2", ErrConfig, prec)
 	}
 	b, err := NewBasis(seed, d, k)
 	if err != nil {

@@ -561,7 +561,7 @@ func TestPayloadSize(t *testing.T) {
 	const rows, d = 128, 64
 	x := activationLike(5, rows, d)
 	for m := MethodNone; m <= MethodSubspace; m++ {
-		for _, p := range []Precision{FP32, FP16, Int8, Int6, Int4} {
+		for _, p := range []Precision{FP32, FP16, Int8, Int6, Int4, Int3, Int2} {
 			cfg := DefaultConfig()
 			cfg.Method, cfg.Precision, cfg.Rank, cfg.KFraction = m, p, 16, 0.05
 			if cfg.Validate() != nil {
@@ -726,7 +726,7 @@ func TestLowRankWarmStartHelps(t *testing.T) {
 // encodings it converges to U·Uᵀg at the 1/√n rate.
 func TestSubspaceLowBitErrorBound(t *testing.T) {
 	const rows, d, k = 16, 64, 24
-	for _, p := range []Precision{Int6, Int4} {
+	for _, p := range []Precision{Int6, Int4, Int3, Int2} {
 		t.Run("prec="+p.String(), func(t *testing.T) {
 			s := newTestSubspace(t, d, k, 256, p)
 			ref := newTestSubspace(t, d, k, 256, FP32)

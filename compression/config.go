@@ -80,7 +80,7 @@ type Config struct {
 	// bitsandbytes' blockwise quantization.
 	BlockSize int `toml:"block_size"`
 	// Precision of topk values, lowrank factors and subspace coefficients
-	// (fp32, fp16, bf16; int8, int6, int4 for subspace). Default fp16: its rounding is
+	// (fp32, fp16, bf16; int8, int6, int4, int3, int2 for subspace). Default fp16: its rounding is
 	// far below the truncation error of the codecs it serves.
 	Precision Precision `toml:"precision"`
 	// PowerIters is lowrank's power iterations per call. Default 1: with
@@ -127,12 +127,12 @@ func (c Config) Validate() error {
 	}
 	switch c.Precision {
 	case FP32, FP16, BF16:
-	case Int8, Int4, Int6:
+	case Int8, Int6, Int4, Int3, Int2:
 		if c.Method != MethodSubspace {
 			return fmt.Errorf("%w: compression.precision = %q works only with method = \"subspace\" (use method = \"int8\" for plain int8)", ErrConfig, c.Precision.String())
 		}
 	default:
-		return fmt.Errorf("%w: compression.precision = %v: want fp32, fp16, bf16 (or int8, int6, int4 for subspace)", ErrConfig, c.Precision)
+		return fmt.Errorf("%w: compression.precision = %v: want fp32, fp16, bf16 (or int8, int6, int4, int3, int2 for subspace)", ErrConfig, c.Precision)
 	}
 	if c.PowerIters < 1 || c.PowerIters > 8 {
 		return fmt.Errorf("%w: compression.power_iters = %d: want 1..8", ErrConfig, c.PowerIters)

@@ -86,7 +86,7 @@ func FuzzDecodeSubspace(f *testing.F) {
 		}
 		return s
 	}
-	for _, p := range []Precision{FP32, FP16, Int8, Int6, Int4} {
+	for _, p := range []Precision{FP32, FP16, Int8, Int6, Int4, Int3, Int2} {
 		for _, vocab := range []int{256, 1000} {
 			s := mk(p, vocab)
 			s.LZ4Tokens = true

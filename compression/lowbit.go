@@ -5,7 +5,7 @@ import (
 	"math"
 )
 
-// Sub-byte coefficients for the subspace codec (Int4, Int6). The subspace
+// Sub-byte coefficients for the subspace codec (Int6, Int4, Int3, Int2). The subspace
 // gap to fp32 comes from the rank k of the constraint far more than from the
 // coefficient precision (int8 and fp32 coefficients train alike), so spending
 // fewer bits per coefficient buys a larger k at the same bytes per token.
@@ -13,8 +13,9 @@ import (
 // Layout, per message: rows bf16 scales (2 bytes each, one per row), then
 // rows×K codes of lowBits(p) bits each, packed LSB-first into one bit stream
 // (ceil(rows·K·bits/8) bytes, unused high bits of the last byte zero). A code
-// u stores the level u − qmax in [−qmax, qmax] (symmetric: 15 levels for
-// int4, 63 for int6); the all-ones code is never written and is rejected.
+// u stores the level u − qmax in [−qmax, qmax] (symmetric: 63 levels for
+// int6, 15 for int4, 7 for int3, 3 for int2); the all-ones code is never
+// written and is rejected.
 //
 // Rounding: the forward path (activations) rounds to nearest, the smallest
 // error for what the next stage computes on. The backward path (gradients)
@@ -33,6 +34,10 @@ func lowBits(p Precision) int {
 		return 4
 	case Int6:
 		return 6
+	case Int3:
+		return 3
+	case Int2:
+		return 2
 	}
 	return 0
 }
