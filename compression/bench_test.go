@@ -60,17 +60,21 @@ func benchCodecs(d int) []benchCodec {
 	cs = append(cs, benchCodec{name: "lowrank/rank=32/iters=2", warm: 4, mk: func() Codec {
 		return &LowRank{Rank: 32, Iters: 2, Precision: FP16, Seed: 1}
 	}})
-	for _, k := range []int{16, 32, 48, 56, 64} {
-		for _, p := range []Precision{FP16, Int8, Int6, Int4} {
-			cs = append(cs, benchCodec{name: fmt.Sprintf("subspace/rank=%d/prec=%v", k, p), mk: func() Codec {
-				s, err := NewSubspace(1, d, k, 256, p)
-				if err != nil {
-					panic(err)
-				}
-				s.LZ4Tokens = true
-				return s
-			}})
-		}
+	// Subspace: fp16 at three ranks, then ~31 B/token at every integer
+	// precision (k=26 int8, 38 int6, 56 int4, 74 int3, 112 int2: fewer bits
+	// buy a larger k), and the smaller int4/int8 ranks of the sweep.
+	for _, kp := range []struct {
+		k int
+		p Precision
+	}{{16, FP16}, {32, FP16}, {64, FP16}, {16, Int8}, {26, Int8}, {38, Int6}, {32, Int4}, {56, Int4}, {74, Int3}, {112, Int2}} {
+		cs = append(cs, benchCodec{name: fmt.Sprintf("subspace/rank=%d/prec=%v", kp.k, kp.p), mk: func() Codec {
+			s, err := NewSubspace(1, d, kp.k, 256, kp.p)
+			if err != nil {
+				panic(err)
+			}
+			s.LZ4Tokens = true
+			return s
+		}})
 	}
 	return cs
 }
