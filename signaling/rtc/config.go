@@ -36,6 +36,10 @@ type Config struct {
 	// SocketBuffer is SO_RCVBUF/SO_SNDBUF of the ICE socket (default 4 MiB;
 	// the Linux default of 208 KiB drops datagrams and stalls SCTP).
 	SocketBuffer int
+	// NoOffload sends and receives the ICE host socket's datagrams one by
+	// one instead of in GSO/GRO batches (see batchConn): for comparing, or
+	// for a kernel or device whose offload misbehaves.
+	NoOffload bool
 	// SendHighWater is how many bytes may wait in the data channel's send
 	// buffer before Send blocks; Send resumes below half of it (default
 	// 1 MiB: about 0.1 s at 80 Mbps, enough to keep the link busy).

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,7 +26,7 @@ type Conn struct {
 	dc     *webrtc.DataChannel
 	rwc    datachannel.ReadWriteCloser
 	mux    ice.UDPMux
-	udp    *net.UDPConn
+	udp    *batchConn
 
 	sendMu  sync.Mutex // one message's chunks at a time (Send vs Close's FIN)
 	sendBuf []byte
@@ -53,7 +52,7 @@ type Conn struct {
 var _ transport.Conn = (*Conn)(nil)
 
 // newConn wraps an open, detached data channel and starts its reader.
-func newConn(cfg Config, remote string, pc *webrtc.PeerConnection, dc *webrtc.DataChannel, rwc datachannel.ReadWriteCloser, mux ice.UDPMux, udp *net.UDPConn) *Conn {
+func newConn(cfg Config, remote string, pc *webrtc.PeerConnection, dc *webrtc.DataChannel, rwc datachannel.ReadWriteCloser, mux ice.UDPMux, udp *batchConn) *Conn {
 	c := &Conn{
 		cfg: cfg, remote: remote, pc: pc, dc: dc, rwc: rwc, mux: mux, udp: udp,
 		sendBuf:    make([]byte, MaxChunk),

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http/httptest"
+	"os"
 	"runtime"
 	"strings"
 	"sync"
@@ -57,6 +58,11 @@ func loopbackConfig() Config {
 	c := DefaultConfig()
 	c.Loopback = true
 	c.Logger = quiet()
+	// For comparing settings in one build (both benchmark processes read
+	// the same environment): NARROWBAND_RTC_NOOFFLOAD=1.
+	if os.Getenv("NARROWBAND_RTC_NOOFFLOAD") != "" {
+		c.NoOffload = true
+	}
 	return c
 }
 

@@ -365,7 +365,7 @@ func newSession() string {
 }
 
 // listenICE opens the ICE socket with large buffers and wraps it in a mux.
-func listenICE(cfg Config) (*net.UDPConn, ice.UDPMux, error) {
+func listenICE(cfg Config) (*batchConn, ice.UDPMux, error) {
 	addr, err := net.ResolveUDPAddr("udp4", cfg.ListenAddr)
 	if err != nil {
 		return nil, nil, fmt.Errorf("rtc: ICE listen address %q: %w", cfg.ListenAddr, err)
@@ -384,7 +384,8 @@ func listenICE(cfg Config) (*net.UDPConn, ice.UDPMux, error) {
 		_ = udp.Close()
 		return nil, nil, fmt.Errorf("rtc: set ICE socket send buffer to %d: %w", cfg.SocketBuffer, err)
 	}
-	return udp, webrtc.NewICEUDPMux(slogFactory{cfg.Logger}.NewLogger("udpmux"), udp), nil
+	bc := newBatchConn(udp, !cfg.NoOffload)
+	return bc, webrtc.NewICEUDPMux(slogFactory{cfg.Logger}.NewLogger("udpmux"), bc), nil
 }
 
 func newPeerConnection(cfg Config, mux ice.UDPMux) (*webrtc.PeerConnection, error) {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime/pprof"
 	"testing"
 	"time"
 
@@ -20,6 +21,9 @@ import (
 const (
 	helperEnv    = "NARROWBAND_RTC_HELPER" // "echo" or "sink"
 	helperURLEnv = "NARROWBAND_RTC_HELPER_URL"
+	// helperProfEnv names a file for the helper's CPU profile, so the
+	// receiving side of BenchmarkTwoProcesses can be profiled too.
+	helperProfEnv = "NARROWBAND_RTC_HELPER_CPUPROFILE"
 )
 
 func TestMain(m *testing.M) {
@@ -42,6 +46,17 @@ func runHelper(mode, url string) error {
 		return runNATServer()
 	case "nat-peer":
 		return runNATPeer()
+	}
+	if path := os.Getenv(helperProfEnv); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
