@@ -852,3 +852,75 @@ func TestSubspaceInt4K56Ratio(t *testing.T) {
 		t.Errorf("k=56 int4 (%d B) costs more than k=26 int8 (%d B)", fwd, int8Bytes)
 	}
 }
+
+// With positions enabled the forward path rebuilds h = E0[tok] + P0[pos] +
+// U·c exactly (fp32), for any batch of whole sequences, and both ends must
+// agree on whether positions are in use.
+func TestSubspacePositionsExact(t *testing.T) {
+	const d, k, vocab, maxT = 32, 6, 256, 16
+	for _, tc := range []struct{ batch, seqLen int }{{3, 16}, {2, 5}, {1, 1}} {
+		rows := tc.batch * tc.seqLen
+		s := newTestSubspace(t, d, k, vocab, FP32)
+		if err := s.EnablePositions(maxT); err != nil {
+			t.Fatal(err)
+		}
+		s.SeqLen = tc.seqLen
+		toks := make([]int32, rows)
+		for i := range toks {
+			toks[i] = int32(i * 37 % vocab)
+		}
+		c := gaussian(4, rows*k, 1)
+		h := make([]float32, rows*d)
+		s.Basis.Expand(h, c, rows)
+		for i, tok := range toks {
+			pos := i % tc.seqLen
+			for j := 0; j < d; j++ {
+				h[i*d+j] += s.E0[int(tok)*d+j] + s.P0[pos*d+j]
+			}
+		}
+		p, err := s.EncodeWithTokens(nil, h, toks, rows, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(p) > s.MaxEncodedLen(rows, d) {
+			t.Fatalf("payload %d > MaxEncodedLen %d", len(p), s.MaxEncodedLen(rows, d))
+		}
+		rx := newTestSubspace(t, d, k, vocab, FP32) // the receiver: same seed
+		if err := rx.EnablePositions(maxT); err != nil {
+			t.Fatal(err)
+		}
+		h2 := make([]float32, rows*d)
+		if err := rx.DecodeWithTokens(h2, make([]int32, rows), p, rows, d); err != nil {
+			t.Fatal(err)
+		}
+		if e := relErr(h2, h); e > 1e-6 {
+			t.Errorf("batch %d×%d: relative error %g, want exact", tc.batch, tc.seqLen, e)
+		}
+		// A receiver without the position table must not silently
+		// rebuild a different residual stream.
+		plain := newTestSubspace(t, d, k, vocab, FP32)
+		if err := plain.DecodeWithTokens(h2, make([]int32, rows), p, rows, d); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("decoder without positions: err = %v, want ErrCorrupt", err)
+		}
+	}
+	s := newTestSubspace(t, d, k, vocab, FP32)
+	if err := s.EnablePositions(maxT); err != nil {
+		t.Fatal(err)
+	}
+	for _, seqLen := range []int{0, 7, maxT + 1} { // unset, not a divisor of 16 rows, too long
+		s.SeqLen = seqLen
+		if _, err := s.EncodeWithTokens(nil, make([]float32, 16*d), make([]int32, 16), 16, d); !errors.Is(err, ErrShape) {
+			t.Errorf("SeqLen %d for 16 rows: err = %v, want ErrShape", seqLen, err)
+		}
+	}
+	// Positions without P0 on the sender are rejected by a receiver that
+	// has them.
+	plain := newTestSubspace(t, d, k, vocab, FP32)
+	p, err := plain.EncodeWithTokens(nil, make([]float32, 4*d), make([]int32, 4), 4, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DecodeWithTokens(make([]float32, 4*d), make([]int32, 4), p, 4, d); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("payload without positions at a decoder with positions: err = %v, want ErrCorrupt", err)
+	}
+}
