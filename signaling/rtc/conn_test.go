@@ -58,9 +58,9 @@ func loopbackConfig() Config {
 	c := DefaultConfig()
 	c.Loopback = true
 	c.Logger = quiet()
-	// For comparing settings in one build (both benchmark processes read
-	// the same environment): NARROWBAND_RTC_NOOFFLOAD=1.
-	if os.Getenv("NARROWBAND_RTC_NOOFFLOAD") != "" {
+	// The helper process of a benchmark learns the setting under test from
+	// its environment.
+	if os.Getenv(noOffloadEnv) != "" {
 		c.NoOffload = true
 	}
 	return c

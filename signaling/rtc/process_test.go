@@ -24,6 +24,8 @@ const (
 	// helperProfEnv names a file for the helper's CPU profile, so the
 	// receiving side of BenchmarkTwoProcesses can be profiled too.
 	helperProfEnv = "NARROWBAND_RTC_HELPER_CPUPROFILE"
+	// noOffloadEnv set makes loopbackConfig switch GSO/GRO batching off.
+	noOffloadEnv = "NARROWBAND_RTC_NOOFFLOAD"
 )
 
 func TestMain(m *testing.M) {
@@ -114,6 +116,9 @@ func startChildConfig(t testing.TB, mode string, cfg Config) (*Conn, *exec.Cmd) 
 	sig := join(t, url, "parent")
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), helperEnv+"="+mode, helperURLEnv+"="+url)
+	if cfg.NoOffload {
+		cmd.Env = append(cmd.Env, noOffloadEnv+"=1") // the helper's loopbackConfig reads it
+	}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
@@ -214,9 +219,15 @@ func childCPU(b *testing.B, c *Conn) time.Duration {
 // BenchmarkTwoProcesses measures one-way throughput from this process to a
 // helper process over a loopback data channel, and the CPU both spend.
 func BenchmarkTwoProcesses(b *testing.B) {
-	for _, size := range []int{64 << 10} {
-		b.Run(fmt.Sprintf("size=%d", size), func(b *testing.B) {
-			c, _ := startChild(b, "sink")
+	for _, bc := range []struct {
+		size    int
+		offload bool
+	}{{64 << 10, true}, {64 << 10, false}} {
+		size := bc.size
+		b.Run(fmt.Sprintf("size=%d/offload=%v", size, bc.offload), func(b *testing.B) {
+			cfg := loopbackConfig()
+			cfg.NoOffload = !bc.offload
+			c, _ := startChildConfig(b, "sink", cfg)
 			msg := make([]byte, size)
 			ctx := context.Background()
 			child0, self0 := childCPU(b, c), cpuTime()
