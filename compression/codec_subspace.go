@@ -24,14 +24,9 @@ import (
 // rounding forward, unbiased stochastic rounding backward: see lowbit.go). Token ids travel as uint8 when Vocab ≤ 256, uint16 when ≤ 65536,
 // else uint32, optionally lz4'd (kept only when smaller).
 //
-// With EnablePositions the fixed position table P0 is handled like E0: the
-// forward path sends Uᵀ(h − E0[tok] − P0[pos]) and the receiver adds both
-// back (pos = row mod the sequence length, which the payload carries).
-//
 // Payload: u8 kind (0 backward, 1 forward), u8 coefficient precision; forward
-// then has u8 token width (1, 2, 4; +0x10 when lz4'd, +0x20 with positions),
-// with positions a uvarint sequence length, then uvarint token bytes, the
-// token bytes; then coefficients (Int8: rows scales, then rows×K codes).
+// then has u8 token width (1, 2, 4; +0x10 when lz4'd), uvarint token bytes,
+// the token bytes; then coefficients (Int8: rows scales, then rows×K codes).
 //
 // Subspace holds only fixed tables and scratch: it has no memory between
 // calls, but its scratch makes it unsafe for concurrent use.
@@ -44,17 +39,6 @@ type Subspace struct {
 	Precision Precision
 	// LZ4Tokens lz4-compresses the token id stream when that shrinks it.
 	LZ4Tokens bool
-	// P0 is the fixed position table (MaxT×D), nil until EnablePositions:
-	// then h = E0[tok] + P0[pos] + U·c at a boundary, and the position of
-	// row i is i mod the message's sequence length.
-	P0   []float32
-	MaxT int
-	// SeqLen is the sequence length of the rows the next EncodeWithTokens
-	// encodes (rows = batch·SeqLen); required once P0 is set. It travels
-	// in the payload, so decoders need not set it.
-	SeqLen int
-
-	seed uint64
 
 	// rng draws the stochastic rounding of int4/int6 gradients.
 	rng  *rng
@@ -81,48 +65,13 @@ func NewSubspace(seed uint64, d, k, vocab int, prec Precision) (*Subspace, error
 	if err != nil {
 		return nil, err
 	}
-	return &Subspace{Basis: b, E0: e0, Vocab: vocab, Precision: prec, rng: newRNG(seed, "subspace-rounding"), seed: seed}, nil
-}
-
-// EnablePositions derives the fixed position table P0 (maxT×D, std
-// DefaultEmbedStd, nanoGPT's position-embedding init) from the seed and has
-// the forward path carry h − E0[tok] − P0[pos] instead of h − E0[tok].
-//
-// Why: a plain GPT's position embedding starts as full-rank random rows
-// (std 0.02) that stay nearly orthogonal while training moves them little;
-// confined to span(U) they would shrink to k dimensions, where 128
-// positions cannot stay distinguishable. As E0 does for tokens, P0 keeps
-// that full-rank part for free — the receiver knows every row's position —
-// and the model learns only its offset inside span(U). Both ends must enable
-// it with the same maxT.
-func (s *Subspace) EnablePositions(maxT int) error {
-	p0, err := positionTable(s.seed, maxT, s.Basis.D)
-	if err != nil {
-		return err
-	}
-	s.P0, s.MaxT = p0, maxT
-	return nil
-}
-
-func positionTable(seed uint64, maxT, d int) ([]float32, error) {
-	if maxT < 1 || maxT > maxDim || d < 1 || maxT > maxElems/d {
-		return nil, fmt.Errorf("%w: subspace position table %d×%d: want 1 ≤ maxT·d ≤ 2^30", ErrConfig, maxT, d)
-	}
-	g := newRNG(seed, "subspace-p0")
-	p := make([]float32, maxT*d)
-	for i := range p {
-		p[i] = float32(g.normal() * DefaultEmbedStd)
-	}
-	return p, nil
+	return &Subspace{Basis: b, E0: e0, Vocab: vocab, Precision: prec, rng: newRNG(seed, "subspace-rounding")}, nil
 }
 
 const (
 	kindBackward = 0
 	kindForward  = 1
 	tokLZ4       = 0x10
-	// tokPos marks a forward payload whose rows had P0[pos] taken out; the
-	// sequence length follows as a uvarint.
-	tokPos = 0x20
 )
 
 // ID implements Codec.
@@ -130,7 +79,7 @@ func (*Subspace) ID() ID { return IDSubspace }
 
 // MaxEncodedLen implements Codec.
 func (s *Subspace) MaxEncodedLen(rows, cols int) int {
-	return 3 + 2*binary.MaxVarintLen32 + rows*4 + rows*4 + rows*s.Basis.K*4
+	return 3 + binary.MaxVarintLen32 + rows*4 + rows*4 + rows*s.Basis.K*4
 }
 
 func (s *Subspace) tokWidth() int {
@@ -186,9 +135,6 @@ func (s *Subspace) EncodeWithTokens(dst []byte, h []float32, tokens []int32, row
 		return dst, fmt.Errorf("subspace: encode: %w: %d token ids for %d rows", ErrShape, len(tokens), rows)
 	}
 	d, k := s.Basis.D, s.Basis.K
-	if s.P0 != nil && !(s.SeqLen >= 1 && s.SeqLen <= s.MaxT && rows%s.SeqLen == 0) {
-		return dst, fmt.Errorf("subspace: encode: %w: sequence length %d for %d rows (want a divisor of rows in 1..%d)", ErrShape, s.SeqLen, rows, s.MaxT)
-	}
 	s.c = resize(s.c, rows*k)
 	s.diff = resize(s.diff, rows*d)
 	for i, t := range tokens {
@@ -199,12 +145,6 @@ func (s *Subspace) EncodeWithTokens(dst []byte, h []float32, tokens []int32, row
 		df := s.diff[i*d : (i+1)*d]
 		for j, v := range h[i*d : (i+1)*d] {
 			df[j] = v - e[j]
-		}
-		if s.P0 != nil {
-			pos := i % s.SeqLen
-			for j, v := range s.P0[pos*d : (pos+1)*d] {
-				df[j] -= v
-			}
 		}
 	}
 	s.Basis.Coeffs(s.c, s.diff, rows)
@@ -221,29 +161,17 @@ func (s *Subspace) EncodeWithTokens(dst []byte, h []float32, tokens []int32, row
 		}
 	}
 	dst = append(dst, kindForward, byte(s.Precision))
-	var pos byte
-	if s.P0 != nil {
-		pos = tokPos
-	}
-	appendPos := func(dst []byte) []byte {
-		if s.P0 != nil {
-			dst = binary.AppendUvarint(dst, uint64(s.SeqLen))
-		}
-		return dst
-	}
 	if s.LZ4Tokens {
 		var applied bool
 		s.pk, applied = Compress(s.pk[:0], s.tok, 1)
 		if applied {
-			dst = append(dst, byte(w)|tokLZ4|pos)
-			dst = appendPos(dst)
+			dst = append(dst, byte(w)|tokLZ4)
 			dst = binary.AppendUvarint(dst, uint64(len(s.pk)))
 			dst = append(dst, s.pk...)
 			return s.appendCoeffs(dst, rows)
 		}
 	}
-	dst = append(dst, byte(w)|pos)
-	dst = appendPos(dst)
+	dst = append(dst, byte(w))
 	dst = binary.AppendUvarint(dst, uint64(len(s.tok)))
 	dst = append(dst, s.tok...)
 	return s.appendCoeffs(dst, rows)
@@ -261,8 +189,7 @@ func (s *Subspace) DecodeWithTokens(h []float32, tokens []int32, payload []byte,
 	if kind := r.byte("kind"); r.err == nil && kind != kindForward {
 		r.fail("kind %d: a backward payload needs Decode", kind)
 	}
-	seqLen, err := s.readTokensThenCoeffs(&r, tokens, rows)
-	if err != nil {
+	if err := s.readTokensThenCoeffs(&r, tokens, rows); err != nil {
 		return fmt.Errorf("subspace: decode: %w", err)
 	}
 	d := s.Basis.D
@@ -273,51 +200,32 @@ func (s *Subspace) DecodeWithTokens(h []float32, tokens []int32, payload []byte,
 		for j := range hr {
 			hr[j] += e[j]
 		}
-		if seqLen > 0 {
-			pos := i % seqLen
-			for j, v := range s.P0[pos*d : (pos+1)*d] {
-				hr[j] += v
-			}
-		}
 	}
 	return nil
 }
 
-// readTokensThenCoeffs reads the token ids into tokens and the coefficients
-// into s.c, and returns the sequence length of the position table (0 when
-// the payload carries no positions).
-func (s *Subspace) readTokensThenCoeffs(r *reader, tokens []int32, rows int) (int, error) {
+func (s *Subspace) readTokensThenCoeffs(r *reader, tokens []int32, rows int) error {
 	p := Precision(r.byte("precision"))
 	tf := r.byte("token format")
-	w := int(tf &^ (tokLZ4 | tokPos))
+	w := int(tf &^ tokLZ4)
 	if r.err == nil && w != s.tokWidth() {
 		r.fail("token width %d, vocabulary %d needs %d", w, s.Vocab, s.tokWidth())
-	}
-	if r.err == nil && (tf&tokPos != 0) != (s.P0 != nil) {
-		r.fail("positions in payload %v, position table here %v: both ends must enable positions", tf&tokPos != 0, s.P0 != nil)
-	}
-	seqLen := 0
-	if tf&tokPos != 0 {
-		seqLen = r.uvarint("sequence length", s.MaxT)
-		if r.err == nil && (seqLen < 1 || rows%seqLen != 0) {
-			r.fail("sequence length %d does not divide %d rows", seqLen, rows)
-		}
 	}
 	nb := r.uvarint("token bytes", rows*4+64)
 	raw := r.take(nb, "token ids")
 	if r.err != nil {
-		return 0, r.err
+		return r.err
 	}
 	if tf&tokLZ4 != 0 {
 		var err error
 		s.tok, err = Decompress(s.tok[:0], raw, rows*w)
 		if err != nil {
-			return 0, fmt.Errorf("token ids: %w", err)
+			return fmt.Errorf("token ids: %w", err)
 		}
 		raw = s.tok
 	}
 	if len(raw) != rows*w {
-		return 0, fmt.Errorf("%w: %d token bytes for %d rows of width %d", ErrCorrupt, len(raw), rows, w)
+		return fmt.Errorf("%w: %d token bytes for %d rows of width %d", ErrCorrupt, len(raw), rows, w)
 	}
 	for i := range tokens {
 		var t uint32
@@ -330,11 +238,11 @@ func (s *Subspace) readTokensThenCoeffs(r *reader, tokens []int32, rows int) (in
 			t = binary.LittleEndian.Uint32(raw[4*i:])
 		}
 		if t >= uint32(s.Vocab) {
-			return 0, fmt.Errorf("%w: row %d: token id %d outside vocabulary 0..%d", ErrCorrupt, i, t, s.Vocab-1)
+			return fmt.Errorf("%w: row %d: token id %d outside vocabulary 0..%d", ErrCorrupt, i, t, s.Vocab-1)
 		}
 		tokens[i] = int32(t)
 	}
-	return seqLen, s.readCoeffsAfterPrec(r, p, rows)
+	return s.readCoeffsAfterPrec(r, p, rows)
 }
 
 func (s *Subspace) appendCoeffs(dst []byte, rows int) ([]byte, error) {
