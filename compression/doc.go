@@ -38,8 +38,7 @@
 //     bf16, int8, or packed int6/int4/int3/int2 with a bf16 scale per token
 //     (lowbit.go): the loss gap comes from k far more than from precision, so
 //     fewer bits buy a larger k at the same bytes (k=56 int4 ≈ k=26 int8 ≈
-//     31 B/token at d=256). With EnablePositions a fixed position table P0
-//     is taken out and added back like E0.
+//     31 B/token at d=256).
 //
 // AutoRank is a pure controller that picks the (rank, precision) setting whose
 // transfer time fits under the sending stage's compute time.
