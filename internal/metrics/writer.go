@@ -123,8 +123,11 @@ func WriteFileAtomic(path string, data []byte) error {
 	return nil
 }
 
-// ReadJSONL reads every step record of a metrics.jsonl file (other event
-// lines are skipped).
+// ReadJSONL reads the step records of a metrics.jsonl file (other event
+// lines are skipped). After a rollback (a stage changed hands and the
+// pipeline went back to a snapshot) the file holds the abandoned steps
+// and then their redone records; the redone ones replace them here, so the
+// result is the history the model actually has.
 func ReadJSONL(path string) ([]StepRecord, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -140,7 +143,32 @@ func ReadJSONL(path string) ([]StepRecord, error) {
 			return out, fmt.Errorf("%s:%d: %w", path, i+1, err)
 		}
 		if r.Type == "" || r.Type == "step" {
+			for len(out) > 0 && out[len(out)-1].Step >= r.Step {
+				out = out[:len(out)-1]
+			}
 			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+
+// ReadEvents reads the event lines of a metrics.jsonl file.
+func ReadEvents(path string) ([]Event, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var out []Event
+	for i, line := range bytes.Split(b, []byte("\n")) {
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue
+		}
+		var e Event
+		if err := json.Unmarshal(line, &e); err != nil {
+			return out, fmt.Errorf("%s:%d: %w", path, i+1, err)
+		}
+		if e.Type == "event" {
+			out = append(out, e)
 		}
 	}
 	return out, nil

@@ -58,7 +58,9 @@ type pipeline struct {
 	killMu      sync.Mutex
 	killedAt    map[int]time.Time
 	killTimers  []*time.Timer
+	fired       map[int]bool // fault events already injected
 	notify      func(status string)
+	onEvent     func(metrics.Event)
 	// WebRTC runs: the coordinator's place in the room, its WebRTC setup,
 	// the command that joins a peer, local peer processes by ID, and peers
 	// that failed.
@@ -75,7 +77,7 @@ func (p *pipeline) initRecovery() {
 	p.hb = time.Duration(f.HeartbeatSeconds() * float64(time.Second))
 	p.peerTimeout = time.Duration(f.PeerTimeout * float64(time.Second))
 	p.rejects, p.killedAt = map[int]int{}, map[int]time.Time{}
-	p.procOf, p.dead = map[string]*exec.Cmd{}, map[string]bool{}
+	p.procOf, p.dead, p.fired = map[string]*exec.Cmd{}, map[string]bool{}, map[int]bool{}
 	p.lastStep = 100 * time.Millisecond
 }
 
@@ -432,4 +434,6 @@ func (p *pipeline) Restore(ctx context.Context, st *State) error {
 // faultStats are the run's fault counters so far.
 func (p *pipeline) faultStats() metrics.Summary { return p.faults }
 
-func (p *pipeline) setNotify(f func(string)) { p.notify = f }
+func (p *pipeline) setHooks(status func(string), event func(metrics.Event)) {
+	p.notify, p.onEvent = status, event
+}

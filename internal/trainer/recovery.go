@@ -221,8 +221,11 @@ func (p *pipeline) guard(ctx context.Context, step int, op func() (applied bool,
 
 func (p *pipeline) event(kind string, step int, detail map[string]any) {
 	ev := metrics.Event{Type: "event", Kind: kind, Step: step + 1, WallSeconds: time.Since(p.t0).Seconds(), Detail: detail}
+	if p.onEvent != nil {
+		p.onEvent(ev) // at once: a run waiting for a peer says so now
+		return
+	}
 	p.pending = append(p.pending, ev)
-	p.log.Warn(kind, "step", step+1, "detail", detail)
 }
 
 // recover handles f and any failure that happens while handling it. It
@@ -230,6 +233,7 @@ func (p *pipeline) event(kind string, step int, detail map[string]any) {
 // operation can simply run again.
 func (p *pipeline) recover(ctx context.Context, f *stageFailure, applied bool, step int) (int, error) {
 	rollback := applied
+	since := f.at // the first detection: recovery time counts from here
 	for {
 		var next error
 		switch f.kind {
@@ -243,7 +247,7 @@ func (p *pipeline) recover(ctx context.Context, f *stageFailure, applied bool, s
 			}
 			next = p.abort(ctx, -1)
 		case "link":
-			next = p.restoreLink(ctx, f, step)
+			next = p.restoreLink(ctx, f, step, since)
 		case "dead", "evict":
 			next = p.replace(ctx, f, step)
 			rollback = true
@@ -301,9 +305,7 @@ func (p *pipeline) abort(ctx context.Context, skip int) error {
 }
 
 // restoreLink re-establishes a failed link whose two ends are alive.
-func (p *pipeline) restoreLink(ctx context.Context, f *stageFailure, step int) error {
-	t := time.Now()
-	p.faults.Failures++
+func (p *pipeline) restoreLink(ctx context.Context, f *stageFailure, step int, since time.Time) error {
 	p.event("link_failure", step, map[string]any{"stage": f.stage, "peer": f.peer, "err": f.err.Error()})
 	// A dead end also silences its links: if either end stops answering
 	// the driver within the peer timeout, it is the peer that failed.
@@ -319,8 +321,11 @@ func (p *pipeline) restoreLink(ctx context.Context, f *stageFailure, step int) e
 	if _, err := p.collectFrom(ctx, ctrlOK, ends); err != nil {
 		return err
 	}
+	// Counted once restored: a link that fails because its peer died is
+	// that peer's failure.
+	p.faults.Failures++
 	p.faults.Recoveries++
-	secs := time.Since(t).Seconds()
+	secs := time.Since(since).Seconds()
 	p.faults.RecoverySeconds += secs
 	p.faults.FaultLog = append(p.faults.FaultLog, metrics.Fault{Kind: "link_failure", Stage: f.stage, Step: step + 1, RecoverySeconds: secs})
 	p.event("link_restored", step, map[string]any{"stage": f.stage, "peer": f.peer, "seconds": secs})
@@ -343,7 +348,7 @@ func (p *pipeline) replace(ctx context.Context, f *stageFailure, step int) error
 	p.killMu.Unlock()
 	p.event(rec.Kind, step, map[string]any{"stage": i, "peer": rec.Peer, "err": f.err.Error(), "detect_seconds": rec.DetectSeconds})
 	if p.coord == nil {
-		return fmt.Errorf("%w; only WebRTC runs (pipeline.transport = \"webrtc\") can hand a stage to a spare peer", f)
+		return fmt.Errorf("%v; only WebRTC runs (pipeline.transport = \"webrtc\") can hand a stage to a spare peer", f)
 	}
 	p.gen[i]++ // whatever the old peer still says is moot
 	p.dead[rec.Peer] = true
@@ -474,10 +479,11 @@ func (p *pipeline) restoreAll(ctx context.Context, st *State) error {
 // at once (in the owning stage's process), kills shortly after the step
 // has started, so they land mid-step.
 func (p *pipeline) injectFaults(ctx context.Context, step int) error {
-	for _, e := range p.cfg.Faults.Events {
-		if e.AtStep != step+1 {
-			continue
+	for k, e := range p.cfg.Faults.Events {
+		if e.AtStep != step+1 || p.fired[k] {
+			continue // each fires once, not again when a rollback replays its step
 		}
+		p.fired[k] = true
 		p.log.Warn("injecting fault", "kind", e.Kind, "stage", e.Stage, "step", step+1, "duration_s", e.Duration)
 		p.event("fault_injected", step, map[string]any{"kind": e.Kind, "stage": e.Stage, "duration": e.Duration})
 		switch e.Kind {

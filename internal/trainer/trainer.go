@@ -120,9 +120,6 @@ func Run(ctx context.Context, o Options) (_ *metrics.Summary, err error) {
 		return nil, err
 	}
 	defer eng.Close()
-	if n, ok := eng.(interface{ setNotify(func(string)) }); ok && o.Web != nil {
-		n.setNotify(o.Web.SetStatus)
-	}
 	if o.Web != nil {
 		o.Web.SetPeers(enginePeers(cfg))
 		o.Web.SetStatus("training")
@@ -210,6 +207,19 @@ func Run(ctx context.Context, o Options) (_ *metrics.Summary, err error) {
 		}
 		*step = rb.to - 1
 		return true, events(rb.events)
+	}
+	if h, ok := eng.(interface {
+		setHooks(func(string), func(metrics.Event))
+	}); ok {
+		status := func(string) {}
+		if o.Web != nil {
+			status = o.Web.SetStatus
+		}
+		h.setHooks(status, func(ev metrics.Event) {
+			if err := events([]metrics.Event{ev}); err != nil {
+				log.Error("write event", "err", err)
+			}
+		})
 	}
 	for step := start; step < cfg.Run.Steps; step++ {
 		if err := ctx.Err(); err != nil {

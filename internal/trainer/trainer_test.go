@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"testing"
@@ -36,7 +37,11 @@ func tinyConfig(t *testing.T) config.Config {
 
 func runTiny(t *testing.T, c config.Config, out string) *metrics.Summary {
 	t.Helper()
-	sum, err := Run(context.Background(), Options{Config: c, Out: out})
+	o := Options{Config: c, Out: out}
+	if os.Getenv("NARROWBAND_TEST_LOG") != "" { // debugging a test run
+		o.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	sum, err := Run(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)
 	}

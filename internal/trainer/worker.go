@@ -275,12 +275,13 @@ func (w *worker) run(ctx context.Context) error {
 		}
 		op, done := w.beginOp(ctx, m.Epoch)
 		reply, err := w.serve(op, m)
+		aborted := op.Err() != nil
 		done()
 		if err != nil {
 			var lf *linkFailure
 			var rf *rejectedFrame
 			switch {
-			case op.Err() != nil && ctx.Err() == nil:
+			case aborted && ctx.Err() == nil:
 				continue // aborted: the abort itself comes next
 			case errors.As(err, &lf):
 				reply = ctrlMsg{Kind: ctrlLinkDown, Peer: lf.peer, Err: fmt.Sprintf("stage %d: %v", w.id, err)}
@@ -332,24 +333,37 @@ func (w *worker) serve(ctx context.Context, m ctrlMsg) (ctrlMsg, error) {
 }
 
 // relinkTo replaces the link to stage m.Peer with a new connection to the
-// peer that now runs it.
+// peer that now runs it, and returns once the link carries traffic again
+// (a heartbeat from the other end), or fails after the link timeout.
 func (w *worker) relinkTo(ctx context.Context, m ctrlMsg) (ctrlMsg, error) {
-	old := w.linkTo(m.Peer)
-	if old == nil {
+	l := w.linkTo(m.Peer)
+	if l == nil {
 		return ctrlMsg{}, fmt.Errorf("relink: no link to stage %d here", m.Peer)
 	}
-	if w.relink == nil {
-		// Links that cannot break by themselves: the injected faults
-		// sit above them and pass.
-		old.heard.Store(time.Now().UnixNano())
-		return ctrlMsg{Kind: ctrlOK}, nil
+	// Links that cannot break by themselves (relink == nil: in-process
+	// pipes, loopback TCP) are kept; injected faults sit above them.
+	if w.relink != nil {
+		c, err := w.relink(ctx, m.Peer, m.Peers)
+		if err != nil {
+			return ctrlMsg{}, &linkFailure{peer: m.Peer, err: fmt.Errorf("re-establish: %w", err)}
+		}
+		w.detach(l)
+		l = w.attach(w.runCtx, m.Peer, c)
 	}
-	c, err := w.relink(ctx, m.Peer, m.Peers)
-	if err != nil {
-		return ctrlMsg{}, fmt.Errorf("relink to stage %d: %w", m.Peer, err)
+	t0 := time.Now()
+	l.out <- wire.Append(nil, wire.Header{Type: wire.TypeHeartbeat, Stage: uint16(w.id)}, nil)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for time.Unix(0, l.heard.Load()).Before(t0) {
+		if time.Since(t0) > w.linkTimeout {
+			return ctrlMsg{}, &linkFailure{peer: m.Peer, silent: time.Since(t0)}
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return ctrlMsg{}, ctx.Err()
+		}
 	}
-	w.detach(old)
-	w.attach(w.runCtx, m.Peer, c)
 	return ctrlMsg{Kind: ctrlOK}, nil
 }
 
