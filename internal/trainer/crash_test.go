@@ -1,10 +1,12 @@
 package trainer
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -73,5 +75,53 @@ func TestKillDuringCheckpointWrite(t *testing.T) {
 			}
 		}
 		t.Logf("round %d: killed; checkpoint generation %d intact", round, gen)
+	}
+}
+
+// TestDiskFullDuringCheckpoint: the run's folder is a small tmpfs that
+// holds one checkpoint but not the temporary copy of the next. The run
+// stops with a clear error, and the checkpoint already saved is whole and
+// resumable.
+func TestDiskFullDuringCheckpoint(t *testing.T) {
+	c := tinyConfig(t)
+	c.Train.CheckpointInterval = 2
+	ref := t.TempDir()
+	runTiny(t, c, ref)
+	var used int64
+	entries, _ := os.ReadDir(ref)
+	for _, e := range entries {
+		if fi, err := e.Info(); err == nil {
+			used += fi.Size()
+		}
+	}
+	st, err := os.Stat(filepath.Join(ref, StateFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	// Room for everything once plus half a state file: the second
+	// checkpoint's temporary file cannot be written.
+	size := used + st.Size()/2
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size="+strconv.FormatInt(size, 10)); err != nil {
+		t.Skipf("cannot mount a small tmpfs to fill (needs root): %v", err)
+	}
+	defer syscall.Unmount(dir, 0)
+	_, err = Run(context.Background(), Options{Config: c, Out: dir})
+	if err == nil || !strings.Contains(err.Error(), "no space left on device") || !strings.Contains(err.Error(), "checkpoint") {
+		t.Fatalf("err = %v, want a checkpoint error that says the disk is full", err)
+	}
+	saved, err := LoadState(filepath.Join(dir, StateFile))
+	if err != nil {
+		t.Fatalf("the checkpoint saved before the disk filled is not loadable: %v", err)
+	}
+	if saved.Step != 2 {
+		t.Errorf("saved state is at step %d, want 2", saved.Step)
+	}
+	if matches, _ := filepath.Glob(filepath.Join(dir, ".*tmp*")); len(matches) != 0 {
+		t.Errorf("temporary files left behind: %v", matches)
+	}
+	// And the run resumes from it once there is room again.
+	if _, err := Run(context.Background(), Options{Config: c, Out: t.TempDir(), Resume: dir}); err != nil {
+		t.Fatalf("resume from the saved checkpoint: %v", err)
 	}
 }
