@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/narrowband/narrowband/internal/config"
+	"github.com/narrowband/narrowband/internal/data"
 	"github.com/narrowband/narrowband/internal/metrics"
 )
 
@@ -268,4 +269,47 @@ func kindsOfQuiet(dir string) map[string]int {
 		n[e.Kind]++
 	}
 	return n
+}
+
+// TestDuplicateFramesAreIgnored: every activation and gradient arrives
+// twice on both directions of a link; the copies are dropped and training
+// is exactly that of clean links.
+func TestDuplicateFramesAreIgnored(t *testing.T) {
+	c := tinyConfig(t)
+	c.Pipeline.Stages = 2
+	c.Train.EvalInterval = 0
+	_, clean := stateOf(t, c)
+	corpus, err := data.Load(data.Options{Path: c.Data.Path, ValFraction: c.Data.ValFraction, MinBytes: c.Model.BlockSize + 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	eng, err := newEngine(ctx, c, corpus, slog.New(slog.DiscardHandler), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Close()
+	p := eng.(*pipeline)
+	for stage, peer := range map[int]int{0: 1, 1: 0} {
+		if err := p.send(ctx, stage, ctrlMsg{Kind: ctrlFault, Peer: peer, Fault: "duplicate", Duration: 600}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p.collectFrom(ctx, ctrlOK, []int{stage}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for step := 0; step < c.Run.Steps; step++ {
+		lr := learningRate(step, c.Train.WarmupSteps, c.Run.Steps, c.Train.LearningRate, c.Train.MinLR)
+		if _, err := eng.Step(ctx, step, lr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := eng.State(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	equalStates(t, clean, got)
+	if p.faults.RejectedFrames != 0 || p.faults.StepsRedone != 0 {
+		t.Errorf("duplicates caused %d rejections and %d redone steps; they should simply be dropped", p.faults.RejectedFrames, p.faults.StepsRedone)
+	}
 }

@@ -20,6 +20,7 @@ type linkFaults struct {
 	corruptUntil time.Time
 	slowUntil    time.Time
 	slowBps      float64
+	dupUntil     time.Time // tests: every tensor frame sent twice
 	rng          *rand.Rand
 }
 
@@ -37,6 +38,8 @@ func (f *linkFaults) apply(kind string, d time.Duration, mbps float64) {
 		f.cutUntil = until
 	case "corrupt":
 		f.corruptUntil = until
+	case "duplicate":
+		f.dupUntil = until
 	case "slow":
 		if mbps <= 0 {
 			mbps = 1
@@ -70,6 +73,7 @@ func (c faultConn) Send(ctx context.Context, msg []byte) error {
 	if now.Before(c.f.slowUntil) {
 		delay = time.Duration(float64(len(msg)) / c.f.slowBps * float64(time.Second))
 	}
+	dup := now.Before(c.f.dupUntil) && len(msg) > wire.HeaderSize && isTensorFrame(msg)
 	var at int
 	if corrupt {
 		at = wire.HeaderSize + c.f.rng.IntN(len(msg)-wire.HeaderSize)
@@ -88,6 +92,11 @@ func (c faultConn) Send(ctx context.Context, msg []byte) error {
 		case <-time.After(delay):
 		case <-ctx.Done():
 			return ctx.Err()
+		}
+	}
+	if dup {
+		if err := c.Conn.Send(ctx, msg); err != nil {
+			return err
 		}
 	}
 	return c.Conn.Send(ctx, msg)

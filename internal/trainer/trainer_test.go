@@ -3,8 +3,8 @@ package trainer
 import (
 	"context"
 	"errors"
-	"math"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"testing"

@@ -78,6 +78,9 @@ type worker struct {
 	nextID, prevID  int // neighbour stages, -1 at the ends
 	tiedID          int // the other end of the tied embedding, -1 if none
 	tiedStep        int // step of the tied gradient received, -1 if none
+	// seen holds (type, step, micro) of the frames taken in this step:
+	// a duplicate is dropped even after its tensor was consumed.
+	seen            map[[3]int]bool
 	stale, rejected int
 	// relink re-establishes the link to stage peer (WebRTC: a new ICE
 	// session through signaling); nil where links do not break by
@@ -180,7 +183,7 @@ func newWorker(cfg config.Config, id int, ranges []scheduler.Range, links Links)
 		acts:     map[[2]int][]float32{}, grads: map[[2]int][]float32{}, toks: map[[2]int][]int32{},
 		evalSlot: sm.MaxInFlight(),
 		spec:     spec, ctrl: links.Ctrl, ctrlCh: make(chan ctrlMsg, 16),
-		nbr: map[int]*link{}, faults: map[int]*linkFaults{},
+		nbr: map[int]*link{}, faults: map[int]*linkFaults{}, seen: map[[3]int]bool{},
 		hb:          time.Duration(cfg.Faults.HeartbeatSeconds() * float64(time.Second)),
 		linkTimeout: time.Duration(cfg.Faults.LinkTimeoutSeconds() * float64(time.Second)),
 		prevID:      id - 1, nextID: id + 1, tiedID: -1, tiedStep: -1,
@@ -247,10 +250,7 @@ func (w *worker) run(ctx context.Context) error {
 	}
 	defer func() {
 		for _, l := range w.allLinks() {
-			l.stop()
-			close(l.out)
-			l.sent.Wait()
-			l.conn.Close()
+			w.detach(l)
 		}
 	}()
 	go w.readCtrl(ctx)
@@ -498,6 +498,11 @@ func (w *worker) take(ctx context.Context) error {
 	var dec *compression.LinkCodec
 	rows := w.B * w.T
 	key := [2]int{step, int(m.h.Micro)}
+	if k3 := [3]int{int(m.h.Type), step, int(m.h.Micro)}; w.seen[k3] {
+		return nil // a duplicate
+	} else {
+		w.seen[k3] = true
+	}
 	if m.h.Micro >= uint32(w.M) || step < w.base || step > w.sm.CurrentStep()+w.base {
 		return reject(fmt.Errorf("%v frame for step %d micro %d, outside this step", m.h.Type, step, m.h.Micro))
 	}
@@ -650,6 +655,7 @@ func (w *worker) step(ctx context.Context, cmd ctrlMsg) (ctrlMsg, error) {
 			w.span("recv_wait", a.Micro, t)
 			continue
 		case scheduler.ActionDone:
+			clear(w.seen)
 			if err := w.sm.Advance(); err != nil {
 				return ctrlMsg{}, err
 			}

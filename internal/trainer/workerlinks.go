@@ -289,6 +289,7 @@ func (w *worker) reset() error {
 		delete(w.grads, k)
 	}
 	clear(w.toks)
+	clear(w.seen)
 	w.tiedStep = -1
 	w.st.ZeroGrad()
 	w.stats = workerStats{}
