@@ -17,6 +17,7 @@ import (
 	"github.com/narrowband/narrowband/scheduler"
 	"github.com/narrowband/narrowband/signaling"
 	"github.com/narrowband/narrowband/signaling/rtc"
+	"github.com/narrowband/narrowband/web"
 	"github.com/narrowband/narrowband/stages"
 )
 
@@ -61,6 +62,7 @@ type pipeline struct {
 	fired       map[int]bool // fault events already injected
 	notify      func(status string)
 	onEvent     func(metrics.Event)
+	onPeers     func([]web.Peer)
 	// WebRTC runs: the coordinator's place in the room, its WebRTC setup,
 	// the command that joins a peer, local peer processes by ID, and peers
 	// that failed.
@@ -434,6 +436,9 @@ func (p *pipeline) Restore(ctx context.Context, st *State) error {
 // faultStats are the run's fault counters so far.
 func (p *pipeline) faultStats() metrics.Summary { return p.faults }
 
-func (p *pipeline) setHooks(status func(string), event func(metrics.Event)) {
-	p.notify, p.onEvent = status, event
+func (p *pipeline) setHooks(status func(string), event func(metrics.Event), peers func([]web.Peer)) {
+	p.notify, p.onEvent, p.onPeers = status, event, peers
+	if p.coord != nil && peers != nil {
+		peers(p.webPeers())
+	}
 }

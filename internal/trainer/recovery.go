@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os/exec"
 	"slices"
 	"sync/atomic"
@@ -12,6 +13,7 @@ import (
 	"github.com/narrowband/narrowband/internal/metrics"
 	"github.com/narrowband/narrowband/internal/transport"
 	"github.com/narrowband/narrowband/signaling/rtc"
+	"github.com/narrowband/narrowband/web"
 )
 
 // How the driver survives failures (issue: survive chaos).
@@ -352,6 +354,9 @@ func (p *pipeline) replace(ctx context.Context, f *stageFailure, step int) error
 	}
 	p.gen[i]++ // whatever the old peer still says is moot
 	p.dead[rec.Peer] = true
+	if p.onPeers != nil {
+		p.onPeers(p.webPeers())
+	}
 	if cmd := p.procOf[rec.Peer]; cmd != nil && f.kind == "evict" {
 		cmd.Process.Kill() // evicted for bad data: make sure it is gone
 	}
@@ -405,7 +410,30 @@ func (p *pipeline) replace(ctx context.Context, f *stageFailure, step int) error
 	if p.notify != nil {
 		p.notify(fmt.Sprintf("training (stage %d moved to %s)", i, spare))
 	}
+	if p.onPeers != nil {
+		p.onPeers(p.webPeers())
+	}
 	return nil
+}
+
+// webPeers describes the room for the web view: stage holders, spares
+// waiting, and peers that failed.
+func (p *pipeline) webPeers() []web.Peer {
+	var out []web.Peer
+	for i, id := range p.peers {
+		out = append(out, web.Peer{ID: id, Stage: i, Address: "WebRTC", Candidate: "host", State: web.PeerActive})
+	}
+	if p.coord != nil {
+		for _, id := range sortedPeers(p.coord.Peers()) {
+			if id != CoordinatorID && !slices.Contains(p.peers, id) && !p.dead[id] {
+				out = append(out, web.Peer{ID: id, Stage: -1, Address: "WebRTC", State: web.PeerSpare})
+			}
+		}
+	}
+	for _, id := range sortedPeers(slices.Collect(maps.Keys(p.dead))) {
+		out = append(out, web.Peer{ID: id, Stage: -1, State: web.PeerDead})
+	}
+	return out
 }
 
 // neighbours are the stages linked to stage i.

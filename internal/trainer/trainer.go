@@ -209,17 +209,17 @@ func Run(ctx context.Context, o Options) (_ *metrics.Summary, err error) {
 		return true, events(rb.events)
 	}
 	if h, ok := eng.(interface {
-		setHooks(func(string), func(metrics.Event))
+		setHooks(func(string), func(metrics.Event), func([]web.Peer))
 	}); ok {
-		status := func(string) {}
+		status, peers := func(string) {}, func([]web.Peer) {}
 		if o.Web != nil {
-			status = o.Web.SetStatus
+			status, peers = o.Web.SetStatus, o.Web.SetPeers
 		}
 		h.setHooks(status, func(ev metrics.Event) {
 			if err := events([]metrics.Event{ev}); err != nil {
 				log.Error("write event", "err", err)
 			}
-		})
+		}, peers)
 	}
 	for step := start; step < cfg.Run.Steps; step++ {
 		if err := ctx.Err(); err != nil {
