@@ -2,6 +2,7 @@ package trainer
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -149,6 +150,11 @@ func (w *worker) receive(ctx context.Context, l *link) {
 		if err == nil && h.Type == wire.TypeHeartbeat {
 			continue
 		}
+		if err != nil && len(raw) >= wire.HeaderSize {
+			// Untrusted, but enough to tell a bad frame of an aborted
+			// attempt (stale: ignored) from one of this attempt.
+			h.Step = binary.LittleEndian.Uint64(raw[10:])
+		}
 		select {
 		case w.inbox <- inMsg{from: l, h: h, payload: p, at: time.Now(), bad: err}:
 		case <-ctx.Done():
@@ -176,12 +182,12 @@ func (w *worker) nextMsg(ctx context.Context) (inMsg, error) {
 				}
 				return m, &linkFailure{peer: m.from.peer, err: m.err}
 			}
-			if m.bad != nil {
-				return m, &rejectedFrame{peer: m.from.peer, err: m.bad}
-			}
-			if ep, _ := splitStep(m.h.Step); ep != w.epoch {
+			if ep, _ := splitStep(m.h.Step); ep < w.epoch || (ep > w.epoch && m.bad == nil) {
 				w.stale++
 				continue
+			}
+			if m.bad != nil {
+				return m, &rejectedFrame{peer: m.from.peer, err: m.bad}
 			}
 			return m, nil
 		case <-tick.C:
