@@ -129,18 +129,11 @@ func WriteFileAtomic(path string, data []byte) error {
 // and then their redone records; the redone ones replace them here, so the
 // result is the history the model actually has.
 func ReadJSONL(path string) ([]StepRecord, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
 	var out []StepRecord
-	for i, line := range bytes.Split(b, []byte("\n")) {
-		if len(bytes.TrimSpace(line)) == 0 {
-			continue
-		}
+	err := readLines(path, func(line []byte) error {
 		var r StepRecord
 		if err := json.Unmarshal(line, &r); err != nil {
-			return out, fmt.Errorf("%s:%d: %w", path, i+1, err)
+			return err
 		}
 		if r.Type == "" || r.Type == "step" {
 			for len(out) > 0 && out[len(out)-1].Step >= r.Step {
@@ -148,28 +141,41 @@ func ReadJSONL(path string) ([]StepRecord, error) {
 			}
 			out = append(out, r)
 		}
-	}
-	return out, nil
+		return nil
+	})
+	return out, err
 }
 
 // ReadEvents reads the event lines of a metrics.jsonl file.
 func ReadEvents(path string) ([]Event, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
 	var out []Event
-	for i, line := range bytes.Split(b, []byte("\n")) {
-		if len(bytes.TrimSpace(line)) == 0 {
-			continue
-		}
+	err := readLines(path, func(line []byte) error {
 		var e Event
 		if err := json.Unmarshal(line, &e); err != nil {
-			return out, fmt.Errorf("%s:%d: %w", path, i+1, err)
+			return err
 		}
 		if e.Type == "event" {
 			out = append(out, e)
 		}
+		return nil
+	})
+	return out, err
+}
+
+// readLines calls fn with each non-blank line of a JSONL file; an error
+// names the file and line.
+func readLines(path string, fn func(line []byte) error) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
 	}
-	return out, nil
+	for i, line := range bytes.Split(b, []byte("\n")) {
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue
+		}
+		if err := fn(line); err != nil {
+			return fmt.Errorf("%s:%d: %w", path, i+1, err)
+		}
+	}
+	return nil
 }

@@ -41,15 +41,21 @@ func equalStates(t *testing.T, want, got *State) {
 
 func kindsOf(t *testing.T, dir string) map[string]int {
 	t.Helper()
-	recs, err := metrics.ReadEvents(filepath.Join(dir, "metrics.jsonl"))
+	n, err := eventKinds(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return n
+}
+
+// eventKinds counts the event kinds in a run folder's metrics.jsonl.
+func eventKinds(dir string) (map[string]int, error) {
+	evs, err := metrics.ReadEvents(filepath.Join(dir, "metrics.jsonl"))
 	n := map[string]int{}
-	for _, e := range recs {
+	for _, e := range evs {
 		n[e.Kind]++
 	}
-	return n
+	return n, err
 }
 
 // TestCorruptFramesNeverReachTheWeights: stage 0's frames to stage 1 have
@@ -233,7 +239,7 @@ func TestNoSpareWaitsForAPeer(t *testing.T) {
 	go func() {
 		for ctx.Err() == nil {
 			time.Sleep(200 * time.Millisecond)
-			if kindsOfQuiet(dir)["waiting_for_peer"] == 0 {
+			if n, _ := eventKinds(dir); n["waiting_for_peer"] == 0 {
 				continue
 			}
 			var sig struct {
@@ -255,20 +261,6 @@ func TestNoSpareWaitsForAPeer(t *testing.T) {
 	if len(sum.FaultLog) != 1 || sum.FaultLog[0].ReplacedBy != "newcomer" {
 		t.Fatalf("fault log %+v: want stage 1 replaced by the newcomer", sum.FaultLog)
 	}
-}
-
-// kindsOfQuiet counts event kinds in a run folder's metrics.jsonl written
-// so far (none if it is not there yet).
-func kindsOfQuiet(dir string) map[string]int {
-	n := map[string]int{}
-	recs, err := metrics.ReadEvents(filepath.Join(dir, "metrics.jsonl"))
-	if err != nil {
-		return n
-	}
-	for _, e := range recs {
-		n[e.Kind]++
-	}
-	return n
 }
 
 // TestDuplicateFramesAreIgnored: every activation and gradient arrives
