@@ -17,8 +17,8 @@ import (
 	"github.com/narrowband/narrowband/scheduler"
 	"github.com/narrowband/narrowband/signaling"
 	"github.com/narrowband/narrowband/signaling/rtc"
-	"github.com/narrowband/narrowband/web"
 	"github.com/narrowband/narrowband/stages"
+	"github.com/narrowband/narrowband/web"
 )
 
 // pipeline is the engine for S > 1 stages (or any run over a real
