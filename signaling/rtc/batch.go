@@ -86,9 +86,11 @@ const (
 func newBatchConn(udp *net.UDPConn, offload bool) *batchConn {
 	c := &batchConn{
 		UDPConn: udp,
-		queue:   &outBatch{buf: make([]byte, 0, maxQueued)},
-		spare:   &outBatch{buf: make([]byte, 0, maxQueued)},
-		done:    make(chan struct{}),
+		// The queues grow to what the link needs (maxQueued at most) and
+		// keep that size; starting small keeps set-up cheap.
+		queue: &outBatch{buf: make([]byte, 0, 64<<10)},
+		spare: &outBatch{buf: make([]byte, 0, 64<<10)},
+		done:  make(chan struct{}),
 	}
 	c.ready = sync.NewCond(&c.mu)
 	c.space = sync.NewCond(&c.mu)
@@ -247,11 +249,9 @@ func (c *batchConn) ReadFromAddrPort(b []byte) (int, netip.AddrPort, error) {
 	seg := c.pending[:min(c.segSize, len(c.pending))]
 	c.pending = c.pending[len(seg):]
 	c.stats.segmentsRead.Add(1)
-	n := copy(b, seg)
-	if n < len(seg) {
-		return n, c.from, fmt.Errorf("rtc: datagram of %d bytes does not fit a %d-byte read buffer", len(seg), len(b))
-	}
-	return n, c.from, nil
+	// A datagram longer than b is cut, as a plain UDP read cuts it: an
+	// error here would end pion's mux and with it the link.
+	return copy(b, seg), c.from, nil
 }
 
 // ReadFrom implements net.PacketConn.

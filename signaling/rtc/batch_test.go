@@ -125,3 +125,27 @@ func TestBatchConnClose(t *testing.T) {
 		t.Errorf("second Close: %v", err)
 	}
 }
+
+// TestBatchConnOversized: a datagram longer than the reader's buffer is cut
+// and the next one still arrives, as with a plain socket (pion's mux stops
+// for good on a read error, so a hostile datagram must not cause one).
+func TestBatchConnOversized(t *testing.T) {
+	su, ru := listenLoopback(t), listenLoopback(t)
+	defer su.Close()
+	recv := newBatchConn(ru, true)
+	defer recv.Close()
+	to := ru.LocalAddr().(*net.UDPAddr).AddrPort()
+	for _, n := range []int{3000, 10} {
+		if _, err := su.WriteToUDPAddrPort(bytes.Repeat([]byte{byte(n)}, n), to); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = ru.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 1500)
+	for _, want := range []int{1500, 10} {
+		n, _, err := recv.ReadFromAddrPort(buf)
+		if err != nil || n != want {
+			t.Fatalf("read: %d bytes, %v; want %d bytes and no error", n, err, want)
+		}
+	}
+}

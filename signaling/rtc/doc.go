@@ -27,7 +27,13 @@
 // kernel default of 208 KiB drops datagrams and stalls SCTP) handed to pion
 // through an ICE UDP mux; the sockets pion opens itself (server-reflexive
 // via STUN, the TURN client's) get the same buffers through a wrapped
-// transport.Net. Config.Loopback restricts candidates to loopback and
+// transport.Net. On Linux the host socket also batches: the datagrams
+// pion writes are queued and each run of equal-sized ones to one address
+// goes to the kernel as one GSO send (UDP_SEGMENT), and reads take GRO
+// batches (UDP_GRO) apart again, so the per-datagram syscall and stack cost
+// of pion's 1191-byte SCTP packets is paid per batch (batchConn;
+// Config.NoOffload switches it off). The wire is unchanged: peers without
+// offload, browsers included, see ordinary datagrams. Config.Loopback restricts candidates to loopback and
 // switches mDNS off, for runs on one machine. With ICE servers configured,
 // host candidates wait 1 s before nomination so that a direct path through
 // two NATs wins over a half-relayed one (pion nominates by the local
