@@ -139,7 +139,7 @@ func appendLowBit(dst []byte, c []float32, rows, k, bits int, stoch bool, g *rng
 func readLowBit(r *reader, c []float32, rows, k, bits int) error {
 	q := lowQMax(bits)
 	scales := r.take(2*rows, "row scales")
-	codes := r.take(lowCodeBytes(rows*k, bits), fmt.Sprintf("int%d coefficients", bits))
+	codes := r.take(lowCodeBytes(rows*k, bits), "packed coefficients")
 	if err := r.done(); err != nil {
 		return err
 	}
