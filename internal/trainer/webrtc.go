@@ -243,6 +243,7 @@ func sortedPeers(ids []string) []string {
 // coordinator to give it a stage (a spare waits until it is needed), links
 // to its neighbours and serves commands until the run ends.
 func RunPeer(ctx context.Context, a PeerArgs, log *slog.Logger) error {
+	rtc.TuneGC()
 	secret, err := ReadSecret(a.SecretFile)
 	if err != nil {
 		return err

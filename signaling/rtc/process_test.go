@@ -29,6 +29,9 @@ const (
 )
 
 func TestMain(m *testing.M) {
+	// Both ends of the benchmarks run as peer processes do (GOGC=100 in
+	// the environment measures Go's default instead).
+	TuneGC()
 	if mode := os.Getenv(helperEnv); mode != "" {
 		if err := runHelper(mode, os.Getenv(helperURLEnv)); err != nil {
 			fmt.Fprintln(os.Stderr, "helper:", err)
