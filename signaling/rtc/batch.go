@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"runtime"
 	"sync"
 	"sync/atomic"
 )
@@ -77,6 +78,10 @@ const (
 	// limits are 64 segments on older kernels and 64 KiB per datagram).
 	maxGSOSegments = 64
 	maxGSOBytes    = 65000
+	// lingerYields and lingerPackets bound how long the flusher waits for
+	// a burst to grow before sending it.
+	lingerYields  = 16
+	lingerPackets = 32
 	// groReadSize holds the largest datagram GRO may deliver.
 	groReadSize = 65535 + 1
 )
@@ -162,6 +167,19 @@ func (c *batchConn) flushLoop() {
 		c.mu.Lock()
 		for len(c.queue.pkts) == 0 && !c.closed {
 			c.ready.Wait()
+		}
+		// Linger a moment while a burst is still being written: on an
+		// idle machine the flusher outpaces pion's write loop and would
+		// send runs of one or two. A few yields (microseconds; nothing
+		// next to a network round trip) let the run grow.
+		for k := 0; k < lingerYields && len(c.queue.pkts) < lingerPackets && !c.closed; k++ {
+			n := len(c.queue.pkts)
+			c.mu.Unlock()
+			runtime.Gosched()
+			c.mu.Lock()
+			if len(c.queue.pkts) == n {
+				break // nothing came: a lone packet, or the burst is over
+			}
 		}
 		if len(c.queue.pkts) == 0 {
 			c.mu.Unlock()
