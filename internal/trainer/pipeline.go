@@ -51,7 +51,6 @@ type pipeline struct {
 	hb          time.Duration
 	peerTimeout time.Duration
 	faults      metrics.Summary // only the fault counters are used
-	pending     []metrics.Event
 	rejects     map[int]int
 	snap        *State
 	snapStep    int
@@ -226,13 +225,6 @@ func (p *pipeline) collect(ctx context.Context, want ctrlKind) ([]ctrlMsg, error
 	return p.collectFrom(ctx, want, nil)
 }
 
-func cmpErr(a, b error) error {
-	if a != nil {
-		return a
-	}
-	return b
-}
-
 // batchBlob is the bytes of a step's micro-batches: all tokens, then all
 // targets (the first stage reads tokens, the last stage targets).
 func (p *pipeline) batchBlob(step int) []byte {
@@ -278,8 +270,6 @@ func (p *pipeline) Step(ctx context.Context, step int, lr float64) (stepResult, 
 		return stepResult{}, err
 	}
 	p.lastStep = time.Since(t)
-	res.Events = append(p.pending, res.Events...)
-	p.pending = nil
 	return res, nil
 }
 

@@ -69,10 +69,7 @@ func (f *stageFailure) Error() string {
 }
 
 // rollbackError tells Run that the pipeline went back to step to.
-type rollbackError struct {
-	to     int
-	events []metrics.Event
-}
+type rollbackError struct{ to int }
 
 func (r *rollbackError) Error() string {
 	return fmt.Sprintf("the pipeline rolled back to step %d", r.to)
@@ -213,9 +210,7 @@ func (p *pipeline) guard(ctx context.Context, step int, op func() (applied bool,
 			return err
 		}
 		if to >= 0 {
-			ev := p.pending
-			p.pending = nil
-			return &rollbackError{to: to, events: ev}
+			return &rollbackError{to: to}
 		}
 		p.faults.StepsRedone++
 	}
@@ -223,11 +218,11 @@ func (p *pipeline) guard(ctx context.Context, step int, op func() (applied bool,
 
 func (p *pipeline) event(kind string, step int, detail map[string]any) {
 	ev := metrics.Event{Type: "event", Kind: kind, Step: step + 1, WallSeconds: time.Since(p.t0).Seconds(), Detail: detail}
-	if p.onEvent != nil {
-		p.onEvent(ev) // at once: a run waiting for a peer says so now
+	if p.onEvent == nil { // an engine driven without Run (tests)
+		p.log.Warn(kind, "step", ev.Step, "detail", detail)
 		return
 	}
-	p.pending = append(p.pending, ev)
+	p.onEvent(ev) // at once: a run waiting for a peer says so now
 }
 
 // recover handles f and any failure that happens while handling it. It

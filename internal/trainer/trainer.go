@@ -198,15 +198,15 @@ func Run(ctx context.Context, o Options) (_ *metrics.Summary, err error) {
 		return nil
 	}
 	// rolledBack reports whether err is the pipeline going back to an
-	// earlier step (a stage changed hands); the loop then continues from
-	// there, and the redone steps' records follow the rollback event.
-	rolledBack := func(err error, step *int) (bool, error) {
+	// earlier step (a stage changed hands) and moves the loop there; the
+	// redone steps' records follow the rollback event.
+	rolledBack := func(err error, step *int) bool {
 		var rb *rollbackError
 		if !errors.As(err, &rb) {
-			return false, nil
+			return false
 		}
 		*step = rb.to - 1
-		return true, events(rb.events)
+		return true
 	}
 	if h, ok := eng.(interface {
 		setHooks(func(string), func(metrics.Event), func([]web.Peer))
@@ -228,10 +228,7 @@ func Run(ctx context.Context, o Options) (_ *metrics.Summary, err error) {
 		lr := learningRate(step, cfg.Train.WarmupSteps, cfg.Run.Steps, cfg.Train.LearningRate, cfg.Train.MinLR)
 		ts := time.Now()
 		res, err := eng.Step(ctx, step, lr)
-		if ok, err2 := rolledBack(err, &step); ok || err2 != nil {
-			if err2 != nil {
-				return nil, err2
-			}
+		if rolledBack(err, &step) {
 			continue
 		}
 		if err != nil {
@@ -256,10 +253,7 @@ func Run(ctx context.Context, o Options) (_ *metrics.Summary, err error) {
 		evalNow := done == cfg.Run.Steps || (cfg.Train.EvalInterval > 0 && done%cfg.Train.EvalInterval == 0)
 		if evalNow {
 			v, err := eng.Eval(ctx, evalWin)
-			if ok, err2 := rolledBack(err, &step); ok || err2 != nil {
-				if err2 != nil {
-					return nil, err2
-				}
+			if rolledBack(err, &step) {
 				continue
 			}
 			if err != nil {
@@ -298,10 +292,7 @@ func Run(ctx context.Context, o Options) (_ *metrics.Summary, err error) {
 		ckptNow := done == cfg.Run.Steps || (cfg.Train.CheckpointInterval > 0 && done%cfg.Train.CheckpointInterval == 0)
 		if ckptNow {
 			err := saveRun(ctx, eng, cfg, o.Out, done, wall)
-			if ok, err2 := rolledBack(err, &step); ok || err2 != nil {
-				if err2 != nil {
-					return nil, err2
-				}
+			if rolledBack(err, &step) {
 				continue
 			}
 			if err != nil {
