@@ -204,6 +204,9 @@ func TestKilledStageIsTakenOverBySpare(t *testing.T) {
 	if f.DetectSeconds <= 0 || f.DetectSeconds > c.Faults.PeerTimeout+2 || f.RecoverySeconds <= 0 {
 		t.Errorf("detection %.2fs, recovery %.2fs: want detection within the peer timeout (%gs) and a measured recovery", f.DetectSeconds, f.RecoverySeconds, c.Faults.PeerTimeout)
 	}
+	if sum.RecoverySeconds != f.RecoverySeconds {
+		t.Errorf("summary recovery_seconds %.3f, fault log %.3f: the one recovery should be counted once, whole", sum.RecoverySeconds, f.RecoverySeconds)
+	}
 	if f.RolledBackTo != 4 || sum.StepsRedone != 2 {
 		t.Errorf("rolled back to step %d redoing %d steps; want the snapshot at 4 and steps 5-6 redone", f.RolledBackTo, sum.StepsRedone)
 	}

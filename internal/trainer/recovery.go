@@ -273,11 +273,13 @@ func (p *pipeline) recover(ctx context.Context, f *stageFailure, applied bool, s
 		}
 		p.faults.StepsRedone += step - p.snapStep
 		p.event("rolled_back", step, map[string]any{"to_step": p.snapStep, "seconds": time.Since(t).Seconds()})
+		// Recovery ends here, training again: the takeover and the
+		// rollback both count, from the first detection.
+		secs := time.Since(since).Seconds()
+		p.faults.RecoverySeconds += secs
 		if n := len(p.faults.FaultLog); n > 0 {
 			last := &p.faults.FaultLog[n-1]
-			last.RolledBackTo = p.snapStep
-			last.RecoverySeconds = time.Since(f.at).Seconds()
-			p.faults.RecoverySeconds += time.Since(t).Seconds()
+			last.RolledBackTo, last.RecoverySeconds = p.snapStep, secs
 		}
 		return p.snapStep, nil
 	}
@@ -399,9 +401,8 @@ func (p *pipeline) replace(ctx context.Context, f *stageFailure, step int) error
 	}
 	p.faults.Recoveries++
 	rec.ReplacedBy = spare
-	rec.RecoverySeconds = time.Since(f.at).Seconds()
-	p.faults.FaultLog = append(p.faults.FaultLog, rec)
-	p.event("stage_replaced", step, map[string]any{"stage": i, "peer": spare, "seconds": rec.RecoverySeconds})
+	p.faults.FaultLog = append(p.faults.FaultLog, rec) // recovery time set once rolled back
+	p.event("stage_replaced", step, map[string]any{"stage": i, "peer": spare, "seconds": time.Since(f.at).Seconds()})
 	if p.notify != nil {
 		p.notify(fmt.Sprintf("training (stage %d moved to %s)", i, spare))
 	}
