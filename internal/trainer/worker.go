@@ -63,7 +63,6 @@ type worker struct {
 	// Links to neighbours by their stage (see workerlinks.go), the faults
 	// injected on them, and what keeps them honest.
 	spec            scheduler.Pipeline
-	ctrl            transport.Conn
 	ctrlMu          sync.Mutex // control sends: commands' replies and heartbeats
 	ctrlCh          chan ctrlMsg
 	pendingAbort    *ctrlMsg // an abort read while waiting for another command
@@ -77,11 +76,9 @@ type worker struct {
 	hb, linkTimeout time.Duration
 	nextID, prevID  int // neighbour stages, -1 at the ends
 	tiedID          int // the other end of the tied embedding, -1 if none
-	tiedStep        int // step of the tied gradient received, -1 if none
 	// seen holds (type, step, micro) of the frames taken in this step:
 	// a duplicate is dropped even after its tensor was consumed.
-	seen            map[[3]int]bool
-	stale, rejected int
+	seen map[[3]int]bool
 	// relink re-establishes the link to stage peer (WebRTC: a new ICE
 	// session through signaling); nil where links do not break by
 	// themselves (in-process pipes, loopback TCP).
@@ -182,11 +179,11 @@ func newWorker(cfg config.Config, id int, ranges []scheduler.Range, links Links)
 		inbox:    make(chan inMsg, 4*M+16),
 		acts:     map[[2]int][]float32{}, grads: map[[2]int][]float32{}, toks: map[[2]int][]int32{},
 		evalSlot: sm.MaxInFlight(),
-		spec:     spec, ctrl: links.Ctrl, ctrlCh: make(chan ctrlMsg, 16),
+		spec:     spec, ctrlCh: make(chan ctrlMsg, 16),
 		nbr: map[int]*link{}, faults: map[int]*linkFaults{}, seen: map[[3]int]bool{},
 		hb:          time.Duration(cfg.Faults.HeartbeatSeconds() * float64(time.Second)),
 		linkTimeout: time.Duration(cfg.Faults.LinkTimeoutSeconds() * float64(time.Second)),
-		prevID:      id - 1, nextID: id + 1, tiedID: -1, tiedStep: -1,
+		prevID:      id - 1, nextID: id + 1, tiedID: -1,
 	}
 	if last {
 		w.nextID = -1
@@ -286,7 +283,6 @@ func (w *worker) run(ctx context.Context) error {
 			case errors.As(err, &lf):
 				reply = ctrlMsg{Kind: ctrlLinkDown, Peer: lf.peer, Err: fmt.Sprintf("stage %d: %v", w.id, err)}
 			case errors.As(err, &rf):
-				w.rejected++
 				reply = ctrlMsg{Kind: ctrlReject, Peer: rf.peer, Err: fmt.Sprintf("stage %d: %v", w.id, err)}
 			default:
 				return w.fail(ctx, err)
@@ -384,7 +380,7 @@ func (w *worker) sendCtrl(ctx context.Context, m ctrlMsg) error {
 	}
 	w.ctrlMu.Lock()
 	defer w.ctrlMu.Unlock()
-	return w.ctrl.Send(ctx, b)
+	return w.links.Ctrl.Send(ctx, b)
 }
 
 // recvCtrl waits for the driver's next command, which must be want.
@@ -498,29 +494,22 @@ func (w *worker) take(ctx context.Context) error {
 	var dec *compression.LinkCodec
 	rows := w.B * w.T
 	key := [2]int{step, int(m.h.Micro)}
-	if k3 := [3]int{int(m.h.Type), step, int(m.h.Micro)}; w.seen[k3] {
-		return nil // a duplicate
-	} else {
-		w.seen[k3] = true
+	// Within one attempt a frame of a step already finished can only be
+	// a late duplicate; seen catches duplicates within this step.
+	k3 := [3]int{int(m.h.Type), step, int(m.h.Micro)}
+	if step < w.sm.CurrentStep()+w.base || w.seen[k3] {
+		return nil
 	}
-	if m.h.Micro >= uint32(w.M) || step < w.base || step > w.sm.CurrentStep()+w.base {
+	w.seen[k3] = true
+	if m.h.Micro >= uint32(w.M) || step > w.sm.CurrentStep()+w.base {
 		return reject(fmt.Errorf("%v frame for step %d micro %d, outside this step", m.h.Type, step, m.h.Micro))
 	}
 	switch m.h.Type {
 	case wire.TypeActivation:
-		if _, dup := w.acts[key]; dup {
-			return nil
-		}
 		dst, dec = w.buf(), w.decPrev
 	case wire.TypeGradient:
-		if _, dup := w.grads[key]; dup {
-			return nil
-		}
 		dst, dec = w.buf(), w.decNext
 	case wire.TypeTiedGrad:
-		if w.tiedStep == step {
-			return nil // a duplicate
-		}
 		tw := w.st.TiedWeight()
 		if w.tiedIn == nil {
 			n := len(tw.Data)
@@ -531,7 +520,6 @@ func (w *worker) take(ctx context.Context) error {
 		}
 		if w.untied && len(m.payload) == stampSize {
 			w.netWait(w0, m)
-			w.tiedStep = step
 			return w.sm.Step(scheduler.EmbeddingGradArrived(step - w.base))
 		}
 		if len(m.payload) != stampSize+4*len(w.tiedIn) {
@@ -545,7 +533,6 @@ func (w *worker) take(ctx context.Context) error {
 			w.tiedIn[i] = v
 		}
 		w.netWait(w0, m)
-		w.tiedStep = step
 		return w.sm.Step(scheduler.EmbeddingGradArrived(step - w.base))
 	default:
 		return reject(fmt.Errorf("unexpected %v frame on a stage link", m.h.Type))

@@ -183,8 +183,7 @@ func (w *worker) nextMsg(ctx context.Context) (inMsg, error) {
 				return m, &linkFailure{peer: m.from.peer, err: m.err}
 			}
 			if ep, _ := splitStep(m.h.Step); ep < w.epoch || (ep > w.epoch && m.bad == nil) {
-				w.stale++
-				continue
+				continue // a stale frame
 			}
 			if m.bad != nil {
 				return m, &rejectedFrame{peer: m.from.peer, err: m.bad}
@@ -232,7 +231,7 @@ func (w *worker) heartbeats(ctx context.Context) {
 func (w *worker) readCtrl(ctx context.Context) {
 	defer close(w.ctrlCh)
 	for {
-		raw, err := w.ctrl.Recv(ctx)
+		raw, err := w.links.Ctrl.Recv(ctx)
 		if err != nil {
 			return // the driver is gone
 		}
@@ -296,7 +295,6 @@ func (w *worker) reset() error {
 	}
 	clear(w.toks)
 	clear(w.seen)
-	w.tiedStep = -1
 	w.st.ZeroGrad()
 	w.stats = workerStats{}
 	for {
