@@ -229,7 +229,7 @@ func (p *pipeline) event(kind string, step int, detail map[string]any) {
 // returns the step the pipeline rolled back to, or -1 if the interrupted
 // operation can simply run again.
 func (p *pipeline) recover(ctx context.Context, f *stageFailure, applied bool, step int) (int, error) {
-	rollback := applied
+	rollback, replaced := applied, false
 	since := f.at // the first detection: recovery time counts from here
 	for {
 		var next error
@@ -246,6 +246,12 @@ func (p *pipeline) recover(ctx context.Context, f *stageFailure, applied bool, s
 		case "link":
 			next = p.restoreLink(ctx, f, step, since)
 		case "dead", "evict":
+			if !replaced {
+				// A takeover's recovery counts from the verdict that the
+				// peer is gone, not from earlier symptoms (a silent link)
+				// that the detection time already covers.
+				since, replaced = f.at, true
+			}
 			next = p.replace(ctx, f, step)
 			rollback = true
 		default:
