@@ -13,13 +13,13 @@ import (
 // cmdPeer joins a run from any machine: it authenticates to the run's
 // signaling server with the run's secret and waits for a stage.
 func cmdPeer(ctx context.Context, argv []string, stdout, stderr io.Writer) error {
-	a, err := parseArgs(argv, map[string]bool{"signal": true, "secret-file": true, "id": true, "ice": true, "loopback": false})
+	a, err := parseArgs(argv, map[string]bool{"signal": true, "secret-file": true, "id": true, "ice": true, "loopback": false, "relay-only": false})
 	if err != nil {
 		return err
 	}
-	pa := trainer.PeerArgs{Signal: a.str("signal", ""), SecretFile: a.str("secret-file", ""), ID: a.str("id", ""), ICEServers: a.all("ice"), Loopback: a.str("loopback", "") == "true"}
+	pa := trainer.PeerArgs{Signal: a.str("signal", ""), SecretFile: a.str("secret-file", ""), ID: a.str("id", ""), ICEServers: a.all("ice"), Loopback: a.str("loopback", "") == "true", RelayOnly: a.str("relay-only", "") == "true"}
 	if pa.Signal == "" || pa.SecretFile == "" || len(a.pos) > 0 {
-		return fmt.Errorf("peer: usage: narrowband peer --signal ws://HOST:PORT/ROOM --secret-file F [--id NAME] [--ice stun:HOST:PORT ...] [--loopback]")
+		return fmt.Errorf("peer: usage: narrowband peer --signal ws://HOST:PORT/ROOM --secret-file F [--id NAME] [--ice stun:HOST:PORT ...] [--loopback] [--relay-only]")
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 	return trainer.RunPeer(ctx, pa, log)

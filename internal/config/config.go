@@ -121,8 +121,14 @@ type Pipeline struct {
 	// run's signaling server (credentials derived from the run's secret),
 	// so peers behind NAT need no third-party server; PublicIP is the
 	// address peers reach it at.
+	// The run's own peers and coordinator use that server (stun: and turn:
+	// URLs are added to ICEServers), and the join command it prints names it.
 	TURNAddr string `toml:"turn_addr"`
 	PublicIP string `toml:"public_ip"`
+	// RelayOnly makes every WebRTC link go through a TURN relay (ICE
+	// transport policy "relay"): hides peers' addresses from each other, or
+	// tests the relay path. Needs turn_addr or a turn: URL in ice_servers.
+	RelayOnly bool `toml:"relay_only"`
 }
 
 // Network shapes every link between stages; Links override single links.

@@ -44,11 +44,13 @@ func TestValidateNamesKeyValueAndAllowed(t *testing.T) {
 	c.Model.NHead = 3
 	c.Pipeline.Schedule = "zigzag"
 	c.Train.MicroBatches = 5
+	c.Pipeline.RelayOnly = true
+	c.Pipeline.ICEServers = []string{"stun:203.0.113.7:3478"}
 	err := c.Validate()
 	if err == nil {
 		t.Fatal("bad config validated")
 	}
-	for _, want := range []string{"model.n_embd = 256", "multiple of model.n_head (3)", `pipeline.schedule = "zigzag"`, "train.micro_batches = 5"} {
+	for _, want := range []string{"model.n_embd = 256", "multiple of model.n_head (3)", `pipeline.schedule = "zigzag"`, "train.micro_batches = 5", "pipeline.relay_only = true", "needs a TURN server"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q lacks %q", err, want)
 		}

@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
+	"strings"
 )
 
 // Validate checks every key and returns all problems at once, each naming the
@@ -125,6 +127,11 @@ func (c Config) Validate() error {
 	}
 	if p.Spares < 0 {
 		bad("pipeline.spares", p.Spares, "must be at least 0")
+	}
+	if p.RelayOnly && p.TURNAddr == "" && !slices.ContainsFunc(p.ICEServers, func(s string) bool {
+		return strings.HasPrefix(s, "turn:") || strings.HasPrefix(s, "turns:")
+	}) {
+		bad("pipeline.relay_only", true, "needs a TURN server: set pipeline.turn_addr (host one beside signaling) or add a turn: URL to pipeline.ice_servers")
 	}
 	n := c.Network
 	checkLink := func(prefix string, bw, lat, jit, loss float64) {

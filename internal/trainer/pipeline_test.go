@@ -2,8 +2,11 @@ package trainer
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math"
+	"os"
+	"strings"
 	"testing"
 
 	"github.com/narrowband/narrowband/internal/config"
@@ -188,5 +191,53 @@ func TestWebRTCEqualsInProcess(t *testing.T) {
 		if l.Candidate != "host" {
 			t.Errorf("link %d→%d used candidate %q, want host on loopback", l.From, l.To, l.Candidate)
 		}
+	}
+}
+
+// TestWebRTCRunRelaysThroughItsOwnTURN: a run that hosts STUN/TURN beside its
+// signaling server (pipeline.turn_addr) and allows relayed paths only
+// trains through that relay without being told its address, and the
+// transport still changes nothing but time.
+func TestWebRTCRunRelaysThroughItsOwnTURN(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts two WebRTC peer processes and a TURN server")
+	}
+	c := tinyConfig(t)
+	c.Pipeline.Stages = 2
+	c.Train.MicroBatches = 2
+	inLoss, _ := stateOf(t, c)
+	c.Pipeline.Transport = "webrtc"
+	c.Pipeline.TURNAddr = "127.0.0.1:0"
+	c.Pipeline.RelayOnly = true
+	c.Train.Threads = 1
+	dir := t.TempDir()
+	runTiny(t, c, dir)
+	rtLoss := losses(t, dir)
+	if len(rtLoss) != len(inLoss) {
+		t.Fatalf("relayed run logged %d losses, in-process %d", len(rtLoss), len(inLoss))
+	}
+	for i := range inLoss {
+		if d := math.Abs(rtLoss[i]-inLoss[i]) / math.Abs(inLoss[i]); d > 1e-5 {
+			t.Errorf("loss value %d: relayed %v, in-process %v", i, rtLoss[i], inLoss[i])
+		}
+	}
+	recs, err := metrics.ReadJSONL(dir + "/metrics.jsonl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := recs[len(recs)-1]
+	if len(last.Links) != 1 || last.Links[0].Candidate != "relay" {
+		t.Fatalf("last step's links %+v, want one link through a relay", last.Links)
+	}
+	b, err := os.ReadFile(dir + "/signal.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sig map[string]string
+	if err := json.Unmarshal(b, &sig); err != nil {
+		t.Fatal(err)
+	}
+	if j := sig["join"]; !strings.Contains(j, " --ice turn:127.0.0.1:") || !strings.Contains(j, " --relay-only") {
+		t.Errorf("join command %q does not name the run's TURN server and --relay-only", j)
 	}
 }

@@ -423,7 +423,13 @@ func (p *pipeline) replace(ctx context.Context, f *stageFailure, step int) error
 func (p *pipeline) webPeers() []web.Peer {
 	var out []web.Peer
 	for i, id := range p.peers {
-		out = append(out, web.Peer{ID: id, Stage: i, Address: "WebRTC", Candidate: "host", State: web.PeerActive})
+		// The path the coordinator reaches the peer by; the stage links'
+		// own paths are in each step's metrics.
+		cand := ""
+		if i < len(p.ctrl) && p.ctrl[i] != nil {
+			cand = p.ctrl[i].Stats().Candidate
+		}
+		out = append(out, web.Peer{ID: id, Stage: i, Address: "WebRTC", Candidate: cand, State: web.PeerActive})
 	}
 	if p.coord != nil {
 		for _, id := range sortedPeers(p.coord.Peers()) {

@@ -9,7 +9,9 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -56,14 +58,15 @@ type PeerArgs struct {
 	// config decides the links' shaping and everything else.
 	ICEServers []string `json:"ice_servers"`
 	Loopback   bool     `json:"loopback"`
+	RelayOnly  bool     `json:"relay_only"`
 }
 
 // rtcConfig is a peer's WebRTC setup. TURN servers ("turn:HOST:PORT") get
 // credentials derived from the run key for this peer, as the run's
 // embedded TURN server (`narrowband signal --turn`) expects.
-func rtcConfig(servers []string, loopback bool, key []byte, id string) rtc.Config {
+func rtcConfig(servers []string, loopback, relayOnly bool, key []byte, id string) rtc.Config {
 	c := rtc.DefaultConfig()
-	c.Loopback = loopback
+	c.Loopback, c.RelayOnly = loopback, relayOnly
 	// pion reports every socket it closes at teardown as a warning; only
 	// its errors are worth a user's attention.
 	c.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
@@ -124,6 +127,7 @@ func (p *pipeline) startRTC(ctx context.Context, cfg config.Config, ranges []sch
 	sctx, stop := context.WithCancel(context.Background())
 	p.closers = append(p.closers, func() error { stop(); return nil })
 	go srv.Serve(sctx, ln)
+	servers := cfg.Pipeline.ICEServers
 	if cfg.Pipeline.TURNAddr != "" {
 		ts, err := signaling.StartTURN(signaling.TURNConfig{ListenUDP: cfg.Pipeline.TURNAddr, PublicIP: cfg.Pipeline.PublicIP, Key: key, Logger: p.log})
 		if err != nil {
@@ -131,17 +135,31 @@ func (p *pipeline) startRTC(ctx context.Context, cfg config.Config, ranges []sch
 		}
 		p.closers = append(p.closers, ts.Close)
 		p.log.Info("STUN/TURN", "addr", ts.Addr().String())
+		servers = withOwnTURN(servers, cfg.Pipeline.PublicIP, ts.Addr())
 	}
 	var rb [6]byte
 	rand.Read(rb[:])
 	room := "run-" + hex.EncodeToString(rb[:])
-	url := "ws://" + ln.Addr().String() + "/" + room
+	// Peers on other machines cannot dial an unspecified address; with
+	// public_ip set, the printed URL and join command use that instead.
+	sa := ln.Addr().(*net.TCPAddr)
+	host := sa.IP.String()
+	if sa.IP.IsUnspecified() && cfg.Pipeline.PublicIP != "" {
+		host = cfg.Pipeline.PublicIP
+	}
+	url := "ws://" + net.JoinHostPort(host, strconv.Itoa(sa.Port)) + "/" + room
 	coord, err := srv.Attach(room, CoordinatorID)
 	if err != nil {
 		return err
 	}
 	p.closers = append(p.closers, coord.Close)
 	join := fmt.Sprintf("narrowband peer --signal %s --secret-file %s", url, secretFile)
+	for _, s := range servers {
+		join += " --ice " + s
+	}
+	if cfg.Pipeline.RelayOnly {
+		join += " --relay-only"
+	}
 	p.log.Info("signaling", "url", url, "secret_file", secretFile, "join", join)
 	// Scripts (and peers started by hand) find the room here.
 	if err := metrics.WriteJSON(filepath.Join(out, "signal.json"), map[string]string{"url": url, "secret_file": secretFile, "join": join}); err != nil {
@@ -153,7 +171,7 @@ func (p *pipeline) startRTC(ctx context.Context, cfg config.Config, ranges []sch
 		local = S + cfg.Pipeline.Spares
 	}
 	for i := 0; i < local; i++ {
-		args := PeerArgs{Signal: url, SecretFile: secretFile, ID: fmt.Sprintf("peer-%d", i), ICEServers: cfg.Pipeline.ICEServers, Loopback: cfg.Pipeline.Loopback}
+		args := PeerArgs{Signal: url, SecretFile: secretFile, ID: fmt.Sprintf("peer-%d", i), ICEServers: servers, Loopback: cfg.Pipeline.Loopback, RelayOnly: cfg.Pipeline.RelayOnly}
 		if err := p.spawn("NARROWBAND_PEER_ARGS", args); err != nil {
 			return fmt.Errorf("webrtc: start peer %d: %w", i, err)
 		}
@@ -182,7 +200,7 @@ func (p *pipeline) startRTC(ctx context.Context, cfg config.Config, ranges []sch
 		}
 	}
 	p.peers = order[:S]
-	rc := rtcConfig(cfg.Pipeline.ICEServers, cfg.Pipeline.Loopback, key, CoordinatorID)
+	rc := rtcConfig(servers, cfg.Pipeline.Loopback, cfg.Pipeline.RelayOnly, key, CoordinatorID)
 	p.coord, p.rc, p.join = coord, rc, join
 	p.ctrl = make([]transport.Conn, S)
 	errs := make([]error, S)
@@ -233,6 +251,24 @@ func (p *pipeline) startRTC(ctx context.Context, cfg config.Config, ranges []sch
 	return nil
 }
 
+// withOwnTURN adds the run's embedded STUN/TURN server to the ICE servers,
+// at the address peers reach it by (publicIP, else the address it listens
+// on), unless the user listed it already.
+func withOwnTURN(servers []string, publicIP string, addr *net.UDPAddr) []string {
+	host := addr.IP.String()
+	if publicIP != "" {
+		host = publicIP
+	}
+	hp := net.JoinHostPort(host, strconv.Itoa(addr.Port))
+	out := append([]string(nil), servers...)
+	for _, u := range []string{"stun:" + hp, "turn:" + hp} {
+		if !slices.ContainsFunc(out, func(s string) bool { return s == u || strings.HasPrefix(s, u+"?") }) {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
 func sortedPeers(ids []string) []string {
 	out := append([]string(nil), ids...)
 	sort.Strings(out)
@@ -262,7 +298,7 @@ func RunPeer(ctx context.Context, a PeerArgs, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	rc := rtcConfig(a.ICEServers, a.Loopback, key, a.ID)
+	rc := rtcConfig(a.ICEServers, a.Loopback, a.RelayOnly, key, a.ID)
 	// The coordinator connects when it gives this peer a stage; a spare
 	// keeps waiting, until the run ends and the room closes.
 	var ctrl *rtc.Conn
