@@ -256,12 +256,25 @@ func (c *Conn) refreshPath() {
 		return
 	}
 	it := sctp.Transport().ICETransport()
-	if pair, err := it.GetSelectedCandidatePair(); err == nil && pair != nil && pair.Local != nil {
-		c.candidate.Store(pair.Local.Typ.String())
+	if pair, err := it.GetSelectedCandidatePair(); err == nil && pair != nil && pair.Local != nil && pair.Remote != nil {
+		c.candidate.Store(pathKind(pair.Local.Typ, pair.Remote.Typ))
 	}
 	if st, ok := it.GetSelectedCandidatePairStats(); ok && st.CurrentRoundTripTime > 0 {
 		c.rtt.Store(int64(st.CurrentRoundTripTime * float64(time.Second)))
 	}
+}
+
+// pathKind names the path a candidate pair takes by its least direct end,
+// so both ends of a link report the same kind: "relay" if either end sends
+// through a TURN relay, else "srflx" or "prflx" if either end is seen
+// through a NAT, else "host".
+func pathKind(local, remote webrtc.ICECandidateType) string {
+	for _, t := range []webrtc.ICECandidateType{webrtc.ICECandidateTypeRelay, webrtc.ICECandidateTypeSrflx, webrtc.ICECandidateTypePrflx} {
+		if local == t || remote == t {
+			return t.String()
+		}
+	}
+	return local.String()
 }
 
 // Stats reports this end's counters, the selected candidate type and RTT.

@@ -15,42 +15,26 @@ import (
 	"testing"
 	"time"
 
+	"github.com/narrowband/narrowband/internal/netns"
 	"github.com/narrowband/narrowband/signaling"
 )
 
-// The NAT tests build a small internet out of network namespaces:
-//
-//	ha (192.168.1.2) ─ na (NAT, 10.0.1.2) ─┐
-//	                                        pub (10.0.1.1, 10.0.2.1): signaling + STUN/TURN
-//	hb (192.168.2.2) ─ nb (NAT, 10.0.2.2) ─┘
-//
-// Peers a and b run as helper processes in ha and hb (a process's sockets
-// stay in the namespace it started in; goroutines of one process do not).
-// na and nb masquerade their LAN behind their WAN address with nftables, so
-// neither peer is reachable except through the NAT mappings it opens.
-// In the "blocked" variant pub drops forwarded traffic, so peer-to-peer
-// paths through the NATs fail and the TURN relay in pub must carry the link.
+// The NAT test builds the topology of internal/netns: peers a and b run as
+// helper processes in ha and hb, each behind its own masquerading NAT, and
+// signaling + STUN/TURN in pub. In the "blocked" variant pub forwards
+// nothing between the NATs, so the TURN relay in pub must carry the link.
+// (cmd/narrowband's TestNATTrain trains a model over the same topology.)
 
-const natServerIP = "10.0.1.1"
+const natServerIP = netns.PublicIP
 
 func TestNAT(t *testing.T) {
-	if testing.Short() {
-		t.Skip("NAT test builds network namespaces; skipped in -short")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("NAT test needs root to create network namespaces (ip netns)")
-	}
-	for _, tool := range []string{"ip", "nft"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("NAT test needs %q (apt-get install iproute2 nftables): %v", tool, err)
-		}
-	}
+	netns.RequireRights(t)
 	for _, tc := range []struct {
 		name    string
 		blocked bool
 	}{{"direct", false}, {"relay-only-path", true}} {
 		t.Run(tc.name, func(t *testing.T) {
-			ns := buildNATNet(t, tc.blocked)
+			ns := netns.BuildNAT(t, tc.blocked)
 			srv := startHelperIn(t, ns["pub"], "nat-server", nil)
 			waitLine(t, srv, "READY", 10*time.Second)
 			a := startHelperIn(t, ns["ha"], "nat-peer", []string{"NARROWBAND_NAT_ID=a", "NARROWBAND_NAT_REMOTE=b"})
@@ -63,77 +47,19 @@ func TestNAT(t *testing.T) {
 					t.Fatalf("peer %s: %v\n%s", h.name, err, h.stderr.String())
 				}
 			}
+			// Both ends name the same pair's path.
 			typA, typB := strings.Fields(ca)[1], strings.Fields(cb)[1]
-			relayed := typA == "relay" || typB == "relay"
-			if tc.blocked && !relayed {
-				t.Errorf("with direct paths blocked the link uses %s/%s, want a relay on one side", typA, typB)
+			if typA != typB {
+				t.Errorf("the two ends describe their link as %s and %s; want the same path kind", typA, typB)
 			}
-			if !tc.blocked && relayed {
-				t.Errorf("behind two plain NATs the link uses %s/%s; want a direct path (no relay)", typA, typB)
+			if tc.blocked && typA != "relay" {
+				t.Errorf("with direct paths blocked the link uses %s, want relay", typA)
+			}
+			if !tc.blocked && typA == "relay" {
+				t.Errorf("behind two plain NATs the link uses a relay; want a direct path")
 			}
 		})
 	}
-}
-
-// buildNATNet creates the namespaces and returns their names by role.
-func buildNATNet(t *testing.T, blocked bool) map[string]string {
-	t.Helper()
-	ns := map[string]string{}
-	for _, role := range []string{"pub", "na", "nb", "ha", "hb"} {
-		name := fmt.Sprintf("nb%d-%s", os.Getpid(), role)
-		if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-			t.Skipf("cannot create network namespace %s: %v: %s", name, err, out)
-		}
-		t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
-		ns[role] = name
-	}
-	run := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
-			t.Fatalf("%s: %v: %s", strings.Join(args, " "), err, out)
-		}
-	}
-	in := func(role string, args ...string) { run(append([]string{"ip", "netns", "exec", ns[role]}, args...)...) }
-	nft := func(role, rules string) {
-		t.Helper()
-		cmd := exec.Command("ip", "netns", "exec", ns[role], "nft", "-f", "-")
-		cmd.Stdin = strings.NewReader(rules)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("nft in %s: %v: %s", role, err, out)
-		}
-	}
-	for _, role := range []string{"pub", "na", "nb", "ha", "hb"} {
-		in(role, "ip", "link", "set", "lo", "up")
-	}
-	for _, side := range []struct{ n, nat, host string }{{"1", "na", "ha"}, {"2", "nb", "hb"}} {
-		wan := "10.0." + side.n
-		lan := "192.168." + side.n
-		run("ip", "-n", ns["pub"], "link", "add", "w"+side.n, "type", "veth", "peer", "name", "wan", "netns", ns[side.nat])
-		run("ip", "-n", ns[side.nat], "link", "add", "lan", "type", "veth", "peer", "name", "eth0", "netns", ns[side.host])
-		in("pub", "ip", "addr", "add", wan+".1/24", "dev", "w"+side.n)
-		in("pub", "ip", "link", "set", "w"+side.n, "up")
-		in(side.nat, "ip", "addr", "add", wan+".2/24", "dev", "wan")
-		in(side.nat, "ip", "addr", "add", lan+".1/24", "dev", "lan")
-		in(side.nat, "ip", "link", "set", "wan", "up")
-		in(side.nat, "ip", "link", "set", "lan", "up")
-		in(side.nat, "ip", "route", "add", "default", "via", wan+".1")
-		in(side.nat, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-		nft(side.nat, "table ip nat {\n chain post {\n type nat hook postrouting priority 100;\n oifname \"wan\" masquerade\n }\n}\n")
-		// Like a home router's firewall, drop unsolicited packets to the
-		// router itself. Dropped before conntrack confirms them, they leave
-		// no entry behind that would make the NAT pick a new port for the
-		// peer's own outgoing packet on the same tuple (which breaks hole
-		// punching the way a symmetric NAT does).
-		nft(side.nat, "table inet fw {\n chain in {\n type filter hook input priority 0;\n iifname \"wan\" ct state new drop\n }\n}\n")
-		in(side.host, "ip", "addr", "add", lan+".2/24", "dev", "eth0")
-		in(side.host, "ip", "link", "set", "eth0", "up")
-		in(side.host, "ip", "route", "add", "default", "via", lan+".1")
-	}
-	in("pub", "sysctl", "-qw", "net.ipv4.ip_forward=1")
-	if blocked {
-		nft("pub", "table inet nbfilter {\n chain forward_drop {\n type filter hook forward priority 0; policy drop;\n }\n}\n")
-	}
-	return ns
 }
 
 type helper struct {

@@ -1,0 +1,162 @@
+package main
+
+import (
+	"encoding/json"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/narrowband/narrowband/internal/data"
+	"github.com/narrowband/narrowband/internal/metrics"
+	"github.com/narrowband/narrowband/internal/netns"
+)
+
+// TestNATTrain trains across NATs: `narrowband run` (signaling, STUN/TURN
+// and the coordinator) in the public namespace, and two `narrowband peer`
+// processes, each in its own home network behind its own masquerading NAT,
+// joined with nothing but the command the run printed. Behind plain NATs
+// the stage link goes peer to peer; with direct paths blocked it falls back
+// to the run's TURN relay. Either way the losses are the in-process run's.
+func TestNATTrain(t *testing.T) {
+	netns.RequireRights(t)
+	dir := t.TempDir()
+	strs := filepath.Join(data.GoRoot(), "src", "strings")
+	base := strings.Replace(strings.Replace(tinyTOML, "%s", strs, 1), "n_layer = 1", "n_layer = 2", 1) + "[pipeline]\nstages = 2\n"
+	local := filepath.Join(dir, "local")
+	if code, _, errOut := narrowband(t, "run", writeFile(t, dir, "local.toml", base), "--out", local); code != 0 {
+		t.Fatalf("in-process run: exit %d\n%s", code, errOut)
+	}
+	want := stepLosses(t, local)
+	cfg := writeFile(t, dir, "nat.toml", base+`transport = "webrtc"
+local_peers = 0
+loopback = false
+signal_addr = "`+netns.PublicIP+`:8080"
+turn_addr = "`+netns.PublicIP+`:3478"
+`)
+	for _, tc := range []struct {
+		name    string
+		blocked bool
+	}{{"direct", false}, {"relay-only-path", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			ns := netns.BuildNAT(t, tc.blocked)
+			out := filepath.Join(dir, tc.name)
+			run := startIn(t, ns, "pub", "run", cfg, "--out", out)
+			join := readJoin(t, out, run)
+			if !strings.Contains(join, "--ice turn:"+netns.PublicIP+":3478") {
+				t.Fatalf("the join command %q does not name the run's TURN server", join)
+			}
+			args := strings.Fields(join)[1:] // "narrowband" is this test binary
+			peers := []*proc{startIn(t, ns, "ha", append(args, "--id", "home-a")...), startIn(t, ns, "hb", append(args, "--id", "home-b")...)}
+			if err := run.wait(120 * time.Second); err != nil {
+				t.Fatalf("run across NATs: %v\n%s\npeer a:\n%s\npeer b:\n%s", err, run.stderr, peers[0].stderr, peers[1].stderr)
+			}
+			for _, p := range peers {
+				if err := p.wait(30 * time.Second); err != nil {
+					t.Errorf("peer in %s: %v\n%s", p.role, err, p.stderr)
+				}
+			}
+			got := stepLosses(t, out)
+			if len(got) != len(want) {
+				t.Fatalf("%d step losses across NATs, %d in process", len(got), len(want))
+			}
+			for i := range want {
+				if d := math.Abs(got[i]-want[i]) / math.Abs(want[i]); d > 1e-5 {
+					t.Errorf("step %d loss: across NATs %v, in process %v", i+1, got[i], want[i])
+				}
+			}
+			recs, err := metrics.ReadJSONL(filepath.Join(out, "metrics.jsonl"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			last := recs[len(recs)-1]
+			if len(last.Links) != 1 {
+				t.Fatalf("last step reports %d links, want 1", len(last.Links))
+			}
+			path := last.Links[0].Candidate
+			t.Logf("stage link path: %s (RTT %.2f ms)", path, last.Links[0].RTTMillis)
+			if tc.blocked && path != "relay" {
+				t.Errorf("with direct paths blocked the stage link used %q, want relay", path)
+			}
+			if !tc.blocked && (path == "relay" || path == "") {
+				t.Errorf("behind two plain NATs the stage link used %q, want a direct path (srflx or prflx)", path)
+			}
+		})
+	}
+}
+
+// stepLosses reads the training loss of every step of the run in dir.
+func stepLosses(t *testing.T, dir string) []float64 {
+	t.Helper()
+	recs, err := metrics.ReadJSONL(filepath.Join(dir, "metrics.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []float64
+	for _, r := range recs {
+		out = append(out, r.Loss)
+	}
+	return out
+}
+
+// proc is this binary running a narrowband command in a namespace.
+type proc struct {
+	role   string
+	cmd    *exec.Cmd
+	stderr *strings.Builder
+	done   chan error
+}
+
+func startIn(t *testing.T, ns netns.Net, role string, args ...string) *proc {
+	t.Helper()
+	cmd := ns.Command(role, os.Args[0], args...)
+	cmd.Env = append(os.Environ(), "NARROWBAND_MAIN=1")
+	p := &proc{role: role, cmd: cmd, stderr: &strings.Builder{}, done: make(chan error, 1)}
+	cmd.Stderr = p.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		p.wait(10 * time.Second)
+	})
+	return p
+}
+
+func (p *proc) wait(d time.Duration) error {
+	select {
+	case err := <-p.done:
+		p.done <- err // for a later wait or the cleanup
+		return err
+	case <-time.After(d):
+		return &timeoutError{d}
+	}
+}
+
+type timeoutError struct{ d time.Duration }
+
+func (e *timeoutError) Error() string { return "still running after " + e.d.String() }
+
+// readJoin waits for the run to write signal.json and returns its join
+// command.
+func readJoin(t *testing.T, out string, run *proc) string {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		var sig struct{ Join string }
+		b, err := os.ReadFile(filepath.Join(out, "signal.json"))
+		if err == nil && json.Unmarshal(b, &sig) == nil && sig.Join != "" {
+			return sig.Join
+		}
+		if err := run.wait(50 * time.Millisecond); err == nil || !strings.HasPrefix(err.Error(), "still running") {
+			t.Fatalf("the run ended (%v) before writing signal.json:\n%s", err, run.stderr)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the run never wrote signal.json:\n%s", run.stderr)
+		}
+	}
+}
