@@ -2,6 +2,8 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
 	"math"
 	"os"
 	"os/exec"
@@ -30,7 +32,7 @@ func TestNATTrain(t *testing.T) {
 	if code, _, errOut := narrowband(t, "run", writeFile(t, dir, "local.toml", base), "--out", local); code != 0 {
 		t.Fatalf("in-process run: exit %d\n%s", code, errOut)
 	}
-	want := stepLosses(t, local)
+	want := runLosses(t, local)
 	cfg := writeFile(t, dir, "nat.toml", base+`transport = "webrtc"
 local_peers = 0
 loopback = false
@@ -44,13 +46,13 @@ turn_addr = "`+netns.PublicIP+`:3478"
 		t.Run(tc.name, func(t *testing.T) {
 			ns := netns.BuildNAT(t, tc.blocked)
 			out := filepath.Join(dir, tc.name)
-			run := startIn(t, ns, "pub", "run", cfg, "--out", out)
-			join := readJoin(t, out, run)
+			run := start(t, ns, "pub", "run", cfg, "--out", out)
+			join := readSignal(t, out, run).Join
 			if !strings.Contains(join, "--ice turn:"+netns.PublicIP+":3478") {
 				t.Fatalf("the join command %q does not name the run's TURN server", join)
 			}
 			args := strings.Fields(join)[1:] // "narrowband" is this test binary
-			peers := []*proc{startIn(t, ns, "ha", append(args, "--id", "home-a")...), startIn(t, ns, "hb", append(args, "--id", "home-b")...)}
+			peers := []*proc{start(t, ns, "ha", append(args, "--id", "home-a")...), start(t, ns, "hb", append(args, "--id", "home-b")...)}
 			if err := run.wait(120 * time.Second); err != nil {
 				t.Fatalf("run across NATs: %v\n%s\npeer a:\n%s\npeer b:\n%s", err, run.stderr, peers[0].stderr, peers[1].stderr)
 			}
@@ -59,13 +61,13 @@ turn_addr = "`+netns.PublicIP+`:3478"
 					t.Errorf("peer in %s: %v\n%s", p.role, err, p.stderr)
 				}
 			}
-			got := stepLosses(t, out)
+			got := runLosses(t, out)
 			if len(got) != len(want) {
-				t.Fatalf("%d step losses across NATs, %d in process", len(got), len(want))
+				t.Fatalf("%d losses across NATs, %d in process", len(got), len(want))
 			}
 			for i := range want {
 				if d := math.Abs(got[i]-want[i]) / math.Abs(want[i]); d > 1e-5 {
-					t.Errorf("step %d loss: across NATs %v, in process %v", i+1, got[i], want[i])
+					t.Errorf("loss value %d: across NATs %v, in process %v", i, got[i], want[i])
 				}
 			}
 			recs, err := metrics.ReadJSONL(filepath.Join(out, "metrics.jsonl"))
@@ -88,8 +90,8 @@ turn_addr = "`+netns.PublicIP+`:3478"
 	}
 }
 
-// stepLosses reads the training loss of every step of the run in dir.
-func stepLosses(t *testing.T, dir string) []float64 {
+// runLosses reads every training and held-out loss of the run in dir.
+func runLosses(t *testing.T, dir string) []float64 {
 	t.Helper()
 	recs, err := metrics.ReadJSONL(filepath.Join(dir, "metrics.jsonl"))
 	if err != nil {
@@ -98,11 +100,14 @@ func stepLosses(t *testing.T, dir string) []float64 {
 	var out []float64
 	for _, r := range recs {
 		out = append(out, r.Loss)
+		if r.ValLoss != nil {
+			out = append(out, *r.ValLoss)
+		}
 	}
 	return out
 }
 
-// proc is this binary running a narrowband command in a namespace.
+// proc is this binary running a narrowband command in a child process.
 type proc struct {
 	role   string
 	cmd    *exec.Cmd
@@ -110,9 +115,14 @@ type proc struct {
 	done   chan error
 }
 
-func startIn(t *testing.T, ns netns.Net, role string, args ...string) *proc {
+// start runs `narrowband args...` in role's namespace of ns, or here if ns
+// is nil; the process is killed when t ends.
+func start(t *testing.T, ns netns.Net, role string, args ...string) *proc {
 	t.Helper()
-	cmd := ns.Command(role, os.Args[0], args...)
+	cmd := exec.Command(os.Args[0], args...)
+	if ns != nil {
+		cmd = ns.Command(role, os.Args[0], args...)
+	}
 	cmd.Env = append(os.Environ(), "NARROWBAND_MAIN=1")
 	p := &proc{role: role, cmd: cmd, stderr: &strings.Builder{}, done: make(chan error, 1)}
 	cmd.Stderr = p.stderr
@@ -127,32 +137,37 @@ func startIn(t *testing.T, ns netns.Net, role string, args ...string) *proc {
 	return p
 }
 
+var errStillRunning = errors.New("still running")
+
+// wait returns the process's exit error, or errStillRunning after d.
 func (p *proc) wait(d time.Duration) error {
 	select {
 	case err := <-p.done:
 		p.done <- err // for a later wait or the cleanup
 		return err
 	case <-time.After(d):
-		return &timeoutError{d}
+		return fmt.Errorf("%w after %v", errStillRunning, d)
 	}
 }
 
-type timeoutError struct{ d time.Duration }
+// signalFile is what a WebRTC run writes to <out>/signal.json.
+type signalFile struct {
+	URL        string `json:"url"`
+	SecretFile string `json:"secret_file"`
+	Join       string `json:"join"`
+}
 
-func (e *timeoutError) Error() string { return "still running after " + e.d.String() }
-
-// readJoin waits for the run to write signal.json and returns its join
-// command.
-func readJoin(t *testing.T, out string, run *proc) string {
+// readSignal waits for the run to write signal.json.
+func readSignal(t *testing.T, out string, run *proc) signalFile {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		var sig struct{ Join string }
+		var sig signalFile
 		b, err := os.ReadFile(filepath.Join(out, "signal.json"))
 		if err == nil && json.Unmarshal(b, &sig) == nil && sig.Join != "" {
-			return sig.Join
+			return sig
 		}
-		if err := run.wait(50 * time.Millisecond); err == nil || !strings.HasPrefix(err.Error(), "still running") {
+		if err := run.wait(50 * time.Millisecond); !errors.Is(err, errStillRunning) {
 			t.Fatalf("the run ended (%v) before writing signal.json:\n%s", err, run.stderr)
 		}
 		if time.Now().After(deadline) {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -32,57 +31,21 @@ transport = "webrtc"
 local_peers = 1
 `)
 	out := filepath.Join(dir, "run")
-	run := exec.Command(os.Args[0], "run", cfg, "--out", out, "--set", "model.n_layer=2")
-	run.Env = append(os.Environ(), "NARROWBAND_MAIN=1")
-	var stderr strings.Builder
-	run.Stderr = &stderr
-	if err := run.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- run.Wait() }()
-	var sig struct {
-		URL        string `json:"url"`
-		SecretFile string `json:"secret_file"`
-	}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		b, err := os.ReadFile(filepath.Join(out, "signal.json"))
-		if err == nil && json.Unmarshal(b, &sig) == nil {
-			break
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("the run ended (%v) before writing signal.json:\n%s", err, stderr.String())
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			run.Process.Kill()
-			t.Fatalf("the run never wrote signal.json:\n%s", stderr.String())
-		}
-	}
+	run := start(t, nil, "", "run", cfg, "--out", out, "--set", "model.n_layer=2")
+	sig := readSignal(t, out, run)
 	// A peer with the wrong secret is refused, clearly.
 	wrong := writeFile(t, dir, "wrong", "this-is-not-the-secret-of-the-run\n")
 	code, _, errOut := narrowband(t, "peer", "--signal", sig.URL, "--secret-file", wrong, "--loopback")
 	if code == 0 || !strings.Contains(errOut, "auth") {
 		t.Errorf("a peer with the wrong secret: exit %d, stderr:\n%s", code, errOut)
 	}
-	peer := exec.Command(os.Args[0], "peer", "--signal", sig.URL, "--secret-file", sig.SecretFile, "--id", "by-hand", "--loopback")
-	peer.Env = append(os.Environ(), "NARROWBAND_MAIN=1")
-	if err := peer.Start(); err != nil {
-		t.Fatal(err)
+	peer := start(t, nil, "", "peer", "--signal", sig.URL, "--secret-file", sig.SecretFile, "--id", "by-hand", "--loopback")
+	if err := run.wait(120 * time.Second); err != nil {
+		t.Fatalf("run: %v\n%s", err, run.stderr)
 	}
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("run failed: %v\n%s", err, stderr.String())
-		}
-	case <-time.After(120 * time.Second):
-		run.Process.Kill()
-		peer.Process.Kill()
-		t.Fatalf("run did not finish:\n%s", stderr.String())
+	if err := peer.wait(30 * time.Second); err != nil {
+		t.Errorf("the peer started by hand: %v\n%s", err, peer.stderr)
 	}
-	peer.Wait()
 	if _, err := os.Stat(filepath.Join(out, "summary.json")); err != nil {
 		t.Fatal("no summary.json after the run")
 	}
