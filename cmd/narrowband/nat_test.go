@@ -93,16 +93,9 @@ turn_addr = "`+netns.PublicIP+`:3478"
 // runLosses reads every training and held-out loss of the run in dir.
 func runLosses(t *testing.T, dir string) []float64 {
 	t.Helper()
-	recs, err := metrics.ReadJSONL(filepath.Join(dir, "metrics.jsonl"))
+	out, err := metrics.Losses(filepath.Join(dir, "metrics.jsonl"))
 	if err != nil {
 		t.Fatal(err)
-	}
-	var out []float64
-	for _, r := range recs {
-		out = append(out, r.Loss)
-		if r.ValLoss != nil {
-			out = append(out, *r.ValLoss)
-		}
 	}
 	return out
 }

@@ -123,6 +123,25 @@ func WriteFileAtomic(path string, data []byte) error {
 	return nil
 }
 
+// Losses reads a run's metrics.jsonl and returns its loss curve: each
+// step's training loss, followed by its held-out loss on steps that
+// evaluated. Two runs that trained alike have equal curves, which is what
+// the equivalence tests compare.
+func Losses(path string) ([]float64, error) {
+	recs, err := ReadJSONL(path)
+	if err != nil {
+		return nil, err
+	}
+	var out []float64
+	for _, r := range recs {
+		out = append(out, r.Loss)
+		if r.ValLoss != nil {
+			out = append(out, *r.ValLoss)
+		}
+	}
+	return out, nil
+}
+
 // ReadJSONL reads the step records of a metrics.jsonl file (other event
 // lines are skipped). After a rollback (a stage changed hands and the
 // pipeline went back to a snapshot) the file holds the abandoned steps

@@ -50,16 +50,9 @@ func runTiny(t *testing.T, c config.Config, out string) *metrics.Summary {
 
 func losses(t *testing.T, dir string) []float64 {
 	t.Helper()
-	recs, err := metrics.ReadJSONL(filepath.Join(dir, "metrics.jsonl"))
+	out, err := metrics.Losses(filepath.Join(dir, "metrics.jsonl"))
 	if err != nil {
 		t.Fatal(err)
-	}
-	var out []float64
-	for _, r := range recs {
-		out = append(out, r.Loss)
-		if r.ValLoss != nil {
-			out = append(out, *r.ValLoss)
-		}
 	}
 	return out
 }
