@@ -22,7 +22,7 @@ const GCHeadroom = 64 << 20
 // takes a third of the link's CPU. A fixed higher GOGC fixes that but
 // multiplies a training peer's heap, which is hundreds of MB of weights,
 // optimizer moments and activations: at GOGC=400 the quickstart's peers
-// used 2.3× the memory of GOGC=100 and trained 0.87–0.90× as fast
+// used 2.2–2.4× the memory of GOGC=100 and trained 0.81–0.92× as fast
 // (experiments/peer-gc.sh). So the target follows the live heap: a small
 // heap gets a high GOGC (GCHeadroom / live), a heap larger than
 // GCHeadroom the default 100, and memory grows by at most GCHeadroom.
