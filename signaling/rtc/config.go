@@ -59,7 +59,8 @@ type Config struct {
 	// crashed peer sooner but may cut a link through a brief outage.
 	FailTimeout time.Duration
 	// CloseLinger bounds how long Close waits for sent data to be
-	// acknowledged when the peer has stopped reading (default 1 s).
+	// acknowledged when the peer has stopped reading (default 1 s); Close
+	// does not wait at all once the peer has closed its end.
 	CloseLinger time.Duration
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger

@@ -237,12 +237,20 @@ func (c *Conn) Close() error {
 }
 
 // linger waits until the send buffer is empty, giving up once it has not
-// shrunk for Config.CloseLinger (the peer stopped reading or is gone).
+// shrunk for Config.CloseLinger (the peer stopped reading or is gone), or
+// at once when the reader has ended: the peer has closed its end (its close
+// marker arrived) or the link is lost, so nobody will read what is left.
+// Without that, the second of two ends to close waited the whole
+// CloseLinger for an acknowledgement of its own close marker.
 func (c *Conn) linger() {
 	last := c.dc.BufferedAmount()
 	progress := time.Now()
 	for last > 0 && time.Since(progress) < c.cfg.CloseLinger {
-		time.Sleep(2 * time.Millisecond)
+		select {
+		case <-c.readerDone:
+			return
+		case <-time.After(2 * time.Millisecond):
+		}
 		if n := c.dc.BufferedAmount(); n < last {
 			last, progress = n, time.Now()
 		}
