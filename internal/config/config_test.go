@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -125,6 +126,21 @@ func TestSweepVariants(t *testing.T) {
 	bad, _ = Parse("[sweep]\n\"model.nope\" = [3]\n", "s.toml")
 	if _, err := bad.Variants(); err == nil || !strings.Contains(err.Error(), "nope") {
 		t.Errorf("unknown sweep key: got %v", err)
+	}
+}
+
+// TestSweepTooLargeIsRefused: five short lists ask for 10^5 runs; that is
+// refused at once with the limit named, not expanded (the config fuzzer
+// stalled on such an input).
+func TestSweepTooLargeIsRefused(t *testing.T) {
+	ten := "[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]"
+	c, err := Parse("[sweep]\n\"train.steps\" = "+ten+"\n\"train.warmup_steps\" = "+ten+"\n\"train.eval_batches\" = "+ten+
+		"\n\"run.seed\" = "+ten+"\n\"train.eval_interval\" = "+ten+"\n", "big.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err = c.Variants(); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("more than %d variants", MaxVariants)) {
+		t.Fatalf("a 10^5-variant sweep: got %v, want an error naming the limit", err)
 	}
 }
 

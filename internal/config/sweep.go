@@ -18,6 +18,11 @@ type Variant struct {
 	Config Config
 }
 
+// MaxVariants bounds how many runs one config's sweep may ask for: a
+// sweep past it is almost surely a typo, and each variant is a run of its
+// own.
+const MaxVariants = 1000
+
 // Variants expands the [sweep] table into every combination of its values,
 // in a fixed order (keys sorted, values as listed). Without a sweep it
 // returns the config itself as the single variant with an empty name. Each
@@ -37,6 +42,17 @@ func (c Config) Variants() ([]Variant, error) {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
+	// Count before building: each variant is a whole config, and a few
+	// short lists multiply fast (a config of 200 bytes can ask for 10^8).
+	n := max(1, len(c.Variant))
+	for _, k := range keys {
+		if n *= len(flat[k]); n > MaxVariants {
+			break
+		}
+	}
+	if n > MaxVariants {
+		return nil, fmt.Errorf("sweep: more than %d variants (%d [[variant]] entries × the [sweep] lists of %s); split it into several runs", MaxVariants, max(1, len(c.Variant)), strings.Join(keys, ", "))
+	}
 	out := []Variant{{Config: base, Values: map[string]string{}}}
 	if len(c.Variant) > 0 {
 		out = nil
