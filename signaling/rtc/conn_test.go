@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net/http/httptest"
 	"os"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -240,17 +239,8 @@ func TestConnectFailureNoLeak(t *testing.T) {
 // linkGoroutines returns the stacks of goroutines running pion, Connect or
 // a method of this package's link types.
 func linkGoroutines() []string {
-	buf := make([]byte, 1<<20)
-	for {
-		n := runtime.Stack(buf, true)
-		if n < len(buf) {
-			buf = buf[:n]
-			break
-		}
-		buf = make([]byte, 2*len(buf))
-	}
 	var out []string
-	for _, g := range strings.Split(string(buf), "\n\n") {
+	for _, g := range transporttest.GoroutineStacks() {
 		if strings.Contains(g, "github.com/pion/") || strings.Contains(g, "signaling/rtc.(*") || strings.Contains(g, "signaling/rtc.Connect") {
 			out = append(out, g)
 		}

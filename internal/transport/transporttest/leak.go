@@ -27,8 +27,9 @@ var ignoredStacks = []string{
 	"testing/internal/testdeps", // go test -fuzz coordinator
 }
 
-// goroutineStacks returns the stack of every live goroutine keyed by id.
-func goroutineStacks() map[int64]string {
+// GoroutineStacks returns the stack of every live goroutine keyed by id
+// (for leak checks of a transport's own goroutines).
+func GoroutineStacks() map[int64]string {
 	buf := make([]byte, 1<<20)
 	for {
 		n := runtime.Stack(buf, true)
@@ -61,7 +62,7 @@ func goroutineStacks() map[int64]string {
 // goroutineSnapshot records which goroutines exist now.
 func goroutineSnapshot() map[int64]bool {
 	ids := make(map[int64]bool)
-	for id := range goroutineStacks() {
+	for id := range GoroutineStacks() {
 		ids[id] = true
 	}
 	return ids
@@ -71,7 +72,7 @@ func goroutineSnapshot() map[int64]bool {
 // still alive and not ignorable.
 func leaked(before map[int64]bool) []string {
 	var out []string
-	for id, stack := range goroutineStacks() {
+	for id, stack := range GoroutineStacks() {
 		if before[id] || ignorable(stack) {
 			continue
 		}
