@@ -128,9 +128,7 @@ func (c Config) Validate() error {
 	if p.Spares < 0 {
 		bad("pipeline.spares", p.Spares, "must be at least 0")
 	}
-	if p.RelayOnly && p.TURNAddr == "" && !slices.ContainsFunc(p.ICEServers, func(s string) bool {
-		return strings.HasPrefix(s, "turn:") || strings.HasPrefix(s, "turns:")
-	}) {
+	if p.RelayOnly && p.TURNAddr == "" && !slices.ContainsFunc(p.ICEServers, IsTURNURL) {
 		bad("pipeline.relay_only", true, "needs a TURN server: set pipeline.turn_addr (host one beside signaling) or add a turn: URL to pipeline.ice_servers")
 	}
 	n := c.Network
@@ -244,4 +242,10 @@ type LinkProfile struct {
 // Shaped reports whether the profile changes anything.
 func (l LinkProfile) Shaped() bool {
 	return l.BandwidthMbps > 0 || l.LatencyMs > 0 || l.JitterMs > 0 || l.Loss > 0
+}
+
+// IsTURNURL reports whether an ICE server URL names a TURN server (one that
+// relays, and so needs credentials), as opposed to STUN.
+func IsTURNURL(url string) bool {
+	return strings.HasPrefix(url, "turn:") || strings.HasPrefix(url, "turns:")
 }

@@ -13,6 +13,21 @@ import (
 	"github.com/narrowband/narrowband/internal/metrics"
 )
 
+// sameLosses fails t unless two loss curves have the same length and every
+// value agrees within 1e-5 relative: an engine or transport changes
+// nothing but time.
+func sameLosses(t *testing.T, name string, got []float64, refName string, ref []float64) {
+	t.Helper()
+	if len(got) != len(ref) {
+		t.Fatalf("%s logged %d loss values, %s %d", name, len(got), refName, len(ref))
+	}
+	for i := range ref {
+		if d := math.Abs(got[i]-ref[i]) / math.Abs(ref[i]); d > 1e-5 {
+			t.Errorf("loss value %d: %s %v, %s %v (relative %.2g)", i, name, got[i], refName, ref[i], d)
+		}
+	}
+}
+
 // stateOf runs c and returns its loss curve and final state.
 func stateOf(t *testing.T, c config.Config) ([]float64, *State) {
 	t.Helper()
@@ -46,14 +61,7 @@ func TestPipelineEqualsOneProcess(t *testing.T) {
 					p.Pipeline.Lookahead = 2 // more warm-up forwards, same math
 				}
 				gotLoss, got := stateOf(t, p)
-				if len(gotLoss) != len(refLoss) {
-					t.Fatalf("%d loss values, one process had %d", len(gotLoss), len(refLoss))
-				}
-				for i := range refLoss {
-					if d := math.Abs(gotLoss[i]-refLoss[i]) / math.Abs(refLoss[i]); d > 1e-5 {
-						t.Errorf("loss value %d: %v vs one process %v (relative %.2g)", i, gotLoss[i], refLoss[i], d)
-					}
-				}
+				sameLosses(t, "pipeline", gotLoss, "one process", refLoss)
 				compareStates(t, ref, got, 1e-5)
 			})
 		}
@@ -143,11 +151,7 @@ func TestProcessesEqualInProcess(t *testing.T) {
 	c.Pipeline.Processes = true
 	c.Train.Threads = 1
 	prLoss, prState := stateOf(t, c)
-	for i := range inLoss {
-		if d := math.Abs(prLoss[i]-inLoss[i]) / math.Abs(inLoss[i]); d > 1e-5 {
-			t.Errorf("loss value %d: processes %v, goroutines %v", i, prLoss[i], inLoss[i])
-		}
-	}
+	sameLosses(t, "processes", prLoss, "goroutines", inLoss)
 	compareStates(t, inState, prState, 1e-5)
 }
 
@@ -173,11 +177,7 @@ func TestWebRTCEqualsInProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := range inLoss {
-		if d := math.Abs(rtLoss[i]-inLoss[i]) / math.Abs(inLoss[i]); d > 1e-5 {
-			t.Errorf("loss value %d: webrtc %v, in-process %v", i, rtLoss[i], inLoss[i])
-		}
-	}
+	sameLosses(t, "webrtc", rtLoss, "in-process", inLoss)
 	compareStates(t, inState, rtState, 1e-5)
 	recs, err := metrics.ReadJSONL(dir + "/metrics.jsonl")
 	if err != nil {
@@ -212,15 +212,7 @@ func TestWebRTCRunRelaysThroughItsOwnTURN(t *testing.T) {
 	c.Train.Threads = 1
 	dir := t.TempDir()
 	runTiny(t, c, dir)
-	rtLoss := losses(t, dir)
-	if len(rtLoss) != len(inLoss) {
-		t.Fatalf("relayed run logged %d losses, in-process %d", len(rtLoss), len(inLoss))
-	}
-	for i := range inLoss {
-		if d := math.Abs(rtLoss[i]-inLoss[i]) / math.Abs(inLoss[i]); d > 1e-5 {
-			t.Errorf("loss value %d: relayed %v, in-process %v", i, rtLoss[i], inLoss[i])
-		}
-	}
+	sameLosses(t, "relayed", losses(t, dir), "in-process", inLoss)
 	recs, err := metrics.ReadJSONL(dir + "/metrics.jsonl")
 	if err != nil {
 		t.Fatal(err)

@@ -72,7 +72,7 @@ func rtcConfig(servers []string, loopback, relayOnly bool, key []byte, id string
 	c.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 	for _, s := range servers {
 		srv := rtc.ICEServer{URLs: []string{s}}
-		if strings.HasPrefix(s, "turn:") || strings.HasPrefix(s, "turns:") {
+		if config.IsTURNURL(s) {
 			srv.Username, srv.Credential = signaling.TURNCredentials(key, id)
 		}
 		c.ICEServers = append(c.ICEServers, srv)
