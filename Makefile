@@ -21,6 +21,7 @@ run: build
 
 # Every test, as CI runs it: vet, the tests, then each fuzz target briefly.
 test: deps
+	$(GO) mod tidy -diff
 	$(GO) vet ./...
 	$(GO) test -timeout 30m ./...
 	bash .ci/fuzz

@@ -56,18 +56,52 @@ type Stage struct {
 
 	// Backward scratch, shared by all slots since backward passes run one
 	// at a time. dres carries dL/d(residual stream) down through the blocks.
-	dres, dln, datty, dqkv, dfch, dfchg, attScratch []float32
+	dres       []float32 // (B, T, C)
+	dln        []float32 // (B, T, C)  gradient at a LayerNorm's output
+	datty      []float32 // (B, T, C)  gradient at the attention output
+	dqkv       []float32 // (B, T, 3C)
+	dfch       []float32 // (B, T, 4C) gradient before GELU
+	dfchg      []float32 // (B, T, 4C) gradient after GELU
+	attScratch []float32 // (workers, 2, T, T) per-worker attention backward scratch
 
 	x exec
 }
 
+// blockParams are one block's parameters, nanoGPT's names in comments
+// (Linear weights are (out, in)); biases are nil without cfg.Bias.
 type blockParams struct {
-	ln1w, ln1b, qkvw, qkvb, projw, projb, ln2w, ln2b, fcw, fcb, fcprojw, fcprojb *Param
+	ln1w    *Param // (C)     ln_1.weight
+	ln1b    *Param // (C)     ln_1.bias
+	qkvw    *Param // (3C, C) attn.c_attn.weight
+	qkvb    *Param // (3C)    attn.c_attn.bias
+	projw   *Param // (C, C)  attn.c_proj.weight
+	projb   *Param // (C)     attn.c_proj.bias
+	ln2w    *Param // (C)     ln_2.weight
+	ln2b    *Param // (C)     ln_2.bias
+	fcw     *Param // (4C, C) mlp.c_fc.weight
+	fcb     *Param // (4C)    mlp.c_fc.bias
+	fcprojw *Param // (C, 4C) mlp.c_proj.weight
+	fcprojb *Param // (C)     mlp.c_proj.bias
 }
 
-// blockActs are one block's saved activations for one slot.
+// blockActs are one block's saved activations for one slot, in the order
+// the forward pass writes them. B is the micro-batch, T the sequence
+// length, C the width, NH the heads; the residual stream entering the block
+// is the previous block's res3 (or the slot's x0).
 type blockActs struct {
-	ln1, ln1Mean, ln1Rstd, qkv, atty, att, res2, ln2, ln2Mean, ln2Rstd, fch, fchGelu, res3 []float32
+	ln1     []float32 // (B, T, C)  ln_1(x)
+	ln1Mean []float32 // (B, T)     ln_1's mean, for its backward
+	ln1Rstd []float32 // (B, T)     ln_1's 1/std
+	qkv     []float32 // (B, T, 3C) c_attn(ln1): queries, keys, values
+	atty    []float32 // (B, T, C)  attention output, heads side by side, before c_proj
+	att     []float32 // (B, NH, T, T) softmax of the causal attention scores
+	res2    []float32 // (B, T, C)  x + c_proj(atty): the residual after attention
+	ln2     []float32 // (B, T, C)  ln_2(res2)
+	ln2Mean []float32 // (B, T)
+	ln2Rstd []float32 // (B, T)
+	fch     []float32 // (B, T, 4C) c_fc(ln2), before GELU
+	fchGelu []float32 // (B, T, 4C) GELU(fch)
+	res3    []float32 // (B, T, C)  res2 + mlp c_proj(fchGelu): the block's output
 }
 
 type slotState int
@@ -78,13 +112,17 @@ const (
 )
 
 type slot struct {
-	B, T                                 int
-	state                                slotState
-	x0                                   []float32 // the stage's input residual stream (B, T, C)
-	tokens                               []int32   // first stage: for the embedding backward
-	targets                              []int32   // last stage
-	blocks                               []blockActs
-	lnf, lnfMean, lnfRstd, probs, losses []float32
+	B, T    int // the shape of the micro-batch in this slot
+	state   slotState
+	x0      []float32   // (B, T, C) the stage's input residual stream
+	tokens  []int32     // (B, T)    first stage: for the embedding backward
+	targets []int32     // (B, T)    last stage
+	blocks  []blockActs // one per block of the stage
+	lnf     []float32   // (B, T, C) last stage: ln_f(residual)
+	lnfMean []float32   // (B, T)
+	lnfRstd []float32   // (B, T)
+	probs   []float32   // (B, T, V) softmax of the logits
+	losses  []float32   // (B, T)    cross-entropy per position
 }
 
 // Errors callers may test for.
@@ -281,17 +319,30 @@ func (s *Stage) allocActs(nslots int) {
 		}
 		sl.blocks = make([]blockActs, nb)
 		for l := range sl.blocks {
+			// Cut in the order of blockActs' fields (one line each, as
+			// llm.c lays out its activation tensors); N = B·T.
 			a := &sl.blocks[l]
-			a.ln1, a.ln1Mean, a.ln1Rstd = take(N*C), take(N), take(N)
-			a.qkv, a.atty, a.att = take(3*N*C), take(N*C), take(s.maxB*NH*TT)
+			a.ln1 = take(N * C)
+			a.ln1Mean = take(N)
+			a.ln1Rstd = take(N)
+			a.qkv = take(3 * N * C)
+			a.atty = take(N * C)
+			a.att = take(s.maxB * NH * TT)
 			a.res2 = take(N * C)
-			a.ln2, a.ln2Mean, a.ln2Rstd = take(N*C), take(N), take(N)
-			a.fch, a.fchGelu, a.res3 = take(4*N*C), take(4*N*C), take(N*C)
+			a.ln2 = take(N * C)
+			a.ln2Mean = take(N)
+			a.ln2Rstd = take(N)
+			a.fch = take(4 * N * C)
+			a.fchGelu = take(4 * N * C)
+			a.res3 = take(N * C)
 		}
 		if s.last {
 			sl.targets = make([]int32, N)
-			sl.lnf, sl.lnfMean, sl.lnfRstd = take(N*C), take(N), take(N)
-			sl.probs, sl.losses = take(N*V), take(N)
+			sl.lnf = take(N * C)
+			sl.lnfMean = take(N)
+			sl.lnfRstd = take(N)
+			sl.probs = take(N * V)
+			sl.losses = take(N)
 		}
 	}
 	s.dres = make([]float32, N*C)
