@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"reflect"
+	"slices"
 	"testing"
 )
 
@@ -155,5 +156,35 @@ func TestGPTCosts(t *testing.T) {
 	// Byte vocabulary at d=256: the head is cheap (1/12 block).
 	if c := GPTCosts(256, 256); math.Abs(c.Head-1.0/12) > 1e-12 {
 		t.Fatalf("GPTCosts(256, 256).Head = %v, want 1/12", c.Head)
+	}
+}
+
+func TestLayoutLinks(t *testing.T) {
+	for _, tc := range []struct {
+		ranges []Range
+		nb     [][]int
+		tied   []int
+	}{
+		{[]Range{{0, 4}}, [][]int{nil}, []int{-1}},
+		{[]Range{{0, 1}, {1, 4}}, [][]int{{1}, {0}}, []int{1, 0}},
+		{[]Range{{0, 1}, {1, 2}, {2, 3}, {3, 4}}, [][]int{{1, 3}, {0, 2}, {1, 3}, {2, 0}}, []int{3, -1, -1, 0}},
+	} {
+		l, err := NewLayout(tc.ranges)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range tc.ranges {
+			if got := l.Neighbours(i); !slices.Equal(got, tc.nb[i]) {
+				t.Errorf("S=%d stage %d: neighbours %v, want %v", l.Stages(), i, got, tc.nb[i])
+			}
+			if got := l.Tied(i); got != tc.tied[i] {
+				t.Errorf("S=%d stage %d: tied end %d, want %d", l.Stages(), i, got, tc.tied[i])
+			}
+		}
+	}
+	for _, bad := range [][]Range{nil, {{1, 2}}, {{0, 2}, {3, 4}}, {{0, 0}}} {
+		if _, err := NewLayout(bad); err == nil {
+			t.Errorf("NewLayout(%v) accepted a broken cut", bad)
+		}
 	}
 }

@@ -9,11 +9,14 @@ import (
 	"strings"
 )
 
-// Metadata keys SaveStage writes.
+// Metadata keys of the two files a run writes (see WriteState and
+// WriteCheckpoint). Callers add their own keys (a run adds its resolved
+// config as "config").
 const (
-	MetaConfig    = "narrowband.config"     // the model Config as JSON
-	MetaBlocks    = "narrowband.blocks"     // "lo,hi,first,last" of the stage saved
-	MetaOptimStep = "narrowband.optim_step" // AdamW step count, when optimizer state is saved
+	MetaModel     = "model"                 // nanoGPT GPTConfig fields as JSON
+	MetaStep      = "step"                  // optimizer steps done
+	MetaWall      = "wall_seconds"          // wall-clock time of the run so far (state file)
+	MetaOptimStep = "narrowband.optim_step" // AdamW step count (state file)
 )
 
 // StateDict lists the stage's weights under nanoGPT's names as views (no
@@ -98,127 +101,193 @@ func sameShape(a, b []int) bool {
 	return true
 }
 
-// SaveStage writes the stage's weights (and, if opt is not nil, its AdamW
-// state as optim.m.* / optim.v.* tensors) to path atomically, with the
-// model config and block range in the metadata next to the caller's.
-func SaveStage(path string, s *Stage, opt *AdamW, metadata map[string]string) error {
+// State is a whole model with its optimizer state, gathered from the stages
+// of whatever split trained it: weights under nanoGPT's names (the tied
+// embedding once, as transformer.wte.weight, unless the LM head is untied)
+// and AdamW moments as optim.m.<name> / optim.v.<name>. It is what a run's
+// train_state.safetensors holds, and any split of the same model can load
+// it (RestoreStage).
+type State struct {
+	Model       Config
+	Step        int // the run's optimizer steps done
+	OptimStep   int // AdamW's own step count
+	WallSeconds float64
+	Tensors     []Tensor
+}
+
+// AddStage copies one stage's weights and moments into the state. With a
+// tied head, a last stage's lm_head.weight (and its moments) is left out:
+// it equals transformer.wte.weight, which the first stage adds.
+func (s *State) AddStage(st *Stage, opt *AdamW, tiedHead bool) {
+	step, ts := opt.State()
+	s.AddTensors(append(st.StateDict(), ts...), step, tiedHead)
+}
+
+// AddTensors adds a stage's weights and moments as it sent them (copied),
+// with its optimizer's step count; see AddStage.
+func (s *State) AddTensors(ts []Tensor, optimStep int, tiedHead bool) {
+	s.OptimStep = optimStep
+	for _, t := range ts {
+		if tiedHead && strings.HasSuffix(t.Name, lmHeadName) {
+			continue
+		}
+		s.Tensors = append(s.Tensors, Tensor{Name: t.Name, Shape: append([]int(nil), t.Shape...), Data: append([]float32(nil), t.Data...)})
+	}
+}
+
+// RestoreStage loads the state into one stage of any split of the same
+// model: its weights and, if opt is not nil, its optimizer state.
+func (s *State) RestoreStage(st *Stage, opt *AdamW) error {
+	if s.Model != st.Config() {
+		return fmt.Errorf("restore: the state holds a model %+v but the stage is of %+v; use the model settings it was saved with", s.Model, st.Config())
+	}
+	ts := s.Tensors
+	if _, _, first, last := st.Range(); last && !first && !s.hasHead() {
+		// The LM head and its moments are the tied embedding's.
+		for _, t := range s.Tensors {
+			if strings.HasSuffix(t.Name, wteName) {
+				ts = append(ts, Tensor{Name: strings.Replace(t.Name, wteName, lmHeadName, 1), Shape: t.Shape, Data: t.Data})
+			}
+		}
+	}
+	if err := st.LoadStateDict(ts); err != nil {
+		return err
+	}
+	if opt == nil {
+		return nil
+	}
+	return opt.LoadState(s.OptimStep, ts)
+}
+
+func (s *State) hasHead() bool {
+	for _, t := range s.Tensors {
+		if t.Name == lmHeadName {
+			return true
+		}
+	}
+	return false
+}
+
+// Weights are the state's weights as a PyTorch nanoGPT state_dict holds
+// them: no optimizer moments, and lm_head.weight present (the tied
+// embedding's data when the head is tied).
+func (s *State) Weights() []Tensor {
+	var out []Tensor
+	head := s.hasHead()
+	for _, t := range s.Tensors {
+		if strings.HasPrefix(t.Name, "optim.") {
+			continue
+		}
+		out = append(out, t)
+		if t.Name == wteName && !head {
+			out = append(out, Tensor{Name: lmHeadName, Shape: t.Shape, Data: t.Data})
+		}
+	}
+	return out
+}
+
+// WriteState writes what resuming needs (weights, moments, steps, wall
+// time) to path atomically, with the caller's metadata beside the keys
+// above.
+func WriteState(path string, s *State, metadata map[string]string) error {
+	md := stateMetadata(s, metadata)
+	md[MetaWall] = strconv.FormatFloat(s.WallSeconds, 'g', -1, 64)
+	md[MetaOptimStep] = strconv.Itoa(s.OptimStep)
+	return WriteSafetensors(path, s.Tensors, md)
+}
+
+// WriteCheckpoint writes the model's weights only (Weights), under
+// nanoGPT's names, so a PyTorch user can load the file as it is.
+func WriteCheckpoint(path string, s *State, metadata map[string]string) error {
+	return WriteSafetensors(path, s.Weights(), stateMetadata(s, metadata))
+}
+
+func stateMetadata(s *State, metadata map[string]string) map[string]string {
 	md := maps.Clone(metadata)
 	if md == nil {
 		md = map[string]string{}
 	}
-	cfg, err := json.Marshal(s.cfg)
-	if err != nil {
-		return fmt.Errorf("save stage: %w", err)
-	}
-	md[MetaConfig] = string(cfg)
-	md[MetaBlocks] = fmt.Sprintf("%d,%d,%v,%v", s.lo, s.hi, s.first, s.last)
-	ts := s.StateDict()
-	if opt != nil {
-		step, ots := opt.State()
-		ts = append(ts, ots...)
-		md[MetaOptimStep] = strconv.Itoa(step)
-	}
-	if err := WriteSafetensors(path, ts, md); err != nil {
-		return fmt.Errorf("save stage: %w", err)
-	}
-	return nil
+	md[MetaModel] = nanoGPTConfig(s.Model)
+	md[MetaStep] = strconv.Itoa(s.Step)
+	return md
 }
 
-// LoadStage reads path into the stage (its part of the weights, see
-// LoadStateDict) and, if opt is not nil, the optimizer state. A file whose
-// metadata records another model config is refused, naming the field. It
-// returns the file's metadata.
-func LoadStage(path string, s *Stage, opt *AdamW) (map[string]string, error) {
+// nanoGPTConfig is GPTConfig's field names, for the metadata.
+func nanoGPTConfig(m Config) string {
+	b, _ := json.Marshal(map[string]any{
+		"n_layer": m.NLayer, "n_head": m.NHead, "n_embd": m.NEmbd,
+		"block_size": m.BlockSize, "vocab_size": m.VocabSize, "bias": m.Bias,
+	})
+	return string(b)
+}
+
+// ReadState reads a file WriteState (or, without optimizer state,
+// WriteCheckpoint) wrote, and returns its metadata too.
+func ReadState(path string) (*State, map[string]string, error) {
 	ts, md, err := ReadSafetensors(path)
 	if err != nil {
-		return nil, fmt.Errorf("load stage: %w", err)
+		return nil, nil, err
 	}
-	if js, ok := md[MetaConfig]; ok {
-		var c Config
-		if err := json.Unmarshal([]byte(js), &c); err != nil {
-			return nil, fmt.Errorf("load stage %s: metadata %s is not a config: %w", path, MetaConfig, err)
-		}
-		if c != s.cfg {
-			return nil, fmt.Errorf("load stage %s: checkpoint was saved for model %+v, config is %+v: use the checkpoint's model settings", path, c, s.cfg)
-		}
+	m, err := ModelFromMetadata(md)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", path, err)
 	}
-	if err := s.LoadStateDict(ts); err != nil {
-		return nil, fmt.Errorf("load stage %s: %w", path, err)
+	st := &State{Model: m, Tensors: ts}
+	if st.Step, err = strconv.Atoi(md[MetaStep]); err != nil {
+		return nil, nil, fmt.Errorf("%s: metadata %q = %q is not a step number; is this a narrowband run's state or checkpoint file?", path, MetaStep, md[MetaStep])
 	}
-	if opt != nil {
-		step, err := strconv.Atoi(md[MetaOptimStep])
-		if err != nil {
-			return nil, fmt.Errorf("load stage %s: no optimizer state (metadata %s = %q): save with an optimizer or start it fresh", path, MetaOptimStep, md[MetaOptimStep])
-		}
-		if err := opt.LoadState(step, ts); err != nil {
-			return nil, fmt.Errorf("load stage %s: %w", path, err)
+	if v, ok := md[MetaOptimStep]; ok {
+		if st.OptimStep, err = strconv.Atoi(v); err != nil {
+			return nil, nil, fmt.Errorf("%s: metadata %q = %q is not a number", path, MetaOptimStep, v)
 		}
 	}
-	return md, nil
+	st.WallSeconds, _ = strconv.ParseFloat(md[MetaWall], 64)
+	return st, md, nil
 }
 
-// MergeCheckpoints joins the weight files SaveStage wrote for the stages of
-// one split model into a single full-model checkpoint at out, loadable by
-// LoadStage into a whole model or any other split, and by PyTorch's
-// load_state_dict (lm_head.weight is included). Optimizer state is left
-// out. It fails, naming the tensor, if the inputs overlap with different
-// values, disagree on the config, or do not cover the whole model.
-func MergeCheckpoints(out string, in []string, metadata map[string]string) error {
-	var cfg *Config
-	merged := map[string]Tensor{}
-	for _, path := range in {
-		ts, md, err := ReadSafetensors(path)
-		if err != nil {
-			return fmt.Errorf("merge checkpoints: %w", err)
-		}
-		var c Config
-		if err := json.Unmarshal([]byte(md[MetaConfig]), &c); err != nil {
-			return fmt.Errorf("merge checkpoints: %s has no model config in its metadata (%s): was it written by SaveStage?", path, MetaConfig)
-		}
-		if cfg == nil {
-			cfg = &c
-		} else if c != *cfg {
-			return fmt.Errorf("merge checkpoints: %s is for model %+v, %s for %+v", path, c, in[0], *cfg)
-		}
-		for _, t := range ts {
-			if strings.HasPrefix(t.Name, "optim.") {
-				continue
-			}
-			if prev, ok := merged[t.Name]; ok && !sameData(prev.Data, t.Data) {
-				return fmt.Errorf("merge checkpoints: %s in %s differs from an earlier file: stages saved at different steps?", t.Name, path)
-			}
-			merged[t.Name] = t
-		}
+// ModelFromMetadata reads the model shape a file was saved with.
+func ModelFromMetadata(md map[string]string) (Config, error) {
+	js, ok := md[MetaModel]
+	if !ok {
+		return Config{}, fmt.Errorf("no %q entry in the safetensors metadata: not a narrowband checkpoint (it needs the model's shape)", MetaModel)
 	}
-	if cfg == nil {
-		return fmt.Errorf("merge checkpoints: no input files")
+	var g struct {
+		NLayer    int  `json:"n_layer"`
+		NHead     int  `json:"n_head"`
+		NEmbd     int  `json:"n_embd"`
+		BlockSize int  `json:"block_size"`
+		VocabSize int  `json:"vocab_size"`
+		Bias      bool `json:"bias"`
 	}
-	if wte, ok := merged[wteName]; ok {
-		if head, ok := merged[lmHeadName]; ok && !sameData(wte.Data, head.Data) {
-			return fmt.Errorf("merge checkpoints: lm_head.weight differs from transformer.wte.weight: the tied copies were not kept in sync")
-		}
-		merged[lmHeadName] = Tensor{Name: lmHeadName, Shape: wte.Shape, Data: wte.Data}
+	if err := json.Unmarshal([]byte(js), &g); err != nil {
+		return Config{}, fmt.Errorf("metadata %q is not valid JSON: %v", MetaModel, err)
 	}
-	var ts []Tensor
-	for _, sp := range paramLayout(*cfg, 0, cfg.NLayer, true, true) {
-		t, ok := merged[sp.name]
-		if !ok {
-			return fmt.Errorf("merge checkpoints: no input holds %s: list the files of every stage", sp.name)
-		}
-		ts = append(ts, t)
+	m := Config{NLayer: g.NLayer, NHead: g.NHead, NEmbd: g.NEmbd, BlockSize: g.BlockSize, VocabSize: g.VocabSize, Bias: g.Bias}
+	if err := m.Validate(); err != nil {
+		return Config{}, fmt.Errorf("metadata %q: %w", MetaModel, err)
 	}
-	ts = append(ts, merged[lmHeadName])
-	md := maps.Clone(metadata)
-	if md == nil {
-		md = map[string]string{}
+	return m, nil
+}
+
+// LoadModel reads a checkpoint (or state file) into a whole-model stage for
+// evaluation or sampling, with room for batches of maxB sequences.
+func LoadModel(path string, maxB int) (*Stage, error) {
+	ts, md, err := ReadSafetensors(path)
+	if err != nil {
+		return nil, err
 	}
-	js, _ := json.Marshal(*cfg)
-	md[MetaConfig] = string(js)
-	md[MetaBlocks] = fmt.Sprintf("0,%d,true,true", cfg.NLayer)
-	if err := WriteSafetensors(out, ts, md); err != nil {
-		return fmt.Errorf("merge checkpoints: %w", err)
+	m, err := ModelFromMetadata(md)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	return nil
+	st, err := NewStage(m, 0, m.NLayer, true, true, maxB, 1)
+	if err != nil {
+		return nil, err
+	}
+	if err := st.LoadStateDict(ts); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return st, nil
 }
 
 func sameData(a, b []float32) bool {

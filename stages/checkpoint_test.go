@@ -17,8 +17,14 @@ func TestCheckpointWholeToSplit(t *testing.T) {
 		}
 	}
 	opt.Step(1e-3)
-	path := filepath.Join(t.TempDir(), "ckpt.safetensors")
-	if err := SaveStage(path, whole, opt, map[string]string{"run": "t"}); err != nil {
+	dir := t.TempDir()
+	path, statePath := filepath.Join(dir, "ckpt.safetensors"), filepath.Join(dir, "state.safetensors")
+	st := &State{Model: cfg, Step: 1}
+	st.AddStage(whole, opt, true)
+	if err := WriteCheckpoint(path, st, map[string]string{"run": "t"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteState(statePath, st, nil); err != nil {
 		t.Fatal(err)
 	}
 	ts, md, err := ReadSafetensors(path)
@@ -57,7 +63,11 @@ func TestCheckpointWholeToSplit(t *testing.T) {
 	// Full resume: weights and optimizer state.
 	again, _ := NewStage(cfg, 0, 3, true, true, 1, 1)
 	opt2, _ := NewAdamW(again.Params(), DefaultAdamWConfig())
-	if _, err := LoadStage(path, again, opt2); err != nil {
+	back, _, err := ReadState(statePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := back.RestoreStage(again, opt2); err != nil {
 		t.Fatal(err)
 	}
 	if opt2.StepCount() != 1 {
@@ -68,9 +78,12 @@ func TestCheckpointWholeToSplit(t *testing.T) {
 func TestCheckpointMismatchErrors(t *testing.T) {
 	cfg := tinyConfig(true)
 	whole, _ := NewStage(cfg, 0, 3, true, true, 1, 1)
+	opt, _ := NewAdamW(whole.Params(), DefaultAdamWConfig())
 	dir := t.TempDir()
 	path := filepath.Join(dir, "c.safetensors")
-	if err := SaveStage(path, whole, nil, nil); err != nil {
+	st := &State{Model: cfg}
+	st.AddStage(whole, opt, true)
+	if err := WriteCheckpoint(path, st, nil); err != nil {
 		t.Fatal(err)
 	}
 	ts, _, _ := ReadSafetensors(path)
@@ -95,43 +108,62 @@ func TestCheckpointMismatchErrors(t *testing.T) {
 	}
 	// A head count change is invisible in shapes; the saved config catches it.
 	other, _ := NewStage(Config{NLayer: 3, NHead: 4, NEmbd: 8, BlockSize: 6, VocabSize: 11, Bias: true}, 0, 3, true, true, 1, 1)
-	if _, err := LoadStage(path, other, nil); err == nil || !strings.Contains(err.Error(), "NHead:2") {
+	back, _, err := ReadState(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := back.RestoreStage(other, nil); err == nil || !strings.Contains(err.Error(), "NHead:2") {
 		t.Errorf("n_head mismatch: error %v", err)
 	}
-	if _, err := LoadStage(path, whole, &AdamW{}); err == nil || !strings.Contains(err.Error(), "optimizer") {
+	if err := back.RestoreStage(whole, opt); err == nil || !strings.Contains(err.Error(), "optim") {
 		t.Errorf("loading optimizer state from a weights-only file: %v", err)
 	}
 }
 
-func TestMergeCheckpoints(t *testing.T) {
+// TestStateOfASplitIsTheWholeModel: the stages of a split, gathered into one
+// State, write a checkpoint that loads into a whole model with the same
+// weights; the tied LM head of the last stage is stored once.
+func TestStateOfASplitIsTheWholeModel(t *testing.T) {
 	cfg := tinyConfig(false)
 	dir := t.TempDir()
 	a, _ := NewStage(cfg, 0, 1, true, false, 1, 1)
 	b, _ := NewStage(cfg, 1, 3, false, true, 1, 1)
-	pa, pb := filepath.Join(dir, "a"), filepath.Join(dir, "b")
-	SaveStage(pa, a, nil, nil)
-	SaveStage(pb, b, nil, nil)
+	oa, _ := NewAdamW(a.Params(), DefaultAdamWConfig())
+	ob, _ := NewAdamW(b.Params(), DefaultAdamWConfig())
+	st := &State{Model: cfg, Step: 3}
+	st.AddStage(a, oa, true)
+	st.AddStage(b, ob, true)
+	for _, x := range st.Tensors {
+		if strings.HasSuffix(x.Name, lmHeadName) {
+			t.Errorf("the state holds %s beside the tied embedding", x.Name)
+		}
+	}
 	full := filepath.Join(dir, "full.safetensors")
-	if err := MergeCheckpoints(full, []string{pa, pb}, map[string]string{"step": "3"}); err != nil {
+	if err := WriteCheckpoint(full, st, map[string]string{"config": "x"}); err != nil {
 		t.Fatal(err)
 	}
-	whole, _ := NewStage(cfg, 0, 3, true, true, 1, 1)
-	whole.Init(7) // different weights, overwritten by the load
-	if _, err := LoadStage(full, whole, nil); err != nil {
+	whole, err := LoadModel(full, 1)
+	if err != nil {
 		t.Fatal(err)
 	}
 	ref, _ := NewStage(cfg, 0, 3, true, true, 1, 1) // DefaultSeed, as a and b
 	for i, p := range whole.Params() {
 		if !sameData(p.Data, ref.Params()[i].Data) {
-			t.Errorf("%s differs after merge and load", p.Name)
+			t.Errorf("%s differs after gathering and loading", p.Name)
 		}
 	}
-	if err := MergeCheckpoints(full, []string{pa}, nil); err == nil || !strings.Contains(err.Error(), "transformer.h.1") {
-		t.Errorf("merging only the first stage: %v", err)
+	// And the other way: the whole state restores into each stage of
+	// another split, the last stage's head from the tied embedding.
+	c, _ := NewStage(cfg, 0, 2, true, false, 1, 1)
+	d, _ := NewStage(cfg, 2, 3, false, true, 1, 1)
+	for _, s := range []*Stage{c, d} {
+		opt, _ := NewAdamW(s.Params(), DefaultAdamWConfig())
+		if err := st.RestoreStage(s, opt); err != nil {
+			t.Fatal(err)
+		}
 	}
-	b.TiedWeight().Data[0] += 1
-	SaveStage(pb, b, nil, nil)
-	if err := MergeCheckpoints(full, []string{pa, pb}, nil); err == nil || !strings.Contains(err.Error(), "tied") {
-		t.Errorf("merging out-of-sync tied copies: %v", err)
+	if !sameData(d.TiedWeight().Data, ref.TiedWeight().Data) {
+		t.Error("the last stage's tied head did not come from the embedding")
 	}
 }
+

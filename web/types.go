@@ -1,8 +1,9 @@
 package web
 
 import (
-	"fmt"
 	"time"
+
+	"github.com/narrowband/narrowband/internal/metrics"
 )
 
 // RunInfo describes the run as a whole; the page shows it in the overview.
@@ -14,40 +15,17 @@ type RunInfo struct {
 	Start      time.Time // when the run started
 }
 
-// PeerState is what a peer is doing in the run. The zero value means the
-// runtime did not say.
-type PeerState int
+// Peer and PeerState are the runtime's vocabulary (package metrics): the
+// web view shows what the runtime reports, under these names.
+type (
+	Peer      = metrics.Peer
+	PeerState = metrics.PeerState
+)
 
 // Peer states.
 const (
-	PeerUnknown PeerState = iota
-	PeerActive            // holds a stage and is training
-	PeerSpare             // connected, waiting to take over a stage
-	PeerDead              // stopped answering
+	PeerUnknown = metrics.PeerUnknown
+	PeerActive  = metrics.PeerActive
+	PeerSpare   = metrics.PeerSpare
+	PeerDead    = metrics.PeerDead
 )
-
-func (s PeerState) String() string {
-	switch s {
-	case PeerActive:
-		return "active"
-	case PeerSpare:
-		return "spare"
-	case PeerDead:
-		return "dead"
-	case PeerUnknown:
-		return "unknown"
-	}
-	return fmt.Sprintf("PeerState(%d)", int(s))
-}
-
-// MarshalText writes the state's name, which is what the page shows.
-func (s PeerState) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
-
-// Peer is one machine in the run.
-type Peer struct {
-	ID        string    `json:"id"`
-	Stage     int       `json:"stage"`     // pipeline stage it holds; -1 for none
-	Address   string    `json:"address"`   // e.g. "192.0.2.7:50123"
-	Candidate string    `json:"candidate"` // ICE candidate type in use: host, srflx, relay
-	State     PeerState `json:"state"`
-}

@@ -9,7 +9,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/narrowband/narrowband/internal/data"
-	"github.com/narrowband/narrowband/internal/trainer"
 	"github.com/narrowband/narrowband/stages"
 )
 
@@ -29,7 +28,7 @@ func cmdEval(ctx context.Context, argv []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return fmt.Errorf("eval: %w", err)
 	}
-	st, err := trainer.LoadModel(ckpt, evalBatch)
+	st, err := stages.LoadModel(ckpt, evalBatch)
 	if err != nil {
 		return fmt.Errorf("eval: %w", err)
 	}
@@ -37,7 +36,7 @@ func cmdEval(ctx context.Context, argv []string, stdout, stderr io.Writer) error
 	if len(win) == 0 {
 		return fmt.Errorf("eval: %s has %d bytes; need at least 2 to predict anything", textPath, len(text))
 	}
-	loss, err := trainer.EvalText(ctx, st, evalBatch, win)
+	loss, err := stages.EvalLoss(ctx, st, 0, evalBatch, win)
 	if err != nil {
 		return fmt.Errorf("eval: %w", err)
 	}
@@ -85,7 +84,7 @@ func cmdSample(ctx context.Context, argv []string, stdout, stderr io.Writer) err
 	if temp < 0 {
 		return fmt.Errorf("sample: --temperature %g: want ≥ 0 (0 picks the most likely byte)", temp)
 	}
-	st, err := trainer.LoadModel(ckpt, 1)
+	st, err := stages.LoadModel(ckpt, 1)
 	if err != nil {
 		return fmt.Errorf("sample: %w", err)
 	}

@@ -6,7 +6,7 @@ import (
 	"io"
 	"log/slog"
 
-	"github.com/narrowband/narrowband/internal/trainer"
+	"github.com/narrowband/narrowband/internal/runtime/launch"
 	"github.com/narrowband/narrowband/signaling"
 )
 
@@ -17,12 +17,12 @@ func cmdPeer(ctx context.Context, argv []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	pa := trainer.PeerArgs{Signal: a.str("signal", ""), SecretFile: a.str("secret-file", ""), ID: a.str("id", ""), ICEServers: a.all("ice"), Loopback: a.str("loopback", "") == "true", RelayOnly: a.str("relay-only", "") == "true"}
+	pa := launch.PeerArgs{Signal: a.str("signal", ""), SecretFile: a.str("secret-file", ""), ID: a.str("id", ""), ICEServers: a.all("ice"), Loopback: a.str("loopback", "") == "true", RelayOnly: a.str("relay-only", "") == "true"}
 	if pa.Signal == "" || pa.SecretFile == "" || len(a.pos) > 0 {
 		return fmt.Errorf("peer: usage: narrowband peer --signal ws://HOST:PORT/ROOM --secret-file F [--id NAME] [--ice stun:HOST:PORT ...] [--loopback] [--relay-only]")
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
-	return trainer.RunPeer(ctx, pa, log)
+	return launch.RunPeer(ctx, pa, log)
 }
 
 // cmdSignal runs a standalone signaling server: rooms of peers that prove
@@ -37,7 +37,7 @@ func cmdSignal(ctx context.Context, argv []string, stdout, stderr io.Writer) err
 	if sf == "" || len(a.pos) > 0 {
 		return fmt.Errorf("signal: usage: narrowband signal --secret-file F [--addr HOST:PORT] [--turn UDPHOST:PORT --public-ip IP]")
 	}
-	secret, err := trainer.ReadSecret(sf)
+	secret, err := launch.ReadSecret(sf)
 	if err != nil {
 		return err
 	}

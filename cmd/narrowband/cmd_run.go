@@ -13,7 +13,7 @@ import (
 
 	"github.com/narrowband/narrowband/internal/config"
 	"github.com/narrowband/narrowband/internal/report"
-	"github.com/narrowband/narrowband/internal/trainer"
+	"github.com/narrowband/narrowband/internal/runtime/trainer"
 	"github.com/narrowband/narrowband/web"
 )
 

@@ -7,7 +7,7 @@ import (
 	"io"
 
 	"github.com/narrowband/narrowband/internal/config"
-	"github.com/narrowband/narrowband/internal/trainer"
+	"github.com/narrowband/narrowband/internal/runtime/trainer"
 	"github.com/narrowband/narrowband/scheduler/sim"
 )
 

@@ -5,12 +5,12 @@ import (
 	"io"
 	"log/slog"
 
-	"github.com/narrowband/narrowband/internal/trainer"
+	"github.com/narrowband/narrowband/internal/runtime/launch"
 )
 
 // cmdWorker is a stage process started by `narrowband run` when
 // pipeline.processes = true; its arguments come in the environment.
 func cmdWorker(ctx context.Context, argv []string, stdout, stderr io.Writer) error {
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	return trainer.RunWorker(ctx, log)
+	return launch.RunWorker(ctx, log)
 }

@@ -164,14 +164,6 @@ func writeFakeTimeline(t testing.TB, path string, stages, lastStep, micro int, e
 	}
 }
 
-// sweepEntryOut is what the trainer writes to sweep.json.
-type sweepEntryOut struct {
-	Variant string            `json:"variant"`
-	Values  map[string]string `json:"values"`
-	Dir     string            `json:"dir"`
-	Summary *metrics.Summary  `json:"summary"`
-}
-
 // fakeSweep writes a sweep of codecs × bandwidths in the trainer's layout.
 func fakeSweep(t testing.TB, dir string) map[string]fakeRun {
 	t.Helper()
@@ -186,7 +178,7 @@ func fakeSweep(t testing.TB, dir string) map[string]fakeRun {
 		{"subspace", "16", "fp16", 9, 9, 2.45, 5},
 	}
 	runs := map[string]fakeRun{}
-	var entries []sweepEntryOut
+	var entries []metrics.SweepResult
 	for _, c := range codecs {
 		for _, bw := range []float64{10, 60, 0} {
 			v := "compression.method=" + c.method + ",network.bandwidth_mbps=" + ftoa(bw)
@@ -200,7 +192,7 @@ func fakeSweep(t testing.TB, dir string) map[string]fakeRun {
 			sum := f.write(t, rd, "sweep/"+v)
 			runs[shortVariant(v)] = f
 			vals := map[string]string{"compression.method": `"` + c.method + `"`, "network.bandwidth_mbps": ftoa(bw)}
-			entries = append(entries, sweepEntryOut{Variant: v, Values: vals, Dir: rd, Summary: sum})
+			entries = append(entries, metrics.SweepResult{Variant: v, Values: vals, Dir: rd, Summary: sum})
 		}
 	}
 	if err := metrics.WriteJSON(filepath.Join(dir, SweepFile), entries); err != nil {

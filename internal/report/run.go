@@ -77,15 +77,6 @@ const (
 // ErrNotRun is returned for a folder that holds neither a run nor a sweep.
 var ErrNotRun = errors.New("not a run or sweep folder (want metrics.jsonl, or sweep.json from a sweep); pass the folder a run or sweep wrote")
 
-// sweepEntry is one element of sweep.json, as internal/trainer writes it
-// (trainer.SweepResult; redeclared because the trainer imports this package).
-type sweepEntry struct {
-	Variant string            `json:"variant"`
-	Values  map[string]string `json:"values"`
-	Dir     string            `json:"dir"`
-	Summary *metrics.Summary  `json:"summary"`
-}
-
 // Load reads each dir, which may be a run folder or a sweep folder (expanded
 // into its runs, labelled by variant), in the order given. Labels are made
 // unique across all dirs.
@@ -211,8 +202,8 @@ func loadSweep(dir string) ([]Run, error) {
 }
 
 // parseSweep decodes sweep.json.
-func parseSweep(b []byte, name string) ([]sweepEntry, error) {
-	var entries []sweepEntry
+func parseSweep(b []byte, name string) ([]metrics.SweepResult, error) {
+	var entries []metrics.SweepResult
 	if err := json.Unmarshal(b, &entries); err != nil {
 		return nil, fmt.Errorf("%s: %w (want the JSON array a sweep writes)", name, err)
 	}
@@ -225,7 +216,7 @@ func parseSweep(b []byte, name string) ([]sweepEntry, error) {
 // sweepRunDir finds a variant's folder, preferring the one under the sweep
 // folder (so a sweep that was copied or moved still loads) over the path
 // recorded at sweep time.
-func sweepRunDir(dir string, e sweepEntry) string {
+func sweepRunDir(dir string, e metrics.SweepResult) string {
 	var cands []string
 	if e.Variant != "" && !strings.ContainsAny(e.Variant, `/\`) && e.Variant != ".." {
 		cands = append(cands, filepath.Join(dir, e.Variant))

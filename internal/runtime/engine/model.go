@@ -1,0 +1,42 @@
+package engine
+
+import (
+	"github.com/narrowband/narrowband/internal/config"
+	"github.com/narrowband/narrowband/scheduler"
+	"github.com/narrowband/narrowband/stages"
+)
+
+// ModelConfig maps the run config's [model] onto the engine's.
+func ModelConfig(c config.Config) stages.Config {
+	m := c.Model
+	return stages.Config{NLayer: m.NLayer, NHead: m.NHead, NEmbd: m.NEmbd, BlockSize: m.BlockSize, VocabSize: m.VocabSize, Bias: m.Bias}
+}
+
+// AdamConfig maps the run config's [train] onto AdamW's.
+func AdamConfig(c config.Config) stages.AdamWConfig {
+	t := c.Train
+	return stages.AdamWConfig{Beta1: float32(t.Beta1), Beta2: float32(t.Beta2), Eps: float32(t.Eps), WeightDecay: float32(t.WeightDecay)}
+}
+
+// Layout is the run's stage layout: pipeline.split if given, else blocks
+// balanced by compute over pipeline.stages. Everything that needs the
+// number of stages or a stage's neighbours reads it from here.
+func Layout(c config.Config) (scheduler.Layout, error) {
+	var ranges []scheduler.Range
+	var err error
+	if len(c.Pipeline.Split) > 0 {
+		ranges, err = scheduler.Split(c.Model.NLayer, c.Pipeline.Split)
+	} else {
+		ranges, err = scheduler.Assign(c.Model.NLayer, c.Pipeline.Stages, scheduler.GPTCosts(c.Model.NEmbd, c.Model.VocabSize))
+	}
+	if err != nil {
+		return scheduler.Layout{}, err
+	}
+	return scheduler.NewLayout(ranges)
+}
+
+// UntiedHead reports whether the run trains a separate LM head on the last
+// stage (the subspace codec's compression.untie_head, in a pipeline).
+func UntiedHead(c config.Config) bool {
+	return c.Compression.Method == "subspace" && c.Compression.UntieHead && c.Pipeline.Stages > 1
+}

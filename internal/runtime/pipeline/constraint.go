@@ -1,0 +1,118 @@
+package pipeline
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/narrowband/narrowband/compression"
+	"github.com/narrowband/narrowband/stages"
+)
+
+// constraint keeps a stage's weights that write into the residual stream
+// inside span(U), as the subspace codec (Protocol Models) needs: then the
+// residual stream at every stage boundary is exactly E0[tok] + U·c and the
+// boundary carries c (k numbers per token) plus the token ids.
+//
+// Constrained: the token embedding (as E0 + W̃ with W̃'s rows in span(U), so
+// the stored, exported matrix is the effective one and the LM head tied to
+// it is a plain GPT's), the position embedding, and the output projections
+// (attention c_proj, MLP c_proj, weights and biases) of every block that is
+// not on the last stage. The last stage's blocks are free: nothing they
+// write crosses a link.
+//
+// Gradients of constrained weights are projected before the optimizer (the
+// exact gradient of the reparametrized model, and the same whether or not
+// the boundary gradient was compressed to Uᵀg), and the weights are
+// projected again after it, since AdamW's elementwise update leaves the
+// subspace.
+type constraint struct {
+	basis *compression.Basis
+	e0    []float32
+	rows  []*stages.Param // rows are residual vectors: wte, lm_head, wpe
+	cols  []*stages.Param // columns are residual vectors: c_proj weights, biases
+	C     int
+}
+
+// newConstraint picks stage's constrained params; nil when nothing is.
+func newConstraint(st *stages.Stage, sub *compression.Subspace, stage, stages_ int, untied bool) *constraint {
+	if stages_ < 2 {
+		return nil
+	}
+	c := &constraint{basis: sub.Basis, e0: sub.E0, C: st.Config().NEmbd}
+	last := stage == stages_-1
+	for _, p := range st.Params() {
+		switch {
+		case p.Name == "lm_head.weight" && untied:
+			// A free head: nothing it computes crosses a link.
+		case p.Name == "transformer.wte.weight" || p.Name == "lm_head.weight" || p.Name == "transformer.wpe.weight":
+			c.rows = append(c.rows, p)
+		case !last && (strings.HasSuffix(p.Name, ".attn.c_proj.weight") || strings.HasSuffix(p.Name, ".attn.c_proj.bias") ||
+			strings.HasSuffix(p.Name, ".mlp.c_proj.weight") || strings.HasSuffix(p.Name, ".mlp.c_proj.bias")):
+			c.cols = append(c.cols, p)
+		}
+	}
+	return c
+}
+
+func isTokenEmbedding(p *stages.Param) bool {
+	return p.Name == "transformer.wte.weight" || p.Name == "lm_head.weight"
+}
+
+// projectWeights moves the constrained weights into the subspace (the token
+// embedding to E0 + its projected offset from E0).
+func (c *constraint) projectWeights() error {
+	for _, p := range c.rows {
+		off := isTokenEmbedding(p)
+		if off {
+			for i := range p.Data {
+				p.Data[i] -= c.e0[i]
+			}
+		}
+		if err := c.basis.ProjectRows(p.Data, len(p.Data)/c.C, c.C); err != nil {
+			return fmt.Errorf("constrain %s: %w", p.Name, err)
+		}
+		if off {
+			for i := range p.Data {
+				p.Data[i] += c.e0[i]
+			}
+		}
+	}
+	for _, p := range c.cols {
+		if err := c.basis.ProjectCols(p.Data, c.C, len(p.Data)/c.C); err != nil {
+			return fmt.Errorf("constrain %s: %w", p.Name, err)
+		}
+	}
+	return nil
+}
+
+// projectGrads projects the gradients of the constrained weights.
+func (c *constraint) projectGrads() error {
+	for _, p := range c.rows {
+		if err := c.basis.ProjectRows(p.Grad, len(p.Grad)/c.C, c.C); err != nil {
+			return fmt.Errorf("constrain grad of %s: %w", p.Name, err)
+		}
+	}
+	for _, p := range c.cols {
+		if err := c.basis.ProjectCols(p.Grad, c.C, len(p.Grad)/c.C); err != nil {
+			return fmt.Errorf("constrain grad of %s: %w", p.Name, err)
+		}
+	}
+	return nil
+}
+
+// coeffs returns g's (V×d) coordinates in span(U), V×k, in buf (grown as
+// needed): what a stage sends of the tied embedding's gradient.
+func (c *constraint) coeffs(g []float32, buf []float32) []float32 {
+	rows := len(g) / c.C
+	if cap(buf) < rows*c.basis.K {
+		buf = make([]float32, rows*c.basis.K)
+	}
+	buf = buf[:rows*c.basis.K]
+	c.basis.Coeffs(buf, g, rows)
+	return buf
+}
+
+// expand sets g (V×d) to coef·Uᵀ.
+func (c *constraint) expand(g, coef []float32) {
+	c.basis.Expand(g, coef, len(g)/c.C)
+}

@@ -1,0 +1,203 @@
+package pipeline
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/narrowband/narrowband/internal/metrics"
+	"github.com/narrowband/narrowband/internal/wire"
+	"github.com/narrowband/narrowband/stages"
+)
+
+// Control messages go between the driver (coordinator) and each stage
+// worker, in TypeControl frames whose payload is a u32 JSON length, the JSON
+// ctrlMsg, and an optional binary blob (tokens, targets, tensors).
+
+type ctrlKind string
+
+const (
+	ctrlStep     ctrlKind = "step"     // driver→worker: run optimizer step Step at LR; blob: tokens (first) / targets (last)
+	ctrlReport   ctrlKind = "report"   // worker→driver: gradients ready: SumSq, Loss (last stage)
+	ctrlApply    ctrlKind = "apply"    // driver→worker: scale gradients by Scale and apply the optimizer
+	ctrlDone     ctrlKind = "done"     // worker→driver: step finished: Stats
+	ctrlEval     ctrlKind = "eval"     // driver→worker: forward the eval batches Shapes; blob: tokens (first) / targets (last)
+	ctrlEvalDone ctrlKind = "evaldone" // worker→driver: LossSum over Count predictions (last stage; others 0)
+	ctrlState    ctrlKind = "state"    // driver→worker: send your weights and optimizer state
+	ctrlStateIs  ctrlKind = "stateis"  // worker→driver: blob: tensors; OptimStep
+	ctrlRestore  ctrlKind = "restore"  // driver→worker: load blob tensors at OptimStep
+	ctrlOK       ctrlKind = "ok"       // worker→driver: restore done
+	ctrlError    ctrlKind = "error"    // worker→driver: Err; the run stops
+
+	// Liveness and recovery.
+	ctrlHeartbeat ctrlKind = "hb"       // both ways, every faults.heartbeat
+	ctrlAbort     ctrlKind = "abort"    // driver→worker: drop the attempt in progress; Epoch is the next one
+	ctrlAborted   ctrlKind = "aborted"  // worker→driver: reset, at Epoch
+	ctrlLinkDown  ctrlKind = "linkdown" // worker→driver: the link to stage Peer failed or went silent
+	ctrlReject    ctrlKind = "reject"   // worker→driver: rejected a bad frame from stage Peer
+	ctrlRelink    ctrlKind = "relink"   // driver→worker: re-establish the link to stage Peer (Peers: stage → peer ID); reply ok
+	ctrlFault     ctrlKind = "fault"    // driver→worker: inject Fault on the link to stage Peer for Duration; reply ok
+)
+
+type ctrlMsg struct {
+	Kind      ctrlKind     `json:"kind"`
+	Stage     int          `json:"stage"`
+	Step      int          `json:"step,omitempty"`
+	LR        float64      `json:"lr,omitempty"`
+	Scale     float32      `json:"scale,omitempty"`
+	T0        int64        `json:"t0,omitempty"` // run start, unix ns, for timeline spans
+	Shapes    [][2]int     `json:"shapes,omitempty"`
+	SumSq     float64      `json:"sumsq,omitempty"`
+	Loss      float64      `json:"loss,omitempty"`
+	LossSum   float64      `json:"loss_sum,omitempty"`
+	Count     int64        `json:"count,omitempty"`
+	OptimStep int          `json:"optim_step,omitempty"`
+	Stats     *workerStats `json:"stats,omitempty"`
+	Err       string       `json:"err,omitempty"`
+	// Epoch numbers attempts: every abort starts a new one, and replies
+	// and frames of older ones are stale.
+	Epoch    uint64   `json:"epoch,omitempty"`
+	Peer     int      `json:"peer,omitempty"`
+	Peers    []string `json:"peers,omitempty"`
+	Fault    string   `json:"fault,omitempty"`
+	Duration float64  `json:"duration,omitempty"`
+	Mbps     float64  `json:"mbps,omitempty"`
+
+	blob []byte
+}
+
+// workerStats is one stage's account of one step.
+type workerStats struct {
+	Busy, Wait, NetWait, Wall  float64 // seconds
+	SentFwdBytes, SentBwdBytes int64   // wire bytes this stage sent forward / backward
+	RawFwdBytes, RawBwdBytes   int64   // fp32 bytes they stand for
+	SentMessages               int64
+	Spans                      []spanRec
+	// The link to the next stage: its path type and round-trip time.
+	Candidate string
+	RTTMs     float64
+	Events    []metrics.Event // e.g. compression rank changes
+}
+
+type spanRec struct {
+	Kind  string  `json:"k"`
+	Micro int     `json:"m"`
+	Start float64 `json:"s"`
+	End   float64 `json:"e"`
+}
+
+// maxControl bounds one control message; a whole stage's state (weights
+// and two moments) must fit.
+const maxControl = 1 << 30
+
+func encodeCtrl(m ctrlMsg) ([]byte, error) {
+	js, err := json.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	payload := make([]byte, 4, 4+len(js)+len(m.blob))
+	binary.LittleEndian.PutUint32(payload, uint32(len(js)))
+	payload = append(payload, js...)
+	payload = append(payload, m.blob...)
+	return wire.Append(nil, wire.Header{Type: wire.TypeControl, Stage: uint16(m.Stage)}, payload), nil
+}
+
+func decodeCtrl(frame []byte) (ctrlMsg, error) {
+	h, p, err := wire.Decode(frame, maxControl)
+	if err != nil {
+		return ctrlMsg{}, fmt.Errorf("control frame: %w", err)
+	}
+	if h.Type != wire.TypeControl {
+		return ctrlMsg{}, fmt.Errorf("control link carried a %v frame", h.Type)
+	}
+	if len(p) < 4 {
+		return ctrlMsg{}, errors.New("control frame: payload too short")
+	}
+	n := binary.LittleEndian.Uint32(p)
+	if uint64(n) > uint64(len(p)-4) {
+		return ctrlMsg{}, fmt.Errorf("control frame: JSON length %d over payload %d", n, len(p)-4)
+	}
+	var m ctrlMsg
+	if err := json.Unmarshal(p[4:4+n], &m); err != nil {
+		return ctrlMsg{}, fmt.Errorf("control frame: %w", err)
+	}
+	m.blob = p[4+n:]
+	return m, nil
+}
+
+// encodeTensors packs tensors as: u32 count, then per tensor u16 name
+// length, name, u8 rank, u32 dims, float32 data.
+func encodeTensors(ts []stages.Tensor) []byte {
+	n := 4
+	for _, t := range ts {
+		n += 2 + len(t.Name) + 1 + 4*len(t.Shape) + 4*len(t.Data)
+	}
+	b := make([]byte, 0, n)
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(ts)))
+	for _, t := range ts {
+		b = binary.LittleEndian.AppendUint16(b, uint16(len(t.Name)))
+		b = append(b, t.Name...)
+		b = append(b, byte(len(t.Shape)))
+		for _, d := range t.Shape {
+			b = binary.LittleEndian.AppendUint32(b, uint32(d))
+		}
+		for _, v := range t.Data {
+			b = binary.LittleEndian.AppendUint32(b, math.Float32bits(v))
+		}
+	}
+	return b
+}
+
+func decodeTensors(b []byte) ([]stages.Tensor, error) {
+	bad := errors.New("tensor blob: truncated or malformed")
+	if len(b) < 4 {
+		return nil, bad
+	}
+	count := binary.LittleEndian.Uint32(b)
+	b = b[4:]
+	if uint64(count) > uint64(len(b)) {
+		return nil, bad
+	}
+	ts := make([]stages.Tensor, 0, count)
+	for i := uint32(0); i < count; i++ {
+		if len(b) < 2 {
+			return nil, bad
+		}
+		nl := int(binary.LittleEndian.Uint16(b))
+		b = b[2:]
+		if len(b) < nl+1 {
+			return nil, bad
+		}
+		name := string(b[:nl])
+		rank := int(b[nl])
+		b = b[nl+1:]
+		if len(b) < 4*rank {
+			return nil, bad
+		}
+		shape := make([]int, rank)
+		size := uint64(1)
+		for d := range shape {
+			shape[d] = int(binary.LittleEndian.Uint32(b[4*d:]))
+			size *= uint64(shape[d])
+			if size > uint64(len(b)) {
+				return nil, bad
+			}
+		}
+		b = b[4*rank:]
+		if uint64(len(b)) < 4*size {
+			return nil, bad
+		}
+		data := make([]float32, size)
+		for j := range data {
+			data[j] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*j:]))
+		}
+		b = b[4*size:]
+		ts = append(ts, stages.Tensor{Name: name, Shape: shape, Data: data})
+	}
+	if len(b) != 0 {
+		return nil, bad
+	}
+	return ts, nil
+}

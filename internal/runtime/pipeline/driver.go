@@ -1,0 +1,319 @@
+package pipeline
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/narrowband/narrowband/internal/config"
+	"github.com/narrowband/narrowband/internal/data"
+	"github.com/narrowband/narrowband/internal/metrics"
+	"github.com/narrowband/narrowband/internal/runtime/engine"
+	"github.com/narrowband/narrowband/internal/transport"
+	"github.com/narrowband/narrowband/scheduler"
+	"github.com/narrowband/narrowband/stages"
+)
+
+// Driver is the Engine of a pipeline of S stages: it sends each stage's
+// worker its commands over the control links of a Placement, collects the
+// replies, and carries out recovery when a stage or a link fails, while
+// the workers exchange activations and gradients over their own (shaped)
+// links.
+type Driver struct {
+	cfg     config.Config
+	layout  scheduler.Layout
+	corpus  *data.Corpus
+	log     *slog.Logger
+	place   Placement
+	ctrl    []transport.Conn // driver's end of each worker's control link
+	holders []string         // stage → who holds it
+	closers []func() error
+	t0      time.Time
+	x, y    []int32
+	params  int64
+	hooks   engine.Hooks
+
+	// Liveness and recovery (recovery.go).
+	cev         chan ctrlEvent
+	gen         []int
+	seen        []atomic.Int64
+	readCtx     context.Context
+	stopReaders context.CancelFunc
+	epoch       uint64
+	hb          time.Duration
+	peerTimeout time.Duration
+	faults      metrics.Summary // only the fault counters are used
+	rejects     map[int]int
+	snap        *stages.State
+	snapStep    int
+	lastStep    time.Duration
+	killMu      sync.Mutex
+	killedAt    map[int]time.Time
+	killTimers  []*time.Timer
+	fired       map[int]bool    // fault events already injected
+	dead        map[string]bool // holders that failed
+}
+
+// New drives the stages place set up for cfg's layout; it takes place
+// over (Close closes it).
+func New(cfg config.Config, layout scheduler.Layout, corpus *data.Corpus, place Placement, log *slog.Logger) *Driver {
+	N := cfg.Train.BatchSize / cfg.Train.MicroBatches * cfg.Model.BlockSize
+	f := cfg.Faults
+	p := &Driver{cfg: cfg, layout: layout, corpus: corpus, log: log, place: place, t0: time.Now(),
+		ctrl: place.Control(), holders: place.Holders(),
+		// The LM head copy on the last stage is the tied embedding: count once.
+		params: engine.ModelConfig(cfg).NumParams(),
+		x:      make([]int32, N), y: make([]int32, N),
+		hb:          time.Duration(f.HeartbeatSeconds() * float64(time.Second)),
+		peerTimeout: time.Duration(f.PeerTimeout * float64(time.Second)),
+		rejects:     map[int]int{}, killedAt: map[int]time.Time{},
+		dead: map[string]bool{}, fired: map[int]bool{},
+		lastStep: 100 * time.Millisecond,
+	}
+	p.startReaders()
+	go p.heartbeats()
+	return p
+}
+
+func (p *Driver) Params() int64 { return p.params }
+
+func (p *Driver) Close() error {
+	for _, t := range p.killTimers {
+		t.Stop()
+	}
+	if p.stopReaders != nil {
+		p.stopReaders()
+	}
+	for _, c := range p.closers {
+		c()
+	}
+	return p.place.Close()
+}
+
+func (p *Driver) send(ctx context.Context, i int, m ctrlMsg) error {
+	m.Epoch = p.epoch
+	b, err := encodeCtrl(m)
+	if err != nil {
+		return err
+	}
+	if err := p.ctrl[i].Send(ctx, b); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return &stageFailure{kind: "dead", stage: i, at: time.Now(), err: fmt.Errorf("control link: %w", err)}
+	}
+	return nil
+}
+
+// collect receives one message of kind want from every stage.
+func (p *Driver) collect(ctx context.Context, want ctrlKind) ([]ctrlMsg, error) {
+	return p.collectFrom(ctx, want, nil)
+}
+
+// batchBlob is the bytes of a step's micro-batches: all tokens, then all
+// targets (the first stage reads tokens, the last stage targets).
+func (p *Driver) batchBlob(step int) []byte {
+	M := p.cfg.Train.MicroBatches
+	B, T := p.cfg.Train.BatchSize/M, p.cfg.Model.BlockSize
+	N := B * T
+	blob := make([]byte, 2*M*N)
+	for m := 0; m < M; m++ {
+		data.Batch(p.corpus.Train, p.cfg.Run.Seed, step, m, B, T, p.x, p.y)
+		for i := 0; i < N; i++ {
+			blob[m*N+i] = byte(p.x[i])
+			blob[M*N+m*N+i] = byte(p.y[i])
+		}
+	}
+	return blob
+}
+
+func (p *Driver) Step(ctx context.Context, step int, lr float64) (engine.StepResult, error) {
+	if p.place.CanHandOver() && (p.snap == nil || (step%p.cfg.Faults.SnapshotEvery == 0 && p.snapStep != step)) {
+		// The point every stage rolls back to if one changes hands.
+		st, err := p.State(ctx)
+		if err != nil {
+			return engine.StepResult{}, err
+		}
+		p.snap, p.snapStep = st, step
+	}
+	var res engine.StepResult
+	injected := false
+	t := time.Now()
+	err := p.guard(ctx, step, func() (bool, error) {
+		if !injected {
+			injected = true
+			if err := p.injectFaults(ctx, step); err != nil {
+				return false, err
+			}
+		}
+		var applied bool
+		var err error
+		res, applied, err = p.tryStep(ctx, step, lr)
+		return applied, err
+	})
+	if err != nil {
+		return engine.StepResult{}, err
+	}
+	p.lastStep = time.Since(t)
+	return res, nil
+}
+
+// tryStep is one attempt at a step; applied says whether any stage may
+// have taken its optimizer step.
+func (p *Driver) tryStep(ctx context.Context, step int, lr float64) (engine.StepResult, bool, error) {
+	S := len(p.ctrl)
+	blob := p.batchBlob(step)
+	for i := 0; i < S; i++ {
+		m := ctrlMsg{Kind: ctrlStep, Step: step, LR: lr, T0: p.t0.UnixNano()}
+		if i == 0 || i == S-1 {
+			m.blob = blob
+		}
+		if err := p.send(ctx, i, m); err != nil {
+			return engine.StepResult{}, false, err
+		}
+	}
+	reps, err := p.collect(ctx, ctrlReport)
+	if err != nil {
+		return engine.StepResult{}, false, err
+	}
+	var sumsq float64
+	for _, r := range reps {
+		sumsq += r.SumSq
+	}
+	scale := stages.ClipScale(sumsq, p.cfg.Train.GradClip)
+	for i := 0; i < S; i++ {
+		if err := p.send(ctx, i, ctrlMsg{Kind: ctrlApply, Step: step, Scale: scale}); err != nil {
+			return engine.StepResult{}, true, err
+		}
+	}
+	dones, err := p.collect(ctx, ctrlDone)
+	if err != nil {
+		return engine.StepResult{}, true, err
+	}
+	res := engine.StepResult{Loss: reps[S-1].Loss, GradNorm: math.Sqrt(sumsq)}
+	for i, d := range dones {
+		s := d.Stats
+		if s == nil {
+			return engine.StepResult{}, true, fmt.Errorf("stage %d sent no step stats", i)
+		}
+		idle := s.Wall - s.Busy
+		if idle < 0 {
+			idle = 0
+		}
+		res.Stages = append(res.Stages, metrics.StageStats{Stage: i, BusySeconds: s.Busy, IdleSeconds: idle, NetWait: s.NetWait})
+		res.Busy += s.Busy
+		res.Idle += idle
+		res.NetWait += s.NetWait
+		res.WireForward += s.SentFwdBytes
+		res.RawForward += s.RawFwdBytes
+		res.WireBackward += s.SentBwdBytes
+		res.RawBackward += s.RawBwdBytes
+		res.Events = append(res.Events, s.Events...)
+		for _, sp := range s.Spans {
+			res.Spans = append(res.Spans, metrics.Span{Stage: i, Kind: sp.Kind, Step: step + 1, Micro: sp.Micro, Start: sp.Start, End: sp.End})
+		}
+		if i+1 < S {
+			l := metrics.LinkStats{From: i, To: i + 1, BytesForward: s.SentFwdBytes, BytesBackward: dones[i+1].Stats.SentBwdBytes, Messages: s.SentMessages + dones[i+1].Stats.SentMessages, Candidate: s.Candidate, RTTMillis: s.RTTMs}
+			if wire := l.BytesForward + l.BytesBackward; wire > 0 {
+				l.Ratio = float64(s.RawFwdBytes+dones[i+1].Stats.RawBwdBytes) / float64(wire)
+			}
+			res.Links = append(res.Links, l)
+		}
+	}
+	return res, true, nil
+}
+
+func (p *Driver) Eval(ctx context.Context, windows [][]byte) (float64, error) {
+	S := len(p.ctrl)
+	maxB := p.cfg.Train.BatchSize / p.cfg.Train.MicroBatches
+	var shapes [][2]int
+	var tok, tgt []byte
+	for i := 0; i < len(windows); {
+		T := len(windows[i]) - 1
+		j := i
+		for j < len(windows) && j-i < maxB && len(windows[j])-1 == T {
+			j++
+		}
+		shapes = append(shapes, [2]int{j - i, T})
+		for _, w := range windows[i:j] {
+			tok = append(tok, w[:T]...)
+			tgt = append(tgt, w[1:]...)
+		}
+		i = j
+	}
+	blob := append(tok, tgt...)
+	var res []ctrlMsg
+	err := p.guard(ctx, p.snapStep, func() (bool, error) {
+		for i := 0; i < S; i++ {
+			m := ctrlMsg{Kind: ctrlEval, Shapes: shapes}
+			if i == 0 || i == S-1 {
+				m.blob = blob
+			}
+			if err := p.send(ctx, i, m); err != nil {
+				return false, err
+			}
+		}
+		var err error
+		res, err = p.collect(ctx, ctrlEvalDone)
+		return false, err
+	})
+	if err != nil {
+		return 0, err
+	}
+	last := res[S-1]
+	if last.Count == 0 {
+		return 0, fmt.Errorf("evaluate: no bytes to predict")
+	}
+	return last.LossSum / float64(last.Count), nil
+}
+
+func (p *Driver) State(ctx context.Context) (*stages.State, error) {
+	var res []ctrlMsg
+	err := p.guard(ctx, p.snapStep, func() (bool, error) {
+		for i := range p.ctrl {
+			if err := p.send(ctx, i, ctrlMsg{Kind: ctrlState}); err != nil {
+				return false, err
+			}
+		}
+		var err error
+		res, err = p.collect(ctx, ctrlStateIs)
+		return false, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	st := &stages.State{Model: engine.ModelConfig(p.cfg)}
+	for i, r := range res {
+		ts, err := decodeTensors(r.blob)
+		if err != nil {
+			return nil, fmt.Errorf("stage %d state: %w", i, err)
+		}
+		// A tied head is the embedding, already in stage 0's part.
+		st.AddTensors(ts, res[0].OptimStep, !engine.UntiedHead(p.cfg))
+	}
+	return st, nil
+}
+
+func (p *Driver) Restore(ctx context.Context, st *stages.State) error {
+	err := p.guard(ctx, st.Step, func() (bool, error) {
+		return false, p.restoreAll(ctx, st)
+	})
+	if err == nil && p.place.CanHandOver() {
+		p.snap, p.snapStep = st, st.Step
+	}
+	return err
+}
+
+// Faults are the run's fault counters so far.
+func (p *Driver) Faults() metrics.Summary { return p.faults }
+
+// SetHooks sets how the driver reports what happens between steps, and
+// reports who holds which stage at once.
+func (p *Driver) SetHooks(h engine.Hooks) {
+	p.hooks = h
+	p.publishPeers()
+}

@@ -1,0 +1,58 @@
+package pipeline
+
+import (
+	"math/rand/v2"
+
+	"github.com/narrowband/narrowband/compression"
+	"github.com/narrowband/narrowband/internal/config"
+	"github.com/narrowband/narrowband/internal/runtime/engine"
+	"github.com/narrowband/narrowband/internal/wire"
+)
+
+// MessageBytes is the wire size of one activation and one gradient message
+// of cfg's codec (frame header and clock stamp included), from encoding a
+// random micro-batch, and of the tied-embedding gradient message.
+func MessageBytes(cfg config.Config) (act, grad, emb int64, err error) {
+	cc, err := compressionConfig(cfg)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	rows := cfg.Train.BatchSize / cfg.Train.MicroBatches * cfg.Model.BlockSize
+	C := cfg.Model.NEmbd
+	x := make([]float32, rows*C)
+	r := rand.New(rand.NewPCG(cfg.Run.Seed, 7))
+	for i := range x {
+		x[i] = float32(r.NormFloat64())
+	}
+	size := func() (int64, error) {
+		lc, err := compression.NewLink(cc, cfg.Model.NEmbd, cfg.Model.VocabSize, cfg.Run.Seed)
+		if err != nil {
+			return 0, err
+		}
+		var p []byte
+		// Twice: codecs with warm starts settle after the first call.
+		for k := 0; k < 2; k++ {
+			if p, _, err = lc.Encode(p[:0], x, rows, C); err != nil {
+				return 0, err
+			}
+		}
+		return int64(len(p) + wire.HeaderSize + stampSize), nil
+	}
+	if act, err = size(); err != nil {
+		return
+	}
+	if grad, err = size(); err != nil {
+		return
+	}
+	// The tied embedding's gradient: d values per row, or k coefficients
+	// under the subspace constraint, or nothing with an untied head.
+	width := C
+	switch {
+	case engine.UntiedHead(cfg):
+		width = 0
+	case cc.Method == compression.MethodSubspace:
+		width = int(cc.Rank)
+	}
+	emb = int64(cfg.Model.VocabSize*width*4 + wire.HeaderSize + stampSize)
+	return
+}

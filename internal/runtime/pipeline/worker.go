@@ -1,0 +1,905 @@
+package pipeline
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/narrowband/narrowband/compression"
+	"github.com/narrowband/narrowband/internal/config"
+	"github.com/narrowband/narrowband/internal/metrics"
+	"github.com/narrowband/narrowband/internal/runtime/engine"
+	"github.com/narrowband/narrowband/internal/transport"
+	"github.com/narrowband/narrowband/internal/wire"
+	"github.com/narrowband/narrowband/scheduler"
+	"github.com/narrowband/narrowband/stages"
+)
+
+// ConstrainOnly (tests only) keeps the subspace constraint on the model but
+// sends fp32 over the links: the reference the subspace codec must match.
+var ConstrainOnly = false
+
+// evalStep marks the frames of an evaluation pass, which runs between
+// optimizer steps outside the schedule (below the epoch bits, see
+// frameStep).
+const evalStep = 1<<epochShift - 1
+
+// stampSize is the prefix of every tensor payload: the sender's clock (unix
+// ns, 8 bytes), so a receiver can tell time spent waiting for a message on
+// the wire from time spent waiting for the sender to compute it; and the
+// throughput (bytes/s, float32) at which the sender last received from the
+// receiver, the feedback compression.rank = "auto" steers by.
+const stampSize = 12
+
+// Links are one worker's connections. Prev/Next are nil at the ends; Tied
+// connects the first and last stage (nil for a 1-stage pipeline).
+type Links struct {
+	Ctrl, Prev, Next, Tied transport.Conn
+}
+
+// Worker runs one pipeline stage: it carries out what its StageMachine
+// says, moving tensors over its links, and answers the driver's commands.
+type Worker struct {
+	id, S, M    int
+	B, T, C     int
+	first, last bool
+	st          *stages.Stage
+	opt         *stages.AdamW
+	sm          *scheduler.StageMachine
+	links       Links
+	gradClip    float64
+
+	// One codec per direction of each link, and separate ones for
+	// evaluation so that evaluating never disturbs error-feedback state.
+	encNext, decPrev, encPrev, decNext *compression.LinkCodec
+	evalEnc, evalDec                   *compression.LinkCodec
+
+	inbox chan inMsg
+
+	// Links to neighbours by their stage (see workerlinks.go), the faults
+	// injected on them, and what keeps them honest.
+	spec            scheduler.Pipeline
+	ctrlMu          sync.Mutex // control sends: commands' replies and heartbeats
+	ctrlCh          chan ctrlMsg
+	pendingAbort    *ctrlMsg // an abort read while waiting for another command
+	opMu            sync.Mutex
+	opCancel        context.CancelFunc
+	aborted         atomic.Uint64 // the newest abort's epoch
+	epoch           uint64        // the attempt in progress
+	linkMu          sync.Mutex
+	nbr             map[int]*link
+	faults          map[int]*linkFaults
+	hb, linkTimeout time.Duration
+	nextID, prevID  int // neighbour stages, -1 at the ends
+	tiedID          int // the other end of the tied embedding, -1 if none
+	// seen holds (type, step, micro) of the frames taken in this step:
+	// a duplicate is dropped even after its tensor was consumed.
+	seen map[[3]int]bool
+	// relink re-establishes the link to stage peer (WebRTC: a new ICE
+	// session through signaling); nil where links do not break by
+	// themselves (in-process pipes, loopback TCP).
+	relink func(ctx context.Context, peer int, peers []string) (transport.Conn, error)
+	runCtx context.Context
+
+	// Received tensors, decoded, by (step, micro).
+	acts, grads map[[2]int][]float32
+	toks        map[[2]int][]int32 // token ids that came with an activation (subspace)
+	tiedIn      []float32
+	tiedOwn     []float32   // subspace: this stage's tied-gradient coefficients (V×k)
+	con         *constraint // subspace: keeps residual writes in span(U)
+	untied      bool        // the LM head is not tied to the embedding: no tied-gradient sum
+	free        [][]float32
+	encBuf      []byte
+	base        int // global step of the machine's step 0
+	started     bool
+	evalSlot    int
+
+	t0    time.Time
+	stats workerStats
+
+	// Throughput of what this stage received, per direction, fed back to
+	// the sender on the next frame going the other way; and the time of
+	// the last arrival (a message that queued behind it was serialized
+	// from then on, not from its send time).
+	actRate, gradRate  float32
+	lastAct, lastGrad  time.Time
+	autoNext, autoPrev *compression.AutoRank
+	computePerMicro    float64 // forward+backward seconds of the last micro-batch pair
+	fwdSecs, bwdSecs   float64
+}
+
+type inMsg struct {
+	from    *link
+	h       wire.Header
+	payload []byte
+	at      time.Time
+	err     error // the link failed
+	bad     error // the frame failed its checks
+}
+
+// compressionConfig maps the run config's [compression] onto the codecs'.
+func compressionConfig(c config.Config) (compression.Config, error) {
+	cc := compression.DefaultConfig()
+	m, err := compression.ParseMethod(c.Compression.Method)
+	if err != nil {
+		return cc, err
+	}
+	cc.Method = m
+	if c.Compression.Rank != "" {
+		if err := cc.Rank.UnmarshalText([]byte(c.Compression.Rank)); err != nil {
+			return cc, fmt.Errorf("compression.rank: %w", err)
+		}
+	}
+	switch m {
+	case compression.MethodLowRank, compression.MethodSubspace, compression.MethodTopK:
+		// Precision is of the factors, coefficients or kept values; the
+		// other methods fix their own.
+		if err := cc.Precision.UnmarshalText([]byte(c.Compression.Precision)); err != nil {
+			return cc, fmt.Errorf("compression.precision: %w", err)
+		}
+	}
+	cc.KFraction = c.Compression.TopK
+	cc.BlockSize = c.Compression.BlockSize
+	cc.LZ4 = c.Compression.LZ4
+	cc.ErrorFeedback = c.Compression.ErrorFeedback
+	return cc, cc.Validate()
+}
+
+// NewWorker builds the worker of stage id of layout, linked by links; Run
+// serves the driver.
+func NewWorker(cfg config.Config, layout scheduler.Layout, id int, links Links) (*Worker, error) {
+	S, M := layout.Stages(), cfg.Train.MicroBatches
+	kind, err := scheduler.ParseSchedule(cfg.Pipeline.Schedule)
+	if err != nil {
+		return nil, err
+	}
+	spec := scheduler.Pipeline{Schedule: kind, Stages: S, Micro: M, Lookahead: cfg.Pipeline.Lookahead}
+	sm, err := scheduler.NewStage(spec, id)
+	if err != nil {
+		return nil, err
+	}
+	r := layout.Range(id)
+	B := cfg.Train.BatchSize / M
+	first, last := layout.First(id), layout.Last(id)
+	st, err := stages.NewStage(engine.ModelConfig(cfg), r.Lo, r.Hi, first, last, B, sm.MaxInFlight()+1)
+	if err != nil {
+		return nil, fmt.Errorf("stage %d: %w", id, err)
+	}
+	st.Init(cfg.Run.Seed)
+	opt, err := stages.NewAdamW(st.Params(), engine.AdamConfig(cfg))
+	if err != nil {
+		return nil, err
+	}
+	w := &Worker{
+		id: id, S: S, M: M, B: B, T: cfg.Model.BlockSize, C: cfg.Model.NEmbd,
+		first: first, last: last, st: st, opt: opt, sm: sm, links: links,
+		gradClip: cfg.Train.GradClip,
+		inbox:    make(chan inMsg, 4*M+16),
+		acts:     map[[2]int][]float32{}, grads: map[[2]int][]float32{}, toks: map[[2]int][]int32{},
+		evalSlot: sm.MaxInFlight(),
+		spec:     spec, ctrlCh: make(chan ctrlMsg, 16),
+		nbr: map[int]*link{}, faults: map[int]*linkFaults{}, seen: map[[3]int]bool{},
+		hb:          time.Duration(cfg.Faults.HeartbeatSeconds() * float64(time.Second)),
+		linkTimeout: time.Duration(cfg.Faults.LinkTimeoutSeconds() * float64(time.Second)),
+		prevID:      layout.Prev(id), nextID: layout.Next(id), tiedID: layout.Tied(id),
+	}
+	cc, err := compressionConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	mk := func() (*compression.LinkCodec, error) {
+		return compression.NewLink(cc, cfg.Model.NEmbd, cfg.Model.VocabSize, cfg.Run.Seed)
+	}
+	for _, p := range []**compression.LinkCodec{&w.encNext, &w.decPrev, &w.encPrev, &w.decNext, &w.evalEnc, &w.evalDec} {
+		if *p, err = mk(); err != nil {
+			return nil, err
+		}
+	}
+	if cc.Method == compression.MethodLowRank && cc.Rank == compression.RankAuto {
+		ladder := compression.DefaultLadder(cfg.Model.NEmbd, cfg.Model.NEmbd/2)
+		if w.autoNext, err = compression.NewAutoRank(compression.DefaultAutoRankConfig(ladder), 0); err != nil {
+			return nil, err
+		}
+		if w.autoPrev, err = compression.NewAutoRank(compression.DefaultAutoRankConfig(ladder), 0); err != nil {
+			return nil, err
+		}
+		w.encNext.Codec.(*compression.LowRank).Apply(w.autoNext.Current())
+		w.encPrev.Codec.(*compression.LowRank).Apply(w.autoPrev.Current())
+	}
+	if sub, ok := w.encNext.Codec.(*compression.Subspace); ok {
+		w.untied = engine.UntiedHead(cfg)
+		if w.con = newConstraint(st, sub, id, S, w.untied); w.con != nil {
+			if err := w.con.projectWeights(); err != nil {
+				return nil, err
+			}
+		}
+		if ConstrainOnly {
+			none := &compression.LinkCodec{Codec: compression.None{}}
+			w.encNext, w.decPrev, w.encPrev, w.decNext, w.evalEnc, w.evalDec = none, none, none, none, none, none
+		}
+	}
+	return w, nil
+}
+
+// Run serves the driver until ctx ends, the control link closes or a
+// command fails. Link failures and bad frames are not the end: they are
+// reported to the driver, which aborts the attempt everywhere and redoes
+// it (or hands a dead stage to a spare).
+func (w *Worker) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	w.runCtx = ctx
+	for peer, c := range map[int]transport.Conn{w.prevID: w.links.Prev, w.nextID: w.links.Next, w.tiedID: w.links.Tied} {
+		if c != nil && peer >= 0 {
+			w.attach(ctx, peer, c)
+		}
+	}
+	defer func() {
+		for _, l := range w.allLinks() {
+			w.detach(l)
+		}
+	}()
+	go w.readCtrl(ctx)
+	go w.heartbeats(ctx)
+	for {
+		var m ctrlMsg
+		if w.pendingAbort != nil {
+			m, w.pendingAbort = *w.pendingAbort, nil
+		} else {
+			var ok bool
+			select {
+			case m, ok = <-w.ctrlCh:
+				if !ok {
+					return nil // the driver is gone: nothing left to do
+				}
+			case <-ctx.Done():
+				return nil
+			}
+		}
+		if m.Kind != ctrlAbort && m.Epoch > w.epoch {
+			w.epoch = m.Epoch
+		}
+		op, done := w.beginOp(ctx, m.Epoch)
+		reply, err := w.serve(op, m)
+		aborted := op.Err() != nil
+		done()
+		if err != nil {
+			var lf *linkFailure
+			var rf *rejectedFrame
+			switch {
+			case aborted && ctx.Err() == nil:
+				continue // aborted: the abort itself comes next
+			case errors.As(err, &lf):
+				reply = ctrlMsg{Kind: ctrlLinkDown, Peer: lf.peer, Err: fmt.Sprintf("stage %d: %v", w.id, err)}
+			case errors.As(err, &rf):
+				reply = ctrlMsg{Kind: ctrlReject, Peer: rf.peer, Err: fmt.Sprintf("stage %d: %v", w.id, err)}
+			default:
+				return w.fail(ctx, err)
+			}
+		}
+		if err := w.sendCtrl(ctx, reply); err != nil {
+			return err
+		}
+	}
+}
+
+// serve carries out one command.
+func (w *Worker) serve(ctx context.Context, m ctrlMsg) (ctrlMsg, error) {
+	switch m.Kind {
+	case ctrlStep:
+		return w.step(ctx, m)
+	case ctrlEval:
+		return w.eval(ctx, m)
+	case ctrlState:
+		step, ts := w.opt.State()
+		all := append(w.st.StateDict(), ts...)
+		return ctrlMsg{Kind: ctrlStateIs, OptimStep: step, blob: encodeTensors(all)}, nil
+	case ctrlRestore:
+		return w.restore(m)
+	case ctrlAbort:
+		w.epoch = m.Epoch
+		if err := w.reset(); err != nil {
+			return ctrlMsg{}, err
+		}
+		return ctrlMsg{Kind: ctrlAborted}, nil
+	case ctrlRelink:
+		return w.relinkTo(ctx, m)
+	case ctrlFault:
+		f := w.faults[m.Peer]
+		if f == nil {
+			return ctrlMsg{}, fmt.Errorf("fault %q on a link to stage %d, which this stage does not have", m.Fault, m.Peer)
+		}
+		f.apply(m.Fault, time.Duration(m.Duration*float64(time.Second)), m.Mbps)
+		return ctrlMsg{Kind: ctrlOK}, nil
+	case ctrlError:
+		return ctrlMsg{}, fmt.Errorf("control link: %s", m.Err)
+	}
+	return ctrlMsg{}, fmt.Errorf("unexpected control message %q", m.Kind)
+}
+
+// relinkTo replaces the link to stage m.Peer with a new connection to the
+// peer that now runs it, and returns once the link carries traffic again
+// (a heartbeat from the other end), or fails after the link timeout.
+func (w *Worker) relinkTo(ctx context.Context, m ctrlMsg) (ctrlMsg, error) {
+	l := w.linkTo(m.Peer)
+	if l == nil {
+		return ctrlMsg{}, fmt.Errorf("relink: no link to stage %d here", m.Peer)
+	}
+	// Links that cannot break by themselves (relink == nil: in-process
+	// pipes, loopback TCP) are kept; injected faults sit above them.
+	if w.relink != nil {
+		c, err := w.relink(ctx, m.Peer, m.Peers)
+		if err != nil {
+			return ctrlMsg{}, &linkFailure{peer: m.Peer, err: fmt.Errorf("re-establish: %w", err)}
+		}
+		w.detach(l)
+		l = w.attach(w.runCtx, m.Peer, c)
+	}
+	t0 := time.Now()
+	l.out <- wire.Append(nil, wire.Header{Type: wire.TypeHeartbeat, Stage: uint16(w.id)}, nil)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for time.Unix(0, l.heard.Load()).Before(t0) {
+		if time.Since(t0) > w.linkTimeout {
+			return ctrlMsg{}, &linkFailure{peer: m.Peer, silent: time.Since(t0)}
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return ctrlMsg{}, ctx.Err()
+		}
+	}
+	return ctrlMsg{Kind: ctrlOK}, nil
+}
+
+func (w *Worker) fail(ctx context.Context, err error) error {
+	err = fmt.Errorf("stage %d: %w", w.id, err)
+	w.sendCtrl(ctx, ctrlMsg{Kind: ctrlError, Err: err.Error()})
+	return err
+}
+
+func (w *Worker) sendCtrl(ctx context.Context, m ctrlMsg) error {
+	m.Stage = w.id
+	if m.Epoch == 0 {
+		m.Epoch = w.epoch
+	}
+	b, err := encodeCtrl(m)
+	if err != nil {
+		return err
+	}
+	w.ctrlMu.Lock()
+	defer w.ctrlMu.Unlock()
+	return w.links.Ctrl.Send(ctx, b)
+}
+
+// recvCtrl waits for the driver's next command, which must be want.
+func (w *Worker) recvCtrl(ctx context.Context, want ctrlKind) (ctrlMsg, error) {
+	select {
+	case m, ok := <-w.ctrlCh:
+		if !ok {
+			return ctrlMsg{}, errors.New("control link closed")
+		}
+		if m.Kind == ctrlAbort {
+			w.pendingAbort = &m
+			return ctrlMsg{}, context.Canceled
+		}
+		if m.Kind != want {
+			return ctrlMsg{}, fmt.Errorf("control: got %q, want %q", m.Kind, want)
+		}
+		return m, nil
+	case <-ctx.Done():
+		return ctrlMsg{}, ctx.Err()
+	}
+}
+
+func (w *Worker) buf() []float32 {
+	if n := len(w.free); n > 0 {
+		b := w.free[n-1]
+		w.free = w.free[:n-1]
+		return b
+	}
+	return make([]float32, w.B*w.T*w.C)
+}
+
+func (w *Worker) release(b []float32) { w.free = append(w.free, b[:cap(b)]) }
+
+// send encodes x (rows×C) with enc into a frame and queues it on the link
+// to stage peer.
+func (w *Worker) send(peer int, enc *compression.LinkCodec, typ wire.Type, step, micro int, x []float32, tokens []int32, rows int) (int, error) {
+	fb := w.gradRate // activations go to the stage whose gradients we measured
+	if typ == wire.TypeGradient {
+		fb = w.actRate
+	}
+	p := binary.LittleEndian.AppendUint64(w.encBuf[:0], uint64(time.Now().UnixNano()))
+	p = binary.LittleEndian.AppendUint32(p, math.Float32bits(fb))
+	var flags wire.Flags
+	var err error
+	var lz4 bool
+	if tc, ok := enc.Codec.(compression.TokenCodec); ok && typ == wire.TypeActivation {
+		// The forward path of the subspace codec carries the token ids.
+		p, err = tc.EncodeWithTokens(p, x, tokens, rows, w.C)
+	} else {
+		p, lz4, err = enc.Encode(p, x, rows, w.C)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("encode %v: %w", typ, err)
+	}
+	if lz4 {
+		flags |= wire.FlagLZ4
+	}
+	w.encBuf = p
+	frame := wire.Append(nil, wire.Header{Type: typ, Codec: uint8(enc.Codec.ID()), Flags: flags, Stage: uint16(w.id), Step: frameStep(w.epoch, step), Micro: uint32(micro)}, p)
+	l := w.linkTo(peer)
+	if l == nil {
+		return 0, fmt.Errorf("no link to stage %d", peer)
+	}
+	l.out <- frame
+	return len(frame), nil
+}
+
+// decode turns a tensor frame's payload back into floats.
+func (w *Worker) decode(dec *compression.LinkCodec, m inMsg, dst []float32, toks []int32, rows int) (time.Time, error) {
+	if len(m.payload) < stampSize {
+		return time.Time{}, fmt.Errorf("%v frame of step %d: payload too short", m.h.Type, m.h.Step)
+	}
+	if m.h.Codec != uint8(dec.Codec.ID()) {
+		return time.Time{}, fmt.Errorf("%v frame of step %d: codec %d, this run uses %v", m.h.Type, m.h.Step, m.h.Codec, dec.Codec.ID())
+	}
+	sent := time.Unix(0, int64(binary.LittleEndian.Uint64(m.payload)))
+	if tc, ok := dec.Codec.(compression.TokenCodec); ok && m.h.Type == wire.TypeActivation {
+		if m.h.Flags != 0 {
+			return sent, fmt.Errorf("activation frame of step %d: flags %v on a subspace payload", m.h.Step, m.h.Flags)
+		}
+		if err := tc.DecodeWithTokens(dst[:rows*w.C], toks[:rows], m.payload[stampSize:], rows, w.C); err != nil {
+			return sent, err
+		}
+	} else if err := dec.Decode(dst[:rows*w.C], m.payload[stampSize:], m.h.Flags&wire.FlagLZ4 != 0, rows, w.C); err != nil {
+		return sent, err
+	}
+	for _, v := range dst[:rows*w.C] {
+		if !(v >= -maxAbsValue && v <= maxAbsValue) { // NaN fails both
+			return sent, fmt.Errorf("%v frame of step %d micro %d holds %v (non-finite or beyond ±%g)", m.h.Type, m.h.Step, m.h.Micro, v, maxAbsValue)
+		}
+	}
+	return sent, nil
+}
+
+func (w *Worker) span(kind string, micro int, start time.Time) {
+	now := time.Now()
+	w.stats.Spans = append(w.stats.Spans, spanRec{Kind: kind, Micro: micro, Start: start.Sub(w.t0).Seconds(), End: now.Sub(w.t0).Seconds()})
+}
+
+// take waits for one message from the links and files it. A bad frame is
+// a rejectedFrame; a duplicate is dropped.
+func (w *Worker) take(ctx context.Context) error {
+	w0 := time.Now()
+	m, err := w.nextMsg(ctx)
+	if err != nil {
+		return err
+	}
+	reject := func(err error) error { return &rejectedFrame{peer: m.from.peer, err: err} }
+	_, step := splitStep(m.h.Step)
+	var dst []float32
+	var dec *compression.LinkCodec
+	rows := w.B * w.T
+	key := [2]int{step, int(m.h.Micro)}
+	// Within one attempt a frame of a step already finished can only be
+	// a late duplicate; seen catches duplicates within this step.
+	k3 := [3]int{int(m.h.Type), step, int(m.h.Micro)}
+	if step < w.sm.CurrentStep()+w.base || w.seen[k3] {
+		return nil
+	}
+	w.seen[k3] = true
+	if m.h.Micro >= uint32(w.M) || step > w.sm.CurrentStep()+w.base {
+		return reject(fmt.Errorf("%v frame for step %d micro %d, outside this step", m.h.Type, step, m.h.Micro))
+	}
+	switch m.h.Type {
+	case wire.TypeActivation:
+		dst, dec = w.buf(), w.decPrev
+	case wire.TypeGradient:
+		dst, dec = w.buf(), w.decNext
+	case wire.TypeTiedGrad:
+		tw := w.st.TiedWeight()
+		if w.tiedIn == nil {
+			n := len(tw.Data)
+			if w.con != nil {
+				n = n / w.C * w.con.basis.K
+			}
+			w.tiedIn = make([]float32, n)
+		}
+		if w.untied && len(m.payload) == stampSize {
+			w.netWait(w0, m)
+			return w.sm.Step(scheduler.EmbeddingGradArrived(step - w.base))
+		}
+		if len(m.payload) != stampSize+4*len(w.tiedIn) {
+			return reject(fmt.Errorf("tied gradient of step %d: %d bytes, want %d", step, len(m.payload), stampSize+4*len(w.tiedIn)))
+		}
+		for i := range w.tiedIn {
+			v := math.Float32frombits(binary.LittleEndian.Uint32(m.payload[stampSize+4*i:]))
+			if !(v >= -maxAbsValue && v <= maxAbsValue) {
+				return reject(fmt.Errorf("tied gradient of step %d holds %v", step, v))
+			}
+			w.tiedIn[i] = v
+		}
+		w.netWait(w0, m)
+		return w.sm.Step(scheduler.EmbeddingGradArrived(step - w.base))
+	default:
+		return reject(fmt.Errorf("unexpected %v frame on a stage link", m.h.Type))
+	}
+	var toks []int32
+	if m.h.Type == wire.TypeActivation {
+		toks = make([]int32, rows)
+	}
+	if _, err := w.decode(dec, m, dst, toks, rows); err != nil {
+		w.release(dst)
+		return reject(err)
+	}
+	w.netWait(w0, m)
+	w.observe(m)
+	if m.h.Type == wire.TypeActivation {
+		w.acts[key] = dst
+		w.toks[key] = toks
+		return w.sm.Step(scheduler.ActivationArrived(step-w.base, int(m.h.Micro)))
+	}
+	w.grads[key] = dst
+	return w.sm.Step(scheduler.GradientArrived(step-w.base, int(m.h.Micro)))
+}
+
+// observe measures the throughput of a received tensor frame and feeds the
+// sender's feedback on our own sending to the auto-rank controller.
+func (w *Worker) observe(m inMsg) {
+	sent := time.Unix(0, int64(binary.LittleEndian.Uint64(m.payload)))
+	fb := float64(math.Float32frombits(binary.LittleEndian.Uint32(m.payload[8:])))
+	rate, link := &w.actRate, m.from.conn
+	auto, enc, dir := w.autoPrev, w.encPrev, "backward"
+	if m.h.Type == wire.TypeGradient {
+		rate = &w.gradRate
+		auto, enc, dir = w.autoNext, w.encNext, "forward"
+	}
+	// Transfer time = transit less the one-way latency (half the link's
+	// round trip): serialization plus any queueing behind earlier
+	// messages. A late delivery only makes it longer, so the estimate errs
+	// towards a slower link, never a faster one.
+	transfer := m.at.Sub(sent) - link.Stats().RTT/2
+	transfer = max(transfer, 50*time.Microsecond) // clock granularity
+	*rate = float32(float64(len(m.payload)+wire.HeaderSize) / transfer.Seconds())
+	// fb is how fast our frames in the other direction reached this
+	// peer: the activations we send next (on a gradient frame) or the
+	// gradients we send back (on an activation frame).
+	if auto == nil || fb <= 0 || w.computePerMicro <= 0 {
+		return
+	}
+	setting, ev := auto.Observe(compression.Observation{BytesPerSecond: fb, ComputeSeconds: w.computePerMicro, Rows: w.B * w.T, Cols: w.C})
+	if ev == nil {
+		return
+	}
+	if lr, ok := enc.Codec.(*compression.LowRank); ok {
+		lr.Apply(setting)
+	}
+	d := ev.Detail()
+	d["stage"], d["direction"] = w.id, dir
+	w.stats.Events = append(w.stats.Events, metrics.Event{Type: "event", Kind: "rank_change", Step: int(m.h.Step&(1<<epochShift-1)) + 1, WallSeconds: time.Since(w.t0).Seconds(), Detail: d})
+}
+
+// netWait counts the part of a wait that began at w0 during which the
+// message had already left its sender.
+func (w *Worker) netWait(w0 time.Time, m inMsg) {
+	if len(m.payload) < stampSize {
+		return
+	}
+	sent := time.Unix(0, int64(binary.LittleEndian.Uint64(m.payload)))
+	if sent.Before(w0) {
+		sent = w0
+	}
+	if d := m.at.Sub(sent).Seconds(); d > 0 {
+		w.stats.NetWait += d
+	}
+}
+
+func (w *Worker) step(ctx context.Context, cmd ctrlMsg) (ctrlMsg, error) {
+	start := time.Now()
+	w.t0 = time.Unix(0, cmd.T0)
+	w.stats = workerStats{}
+	if !w.started {
+		w.base, w.started = cmd.Step, true
+	}
+	if got := w.sm.CurrentStep() + w.base; got != cmd.Step {
+		return ctrlMsg{}, fmt.Errorf("driver asked for step %d, stage is at %d", cmd.Step, got)
+	}
+	N := w.B * w.T
+	if (w.first || w.last) && len(cmd.blob) != w.M*N*2 {
+		return ctrlMsg{}, fmt.Errorf("step %d: batch blob has %d bytes, want %d", cmd.Step, len(cmd.blob), w.M*N*2)
+	}
+	tokens := make([]int32, w.M*N)
+	targets := make([]int32, w.M*N)
+	for i := range tokens {
+		if len(cmd.blob) > 0 {
+			tokens[i], targets[i] = int32(cmd.blob[i]), int32(cmd.blob[w.M*N+i])
+		}
+	}
+	var loss float64
+	for {
+		a := w.sm.Next()
+		step := a.Step + w.base
+		t := time.Now()
+		switch a.Kind {
+		case scheduler.ActionWait:
+			if err := w.take(ctx); err != nil {
+				return ctrlMsg{}, fmt.Errorf("step %d: waiting for %v of micro-batch %d: %w", step, a.WaitFor, a.Micro, err)
+			}
+			w.stats.Wait += time.Since(t).Seconds()
+			w.span("recv_wait", a.Micro, t)
+			continue
+		case scheduler.ActionDone:
+			clear(w.seen)
+			if err := w.sm.Advance(); err != nil {
+				return ctrlMsg{}, err
+			}
+			w.stats.Wall = time.Since(start).Seconds()
+			if l := w.linkTo(w.nextID); l != nil {
+				ls := l.conn.Stats()
+				w.stats.Candidate, w.stats.RTTMs = ls.Candidate, float64(ls.RTT)/1e6
+			}
+			st := w.stats
+			return ctrlMsg{Kind: ctrlDone, Step: cmd.Step, Stats: &st}, nil
+		case scheduler.ActionForward:
+			var in []float32
+			key := [2]int{step, a.Micro}
+			tok := tokens[a.Micro*N : (a.Micro+1)*N]
+			if !w.first {
+				in, tok = w.acts[key], w.toks[key]
+				delete(w.acts, key)
+				delete(w.toks, key)
+			}
+			if w.last {
+				v, err := w.st.ForwardLoss(a.Slot, w.B, w.T, tok, in, targets[a.Micro*N:(a.Micro+1)*N])
+				if err != nil {
+					return ctrlMsg{}, err
+				}
+				loss += float64(v)
+			} else {
+				out, err := w.st.Forward(a.Slot, w.B, w.T, tok, in)
+				if err != nil {
+					return ctrlMsg{}, err
+				}
+				n, err := w.send(w.nextID, w.encNext, wire.TypeActivation, step, a.Micro, out, tok, N)
+				if err != nil {
+					return ctrlMsg{}, err
+				}
+				w.stats.SentFwdBytes += int64(n)
+				w.stats.RawFwdBytes += int64(4 * N * w.C)
+				w.stats.SentMessages++
+			}
+			if in != nil {
+				w.release(in)
+			}
+			w.span("forward", a.Micro, t)
+			w.fwdSecs = time.Since(t).Seconds()
+		case scheduler.ActionBackward:
+			key := [2]int{step, a.Micro}
+			var dout []float32
+			if !w.last {
+				dout = w.grads[key]
+				delete(w.grads, key)
+			}
+			din, err := w.st.Backward(a.Slot, dout, 1/float32(w.M))
+			if err != nil {
+				return ctrlMsg{}, err
+			}
+			if !w.first {
+				n, err := w.send(w.prevID, w.encPrev, wire.TypeGradient, step, a.Micro, din, nil, N)
+				if err != nil {
+					return ctrlMsg{}, err
+				}
+				w.stats.SentBwdBytes += int64(n)
+				w.stats.RawBwdBytes += int64(4 * N * w.C)
+				w.stats.SentMessages++
+			}
+			if dout != nil {
+				w.release(dout)
+			}
+			for _, msg := range w.sm.Sends(a) {
+				if msg.Kind == scheduler.MessageEmbeddingGrad {
+					w.sendTied(step)
+				}
+			}
+			w.span("backward", a.Micro, t)
+			w.bwdSecs = time.Since(t).Seconds()
+			w.computePerMicro = w.fwdSecs + w.bwdSecs
+		case scheduler.ActionOptimizerStep:
+			waited, err := w.optimize(ctx, cmd, loss)
+			if err != nil {
+				return ctrlMsg{}, err
+			}
+			// The global-norm barrier is waiting, not compute.
+			w.stats.Wait += waited.Seconds()
+			w.stats.Busy -= waited.Seconds()
+		default:
+			return ctrlMsg{}, fmt.Errorf("scheduler asked for %v", a)
+		}
+		w.stats.Busy += time.Since(t).Seconds()
+		if err := w.sm.Step(scheduler.Completed(a)); err != nil {
+			return ctrlMsg{}, err
+		}
+	}
+}
+
+// sendTied sends this stage's tied-embedding gradient, raw fp32: it is
+// small (vocab×d) and once per step, and the sum must be exact for the two
+// copies to stay identical.
+func (w *Worker) sendTied(step int) {
+	g := w.st.TiedWeight().Grad
+	switch {
+	case w.untied:
+		g = nil // the ends only tell each other their step is done
+	case w.con != nil:
+		// Under the subspace constraint only the tied gradient's part in
+		// span(U) matters (it is projected before the optimizer): send
+		// its k coefficients per row instead of d values, d/k less.
+		w.tiedOwn = w.con.coeffs(g, w.tiedOwn)
+		g = w.tiedOwn
+	}
+	p := make([]byte, stampSize, stampSize+4*len(g))
+	binary.LittleEndian.PutUint64(p, uint64(time.Now().UnixNano()))
+	binary.LittleEndian.PutUint32(p[8:], 0)
+	for _, v := range g {
+		p = binary.LittleEndian.AppendUint32(p, math.Float32bits(v))
+	}
+	frame := wire.Append(nil, wire.Header{Type: wire.TypeTiedGrad, Stage: uint16(w.id), Step: frameStep(w.epoch, step), Micro: 0}, p)
+	if l := w.linkTo(w.tiedID); l != nil {
+		l.out <- frame
+	}
+}
+
+// optimize finishes the step's gradients and applies AdamW once the driver
+// has the global norm.
+func (w *Worker) optimize(ctx context.Context, cmd ctrlMsg, loss float64) (time.Duration, error) {
+	t := time.Now()
+	if w.S > 1 && (w.first || w.last) && !w.untied {
+		// Both ends hold the sum afterwards, added in the same order
+		// (first stage's gradient + last stage's) so the copies stay
+		// bit-identical.
+		g := w.st.TiedWeight().Grad
+		own := g
+		if w.con != nil {
+			own = w.tiedOwn // this stage's coefficients, as sent
+		}
+		if w.first {
+			for i := range own {
+				own[i] += w.tiedIn[i]
+			}
+		} else {
+			for i := range own {
+				own[i] = w.tiedIn[i] + own[i]
+			}
+		}
+		if w.con != nil {
+			w.con.expand(g, own) // the projected sum, identical at both ends
+		}
+	}
+	if w.con != nil {
+		if err := w.con.projectGrads(); err != nil {
+			return 0, err
+		}
+	}
+	rep := ctrlMsg{Kind: ctrlReport, Step: cmd.Step, SumSq: w.st.GradSumSquares()}
+	if w.last {
+		rep.Loss = loss / float64(w.M)
+	}
+	if err := w.sendCtrl(ctx, rep); err != nil {
+		return 0, err
+	}
+	w.span("optimizer", -1, t)
+	t = time.Now()
+	ap, err := w.recvCtrl(ctx, ctrlApply)
+	if err != nil {
+		return 0, err
+	}
+	waited := time.Since(t)
+	w.span("sync_wait", -1, t)
+	t = time.Now()
+	stages.ScaleGrads(w.st.Params(), ap.Scale)
+	w.opt.Step(float32(cmd.LR))
+	w.st.ZeroGrad()
+	if w.con != nil {
+		if err := w.con.projectWeights(); err != nil {
+			return 0, err
+		}
+	}
+	w.span("optimizer", -1, t)
+	return waited, nil
+}
+
+// eval runs forward passes of held-out batches through the pipeline.
+func (w *Worker) eval(ctx context.Context, cmd ctrlMsg) (ctrlMsg, error) {
+	total := 0
+	for _, s := range cmd.Shapes {
+		total += s[0] * s[1]
+	}
+	if (w.first || w.last) && len(cmd.blob) != 2*total {
+		return ctrlMsg{}, fmt.Errorf("eval: blob has %d bytes, want %d", len(cmd.blob), 2*total)
+	}
+	var lossSum float64
+	var count int64
+	off := 0
+	for k, s := range cmd.Shapes {
+		B, T := s[0], s[1]
+		n := B * T
+		if B < 1 || B > w.B || T < 1 || T > w.T {
+			return ctrlMsg{}, fmt.Errorf("eval batch %d: shape %dx%d outside %dx%d", k, B, T, w.B, w.T)
+		}
+		tok := make([]int32, n)
+		tgt := make([]int32, n)
+		if len(cmd.blob) > 0 {
+			for i := 0; i < n; i++ {
+				tok[i], tgt[i] = int32(cmd.blob[off+i]), int32(cmd.blob[total+off+i])
+			}
+		}
+		off += n
+		var in []float32
+		if !w.first {
+			m, err := w.nextMsg(ctx)
+			if err != nil {
+				return ctrlMsg{}, err
+			}
+			if _, st := splitStep(m.h.Step); m.h.Type != wire.TypeActivation || st != evalStep || int(m.h.Micro) != k {
+				return ctrlMsg{}, &rejectedFrame{peer: m.from.peer, err: fmt.Errorf("eval: got %v frame step %d micro %d, want eval activation %d", m.h.Type, st, m.h.Micro, k)}
+			}
+			in = w.buf()
+			if _, err := w.decode(w.evalDec, m, in, tok, n); err != nil {
+				w.release(in)
+				return ctrlMsg{}, &rejectedFrame{peer: m.from.peer, err: err}
+			}
+			in = in[:n*w.C]
+		}
+		if w.last {
+			v, err := w.st.ForwardLoss(w.evalSlot, B, T, tok, in, tgt)
+			if err != nil {
+				return ctrlMsg{}, err
+			}
+			lossSum += float64(v) * float64(n)
+			count += int64(n)
+		} else {
+			out, err := w.st.Forward(w.evalSlot, B, T, tok, in)
+			if err != nil {
+				return ctrlMsg{}, err
+			}
+			if _, err := w.send(w.nextID, w.evalEnc, wire.TypeActivation, evalStep, k, out, tok, n); err != nil {
+				return ctrlMsg{}, err
+			}
+		}
+		if in != nil {
+			w.release(in)
+		}
+	}
+	return ctrlMsg{Kind: ctrlEvalDone, LossSum: lossSum, Count: count}, nil
+}
+
+func (w *Worker) restore(cmd ctrlMsg) (ctrlMsg, error) {
+	ts, err := decodeTensors(cmd.blob)
+	if err != nil {
+		return ctrlMsg{}, err
+	}
+	st := &stages.State{Model: w.st.Config(), OptimStep: cmd.OptimStep, Tensors: ts}
+	// A subspace run's saved weights are already in span(U); projecting
+	// them again would change their last bits and break bit-identical
+	// resume.
+	if err := st.RestoreStage(w.st, w.opt); err != nil {
+		return ctrlMsg{}, err
+	}
+	w.started = false
+	return ctrlMsg{Kind: ctrlOK}, nil
+}
+
+// SetRelink sets how the worker re-establishes its link to a neighbour
+// stage when the driver says so (WebRTC: a new ICE session through
+// signaling, to the peer that now holds it). Without one, links that cannot
+// break by themselves (in-process pipes, loopback TCP) are kept.
+func (w *Worker) SetRelink(f func(ctx context.Context, peer int, holders []string) (transport.Conn, error)) {
+	w.relink = f
+}

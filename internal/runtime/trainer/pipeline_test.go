@@ -1,0 +1,236 @@
+package trainer
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/narrowband/narrowband/internal/config"
+	"github.com/narrowband/narrowband/internal/metrics"
+	"github.com/narrowband/narrowband/stages"
+)
+
+// sameLosses fails t unless two loss curves have the same length and every
+// value agrees within 1e-5 relative: an engine or transport changes
+// nothing but time.
+func sameLosses(t *testing.T, name string, got []float64, refName string, ref []float64) {
+	t.Helper()
+	if len(got) != len(ref) {
+		t.Fatalf("%s logged %d loss values, %s %d", name, len(got), refName, len(ref))
+	}
+	for i := range ref {
+		if d := math.Abs(got[i]-ref[i]) / math.Abs(ref[i]); d > 1e-5 {
+			t.Errorf("loss value %d: %s %v, %s %v (relative %.2g)", i, name, got[i], refName, ref[i], d)
+		}
+	}
+}
+
+// stateOf runs c and returns its loss curve and final state.
+func stateOf(t *testing.T, c config.Config) ([]float64, *stages.State) {
+	t.Helper()
+	dir := t.TempDir()
+	runTiny(t, c, dir)
+	st, err := LoadState(dir + "/" + StateFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return losses(t, dir), st
+}
+
+// TestPipelineEqualsOneProcess: with no compression, cutting the model into
+// 2 or 4 stages under GPipe or 1F1B changes nothing but the order of
+// floating-point additions: losses and final weights match one process.
+func TestPipelineEqualsOneProcess(t *testing.T) {
+	c := tinyConfig(t)
+	c.Run.Steps = 20
+	c.Model.NLayer = 4
+	c.Train.BatchSize = 8
+	c.Train.MicroBatches = 4
+	c.Train.EvalInterval = 10
+	refLoss, ref := stateOf(t, c)
+	for _, S := range []int{2, 4} {
+		for _, sched := range []string{"gpipe", "1f1b"} {
+			t.Run(fmt.Sprintf("stages=%d/schedule=%s", S, sched), func(t *testing.T) {
+				p := c
+				p.Pipeline.Stages = S
+				p.Pipeline.Schedule = sched
+				if sched == "1f1b" && S == 4 {
+					p.Pipeline.Lookahead = 2 // more warm-up forwards, same math
+				}
+				gotLoss, got := stateOf(t, p)
+				sameLosses(t, "pipeline", gotLoss, "one process", refLoss)
+				compareStates(t, ref, got, 1e-5)
+			})
+		}
+	}
+}
+
+// compareStates checks the final weights of got against want. The whole
+// parameter vector must be within tol (relative L2 distance), and so must
+// every tensor, up to a factor of 10: the attention key bias has a gradient
+// that is zero in exact arithmetic (softmax ignores a shift shared by all
+// keys), so what it gets is rounding noise, which AdamW normalizes into
+// full-size steps; a different (equally valid) order of additions gives it
+// different noise, a few 1e-5 apart after 20 steps.
+func compareStates(t *testing.T, want, got *stages.State, tol float64) {
+	t.Helper()
+	byName := map[string][]float32{}
+	for _, ts := range got.Tensors {
+		byName[ts.Name] = ts.Data
+	}
+	n := 0
+	var allDiff, allNorm float64
+	for _, w := range want.Tensors {
+		if len(w.Name) > 6 && w.Name[:6] == "optim." {
+			continue
+		}
+		g, ok := byName[w.Name]
+		if !ok {
+			t.Errorf("%s missing from the pipeline's state", w.Name)
+			continue
+		}
+		var diff, norm float64
+		for i := range w.Data {
+			d := float64(w.Data[i]) - float64(g[i])
+			diff += d * d
+			norm += float64(w.Data[i]) * float64(w.Data[i])
+		}
+		allDiff += diff
+		allNorm += norm
+		if rel := math.Sqrt(diff / math.Max(norm, 1e-30)); rel > 10*tol {
+			t.Errorf("%s: relative distance %.3g > %g", w.Name, rel, 10*tol)
+		}
+		n++
+	}
+	if n == 0 {
+		t.Fatal("no weights compared")
+	}
+	rel := math.Sqrt(allDiff / allNorm)
+	t.Logf("final weights: relative L2 distance %.3g over %d tensors", rel, n)
+	if rel > tol {
+		t.Errorf("final weights: relative distance %.3g > %g", rel, tol)
+	}
+}
+
+// TestPipelineResume: a pipeline run resumes from its checkpoint exactly.
+func TestPipelineResume(t *testing.T) {
+	c := tinyConfig(t)
+	c.Model.NLayer = 2
+	c.Pipeline.Stages = 2
+	whole := t.TempDir()
+	runTiny(t, c, whole)
+	c.Train.CheckpointInterval = 3
+	broken := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if _, err := Run(ctx, Options{Config: c, Out: broken, Observer: &stopAfter{n: 4, cancel: cancel}}); err == nil {
+		t.Fatal("interrupted run reported success")
+	}
+	if _, err := Run(context.Background(), Options{Config: c, Out: broken, Resume: broken}); err != nil {
+		t.Fatal(err)
+	}
+	lw, lr := losses(t, whole), losses(t, broken)
+	for i := range lw {
+		if math.Float64bits(lw[i]) != math.Float64bits(lr[i]) {
+			t.Fatalf("value %d: resumed %v, uninterrupted %v", i, lr[i], lw[i])
+		}
+	}
+}
+
+// TestProcessesEqualInProcess: one OS process per stage, linked by real
+// sockets, trains exactly like the same pipeline in goroutines.
+func TestProcessesEqualInProcess(t *testing.T) {
+	c := tinyConfig(t)
+	c.Model.NLayer = 4
+	c.Pipeline.Stages = 4
+	c.Train.MicroBatches = 2
+	inLoss, inState := stateOf(t, c)
+	c.Pipeline.Processes = true
+	c.Train.Threads = 1
+	prLoss, prState := stateOf(t, c)
+	sameLosses(t, "processes", prLoss, "goroutines", inLoss)
+	compareStates(t, inState, prState, 1e-5)
+}
+
+// TestWebRTCEqualsInProcess: four peer processes that met through a real
+// signaling server and talk over WebRTC data channels on loopback train
+// exactly like the in-process pipeline: the transport changes nothing but
+// time.
+func TestWebRTCEqualsInProcess(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts four WebRTC peer processes")
+	}
+	c := tinyConfig(t)
+	c.Model.NLayer = 4
+	c.Pipeline.Stages = 4
+	c.Train.MicroBatches = 2
+	inLoss, inState := stateOf(t, c)
+	c.Pipeline.Transport = "webrtc"
+	c.Train.Threads = 1
+	dir := t.TempDir()
+	runTiny(t, c, dir)
+	rtLoss := losses(t, dir)
+	rtState, err := LoadState(dir + "/" + StateFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameLosses(t, "webrtc", rtLoss, "in-process", inLoss)
+	compareStates(t, inState, rtState, 1e-5)
+	recs, err := metrics.ReadJSONL(dir + "/metrics.jsonl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := recs[len(recs)-1]
+	if len(last.Links) != 3 {
+		t.Fatalf("last step reports %d links, want 3", len(last.Links))
+	}
+	for _, l := range last.Links {
+		if l.Candidate != "host" {
+			t.Errorf("link %d→%d used candidate %q, want host on loopback", l.From, l.To, l.Candidate)
+		}
+	}
+}
+
+// TestWebRTCRunRelaysThroughItsOwnTURN: a run that hosts STUN/TURN beside its
+// signaling server (pipeline.turn_addr) and allows relayed paths only
+// trains through that relay without being told its address, and the
+// transport still changes nothing but time.
+func TestWebRTCRunRelaysThroughItsOwnTURN(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts two WebRTC peer processes and a TURN server")
+	}
+	c := tinyConfig(t)
+	c.Pipeline.Stages = 2
+	c.Train.MicroBatches = 2
+	inLoss, _ := stateOf(t, c)
+	c.Pipeline.Transport = "webrtc"
+	c.Pipeline.TURNAddr = "127.0.0.1:0"
+	c.Pipeline.RelayOnly = true
+	c.Train.Threads = 1
+	dir := t.TempDir()
+	runTiny(t, c, dir)
+	sameLosses(t, "relayed", losses(t, dir), "in-process", inLoss)
+	recs, err := metrics.ReadJSONL(dir + "/metrics.jsonl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := recs[len(recs)-1]
+	if len(last.Links) != 1 || last.Links[0].Candidate != "relay" {
+		t.Fatalf("last step's links %+v, want one link through a relay", last.Links)
+	}
+	b, err := os.ReadFile(dir + "/signal.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sig map[string]string
+	if err := json.Unmarshal(b, &sig); err != nil {
+		t.Fatal(err)
+	}
+	if j := sig["join"]; !strings.Contains(j, " --ice turn:127.0.0.1:") || !strings.Contains(j, " --relay-only") {
+		t.Errorf("join command %q does not name the run's TURN server and --relay-only", j)
+	}
+}

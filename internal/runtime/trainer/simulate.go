@@ -1,0 +1,187 @@
+package trainer
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"os"
+	"sort"
+	"strings"
+
+	"github.com/narrowband/narrowband/internal/config"
+	"github.com/narrowband/narrowband/internal/metrics"
+	"github.com/narrowband/narrowband/internal/runtime/pipeline"
+	"github.com/narrowband/narrowband/scheduler"
+	"github.com/narrowband/narrowband/scheduler/sim"
+)
+
+// Prediction is what `narrowband simulate` reports.
+type Prediction struct {
+	Stages          int           `json:"stages"`
+	Micro           int           `json:"micro_batches"`
+	Schedule        string        `json:"schedule"`
+	Compute         []sim.Compute `json:"compute_seconds"`
+	ActivationBytes int64         `json:"activation_bytes"`
+	GradientBytes   int64         `json:"gradient_bytes"`
+	EmbeddingBytes  int64         `json:"embedding_bytes"`
+	StepSeconds     float64       `json:"step_seconds"`
+	TokensPerSecond float64       `json:"tokens_per_second"`
+	Busy            []float64     `json:"busy_fraction"`
+	NetworkWait     []float64     `json:"network_wait_fraction"`
+	Bubble          float64       `json:"bubble_fraction"`
+	Timeline        string        `json:"timeline"`
+}
+
+// spanCollector is an Observer that keeps every span.
+type spanCollector struct{ spans []metrics.Span }
+
+func (s *spanCollector) PublishStep(metrics.StepRecord) {}
+func (s *spanCollector) PublishEvent(metrics.Event)     {}
+func (s *spanCollector) PublishSpans(sp []metrics.Span) { s.spans = append(s.spans, sp...) }
+
+// ComputeFromSpans averages each stage's forward, backward and optimizer
+// spans over the steps after the first (which warms up).
+func ComputeFromSpans(spans []metrics.Span, stages int) []sim.Compute {
+	type acc struct{ f, b, o, nf, nb, no float64 }
+	a := make([]acc, stages)
+	for _, s := range spans {
+		if s.Step <= 1 || s.Stage >= stages {
+			continue
+		}
+		d := s.End - s.Start
+		switch s.Kind {
+		case "forward":
+			a[s.Stage].f += d
+			a[s.Stage].nf++
+		case "backward":
+			a[s.Stage].b += d
+			a[s.Stage].nb++
+		case "optimizer": // recorded in two parts around the norm barrier
+			a[s.Stage].o += d
+			a[s.Stage].no += 0.5
+		}
+	}
+	out := make([]sim.Compute, stages)
+	for i, x := range a {
+		out[i] = sim.Compute{Forward: x.f / math.Max(x.nf, 1), Backward: x.b / math.Max(x.nb, 1), Optimizer: x.o / math.Max(x.no, 1)}
+	}
+	return out
+}
+
+// MeasureCompute runs cfg for a few steps on this machine with unshaped
+// links and returns each stage's compute times.
+func MeasureCompute(ctx context.Context, cfg config.Config, steps int) ([]sim.Compute, error) {
+	c := cfg
+	c.Run.Steps = steps
+	c.Train.EvalInterval = 0
+	c.Train.EvalBatches = 1
+	c.Train.CheckpointInterval = 0
+	c.Network = config.Network{}
+	c.Sweep = nil
+	dir, err := os.MkdirTemp("", "narrowband-measure-*")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	col := &spanCollector{}
+	if c.Pipeline.Stages == 1 {
+		// The single-process engine records no spans; a 1-stage pipeline
+		// does the same work through the worker, which does.
+		return nil, fmt.Errorf("simulate: give simulate.forward_ms/backward_ms for a 1-stage run (nothing crosses a link)")
+	}
+	if _, err := Run(ctx, Options{Config: c, Out: dir, Observer: col}); err != nil {
+		return nil, fmt.Errorf("simulate: measuring compute: %w", err)
+	}
+	return ComputeFromSpans(col.spans, c.Pipeline.Stages), nil
+}
+
+// Predict simulates cfg with the given per-stage compute times.
+func Predict(cfg config.Config, comp []sim.Compute) (Prediction, error) {
+	kind, err := scheduler.ParseSchedule(cfg.Pipeline.Schedule)
+	if err != nil {
+		return Prediction{}, err
+	}
+	S, M := cfg.Pipeline.Stages, cfg.Train.MicroBatches
+	act, grad, emb, err := pipeline.MessageBytes(cfg)
+	if err != nil {
+		return Prediction{}, err
+	}
+	bps := func(mbps float64) float64 {
+		if mbps <= 0 {
+			return math.Inf(1)
+		}
+		return mbps * 1e6
+	}
+	var links []sim.Link
+	for i := 0; i+1 < S; i++ {
+		p := cfg.LinkProfile(i, i+1)
+		links = append(links, sim.Link{ForwardBPS: bps(p.BandwidthMbps), BackwardBPS: bps(p.BandwidthMbps), Latency: p.LatencyMs / 1000, ActivationBytes: act, GradientBytes: grad})
+	}
+	scaled := make([]sim.Compute, len(comp))
+	for i, c := range comp {
+		s := cfg.Simulate.Speedup
+		scaled[i] = sim.Compute{Forward: c.Forward / s, Backward: c.Backward / s, Optimizer: c.Optimizer / s}
+	}
+	tied := cfg.LinkProfile(0, 1)
+	sc := sim.Config{
+		Schedule: kind, Stages: S, Micro: M, Steps: cfg.Simulate.Steps, Lookahead: cfg.Pipeline.Lookahead,
+		Compute: scaled, Links: links,
+		Embedding:     sim.Embedding{BPS: bps(tied.BandwidthMbps), Latency: tied.LatencyMs / 1000, Bytes: emb},
+		TokensPerStep: int64(cfg.Train.BatchSize * cfg.Model.BlockSize),
+		Spans:         true,
+		// The runtime synchronises at the optimizer step for the global
+		// gradient norm; the coordinator's control links are not shaped.
+		Barrier: true,
+	}
+	if S == 1 {
+		sc.Links = nil
+	}
+	res, err := sim.Run(sc)
+	if err != nil {
+		return Prediction{}, err
+	}
+	p := Prediction{Stages: S, Micro: M, Schedule: kind.String(), Compute: scaled, ActivationBytes: act, GradientBytes: grad, EmbeddingBytes: emb,
+		StepSeconds: res.StepTime, TokensPerSecond: res.TokensPerSecond}
+	var busy, all float64
+	for _, st := range res.Stages {
+		p.Busy = append(p.Busy, st.Busy)
+		p.NetworkWait = append(p.NetworkWait, st.NetWait)
+		busy += st.Busy
+		all++
+	}
+	if all > 0 {
+		p.Bubble = 1 - busy/all
+	}
+	var last []sim.Span
+	for _, s := range res.Spans {
+		if s.Step == cfg.Simulate.Steps-1 {
+			last = append(last, s)
+		}
+	}
+	if len(last) > 0 {
+		sort.Slice(last, func(i, j int) bool { return last[i].Start < last[j].Start })
+		t0 := last[0].Start
+		for i := range last {
+			last[i].Start -= t0
+			last[i].End -= t0
+		}
+		p.Timeline = sim.Timeline(last, S, res.StepTime/100)
+	}
+	return p, nil
+}
+
+// String renders a prediction for the terminal.
+func (p Prediction) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d stages, %d micro-batches, %s\n", p.Stages, p.Micro, p.Schedule)
+	fmt.Fprintf(&b, "messages: activation %d B, gradient %d B, tied embedding %d B\n", p.ActivationBytes, p.GradientBytes, p.EmbeddingBytes)
+	for i, c := range p.Compute {
+		fmt.Fprintf(&b, "stage %d: forward %.2f ms, backward %.2f ms, optimizer %.2f ms per micro-batch/step; busy %.0f%%, network wait %.0f%%\n",
+			i, 1e3*c.Forward, 1e3*c.Backward, 1e3*c.Optimizer, 100*p.Busy[i], 100*p.NetworkWait[i])
+	}
+	fmt.Fprintf(&b, "predicted step %.3f s, %.0f tokens/s, bubble %.0f%%\n", p.StepSeconds, p.TokensPerSecond, 100*p.Bubble)
+	if p.Timeline != "" {
+		fmt.Fprintf(&b, "one steady-state step (lowercase forward, UPPERCASE backward, # optimizer, ~ network wait, . idle):\n%s", p.Timeline)
+	}
+	return b.String()
+}

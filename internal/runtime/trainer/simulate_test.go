@@ -1,0 +1,70 @@
+package trainer
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"sort"
+	"testing"
+
+	"github.com/narrowband/narrowband/internal/metrics"
+	"github.com/narrowband/narrowband/internal/runtime/engine"
+)
+
+// TestSimulatorPredictsShapedRun: the simulator, given the compute times a
+// real in-process run measured and that run's link profile, predicts its
+// step time within 15%.
+func TestSimulatorPredictsShapedRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs two shaped pipelines for a few seconds")
+	}
+	for _, sched := range []string{"gpipe", "1f1b"} {
+		t.Run("schedule="+sched, func(t *testing.T) {
+			c := tinyConfig(t)
+			c.Run.Steps = 12
+			c.Model.NLayer = 2
+			c.Pipeline.Stages = 2
+			c.Pipeline.Schedule = sched
+			c.Train.BatchSize = 16
+			c.Train.MicroBatches = 4
+			c.Train.EvalInterval = 0
+			c.Train.EvalBatches = 1
+			c.Network.BandwidthMbps = 20
+			c.Network.LatencyMs = 10
+			col := &spanCollector{}
+			rec := &stepTimes{}
+			if _, err := Run(context.Background(), Options{Config: c, Out: t.TempDir(), Observer: engine.Observers{col, rec}}); err != nil {
+				t.Fatal(err)
+			}
+			measured := rec.median(2)
+			pred, err := Predict(c, ComputeFromSpans(col.spans, 2))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("measured step %.4f s, predicted %.4f s (ratio %.3f)\n%s", measured, pred.StepSeconds, pred.StepSeconds/measured, pred)
+			if r := pred.StepSeconds / measured; r < 0.85 || r > 1.15 {
+				t.Errorf("prediction %.4f s is %.0f%% off the measured %.4f s", pred.StepSeconds, 100*math.Abs(r-1), measured)
+			}
+		})
+	}
+}
+
+// stepTimes records each step's wall time.
+type stepTimes struct{ wall []float64 }
+
+func (s *stepTimes) PublishStep(r metrics.StepRecord) { s.wall = append(s.wall, r.WallSeconds) }
+func (s *stepTimes) PublishSpans([]metrics.Span)      {}
+func (s *stepTimes) PublishEvent(metrics.Event)       {}
+
+// median step duration, skipping the first skip steps (warm-up).
+func (s *stepTimes) median(skip int) float64 {
+	var d []float64
+	for i := skip + 1; i < len(s.wall); i++ {
+		d = append(d, s.wall[i]-s.wall[i-1])
+	}
+	sort.Float64s(d)
+	if len(d) == 0 {
+		panic(fmt.Sprintf("only %d steps recorded", len(s.wall)))
+	}
+	return d[len(d)/2]
+}

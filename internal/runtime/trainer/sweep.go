@@ -1,0 +1,94 @@
+package trainer
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/narrowband/narrowband/internal/config"
+	"github.com/narrowband/narrowband/internal/metrics"
+)
+
+// SweepResult is one line of a sweep's sweep.json.
+type SweepResult = metrics.SweepResult
+
+// RunSweep runs every variant of o.Config's [sweep] into its own folder
+// under o.Out, then writes sweep.json and summary.md there. A config
+// without a sweep is one plain run.
+func RunSweep(ctx context.Context, o Options) ([]SweepResult, error) {
+	vs, err := o.Config.Variants()
+	if err != nil {
+		return nil, err
+	}
+	if len(vs) == 1 && vs[0].Name == "" {
+		o.Config = vs[0].Config
+		sum, err := Run(ctx, o)
+		if err != nil {
+			return nil, err
+		}
+		return []SweepResult{{Dir: o.Out, Summary: sum}}, nil
+	}
+	if err := os.MkdirAll(o.Out, 0o755); err != nil {
+		return nil, err
+	}
+	var res []SweepResult
+	for i, v := range vs {
+		if o.Log != nil {
+			o.Log.Info("sweep variant", "n", i+1, "of", len(vs), "variant", v.Name)
+		}
+		vo := o
+		vo.Config = v.Config
+		vo.Out = filepath.Join(o.Out, v.Name)
+		if o.Resume != "" {
+			vo.Resume = filepath.Join(o.Resume, v.Name)
+		}
+		sum, err := Run(ctx, vo)
+		if err != nil {
+			return res, fmt.Errorf("sweep variant %s: %w", v.Name, err)
+		}
+		res = append(res, SweepResult{Variant: v.Name, Values: v.Values, Dir: vo.Out, Summary: sum})
+	}
+	if err := metrics.WriteJSON(filepath.Join(o.Out, "sweep.json"), res); err != nil {
+		return res, err
+	}
+	return res, metrics.WriteFileAtomic(filepath.Join(o.Out, "summary.md"), []byte(SweepTable(o.Config, res)))
+}
+
+// SweepTable renders a sweep's results as a Markdown table, with each
+// variant's tokens/s relative to the fastest.
+func SweepTable(cfg config.Config, res []SweepResult) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# %s\n\n", cfg.Run.Name)
+	var keys []string
+	if len(res) > 0 {
+		for k := range res[0].Values {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+	}
+	best := 0.0
+	for _, r := range res {
+		best = max(best, r.Summary.TokensPerSecond)
+	}
+	hdr := append(append([]string{}, keys...), "final val loss", "tokens/s", "vs fastest", "bubble", "network wait", "wire B/token fwd", "wire B/token bwd", "wall s")
+	fmt.Fprintf(&b, "| %s |\n|%s\n", strings.Join(hdr, " | "), strings.Repeat("---|", len(hdr)))
+	for _, r := range res {
+		s := r.Summary
+		var row []string
+		for _, k := range keys {
+			row = append(row, strings.Trim(r.Values[k], `"`))
+		}
+		rel := 0.0
+		if best > 0 {
+			rel = s.TokensPerSecond / best
+		}
+		row = append(row, fmt.Sprintf("%.4f", s.FinalValLoss), fmt.Sprintf("%.0f", s.TokensPerSecond), fmt.Sprintf("%.2f×", rel),
+			fmt.Sprintf("%.2f", s.BubbleFraction), fmt.Sprintf("%.2f", s.NetworkWaitFraction),
+			fmt.Sprintf("%.1f", s.WireBytesPerTokenForward), fmt.Sprintf("%.1f", s.WireBytesPerTokenBackward), fmt.Sprintf("%.1f", s.WallSeconds))
+		fmt.Fprintf(&b, "| %s |\n", strings.Join(row, " | "))
+	}
+	return b.String()
+}

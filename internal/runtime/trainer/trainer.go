@@ -1,0 +1,385 @@
+package trainer
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/narrowband/narrowband/internal/config"
+	"github.com/narrowband/narrowband/internal/data"
+	"github.com/narrowband/narrowband/internal/metrics"
+	"github.com/narrowband/narrowband/internal/runtime/engine"
+	"github.com/narrowband/narrowband/web"
+)
+
+// Observer is told about the run as it happens (the web view). Calls must
+// not block: training never waits for an observer.
+type Observer = engine.Observer
+
+// Options are what a run needs besides its config.
+type Options struct {
+	Config config.Config
+	// Out is the run's folder; created if missing.
+	Out string
+	// Resume, if set, is a run folder whose train_state.safetensors the run
+	// continues from. It may equal Out.
+	Resume string
+	Log    *slog.Logger
+	// Progress, if set, gets a live progress line (a terminal).
+	Progress io.Writer
+	Observer Observer
+	// Corpus, if set, is used instead of loading Config.Data (tests share one).
+	Corpus *data.Corpus
+	// Web, if set, is the live view: it gets the run's description, its
+	// peers and status, and every record.
+	Web *web.Server
+}
+
+// timelineSteps is how many of the last steps' spans go to timeline.jsonl
+// for the Gantt chart; the web view gets every step's live.
+const timelineSteps = 5
+
+// run is one run in progress: what Run set up, and what the loop has
+// gathered so far.
+type run struct {
+	o      Options
+	cfg    config.Config
+	log    *slog.Logger
+	corpus *data.Corpus
+	eng    engine.Engine
+	jsonl  *metrics.JSONL
+	prog   *progress
+
+	start, measured   int // first step of this process; steps measured
+	wallBefore        float64
+	t0                time.Time
+	lastLoss, valLoss float64
+	tot               engine.StepResult
+	recent            [][]metrics.Span
+}
+
+// Run trains according to o and returns the summary it also writes.
+func Run(ctx context.Context, o Options) (_ *metrics.Summary, err error) {
+	r := &run{o: o, cfg: o.Config, log: o.Log, corpus: o.Corpus, lastLoss: math.NaN(), valLoss: math.NaN()}
+	if err := r.cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if r.log == nil {
+		r.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if err := r.setup(ctx); err != nil {
+		return nil, err
+	}
+	defer r.eng.Close()
+	defer r.jsonl.Close()
+	if o.Web != nil {
+		defer func() {
+			if err != nil {
+				o.Web.SetStatus("stopped: " + err.Error())
+			} else {
+				o.Web.SetStatus("finished")
+			}
+		}()
+	}
+	r.prog = newProgress(o.Progress, r.cfg.Run.Steps)
+	r.t0 = time.Now()
+	for step := r.start; step < r.cfg.Run.Steps; step++ {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("stopped at step %d: %w", step, err)
+		}
+		next, err := r.step(ctx, step)
+		if err != nil {
+			return nil, err
+		}
+		step = next
+	}
+	return r.finish()
+}
+
+// setup loads the data, writes the resolved config, builds the engine and
+// opens metrics.jsonl (continuing it when resuming).
+func (r *run) setup(ctx context.Context) error {
+	o, cfg := r.o, r.cfg
+	if err := os.MkdirAll(o.Out, 0o755); err != nil {
+		return fmt.Errorf("output folder: %w", err)
+	}
+	if r.corpus == nil {
+		corpus, err := data.Load(data.Options{Path: cfg.Data.Path, ValFraction: cfg.Data.ValFraction, Extensions: cfg.Data.Extensions, MinBytes: cfg.Model.BlockSize + 1})
+		if err != nil {
+			return err
+		}
+		r.corpus = corpus
+		r.log.Info("corpus loaded", "source", corpus.Source, "train_bytes", len(corpus.Train), "val_bytes", len(corpus.Val), "train_files", corpus.TrainFiles, "val_files", corpus.ValFiles)
+	}
+	resolved, err := cfg.TOML()
+	if err != nil {
+		return err
+	}
+	if err := metrics.WriteFileAtomic(filepath.Join(o.Out, "config.toml"), resolved); err != nil {
+		return err
+	}
+	if o.Web != nil {
+		o.Web.SetRun(web.RunInfo{Name: cfg.Run.Name, Seed: int64(cfg.Run.Seed), Config: string(resolved), TotalSteps: cfg.Run.Steps, Start: time.Now()})
+		o.Web.SetStatus("starting " + strconv.Itoa(cfg.Pipeline.Stages) + " stage(s)")
+		var obs engine.Observers
+		if o.Observer != nil {
+			obs = append(obs, o.Observer)
+		}
+		r.o.Observer = append(obs, o.Web)
+	}
+	if r.eng, err = newEngine(ctx, cfg, r.corpus, r.log, o.Out); err != nil {
+		return err
+	}
+	if h, ok := r.eng.(engine.Hooked); ok {
+		hooks := engine.Hooks{Event: func(ev metrics.Event) {
+			if err := r.events([]metrics.Event{ev}); err != nil {
+				r.log.Error("write event", "err", err)
+			}
+		}}
+		if o.Web != nil {
+			hooks.Status, hooks.Peers = o.Web.SetStatus, o.Web.SetPeers
+		}
+		h.SetHooks(hooks)
+	}
+	if o.Web != nil {
+		o.Web.SetStatus("training")
+	}
+	if o.Resume == "" {
+		r.jsonl, err = metrics.CreateJSONL(filepath.Join(o.Out, "metrics.jsonl"))
+		if err != nil {
+			r.eng.Close()
+		}
+		return err
+	}
+	if err := r.resume(ctx); err != nil {
+		r.eng.Close()
+		return err
+	}
+	return nil
+}
+
+// resume loads the state of o.Resume into the engine and continues its
+// metrics.jsonl.
+func (r *run) resume(ctx context.Context) error {
+	o := r.o
+	st, err := LoadState(filepath.Join(o.Resume, StateFile))
+	if err != nil {
+		return fmt.Errorf("resume: %w", err)
+	}
+	if want := engine.ModelConfig(r.cfg); st.Model != want {
+		return fmt.Errorf("resume: %s holds a model %+v but the config asks for %+v; resume with the run's own config.toml", o.Resume, st.Model, want)
+	}
+	if err := r.eng.Restore(ctx, st); err != nil {
+		return fmt.Errorf("resume: %w", err)
+	}
+	r.start, r.wallBefore = st.Step, st.WallSeconds
+	if filepath.Clean(o.Resume) != filepath.Clean(o.Out) {
+		if b, err := os.ReadFile(filepath.Join(o.Resume, "metrics.jsonl")); err == nil {
+			if err := metrics.WriteFileAtomic(filepath.Join(o.Out, "metrics.jsonl"), b); err != nil {
+				return err
+			}
+		}
+	}
+	if r.jsonl, err = metrics.ResumeJSONL(filepath.Join(o.Out, "metrics.jsonl"), r.start); err != nil {
+		return err
+	}
+	r.log.Info("resumed", "from", o.Resume, "step", r.start)
+	return nil
+}
+
+// step runs optimizer step `step` (0-based) with its evaluation and
+// checkpoint, and returns the step the loop goes on from (itself, or the
+// step before a rollback's target: the loop's increment lands on it).
+func (r *run) step(ctx context.Context, step int) (int, error) {
+	cfg := r.cfg
+	lr := learningRate(step, cfg.Train.WarmupSteps, cfg.Run.Steps, cfg.Train.LearningRate, cfg.Train.MinLR)
+	ts := time.Now()
+	res, err := r.eng.Step(ctx, step, lr)
+	if to, ok := rolledBack(err); ok {
+		return to - 1, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("step %d: %w", step+1, err)
+	}
+	if math.IsNaN(res.Loss) || math.IsInf(res.Loss, 0) {
+		return 0, fmt.Errorf("step %d: the loss is %v; lower train.learning_rate or raise train.warmup_steps", step+1, res.Loss)
+	}
+	dt := time.Since(ts).Seconds()
+	r.lastLoss = res.Loss
+	done := step + 1
+	wall := r.wallBefore + time.Since(r.t0).Seconds()
+	tokensPerStep := int64(cfg.Train.BatchSize * cfg.Model.BlockSize)
+	rec := metrics.StepRecord{
+		Step: done, Tokens: int64(done) * tokensPerStep, Loss: res.Loss, LR: lr,
+		TokensPerSecond: float64(tokensPerStep) / dt, WallSeconds: wall, GradNorm: res.GradNorm,
+		Stages: res.Stages, Links: res.Links,
+	}
+	if step > r.start { // the first step warms caches and connections
+		r.tot.Add(res)
+		r.measured++
+	}
+	evalNow := done == cfg.Run.Steps || (cfg.Train.EvalInterval > 0 && done%cfg.Train.EvalInterval == 0)
+	if evalNow {
+		v, err := r.eng.Eval(ctx, r.evalWindows())
+		if to, ok := rolledBack(err); ok {
+			return to - 1, nil
+		}
+		if err != nil {
+			return 0, fmt.Errorf("step %d: evaluation: %w", done, err)
+		}
+		r.valLoss = v
+		rec.ValLoss = &v
+	}
+	if err := r.record(rec, res, evalNow, lr); err != nil {
+		return 0, err
+	}
+	if done == cfg.Run.Steps || (cfg.Train.CheckpointInterval > 0 && done%cfg.Train.CheckpointInterval == 0) {
+		err := saveRun(ctx, r.eng, cfg, r.o.Out, done, wall)
+		if to, ok := rolledBack(err); ok {
+			return to - 1, nil
+		}
+		if err != nil {
+			return 0, fmt.Errorf("step %d: checkpoint: %w", done, err)
+		}
+	}
+	return step, nil
+}
+
+// evalWindows are the held-out windows every evaluation scores.
+func (r *run) evalWindows() [][]byte {
+	c := r.cfg
+	return data.EvalWindows(r.corpus.Val, c.Run.Seed, c.Train.EvalBatches*c.Train.BatchSize, c.Model.BlockSize)
+}
+
+// record writes a step's events and record, keeps its spans for the
+// timeline, publishes it and shows progress.
+func (r *run) record(rec metrics.StepRecord, res engine.StepResult, evalNow bool, lr float64) error {
+	if err := r.events(res.Events); err != nil {
+		return err
+	}
+	if err := r.jsonl.Write(rec); err != nil {
+		return err
+	}
+	if len(res.Spans) > 0 {
+		r.recent = append(r.recent, res.Spans)
+		if len(r.recent) > timelineSteps {
+			r.recent = r.recent[1:]
+		}
+	}
+	if obs := r.o.Observer; obs != nil {
+		obs.PublishStep(rec)
+		if len(res.Spans) > 0 {
+			obs.PublishSpans(res.Spans)
+		}
+	}
+	if r.prog.live() {
+		r.prog.update(rec, r.valLoss)
+	} else if rec.Step%r.cfg.Train.LogInterval == 0 || evalNow || rec.Step == r.start+1 {
+		args := []any{"step", rec.Step, "of", r.cfg.Run.Steps, "loss", round4(res.Loss), "lr", fmt.Sprintf("%.2e", lr), "tokens_per_s", int(rec.TokensPerSecond)}
+		if rec.ValLoss != nil {
+			args = append(args, "val_loss", round4(*rec.ValLoss))
+		}
+		r.log.Info("step", args...)
+	}
+	return nil
+}
+
+// events logs, records and publishes what happened besides training.
+func (r *run) events(evs []metrics.Event) error {
+	for _, ev := range evs {
+		r.log.Info("event", "kind", ev.Kind, "step", ev.Step, "detail", ev.Detail)
+		if err := r.jsonl.Write(ev); err != nil {
+			return err
+		}
+		if r.o.Observer != nil {
+			r.o.Observer.PublishEvent(ev)
+		}
+	}
+	return nil
+}
+
+// finish writes the timeline and the summary.
+func (r *run) finish() (*metrics.Summary, error) {
+	cfg, o := r.cfg, r.o
+	r.prog.finish()
+	if err := writeTimeline(filepath.Join(o.Out, "timeline.jsonl"), r.recent); err != nil {
+		return nil, err
+	}
+	wall := time.Since(r.t0).Seconds()
+	tokensPerStep := int64(cfg.Train.BatchSize * cfg.Model.BlockSize)
+	sum := &metrics.Summary{
+		Name: cfg.Run.Name, Seed: cfg.Run.Seed, Steps: cfg.Run.Steps, Params: r.eng.Params(),
+		Stages: cfg.Pipeline.Stages, Schedule: cfg.Pipeline.Schedule, Transport: cfg.Pipeline.Transport,
+		Compression: cfg.Compression.Method, ResumedFromStep: r.start,
+		FinalValLoss: r.valLoss, FinalTrainLoss: r.lastLoss,
+		Tokens: int64(cfg.Run.Steps) * tokensPerStep, WallSeconds: r.wallBefore + wall,
+		Checkpoint: filepath.Join(o.Out, CheckpointFile),
+	}
+	if n := cfg.Run.Steps - r.start; n > 0 && wall > 0 {
+		sum.TokensPerSecond = float64(int64(n)*tokensPerStep) / wall
+	}
+	if f, ok := r.eng.(engine.FaultCounter); ok {
+		fs := f.Faults()
+		sum.Failures, sum.Recoveries, sum.RecoverySeconds = fs.Failures, fs.Recoveries, fs.RecoverySeconds
+		sum.RejectedFrames, sum.StepsRedone, sum.FaultLog = fs.RejectedFrames, fs.StepsRedone, fs.FaultLog
+	}
+	if r.measured > 0 {
+		tot := r.tot
+		tokens := float64(int64(r.measured) * tokensPerStep)
+		if b := cfg.Pipeline.Stages - 1; b > 0 {
+			sum.WireBytesPerTokenForward = float64(tot.WireForward) / tokens / float64(b)
+			sum.WireBytesPerTokenBackward = float64(tot.WireBackward) / tokens / float64(b)
+			if tot.WireForward > 0 {
+				sum.CompressionRatioForward = float64(tot.RawForward) / float64(tot.WireForward)
+			}
+			if tot.WireBackward > 0 {
+				sum.CompressionRatioBackward = float64(tot.RawBackward) / float64(tot.WireBackward)
+			}
+		}
+		if all := tot.Busy + tot.Idle; all > 0 {
+			sum.BubbleFraction = tot.Idle / all
+			sum.NetworkWaitFraction = tot.NetWait / all
+		}
+	}
+	if err := metrics.WriteJSON(filepath.Join(o.Out, "summary.json"), sum); err != nil {
+		return nil, err
+	}
+	r.log.Info("run finished", "out", o.Out, "final_val_loss", round4(r.valLoss), "tokens_per_s", int(sum.TokensPerSecond), "wall_s", round4(sum.WallSeconds))
+	return sum, nil
+}
+
+// rolledBack reports whether err is the engine going back to an earlier
+// step (a stage changed hands), and to which: the redone steps' records
+// follow the rollback event.
+func rolledBack(err error) (int, bool) {
+	var rb *engine.RollbackError
+	if !errors.As(err, &rb) {
+		return 0, false
+	}
+	return rb.To, true
+}
+
+// writeTimeline writes spans, one JSON object per line, atomically.
+func writeTimeline(path string, steps [][]metrics.Span) error {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	for _, spans := range steps {
+		for _, s := range spans {
+			if err := enc.Encode(s); err != nil {
+				return err
+			}
+		}
+	}
+	return metrics.WriteFileAtomic(path, b.Bytes())
+}
+
+func round4(x float64) float64 { return math.Round(x*1e4) / 1e4 }
