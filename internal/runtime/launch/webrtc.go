@@ -458,6 +458,11 @@ func setupRTCWorker(ctx context.Context, client *signaling.Client, rc rtc.Config
 	errs := make([]error, len(wants))
 	var wg sync.WaitGroup
 	for k, wnt := range wants {
+		if su.Peers[wnt.peer] == "" {
+			// The neighbour's stage is vacant: it links to this peer
+			// when its own hand-over comes.
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -37,46 +37,56 @@ type Driver struct {
 	params  int64
 	hooks   engine.Hooks
 
-	// Liveness and recovery (recovery.go).
+	// Liveness (liveness.go) and recovery (recovery.go): the membership
+	// machine decides, the driver carries out.
+	m           *scheduler.Membership
+	rec         *recovering // the recovery in progress
 	cev         chan ctrlEvent
 	gen         []int
 	seen        []atomic.Int64
+	fed         []int64   // seen values already reported to the machine
+	pendingAt   time.Time // when a tick found a failure
 	readCtx     context.Context
 	stopReaders context.CancelFunc
 	epoch       uint64
 	hb          time.Duration
-	peerTimeout time.Duration
-	faults      metrics.Summary // only the fault counters are used
-	rejects     map[int]int
+	faults      metrics.Summary // recovery times and the fault log
 	snap        *stages.State
 	snapStep    int
 	lastStep    time.Duration
 	killMu      sync.Mutex
 	killedAt    map[int]time.Time
 	killTimers  []*time.Timer
-	fired       map[int]bool    // fault events already injected
-	dead        map[string]bool // holders that failed
+	fired       map[int]bool // fault events already injected
 }
 
 // New drives the stages place set up for cfg's layout; it takes place
-// over (Close closes it).
-func New(cfg config.Config, layout scheduler.Layout, corpus *data.Corpus, place Placement, log *slog.Logger) *Driver {
+// over (Close closes it, also when New fails).
+func New(cfg config.Config, layout scheduler.Layout, corpus *data.Corpus, place Placement, log *slog.Logger) (*Driver, error) {
 	N := cfg.Train.BatchSize / cfg.Train.MicroBatches * cfg.Model.BlockSize
 	f := cfg.Faults
+	hb := f.HeartbeatSeconds()
+	m, err := scheduler.NewMembership(scheduler.MembershipConfig{
+		Layout: layout, Holders: place.Holders(),
+		TimeoutTicks: int(math.Ceil(f.PeerTimeout/hb - 1e-9)), MaxRejects: f.MaxRejects,
+		SnapshotEvery: f.SnapshotEvery, CanHandOver: place.CanHandOver(),
+	})
+	if err != nil {
+		place.Close()
+		return nil, err
+	}
 	p := &Driver{cfg: cfg, layout: layout, corpus: corpus, log: log, place: place, t0: time.Now(),
-		ctrl: place.Control(), holders: place.Holders(),
+		ctrl: place.Control(), holders: place.Holders(), m: m,
 		// The LM head copy on the last stage is the tied embedding: count once.
 		params: engine.ModelConfig(cfg).NumParams(),
 		x:      make([]int32, N), y: make([]int32, N),
-		hb:          time.Duration(f.HeartbeatSeconds() * float64(time.Second)),
-		peerTimeout: time.Duration(f.PeerTimeout * float64(time.Second)),
-		rejects:     map[int]int{}, killedAt: map[int]time.Time{},
-		dead: map[string]bool{}, fired: map[int]bool{},
+		hb:       time.Duration(hb * float64(time.Second)),
+		killedAt: map[int]time.Time{}, fired: map[int]bool{},
 		lastStep: 100 * time.Millisecond,
 	}
 	p.startReaders()
 	go p.heartbeats()
-	return p
+	return p, nil
 }
 
 func (p *Driver) Params() int64 { return p.params }
@@ -104,7 +114,7 @@ func (p *Driver) send(ctx context.Context, i int, m ctrlMsg) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		return &stageFailure{kind: "dead", stage: i, at: time.Now(), err: fmt.Errorf("control link: %w", err)}
+		return lost(i, fmt.Errorf("control link: %w", err))
 	}
 	return nil
 }
@@ -132,13 +142,18 @@ func (p *Driver) batchBlob(step int) []byte {
 }
 
 func (p *Driver) Step(ctx context.Context, step int, lr float64) (engine.StepResult, error) {
-	if p.place.CanHandOver() && (p.snap == nil || (step%p.cfg.Faults.SnapshotEvery == 0 && p.snapStep != step)) {
+	p.m.Step(scheduler.Report{Kind: scheduler.ReportStepBegins, Step: step})
+	for _, c := range p.m.Ready().Commands {
+		if c.Kind != scheduler.CmdSnapshot {
+			return engine.StepResult{}, fmt.Errorf("pipeline: the membership machine asked for %v before step %d (a bug)", c, step+1)
+		}
 		// The point every stage rolls back to if one changes hands.
 		st, err := p.State(ctx)
 		if err != nil {
 			return engine.StepResult{}, err
 		}
 		p.snap, p.snapStep = st, step
+		p.m.Step(scheduler.Report{Kind: scheduler.ReportSnapshot, Step: step})
 	}
 	var res engine.StepResult
 	injected := false
@@ -304,12 +319,18 @@ func (p *Driver) Restore(ctx context.Context, st *stages.State) error {
 	})
 	if err == nil && p.place.CanHandOver() {
 		p.snap, p.snapStep = st, st.Step
+		p.m.Step(scheduler.Report{Kind: scheduler.ReportSnapshot, Step: st.Step})
 	}
 	return err
 }
 
 // Faults are the run's fault counters so far.
-func (p *Driver) Faults() metrics.Summary { return p.faults }
+func (p *Driver) Faults() metrics.Summary {
+	f := p.faults
+	c := p.m.Counts()
+	f.Failures, f.Recoveries, f.RejectedFrames, f.StepsRedone = c.Failures, c.Recoveries, c.RejectedFrames, c.StepsRedone
+	return f
+}
 
 // SetHooks sets how the driver reports what happens between steps, and
 // reports who holds which stage at once.

@@ -50,7 +50,10 @@ func testPipeline(t *testing.T, c config.Config) *Driver {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := New(c, layout, corpus, place, slog.New(slog.DiscardHandler))
+	d, err := New(c, layout, corpus, place, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { d.Close() })
 	return d
 }
@@ -169,7 +172,7 @@ func TestDuplicateFramesAreIgnored(t *testing.T) {
 	}
 	got := trainSteps(t, eng, c.Run.Steps)
 	equalStates(t, clean, got)
-	if p.faults.RejectedFrames != 0 || p.faults.StepsRedone != 0 {
-		t.Errorf("duplicates caused %d rejections and %d redone steps; they should simply be dropped", p.faults.RejectedFrames, p.faults.StepsRedone)
+	if f := p.Faults(); f.RejectedFrames != 0 || f.StepsRedone != 0 {
+		t.Errorf("duplicates caused %d rejections and %d redone steps; they should simply be dropped", f.RejectedFrames, f.StepsRedone)
 	}
 }

@@ -4,293 +4,176 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"slices"
-	"sort"
-	"sync/atomic"
 	"time"
 
 	"github.com/narrowband/narrowband/internal/metrics"
 	"github.com/narrowband/narrowband/internal/runtime/engine"
-	"github.com/narrowband/narrowband/internal/transport"
+	"github.com/narrowband/narrowband/scheduler"
 	"github.com/narrowband/narrowband/stages"
 )
 
-// How the driver survives failures (issue: survive chaos).
-//
-// Every stage sends a heartbeat on its control link each faults.heartbeat;
-// one reader goroutine per stage notes when it last heard anything and
-// passes the rest on. A stage silent for faults.peer_timeout is dead. A
-// stage that finds a link silent (faults.link_timeout) or receives a bad
-// frame says so instead of its reply. Then the driver:
-//
-//  1. aborts the attempt on every live stage (a new epoch: frames and
-//     replies of the old one are dropped wherever they arrive),
-//  2. for a silent link whose two ends are both still alive: has both ends
-//     re-establish it through signaling (a new ICE session) and redoes
-//     the step;
-//  3. for a bad frame: redoes the step (the frame never reached the
-//     model), evicting the sender after faults.max_rejects;
-//  4. for a dead or evicted peer (WebRTC runs): gives its stage to a spare
-//     waiting in the room (or waits for one to join), has the neighbours
-//     link to it, and rolls every stage back to the latest snapshot,
-//     which the driver takes every faults.snapshot_every steps.
+// How the driver survives failures: it decides nothing itself. What it
+// observes goes to the membership machine (scheduler.Membership: who is
+// dead, which link failed, which frames were bad), and it carries out the
+// machine's commands — abort the attempt, relink two stages, kill an
+// evicted peer, wait for or hand a stage to a spare, restore the snapshot —
+// until the machine says to redo the interrupted operation, roll the run
+// back to the snapshot's step, or stop. What the commands cost in time
+// (detection, recovery) and what they leave in the run's records (events,
+// the fault log) is the driver's, since only it has a clock.
 //
 // An aborted attempt never reached an optimizer step on any stage unless
-// the driver had already sent "apply"; in that case recovery rolls back
-// to the snapshot too. So the weights after a redo are the weights of a
-// run without the failure: data and dropout-free compute are pure
-// functions of the step.
+// the driver had already sent "apply"; then (and whenever a stage changed
+// hands) recovery rolls back to the snapshot. So the weights after a redo
+// are the weights of a run without the failure: data and dropout-free
+// compute are pure functions of the step.
 
-// ctrlEvent is one message (or the end) of a stage's control link.
-type ctrlEvent struct {
-	stage, gen int
-	m          ctrlMsg
-	err        error
-}
-
-// stageFailure is what collect reports when a stage cannot go on.
-type stageFailure struct {
-	kind  string // "dead", "link", "reject", "evict"
-	stage int    // the stage whose peer failed, or that reported
-	peer  int    // link/reject: the other end (the sender of a bad frame)
-	at    time.Time
-	err   error
-}
-
-func (f *stageFailure) Error() string {
-	switch f.kind {
-	case "link":
-		return fmt.Sprintf("stage %d lost its link to stage %d: %v", f.stage, f.peer, f.err)
-	case "reject":
-		return fmt.Sprintf("stage %d rejected a frame from stage %d: %v", f.stage, f.peer, f.err)
-	}
-	return fmt.Sprintf("stage %d's peer failed (%s): %v", f.stage, f.kind, f.err)
-}
-
-// startReaders starts one reader per control link.
-func (p *Driver) startReaders() {
-	S := len(p.ctrl)
-	p.cev = make(chan ctrlEvent, 64*S)
-	p.gen = make([]int, S)
-	p.seen = make([]atomic.Int64, S)
-	var rctx context.Context
-	rctx, p.stopReaders = context.WithCancel(context.Background())
-	p.readCtx = rctx
-	for i := range p.ctrl {
-		p.startReader(i)
-	}
-}
-
-func (p *Driver) startReader(i int) {
-	p.gen[i]++
-	gen, c := p.gen[i], p.ctrl[i]
-	p.seen[i].Store(time.Now().UnixNano())
-	go func() {
-		for {
-			raw, err := c.Recv(p.readCtx)
-			if err == nil {
-				p.seen[i].Store(time.Now().UnixNano())
-			}
-			var m ctrlMsg
-			if err == nil {
-				m, err = decodeCtrl(raw)
-			}
-			if err == nil && m.Kind == ctrlHeartbeat {
-				continue
-			}
-			select {
-			case p.cev <- ctrlEvent{stage: i, gen: gen, m: m, err: err}:
-			case <-p.readCtx.Done():
-				return
-			}
-			if err != nil {
-				return
-			}
-		}
-	}()
-}
-
-// heartbeats keeps the workers' view of the driver alive (a worker does
-// nothing with them but they keep NAT bindings and links warm).
-func (p *Driver) heartbeats() {
-	tick := time.NewTicker(p.hb)
-	defer tick.Stop()
-	for {
-		select {
-		case <-tick.C:
-		case <-p.readCtx.Done():
-			return
-		}
-		for i := range p.ctrl {
-			p.send(p.readCtx, i, ctrlMsg{Kind: ctrlHeartbeat})
-		}
-	}
-}
-
-// collectFrom receives one message of kind want from each stage in from
-// (nil: all) at the current epoch. Replies of aborted attempts are
-// dropped; a dead stage, a failed link or a bad frame ends it with a
-// *stageFailure.
-func (p *Driver) collectFrom(ctx context.Context, want ctrlKind, from []int) ([]ctrlMsg, error) {
-	S := len(p.ctrl)
-	if from == nil {
-		from = make([]int, S)
-		for i := range from {
-			from[i] = i
-		}
-	}
-	out := make([]ctrlMsg, S)
-	got := make([]bool, S)
-	n := 0
-	tick := time.NewTicker(p.hb)
-	defer tick.Stop()
-	for n < len(from) {
-		select {
-		case ev := <-p.cev:
-			i := ev.stage
-			if ev.gen != p.gen[i] {
-				continue // a replaced peer's link
-			}
-			if ev.err != nil {
-				p.gen[i]++ // its reader has stopped; nothing more from it
-				return out, &stageFailure{kind: "dead", stage: i, at: time.Now(), err: fmt.Errorf("control link: %w", ev.err)}
-			}
-			m := ev.m
-			if m.Epoch != p.epoch {
-				continue // from an aborted attempt
-			}
-			switch m.Kind {
-			case ctrlLinkDown:
-				return out, &stageFailure{kind: "link", stage: i, peer: m.Peer, at: time.Now(), err: errors.New(m.Err)}
-			case ctrlReject:
-				return out, &stageFailure{kind: "reject", stage: i, peer: m.Peer, at: time.Now(), err: errors.New(m.Err)}
-			case ctrlError:
-				return out, fmt.Errorf("%s", m.Err)
-			case want:
-				if slices.Contains(from, i) && !got[i] {
-					out[i], got[i] = m, true
-					n++
-				}
-			default:
-				return out, fmt.Errorf("stage %d sent %q, want %q", i, m.Kind, want)
-			}
-		case <-tick.C:
-			for _, i := range from {
-				if silent := time.Since(time.Unix(0, p.seen[i].Load())); silent > p.peerTimeout {
-					return out, &stageFailure{kind: "dead", stage: i, at: time.Now(), err: fmt.Errorf("silent for %.1fs (faults.peer_timeout = %gs)", silent.Seconds(), p.peerTimeout.Seconds())}
-				}
-			}
-		case <-ctx.Done():
-			return out, ctx.Err()
-		}
-	}
-	return out, nil
-}
-
-// guard runs op, recovering from failures and running it again, until it
-// succeeds, fails for good, or recovery rolls the pipeline back (then the
-// *rollbackError is returned: op's work is moot).
+// guard runs op, handing its failures to the membership machine and running
+// it again after recovery, until it succeeds, fails for good, or recovery
+// rolls the pipeline back (then an *engine.RollbackError is returned: op's
+// work is moot).
 func (p *Driver) guard(ctx context.Context, step int, op func() (applied bool, err error)) error {
 	for {
 		applied, err := op()
-		var f *stageFailure
-		if !errors.As(err, &f) {
+		var f *failure
+		switch {
+		case errors.As(err, &f):
+			p.beginRecovery(step, f.at)
+			f.rep.Step, f.rep.Applied = step, applied
+			p.m.Step(f.rep)
+		case errors.Is(err, errPending):
+			p.beginRecovery(step, p.pendingAt)
+			p.m.Step(scheduler.Report{Kind: scheduler.ReportInterrupted, Step: step, Applied: applied})
+		default:
 			return err
 		}
-		to, err := p.recover(ctx, f, applied, step)
+		redo, to, err := p.recover(ctx)
+		p.rec = nil
 		if err != nil {
 			return err
 		}
-		if to >= 0 {
+		if !redo {
 			return &engine.RollbackError{To: to}
 		}
-		p.faults.StepsRedone++
 	}
 }
 
-func (p *Driver) event(kind string, step int, detail map[string]any) {
-	ev := metrics.Event{Type: "event", Kind: kind, Step: step + 1, WallSeconds: time.Since(p.t0).Seconds(), Detail: detail}
-	if p.hooks.Event == nil { // an engine driven without Run (tests)
-		p.log.Warn(kind, "step", ev.Step, "detail", detail)
-		return
-	}
-	p.hooks.Event(ev) // at once: a run waiting for a peer says so now
+// recovering is the driver's account of the recovery in progress.
+type recovering struct {
+	step     int
+	since    time.Time // the first detection: recovery time counts from here
+	replaced bool      // a stage changed hands: recovery counts from that verdict
+	pending  map[int]metrics.Fault
+	restore  time.Time
 }
 
-// recover handles f and any failure that happens while handling it. It
-// returns the step the pipeline rolled back to, or -1 if the interrupted
-// operation can simply run again.
-func (p *Driver) recover(ctx context.Context, f *stageFailure, applied bool, step int) (int, error) {
-	rollback, replaced := applied, false
-	since := f.at // the first detection: recovery time counts from here
+func (p *Driver) beginRecovery(step int, at time.Time) {
+	if at.IsZero() {
+		at = time.Now()
+	}
+	p.pendingAt = time.Time{}
+	if p.rec == nil {
+		p.rec = &recovering{step: step, since: at, pending: map[int]metrics.Fault{}}
+	}
+}
+
+// recover carries out the membership machine's commands until it ends the
+// recovery: redo (true), or roll back to step to.
+func (p *Driver) recover(ctx context.Context) (redo bool, to int, err error) {
 	for {
-		var next error
-		switch f.kind {
-		case "reject":
-			p.faults.RejectedFrames++
-			p.rejects[f.peer]++
-			p.event("frame_rejected", step, map[string]any{"stage": f.stage, "from": f.peer, "err": f.err.Error(), "count": p.rejects[f.peer]})
-			if p.rejects[f.peer] >= p.cfg.Faults.MaxRejects {
-				f = &stageFailure{kind: "evict", stage: f.peer, at: f.at, err: fmt.Errorf("%d bad frames (faults.max_rejects = %d)", p.rejects[f.peer], p.cfg.Faults.MaxRejects)}
-				continue
+		p.syncSpares()
+		rd := p.m.Ready()
+		p.record(rd.Notes)
+		if len(rd.Commands) == 0 {
+			return false, 0, errors.New("pipeline: the membership machine stopped mid-recovery with nothing to do (a bug)")
+		}
+		for _, c := range rd.Commands {
+			switch c.Kind {
+			case scheduler.CmdRedo:
+				return true, 0, nil
+			case scheduler.CmdRollback:
+				return false, c.Step, nil
+			case scheduler.CmdFail:
+				return false, 0, errors.New(c.Err)
 			}
-			next = p.abort(ctx, -1)
-		case "link":
-			next = p.restoreLink(ctx, f, step, since)
-		case "dead", "evict":
-			if !replaced {
-				// A takeover's recovery counts from the verdict that the
-				// peer is gone, not from earlier symptoms (a silent link)
-				// that the detection time already covers.
-				since, replaced = f.at, true
+			err := p.carryOut(ctx, c)
+			var f *failure
+			var sf *spareFailure
+			switch {
+			case err == nil:
+				p.m.Step(scheduler.Report{Kind: scheduler.ReportDone, Cmd: c.ID})
+			case errors.As(err, &f):
+				f.rep.Step = p.rec.step
+				p.m.Step(f.rep)
+			case errors.As(err, &sf):
+				p.log.Warn("spare could not take the stage; trying another", "peer", sf.spare, "err", sf.err)
+				p.m.Step(scheduler.Report{Kind: scheduler.ReportSpareFailed, Holder: sf.spare, Err: sf.err.Error()})
+			case errors.Is(err, errPending):
+				// The machine found another failure: Ready has the new plan.
+			default:
+				return false, 0, err
 			}
-			next = p.replace(ctx, f, step)
-			rollback = true
-		default:
-			return 0, fmt.Errorf("unknown failure %q", f.kind)
+			if err != nil {
+				break // the rest of this plan is moot
+			}
 		}
-		if errors.As(next, &f) {
-			continue
-		}
-		if next != nil {
-			return 0, next
-		}
-		if !rollback {
-			return -1, nil
-		}
-		if p.snap == nil {
-			return 0, fmt.Errorf("%v: no snapshot to roll back to", f)
-		}
-		t := time.Now()
-		err := p.restoreAll(ctx, p.snap)
-		if errors.As(err, &f) {
-			continue
-		}
-		if err != nil {
-			return 0, fmt.Errorf("roll back to step %d: %w", p.snapStep, err)
-		}
-		p.faults.StepsRedone += step - p.snapStep
-		p.event("rolled_back", step, map[string]any{"to_step": p.snapStep, "seconds": time.Since(t).Seconds()})
-		// Recovery ends here, training again: the takeover and the
-		// rollback both count, from the first detection.
-		secs := time.Since(since).Seconds()
-		p.faults.RecoverySeconds += secs
-		if n := len(p.faults.FaultLog); n > 0 {
-			last := &p.faults.FaultLog[n-1]
-			last.RolledBackTo, last.RecoverySeconds = p.snapStep, secs
-		}
-		return p.snapStep, nil
 	}
 }
 
-// abort starts a new epoch on every live stage (all but skip) and waits
+// spareFailure is a spare that could not be claimed or set up.
+type spareFailure struct {
+	spare string
+	err   error
+}
+
+func (e *spareFailure) Error() string { return fmt.Sprintf("spare %s: %v", e.spare, e.err) }
+
+// carryOut does one command of the membership machine.
+func (p *Driver) carryOut(ctx context.Context, c scheduler.Command) error {
+	switch c.Kind {
+	case scheduler.CmdAbort:
+		return p.abort(ctx, c)
+	case scheduler.CmdRelink:
+		ends := []int{c.Stage, c.Peer}
+		for _, i := range ends {
+			if err := p.send(ctx, i, ctrlMsg{Kind: ctrlRelink, Peer: ends[0] + ends[1] - i, Peers: c.Holders}); err != nil {
+				return err
+			}
+		}
+		_, err := p.collectFrom(ctx, ctrlOK, ends)
+		return err
+	case scheduler.CmdKill:
+		if err := p.place.Kill(c.Holder); err != nil && !errors.Is(err, ErrCannotKill) {
+			p.log.Warn("kill an evicted peer", "peer", c.Holder, "err", err)
+		}
+		return nil
+	case scheduler.CmdWait:
+		return p.waitForPeer(ctx)
+	case scheduler.CmdHandOver:
+		return p.handOver(ctx, c)
+	case scheduler.CmdRestore:
+		p.rec.restore = time.Now()
+		if p.snap == nil || p.snapStep != c.Step {
+			return fmt.Errorf("pipeline: asked to restore the snapshot of step %d, but the driver holds none of it (a bug)", c.Step)
+		}
+		err := p.restoreAll(ctx, p.snap)
+		var f *failure
+		if err != nil && !errors.As(err, &f) && !errors.Is(err, errPending) {
+			return fmt.Errorf("roll back to step %d: %w", c.Step, err)
+		}
+		return err
+	}
+	return fmt.Errorf("pipeline: unexpected command %v from the membership machine", c)
+}
+
+// abort starts epoch c.Epoch on every stage but the vacant ones and waits
 // until each has dropped the attempt in progress.
-func (p *Driver) abort(ctx context.Context, skip int) error {
-	p.epoch++
+func (p *Driver) abort(ctx context.Context, c scheduler.Command) error {
+	p.epoch = c.Epoch
 	var live []int
 	for i := range p.ctrl {
-		if i == skip {
+		if slices.Contains(c.Skip, i) {
 			continue
 		}
 		live = append(live, i)
@@ -302,174 +185,71 @@ func (p *Driver) abort(ctx context.Context, skip int) error {
 	return err
 }
 
-// restoreLink re-establishes a failed link whose two ends are alive.
-func (p *Driver) restoreLink(ctx context.Context, f *stageFailure, step int, since time.Time) error {
-	p.event("link_failure", step, map[string]any{"stage": f.stage, "peer": f.peer, "err": f.err.Error()})
-	// A dead end also silences its links: if either end stops answering
-	// the driver within the peer timeout, it is the peer that failed.
-	if err := p.abort(ctx, -1); err != nil {
-		return err
-	}
-	ends := []int{f.stage, f.peer}
-	for _, i := range ends {
-		if err := p.send(ctx, i, ctrlMsg{Kind: ctrlRelink, Peer: ends[0] + ends[1] - i, Peers: p.holders}); err != nil {
-			return err
+// waitForPeer looks for peers joining until the machine has a stage for
+// one, keeping the live stages' liveness counted meanwhile.
+func (p *Driver) waitForPeer(ctx context.Context) error {
+	poll := time.NewTicker(200 * time.Millisecond)
+	defer poll.Stop()
+	tick := time.NewTicker(p.hb)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case ev := <-p.cev:
+			// Nothing is expected from the live stages while the run
+			// waits; a broken control link is a failure all the same.
+			if ev.gen == p.gen[ev.stage] && ev.err != nil {
+				p.gen[ev.stage]++
+				return lost(ev.stage, fmt.Errorf("control link: %w", ev.err))
+			}
+		case <-tick.C:
+			p.tick()
+		case <-poll.C:
+			p.syncSpares()
+		}
+		if p.m.Pending() {
+			return errPending
 		}
 	}
-	if _, err := p.collectFrom(ctx, ctrlOK, ends); err != nil {
-		return err
-	}
-	// Counted once restored: a link that fails because its peer died is
-	// that peer's failure.
-	p.faults.Failures++
-	p.faults.Recoveries++
-	secs := time.Since(since).Seconds()
-	p.faults.RecoverySeconds += secs
-	p.faults.FaultLog = append(p.faults.FaultLog, metrics.Fault{Kind: "link_failure", Stage: f.stage, Step: step + 1, RecoverySeconds: secs})
-	p.event("link_restored", step, map[string]any{"stage": f.stage, "peer": f.peer, "seconds": secs})
-	return nil
 }
 
-// replace gives a dead or evicted stage to a spare peer.
-func (p *Driver) replace(ctx context.Context, f *stageFailure, step int) error {
-	i := f.stage
-	p.faults.Failures++
-	rec := metrics.Fault{Kind: map[string]string{"dead": "peer_dead", "evict": "evicted"}[f.kind], Stage: i, Step: step + 1}
-	if p.place.CanHandOver() {
-		rec.Peer = p.holders[i]
-	}
-	p.killMu.Lock()
-	if k, ok := p.killedAt[i]; ok {
-		rec.DetectSeconds = f.at.Sub(k).Seconds()
-		delete(p.killedAt, i)
-	}
-	p.killMu.Unlock()
-	p.event(rec.Kind, step, map[string]any{"stage": i, "peer": rec.Peer, "err": f.err.Error(), "detect_seconds": rec.DetectSeconds})
-	if !p.place.CanHandOver() {
-		return fmt.Errorf("%v; only WebRTC runs (pipeline.transport = \"webrtc\") can hand a stage to a spare peer", f)
-	}
-	p.gen[i]++ // whatever the old peer still says is moot
-	p.dead[rec.Peer] = true
-	p.publishPeers()
-	if f.kind == "evict" {
-		p.place.Kill(rec.Peer) // evicted for bad data: make sure it is gone
-	}
-	if err := p.abort(ctx, i); err != nil {
-		return err
-	}
-	old := p.ctrl[i]
-	go old.Close() // may linger on a dead peer
-	spare, c, err := p.takeSpare(ctx, i, step)
+// handOver makes spare c.Holder the holder of stage c.Stage.
+func (p *Driver) handOver(ctx context.Context, c scheduler.Command) error {
+	i, spare := c.Stage, c.Holder
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	conn, err := p.place.Claim(cctx, spare)
+	cancel()
 	if err != nil {
-		return err
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return &spareFailure{spare: spare, err: fmt.Errorf("did not connect: %w", err)}
 	}
-	peers := slices.Clone(p.holders)
-	peers[i] = spare
-	nb := p.layout.Neighbours(i)
-	for _, j := range nb {
-		if err := p.send(ctx, j, ctrlMsg{Kind: ctrlRelink, Peer: i, Peers: peers}); err != nil {
+	for _, j := range c.Neighbours {
+		if err := p.send(ctx, j, ctrlMsg{Kind: ctrlRelink, Peer: i, Peers: c.Holders}); err != nil {
+			conn.Close()
 			return err
 		}
 	}
 	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	if err := p.place.Setup(wctx, c, i, peers); err != nil {
-		c.Close()
+	if err := p.place.Setup(wctx, conn, i, c.Holders); err != nil {
+		conn.Close()
 		if errors.Is(err, ErrSpareRefused) {
 			return fmt.Errorf("spare %s for stage %d: %w", spare, i, err)
 		}
-		return &stageFailure{kind: "dead", stage: i, at: time.Now(), err: fmt.Errorf("setup of spare %s: %w", spare, err)}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return &spareFailure{spare: spare, err: fmt.Errorf("setup: %w", err)}
 	}
-	p.ctrl[i] = c
-	p.closers = append(p.closers, c.Close)
-	p.holders = peers
+	p.ctrl[i] = conn
+	p.closers = append(p.closers, conn.Close)
+	p.holders = slices.Clone(c.Holders)
 	p.startReader(i)
-	if _, err := p.collectFrom(ctx, ctrlOK, nb); err != nil {
-		return err
-	}
-	p.faults.Recoveries++
-	rec.ReplacedBy = spare
-	p.faults.FaultLog = append(p.faults.FaultLog, rec) // recovery time set once rolled back
-	p.event("stage_replaced", step, map[string]any{"stage": i, "peer": spare, "seconds": time.Since(f.at).Seconds()})
-	p.status(fmt.Sprintf("training (stage %d moved to %s)", i, spare))
-	p.publishPeers()
-	return nil
-}
-
-// publishPeers tells the run who holds which stage, which spares wait and
-// which peers failed.
-func (p *Driver) publishPeers() {
-	if p.hooks.Peers == nil {
-		return
-	}
-	var out []metrics.Peer
-	for i, id := range p.holders {
-		// The path the driver reaches the holder by; the stage links'
-		// own paths are in each step's metrics.
-		cand := ""
-		if i < len(p.ctrl) && p.ctrl[i] != nil {
-			cand = p.ctrl[i].Stats().Candidate
-		}
-		out = append(out, metrics.Peer{ID: id, Stage: i, Address: p.place.Address(), Candidate: cand, State: metrics.PeerActive})
-	}
-	for _, id := range p.spares() {
-		out = append(out, metrics.Peer{ID: id, Stage: -1, Address: p.place.Address(), State: metrics.PeerSpare})
-	}
-	dead := slices.Collect(maps.Keys(p.dead))
-	sort.Strings(dead)
-	for _, id := range dead {
-		out = append(out, metrics.Peer{ID: id, Stage: -1, State: metrics.PeerDead})
-	}
-	p.hooks.Peers(out)
-}
-
-func (p *Driver) status(s string) {
-	if p.hooks.Status != nil {
-		p.hooks.Status(s)
-	}
-}
-
-// spares are the placement's spares that hold no stage and have not failed.
-func (p *Driver) spares() []string {
-	var out []string
-	for _, id := range p.place.Spares() {
-		if !p.dead[id] && !slices.Contains(p.holders, id) {
-			out = append(out, id)
-		}
-	}
-	return out
-}
-
-// takeSpare connects the control channel to a spare, waiting for one to
-// join if there is none.
-func (p *Driver) takeSpare(ctx context.Context, stage, step int) (string, transport.Conn, error) {
-	waiting := false
-	for {
-		for _, id := range p.spares() {
-			cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			c, err := p.place.Claim(cctx, id)
-			cancel()
-			if err != nil {
-				p.log.Warn("spare did not connect; trying another", "peer", id, "err", err)
-				p.dead[id] = true
-				continue
-			}
-			return id, c, nil
-		}
-		if !waiting {
-			waiting = true
-			join := p.place.JoinCommand()
-			msg := fmt.Sprintf("stage %d has no peer: waiting for one to join (%s)", stage, join)
-			p.event("waiting_for_peer", step, map[string]any{"stage": stage, "join": join})
-			p.log.Warn(msg)
-			p.status(msg)
-		}
-		select {
-		case <-ctx.Done():
-			return "", nil, ctx.Err()
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
+	_, err = p.collectFrom(ctx, ctrlOK, c.Neighbours)
+	return err
 }
 
 // restoreAll loads st on every stage.
@@ -482,4 +262,126 @@ func (p *Driver) restoreAll(ctx context.Context, st *stages.State) error {
 	}
 	_, err := p.collectFrom(ctx, ctrlOK, nil)
 	return err
+}
+
+// syncSpares tells the machine of peers that joined the placement.
+func (p *Driver) syncSpares() {
+	for _, id := range p.place.Spares() {
+		if !p.m.Knows(id) {
+			p.m.Step(scheduler.Report{Kind: scheduler.ReportJoined, Holder: id})
+		}
+	}
+}
+
+// record turns the machine's notes into the run's events, fault log and
+// recovery times.
+func (p *Driver) record(notes []scheduler.Note) {
+	rec := p.rec
+	for _, n := range notes {
+		step := rec.step
+		switch n.Kind {
+		case scheduler.NoteRejected:
+			p.event(n.Kind.String(), step, map[string]any{"stage": n.Stage, "from": n.Peer, "err": n.Err, "count": n.Count})
+		case scheduler.NoteLinkFailure:
+			p.event(n.Kind.String(), step, map[string]any{"stage": n.Stage, "peer": n.Peer, "err": n.Err})
+		case scheduler.NoteLinkRestored:
+			secs := time.Since(rec.since).Seconds()
+			p.faults.RecoverySeconds += secs
+			p.faults.FaultLog = append(p.faults.FaultLog, metrics.Fault{Kind: "link_failure", Stage: n.Stage, Step: step + 1, RecoverySeconds: secs})
+			p.event(n.Kind.String(), step, map[string]any{"stage": n.Stage, "peer": n.Peer, "seconds": secs})
+		case scheduler.NoteDead, scheduler.NoteEvicted:
+			now := time.Now()
+			if !rec.replaced {
+				// A takeover's recovery counts from the verdict that the
+				// peer is gone, not from earlier symptoms (a silent
+				// link) that the detection time already covers.
+				rec.since, rec.replaced = now, true
+			}
+			f := metrics.Fault{Kind: n.Kind.String(), Stage: n.Stage, Step: step + 1}
+			if p.place.CanHandOver() {
+				f.Peer = n.Holder
+			}
+			p.killMu.Lock()
+			if k, ok := p.killedAt[n.Stage]; ok {
+				f.DetectSeconds = now.Sub(k).Seconds()
+				delete(p.killedAt, n.Stage)
+			}
+			p.killMu.Unlock()
+			rec.pending[n.Stage] = f
+			p.event(n.Kind.String(), step, map[string]any{"stage": n.Stage, "peer": f.Peer, "err": n.Err, "detect_seconds": f.DetectSeconds})
+			if p.place.CanHandOver() {
+				p.gen[n.Stage]++ // whatever the old peer still says is moot
+				go p.ctrl[n.Stage].Close()
+			}
+			p.publishPeers()
+		case scheduler.NoteWaiting:
+			join := p.place.JoinCommand()
+			msg := fmt.Sprintf("stage %d has no peer: waiting for one to join (%s)", n.Stage, join)
+			p.event(n.Kind.String(), step, map[string]any{"stage": n.Stage, "join": join})
+			p.log.Warn(msg)
+			p.status(msg)
+		case scheduler.NoteReplaced:
+			f := rec.pending[n.Stage]
+			delete(rec.pending, n.Stage)
+			f.ReplacedBy = n.Holder
+			p.faults.FaultLog = append(p.faults.FaultLog, f) // recovery time set once rolled back
+			p.event(n.Kind.String(), step, map[string]any{"stage": n.Stage, "peer": n.Holder, "seconds": time.Since(rec.since).Seconds()})
+			p.status(fmt.Sprintf("training (stage %d moved to %s)", n.Stage, n.Holder))
+			p.publishPeers()
+		case scheduler.NoteRolledBack:
+			p.event(n.Kind.String(), step, map[string]any{"to_step": n.Step, "seconds": time.Since(rec.restore).Seconds()})
+			// Recovery ends here, training again: the takeover and the
+			// rollback both count, from the first detection.
+			secs := time.Since(rec.since).Seconds()
+			p.faults.RecoverySeconds += secs
+			if k := len(p.faults.FaultLog); k > 0 {
+				last := &p.faults.FaultLog[k-1]
+				last.RolledBackTo, last.RecoverySeconds = n.Step, secs
+			}
+		}
+	}
+}
+
+func (p *Driver) event(kind string, step int, detail map[string]any) {
+	ev := metrics.Event{Type: "event", Kind: kind, Step: step + 1, WallSeconds: time.Since(p.t0).Seconds(), Detail: detail}
+	if p.hooks.Event == nil { // an engine driven without Run (tests)
+		p.log.Warn(kind, "step", ev.Step, "detail", detail)
+		return
+	}
+	p.hooks.Event(ev) // at once: a run waiting for a peer says so now
+}
+
+// publishPeers tells the run who holds which stage, which spares wait and
+// which peers failed.
+func (p *Driver) publishPeers() {
+	if p.hooks.Peers == nil {
+		return
+	}
+	p.syncSpares()
+	var out []metrics.Peer
+	for i, id := range p.m.Holders() {
+		if id == "" {
+			continue // vacant, being handed over
+		}
+		// The path the driver reaches the holder by; the stage links'
+		// own paths are in each step's metrics.
+		cand := ""
+		if p.ctrl[i] != nil {
+			cand = p.ctrl[i].Stats().Candidate
+		}
+		out = append(out, metrics.Peer{ID: id, Stage: i, Address: p.place.Address(), Candidate: cand, State: metrics.PeerActive})
+	}
+	for _, id := range p.m.Spares() {
+		out = append(out, metrics.Peer{ID: id, Stage: -1, Address: p.place.Address(), State: metrics.PeerSpare})
+	}
+	for _, id := range p.m.Failed() {
+		out = append(out, metrics.Peer{ID: id, Stage: -1, State: metrics.PeerDead})
+	}
+	p.hooks.Peers(out)
+}
+
+func (p *Driver) status(s string) {
+	if p.hooks.Status != nil {
+		p.hooks.Status(s)
+	}
 }

@@ -326,18 +326,25 @@ func (w *Worker) serve(ctx context.Context, m ctrlMsg) (ctrlMsg, error) {
 // peer that now runs it, and returns once the link carries traffic again
 // (a heartbeat from the other end), or fails after the link timeout.
 func (w *Worker) relinkTo(ctx context.Context, m ctrlMsg) (ctrlMsg, error) {
+	if m.Peer < 0 || (m.Peer != w.prevID && m.Peer != w.nextID && m.Peer != w.tiedID) {
+		return ctrlMsg{}, fmt.Errorf("relink: stage %d is not linked to stage %d", w.id, m.Peer)
+	}
 	l := w.linkTo(m.Peer)
-	if l == nil {
+	if l == nil && w.relink == nil {
 		return ctrlMsg{}, fmt.Errorf("relink: no link to stage %d here", m.Peer)
 	}
 	// Links that cannot break by themselves (relink == nil: in-process
-	// pipes, loopback TCP) are kept; injected faults sit above them.
+	// pipes, loopback TCP) are kept; injected faults sit above them. A
+	// link this stage never had (its neighbour was vacant when it was set
+	// up) is made now.
 	if w.relink != nil {
 		c, err := w.relink(ctx, m.Peer, m.Peers)
 		if err != nil {
 			return ctrlMsg{}, &linkFailure{peer: m.Peer, err: fmt.Errorf("re-establish: %w", err)}
 		}
-		w.detach(l)
+		if l != nil {
+			w.detach(l)
+		}
 		l = w.attach(w.runCtx, m.Peer, c)
 	}
 	t0 := time.Now()

@@ -34,5 +34,5 @@ func newEngine(ctx context.Context, cfg config.Config, corpus *data.Corpus, log 
 	if err != nil {
 		return nil, err
 	}
-	return pipeline.New(cfg, layout, corpus, place, log), nil
+	return pipeline.New(cfg, layout, corpus, place, log)
 }

@@ -1,0 +1,359 @@
+package scheduler
+
+import (
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// A membership scenario is a script of what the runtime observes, one
+// report per line; the transcript interleaves each line (after "> ") with
+// what the machine then says (notes, and commands with their IDs).
+//
+//	joined NAME                 a spare joins
+//	step N                      step N is about to run
+//	snapshot N                  the runtime holds a snapshot of step N
+//	tick N [quiet S...]         N heartbeat intervals, every holder heard
+//	                            in each but those of the quiet stages
+//	lost S @N [applied]         stage S's control link broke during an
+//	                            operation at step N
+//	linkdown S P @N [applied]   stage S's link to P failed
+//	rejected S P @N [applied]   stage S rejected a frame from P
+//	interrupted @N [applied]    the runtime stopped its operation at step N
+//	done                        the outstanding command was carried out
+//	spare-failed NAME           that spare could not be set up
+type membershipScenario struct {
+	name     string
+	what     string // the transcript's title
+	stages   int
+	spares   []string
+	handOver bool
+	script   string
+}
+
+var membershipScenarios = []membershipScenario{
+	{
+		name: "kill_with_spare", stages: 4, spares: []string{"spare-a"}, handOver: true,
+		what: "stage 2's peer is SIGKILLed mid-step 6: its neighbours' links go silent first, then its heartbeats stop; the spare takes the stage over and every stage rolls back to the snapshot of step 4",
+		script: `
+step 0
+snapshot 0
+step 4
+snapshot 4
+step 6
+tick 3 quiet 2
+linkdown 1 2 @6
+done
+tick 5 quiet 2
+done
+done
+done`,
+	},
+	{
+		name: "kill_detected_by_silence", stages: 3, spares: []string{"spare-a"}, handOver: true,
+		what: "stage 1's peer stops answering during step 2 while its links stay quiet (nothing was in flight): the driver's ticks find it silent for the peer timeout; the runtime stops its operation, the spare takes over, and the run rolls back",
+		script: `
+step 0
+snapshot 0
+step 2
+tick 5 quiet 1
+done
+done
+done`,
+	},
+	{
+		name: "kill_without_spare_waits", stages: 2, handOver: true,
+		what: "stage 1's peer dies and no spare is in the room: the run says it waits; a peer that joins while it waits takes the stage over",
+		script: `
+step 0
+snapshot 0
+lost 1 @3 applied
+done
+tick 4
+joined newcomer
+done
+done`,
+	},
+	{
+		name: "kill_in_process", stages: 2,
+		what: "a stage dies where stages cannot change hands (goroutines, processes): the run stops and says why",
+		script: `
+lost 1 @3`,
+	},
+	{
+		name: "cut_shorter_than_timeout", stages: 2, handOver: true,
+		what: "the link 0-1 drops everything for a while shorter than the peer timeout: both ends keep heartbeating the coordinator, the link is re-established and the step redone; nobody is declared dead",
+		script: `
+step 0
+snapshot 0
+step 3
+linkdown 0 1 @3
+done
+tick 2
+linkdown 0 1 @3
+done
+tick 2
+done`,
+	},
+	{
+		name: "cut_longer_than_timeout", stages: 2, handOver: true,
+		what: "the same cut lasting three peer timeouts (TimeoutTicks = 4): every relink attempt times out, the ends are still heard, so the link is retried until it works; still nobody is declared dead",
+		script: `
+step 0
+snapshot 0
+step 3
+linkdown 0 1 @3
+done
+tick 4
+linkdown 0 1 @3
+done
+tick 4
+linkdown 0 1 @3
+done
+tick 4
+done`,
+	},
+	{
+		name: "corrupt_below_max_rejects", stages: 2, handOver: true,
+		what: "stage 0 sends two corrupt frames (faults.max_rejects = 3): each is rejected, the attempt aborted and redone; nobody is evicted",
+		script: `
+step 0
+snapshot 0
+rejected 1 0 @2
+done
+rejected 1 0 @2
+done`,
+	},
+	{
+		name: "corrupt_above_max_rejects", stages: 2, spares: []string{"spare-a"}, handOver: true,
+		what: "stage 0 keeps sending corrupt frames: the third is one too many, its peer is evicted (and killed), the spare takes stage 0 over; an optimizer step may have run in the last attempt, so every stage rolls back",
+		script: `
+step 0
+snapshot 0
+rejected 1 0 @2
+done
+rejected 1 0 @2
+done
+rejected 1 0 @2 applied
+done
+done
+done
+done`,
+	},
+	{
+		name: "corrupt_above_max_rejects_in_process", stages: 2,
+		what: "the same eviction where stages cannot change hands: the run stops, naming the bad frames and spares",
+		script: `
+rejected 1 0 @2
+done
+rejected 1 0 @2
+done
+rejected 1 0 @2`,
+	},
+	{
+		name: "spare_joins_while_waiting", stages: 3, spares: []string{"spare-a"}, handOver: true,
+		what: "stage 1's peer dies; the only spare cannot be set up, so the run waits; other stages stay heard meanwhile; a peer joining then takes the stage",
+		script: `
+step 0
+snapshot 0
+lost 1 @1
+done
+spare-failed spare-a
+done
+tick 3 quiet 1
+joined late
+done
+done`,
+	},
+	{
+		name: "two_failures_in_one_step", stages: 4, spares: []string{"spare-a", "spare-b"}, handOver: true,
+		what: "during step 5 stage 1 rejects a frame, then stage 1's peer dies while the attempt is aborted, then stage 3's peer dies too: both stages are handed over, one after the other, then one rollback",
+		script: `
+step 0
+snapshot 0
+rejected 1 0 @5
+lost 1 @5
+tick 4 quiet 1 3
+done
+done
+done
+done`,
+	},
+}
+
+func TestMembershipTranscripts(t *testing.T) {
+	for _, sc := range membershipScenarios {
+		t.Run(sc.name, func(t *testing.T) {
+			got := runMembership(t, sc)
+			checkGolden(t, filepath.Join("testdata", "membership_"+sc.name+".txt"), got)
+		})
+	}
+}
+
+// runMembership plays a scenario and returns its transcript.
+func runMembership(t *testing.T, sc membershipScenario) string {
+	t.Helper()
+	var ranges []Range
+	var holders []string
+	for i := 0; i < sc.stages; i++ {
+		ranges = append(ranges, Range{i, i + 1})
+		holders = append(holders, fmt.Sprintf("peer-%d", i))
+	}
+	layout, err := NewLayout(ranges)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := MembershipConfig{Layout: layout, Holders: holders, TimeoutTicks: 4, MaxRejects: 3, SnapshotEvery: 4, CanHandOver: sc.handOver}
+	m, err := NewMembership(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "# %s\n", sc.what)
+	fmt.Fprintf(&b, "# %d stages held by %s; spares %v; stages can change hands: %v\n", sc.stages, strings.Join(holders, ", "), sc.spares, sc.handOver)
+	fmt.Fprintf(&b, "# dead after %d silent ticks; evicted after %d bad frames; snapshots every %d steps\n", cfg.TimeoutTicks, cfg.MaxRejects, cfg.SnapshotEvery)
+	var last *Command
+	opStep := 0 // the step of the runtime's operation
+	emit := func() {
+		rd := m.Ready()
+		for _, n := range rd.Notes {
+			fmt.Fprintf(&b, "  note %v (step %d)\n", n, n.Step)
+		}
+		for _, c := range rd.Commands {
+			fmt.Fprintf(&b, "  cmd #%d %v\n", c.ID, c)
+			c := c
+			last = &c
+		}
+	}
+	step := func(r Report) {
+		if err := m.Step(r); err != nil {
+			t.Fatalf("%v: %v", r, err)
+		}
+	}
+	for _, s := range sc.spares {
+		step(Report{Kind: ReportJoined, Holder: s})
+	}
+	emit()
+	for _, line := range strings.Split(strings.TrimSpace(sc.script), "\n") {
+		fmt.Fprintf(&b, "> %s\n", line)
+		f := strings.Fields(line)
+		num := func(i int) int {
+			n, err := strconv.Atoi(strings.TrimPrefix(f[i], "@"))
+			if err != nil {
+				t.Fatalf("%q: field %d: %v", line, i, err)
+			}
+			return n
+		}
+		applied := slices.Contains(f, "applied")
+		for _, x := range f {
+			if v, ok := strings.CutPrefix(x, "@"); ok {
+				opStep, _ = strconv.Atoi(v)
+			}
+		}
+		if f[0] == "step" {
+			opStep = num(1)
+		}
+		switch f[0] {
+		case "joined":
+			step(Report{Kind: ReportJoined, Holder: f[1]})
+		case "spare-failed":
+			step(Report{Kind: ReportSpareFailed, Holder: f[1]})
+		case "step":
+			step(Report{Kind: ReportStepBegins, Step: num(1)})
+		case "snapshot":
+			step(Report{Kind: ReportSnapshot, Step: num(1)})
+		case "tick":
+			var quiet []int
+			if len(f) > 3 && f[2] == "quiet" {
+				for i := 3; i < len(f); i++ {
+					quiet = append(quiet, num(i))
+				}
+			}
+			for n := num(1); n > 0; n-- {
+				for i, h := range m.Holders() {
+					if h != "" && !slices.Contains(quiet, i) {
+						step(Report{Kind: ReportHeard, Stage: i})
+					}
+				}
+				m.Tick()
+				if m.Pending() {
+					break // a tick found a failure: the runtime stops waiting
+				}
+			}
+		case "lost":
+			step(Report{Kind: ReportLost, Stage: num(1), Step: num(2), Applied: applied, Err: "control link closed"})
+		case "linkdown":
+			step(Report{Kind: ReportLinkDown, Stage: num(1), Peer: num(2), Step: num(3), Applied: applied, Err: "silent for 1.5s"})
+		case "rejected":
+			step(Report{Kind: ReportRejected, Stage: num(1), Peer: num(2), Step: num(3), Applied: applied, Err: "bad checksum"})
+		case "interrupted":
+			step(Report{Kind: ReportInterrupted, Step: num(1), Applied: applied})
+		case "done":
+			if last == nil {
+				t.Fatalf("%q: no command to acknowledge", line)
+			}
+			step(Report{Kind: ReportDone, Cmd: last.ID})
+		default:
+			t.Fatalf("unknown script line %q", line)
+		}
+		if m.Interrupting() {
+			// A tick found a failure during the runtime's operation.
+			fmt.Fprintf(&b, "> (the runtime stops its operation at step %d)\n", opStep)
+			step(Report{Kind: ReportInterrupted, Step: opStep})
+		}
+		emit()
+	}
+	c := m.Counts()
+	fmt.Fprintf(&b, "# counts: failures %d, recoveries %d, rejected frames %d, steps redone %d; holders %v; failed %v\n",
+		c.Failures, c.Recoveries, c.RejectedFrames, c.StepsRedone, m.Holders(), m.Failed())
+	return b.String()
+}
+
+// TestMembershipEndsEveryRecovery: whatever the failures, every recovery
+// ends in exactly one redo, rollback or fail, and epochs only grow.
+func TestMembershipEndsEveryRecovery(t *testing.T) {
+	for _, sc := range membershipScenarios {
+		t.Run(sc.name, func(t *testing.T) {
+			out := runMembership(t, sc)
+			ends := strings.Count(out, " redo") + strings.Count(out, " rollback step") + strings.Count(out, " fail: ")
+			if ends == 0 {
+				t.Errorf("no recovery ended:\n%s", out)
+			}
+			var epochs []int
+			for _, l := range strings.Split(out, "\n") {
+				if _, rest, ok := strings.Cut(l, "abort epoch "); ok {
+					n, _ := strconv.Atoi(strings.Fields(rest)[0])
+					epochs = append(epochs, n)
+				}
+			}
+			if !slices.IsSorted(epochs) {
+				t.Errorf("epochs %v go back", epochs)
+			}
+		})
+	}
+}
+
+func TestMembershipRefusesNonsense(t *testing.T) {
+	layout, _ := NewLayout([]Range{{0, 1}, {1, 2}})
+	if _, err := NewMembership(MembershipConfig{Layout: layout, Holders: []string{"a"}, TimeoutTicks: 1, MaxRejects: 1, SnapshotEvery: 1}); err == nil {
+		t.Error("accepted one holder for two stages")
+	}
+	if _, err := NewMembership(MembershipConfig{Layout: layout, Holders: []string{"a", "a"}, TimeoutTicks: 1, MaxRejects: 1, SnapshotEvery: 1}); err == nil {
+		t.Error("accepted one holder on two stages")
+	}
+	m, err := NewMembership(MembershipConfig{Layout: layout, Holders: []string{"a", "b"}, TimeoutTicks: 1, MaxRejects: 1, SnapshotEvery: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []Report{{Kind: ReportLost, Stage: 2}, {Kind: ReportLinkDown, Stage: 0, Peer: 0}, {Kind: ReportJoined}, {Kind: ReportUnknown}} {
+		if err := m.Step(r); err == nil {
+			t.Errorf("accepted %+v", r)
+		}
+	}
+	if !m.Ready().Empty() || m.Recovering() {
+		t.Error("a refused report changed the machine")
+	}
+}
