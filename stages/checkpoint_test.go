@@ -166,4 +166,3 @@ func TestStateOfASplitIsTheWholeModel(t *testing.T) {
 		t.Error("the last stage's tied head did not come from the embedding")
 	}
 }
-
