@@ -448,7 +448,7 @@ func TestLZ4(t *testing.T) {
 	}
 	// A LinkCodec with lz4 round-trips whatever it decides.
 	for _, cfg := range []Config{
-		{Method: MethodNone}, {Method: MethodFP16}, {Method: MethodInt8}, {Method: MethodLowRank},
+		{Method: MethodNone}, {Method: MethodFP16}, {Method: MethodInt8}, {Method: MethodLowRank, Rank: 32},
 		{Method: MethodTopK}, {Method: MethodSubspace, Rank: 8},
 	} {
 		full := DefaultConfig()

@@ -35,8 +35,17 @@ func ParseRank(s string) (Rank, error) {
 	return Rank(n), nil
 }
 
-// MarshalText implements encoding.TextMarshaler.
+// MarshalText implements encoding.TextMarshaler (JSON).
 func (r Rank) MarshalText() ([]byte, error) { return []byte(r.String()), nil }
+
+// MarshalTOML writes a rank as a TOML integer and "auto" as a string, as a
+// person would write them.
+func (r Rank) MarshalTOML() ([]byte, error) {
+	if r == RankAuto {
+		return []byte(`"auto"`), nil
+	}
+	return []byte(strconv.Itoa(int(r))), nil
+}
 
 // UnmarshalText implements encoding.TextUnmarshaler (--set overrides).
 func (r *Rank) UnmarshalText(b []byte) error {
@@ -53,91 +62,163 @@ func (r *Rank) UnmarshalText(b []byte) error {
 func (r *Rank) UnmarshalTOML(v any) error {
 	switch x := v.(type) {
 	case int64:
+		if x == 0 {
+			*r = 0 // unset: what a resolved config of a method without a rank says
+			return nil
+		}
 		if x < 1 || x > maxRank {
-			return fmt.Errorf("%w: compression.rank = %d: want 1..%d or \"auto\"", ErrConfig, x, maxRank)
+			return &KeyError{Key: "compression.rank", Value: x, Allowed: fmt.Sprintf(`want 1..%d or "auto"`, maxRank)}
 		}
 		*r = Rank(x)
 		return nil
 	case string:
 		return r.UnmarshalText([]byte(x))
 	}
-	return fmt.Errorf("%w: compression.rank = %v (%T): want an integer or \"auto\"", ErrConfig, v, v)
+	return &KeyError{Key: "compression.rank", Value: v, Allowed: `want an integer or "auto"`}
 }
 
 // Config selects and tunes the codec of a link. It is the [compression]
-// table of a run's TOML file.
+// table of a run's TOML file as it is (internal/config embeds it): one
+// definition, one set of defaults, one validator.
 type Config struct {
-	// Method is the codec. Default lowrank: the best bytes-per-token codec
-	// that needs no model changes.
+	// Method is the codec: none, fp16, bf16, int8, topk, lowrank or
+	// subspace. Default none: a run compresses only when asked to.
 	Method Method `toml:"method"`
-	// Rank is r for lowrank (or "auto") and k for subspace. Default 32:
-	// 1/8 of d=256, ~4% of fp32 bytes per token at fp16.
+	// Rank is r for lowrank (or "auto": chosen from the measured link)
+	// and k for subspace; required by both, ignored by the others. In
+	// TOML an integer (`rank = 48`) or "auto"; 0 means unset.
 	Rank Rank `toml:"rank"`
-	// KFraction is the fraction of entries topk sends (TOML key "topk",
-	// as in internal/config). Default 0.01.
+	// Precision of topk values, lowrank factors and subspace coefficients:
+	// fp32, fp16, bf16; int8, int6, int4, int3, int2 for subspace only.
+	// The other methods fix their own format. Default fp32.
+	Precision Precision `toml:"precision"`
+	// KFraction is the fraction of entries topk sends (TOML key "topk").
+	// Default 0.1.
 	KFraction float64 `toml:"topk"`
 	// BlockSize is the number of values per int8 scale. Default 64, as
 	// bitsandbytes' blockwise quantization.
 	BlockSize int `toml:"block_size"`
-	// Precision of topk values, lowrank factors and subspace coefficients
-	// (fp32, fp16, bf16; int8, int6, int4, int3, int2 for subspace). Default fp16: its rounding is
-	// far below the truncation error of the codecs it serves.
-	Precision Precision `toml:"precision"`
 	// PowerIters is lowrank's power iterations per call. Default 1: with
 	// a warm start one is what PowerSGD uses.
 	PowerIters int `toml:"power_iters"`
 	// ErrorFeedback carries what topk/lowrank did not send into the next
-	// call. Default true.
+	// message. Default false: the next message is another micro-batch's
+	// activations, so the leftover belongs to other samples.
 	ErrorFeedback bool `toml:"error_feedback"`
 	// LZ4 tries lz4 over each payload (and subspace token ids), kept only
 	// when it shrinks. Default false: measured gains on float payloads are
 	// ~10% at best.
 	LZ4 bool `toml:"lz4"`
+	// UntieHead gives a subspace run's model a free LM head on the last
+	// stage instead of one tied to the constrained token embedding
+	// (E0 + a k-dimensional offset); the checkpoint then holds its own
+	// lm_head.weight. Subspace only.
+	UntieHead bool `toml:"untie_head"`
 }
 
-// DefaultConfig returns the defaults documented on Config.
+// DefaultConfig returns the defaults documented on Config: no compression.
 func DefaultConfig() Config {
 	return Config{
-		Method:        MethodLowRank,
-		Rank:          32,
-		KFraction:     0.01,
-		BlockSize:     64,
-		Precision:     FP16,
-		PowerIters:    1,
-		ErrorFeedback: true,
+		Method:     MethodNone,
+		KFraction:  0.1,
+		BlockSize:  64,
+		Precision:  FP32,
+		PowerIters: 1,
 	}
 }
 
-// Validate reports the first bad key, with its value and what is allowed.
+// A KeyError is one bad setting: the key as a TOML file spells it
+// ("compression.rank"), the value, and what is allowed. It is an ErrConfig;
+// internal/config puts the file and line of the key in front of it.
+type KeyError struct {
+	Key     string
+	Value   any
+	Allowed string
+}
+
+func (e *KeyError) Error() string { return fmt.Sprintf("%s = %v: %s", e.Key, e.Value, e.Allowed) }
+
+// ConfigKey names the key, for callers that locate it in a file.
+func (e *KeyError) ConfigKey() string { return e.Key }
+
+// Is makes every KeyError an ErrConfig.
+func (e *KeyError) Is(target error) bool { return target == ErrConfig }
+
+// Label names the setting briefly, as plots and tables show it: "none",
+// "int8", "lowrank r=32", "subspace r=64 fp16", "topk 10% +ef +lz4" (+ef:
+// error feedback on).
+func (c Config) Label() string {
+	s := c.Method.String()
+	switch c.Method {
+	case MethodLowRank, MethodSubspace:
+		if c.Rank != 0 {
+			s += " r=" + c.Rank.String()
+		}
+		if c.Precision != FP32 {
+			s += " " + c.Precision.String()
+		}
+	case MethodTopK:
+		s += fmt.Sprintf(" %g%%", 100*c.KFraction)
+	}
+	if c.ErrorFeedback && (c.Method == MethodTopK || c.Method == MethodLowRank) {
+		s += " +ef"
+	}
+	if c.LZ4 {
+		s += " +lz4"
+	}
+	return s
+}
+
+// UsesRank reports whether the method reads Rank (lowrank, subspace).
+func (m Method) UsesRank() bool { return m == MethodLowRank || m == MethodSubspace }
+
+// UsesPrecision reports whether the method reads Precision (topk, lowrank,
+// subspace); the others fix their own number format.
+func (m Method) UsesPrecision() bool {
+	return m == MethodTopK || m == MethodLowRank || m == MethodSubspace
+}
+
+// Validate reports every bad key, each a *KeyError naming the key, its
+// value and what is allowed. A config it accepts builds a codec with New
+// for any model width of at least Rank.
 func (c Config) Validate() error {
+	var errs []error
+	bad := func(key string, val any, allowed string) {
+		errs = append(errs, &KeyError{Key: "compression." + key, Value: val, Allowed: allowed})
+	}
 	if c.Method <= MethodUnknown || c.Method > MethodSubspace {
-		return fmt.Errorf("%w: compression.method = %v: want one of %s", ErrConfig, c.Method, strings.Join(idNames[:], ", "))
+		bad("method", c.Method, "want one of "+strings.Join(idNames[:], ", "))
 	}
-	if c.Rank == RankAuto && c.Method != MethodLowRank {
-		return fmt.Errorf("%w: compression.rank = \"auto\" works only with method = \"lowrank\" (method is %q)", ErrConfig, c.Method)
-	}
-	if c.Rank != RankAuto && (c.Rank < 1 || c.Rank > maxRank) {
-		return fmt.Errorf("%w: compression.rank = %d: want 1..%d or \"auto\"", ErrConfig, c.Rank, maxRank)
+	switch {
+	case c.Rank == RankAuto && c.Method != MethodLowRank:
+		bad("rank", `"auto"`, fmt.Sprintf(`"auto" works only with method = "lowrank" (method is %q)`, c.Method))
+	case c.Rank == 0 && c.Method.UsesRank():
+		bad("rank", "(unset)", fmt.Sprintf(`method %q needs a rank: an integer, or "auto" for lowrank`, c.Method))
+	case c.Rank != RankAuto && (c.Rank < 0 || c.Rank > maxRank):
+		bad("rank", c.Rank, fmt.Sprintf(`want 1..%d or "auto"`, maxRank))
 	}
 	if !(c.KFraction > 0 && c.KFraction <= 1) {
-		return fmt.Errorf("%w: compression.topk = %v: want a fraction in (0, 1]", ErrConfig, c.KFraction)
+		bad("topk", c.KFraction, "want a fraction in (0, 1]")
 	}
 	if c.BlockSize < 1 || c.BlockSize > maxBlock {
-		return fmt.Errorf("%w: compression.block_size = %d: want 1..%d", ErrConfig, c.BlockSize, maxBlock)
+		bad("block_size", c.BlockSize, fmt.Sprintf("want 1..%d", maxBlock))
 	}
 	switch c.Precision {
 	case FP32, FP16, BF16:
 	case Int8, Int6, Int4, Int3, Int2:
 		if c.Method != MethodSubspace {
-			return fmt.Errorf("%w: compression.precision = %q works only with method = \"subspace\" (use method = \"int8\" for plain int8)", ErrConfig, c.Precision.String())
+			bad("precision", strconv.Quote(c.Precision.String()), `works only with method = "subspace" (for plain int8 use method = "int8")`)
 		}
 	default:
-		return fmt.Errorf("%w: compression.precision = %v: want fp32, fp16, bf16 (or int8, int6, int4, int3, int2 for subspace)", ErrConfig, c.Precision)
+		bad("precision", c.Precision, "want fp32, fp16, bf16 (or int8, int6, int4, int3, int2 for subspace)")
 	}
 	if c.PowerIters < 1 || c.PowerIters > 8 {
-		return fmt.Errorf("%w: compression.power_iters = %d: want 1..8", ErrConfig, c.PowerIters)
+		bad("power_iters", c.PowerIters, "want 1..8")
 	}
-	return nil
+	if c.UntieHead && c.Method != MethodSubspace {
+		bad("untie_head", true, `works only with method = "subspace" (other methods leave the LM head tied and free)`)
+	}
+	return errors.Join(errs...)
 }
 
 // New builds the codec for one link direction of a model of width d (the
@@ -172,7 +253,7 @@ func New(cfg Config, d, vocab int, seed uint64) (Codec, error) {
 		return &LowRank{Rank: r, Iters: cfg.PowerIters, Precision: cfg.Precision, Feedback: cfg.ErrorFeedback, Seed: seed}, nil
 	case MethodSubspace:
 		if int(cfg.Rank) > d {
-			return nil, fmt.Errorf("%w: compression.rank = %d: subspace k must be ≤ model width %d", ErrConfig, cfg.Rank, d)
+			return nil, &KeyError{Key: "compression.rank", Value: cfg.Rank, Allowed: fmt.Sprintf("subspace k must be at most the model width (model.n_embd = %d)", d)}
 		}
 		s, err := NewSubspace(seed, d, int(cfg.Rank), vocab, cfg.Precision)
 		if err != nil {
@@ -219,8 +300,10 @@ func (c *Config) Set(key, value string) error {
 		c.ErrorFeedback, err = strconv.ParseBool(strings.TrimSpace(value))
 	case "lz4":
 		c.LZ4, err = strconv.ParseBool(strings.TrimSpace(value))
+	case "untie_head":
+		c.UntieHead, err = strconv.ParseBool(strings.TrimSpace(value))
 	default:
-		return fmt.Errorf("%w: unknown key compression.%s (known: method, rank, topk, block_size, precision, power_iters, error_feedback, lz4)", ErrConfig, key)
+		return fmt.Errorf("%w: unknown key compression.%s (known: method, rank, topk, block_size, precision, power_iters, error_feedback, lz4, untie_head)", ErrConfig, key)
 	}
 	if err != nil && !errors.Is(err, ErrConfig) {
 		err = fmt.Errorf("%w: compression.%s = %q: %v", ErrConfig, key, value, err)

@@ -18,7 +18,10 @@ func TestConfigValidate(t *testing.T) {
 		key  string
 	}{
 		{"unknown method", func(c *Config) { c.Method = MethodUnknown }, "compression.method"},
-		{"zero rank", func(c *Config) { c.Rank = 0 }, "compression.rank = 0"},
+		{"no rank for lowrank", func(c *Config) { c.Method, c.Rank = MethodLowRank, 0 }, "compression.rank = (unset)"},
+		{"no rank for subspace", func(c *Config) { c.Method, c.Rank = MethodSubspace, 0 }, "compression.rank = (unset)"},
+		{"negative rank", func(c *Config) { c.Method, c.Rank = MethodLowRank, -7 }, "compression.rank = -7"},
+		{"untied head without subspace", func(c *Config) { c.UntieHead = true }, "compression.untie_head"},
 		{"auto rank on topk", func(c *Config) { c.Method, c.Rank = MethodTopK, RankAuto }, `compression.rank = "auto"`},
 		{"k fraction", func(c *Config) { c.KFraction = 1.5 }, "compression.topk = 1.5"},
 		{"block size", func(c *Config) { c.BlockSize = 0 }, "compression.block_size = 0"},
@@ -77,6 +80,9 @@ func TestNewBuildsEveryMethod(t *testing.T) {
 	for m := MethodNone; m <= MethodSubspace; m++ {
 		c := DefaultConfig()
 		c.Method = m
+		if m.UsesRank() {
+			c.Rank = 16
+		}
 		codec, err := New(c, 64, 256, 1)
 		if err != nil {
 			t.Fatalf("%v: %v", m, err)
@@ -108,7 +114,7 @@ func TestConfigSet(t *testing.T) {
 			t.Fatalf("Set(%q, %q): %v", kv[0], kv[1], err)
 		}
 	}
-	want := Config{Method: MethodTopK, Rank: 32, KFraction: 0.05, BlockSize: 128, Precision: BF16, PowerIters: 2, LZ4: true}
+	want := Config{Method: MethodTopK, Rank: 0, KFraction: 0.05, BlockSize: 128, Precision: BF16, PowerIters: 2, LZ4: true}
 	if c != want {
 		t.Errorf("after Set: %+v, want %+v", c, want)
 	}

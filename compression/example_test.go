@@ -9,8 +9,8 @@ import (
 // One link direction with lz4: the flag returned by Encode goes into the
 // frame header and comes back into Decode.
 func ExampleLinkCodec() {
-	cfg := compression.DefaultConfig() // lowrank, rank 32, fp16 factors
-	cfg.Rank = 8
+	cfg := compression.DefaultConfig()
+	cfg.Method, cfg.Rank, cfg.Precision, cfg.ErrorFeedback = compression.MethodLowRank, 8, compression.FP16, true
 	const rows, d = 64, 32 // tokens in the micro-batch, model width
 	send, err := compression.NewLink(cfg, d, 256, 1337)
 	if err != nil {

@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/narrowband/narrowband/compression"
 )
 
 // Config is a whole experiment. Field comments are the reference; keep
@@ -150,24 +152,9 @@ type Link struct {
 	Loss          *float64 `toml:"loss"`
 }
 
-// Compression is what crosses each stage boundary.
-type Compression struct {
-	Method    string  `toml:"method"`     // none, fp16, bf16, int8, topk, lowrank, subspace
-	Rank      string  `toml:"rank"`       // lowrank/subspace rank, or "auto"
-	Precision string  `toml:"precision"`  // coefficient precision for lowrank/subspace: fp32, fp16, int8
-	TopK      float64 `toml:"topk"`       // fraction kept by topk
-	BlockSize int     `toml:"block_size"` // int8 block size
-	LZ4       bool    `toml:"lz4"`        // lossless last step, used only where it shrinks
-	// ErrorFeedback carries what topk/lowrank did not send into the next
-	// message. Off by default: the next message is another micro-batch's
-	// activations, so the leftover belongs to other samples.
-	ErrorFeedback bool `toml:"error_feedback"`
-	// UntieHead gives the subspace codec's model a free LM head on the
-	// last stage instead of one tied to the constrained token embedding
-	// (E0 + a k-dimensional offset). The checkpoint then holds its own
-	// lm_head.weight.
-	UntieHead bool `toml:"untie_head"`
-}
+// Compression is what crosses each stage boundary: the codec package's own
+// config (compression.Config documents every key and its default).
+type Compression = compression.Config
 
 // Simulate tunes `narrowband simulate`, which predicts a run's step time
 // from per-stage compute times and the link profile.
@@ -206,7 +193,7 @@ func Default() Config {
 		Pipeline:    Pipeline{Stages: 1, Schedule: "1f1b", Transport: "inproc", SignalAddr: "127.0.0.1:0", LocalPeers: -1, Loopback: true},
 		Simulate:    Simulate{Speedup: 1, Steps: 4},
 		Faults:      defaultFaults(),
-		Compression: Compression{Method: "none", Rank: "", Precision: "fp32", TopK: 0.1, BlockSize: 64},
+		Compression: compression.DefaultConfig(),
 	}
 }
 
@@ -227,9 +214,42 @@ func Load(path string, overrides []string) (Config, error) {
 		}
 	}
 	if err := cfg.Validate(); err != nil {
-		return Config{}, fmt.Errorf("%s: %w", path, err)
+		return Config{}, locate(err, path, string(text))
 	}
 	return cfg, nil
+}
+
+// locate puts the file and line of its key in front of each problem of a
+// validation error ("exp.toml:12: compression.rank = ..."); a key the file
+// does not set (a default, or a --set override) gets the file alone.
+func locate(err error, path, text string) error {
+	var errs []error
+	for _, e := range unjoin(err) {
+		var k interface{ ConfigKey() string }
+		line := 0
+		if errors.As(e, &k) {
+			line = keyLine(text, strings.Split(k.ConfigKey(), "."))
+		}
+		if line > 0 {
+			errs = append(errs, fmt.Errorf("%s:%d: %w", path, line, e))
+		} else {
+			errs = append(errs, fmt.Errorf("%s: %w", path, e))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// unjoin lists the errors errors.Join joined, recursively.
+func unjoin(err error) []error {
+	j, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		return []error{err}
+	}
+	var out []error
+	for _, e := range j.Unwrap() {
+		out = append(out, unjoin(e)...)
+	}
+	return out
 }
 
 // Parse decodes TOML text over Default without validating; name is used in
@@ -285,7 +305,7 @@ func (c *Config) Set(override string) error {
 		return c.Set(key + "=[" + val + "]")
 	}
 	if err != nil && strings.Contains(err.Error(), "destination has type string") && !strings.HasPrefix(val, `"`) {
-		// A number for a string key: --set compression.rank=32.
+		// A number for a string key: --set run.name=42.
 		return c.Set(key + "=" + strconv.Quote(val))
 	}
 	if err != nil {

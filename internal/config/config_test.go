@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/narrowband/narrowband/compression"
 )
 
 func TestUnknownKeyNamesKeyAndLine(t *testing.T) {
@@ -65,7 +67,7 @@ func TestSetOverrides(t *testing.T) {
 			t.Fatalf("Set(%q): %v", s, err)
 		}
 	}
-	if c.Run.Steps != 42 || c.Compression.Method != "int8" || c.Model.Bias || c.Run.Name != "a b" || len(c.Pipeline.Split) != 2 || c.Network.BandwidthMbps != 60 {
+	if c.Run.Steps != 42 || c.Compression.Method != compression.MethodInt8 || c.Model.Bias || c.Run.Name != "a b" || len(c.Pipeline.Split) != 2 || c.Network.BandwidthMbps != 60 {
 		t.Fatalf("overrides not applied: %+v", c)
 	}
 	if err := c.Set("train.steps=1"); err == nil {
@@ -116,7 +118,7 @@ func TestSweepVariants(t *testing.T) {
 	if vs[0].Name != "compression.method=none,network.bandwidth_mbps=60" || vs[0].Config.Network.BandwidthMbps != 60 {
 		t.Errorf("first variant %q bw %v", vs[0].Name, vs[0].Config.Network.BandwidthMbps)
 	}
-	if vs[5].Config.Compression.Method != "fp16" || vs[5].Config.Network.BandwidthMbps != 0 {
+	if vs[5].Config.Compression.Method != compression.MethodFP16 || vs[5].Config.Network.BandwidthMbps != 0 {
 		t.Errorf("last variant %q", vs[5].Name)
 	}
 	bad, _ := Parse("[sweep]\n\"model.n_head\" = [3]\n", "s.toml")
@@ -170,7 +172,7 @@ name = "sub16"
 	if vs[0].Name != "none,network.bandwidth_mbps=60" || vs[3].Name != "sub16,network.bandwidth_mbps=0" {
 		t.Errorf("names %q … %q", vs[0].Name, vs[3].Name)
 	}
-	if vs[3].Config.Compression.Method != "subspace" || vs[3].Config.Compression.Rank != "16" || vs[3].Config.Network.BandwidthMbps != 0 {
+	if vs[3].Config.Compression.Method != compression.MethodSubspace || vs[3].Config.Compression.Rank != 16 || vs[3].Config.Network.BandwidthMbps != 0 {
 		t.Errorf("last variant: %+v", vs[3].Config.Compression)
 	}
 	bad, _ := Parse("[[variant]]\n\"compression.methd\" = \"none\"\n", "v.toml")

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/narrowband/narrowband/compression"
 )
 
 // Validate checks every key and returns all problems at once, each naming the
@@ -14,7 +16,7 @@ import (
 func (c Config) Validate() error {
 	var errs []error
 	bad := func(key string, val any, allowed string) {
-		errs = append(errs, fmt.Errorf("%s = %v: %s", key, val, allowed))
+		errs = append(errs, &compression.KeyError{Key: key, Value: val, Allowed: allowed})
 	}
 	if c.Run.Name == "" {
 		bad("run.name", `""`, "must not be empty")
@@ -157,36 +159,11 @@ func (c Config) Validate() error {
 		checkLink(prefix, eff.BandwidthMbps, eff.LatencyMs, eff.JitterMs, eff.Loss)
 	}
 	cm := c.Compression
-	switch cm.Method {
-	case "none", "fp16", "bf16", "int8", "topk", "lowrank", "subspace":
-	default:
-		bad("compression.method", strconv.Quote(cm.Method), "must be one of none, fp16, bf16, int8, topk, lowrank, subspace")
+	if err := cm.Validate(); err != nil {
+		errs = append(errs, err)
 	}
-	if cm.Rank != "" && cm.Rank != "auto" {
-		r, err := strconv.Atoi(cm.Rank)
-		if err != nil || r < 1 || (m.NEmbd >= 1 && r > m.NEmbd) {
-			bad("compression.rank", strconv.Quote(cm.Rank), fmt.Sprintf(`must be "auto" or an integer in [1, model.n_embd = %d]`, m.NEmbd))
-		}
-	}
-	if (cm.Method == "lowrank" || cm.Method == "subspace") && cm.Rank == "" {
-		bad("compression.rank", `""`, fmt.Sprintf("is required for method %q (an integer or \"auto\")", cm.Method))
-	}
-	switch cm.Precision {
-	case "fp32", "fp16", "int8":
-	case "int6", "int4", "int3", "int2":
-		// Sub-byte coefficients exist only for the subspace codec (k can
-		// grow at the same bytes per token).
-		if cm.Method != "subspace" {
-			bad("compression.precision", strconv.Quote(cm.Precision), `int6, int4, int3 and int2 work only with method = "subspace"`)
-		}
-	default:
-		bad("compression.precision", strconv.Quote(cm.Precision), "must be fp32, fp16, int8, or int6/int4/int3/int2 (subspace only)")
-	}
-	if cm.TopK <= 0 || cm.TopK > 1 {
-		bad("compression.topk", cm.TopK, "must be in (0, 1]")
-	}
-	if cm.BlockSize < 1 {
-		bad("compression.block_size", cm.BlockSize, "must be at least 1")
+	if cm.Method.UsesRank() && cm.Rank > 0 && m.NEmbd >= 1 && int(cm.Rank) > m.NEmbd {
+		bad("compression.rank", cm.Rank, fmt.Sprintf("must be at most model.n_embd = %d", m.NEmbd))
 	}
 	sim := c.Simulate
 	for key, v := range map[string][]float64{"simulate.forward_ms": sim.ForwardMs, "simulate.backward_ms": sim.BackwardMs, "simulate.optimizer_ms": sim.OptimizerMs} {
@@ -249,3 +226,8 @@ func (l LinkProfile) Shaped() bool {
 func IsTURNURL(url string) bool {
 	return strings.HasPrefix(url, "turn:") || strings.HasPrefix(url, "turns:")
 }
+
+// KeyError is every validation problem's type: the key as a file spells
+// it, the value, and what is allowed. It is defined beside the codec's
+// config, which this package embeds, so both validators speak alike.
+type KeyError = compression.KeyError

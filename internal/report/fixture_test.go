@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"testing"
 
+	"github.com/narrowband/narrowband/compression"
+
 	"github.com/narrowband/narrowband/internal/config"
 	"github.com/narrowband/narrowband/internal/metrics"
 )
@@ -43,10 +45,19 @@ func (f fakeRun) config(name string) config.Config {
 	c.Train.EvalInterval = f.evalEvery
 	c.Pipeline.Stages = f.stages
 	c.Network.BandwidthMbps = f.bandwidth
-	c.Compression.Method = f.method
-	c.Compression.Rank = f.rank
+	var err error
+	if c.Compression.Method, err = compression.ParseMethod(f.method); err != nil {
+		panic(err)
+	}
+	if f.rank != "" {
+		if c.Compression.Rank, err = compression.ParseRank(f.rank); err != nil {
+			panic(err)
+		}
+	}
 	if f.precision != "" {
-		c.Compression.Precision = f.precision
+		if c.Compression.Precision, err = compression.ParsePrecision(f.precision); err != nil {
+			panic(err)
+		}
 	}
 	return c
 }

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/narrowband/narrowband/compression"
+
 	"github.com/narrowband/narrowband/internal/config"
 )
 
@@ -115,7 +117,7 @@ func writeFuzzBody(t *testing.T, m, tl []byte, bw float64, stages int) {
 		a := Run{Label: "a", Config: cfg, Steps: steps, Events: events, Timeline: spans, Summary: deriveSummary(cfg, steps)}
 		b := a
 		b.Label = "b/../../x"
-		b.Config.Compression.Method = "int8"
+		b.Config.Compression.Method = compression.MethodInt8
 		b.Config.Network.BandwidthMbps = 0
 		files, err := Write(t.TempDir(), []Run{a, b})
 		if len(files) == 0 {

@@ -5,6 +5,8 @@ import (
 	"math"
 	"path/filepath"
 	"strings"
+
+	"github.com/narrowband/narrowband/compression"
 )
 
 // title names the report after what was loaded: the sweep, the single run,
@@ -35,7 +37,7 @@ func markdown(runs []Run, figs []*figure, errs []error) string {
 	// codec to compare with it.
 	none, other := false, false
 	for _, r := range runs {
-		if r.Config.Compression.Method == "none" {
+		if r.Config.Compression.Method == compression.MethodNone {
 			none = true
 		} else {
 			other = true

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/narrowband/narrowband/compression"
+
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
@@ -21,7 +23,7 @@ var grey = color.RGBA{0x66, 0x66, 0x66, 0xFF}
 // legendName is a run's legend entry: its label, plus its codec when colour
 // means codec and the label does not already say it.
 func legendName(r Run, st styles) string {
-	if st.byCodec && !strings.Contains(r.Label, r.Config.Compression.Method) {
+	if st.byCodec && !strings.Contains(r.Label, r.Config.Compression.Method.String()) {
 		return r.Label + " [" + r.Codec() + "]"
 	}
 	return r.Label
@@ -384,7 +386,7 @@ func collapse(rs []Run, st styles, key func(Run) string) ([]Run, []string) {
 		switch {
 		case perCodec[r.Codec()] == 1:
 			names[i] = r.Codec()
-		case st.byCodec && !strings.Contains(r.Label, r.Config.Compression.Method):
+		case st.byCodec && !strings.Contains(r.Label, r.Config.Compression.Method.String()):
 			names[i] = r.Label + " [" + r.Codec() + "]"
 		default:
 			names[i] = r.Label
@@ -441,7 +443,7 @@ func paretoFigure(runs []Run, st styles) (*figure, error) {
 		if !plottable(r.Summary.FinalValLoss - ref.Summary.FinalValLoss) {
 			continue
 		}
-		if r.Config.Compression.Method != "none" {
+		if r.Config.Compression.Method != compression.MethodNone {
 			others = true
 		}
 		pts = append(pts, pt{r: r, ratio: ratio, gap: r.Summary.FinalValLoss - ref.Summary.FinalValLoss, codec: r.Codec(), label: r.Label})
@@ -540,7 +542,7 @@ func reference(runs []Run, r Run) (Run, bool) {
 	var first *Run
 	for i := range runs {
 		c := &runs[i]
-		if c.Config.Compression.Method != "none" || !finite(c.Summary.FinalValLoss) {
+		if c.Config.Compression.Method != compression.MethodNone || !finite(c.Summary.FinalValLoss) {
 			continue
 		}
 		if first == nil {

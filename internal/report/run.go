@@ -39,31 +39,7 @@ type Run struct {
 // Codec names what crossed the run's links, e.g. "none", "int8",
 // "lowrank r=32", "subspace r=64 fp16", "topk 10% +ef +lz4" (+ef: error
 // feedback on).
-func (r Run) Codec() string {
-	c := r.Config.Compression
-	s := c.Method
-	if s == "" {
-		s = "none"
-	}
-	switch c.Method {
-	case "lowrank", "subspace":
-		if c.Rank != "" {
-			s += " r=" + c.Rank
-		}
-		if c.Precision != "" && c.Precision != "fp32" {
-			s += " " + c.Precision
-		}
-	case "topk":
-		s += fmt.Sprintf(" %g%%", 100*c.TopK)
-	}
-	if c.ErrorFeedback && (c.Method == "topk" || c.Method == "lowrank") {
-		s += " +ef"
-	}
-	if c.LZ4 {
-		s += " +lz4"
-	}
-	return s
-}
+func (r Run) Codec() string { return r.Config.Compression.Label() }
 
 // File names inside a run or sweep folder.
 const (
@@ -356,7 +332,7 @@ func deriveSummary(cfg config.Config, steps []metrics.StepRecord) metrics.Summar
 	s := metrics.Summary{
 		Name: cfg.Run.Name, Seed: cfg.Run.Seed, Steps: len(steps),
 		Stages: cfg.Pipeline.Stages, Schedule: cfg.Pipeline.Schedule, Transport: cfg.Pipeline.Transport,
-		Compression: cfg.Compression.Method, FinalValLoss: math.NaN(), FinalTrainLoss: math.NaN(),
+		Compression: cfg.Compression.Method.String(), FinalValLoss: math.NaN(), FinalTrainLoss: math.NaN(),
 	}
 	if len(steps) == 0 {
 		return s

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"github.com/narrowband/narrowband/compression"
 	"github.com/narrowband/narrowband/internal/config"
 	"github.com/narrowband/narrowband/scheduler"
 	"github.com/narrowband/narrowband/stages"
@@ -38,5 +39,5 @@ func Layout(c config.Config) (scheduler.Layout, error) {
 // UntiedHead reports whether the run trains a separate LM head on the last
 // stage (the subspace codec's compression.untie_head, in a pipeline).
 func UntiedHead(c config.Config) bool {
-	return c.Compression.Method == "subspace" && c.Compression.UntieHead && c.Pipeline.Stages > 1
+	return c.Compression.Method == compression.MethodSubspace && c.Compression.UntieHead && c.Pipeline.Stages > 1
 }

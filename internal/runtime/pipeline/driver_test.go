@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/narrowband/narrowband/compression"
+
 	"github.com/narrowband/narrowband/internal/config"
 	"github.com/narrowband/narrowband/internal/data"
 	"github.com/narrowband/narrowband/internal/runtime/engine"
@@ -102,15 +104,15 @@ func equalStates(t *testing.T, want, got *stages.State) {
 // (fp32 links, and subspace links that exchange only its coefficients) the
 // copies are bit-identical.
 func TestTiedCopiesStayIdentical(t *testing.T) {
-	for _, method := range []string{"none", "subspace"} {
-		t.Run("method="+method, func(t *testing.T) {
+	for _, method := range []compression.Method{compression.MethodNone, compression.MethodSubspace} {
+		t.Run("method="+method.String(), func(t *testing.T) {
 			c := tinyConfig(t)
 			c.Model.NLayer = 3
 			c.Pipeline.Stages = 3
 			c.Compression.Method = method
-			if method == "subspace" {
-				c.Compression.Rank = "8"
-				c.Compression.Precision = "fp16"
+			if method == compression.MethodSubspace {
+				c.Compression.Rank = 8
+				c.Compression.Precision = compression.FP16
 			}
 			p := testPipeline(t, c)
 			for step := 0; step < 5; step++ {

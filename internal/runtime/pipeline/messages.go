@@ -13,10 +13,7 @@ import (
 // of cfg's codec (frame header and clock stamp included), from encoding a
 // random micro-batch, and of the tied-embedding gradient message.
 func MessageBytes(cfg config.Config) (act, grad, emb int64, err error) {
-	cc, err := compressionConfig(cfg)
-	if err != nil {
-		return 0, 0, 0, err
-	}
+	cc := cfg.Compression
 	rows := cfg.Train.BatchSize / cfg.Train.MicroBatches * cfg.Model.BlockSize
 	C := cfg.Model.NEmbd
 	x := make([]float32, rows*C)

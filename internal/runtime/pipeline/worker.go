@@ -122,34 +122,6 @@ type inMsg struct {
 	bad     error // the frame failed its checks
 }
 
-// compressionConfig maps the run config's [compression] onto the codecs'.
-func compressionConfig(c config.Config) (compression.Config, error) {
-	cc := compression.DefaultConfig()
-	m, err := compression.ParseMethod(c.Compression.Method)
-	if err != nil {
-		return cc, err
-	}
-	cc.Method = m
-	if c.Compression.Rank != "" {
-		if err := cc.Rank.UnmarshalText([]byte(c.Compression.Rank)); err != nil {
-			return cc, fmt.Errorf("compression.rank: %w", err)
-		}
-	}
-	switch m {
-	case compression.MethodLowRank, compression.MethodSubspace, compression.MethodTopK:
-		// Precision is of the factors, coefficients or kept values; the
-		// other methods fix their own.
-		if err := cc.Precision.UnmarshalText([]byte(c.Compression.Precision)); err != nil {
-			return cc, fmt.Errorf("compression.precision: %w", err)
-		}
-	}
-	cc.KFraction = c.Compression.TopK
-	cc.BlockSize = c.Compression.BlockSize
-	cc.LZ4 = c.Compression.LZ4
-	cc.ErrorFeedback = c.Compression.ErrorFeedback
-	return cc, cc.Validate()
-}
-
 // NewWorker builds the worker of stage id of layout, linked by links; Run
 // serves the driver.
 func NewWorker(cfg config.Config, layout scheduler.Layout, id int, links Links) (*Worker, error) {
@@ -188,10 +160,7 @@ func NewWorker(cfg config.Config, layout scheduler.Layout, id int, links Links) 
 		linkTimeout: time.Duration(cfg.Faults.LinkTimeoutSeconds() * float64(time.Second)),
 		prevID:      layout.Prev(id), nextID: layout.Next(id), tiedID: layout.Tied(id),
 	}
-	cc, err := compressionConfig(cfg)
-	if err != nil {
-		return nil, err
-	}
+	cc := cfg.Compression
 	mk := func() (*compression.LinkCodec, error) {
 		return compression.NewLink(cc, cfg.Model.NEmbd, cfg.Model.VocabSize, cfg.Run.Seed)
 	}

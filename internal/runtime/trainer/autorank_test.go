@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/narrowband/narrowband/compression"
 )
 
 // rankChanges reads the rank_change events of a run, in order.
@@ -45,9 +47,9 @@ func TestAutoRankFollowsTheLink(t *testing.T) {
 	c.Train.BatchSize = 8
 	c.Train.MicroBatches = 4
 	c.Train.EvalInterval = 0
-	c.Compression.Method = "lowrank"
-	c.Compression.Rank = "auto"
-	c.Compression.Precision = "fp16"
+	c.Compression.Method = compression.MethodLowRank
+	c.Compression.Rank = compression.RankAuto
+	c.Compression.Precision = compression.FP16
 
 	fast := t.TempDir()
 	runTiny(t, c, fast)

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/narrowband/narrowband/compression"
+
 	"github.com/narrowband/narrowband/internal/config"
 	"github.com/narrowband/narrowband/internal/metrics"
 	"github.com/narrowband/narrowband/internal/runtime/launch"
@@ -68,7 +70,7 @@ func TestCorruptFramesNeverReachTheWeights(t *testing.T) {
 	c.Run.Steps = 8
 	c.Pipeline.Stages = 2
 	c.Pipeline.Schedule = "gpipe"
-	c.Compression.Method = "int8"
+	c.Compression.Method = compression.MethodInt8
 	_, clean := stateOf(t, c)
 
 	c.Faults.MaxRejects = 1000 // keep the peer: this test is about the frames

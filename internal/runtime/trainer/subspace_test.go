@@ -5,6 +5,8 @@ import (
 	"math"
 	"testing"
 
+	"github.com/narrowband/narrowband/compression"
+
 	"github.com/narrowband/narrowband/internal/runtime/pipeline"
 )
 
@@ -16,9 +18,9 @@ func TestSubspaceCodecIsExact(t *testing.T) {
 	c.Run.Steps = 10
 	c.Model.NLayer = 3
 	c.Pipeline.Stages = 3
-	c.Compression.Method = "subspace"
-	c.Compression.Rank = "8"
-	c.Compression.Precision = "fp32"
+	c.Compression.Method = compression.MethodSubspace
+	c.Compression.Rank = 8
+	c.Compression.Precision = compression.FP32
 	wireLoss, wireState := stateOf(t, c)
 	pipeline.ConstrainOnly = true
 	defer func() { pipeline.ConstrainOnly = false }()
@@ -31,7 +33,7 @@ func TestSubspaceCodecIsExact(t *testing.T) {
 	compareStates(t, refState, wireState, 1e-5)
 
 	// And the constraint is real: the model differs from an unconstrained one.
-	c.Compression.Method = "none"
+	c.Compression.Method = compression.MethodNone
 	pipeline.ConstrainOnly = false
 	freeLoss, _ := stateOf(t, c)
 	if math.Abs(freeLoss[len(freeLoss)-1]-refLoss[len(refLoss)-1]) < 1e-6 {
@@ -46,9 +48,9 @@ func TestSubspaceUntiedHead(t *testing.T) {
 	c := tinyConfig(t)
 	c.Model.NLayer = 2
 	c.Pipeline.Stages = 2
-	c.Compression.Method = "subspace"
-	c.Compression.Rank = "8"
-	c.Compression.Precision = "fp16"
+	c.Compression.Method = compression.MethodSubspace
+	c.Compression.Rank = 8
+	c.Compression.Precision = compression.FP16
 	c.Compression.UntieHead = true
 	whole := t.TempDir()
 	runTiny(t, c, whole)
@@ -98,12 +100,12 @@ func TestSubspaceLowBitTrains(t *testing.T) {
 	c := tinyConfig(t)
 	c.Run.Steps = 12
 	c.Pipeline.Stages = 2
-	c.Compression.Method = "subspace"
-	c.Compression.Rank = "8"
-	c.Compression.Precision = "fp32"
+	c.Compression.Method = compression.MethodSubspace
+	c.Compression.Rank = 8
+	c.Compression.Precision = compression.FP32
 	ref, _ := stateOf(t, c)
-	for _, prec := range []string{"int4", "int3"} {
-		t.Run("precision="+prec, func(t *testing.T) {
+	for _, prec := range []compression.Precision{compression.Int4, compression.Int3} {
+		t.Run("precision="+prec.String(), func(t *testing.T) {
 			c.Compression.Precision = prec
 			got, _ := stateOf(t, c)
 			if len(got) != len(ref) {

@@ -319,7 +319,7 @@ func (r *run) finish() (*metrics.Summary, error) {
 	sum := &metrics.Summary{
 		Name: cfg.Run.Name, Seed: cfg.Run.Seed, Steps: cfg.Run.Steps, Params: r.eng.Params(),
 		Stages: cfg.Pipeline.Stages, Schedule: cfg.Pipeline.Schedule, Transport: cfg.Pipeline.Transport,
-		Compression: cfg.Compression.Method, ResumedFromStep: r.start,
+		Compression: cfg.Compression.Method.String(), ResumedFromStep: r.start,
 		FinalValLoss: r.valLoss, FinalTrainLoss: r.lastLoss,
 		Tokens: int64(cfg.Run.Steps) * tokensPerStep, WallSeconds: r.wallBefore + wall,
 		Checkpoint: filepath.Join(o.Out, CheckpointFile),

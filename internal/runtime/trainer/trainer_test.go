@@ -7,8 +7,10 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
+	"github.com/narrowband/narrowband/compression"
 	"github.com/narrowband/narrowband/internal/config"
 	"github.com/narrowband/narrowband/internal/data"
 	"github.com/narrowband/narrowband/internal/metrics"
@@ -162,5 +164,20 @@ func TestEvalOfCheckpointMatchesTrainer(t *testing.T) {
 	}
 	if math.Abs(got-sum.FinalValLoss) > 1e-5*sum.FinalValLoss {
 		t.Fatalf("checkpoint evaluates to %v on the held-out windows; the trainer reported %v", got, sum.FinalValLoss)
+	}
+}
+
+// TestBadConfigFailsBeforeData: a config the codec cannot build is refused
+// before the corpus is read (here the corpus does not even exist), naming
+// the key.
+func TestBadConfigFailsBeforeData(t *testing.T) {
+	c := tinyConfig(t)
+	c.Data.Path = filepath.Join(t.TempDir(), "no such corpus")
+	c.Compression.Method = compression.MethodLowRank
+	c.Compression.Rank = 8
+	c.Compression.Precision = compression.Int8
+	_, err := Run(context.Background(), Options{Config: c, Out: t.TempDir()})
+	if err == nil || !strings.Contains(err.Error(), "compression.precision") || strings.Contains(err.Error(), "no such corpus") {
+		t.Fatalf("err = %v, want the compression.precision refusal before any data is read", err)
 	}
 }
