@@ -11,6 +11,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/narrowband/narrowband/compression"
+	"github.com/narrowband/narrowband/scheduler"
 )
 
 // Config is a whole experiment. Field comments are the reference; keep
@@ -91,7 +92,7 @@ type Train struct {
 type Pipeline struct {
 	Stages   int    `toml:"stages"`   // pipeline stages
 	Split    []int  `toml:"split"`    // blocks per stage; empty balances compute
-	Schedule string `toml:"schedule"` // "gpipe" or "1f1b"
+	Schedule scheduler.Schedule `toml:"schedule"` // "gpipe" or "1f1b" (scheduler.ParseSchedule)
 	// Lookahead (1F1B): stage i warms up with lookahead·(S-i-1) forwards;
 	// 0 or 1 is standard 1F1B. More hides link round trips (latency) at
 	// the price of activation memory: see scheduler.LookaheadFor.
@@ -190,7 +191,7 @@ func Default() Config {
 			WeightDecay: 0.1, Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, GradClip: 1.0,
 			EvalInterval: 100, EvalBatches: 8, CheckpointInterval: 0, LogInterval: 10,
 		},
-		Pipeline:    Pipeline{Stages: 1, Schedule: "1f1b", Transport: "inproc", SignalAddr: "127.0.0.1:0", LocalPeers: -1, Loopback: true},
+		Pipeline:    Pipeline{Stages: 1, Schedule: scheduler.OneFOneB, Transport: "inproc", SignalAddr: "127.0.0.1:0", LocalPeers: -1, Loopback: true},
 		Simulate:    Simulate{Speedup: 1, Steps: 4},
 		Faults:      defaultFaults(),
 		Compression: compression.DefaultConfig(),

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/narrowband/narrowband/scheduler"
+
 	"github.com/narrowband/narrowband/compression"
 )
 
@@ -45,7 +47,7 @@ func TestWrongTypeNamesKey(t *testing.T) {
 func TestValidateNamesKeyValueAndAllowed(t *testing.T) {
 	c := Default()
 	c.Model.NHead = 3
-	c.Pipeline.Schedule = "zigzag"
+	c.Pipeline.Schedule = scheduler.ScheduleUnknown
 	c.Train.MicroBatches = 5
 	c.Pipeline.RelayOnly = true
 	c.Pipeline.ICEServers = []string{"stun:203.0.113.7:3478"}
@@ -53,10 +55,19 @@ func TestValidateNamesKeyValueAndAllowed(t *testing.T) {
 	if err == nil {
 		t.Fatal("bad config validated")
 	}
-	for _, want := range []string{"model.n_embd = 256", "multiple of model.n_head (3)", `pipeline.schedule = "zigzag"`, "train.micro_batches = 5", "pipeline.relay_only = true", "needs a TURN server"} {
+	for _, want := range []string{"model.n_embd = 256", "multiple of model.n_head (3)", `pipeline.schedule = Schedule(0)`, "train.micro_batches = 5", "pipeline.relay_only = true", "needs a TURN server"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q lacks %q", err, want)
 		}
+	}
+}
+
+// TestUnknownScheduleNamesKeyAndLine: the schedule's one parser refuses a
+// name no schedule has, at the line that wrote it.
+func TestUnknownScheduleNamesKeyAndLine(t *testing.T) {
+	_, err := Parse("[run]\nname = \"x\"\n\n[pipeline]\nschedule = \"zigzag\"\n", "exp.toml")
+	if err == nil || !strings.Contains(err.Error(), "exp.toml:5") || !strings.Contains(err.Error(), "zigzag") || !strings.Contains(err.Error(), "gpipe") {
+		t.Fatalf("got %v, want the line, the bad name and the known ones", err)
 	}
 }
 

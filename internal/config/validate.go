@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/narrowband/narrowband/compression"
+	"github.com/narrowband/narrowband/internal/transport"
 )
 
 // Validate checks every key and returns all problems at once, each naming the
@@ -111,10 +112,8 @@ func (c Config) Validate() error {
 			bad("pipeline.split", p.Split, fmt.Sprintf("block counts must add up to model.n_layer = %d", m.NLayer))
 		}
 	}
-	switch p.Schedule {
-	case "gpipe", "1f1b":
-	default:
-		bad("pipeline.schedule", strconv.Quote(p.Schedule), `must be "gpipe" or "1f1b"`)
+	if !p.Schedule.Valid() {
+		bad("pipeline.schedule", p.Schedule, `must be "gpipe" or "1f1b"`)
 	}
 	switch p.Transport {
 	case "inproc", "webrtc":
@@ -134,29 +133,24 @@ func (c Config) Validate() error {
 		bad("pipeline.relay_only", true, "needs a TURN server: set pipeline.turn_addr (host one beside signaling) or add a turn: URL to pipeline.ice_servers")
 	}
 	n := c.Network
-	checkLink := func(prefix string, bw, lat, jit, loss float64) {
-		if bw < 0 || math.IsNaN(bw) {
-			bad(prefix+"bandwidth_mbps", bw, "must be at least 0 (0 = unlimited)")
-		}
-		if lat < 0 || math.IsNaN(lat) {
-			bad(prefix+"latency_ms", lat, "must be at least 0")
-		}
-		if jit < 0 || math.IsNaN(jit) {
-			bad(prefix+"jitter_ms", jit, "must be at least 0")
-		}
-		if loss < 0 || loss >= 1 || math.IsNaN(loss) {
-			bad(prefix+"loss", loss, "must be in [0, 1)")
+	// The shaper's own validator judges every profile the run will use;
+	// its problems come back under the keys that set them.
+	checkLink := func(prefix string, prof LinkProfile) {
+		for _, e := range unjoin(prof.Validate()) {
+			var pe *transport.ProfileError
+			if errors.As(e, &pe) {
+				bad(prefix+pe.Key, pe.Value, "must be "+pe.Allowed)
+			}
 		}
 	}
-	checkLink("network.", n.BandwidthMbps, n.LatencyMs, n.JitterMs, n.Loss)
+	checkLink("network.", LinkProfile{BandwidthMbps: n.BandwidthMbps, LatencyMs: n.LatencyMs, JitterMs: n.JitterMs, Loss: n.Loss})
 	for i, l := range n.Links {
 		prefix := fmt.Sprintf("network.link[%d].", i)
 		if l.From < 0 || l.From >= p.Stages || l.To != l.From+1 {
 			bad(prefix+"from/to", fmt.Sprintf("%d→%d", l.From, l.To),
 				fmt.Sprintf("must name adjacent stages i→i+1 with i in [0, %d)", p.Stages-1))
 		}
-		eff := c.LinkProfile(l.From, l.To)
-		checkLink(prefix, eff.BandwidthMbps, eff.LatencyMs, eff.JitterMs, eff.Loss)
+		checkLink(prefix, c.LinkProfile(l.From, l.To))
 	}
 	cm := c.Compression
 	if err := cm.Validate(); err != nil {
@@ -190,7 +184,7 @@ func (c Config) Validate() error {
 // LinkProfile is the effective shaping of the link between stages from and to
 // (to = from+1), with per-link overrides applied.
 func (c Config) LinkProfile(from, to int) LinkProfile {
-	p := LinkProfile{c.Network.BandwidthMbps, c.Network.LatencyMs, c.Network.JitterMs, c.Network.Loss}
+	p := LinkProfile{BandwidthMbps: c.Network.BandwidthMbps, LatencyMs: c.Network.LatencyMs, JitterMs: c.Network.JitterMs, Loss: c.Network.Loss}
 	for _, l := range c.Network.Links {
 		if l.From != from || l.To != to {
 			continue
@@ -211,15 +205,8 @@ func (c Config) LinkProfile(from, to int) LinkProfile {
 	return p
 }
 
-// LinkProfile is one link's shaping, per direction.
-type LinkProfile struct {
-	BandwidthMbps, LatencyMs, JitterMs, Loss float64
-}
-
-// Shaped reports whether the profile changes anything.
-func (l LinkProfile) Shaped() bool {
-	return l.BandwidthMbps > 0 || l.LatencyMs > 0 || l.JitterMs > 0 || l.Loss > 0
-}
+// LinkProfile is one link's shaping, per direction: the shaper's own type.
+type LinkProfile = transport.LinkProfile
 
 // IsTURNURL reports whether an ICE server URL names a TURN server (one that
 // relays, and so needs credentials), as opposed to STUN.

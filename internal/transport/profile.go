@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -50,20 +51,44 @@ const maxRetransmits = 10
 // not retransmit faster than this even on a near-zero RTT.
 const minRetransmit = 10 * time.Millisecond
 
-// Validate reports the first field outside its range, naming field and value.
+// A ProfileError is a LinkProfile field outside its range. Key is the
+// field as a run's TOML file spells it ("latency_ms"), so a config loader
+// can name the key.
+type ProfileError struct {
+	Field, Key string
+	Value      float64
+	Allowed    string
+}
+
+func (e *ProfileError) Error() string {
+	return fmt.Sprintf("transport: LinkProfile.%s = %v; want %s", e.Field, e.Value, e.Allowed)
+}
+
+// Validate reports every field outside its range, each a *ProfileError.
 func (p LinkProfile) Validate() error {
 	finite := func(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
-	switch {
-	case !finite(p.BandwidthMbps) || p.BandwidthMbps < 0 || (p.BandwidthMbps > 0 && p.BandwidthMbps < minBandwidthMbps):
-		return fmt.Errorf("transport: LinkProfile.BandwidthMbps = %v; want 0 (unlimited) or a rate of at least %v Mbit/s", p.BandwidthMbps, minBandwidthMbps)
-	case !finite(p.LatencyMs) || p.LatencyMs < 0 || p.LatencyMs > maxDelayMs:
-		return fmt.Errorf("transport: LinkProfile.LatencyMs = %v; want a one-way delay between 0 and %d ms", p.LatencyMs, maxDelayMs)
-	case !finite(p.JitterMs) || p.JitterMs < 0 || p.JitterMs > maxDelayMs:
-		return fmt.Errorf("transport: LinkProfile.JitterMs = %v; want a standard deviation between 0 and %d ms", p.JitterMs, maxDelayMs)
-	case !finite(p.Loss) || p.Loss < 0 || p.Loss >= 1:
-		return fmt.Errorf("transport: LinkProfile.Loss = %v; want a per-packet loss probability in [0, 1) (e.g. 0.01 for 1%%)", p.Loss)
+	var errs []error
+	bad := func(field, key string, v float64, allowed string) {
+		errs = append(errs, &ProfileError{Field: field, Key: key, Value: v, Allowed: allowed})
 	}
-	return nil
+	if !finite(p.BandwidthMbps) || p.BandwidthMbps < 0 || (p.BandwidthMbps > 0 && p.BandwidthMbps < minBandwidthMbps) {
+		bad("BandwidthMbps", "bandwidth_mbps", p.BandwidthMbps, fmt.Sprintf("0 (unlimited) or a rate of at least %v Mbit/s", minBandwidthMbps))
+	}
+	if !finite(p.LatencyMs) || p.LatencyMs < 0 || p.LatencyMs > maxDelayMs {
+		bad("LatencyMs", "latency_ms", p.LatencyMs, fmt.Sprintf("a one-way delay between 0 and %d ms", maxDelayMs))
+	}
+	if !finite(p.JitterMs) || p.JitterMs < 0 || p.JitterMs > maxDelayMs {
+		bad("JitterMs", "jitter_ms", p.JitterMs, fmt.Sprintf("a standard deviation between 0 and %d ms", maxDelayMs))
+	}
+	if !finite(p.Loss) || p.Loss < 0 || p.Loss >= 1 {
+		bad("Loss", "loss", p.Loss, "a per-packet loss probability in [0, 1) (e.g. 0.01 for 1%)")
+	}
+	return errors.Join(errs...)
+}
+
+// Shaped reports whether the profile changes anything.
+func (p LinkProfile) Shaped() bool {
+	return p.BandwidthMbps > 0 || p.LatencyMs > 0 || p.JitterMs > 0 || p.Loss > 0
 }
 
 // linkModel computes when each message arrives. It is pure: time comes in

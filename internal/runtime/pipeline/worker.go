@@ -126,10 +126,7 @@ type inMsg struct {
 // serves the driver.
 func NewWorker(cfg config.Config, layout scheduler.Layout, id int, links Links) (*Worker, error) {
 	S, M := layout.Stages(), cfg.Train.MicroBatches
-	kind, err := scheduler.ParseSchedule(cfg.Pipeline.Schedule)
-	if err != nil {
-		return nil, err
-	}
+	kind := cfg.Pipeline.Schedule
 	spec := scheduler.Pipeline{Schedule: kind, Stages: S, Micro: M, Lookahead: cfg.Pipeline.Lookahead}
 	sm, err := scheduler.NewStage(spec, id)
 	if err != nil {

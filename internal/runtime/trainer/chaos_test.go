@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/narrowband/narrowband/scheduler"
+
 	"github.com/narrowband/narrowband/compression"
 
 	"github.com/narrowband/narrowband/internal/config"
@@ -69,7 +71,7 @@ func TestCorruptFramesNeverReachTheWeights(t *testing.T) {
 	c := tinyConfig(t)
 	c.Run.Steps = 8
 	c.Pipeline.Stages = 2
-	c.Pipeline.Schedule = "gpipe"
+	c.Pipeline.Schedule = scheduler.GPipe
 	c.Compression.Method = compression.MethodInt8
 	_, clean := stateOf(t, c)
 

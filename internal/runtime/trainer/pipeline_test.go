@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/narrowband/narrowband/scheduler"
+
 	"github.com/narrowband/narrowband/internal/config"
 	"github.com/narrowband/narrowband/internal/metrics"
 	"github.com/narrowband/narrowband/stages"
@@ -53,12 +55,12 @@ func TestPipelineEqualsOneProcess(t *testing.T) {
 	c.Train.EvalInterval = 10
 	refLoss, ref := stateOf(t, c)
 	for _, S := range []int{2, 4} {
-		for _, sched := range []string{"gpipe", "1f1b"} {
-			t.Run(fmt.Sprintf("stages=%d/schedule=%s", S, sched), func(t *testing.T) {
+		for _, sched := range []scheduler.Schedule{scheduler.GPipe, scheduler.OneFOneB} {
+			t.Run(fmt.Sprintf("stages=%d/schedule=%v", S, sched), func(t *testing.T) {
 				p := c
 				p.Pipeline.Stages = S
 				p.Pipeline.Schedule = sched
-				if sched == "1f1b" && S == 4 {
+				if sched == scheduler.OneFOneB && S == 4 {
 					p.Pipeline.Lookahead = 2 // more warm-up forwards, same math
 				}
 				gotLoss, got := stateOf(t, p)

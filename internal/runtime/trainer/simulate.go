@@ -11,7 +11,6 @@ import (
 	"github.com/narrowband/narrowband/internal/config"
 	"github.com/narrowband/narrowband/internal/metrics"
 	"github.com/narrowband/narrowband/internal/runtime/pipeline"
-	"github.com/narrowband/narrowband/scheduler"
 	"github.com/narrowband/narrowband/scheduler/sim"
 )
 
@@ -97,10 +96,7 @@ func MeasureCompute(ctx context.Context, cfg config.Config, steps int) ([]sim.Co
 
 // Predict simulates cfg with the given per-stage compute times.
 func Predict(cfg config.Config, comp []sim.Compute) (Prediction, error) {
-	kind, err := scheduler.ParseSchedule(cfg.Pipeline.Schedule)
-	if err != nil {
-		return Prediction{}, err
-	}
+	kind := cfg.Pipeline.Schedule
 	S, M := cfg.Pipeline.Stages, cfg.Train.MicroBatches
 	act, grad, emb, err := pipeline.MessageBytes(cfg)
 	if err != nil {

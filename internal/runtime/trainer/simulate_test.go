@@ -7,6 +7,8 @@ import (
 	"sort"
 	"testing"
 
+	"github.com/narrowband/narrowband/scheduler"
+
 	"github.com/narrowband/narrowband/internal/metrics"
 	"github.com/narrowband/narrowband/internal/runtime/engine"
 )
@@ -18,8 +20,8 @@ func TestSimulatorPredictsShapedRun(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs two shaped pipelines for a few seconds")
 	}
-	for _, sched := range []string{"gpipe", "1f1b"} {
-		t.Run("schedule="+sched, func(t *testing.T) {
+	for _, sched := range []scheduler.Schedule{scheduler.GPipe, scheduler.OneFOneB} {
+		t.Run("schedule="+sched.String(), func(t *testing.T) {
 			c := tinyConfig(t)
 			c.Run.Steps = 12
 			c.Model.NLayer = 2

@@ -318,7 +318,7 @@ func (r *run) finish() (*metrics.Summary, error) {
 	tokensPerStep := int64(cfg.Train.BatchSize * cfg.Model.BlockSize)
 	sum := &metrics.Summary{
 		Name: cfg.Run.Name, Seed: cfg.Run.Seed, Steps: cfg.Run.Steps, Params: r.eng.Params(),
-		Stages: cfg.Pipeline.Stages, Schedule: cfg.Pipeline.Schedule, Transport: cfg.Pipeline.Transport,
+		Stages: cfg.Pipeline.Stages, Schedule: cfg.Pipeline.Schedule.String(), Transport: cfg.Pipeline.Transport,
 		Compression: cfg.Compression.Method.String(), ResumedFromStep: r.start,
 		FinalValLoss: r.valLoss, FinalTrainLoss: r.lastLoss,
 		Tokens: int64(cfg.Run.Steps) * tokensPerStep, WallSeconds: r.wallBefore + wall,
