@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"sync"
-	"time"
 )
 
 // DefaultPipeBuffer is the send buffer of a Pipe when PipeOptions leaves it
@@ -82,51 +81,31 @@ func (e *pipeEnd) Send(ctx context.Context, msg []byte) error {
 	if len(msg) > MaxMessage {
 		return fmt.Errorf("transport: pipe send of %d bytes (limit %d): %w", len(msg), MaxMessage, ErrTooLarge)
 	}
-	var blockedSince time.Time
 	p := e.p
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for {
-		if e.closed {
-			e.addBlocked(blockedSince)
-			return ErrClosed
-		}
-		if err := ctx.Err(); err != nil {
-			e.addBlocked(blockedSince)
-			return err
-		}
-		d := e.out
-		if d.rclosed {
-			e.addBlocked(blockedSince)
-			return ErrPeerClosed
-		}
-		if d.unread == 0 || d.unread+len(msg) <= d.capacity {
-			e.addBlocked(blockedSince)
-			d.q = append(d.q, bytes.Clone(msg))
-			d.unread += len(msg)
-			e.stats.BytesSent += uint64(len(msg))
-			e.stats.MessagesSent++
-			p.broadcast()
+	d := e.out
+	blocked, err := waitForRoom(ctx, &p.mu, func() chan struct{} { return p.changed },
+		func() bool { return d.unread > 0 && d.unread+len(msg) > d.capacity },
+		func() error {
+			switch {
+			case e.closed:
+				return ErrClosed
+			case d.rclosed:
+				return ErrPeerClosed
+			}
 			return nil
-		}
-		if blockedSince.IsZero() {
-			blockedSince = time.Now()
-		}
-		ch := p.changed
-		p.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-		}
-		p.mu.Lock()
+		})
+	e.stats.SendBlocked += blocked
+	if err != nil {
+		return err
 	}
-}
-
-// addBlocked accounts time spent waiting for buffer room; p.mu held.
-func (e *pipeEnd) addBlocked(since time.Time) {
-	if !since.IsZero() {
-		e.stats.SendBlocked += time.Since(since)
-	}
+	d.q = append(d.q, bytes.Clone(msg))
+	d.unread += len(msg)
+	e.stats.BytesSent += uint64(len(msg))
+	e.stats.MessagesSent++
+	p.broadcast()
+	return nil
 }
 
 func (e *pipeEnd) Recv(ctx context.Context) ([]byte, error) {

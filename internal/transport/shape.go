@@ -134,44 +134,31 @@ func (s *shaped) Send(ctx context.Context, msg []byte) error {
 	if len(msg) > MaxMessage {
 		return fmt.Errorf("transport: shaped send of %d bytes (limit %d): %w", len(msg), MaxMessage, ErrTooLarge)
 	}
-	var blockedSince time.Time
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	defer func() {
-		if !blockedSince.IsZero() {
-			s.blocked += time.Since(blockedSince)
-		}
-	}()
-	for {
-		switch {
-		case s.closed:
-			return ErrClosed
-		case ctx.Err() != nil:
-			return ctx.Err()
-		case s.deliverErr != nil:
-			return fmt.Errorf("transport: shaped link stopped delivering: %w", s.deliverErr)
-		}
-		if s.queuedB == 0 || s.queuedB+len(msg) <= s.opts.MaxQueuedBytes {
-			now := time.Now()
-			arrive, _ := s.model.schedule(now, len(msg))
-			s.q = append(s.q, shapedMsg{msg: bytes.Clone(msg), queued: now, arrive: arrive})
-			s.queuedB += len(msg)
-			s.sent += uint64(len(msg))
-			s.sentMsgs++
-			s.broadcast()
+	blocked, err := waitForRoom(ctx, &s.mu, func() chan struct{} { return s.changed },
+		func() bool { return s.queuedB > 0 && s.queuedB+len(msg) > s.opts.MaxQueuedBytes },
+		func() error {
+			switch {
+			case s.closed:
+				return ErrClosed
+			case s.deliverErr != nil:
+				return fmt.Errorf("transport: shaped link stopped delivering: %w", s.deliverErr)
+			}
 			return nil
-		}
-		if blockedSince.IsZero() {
-			blockedSince = time.Now()
-		}
-		ch := s.changed
-		s.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-		}
-		s.mu.Lock()
+		})
+	s.blocked += blocked
+	if err != nil {
+		return err
 	}
+	now := time.Now()
+	arrive, _ := s.model.schedule(now, len(msg))
+	s.q = append(s.q, shapedMsg{msg: bytes.Clone(msg), queued: now, arrive: arrive})
+	s.queuedB += len(msg)
+	s.sent += uint64(len(msg))
+	s.sentMsgs++
+	s.broadcast()
+	return nil
 }
 
 // deliver is the far end of the wire: it hands each queued message to the

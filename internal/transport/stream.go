@@ -132,34 +132,23 @@ func (s *stream) Send(ctx context.Context, msg []byte) error {
 	if len(msg) > MaxMessage {
 		return ErrTooLarge
 	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	t := time.Now()
 	cp := append([]byte(nil), msg...)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	// A message larger than the buffer still goes into an empty queue, so
-	// no size deadlocks.
-	for s.qBytes > 0 && s.qBytes+len(cp) > StreamBuffer && !s.wclosed && s.werr == nil {
-		ch := s.changed
-		s.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-		}
-		s.mu.Lock()
-		if ctx.Err() != nil {
-			s.blocked.Add(int64(time.Since(t)))
-			return ctx.Err()
-		}
-	}
-	s.blocked.Add(int64(time.Since(t)))
-	switch {
-	case s.wclosed:
-		return ErrClosed
-	case s.werr != nil:
-		return s.werr
+	blocked, err := waitForRoom(ctx, &s.mu, func() chan struct{} { return s.changed },
+		func() bool { return s.qBytes > 0 && s.qBytes+len(cp) > StreamBuffer },
+		func() error {
+			switch {
+			case s.wclosed:
+				return ErrClosed
+			case s.werr != nil:
+				return s.werr
+			}
+			return nil
+		})
+	s.blocked.Add(int64(blocked))
+	if err != nil {
+		return err
 	}
 	s.q = append(s.q, cp)
 	s.qBytes += len(cp)
