@@ -16,30 +16,60 @@ import (
 // worker, in TypeControl frames whose payload is a u32 JSON length, the JSON
 // ctrlMsg, and an optional binary blob (tokens, targets, tensors).
 
-type ctrlKind string
+// ctrlKind says what a control message is. On the wire (JSON) it is its
+// name; an unknown name does not decode.
+type ctrlKind uint8
 
 const (
-	ctrlStep     ctrlKind = "step"     // driver→worker: run optimizer step Step at LR; blob: tokens (first) / targets (last)
-	ctrlReport   ctrlKind = "report"   // worker→driver: gradients ready: SumSq, Loss (last stage)
-	ctrlApply    ctrlKind = "apply"    // driver→worker: scale gradients by Scale and apply the optimizer
-	ctrlDone     ctrlKind = "done"     // worker→driver: step finished: Stats
-	ctrlEval     ctrlKind = "eval"     // driver→worker: forward the eval batches Shapes; blob: tokens (first) / targets (last)
-	ctrlEvalDone ctrlKind = "evaldone" // worker→driver: LossSum over Count predictions (last stage; others 0)
-	ctrlState    ctrlKind = "state"    // driver→worker: send your weights and optimizer state
-	ctrlStateIs  ctrlKind = "stateis"  // worker→driver: blob: tensors; OptimStep
-	ctrlRestore  ctrlKind = "restore"  // driver→worker: load blob tensors at OptimStep
-	ctrlOK       ctrlKind = "ok"       // worker→driver: restore done
-	ctrlError    ctrlKind = "error"    // worker→driver: Err; the run stops
+	ctrlUnknown  ctrlKind = iota
+	ctrlStep              // driver→worker: run optimizer step Step at LR; blob: tokens (first) / targets (last)
+	ctrlReport            // worker→driver: gradients ready: SumSq, Loss (last stage)
+	ctrlApply             // driver→worker: scale gradients by Scale and apply the optimizer
+	ctrlDone              // worker→driver: step finished: Stats
+	ctrlEval              // driver→worker: forward the eval batches Shapes; blob: tokens (first) / targets (last)
+	ctrlEvalDone          // worker→driver: LossSum over Count predictions (last stage; others 0)
+	ctrlState             // driver→worker: send your weights and optimizer state
+	ctrlStateIs           // worker→driver: blob: tensors; OptimStep
+	ctrlRestore           // driver→worker: load blob tensors at OptimStep
+	ctrlOK                // worker→driver: restore, relink or fault done
+	ctrlError             // worker→driver: Err; the run stops
 
 	// Liveness and recovery.
-	ctrlHeartbeat ctrlKind = "hb"       // both ways, every faults.heartbeat
-	ctrlAbort     ctrlKind = "abort"    // driver→worker: drop the attempt in progress; Epoch is the next one
-	ctrlAborted   ctrlKind = "aborted"  // worker→driver: reset, at Epoch
-	ctrlLinkDown  ctrlKind = "linkdown" // worker→driver: the link to stage Peer failed or went silent
-	ctrlReject    ctrlKind = "reject"   // worker→driver: rejected a bad frame from stage Peer
-	ctrlRelink    ctrlKind = "relink"   // driver→worker: re-establish the link to stage Peer (Peers: stage → peer ID); reply ok
-	ctrlFault     ctrlKind = "fault"    // driver→worker: inject Fault on the link to stage Peer for Duration; reply ok
+	ctrlHeartbeat // both ways, every faults.heartbeat
+	ctrlAbort     // driver→worker: drop the attempt in progress; Epoch is the next one
+	ctrlAborted   // worker→driver: reset, at Epoch
+	ctrlLinkDown  // worker→driver: the link to stage Peer failed or went silent
+	ctrlReject    // worker→driver: rejected a bad frame from stage Peer
+	ctrlRelink    // driver→worker: re-establish the link to stage Peer (Peers: stage → holder); reply ok
+	ctrlFault     // driver→worker: inject Fault on the link to stage Peer for Duration; reply ok
 )
+
+var ctrlNames = [...]string{"unknown", "step", "report", "apply", "done", "eval", "evaldone", "state", "stateis", "restore", "ok", "error",
+	"hb", "abort", "aborted", "linkdown", "reject", "relink", "fault"}
+
+func (k ctrlKind) String() string {
+	if int(k) < len(ctrlNames) {
+		return ctrlNames[k]
+	}
+	return fmt.Sprintf("ctrlKind(%d)", uint8(k))
+}
+
+func (k ctrlKind) MarshalText() ([]byte, error) {
+	if k == ctrlUnknown || int(k) >= len(ctrlNames) {
+		return nil, fmt.Errorf("control message kind %v has no name", k)
+	}
+	return []byte(k.String()), nil
+}
+
+func (k *ctrlKind) UnmarshalText(b []byte) error {
+	for i := 1; i < len(ctrlNames); i++ {
+		if string(b) == ctrlNames[i] {
+			*k = ctrlKind(i)
+			return nil
+		}
+	}
+	return fmt.Errorf("unknown control message kind %q", b)
+}
 
 type ctrlMsg struct {
 	Kind      ctrlKind     `json:"kind"`
