@@ -51,32 +51,60 @@ type Worker struct {
 	st          *stages.Stage
 	opt         *stages.AdamW
 	sm          *scheduler.StageMachine
-	links       Links
-	gradClip    float64
+	spec        scheduler.Pipeline
+	links       Links // as set up; net holds the live ones
+	base        int   // global step of the machine's step 0
+	started     bool
+	evalSlot    int
+	encBuf      []byte
+	t0          time.Time
+	stats       workerStats
 
-	// One codec per direction of each link, and separate ones for
-	// evaluation so that evaluating never disturbs error-feedback state.
+	codec workerCodecs
+	ctl   workerControl
+	net   workerNet
+	rx    received
+	rate  feedback
+}
+
+// workerCodecs are the codecs of a worker's links: one per direction of
+// each link, and separate ones for evaluation so that evaluating never
+// disturbs error-feedback state; the auto-rank controllers; and the
+// subspace constraint the codec needs on the model.
+type workerCodecs struct {
 	encNext, decPrev, encPrev, decNext *compression.LinkCodec
 	evalEnc, evalDec                   *compression.LinkCodec
+	autoNext, autoPrev                 *compression.AutoRank
+	con                                *constraint // subspace: keeps residual writes in span(U)
+	untied                             bool        // the LM head is not tied to the embedding: no tied-gradient sum
+	tiedOwn                            []float32   // subspace: this stage's tied-gradient coefficients (V×k)
+}
 
-	inbox chan inMsg
+// workerControl is the worker's side of the control link: replies and
+// heartbeats share ctrlMu; ctrlCh delivers the driver's commands in
+// order; an abort cancels the command in progress (opCancel) and starts
+// a new epoch.
+type workerControl struct {
+	ctrlMu       sync.Mutex
+	ctrlCh       chan ctrlMsg
+	pendingAbort *ctrlMsg // an abort read while waiting for another command
+	opMu         sync.Mutex
+	opCancel     context.CancelFunc
+	aborted      atomic.Uint64 // the newest abort's epoch
+	epoch        uint64        // the attempt in progress
+}
 
-	// Links to neighbours by their stage (see workerlinks.go), the faults
-	// injected on them, and what keeps them honest.
-	spec            scheduler.Pipeline
-	ctrlMu          sync.Mutex // control sends: commands' replies and heartbeats
-	ctrlCh          chan ctrlMsg
-	pendingAbort    *ctrlMsg // an abort read while waiting for another command
-	opMu            sync.Mutex
-	opCancel        context.CancelFunc
-	aborted         atomic.Uint64 // the newest abort's epoch
-	epoch           uint64        // the attempt in progress
+// workerNet is the worker's links to its neighbours by their stage (see
+// worker_links.go), the faults injected on them, and what keeps them
+// honest.
+type workerNet struct {
 	linkMu          sync.Mutex
 	nbr             map[int]*link
 	faults          map[int]*linkFaults
 	hb, linkTimeout time.Duration
 	nextID, prevID  int // neighbour stages, -1 at the ends
 	tiedID          int // the other end of the tied embedding, -1 if none
+	inbox           chan inMsg
 	// seen holds (type, step, micro) of the frames taken in this step:
 	// a duplicate is dropped even after its tensor was consumed.
 	seen map[[3]int]bool
@@ -85,32 +113,24 @@ type Worker struct {
 	// themselves (in-process pipes, loopback TCP).
 	relink func(ctx context.Context, peer int, peers []string) (transport.Conn, error)
 	runCtx context.Context
+}
 
-	// Received tensors, decoded, by (step, micro).
+// received are tensors that arrived and wait for the compute that uses
+// them, decoded, by (step, micro), and the buffers to reuse.
+type received struct {
 	acts, grads map[[2]int][]float32
 	toks        map[[2]int][]int32 // token ids that came with an activation (subspace)
 	tiedIn      []float32
-	tiedOwn     []float32   // subspace: this stage's tied-gradient coefficients (V×k)
-	con         *constraint // subspace: keeps residual writes in span(U)
-	untied      bool        // the LM head is not tied to the embedding: no tied-gradient sum
 	free        [][]float32
-	encBuf      []byte
-	base        int // global step of the machine's step 0
-	started     bool
-	evalSlot    int
+}
 
-	t0    time.Time
-	stats workerStats
-
-	// Throughput of what this stage received, per direction, fed back to
-	// the sender on the next frame going the other way; and the time of
-	// the last arrival (a message that queued behind it was serialized
-	// from then on, not from its send time).
-	actRate, gradRate  float32
-	lastAct, lastGrad  time.Time
-	autoNext, autoPrev *compression.AutoRank
-	computePerMicro    float64 // forward+backward seconds of the last micro-batch pair
-	fwdSecs, bwdSecs   float64
+// feedback is the throughput of what this stage received, per direction,
+// fed back to the sender on the next frame going the other way, and the
+// compute time the auto-rank controller weighs it against.
+type feedback struct {
+	actRate, gradRate float32
+	computePerMicro   float64 // forward+backward seconds of the last micro-batch pair
+	fwdSecs, bwdSecs  float64
 }
 
 type inMsg struct {
@@ -146,47 +166,48 @@ func NewWorker(cfg config.Config, layout scheduler.Layout, id int, links Links) 
 	}
 	w := &Worker{
 		id: id, S: S, M: M, B: B, T: cfg.Model.BlockSize, C: cfg.Model.NEmbd,
-		first: first, last: last, st: st, opt: opt, sm: sm, links: links,
-		gradClip: cfg.Train.GradClip,
-		inbox:    make(chan inMsg, 4*M+16),
-		acts:     map[[2]int][]float32{}, grads: map[[2]int][]float32{}, toks: map[[2]int][]int32{},
+		first: first, last: last, st: st, opt: opt, sm: sm, spec: spec, links: links,
 		evalSlot: sm.MaxInFlight(),
-		spec:     spec, ctrlCh: make(chan ctrlMsg, 16),
-		nbr: map[int]*link{}, faults: map[int]*linkFaults{}, seen: map[[3]int]bool{},
-		hb:          time.Duration(cfg.Faults.HeartbeatSeconds() * float64(time.Second)),
-		linkTimeout: time.Duration(cfg.Faults.LinkTimeoutSeconds() * float64(time.Second)),
-		prevID:      layout.Prev(id), nextID: layout.Next(id), tiedID: layout.Tied(id),
+		ctl:      workerControl{ctrlCh: make(chan ctrlMsg, 16)},
+		net: workerNet{
+			inbox: make(chan inMsg, 4*M+16),
+			nbr:   map[int]*link{}, faults: map[int]*linkFaults{}, seen: map[[3]int]bool{},
+			hb:          time.Duration(cfg.Faults.HeartbeatSeconds() * float64(time.Second)),
+			linkTimeout: time.Duration(cfg.Faults.LinkTimeoutSeconds() * float64(time.Second)),
+			prevID:      layout.Prev(id), nextID: layout.Next(id), tiedID: layout.Tied(id),
+		},
+		rx: received{acts: map[[2]int][]float32{}, grads: map[[2]int][]float32{}, toks: map[[2]int][]int32{}},
 	}
 	cc := cfg.Compression
 	mk := func() (*compression.LinkCodec, error) {
 		return compression.NewLink(cc, cfg.Model.NEmbd, cfg.Model.VocabSize, cfg.Run.Seed)
 	}
-	for _, p := range []**compression.LinkCodec{&w.encNext, &w.decPrev, &w.encPrev, &w.decNext, &w.evalEnc, &w.evalDec} {
+	for _, p := range []**compression.LinkCodec{&w.codec.encNext, &w.codec.decPrev, &w.codec.encPrev, &w.codec.decNext, &w.codec.evalEnc, &w.codec.evalDec} {
 		if *p, err = mk(); err != nil {
 			return nil, err
 		}
 	}
 	if cc.Method == compression.MethodLowRank && cc.Rank == compression.RankAuto {
 		ladder := compression.DefaultLadder(cfg.Model.NEmbd, cfg.Model.NEmbd/2)
-		if w.autoNext, err = compression.NewAutoRank(compression.DefaultAutoRankConfig(ladder), 0); err != nil {
+		if w.codec.autoNext, err = compression.NewAutoRank(compression.DefaultAutoRankConfig(ladder), 0); err != nil {
 			return nil, err
 		}
-		if w.autoPrev, err = compression.NewAutoRank(compression.DefaultAutoRankConfig(ladder), 0); err != nil {
+		if w.codec.autoPrev, err = compression.NewAutoRank(compression.DefaultAutoRankConfig(ladder), 0); err != nil {
 			return nil, err
 		}
-		w.encNext.Codec.(*compression.LowRank).Apply(w.autoNext.Current())
-		w.encPrev.Codec.(*compression.LowRank).Apply(w.autoPrev.Current())
+		w.codec.encNext.Codec.(*compression.LowRank).Apply(w.codec.autoNext.Current())
+		w.codec.encPrev.Codec.(*compression.LowRank).Apply(w.codec.autoPrev.Current())
 	}
-	if sub, ok := w.encNext.Codec.(*compression.Subspace); ok {
-		w.untied = engine.UntiedHead(cfg)
-		if w.con = newConstraint(st, sub, id, S, w.untied); w.con != nil {
-			if err := w.con.projectWeights(); err != nil {
+	if sub, ok := w.codec.encNext.Codec.(*compression.Subspace); ok {
+		w.codec.untied = engine.UntiedHead(cfg)
+		if w.codec.con = newConstraint(st, sub, id, S, w.codec.untied); w.codec.con != nil {
+			if err := w.codec.con.projectWeights(); err != nil {
 				return nil, err
 			}
 		}
 		if ConstrainOnly {
 			none := &compression.LinkCodec{Codec: compression.None{}}
-			w.encNext, w.decPrev, w.encPrev, w.decNext, w.evalEnc, w.evalDec = none, none, none, none, none, none
+			w.codec.encNext, w.codec.decPrev, w.codec.encPrev, w.codec.decNext, w.codec.evalEnc, w.codec.evalDec = none, none, none, none, none, none
 		}
 	}
 	return w, nil
@@ -199,8 +220,8 @@ func NewWorker(cfg config.Config, layout scheduler.Layout, id int, links Links) 
 func (w *Worker) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	w.runCtx = ctx
-	for peer, c := range map[int]transport.Conn{w.prevID: w.links.Prev, w.nextID: w.links.Next, w.tiedID: w.links.Tied} {
+	w.net.runCtx = ctx
+	for peer, c := range map[int]transport.Conn{w.net.prevID: w.links.Prev, w.net.nextID: w.links.Next, w.net.tiedID: w.links.Tied} {
 		if c != nil && peer >= 0 {
 			w.attach(ctx, peer, c)
 		}
@@ -214,12 +235,12 @@ func (w *Worker) Run(ctx context.Context) error {
 	go w.heartbeats(ctx)
 	for {
 		var m ctrlMsg
-		if w.pendingAbort != nil {
-			m, w.pendingAbort = *w.pendingAbort, nil
+		if w.ctl.pendingAbort != nil {
+			m, w.ctl.pendingAbort = *w.ctl.pendingAbort, nil
 		} else {
 			var ok bool
 			select {
-			case m, ok = <-w.ctrlCh:
+			case m, ok = <-w.ctl.ctrlCh:
 				if !ok {
 					return nil // the driver is gone: nothing left to do
 				}
@@ -227,8 +248,8 @@ func (w *Worker) Run(ctx context.Context) error {
 				return nil
 			}
 		}
-		if m.Kind != ctrlAbort && m.Epoch > w.epoch {
-			w.epoch = m.Epoch
+		if m.Kind != ctrlAbort && m.Epoch > w.ctl.epoch {
+			w.ctl.epoch = m.Epoch
 		}
 		op, done := w.beginOp(ctx, m.Epoch)
 		reply, err := w.serve(op, m)
@@ -268,7 +289,7 @@ func (w *Worker) serve(ctx context.Context, m ctrlMsg) (ctrlMsg, error) {
 	case ctrlRestore:
 		return w.restore(m)
 	case ctrlAbort:
-		w.epoch = m.Epoch
+		w.ctl.epoch = m.Epoch
 		if err := w.reset(); err != nil {
 			return ctrlMsg{}, err
 		}
@@ -276,7 +297,7 @@ func (w *Worker) serve(ctx context.Context, m ctrlMsg) (ctrlMsg, error) {
 	case ctrlRelink:
 		return w.relinkTo(ctx, m)
 	case ctrlFault:
-		f := w.faults[m.Peer]
+		f := w.net.faults[m.Peer]
 		if f == nil {
 			return ctrlMsg{}, fmt.Errorf("fault %q on a link to stage %d, which this stage does not have", m.Fault, m.Peer)
 		}
@@ -292,33 +313,33 @@ func (w *Worker) serve(ctx context.Context, m ctrlMsg) (ctrlMsg, error) {
 // peer that now runs it, and returns once the link carries traffic again
 // (a heartbeat from the other end), or fails after the link timeout.
 func (w *Worker) relinkTo(ctx context.Context, m ctrlMsg) (ctrlMsg, error) {
-	if m.Peer < 0 || (m.Peer != w.prevID && m.Peer != w.nextID && m.Peer != w.tiedID) {
+	if m.Peer < 0 || (m.Peer != w.net.prevID && m.Peer != w.net.nextID && m.Peer != w.net.tiedID) {
 		return ctrlMsg{}, fmt.Errorf("relink: stage %d is not linked to stage %d", w.id, m.Peer)
 	}
 	l := w.linkTo(m.Peer)
-	if l == nil && w.relink == nil {
+	if l == nil && w.net.relink == nil {
 		return ctrlMsg{}, fmt.Errorf("relink: no link to stage %d here", m.Peer)
 	}
 	// Links that cannot break by themselves (relink == nil: in-process
 	// pipes, loopback TCP) are kept; injected faults sit above them. A
 	// link this stage never had (its neighbour was vacant when it was set
 	// up) is made now.
-	if w.relink != nil {
-		c, err := w.relink(ctx, m.Peer, m.Peers)
+	if w.net.relink != nil {
+		c, err := w.net.relink(ctx, m.Peer, m.Peers)
 		if err != nil {
 			return ctrlMsg{}, &linkFailure{peer: m.Peer, err: fmt.Errorf("re-establish: %w", err)}
 		}
 		if l != nil {
 			w.detach(l)
 		}
-		l = w.attach(w.runCtx, m.Peer, c)
+		l = w.attach(w.net.runCtx, m.Peer, c)
 	}
 	t0 := time.Now()
 	l.out <- wire.Append(nil, wire.Header{Type: wire.TypeHeartbeat, Stage: uint16(w.id)}, nil)
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	for time.Unix(0, l.heard.Load()).Before(t0) {
-		if time.Since(t0) > w.linkTimeout {
+		if time.Since(t0) > w.net.linkTimeout {
 			return ctrlMsg{}, &linkFailure{peer: m.Peer, silent: time.Since(t0)}
 		}
 		select {
@@ -339,26 +360,26 @@ func (w *Worker) fail(ctx context.Context, err error) error {
 func (w *Worker) sendCtrl(ctx context.Context, m ctrlMsg) error {
 	m.Stage = w.id
 	if m.Epoch == 0 {
-		m.Epoch = w.epoch
+		m.Epoch = w.ctl.epoch
 	}
 	b, err := encodeCtrl(m)
 	if err != nil {
 		return err
 	}
-	w.ctrlMu.Lock()
-	defer w.ctrlMu.Unlock()
+	w.ctl.ctrlMu.Lock()
+	defer w.ctl.ctrlMu.Unlock()
 	return w.links.Ctrl.Send(ctx, b)
 }
 
 // recvCtrl waits for the driver's next command, which must be want.
 func (w *Worker) recvCtrl(ctx context.Context, want ctrlKind) (ctrlMsg, error) {
 	select {
-	case m, ok := <-w.ctrlCh:
+	case m, ok := <-w.ctl.ctrlCh:
 		if !ok {
 			return ctrlMsg{}, errors.New("control link closed")
 		}
 		if m.Kind == ctrlAbort {
-			w.pendingAbort = &m
+			w.ctl.pendingAbort = &m
 			return ctrlMsg{}, context.Canceled
 		}
 		if m.Kind != want {
@@ -371,22 +392,22 @@ func (w *Worker) recvCtrl(ctx context.Context, want ctrlKind) (ctrlMsg, error) {
 }
 
 func (w *Worker) buf() []float32 {
-	if n := len(w.free); n > 0 {
-		b := w.free[n-1]
-		w.free = w.free[:n-1]
+	if n := len(w.rx.free); n > 0 {
+		b := w.rx.free[n-1]
+		w.rx.free = w.rx.free[:n-1]
 		return b
 	}
 	return make([]float32, w.B*w.T*w.C)
 }
 
-func (w *Worker) release(b []float32) { w.free = append(w.free, b[:cap(b)]) }
+func (w *Worker) release(b []float32) { w.rx.free = append(w.rx.free, b[:cap(b)]) }
 
 // send encodes x (rows×C) with enc into a frame and queues it on the link
 // to stage peer.
 func (w *Worker) send(peer int, enc *compression.LinkCodec, typ wire.Type, step, micro int, x []float32, tokens []int32, rows int) (int, error) {
-	fb := w.gradRate // activations go to the stage whose gradients we measured
+	fb := w.rate.gradRate // activations go to the stage whose gradients we measured
 	if typ == wire.TypeGradient {
-		fb = w.actRate
+		fb = w.rate.actRate
 	}
 	p := binary.LittleEndian.AppendUint64(w.encBuf[:0], uint64(time.Now().UnixNano()))
 	p = binary.LittleEndian.AppendUint32(p, math.Float32bits(fb))
@@ -406,7 +427,7 @@ func (w *Worker) send(peer int, enc *compression.LinkCodec, typ wire.Type, step,
 		flags |= wire.FlagLZ4
 	}
 	w.encBuf = p
-	frame := wire.Append(nil, wire.Header{Type: typ, Codec: uint8(enc.Codec.ID()), Flags: flags, Stage: uint16(w.id), Step: frameStep(w.epoch, step), Micro: uint32(micro)}, p)
+	frame := wire.Append(nil, wire.Header{Type: typ, Codec: uint8(enc.Codec.ID()), Flags: flags, Stage: uint16(w.id), Step: frameStep(w.ctl.epoch, step), Micro: uint32(micro)}, p)
 	l := w.linkTo(peer)
 	if l == nil {
 		return 0, fmt.Errorf("no link to stage %d", peer)
@@ -464,40 +485,40 @@ func (w *Worker) take(ctx context.Context) error {
 	// Within one attempt a frame of a step already finished can only be
 	// a late duplicate; seen catches duplicates within this step.
 	k3 := [3]int{int(m.h.Type), step, int(m.h.Micro)}
-	if step < w.sm.CurrentStep()+w.base || w.seen[k3] {
+	if step < w.sm.CurrentStep()+w.base || w.net.seen[k3] {
 		return nil
 	}
-	w.seen[k3] = true
+	w.net.seen[k3] = true
 	if m.h.Micro >= uint32(w.M) || step > w.sm.CurrentStep()+w.base {
 		return reject(fmt.Errorf("%v frame for step %d micro %d, outside this step", m.h.Type, step, m.h.Micro))
 	}
 	switch m.h.Type {
 	case wire.TypeActivation:
-		dst, dec = w.buf(), w.decPrev
+		dst, dec = w.buf(), w.codec.decPrev
 	case wire.TypeGradient:
-		dst, dec = w.buf(), w.decNext
+		dst, dec = w.buf(), w.codec.decNext
 	case wire.TypeTiedGrad:
 		tw := w.st.TiedWeight()
-		if w.tiedIn == nil {
+		if w.rx.tiedIn == nil {
 			n := len(tw.Data)
-			if w.con != nil {
-				n = n / w.C * w.con.basis.K
+			if w.codec.con != nil {
+				n = n / w.C * w.codec.con.basis.K
 			}
-			w.tiedIn = make([]float32, n)
+			w.rx.tiedIn = make([]float32, n)
 		}
-		if w.untied && len(m.payload) == stampSize {
+		if w.codec.untied && len(m.payload) == stampSize {
 			w.netWait(w0, m)
 			return w.sm.Step(scheduler.EmbeddingGradArrived(step - w.base))
 		}
-		if len(m.payload) != stampSize+4*len(w.tiedIn) {
-			return reject(fmt.Errorf("tied gradient of step %d: %d bytes, want %d", step, len(m.payload), stampSize+4*len(w.tiedIn)))
+		if len(m.payload) != stampSize+4*len(w.rx.tiedIn) {
+			return reject(fmt.Errorf("tied gradient of step %d: %d bytes, want %d", step, len(m.payload), stampSize+4*len(w.rx.tiedIn)))
 		}
-		for i := range w.tiedIn {
+		for i := range w.rx.tiedIn {
 			v := math.Float32frombits(binary.LittleEndian.Uint32(m.payload[stampSize+4*i:]))
 			if !(v >= -maxAbsValue && v <= maxAbsValue) {
 				return reject(fmt.Errorf("tied gradient of step %d holds %v", step, v))
 			}
-			w.tiedIn[i] = v
+			w.rx.tiedIn[i] = v
 		}
 		w.netWait(w0, m)
 		return w.sm.Step(scheduler.EmbeddingGradArrived(step - w.base))
@@ -515,11 +536,11 @@ func (w *Worker) take(ctx context.Context) error {
 	w.netWait(w0, m)
 	w.observe(m)
 	if m.h.Type == wire.TypeActivation {
-		w.acts[key] = dst
-		w.toks[key] = toks
+		w.rx.acts[key] = dst
+		w.rx.toks[key] = toks
 		return w.sm.Step(scheduler.ActivationArrived(step-w.base, int(m.h.Micro)))
 	}
-	w.grads[key] = dst
+	w.rx.grads[key] = dst
 	return w.sm.Step(scheduler.GradientArrived(step-w.base, int(m.h.Micro)))
 }
 
@@ -528,11 +549,11 @@ func (w *Worker) take(ctx context.Context) error {
 func (w *Worker) observe(m inMsg) {
 	sent := time.Unix(0, int64(binary.LittleEndian.Uint64(m.payload)))
 	fb := float64(math.Float32frombits(binary.LittleEndian.Uint32(m.payload[8:])))
-	rate, link := &w.actRate, m.from.conn
-	auto, enc, dir := w.autoPrev, w.encPrev, "backward"
+	rate, link := &w.rate.actRate, m.from.conn
+	auto, enc, dir := w.codec.autoPrev, w.codec.encPrev, "backward"
 	if m.h.Type == wire.TypeGradient {
-		rate = &w.gradRate
-		auto, enc, dir = w.autoNext, w.encNext, "forward"
+		rate = &w.rate.gradRate
+		auto, enc, dir = w.codec.autoNext, w.codec.encNext, "forward"
 	}
 	// Transfer time = transit less the one-way latency (half the link's
 	// round trip): serialization plus any queueing behind earlier
@@ -544,10 +565,10 @@ func (w *Worker) observe(m inMsg) {
 	// fb is how fast our frames in the other direction reached this
 	// peer: the activations we send next (on a gradient frame) or the
 	// gradients we send back (on an activation frame).
-	if auto == nil || fb <= 0 || w.computePerMicro <= 0 {
+	if auto == nil || fb <= 0 || w.rate.computePerMicro <= 0 {
 		return
 	}
-	setting, ev := auto.Observe(compression.Observation{BytesPerSecond: fb, ComputeSeconds: w.computePerMicro, Rows: w.B * w.T, Cols: w.C})
+	setting, ev := auto.Observe(compression.Observation{BytesPerSecond: fb, ComputeSeconds: w.rate.computePerMicro, Rows: w.B * w.T, Cols: w.C})
 	if ev == nil {
 		return
 	}
@@ -609,12 +630,12 @@ func (w *Worker) step(ctx context.Context, cmd ctrlMsg) (ctrlMsg, error) {
 			w.span("recv_wait", a.Micro, t)
 			continue
 		case scheduler.ActionDone:
-			clear(w.seen)
+			clear(w.net.seen)
 			if err := w.sm.Advance(); err != nil {
 				return ctrlMsg{}, err
 			}
 			w.stats.Wall = time.Since(start).Seconds()
-			if l := w.linkTo(w.nextID); l != nil {
+			if l := w.linkTo(w.net.nextID); l != nil {
 				ls := l.conn.Stats()
 				w.stats.Candidate, w.stats.RTTMs = ls.Candidate, float64(ls.RTT)/1e6
 			}
@@ -625,9 +646,9 @@ func (w *Worker) step(ctx context.Context, cmd ctrlMsg) (ctrlMsg, error) {
 			key := [2]int{step, a.Micro}
 			tok := tokens[a.Micro*N : (a.Micro+1)*N]
 			if !w.first {
-				in, tok = w.acts[key], w.toks[key]
-				delete(w.acts, key)
-				delete(w.toks, key)
+				in, tok = w.rx.acts[key], w.rx.toks[key]
+				delete(w.rx.acts, key)
+				delete(w.rx.toks, key)
 			}
 			if w.last {
 				v, err := w.st.ForwardLoss(a.Slot, w.B, w.T, tok, in, targets[a.Micro*N:(a.Micro+1)*N])
@@ -640,7 +661,7 @@ func (w *Worker) step(ctx context.Context, cmd ctrlMsg) (ctrlMsg, error) {
 				if err != nil {
 					return ctrlMsg{}, err
 				}
-				n, err := w.send(w.nextID, w.encNext, wire.TypeActivation, step, a.Micro, out, tok, N)
+				n, err := w.send(w.net.nextID, w.codec.encNext, wire.TypeActivation, step, a.Micro, out, tok, N)
 				if err != nil {
 					return ctrlMsg{}, err
 				}
@@ -652,20 +673,20 @@ func (w *Worker) step(ctx context.Context, cmd ctrlMsg) (ctrlMsg, error) {
 				w.release(in)
 			}
 			w.span("forward", a.Micro, t)
-			w.fwdSecs = time.Since(t).Seconds()
+			w.rate.fwdSecs = time.Since(t).Seconds()
 		case scheduler.ActionBackward:
 			key := [2]int{step, a.Micro}
 			var dout []float32
 			if !w.last {
-				dout = w.grads[key]
-				delete(w.grads, key)
+				dout = w.rx.grads[key]
+				delete(w.rx.grads, key)
 			}
 			din, err := w.st.Backward(a.Slot, dout, 1/float32(w.M))
 			if err != nil {
 				return ctrlMsg{}, err
 			}
 			if !w.first {
-				n, err := w.send(w.prevID, w.encPrev, wire.TypeGradient, step, a.Micro, din, nil, N)
+				n, err := w.send(w.net.prevID, w.codec.encPrev, wire.TypeGradient, step, a.Micro, din, nil, N)
 				if err != nil {
 					return ctrlMsg{}, err
 				}
@@ -682,8 +703,8 @@ func (w *Worker) step(ctx context.Context, cmd ctrlMsg) (ctrlMsg, error) {
 				}
 			}
 			w.span("backward", a.Micro, t)
-			w.bwdSecs = time.Since(t).Seconds()
-			w.computePerMicro = w.fwdSecs + w.bwdSecs
+			w.rate.bwdSecs = time.Since(t).Seconds()
+			w.rate.computePerMicro = w.rate.fwdSecs + w.rate.bwdSecs
 		case scheduler.ActionOptimizerStep:
 			waited, err := w.optimize(ctx, cmd, loss)
 			if err != nil {
@@ -708,14 +729,14 @@ func (w *Worker) step(ctx context.Context, cmd ctrlMsg) (ctrlMsg, error) {
 func (w *Worker) sendTied(step int) {
 	g := w.st.TiedWeight().Grad
 	switch {
-	case w.untied:
+	case w.codec.untied:
 		g = nil // the ends only tell each other their step is done
-	case w.con != nil:
+	case w.codec.con != nil:
 		// Under the subspace constraint only the tied gradient's part in
 		// span(U) matters (it is projected before the optimizer): send
 		// its k coefficients per row instead of d values, d/k less.
-		w.tiedOwn = w.con.coeffs(g, w.tiedOwn)
-		g = w.tiedOwn
+		w.codec.tiedOwn = w.codec.con.coeffs(g, w.codec.tiedOwn)
+		g = w.codec.tiedOwn
 	}
 	p := make([]byte, stampSize, stampSize+4*len(g))
 	binary.LittleEndian.PutUint64(p, uint64(time.Now().UnixNano()))
@@ -723,8 +744,8 @@ func (w *Worker) sendTied(step int) {
 	for _, v := range g {
 		p = binary.LittleEndian.AppendUint32(p, math.Float32bits(v))
 	}
-	frame := wire.Append(nil, wire.Header{Type: wire.TypeTiedGrad, Stage: uint16(w.id), Step: frameStep(w.epoch, step), Micro: 0}, p)
-	if l := w.linkTo(w.tiedID); l != nil {
+	frame := wire.Append(nil, wire.Header{Type: wire.TypeTiedGrad, Stage: uint16(w.id), Step: frameStep(w.ctl.epoch, step), Micro: 0}, p)
+	if l := w.linkTo(w.net.tiedID); l != nil {
 		l.out <- frame
 	}
 }
@@ -733,30 +754,30 @@ func (w *Worker) sendTied(step int) {
 // has the global norm.
 func (w *Worker) optimize(ctx context.Context, cmd ctrlMsg, loss float64) (time.Duration, error) {
 	t := time.Now()
-	if w.S > 1 && (w.first || w.last) && !w.untied {
+	if w.S > 1 && (w.first || w.last) && !w.codec.untied {
 		// Both ends hold the sum afterwards, added in the same order
 		// (first stage's gradient + last stage's) so the copies stay
 		// bit-identical.
 		g := w.st.TiedWeight().Grad
 		own := g
-		if w.con != nil {
-			own = w.tiedOwn // this stage's coefficients, as sent
+		if w.codec.con != nil {
+			own = w.codec.tiedOwn // this stage's coefficients, as sent
 		}
 		if w.first {
 			for i := range own {
-				own[i] += w.tiedIn[i]
+				own[i] += w.rx.tiedIn[i]
 			}
 		} else {
 			for i := range own {
-				own[i] = w.tiedIn[i] + own[i]
+				own[i] = w.rx.tiedIn[i] + own[i]
 			}
 		}
-		if w.con != nil {
-			w.con.expand(g, own) // the projected sum, identical at both ends
+		if w.codec.con != nil {
+			w.codec.con.expand(g, own) // the projected sum, identical at both ends
 		}
 	}
-	if w.con != nil {
-		if err := w.con.projectGrads(); err != nil {
+	if w.codec.con != nil {
+		if err := w.codec.con.projectGrads(); err != nil {
 			return 0, err
 		}
 	}
@@ -779,8 +800,8 @@ func (w *Worker) optimize(ctx context.Context, cmd ctrlMsg, loss float64) (time.
 	stages.ScaleGrads(w.st.Params(), ap.Scale)
 	w.opt.Step(float32(cmd.LR))
 	w.st.ZeroGrad()
-	if w.con != nil {
-		if err := w.con.projectWeights(); err != nil {
+	if w.codec.con != nil {
+		if err := w.codec.con.projectWeights(); err != nil {
 			return 0, err
 		}
 	}
@@ -824,7 +845,7 @@ func (w *Worker) eval(ctx context.Context, cmd ctrlMsg) (ctrlMsg, error) {
 				return ctrlMsg{}, &rejectedFrame{peer: m.from.peer, err: fmt.Errorf("eval: got %v frame step %d micro %d, want eval activation %d", m.h.Type, st, m.h.Micro, k)}
 			}
 			in = w.buf()
-			if _, err := w.decode(w.evalDec, m, in, tok, n); err != nil {
+			if _, err := w.decode(w.codec.evalDec, m, in, tok, n); err != nil {
 				w.release(in)
 				return ctrlMsg{}, &rejectedFrame{peer: m.from.peer, err: err}
 			}
@@ -842,7 +863,7 @@ func (w *Worker) eval(ctx context.Context, cmd ctrlMsg) (ctrlMsg, error) {
 			if err != nil {
 				return ctrlMsg{}, err
 			}
-			if _, err := w.send(w.nextID, w.evalEnc, wire.TypeActivation, evalStep, k, out, tok, n); err != nil {
+			if _, err := w.send(w.net.nextID, w.codec.evalEnc, wire.TypeActivation, evalStep, k, out, tok, n); err != nil {
 				return ctrlMsg{}, err
 			}
 		}
@@ -874,5 +895,5 @@ func (w *Worker) restore(cmd ctrlMsg) (ctrlMsg, error) {
 // signaling, to the peer that now holds it). Without one, links that cannot
 // break by themselves (in-process pipes, loopback TCP) are kept.
 func (w *Worker) SetRelink(f func(ctx context.Context, peer int, holders []string) (transport.Conn, error)) {
-	w.relink = f
+	w.net.relink = f
 }

@@ -75,15 +75,15 @@ func (e *rejectedFrame) Error() string {
 
 // attach starts moving frames over c as the link to stage peer.
 func (w *Worker) attach(ctx context.Context, peer int, c transport.Conn) *link {
-	if w.faults[peer] == nil {
-		w.faults[peer] = newLinkFaults(uint64(w.id)<<16 | uint64(peer))
+	if w.net.faults[peer] == nil {
+		w.net.faults[peer] = newLinkFaults(uint64(w.id)<<16 | uint64(peer))
 	}
 	lctx, stop := context.WithCancel(ctx)
-	l := &link{peer: peer, conn: faultConn{Conn: c, f: w.faults[peer]}, out: make(chan []byte, 1024), stop: stop}
+	l := &link{peer: peer, conn: faultConn{Conn: c, f: w.net.faults[peer]}, out: make(chan []byte, 1024), stop: stop}
 	l.heard.Store(time.Now().UnixNano())
-	w.linkMu.Lock()
-	w.nbr[peer] = l
-	w.linkMu.Unlock()
+	w.net.linkMu.Lock()
+	w.net.nbr[peer] = l
+	w.net.linkMu.Unlock()
 	go w.receive(lctx, l)
 	l.sent.Add(1)
 	go func() {
@@ -105,11 +105,11 @@ func (w *Worker) attach(ctx context.Context, peer int, c transport.Conn) *link {
 
 // detach stops a link's goroutines and closes its connection.
 func (w *Worker) detach(l *link) {
-	w.linkMu.Lock()
-	if w.nbr[l.peer] == l {
-		delete(w.nbr, l.peer)
+	w.net.linkMu.Lock()
+	if w.net.nbr[l.peer] == l {
+		delete(w.net.nbr, l.peer)
 	}
-	w.linkMu.Unlock()
+	w.net.linkMu.Unlock()
 	l.stop()
 	close(l.out)
 	l.sent.Wait()
@@ -118,16 +118,16 @@ func (w *Worker) detach(l *link) {
 
 // linkTo is the current link to stage peer (nil if none).
 func (w *Worker) linkTo(peer int) *link {
-	w.linkMu.Lock()
-	defer w.linkMu.Unlock()
-	return w.nbr[peer]
+	w.net.linkMu.Lock()
+	defer w.net.linkMu.Unlock()
+	return w.net.nbr[peer]
 }
 
 func (w *Worker) allLinks() []*link {
-	w.linkMu.Lock()
-	defer w.linkMu.Unlock()
-	out := make([]*link, 0, len(w.nbr))
-	for _, l := range w.nbr {
+	w.net.linkMu.Lock()
+	defer w.net.linkMu.Unlock()
+	out := make([]*link, 0, len(w.net.nbr))
+	for _, l := range w.net.nbr {
 		out = append(out, l)
 	}
 	return out
@@ -140,7 +140,7 @@ func (w *Worker) receive(ctx context.Context, l *link) {
 		raw, err := l.conn.Recv(ctx)
 		if err != nil {
 			select {
-			case w.inbox <- inMsg{from: l, err: err}:
+			case w.net.inbox <- inMsg{from: l, err: err}:
 			case <-ctx.Done():
 			}
 			return
@@ -156,7 +156,7 @@ func (w *Worker) receive(ctx context.Context, l *link) {
 			h.Step = binary.LittleEndian.Uint64(raw[10:])
 		}
 		select {
-		case w.inbox <- inMsg{from: l, h: h, payload: p, at: time.Now(), bad: err}:
+		case w.net.inbox <- inMsg{from: l, h: h, payload: p, at: time.Now(), bad: err}:
 		case <-ctx.Done():
 			return
 		}
@@ -168,11 +168,11 @@ func (w *Worker) receive(ctx context.Context, l *link) {
 // a rejectedFrame error; a link silent longer than the link timeout is a
 // linkFailure.
 func (w *Worker) nextMsg(ctx context.Context) (inMsg, error) {
-	tick := time.NewTicker(w.hb)
+	tick := time.NewTicker(w.net.hb)
 	defer tick.Stop()
 	for {
 		select {
-		case m := <-w.inbox:
+		case m := <-w.net.inbox:
 			if w.linkTo(m.from.peer) != m.from {
 				continue // a replaced link's last words
 			}
@@ -182,7 +182,7 @@ func (w *Worker) nextMsg(ctx context.Context) (inMsg, error) {
 				}
 				return m, &linkFailure{peer: m.from.peer, err: m.err}
 			}
-			if ep, _ := splitStep(m.h.Step); ep < w.epoch || (ep > w.epoch && m.bad == nil) {
+			if ep, _ := splitStep(m.h.Step); ep < w.ctl.epoch || (ep > w.ctl.epoch && m.bad == nil) {
 				continue // a stale frame
 			}
 			if m.bad != nil {
@@ -191,7 +191,7 @@ func (w *Worker) nextMsg(ctx context.Context) (inMsg, error) {
 			return m, nil
 		case <-tick.C:
 			for _, l := range w.allLinks() {
-				if silent := time.Since(time.Unix(0, l.heard.Load())); silent > w.linkTimeout {
+				if silent := time.Since(time.Unix(0, l.heard.Load())); silent > w.net.linkTimeout {
 					return inMsg{}, &linkFailure{peer: l.peer, silent: silent}
 				}
 			}
@@ -203,7 +203,7 @@ func (w *Worker) nextMsg(ctx context.Context) (inMsg, error) {
 
 // heartbeats tells the driver and every neighbour that this stage lives.
 func (w *Worker) heartbeats(ctx context.Context) {
-	tick := time.NewTicker(w.hb)
+	tick := time.NewTicker(w.net.hb)
 	defer tick.Stop()
 	for {
 		select {
@@ -215,21 +215,21 @@ func (w *Worker) heartbeats(ctx context.Context) {
 			return
 		}
 		frame := wire.Append(nil, wire.Header{Type: wire.TypeHeartbeat, Stage: uint16(w.id)}, nil)
-		w.linkMu.Lock()
-		for _, l := range w.nbr {
+		w.net.linkMu.Lock()
+		for _, l := range w.net.nbr {
 			select {
 			case l.out <- frame:
 			default: // a full queue is traffic enough
 			}
 		}
-		w.linkMu.Unlock()
+		w.net.linkMu.Unlock()
 	}
 }
 
 // readCtrl reads the control link: heartbeats are dropped, an abort
 // cancels the command in progress, everything goes to ctrlCh in order.
 func (w *Worker) readCtrl(ctx context.Context) {
-	defer close(w.ctrlCh)
+	defer close(w.ctl.ctrlCh)
 	for {
 		raw, err := w.links.Ctrl.Recv(ctx)
 		if err != nil {
@@ -243,15 +243,15 @@ func (w *Worker) readCtrl(ctx context.Context) {
 			continue
 		}
 		if m.Kind == ctrlAbort {
-			w.aborted.Store(m.Epoch)
-			w.opMu.Lock()
-			if w.opCancel != nil {
-				w.opCancel()
+			w.ctl.aborted.Store(m.Epoch)
+			w.ctl.opMu.Lock()
+			if w.ctl.opCancel != nil {
+				w.ctl.opCancel()
 			}
-			w.opMu.Unlock()
+			w.ctl.opMu.Unlock()
 		}
 		select {
-		case w.ctrlCh <- m:
+		case w.ctl.ctrlCh <- m:
 		case <-ctx.Done():
 			return
 		}
@@ -261,17 +261,17 @@ func (w *Worker) readCtrl(ctx context.Context) {
 // beginOp gives a command a context that an abort of a later epoch
 // cancels (at once, if the abort already arrived).
 func (w *Worker) beginOp(ctx context.Context, epoch uint64) (context.Context, func()) {
-	w.opMu.Lock()
-	defer w.opMu.Unlock()
+	w.ctl.opMu.Lock()
+	defer w.ctl.opMu.Unlock()
 	op, cancel := context.WithCancel(ctx)
-	if w.aborted.Load() > epoch {
+	if w.ctl.aborted.Load() > epoch {
 		cancel()
 	}
-	w.opCancel = cancel
+	w.ctl.opCancel = cancel
 	return op, func() {
-		w.opMu.Lock()
-		w.opCancel = nil
-		w.opMu.Unlock()
+		w.ctl.opMu.Lock()
+		w.ctl.opCancel = nil
+		w.ctl.opMu.Unlock()
 		cancel()
 	}
 }
@@ -285,21 +285,21 @@ func (w *Worker) reset() error {
 		return err
 	}
 	w.sm, w.started = sm, false
-	for k, b := range w.acts {
+	for k, b := range w.rx.acts {
 		w.release(b)
-		delete(w.acts, k)
+		delete(w.rx.acts, k)
 	}
-	for k, b := range w.grads {
+	for k, b := range w.rx.grads {
 		w.release(b)
-		delete(w.grads, k)
+		delete(w.rx.grads, k)
 	}
-	clear(w.toks)
-	clear(w.seen)
+	clear(w.rx.toks)
+	clear(w.net.seen)
 	w.st.ZeroGrad()
 	w.stats = workerStats{}
 	for {
 		select {
-		case <-w.inbox:
+		case <-w.net.inbox:
 		default:
 			return nil
 		}
