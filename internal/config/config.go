@@ -83,7 +83,11 @@ type Train struct {
 
 	EvalInterval       int `toml:"eval_interval"`       // steps between held-out evaluations; 0: only at the end
 	EvalBatches        int `toml:"eval_batches"`        // batches of batch_size windows per evaluation
-	CheckpointInterval int `toml:"checkpoint_interval"` // steps between checkpoints; 0: only at the end
+	CheckpointInterval int `toml:"checkpoint_interval"` // steps between checkpoints; 0: by time only
+	// CheckpointMinutes also checkpoints once this many minutes passed
+	// since the last one, so an interrupted or failed run loses minutes of
+	// work, not hours; 0 disables.
+	CheckpointMinutes float64 `toml:"checkpoint_minutes"`
 	Threads            int `toml:"threads"`             // compute threads per process; 0: all cores
 	LogInterval        int `toml:"log_interval"`        // steps between plain log lines when not on a terminal
 }
@@ -189,7 +193,7 @@ func Default() Config {
 			BatchSize: 16, MicroBatches: 1,
 			LearningRate: 2e-3, MinLR: 2e-4, WarmupSteps: 50,
 			WeightDecay: 0.1, Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, GradClip: 1.0,
-			EvalInterval: 100, EvalBatches: 8, CheckpointInterval: 0, LogInterval: 10,
+			EvalInterval: 100, EvalBatches: 8, CheckpointInterval: 0, CheckpointMinutes: 10, LogInterval: 10,
 		},
 		Pipeline:    Pipeline{Stages: 1, Schedule: scheduler.OneFOneB, Transport: "inproc", SignalAddr: "127.0.0.1:0", LocalPeers: -1, Loopback: true},
 		Simulate:    Simulate{Speedup: 1, Steps: 4},

@@ -88,6 +88,9 @@ func (c Config) Validate() error {
 	if t.CheckpointInterval < 0 {
 		bad("train.checkpoint_interval", t.CheckpointInterval, "must be at least 0")
 	}
+	if !(t.CheckpointMinutes >= 0) || math.IsInf(t.CheckpointMinutes, 0) {
+		bad("train.checkpoint_minutes", t.CheckpointMinutes, "must be a number of minutes, at least 0 (0: no checkpoints by time)")
+	}
 	if t.Threads < 0 {
 		bad("train.threads", t.Threads, "must be at least 0 (0 uses every core)")
 	}

@@ -110,3 +110,11 @@ type FaultCounter interface {
 	// Faults returns a summary whose fault fields are set.
 	Faults() metrics.Summary
 }
+
+// Snapshotter is an engine that keeps a copy of the whole model from time
+// to time (a WebRTC pipeline's rollback snapshot); when the engine fails,
+// the run writes it if it is newer than the latest checkpoint.
+type Snapshotter interface {
+	// Snapshot is the latest copy, nil if none; its Step says of when.
+	Snapshot() *stages.State
+}

@@ -324,6 +324,17 @@ func (p *Driver) Restore(ctx context.Context, st *stages.State) error {
 	return err
 }
 
+// Snapshot is the copy of every stage the driver keeps to roll back to
+// (WebRTC runs), nil where it keeps none.
+func (p *Driver) Snapshot() *stages.State {
+	if p.snap == nil {
+		return nil
+	}
+	st := *p.snap
+	st.Step = p.snapStep
+	return &st
+}
+
 // Faults are the run's fault counters so far.
 func (p *Driver) Faults() metrics.Summary {
 	f := p.faults

@@ -3,9 +3,8 @@ package trainer
 import (
 	"context"
 	"path/filepath"
+	"time"
 
-	"github.com/narrowband/narrowband/internal/config"
-	"github.com/narrowband/narrowband/internal/runtime/engine"
 	"github.com/narrowband/narrowband/stages"
 )
 
@@ -22,23 +21,32 @@ const (
 // files.
 const metaConfig = "config"
 
-// saveRun writes both files of a run folder, each atomically. The state file
-// goes first: a crash between the two leaves a resumable folder.
-func saveRun(ctx context.Context, eng engine.Engine, cfg config.Config, dir string, step int, wall float64) error {
-	st, err := eng.State(ctx)
+// checkpoint gathers the engine's state at step and writes both files.
+func (r *run) checkpoint(ctx context.Context, step int) error {
+	st, err := r.eng.State(ctx)
 	if err != nil {
 		return err
 	}
+	return r.write(st, step, r.wallBefore+time.Since(r.t0).Seconds())
+}
+
+// write writes both files of a run folder, each atomically. The state
+// file goes first: a crash between the two leaves a resumable folder.
+func (r *run) write(st *stages.State, step int, wall float64) error {
 	st.Step, st.WallSeconds = step, wall
-	text, err := cfg.TOML()
+	text, err := r.cfg.TOML()
 	if err != nil {
 		return err
 	}
 	md := map[string]string{metaConfig: string(text)}
-	if err := stages.WriteState(filepath.Join(dir, StateFile), st, md); err != nil {
+	if err := stages.WriteState(filepath.Join(r.o.Out, StateFile), st, md); err != nil {
 		return err
 	}
-	return stages.WriteCheckpoint(filepath.Join(dir, CheckpointFile), st, md)
+	if err := stages.WriteCheckpoint(filepath.Join(r.o.Out, CheckpointFile), st, md); err != nil {
+		return err
+	}
+	r.saved, r.lastSave = step, time.Now()
+	return nil
 }
 
 // LoadState reads a run's train_state.safetensors (or, without optimizer

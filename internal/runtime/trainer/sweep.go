@@ -2,6 +2,7 @@ package trainer
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -31,19 +32,38 @@ func RunSweep(ctx context.Context, o Options) ([]SweepResult, error) {
 		}
 		return []SweepResult{{Dir: o.Out, Summary: sum}}, nil
 	}
-	if err := os.MkdirAll(o.Out, 0o755); err != nil {
+	lock, err := lockFolder(o.Out)
+	if err != nil {
 		return nil, err
 	}
+	defer lock.release()
+	resuming := o.Resume != "" && sameDir(o.Resume, o.Out)
+	if err := checkFolder(o.Out, resuming, o.Force); err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, v := range vs {
+		names = append(names, v.Name)
+	}
+	dirs := folderNames(names)
 	var res []SweepResult
 	for i, v := range vs {
 		if o.Log != nil {
-			o.Log.Info("sweep variant", "n", i+1, "of", len(vs), "variant", v.Name)
+			o.Log.Info("sweep variant", "n", i+1, "of", len(vs), "variant", v.Name, "dir", dirs[i])
 		}
 		vo := o
 		vo.Config = v.Config
-		vo.Out = filepath.Join(o.Out, v.Name)
+		vo.Out = filepath.Join(o.Out, dirs[i])
 		if o.Resume != "" {
-			vo.Resume = filepath.Join(o.Resume, v.Name)
+			vo.Resume = filepath.Join(o.Resume, dirs[i])
+			if sum, ok := finishedRun(vo.Resume, v.Config); ok {
+				// Resuming a sweep skips the variants that finished.
+				res = append(res, SweepResult{Variant: v.Name, Values: v.Values, Dir: vo.Out, Summary: sum})
+				continue
+			}
+			if _, err := os.Stat(filepath.Join(vo.Resume, StateFile)); err != nil {
+				vo.Resume = "" // never started, or stopped before its first checkpoint: start it
+			}
 		}
 		sum, err := Run(ctx, vo)
 		if err != nil {
@@ -55,6 +75,20 @@ func RunSweep(ctx context.Context, o Options) ([]SweepResult, error) {
 		return res, err
 	}
 	return res, metrics.WriteFileAtomic(filepath.Join(o.Out, "summary.md"), []byte(SweepTable(o.Config, res)))
+}
+
+// finishedRun reads the summary of a run folder whose run finished all of
+// cfg's steps.
+func finishedRun(dir string, cfg config.Config) (*metrics.Summary, bool) {
+	b, err := os.ReadFile(filepath.Join(dir, "summary.json"))
+	if err != nil {
+		return nil, false
+	}
+	var sum metrics.Summary
+	if json.Unmarshal(b, &sum) != nil || sum.Steps != cfg.Run.Steps {
+		return nil, false
+	}
+	return &sum, true
 }
 
 // SweepTable renders a sweep's results as a Markdown table, with each

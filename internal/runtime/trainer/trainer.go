@@ -18,6 +18,7 @@ import (
 	"github.com/narrowband/narrowband/internal/data"
 	"github.com/narrowband/narrowband/internal/metrics"
 	"github.com/narrowband/narrowband/internal/runtime/engine"
+	"github.com/narrowband/narrowband/stages"
 	"github.com/narrowband/narrowband/web"
 )
 
@@ -42,7 +43,17 @@ type Options struct {
 	// Web, if set, is the live view: it gets the run's description, its
 	// peers and status, and every record.
 	Web *web.Server
+	// Force lets the run use an Out that holds something else (another
+	// run's files are removed first).
+	Force bool
+	// Stop, when closed, asks the run to stop after the step in progress,
+	// checkpoint it and return ErrStopped; cancelling ctx stops at once.
+	Stop <-chan struct{}
 }
+
+// ErrStopped is what Run returns when Options.Stop asked it to stop; the
+// error's text says what was saved and how to resume.
+var ErrStopped = errors.New("stopped")
 
 // timelineSteps is how many of the last steps' spans go to timeline.jsonl
 // for the Gantt chart; the web view gets every step's live.
@@ -60,6 +71,10 @@ type run struct {
 	prog   *progress
 
 	start, measured   int // first step of this process; steps measured
+	resumeFrom        *stages.State
+	saved             int       // step of the latest checkpoint on disk, -1 if none
+	lastSave          time.Time // when it was written (or the run started)
+	done              int       // steps done so far
 	wallBefore        float64
 	t0                time.Time
 	lastLoss, valLoss float64
@@ -69,12 +84,27 @@ type run struct {
 
 // Run trains according to o and returns the summary it also writes.
 func Run(ctx context.Context, o Options) (_ *metrics.Summary, err error) {
-	r := &run{o: o, cfg: o.Config, log: o.Log, corpus: o.Corpus, lastLoss: math.NaN(), valLoss: math.NaN()}
+	r := &run{o: o, cfg: o.Config, log: o.Log, corpus: o.Corpus, lastLoss: math.NaN(), valLoss: math.NaN(), saved: -1}
 	if err := r.cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if r.log == nil {
 		r.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	// Everything a resume needs is checked before anything is written.
+	if o.Resume != "" {
+		if r.resumeFrom, err = checkResume(o.Resume, r.cfg); err != nil {
+			return nil, err
+		}
+		r.saved = r.resumeFrom.Step
+	}
+	lock, err := lockFolder(o.Out)
+	if err != nil {
+		return nil, err
+	}
+	defer lock.release()
+	if err := checkFolder(o.Out, o.Resume != "" && sameDir(o.Resume, o.Out), o.Force); err != nil {
+		return nil, err
 	}
 	if err := r.setup(ctx); err != nil {
 		return nil, err
@@ -91,27 +121,97 @@ func Run(ctx context.Context, o Options) (_ *metrics.Summary, err error) {
 		}()
 	}
 	r.prog = newProgress(o.Progress, r.cfg.Run.Steps)
-	r.t0 = time.Now()
+	r.t0, r.lastSave, r.done = time.Now(), time.Now(), r.start
 	for step := r.start; step < r.cfg.Run.Steps; step++ {
 		if err := ctx.Err(); err != nil {
-			return nil, fmt.Errorf("stopped at step %d: %w", step, err)
+			return nil, r.stopped(fmt.Errorf("stopped at step %d: %w", step, err))
+		}
+		select {
+		case <-o.Stop:
+			return nil, r.stopSoftly(ctx)
+		default:
 		}
 		next, err := r.step(ctx, step)
 		if err != nil {
-			return nil, err
+			if ctx.Err() != nil {
+				return nil, r.stopped(fmt.Errorf("stopped during step %d: %w", step+1, ctx.Err()))
+			}
+			return nil, r.failed(err)
 		}
 		step = next
 	}
 	return r.finish()
 }
 
+// checkResume reads what dir holds to resume and checks it fits cfg.
+func checkResume(dir string, cfg config.Config) (*stages.State, error) {
+	fi, err := os.Stat(dir)
+	if err != nil || !fi.IsDir() {
+		return nil, fmt.Errorf("resume: %s is not a run folder (%v); give the --out folder of the run to continue", dir, err)
+	}
+	st, err := LoadState(filepath.Join(dir, StateFile))
+	if err != nil {
+		return nil, fmt.Errorf("resume: %w (the run saved no checkpoint yet, or this is not a run folder)", err)
+	}
+	if want := engine.ModelConfig(cfg); st.Model != want {
+		return nil, fmt.Errorf("resume: %s holds a model %+v but the config asks for %+v; resume with the run's own config.toml", dir, st.Model, want)
+	}
+	if st.Step >= cfg.Run.Steps {
+		return nil, fmt.Errorf("resume: %s already finished: its checkpoint is at step %d and run.steps = %d. To train it further, raise run.steps (e.g. --set run.steps=%d)", dir, st.Step, cfg.Run.Steps, 2*st.Step)
+	}
+	return st, nil
+}
+
+func sameDir(a, b string) bool {
+	if filepath.Clean(a) == filepath.Clean(b) {
+		return true
+	}
+	fa, errA := os.Stat(a)
+	fb, errB := os.Stat(b)
+	return errA == nil && errB == nil && os.SameFile(fa, fb)
+}
+
+// stopSoftly checkpoints the last step done and says how to go on.
+func (r *run) stopSoftly(ctx context.Context) error {
+	if r.done > r.saved {
+		if err := r.checkpoint(ctx, r.done); err != nil {
+			return r.stopped(fmt.Errorf("%w after step %d of %d, but the checkpoint failed: %v", ErrStopped, r.done, r.cfg.Run.Steps, err))
+		}
+	}
+	return fmt.Errorf("%w after step %d of %d: saved %s (step %d); resume with: %s", ErrStopped, r.done, r.cfg.Run.Steps,
+		filepath.Join(r.o.Out, StateFile), r.saved, r.resumeCommand())
+}
+
+// stopped adds what is on disk to the error of a run stopped at once.
+func (r *run) stopped(err error) error {
+	if r.saved < 0 {
+		return fmt.Errorf("%w; no checkpoint was saved yet (train.checkpoint_minutes, train.checkpoint_interval)", err)
+	}
+	return fmt.Errorf("%w; the latest checkpoint is step %d in %s; resume with: %s", err, r.saved, r.o.Out, r.resumeCommand())
+}
+
+// failed saves what the engine still holds of the run (a pipeline's
+// latest snapshot) if it is newer than the latest checkpoint, and says
+// what is on disk.
+func (r *run) failed(err error) error {
+	if s, ok := r.eng.(engine.Snapshotter); ok {
+		if st := s.Snapshot(); st != nil && st.Step > r.saved {
+			if werr := r.write(st, st.Step, r.wallBefore+time.Since(r.t0).Seconds()); werr != nil {
+				r.log.Error("save the last snapshot after a failure", "err", werr)
+			}
+		}
+	}
+	return r.stopped(err)
+}
+
+func (r *run) resumeCommand() string {
+	return fmt.Sprintf("narrowband run %s --resume %s", filepath.Join(r.o.Out, "config.toml"), r.o.Out)
+}
+
 // setup loads the data, writes the resolved config, builds the engine and
 // opens metrics.jsonl (continuing it when resuming).
 func (r *run) setup(ctx context.Context) error {
 	o, cfg := r.o, r.cfg
-	if err := os.MkdirAll(o.Out, 0o755); err != nil {
-		return fmt.Errorf("output folder: %w", err)
-	}
 	if r.corpus == nil {
 		corpus, err := data.Load(data.Options{Path: cfg.Data.Path, ValFraction: cfg.Data.ValFraction, Extensions: cfg.Data.Extensions, MinBytes: cfg.Model.BlockSize + 1})
 		if err != nil {
@@ -170,19 +270,13 @@ func (r *run) setup(ctx context.Context) error {
 // resume loads the state of o.Resume into the engine and continues its
 // metrics.jsonl.
 func (r *run) resume(ctx context.Context) error {
-	o := r.o
-	st, err := LoadState(filepath.Join(o.Resume, StateFile))
-	if err != nil {
-		return fmt.Errorf("resume: %w", err)
-	}
-	if want := engine.ModelConfig(r.cfg); st.Model != want {
-		return fmt.Errorf("resume: %s holds a model %+v but the config asks for %+v; resume with the run's own config.toml", o.Resume, st.Model, want)
-	}
+	o, st := r.o, r.resumeFrom
 	if err := r.eng.Restore(ctx, st); err != nil {
 		return fmt.Errorf("resume: %w", err)
 	}
 	r.start, r.wallBefore = st.Step, st.WallSeconds
-	if filepath.Clean(o.Resume) != filepath.Clean(o.Out) {
+	var err error
+	if !sameDir(o.Resume, o.Out) {
 		if b, err := os.ReadFile(filepath.Join(o.Resume, "metrics.jsonl")); err == nil {
 			if err := metrics.WriteFileAtomic(filepath.Join(o.Out, "metrics.jsonl"), b); err != nil {
 				return err
@@ -205,6 +299,7 @@ func (r *run) step(ctx context.Context, step int) (int, error) {
 	ts := time.Now()
 	res, err := r.eng.Step(ctx, step, lr)
 	if to, ok := rolledBack(err); ok {
+		r.done = to
 		return to - 1, nil
 	}
 	if err != nil {
@@ -242,8 +337,10 @@ func (r *run) step(ctx context.Context, step int) (int, error) {
 	if err := r.record(rec, res, evalNow, lr); err != nil {
 		return 0, err
 	}
-	if done == cfg.Run.Steps || (cfg.Train.CheckpointInterval > 0 && done%cfg.Train.CheckpointInterval == 0) {
-		err := saveRun(ctx, r.eng, cfg, r.o.Out, done, wall)
+	r.done = done
+	byTime := cfg.Train.CheckpointMinutes > 0 && time.Since(r.lastSave).Minutes() >= cfg.Train.CheckpointMinutes
+	if done == cfg.Run.Steps || byTime || (cfg.Train.CheckpointInterval > 0 && done%cfg.Train.CheckpointInterval == 0) {
+		err := r.checkpoint(ctx, done)
 		if to, ok := rolledBack(err); ok {
 			return to - 1, nil
 		}
