@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -84,7 +87,7 @@ func DialOptions(ctx context.Context, rawURL, peerID, secret string, opt ClientO
 	ws, resp, err := d.DialContext(ctx, rawURL, nil)
 	if err != nil {
 		if resp != nil {
-			return nil, fmt.Errorf("signaling: dial %s: %w (HTTP %s)", rawURL, err, resp.Status)
+			return nil, fmt.Errorf("signaling: dial %s: %w", rawURL, httpError(resp))
 		}
 		return nil, fmt.Errorf("signaling: dial %s: %w (is `narrowband signal` running there?)", rawURL, err)
 	}
@@ -153,11 +156,25 @@ func (c *Client) handshake(ctx context.Context, key []byte) (Message, error) {
 	return w, ctx.Err()
 }
 
+// httpError describes a refused upgrade. gorilla has already read up to
+// 1 KiB of the body, the server's reason, into resp.Body.
+func httpError(resp *http.Response) *HTTPError {
+	e := &HTTPError{StatusCode: resp.StatusCode, Status: resp.Status}
+	if resp.Body != nil {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+		e.Message = strings.TrimSpace(strings.ToValidUTF8(string(b), "?"))
+	}
+	if secs, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && secs > 0 {
+		e.RetryAfter = time.Duration(secs) * time.Second
+	}
+	return e
+}
+
 func serverError(m Message) error {
 	if m.Code == CodeAuth {
-		return fmt.Errorf("%w: server says: %s", ErrAuth, m.Error)
+		return &refusal{sentinel: ErrAuth, code: m.Code, text: m.Error}
 	}
-	return fmt.Errorf("%w: server says: %s (code %s)", ErrRefused, m.Error, m.Code)
+	return &refusal{sentinel: ErrRefused, code: m.Code, text: m.Error}
 }
 
 func (c *Client) read() (Message, error) {

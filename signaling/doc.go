@@ -40,13 +40,28 @@
 // unknown fields, unknown types, binary frames and floods are answered with an
 // error and the socket is closed — other clients are not affected.
 //
+// # Who gets in
+//
+// The secret is the only way past the limits on sockets that have not
+// authenticated, so nobody without it can keep a peer out: one address
+// may hold Config.MaxUnauthPerAddr such sockets (16; more get HTTP 429),
+// each for at most Config.AuthTimeout (3 s); together they may fill
+// MaxConns − ReservedConns of the MaxConns slots (768 of 1024), and when
+// they do, a newcomer from a less busy address pushes out the busiest
+// address's oldest socket, so a peer gets its round trip to answer the
+// challenge. ReservedConns slots are for members only. Every limit that
+// bites logs at Warn, once per Config.LimitLogInterval with counts, not
+// once per socket. A refused client gets an HTTP status with the reason
+// and Retry-After; DialRetry waits and tries again on those, on a server
+// that is not up yet and on a full room, and never on a wrong secret.
+//
 // # Go side
 //
 // NewServer returns an http.Handler; Serve and ListenAndServe run it.
 // Server.Attach adds an in-process member to a room (a coordinator in the
 // same process) that sees joins, leaves and messages like a websocket peer
 // and can send to peers; Config.OnMembership is a lighter hook. Dial is the
-// client. Both Client and Local offer Recv for membership and "message"
+// client, DialRetry the client that waits for the server. Both Client and Local offer Recv for membership and "message"
 // traffic and Signals(peer) for the WebRTC offer/answer/candidate traffic
 // from one peer, so signaling/rtc can run on either.
 package signaling

@@ -1,6 +1,7 @@
 package signaling
 
 import (
+	"container/list"
 	"context"
 	"encoding/base64"
 	"errors"
@@ -25,6 +26,23 @@ type Config struct {
 	// MaxConns bounds open websockets, authenticated or not, so a flood of
 	// connections cannot exhaust the process (default 1024).
 	MaxConns int
+	// ReservedConns of the MaxConns slots can only be held by members that
+	// proved the secret: sockets that have not authenticated yet share the
+	// other MaxConns − ReservedConns, and when they fill it a newcomer from
+	// a less busy address closes the oldest socket of the busiest one, so
+	// sockets opened without the secret can neither take the members'
+	// slots nor keep a peer from trying. Members beyond the reserve compete
+	// with unauthenticated sockets for the remaining slots (default
+	// MaxConns/4: 256 of the default 1024).
+	ReservedConns int
+	// MaxUnauthPerAddr bounds the sockets one remote address (an IPv4
+	// address, or an IPv6 /64) may hold before they authenticate; more get
+	// HTTP 429. Serve also applies it to TCP connections that have not
+	// asked for a websocket yet. A real peer holds one such socket for a
+	// round trip, so this only bites on floods — or on many peers behind
+	// one NAT, or a reverse proxy in front of the server, where every peer
+	// has the proxy's address: raise it there (default 16).
+	MaxUnauthPerAddr int
 	// MaxRooms bounds concurrent rooms (default 64).
 	MaxRooms int
 	// MaxPeersPerRoom bounds members of one room (default 64).
@@ -34,9 +52,16 @@ type Config struct {
 	// handful of messages, so this only stops floods).
 	RatePerSecond float64
 	RateBurst     int
-	// AuthTimeout bounds the time from connect to a valid auth message
-	// (default 10 s).
+	// AuthTimeout bounds the time from the upgrade to a valid auth message;
+	// Serve also uses it to bound reading the HTTP request. A peer needs one
+	// round trip, so a socket still silent after it is not a peer
+	// (default 3 s).
 	AuthTimeout time.Duration
+	// LimitLogInterval is how often at most each limit above logs that it
+	// refused or closed sockets: the first time at once, then one summary
+	// per interval with how many, from how many addresses and the busiest
+	// one, so a flood does not flood the log (default 10 s).
+	LimitLogInterval time.Duration
 	// SendQueue bounds messages queued to one member; a member that does not
 	// read them is dropped rather than slowing the room (default 1024).
 	SendQueue int
@@ -60,6 +85,15 @@ func (c *Config) withDefaults() Config {
 	if d.MaxConns == 0 {
 		d.MaxConns = 1024
 	}
+	if d.ReservedConns == 0 {
+		d.ReservedConns = d.MaxConns / 4
+	}
+	if d.MaxUnauthPerAddr == 0 {
+		d.MaxUnauthPerAddr = 16
+	}
+	if d.LimitLogInterval == 0 {
+		d.LimitLogInterval = 10 * time.Second
+	}
 	if d.MaxRooms == 0 {
 		d.MaxRooms = 64
 	}
@@ -73,7 +107,7 @@ func (c *Config) withDefaults() Config {
 		d.RateBurst = 400
 	}
 	if d.AuthTimeout == 0 {
-		d.AuthTimeout = 10 * time.Second
+		d.AuthTimeout = 3 * time.Second
 	}
 	if d.SendQueue == 0 {
 		d.SendQueue = 1024
@@ -98,6 +132,12 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("signaling: Config.MaxMessageBytes = %d, want ≥ 1024 (an SDP offer needs a few KiB)", d.MaxMessageBytes)
 	case d.MaxConns < 0:
 		return fmt.Errorf("signaling: Config.MaxConns = %d, want > 0", d.MaxConns)
+	case d.ReservedConns < 0 || d.ReservedConns >= d.MaxConns:
+		return fmt.Errorf("signaling: Config.ReservedConns = %d with MaxConns = %d, want 0 ≤ ReservedConns < MaxConns (unauthenticated sockets get the other MaxConns − ReservedConns; none would leave no way in)", d.ReservedConns, d.MaxConns)
+	case d.MaxUnauthPerAddr < 0:
+		return fmt.Errorf("signaling: Config.MaxUnauthPerAddr = %d, want > 0", d.MaxUnauthPerAddr)
+	case d.LimitLogInterval < 0:
+		return fmt.Errorf("signaling: Config.LimitLogInterval = %v, want > 0", d.LimitLogInterval)
 	case d.MaxRooms < 0:
 		return fmt.Errorf("signaling: Config.MaxRooms = %d, want > 0", d.MaxRooms)
 	case d.MaxPeersPerRoom < 0:
@@ -159,12 +199,23 @@ type Server struct {
 	cfg      Config
 	upgrader websocket.Upgrader
 
+	limits *limitLog
+
 	mu     sync.Mutex
 	rooms  map[string]*room
 	conns  map[*websocket.Conn]struct{}
 	locals map[*Local]struct{}
-	closed bool
-	wg     sync.WaitGroup
+	// Admission counts (admission.go): open slots, unauthenticated
+	// tickets oldest first and per address, and Serve's connections that
+	// have not asked for a websocket yet.
+	open     int
+	unauthN  int
+	unauthBy map[string]*list.List // oldest first
+	seq      uint64
+	pre      map[net.Conn]string
+	preBy    map[string]int
+	closed   bool
+	wg       sync.WaitGroup
 }
 
 // NewServer checks cfg and returns a server ready to be mounted.
@@ -182,16 +233,27 @@ func NewServer(cfg Config) (*Server, error) {
 			// web view on another port); the secret proof is the access check.
 			CheckOrigin: func(*http.Request) bool { return true },
 		},
-		rooms:  map[string]*room{},
-		conns:  map[*websocket.Conn]struct{}{},
-		locals: map[*Local]struct{}{},
+		limits:   newLimitLog(c.Logger, c.LimitLogInterval),
+		rooms:    map[string]*room{},
+		conns:    map[*websocket.Conn]struct{}{},
+		locals:   map[*Local]struct{}{},
+		unauthBy: map[string]*list.List{},
+		pre:      map[net.Conn]string{},
+		preBy:    map[string]int{},
 	}, nil
 }
 
 // Serve runs the server on ln until ctx is done, then shuts it down. It
 // returns nil after a shutdown caused by ctx.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	hs := &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
+	hs := &http.Server{
+		Handler: s,
+		// A peer sends its request at once; a socket that does not is
+		// holding a slot, not connecting.
+		ReadHeaderTimeout: s.cfg.AuthTimeout,
+		IdleTimeout:       s.cfg.AuthTimeout,
+		ConnState:         s.connState,
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	select {
@@ -242,6 +304,7 @@ func (s *Server) Close() {
 		l.Close()
 	}
 	s.wg.Wait()
+	s.limits.stop()
 }
 
 // Rooms returns the names of rooms with at least one member.
@@ -358,31 +421,62 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("signaling: bad room in URL path %q: %v", r.URL.Path, err), http.StatusBadRequest)
 		return
 	}
+	addr := addrKey(r.RemoteAddr)
 	s.mu.Lock()
-	closed, full := s.closed, len(s.conns) >= s.cfg.MaxConns
-	if !closed && !full {
-		s.wg.Add(1)
+	closed := s.closed
+	var t, victim *ticket
+	var refused limitKind
+	var victimWS *websocket.Conn
+	if !closed {
+		t, refused, victim = s.admitLocked(addr)
+		if t != nil {
+			s.wg.Add(1)
+		}
+		if victim != nil {
+			victimWS = victim.ws
+		}
 	}
 	s.mu.Unlock()
-	switch {
-	case closed:
-		http.Error(w, "signaling: server is shutting down", http.StatusServiceUnavailable)
-		return
-	case full:
-		http.Error(w, fmt.Sprintf("signaling: server full: %d connections (Config.MaxConns); try again later", s.cfg.MaxConns), http.StatusServiceUnavailable)
+	if victim != nil {
+		s.limits.note(limitEvict, victim.addr, s.cfg.MaxConns-s.cfg.ReservedConns, "")
+		if victimWS != nil {
+			_ = victimWS.Close()
+		}
+	}
+	if t == nil {
+		// A refused client should go away, not keep its connection idle.
+		w.Header().Set("Connection", "close")
+		switch {
+		case closed:
+			http.Error(w, "signaling: server is shutting down", http.StatusServiceUnavailable)
+		case refused == limitConns:
+			s.limits.note(refused, addr, s.cfg.MaxConns, "")
+			w.Header().Set("Retry-After", "1")
+			http.Error(w, fmt.Sprintf("signaling: server full: %d connections (Config.MaxConns); try again later", s.cfg.MaxConns), http.StatusServiceUnavailable)
+		case refused == limitShare:
+			s.limits.note(refused, addr, s.cfg.MaxConns-s.cfg.ReservedConns, "")
+			w.Header().Set("Retry-After", "1")
+			http.Error(w, fmt.Sprintf("signaling: %d sockets wait to authenticate (Config.MaxConns − Config.ReservedConns) and %s holds as many of them as any address; try again shortly", s.cfg.MaxConns-s.cfg.ReservedConns, addr), http.StatusServiceUnavailable)
+		case refused == limitPerAddr:
+			s.limits.note(refused, addr, s.cfg.MaxUnauthPerAddr, "")
+			w.Header().Set("Retry-After", "1")
+			http.Error(w, fmt.Sprintf("signaling: %s already holds %d sockets that have not authenticated (Config.MaxUnauthPerAddr); authenticate or close them, then try again", addr, s.cfg.MaxUnauthPerAddr), http.StatusTooManyRequests)
+		}
 		return
 	}
 	defer s.wg.Done()
+	defer s.release(t)
 	ws, err := s.upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		return // the upgrader already answered with an HTTP error
 	}
 	s.mu.Lock()
-	if s.closed {
+	if s.closed || t.evicted {
 		s.mu.Unlock()
 		_ = ws.Close()
 		return
 	}
+	t.ws = ws
 	s.conns[ws] = struct{}{}
 	s.mu.Unlock()
 	defer func() {
@@ -391,7 +485,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.mu.Unlock()
 		_ = ws.Close()
 	}()
-	s.runPeer(ws, roomName, r.RemoteAddr)
+	s.runPeer(ws, roomName, t)
 }
 
 // refuse writes an error message and a close frame directly (before the
@@ -458,18 +552,24 @@ func (p *wsPeer) finish(last *Message) {
 	close(p.out)
 }
 
-func (s *Server) runPeer(ws *websocket.Conn, roomName, remote string) {
-	log := s.cfg.Logger.With("room", roomName, "remote", remote)
+func (s *Server) runPeer(ws *websocket.Conn, roomName string, t *ticket) {
+	log := s.cfg.Logger.With("room", roomName, "remote", ws.RemoteAddr().String())
 	ws.SetReadLimit(int64(s.cfg.MaxMessageBytes))
 	nonce, nonce64 := newNonce()
-	_ = ws.SetWriteDeadline(time.Now().Add(s.cfg.AuthTimeout))
+	// One deadline for the whole handshake: a socket that reads the
+	// challenge slowly gets no more time to answer it.
+	deadline := time.Now().Add(s.cfg.AuthTimeout)
+	_ = ws.SetWriteDeadline(deadline)
 	if err := ws.WriteJSON(Message{Type: TypeChallenge, Nonce: nonce64}); err != nil {
 		return
 	}
-	_ = ws.SetReadDeadline(time.Now().Add(s.cfg.AuthTimeout))
+	_ = ws.SetReadDeadline(deadline)
 	auth, code, err := s.readMessage(ws)
 	if err != nil {
 		if code == "" { // connection error: nobody to tell
+			if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
+				s.limits.note(limitAuthTimeout, t.addr, 0, "")
+			}
 			return
 		}
 		refuse(ws, code, fmt.Sprintf("authentication failed: %v", err))
@@ -484,9 +584,13 @@ func (s *Server) runPeer(ws *websocket.Conn, roomName, remote string) {
 		return
 	}
 	if !checkProof(s.cfg.Key, nonce, roomName, auth.From, auth.Proof) {
-		log.Warn("signaling: authentication failed", "peer", auth.From)
+		// Rate-limited: guessing secrets must not also flood the log.
+		s.limits.note(limitAuthFailed, t.addr, 0, auth.From)
 		refuse(ws, CodeAuth, fmt.Sprintf("authentication failed: wrong secret for room %s", roomName))
 		return
+	}
+	if !s.promote(t) {
+		return // evicted just now; its socket is closed
 	}
 	_ = ws.SetReadDeadline(time.Time{})
 

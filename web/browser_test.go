@@ -2,11 +2,16 @@ package web_test
 
 import (
 	"context"
+	"fmt"
+	"net"
+	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
 	"github.com/narrowband/narrowband/web"
 	"github.com/narrowband/narrowband/web/webtest"
 )
@@ -98,4 +103,47 @@ func TestWatchRunHelper(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	cancel()
+}
+
+// TestBrowserHostCheck is DNS rebinding done for real: Chromium resolves a
+// foreign name to the view's loopback address, as a rebinding attacker's
+// domain would, and must get the refusal instead of the run, while the
+// URL Listen printed opens the live page.
+func TestBrowserHostCheck(t *testing.T) {
+	b := webtest.NewBrowser(t, chromedp.Flag("host-resolver-rules", "MAP rebind.example 127.0.0.1"))
+	ln, url, err := web.Listen("127.0.0.1:0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := web.New(web.Options{})
+	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	go hs.Serve(ln)
+	defer hs.Close()
+	defer srv.Close()
+	srv.SetRun(web.RunInfo{Name: "private-run", Config: `path = "/home/me/corpus"`, TotalSteps: 10})
+
+	if err := webtest.Navigate(b.Tab(), url); err != nil {
+		t.Fatal(err)
+	}
+	st, err := webtest.WaitPage(b.Tab(), 20*time.Second, func(s webtest.PageState) bool { return s.RunName == "private-run" })
+	if err != nil {
+		t.Fatalf("the printed URL %s does not show the run: %v (last state %+v)", url, err, st)
+	}
+
+	port := ln.Addr().(*net.TCPAddr).Port
+	for _, path := range []string{"/", "/api/snapshot"} {
+		foreign := fmt.Sprintf("http://rebind.example:%d%s", port, path)
+		if err := webtest.Navigate(b.Tab(), foreign); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(b.Tab(), 10*time.Second)
+		text, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body.innerText`))
+		cancel()
+		if err != nil {
+			t.Fatalf("open %s: %v", foreign, err)
+		}
+		if strings.Contains(text, "private-run") || strings.Contains(text, "/home/me") || !strings.Contains(text, "does not answer to host") {
+			t.Fatalf("%s through a rebound name shows %.300q; want the refusal, not the run", foreign, text)
+		}
+	}
 }

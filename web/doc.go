@@ -19,13 +19,17 @@
 // peers, status, the whole step history so far, recent full step records,
 // recent spans and events), then live deltas: "step", "spans", "event",
 // "peers", "run" and "status". GET /api/snapshot returns the same snapshot
-// as JSON. Every endpoint is read-only; other methods get 405.
+// as JSON. Every endpoint is read-only; other methods get 405. Requests
+// whose Host header is not a name of this server get 421 (DNS rebinding
+// would otherwise let any web page read the run); Options.AllowedHosts
+// adds names.
 //
 // Use:
 //
+//	ln, url, err := web.Listen("127.0.0.1:0", logger) // url: where it really listens
 //	view := web.New(web.Options{})
-//	httpSrv := &http.Server{Addr: ":8080", Handler: view.Handler()}
-//	go httpSrv.ListenAndServe()
+//	httpSrv := &http.Server{Handler: view.Handler(), ReadHeaderTimeout: 10 * time.Second}
+//	go httpSrv.Serve(ln)
 //	view.SetRun(web.RunInfo{Name: name, Seed: seed, Config: tomlText, TotalSteps: n, Start: time.Now()})
 //	... view.PublishStep(rec) after every optimizer step ...
 //	view.Close() // ends the event streams, so httpSrv.Shutdown does not wait on them

@@ -51,6 +51,12 @@ type Options struct {
 	WriteTimeout time.Duration
 	// Logger receives connection-level messages. Default slog.Default().
 	Logger *slog.Logger
+	// AllowedHosts are more names (or IPs; a port is ignored) the view
+	// answers to, e.g. a reverse proxy's name or this machine's DNS name.
+	// Without them it answers only to this machine's host names,
+	// "localhost" and loopback IPs on a loopback connection, and the IP a
+	// request came in on; any other Host gets 421 (see Handler).
+	AllowedHosts []string
 }
 
 func (o Options) withDefaults() Options {
@@ -140,7 +146,10 @@ func (s *Server) Close() error {
 
 // Handler serves the page at /, its assets under /static/, the live stream
 // at /events and a JSON snapshot at /api/snapshot. Only GET and HEAD are
-// allowed: observers can watch, not steer.
+// allowed: observers can watch, not steer. A request whose Host is not a
+// name of this server (Options.AllowedHosts) gets 421 Misdirected Request,
+// so a web page elsewhere cannot read the run by rebinding its domain to
+// this machine's address.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	sub, err := fs.Sub(staticFS, "static")
@@ -157,7 +166,7 @@ func (s *Server) Handler() http.Handler {
 	})
 	mux.HandleFunc("GET /events", s.serveEvents)
 	mux.HandleFunc("GET /api/snapshot", s.serveSnapshot)
-	return secure(mux)
+	return newHostGuard(s.opts.AllowedHosts, s.opts.Logger).wrap(secure(mux))
 }
 
 // secure adds headers that keep the page self-contained: the content

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -76,32 +75,22 @@ func cmdRun(ctx context.Context, argv []string, stdout, stderr io.Writer) error 
 }
 
 // serveWeb starts the live view on addr and returns its URL and a function
-// that stops it.
+// that stops it. web.Listen falls back to another port when addr's is
+// taken, names the address really bound and warns about binds beyond
+// loopback.
 func serveWeb(addr string, log *slog.Logger) (*web.Server, string, func(), error) {
-	ln, err := net.Listen("tcp", addr)
+	ln, url, err := web.Listen(addr, log)
 	if err != nil {
-		// The port is taken (another run's view, say): the view is worth
-		// more on any port than the run is worth failing for.
-		host, _, _ := net.SplitHostPort(addr)
-		ln2, err2 := net.Listen("tcp", net.JoinHostPort(host, "0"))
-		if err2 != nil {
-			return nil, "", nil, fmt.Errorf("web.addr = %q: %w (pick a free port, or \":0\" for any)", addr, err)
-		}
-		log.Warn("web.addr is taken; serving the live view on another port", "wanted", addr, "err", err)
-		ln = ln2
+		return nil, "", nil, fmt.Errorf("web.addr = %q: %w", addr, err)
 	}
 	srv := web.New(web.Options{Logger: log})
 	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	go hs.Serve(ln)
-	host := ln.Addr().String()
-	if tcp, ok := ln.Addr().(*net.TCPAddr); ok && tcp.IP.IsUnspecified() {
-		host = fmt.Sprintf("127.0.0.1:%d", tcp.Port)
-	}
 	stop := func() {
 		srv.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		hs.Shutdown(ctx)
 	}
-	return srv, "http://" + host + "/", stop, nil
+	return srv, url, stop, nil
 }

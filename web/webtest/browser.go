@@ -39,8 +39,10 @@ type Browser struct {
 // NewBrowser starts Debian's chromium headless with a fresh profile. If
 // chromium is not installed the test is skipped, unless CI=true, where a
 // missing browser fails the test: CI must install it
-// (apt-get install -y chromium).
-func NewBrowser(t testing.TB) *Browser {
+// (apt-get install -y chromium). Extra options are added to the standard
+// ones, e.g. chromedp.Flag("host-resolver-rules", "MAP evil.example
+// 127.0.0.1") to point a foreign name at a local server.
+func NewBrowser(t testing.TB, extra ...chromedp.ExecAllocatorOption) *Browser {
 	t.Helper()
 	path, err := exec.LookPath("chromium")
 	if err != nil {
@@ -68,6 +70,7 @@ func NewBrowser(t testing.TB) *Browser {
 		chromedp.Flag("hide-scrollbars", true),
 		chromedp.WindowSize(1440, 1100),
 	}
+	opts = append(opts, extra...)
 	// The first Run starts the browser and binds it to ctx (no timeout).
 	// On this 2-core machine under load Chromium has crashed while starting
 	// (crashpad output, "chrome failed to start" after 0.5 s; 2 of ~14
