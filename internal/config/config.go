@@ -179,7 +179,7 @@ type Simulate struct {
 
 // Web is the live view.
 type Web struct {
-	Addr string `toml:"addr"` // e.g. "127.0.0.1:8080"; "" disables, ":0" picks a port
+	Addr string `toml:"addr"` // e.g. "127.0.0.1:8080"; "" disables; "127.0.0.1:0" picks a free port on loopback (a wider bind shows the run to the network)
 }
 
 // Default is the configuration every file starts from: a small GPT on the Go

@@ -389,7 +389,9 @@ func RunPeer(ctx context.Context, a PeerArgs, log *slog.Logger) error {
 		rand.Read(b[:])
 		a.ID = "peer-" + hex.EncodeToString(b[:])
 	}
-	client, err := signaling.Dial(ctx, a.Signal, a.ID, secret)
+	// A server that is busy, full or not up yet is tried again with
+	// back-off (each retry logged with its reason); a wrong secret is not.
+	client, err := signaling.DialRetry(ctx, a.Signal, a.ID, secret, signaling.RetryOptions{Client: signaling.ClientOptions{Logger: log}})
 	if err != nil {
 		return fmt.Errorf("peer %s: %w", a.ID, err)
 	}
