@@ -88,14 +88,14 @@ type Train struct {
 	// since the last one, so an interrupted or failed run loses minutes of
 	// work, not hours; 0 disables.
 	CheckpointMinutes float64 `toml:"checkpoint_minutes"`
-	Threads            int `toml:"threads"`             // compute threads per process; 0: all cores
-	LogInterval        int `toml:"log_interval"`        // steps between plain log lines when not on a terminal
+	Threads           int     `toml:"threads"`      // compute threads per process; 0: all cores
+	LogInterval       int     `toml:"log_interval"` // steps between plain log lines when not on a terminal
 }
 
 // Pipeline is how the model is cut and scheduled.
 type Pipeline struct {
-	Stages   int    `toml:"stages"`   // pipeline stages
-	Split    []int  `toml:"split"`    // blocks per stage; empty balances compute
+	Stages   int                `toml:"stages"`   // pipeline stages
+	Split    []int              `toml:"split"`    // blocks per stage; empty balances compute
 	Schedule scheduler.Schedule `toml:"schedule"` // "gpipe" or "1f1b" (scheduler.ParseSchedule)
 	// Lookahead (1F1B): stage i warms up with lookahead·(S-i-1) forwards;
 	// 0 or 1 is standard 1F1B. More hides link round trips (latency) at
