@@ -37,7 +37,8 @@ func cmdSignal(ctx context.Context, argv []string, stdout, stderr io.Writer) err
 	if sf == "" || len(a.pos) > 0 {
 		return fmt.Errorf("signal: usage: narrowband signal --secret-file F [--addr HOST:PORT] [--turn UDPHOST:PORT --public-ip IP]")
 	}
-	secret, err := launch.ReadSecret(sf)
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	secret, err := launch.ReadSecret(sf, log)
 	if err != nil {
 		return err
 	}
@@ -45,7 +46,6 @@ func cmdSignal(ctx context.Context, argv []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(stderr, nil))
 	if t := a.str("turn", ""); t != "" {
 		// STUN and TURN beside signaling: a run needs no third-party
 		// server for peers behind NAT; only holders of the secret relay.

@@ -17,12 +17,12 @@ import (
 )
 
 func cmdRun(ctx context.Context, argv []string, stdout, stderr io.Writer) error {
-	a, err := parseArgs(argv, map[string]bool{"set": true, "out": true, "resume": true})
+	a, err := parseArgs(argv, map[string]bool{"set": true, "out": true, "resume": true, "force": false})
 	if err != nil {
 		return err
 	}
 	if len(a.pos) != 1 {
-		return fmt.Errorf("run: want exactly one experiment file, got %d (usage: narrowband run FILE.toml [--set k=v] [--out DIR] [--resume DIR])", len(a.pos))
+		return fmt.Errorf("run: want exactly one experiment file, got %d (usage: narrowband run FILE.toml [--set k=v] [--out DIR] [--resume DIR] [--force])", len(a.pos))
 	}
 	cfg, err := config.Load(a.pos[0], a.all("set"))
 	if err != nil {
@@ -38,7 +38,7 @@ func cmdRun(ctx context.Context, argv []string, stdout, stderr io.Writer) error 
 		}
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	opts := trainer.Options{Config: cfg, Out: out, Resume: resume, Log: log}
+	opts := trainer.Options{Config: cfg, Out: out, Resume: resume, Log: log, Force: a.str("force", "") == "true", Stop: armSoftStop(ctx)}
 	if f, ok := stderr.(*os.File); ok && trainer.IsTerminal(f) {
 		opts.Progress = stderr
 	}

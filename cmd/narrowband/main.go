@@ -10,7 +10,10 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
+
+	"github.com/narrowband/narrowband/internal/runtime/trainer"
 )
 
 const usage = `narrowband — train one transformer across ordinary machines
@@ -29,25 +32,93 @@ Every config key is documented in docs/config.md.
 `
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, cancel := context.WithCancel(context.Background())
+	ctx, soft := withSoftStop(ctx)
+	sigs := make(chan os.Signal, 3)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		// First signal: a run finishes its step, checkpoints and stops;
+		// any other command stops at once. Second: stop now. Third: exit.
+		for n := 1; ; n++ {
+			s := <-sigs
+			switch {
+			case n == 1 && soft.request():
+				fmt.Fprintf(os.Stderr, "\nnarrowband: %v: finishing the step in progress and saving a checkpoint; %v again stops at once\n", s, s)
+			case n <= 2:
+				cancel()
+			default:
+				os.Exit(130)
+			}
+		}
+	}()
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
+	signal.Stop(sigs)
+	cancel()
 	if err != nil {
-		if !errors.Is(err, errUsage) {
+		if !errors.Is(err, errUsage) && !errors.Is(err, errHelp) {
 			fmt.Fprintln(os.Stderr, "narrowband:", err)
 		}
 		os.Exit(exitCode(err))
 	}
 }
 
+// softStop is how a signal asks a run to stop after its step: the run arms
+// it (Options.Stop); commands that do not arm it are cancelled at once.
+type softStop struct {
+	mu    sync.Mutex
+	armed bool
+	ch    chan struct{}
+	done  bool
+}
+
+type softStopKey struct{}
+
+func withSoftStop(ctx context.Context) (context.Context, *softStop) {
+	s := &softStop{ch: make(chan struct{})}
+	return context.WithValue(ctx, softStopKey{}, s), s
+}
+
+// armSoftStop returns the channel a signal closes, and makes the next
+// signal close it instead of cancelling ctx.
+func armSoftStop(ctx context.Context) <-chan struct{} {
+	s, ok := ctx.Value(softStopKey{}).(*softStop)
+	if !ok {
+		return nil // a test calling run directly: only ctx stops it
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.armed = true
+	return s.ch
+}
+
+// request closes the channel if a run armed it, and says whether it did.
+func (s *softStop) request() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.armed || s.done {
+		return false
+	}
+	s.done = true
+	close(s.ch)
+	return true
+}
+
 var errUsage = errors.New("usage")
 
 func exitCode(err error) int {
-	if errors.Is(err, errUsage) {
+	switch {
+	case errors.Is(err, errHelp):
+		return 0
+	case errors.Is(err, errUsage):
 		return 2
+	case errors.Is(err, trainer.ErrStopped), errors.Is(err, context.Canceled):
+		return 130 // stopped by a signal, as a shell reports ^C
 	}
 	return 1
 }
+
+// errHelp is --help on a subcommand: its usage went to stdout.
+var errHelp = errors.New("help")
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
@@ -55,6 +126,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return errUsage
 	}
 	cmd, rest := args[0], args[1:]
+	if _, ok := helps[cmd]; ok && helpRequested(rest) {
+		printHelp(stdout, cmd)
+		return errHelp
+	}
 	switch cmd {
 	case "run":
 		return cmdRun(ctx, rest, stdout, stderr)
@@ -73,7 +148,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "simulate":
 		return cmdSimulate(ctx, rest, stdout, stderr)
 	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
+		if len(rest) > 0 {
+			printHelp(stdout, rest[0])
+		} else {
+			fmt.Fprint(stdout, usage)
+		}
 		return nil
 	default:
 		fmt.Fprintf(stderr, "narrowband: unknown command %q\n\n%s", cmd, usage)

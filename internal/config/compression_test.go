@@ -67,7 +67,7 @@ func TestEveryMethodAndPrecision(t *testing.T) {
 					return
 				}
 				accepted++
-				if _, err := compression.NewLink(c.Compression, c.Model.NEmbd, c.Model.VocabSize, c.Run.Seed); err != nil {
+				if _, err := compression.NewLink(c.Compression, c.Model.NEmbd, c.Model.VocabSize, uint64(c.Run.Seed)); err != nil {
 					t.Errorf("accepted, but no codec builds: %v", err)
 				}
 			})

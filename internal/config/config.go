@@ -2,6 +2,7 @@ package config
 
 import (
 	"bytes"
+	"math"
 	"errors"
 	"fmt"
 	"os"
@@ -39,9 +40,43 @@ type Config struct {
 // Run names the run and fixes its randomness and length.
 type Run struct {
 	Name  string `toml:"name"`  // used for the output folder and reports
-	Seed  uint64 `toml:"seed"`  // drives init, data order and every codec basis
+	Seed  Seed   `toml:"seed"`  // drives init, data order and every codec basis
 	Steps int    `toml:"steps"` // optimizer steps
 	Out   string `toml:"out"`   // output folder; "" means runs/<name>
+}
+
+// Seed is a run's seed: any unsigned 64-bit number. TOML integers stop at
+// 2^63-1, so larger seeds are written (and may be given) as a quoted
+// decimal string; a negative number is refused instead of wrapping around.
+type Seed uint64
+
+// UnmarshalTOML takes a non-negative integer or a decimal string.
+func (s *Seed) UnmarshalTOML(v any) error {
+	switch x := v.(type) {
+	case int64:
+		if x < 0 {
+			return fmt.Errorf("run.seed = %d: must be an unsigned integer (0 to 18446744073709551615)", x)
+		}
+		*s = Seed(x)
+		return nil
+	case string:
+		n, err := strconv.ParseUint(strings.TrimSpace(x), 10, 64)
+		if err != nil {
+			return fmt.Errorf("run.seed = %q: must be an unsigned integer (0 to 18446744073709551615)", x)
+		}
+		*s = Seed(n)
+		return nil
+	}
+	return fmt.Errorf("run.seed = %v: must be an unsigned integer", v)
+}
+
+// MarshalTOML writes the seed so that it reads back: an integer up to
+// 2^63-1, a quoted string above.
+func (s Seed) MarshalTOML() ([]byte, error) {
+	if uint64(s) > math.MaxInt64 {
+		return []byte(strconv.Quote(strconv.FormatUint(uint64(s), 10))), nil
+	}
+	return []byte(strconv.FormatUint(uint64(s), 10)), nil
 }
 
 // Data says what text to train on.

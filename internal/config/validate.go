@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -16,16 +17,29 @@ import (
 // key, the value and what is allowed.
 func (c Config) Validate() error {
 	var errs []error
+	said := map[string]bool{}
 	bad := func(key string, val any, allowed string) {
+		if said[key] {
+			return // the first problem of a key is the one to fix
+		}
+		said[key] = true
 		errs = append(errs, &compression.KeyError{Key: key, Value: val, Allowed: allowed})
 	}
+	// Every number must be one: NaN and ±Inf pass many range checks
+	// (every comparison with NaN is false), and fail later with a
+	// misleading message, or none.
+	floatKeys(reflect.ValueOf(c), "", func(key string, v float64) {
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			bad(key, v, "must be a finite number")
+		}
+	})
 	if c.Run.Name == "" {
 		bad("run.name", `""`, "must not be empty")
 	}
 	if c.Run.Steps < 1 {
 		bad("run.steps", c.Run.Steps, "must be at least 1")
 	}
-	if c.Data.ValFraction <= 0 || c.Data.ValFraction >= 0.5 {
+	if !(c.Data.ValFraction > 0 && c.Data.ValFraction < 0.5) {
 		bad("data.val_fraction", c.Data.ValFraction, "must be in (0, 0.5)")
 	}
 	m := c.Model
@@ -58,25 +72,25 @@ func (c Config) Validate() error {
 	if !(t.LearningRate > 0) || math.IsInf(t.LearningRate, 0) {
 		bad("train.learning_rate", t.LearningRate, "must be a positive number")
 	}
-	if t.MinLR < 0 || t.MinLR > t.LearningRate {
+	if !(t.MinLR >= 0 && t.MinLR <= t.LearningRate) {
 		bad("train.min_lr", t.MinLR, "must be in [0, train.learning_rate]")
 	}
 	if t.WarmupSteps < 0 {
 		bad("train.warmup_steps", t.WarmupSteps, "must be at least 0")
 	}
-	if t.WeightDecay < 0 {
+	if !(t.WeightDecay >= 0) {
 		bad("train.weight_decay", t.WeightDecay, "must be at least 0")
 	}
-	if t.Beta1 < 0 || t.Beta1 >= 1 {
+	if !(t.Beta1 >= 0 && t.Beta1 < 1) {
 		bad("train.beta1", t.Beta1, "must be in [0, 1)")
 	}
-	if t.Beta2 < 0 || t.Beta2 >= 1 {
+	if !(t.Beta2 >= 0 && t.Beta2 < 1) {
 		bad("train.beta2", t.Beta2, "must be in [0, 1)")
 	}
-	if !(t.Eps > 0) {
+	if !(t.Eps > 0) || math.IsInf(t.Eps, 0) {
 		bad("train.eps", t.Eps, "must be positive")
 	}
-	if t.GradClip < 0 {
+	if !(t.GradClip >= 0) {
 		bad("train.grad_clip", t.GradClip, "must be at least 0 (0 disables clipping)")
 	}
 	if t.EvalInterval < 0 {
@@ -221,3 +235,36 @@ func IsTURNURL(url string) bool {
 // it, the value, and what is allowed. It is defined beside the codec's
 // config, which this package embeds, so both validators speak alike.
 type KeyError = compression.KeyError
+
+// floatKeys calls f with every float key of v (a config struct) and its
+// value, named as a TOML file spells it: "train.learning_rate",
+// "network.link[0].latency_ms", "simulate.forward_ms[1]". The free-form
+// [sweep] and [[variant]] tables are not walked (their values are
+// validated in the variants they make).
+func floatKeys(v reflect.Value, prefix string, f func(key string, v float64)) {
+	switch v.Kind() {
+	case reflect.Float32, reflect.Float64:
+		f(prefix, v.Float())
+	case reflect.Pointer:
+		if !v.IsNil() {
+			floatKeys(v.Elem(), prefix, f)
+		}
+	case reflect.Slice, reflect.Array:
+		for i := 0; i < v.Len(); i++ {
+			floatKeys(v.Index(i), fmt.Sprintf("%s[%d]", prefix, i), f)
+		}
+	case reflect.Struct:
+		t := v.Type()
+		for i := 0; i < t.NumField(); i++ {
+			name, _, _ := strings.Cut(t.Field(i).Tag.Get("toml"), ",")
+			if name == "" || name == "-" || name == "sweep" || name == "variant" || !t.Field(i).IsExported() {
+				continue
+			}
+			key := name
+			if prefix != "" {
+				key = prefix + "." + name
+			}
+			floatKeys(v.Field(i), key, f)
+		}
+	}
+}

@@ -330,7 +330,7 @@ func eachLine(b []byte, name string, warn *[]string, fn func([]byte) error) erro
 // for a run that has not written summary.json.
 func deriveSummary(cfg config.Config, steps []metrics.StepRecord) metrics.Summary {
 	s := metrics.Summary{
-		Name: cfg.Run.Name, Seed: cfg.Run.Seed, Steps: len(steps),
+		Name: cfg.Run.Name, Seed: uint64(cfg.Run.Seed), Steps: len(steps),
 		Stages: cfg.Pipeline.Stages, Schedule: cfg.Pipeline.Schedule.String(), Transport: cfg.Pipeline.Transport,
 		Compression: cfg.Compression.Method.String(), FinalValLoss: math.NaN(), FinalTrainLoss: math.NaN(),
 	}

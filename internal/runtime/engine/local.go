@@ -32,7 +32,7 @@ func NewLocal(cfg config.Config, corpus *data.Corpus) (*Local, error) {
 	if err != nil {
 		return nil, err
 	}
-	st.Init(cfg.Run.Seed)
+	st.Init(uint64(cfg.Run.Seed))
 	opt, err := stages.NewAdamW(st.Params(), AdamConfig(cfg))
 	if err != nil {
 		return nil, err
@@ -62,7 +62,7 @@ func (l *Local) Step(ctx context.Context, step int, lr float64) (StepResult, err
 	}
 	for m := 0; m < M; m++ {
 		t := time.Now()
-		data.Batch(l.corpus.Train, l.cfg.Run.Seed, step, m, l.B, l.T, l.x, l.y)
+		data.Batch(l.corpus.Train, uint64(l.cfg.Run.Seed), step, m, l.B, l.T, l.x, l.y)
 		v, err := l.st.ForwardLoss(0, l.B, l.T, l.x, nil, l.y)
 		if err != nil {
 			return StepResult{}, err

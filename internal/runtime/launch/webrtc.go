@@ -82,8 +82,9 @@ func rtcConfig(servers []string, loopback, relayOnly bool, key []byte, id string
 	return c
 }
 
-// ReadSecret reads a run's secret from a file, refusing a short one.
-func ReadSecret(path string) (string, error) {
+// ReadSecret reads a run's secret from a file, refusing a short one and
+// warning (on log) when others may read the file.
+func ReadSecret(path string, log *slog.Logger) (string, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return "", fmt.Errorf("secret file: %w", err)
@@ -91,6 +92,9 @@ func ReadSecret(path string) (string, error) {
 	s := strings.TrimSpace(string(b))
 	if len(s) < 16 {
 		return "", fmt.Errorf("secret file %s: the secret is %d characters; use at least 16 (e.g. `head -c 32 /dev/urandom | xxd -p -c 64 > %s`)", path, len(s), path)
+	}
+	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 && log != nil {
+		log.Warn("the secret file can be read by other users of this machine, who could then join or relay through the run; make it private", "file", path, "mode", fmt.Sprintf("%04o", fi.Mode().Perm()), "fix", "chmod 600 "+path)
 	}
 	return s, nil
 }
@@ -133,7 +137,7 @@ func (p *room) start(ctx context.Context, out string) error {
 	secret, secretFile := "", cfg.Pipeline.SecretFile
 	if secretFile != "" {
 		var err error
-		if secret, err = ReadSecret(secretFile); err != nil {
+		if secret, err = ReadSecret(secretFile, p.log); err != nil {
 			return err
 		}
 	} else {
@@ -380,7 +384,7 @@ func sortedPeers(ids []string) []string {
 // to its neighbours and serves commands until the run ends.
 func RunPeer(ctx context.Context, a PeerArgs, log *slog.Logger) error {
 	rtc.TuneGC()
-	secret, err := ReadSecret(a.SecretFile)
+	secret, err := ReadSecret(a.SecretFile, log)
 	if err != nil {
 		return err
 	}

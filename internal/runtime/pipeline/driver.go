@@ -132,7 +132,7 @@ func (p *Driver) batchBlob(step int) []byte {
 	N := B * T
 	blob := make([]byte, 2*M*N)
 	for m := 0; m < M; m++ {
-		data.Batch(p.corpus.Train, p.cfg.Run.Seed, step, m, B, T, p.x, p.y)
+		data.Batch(p.corpus.Train, uint64(p.cfg.Run.Seed), step, m, B, T, p.x, p.y)
 		for i := 0; i < N; i++ {
 			blob[m*N+i] = byte(p.x[i])
 			blob[M*N+m*N+i] = byte(p.y[i])

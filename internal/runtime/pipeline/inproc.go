@@ -128,7 +128,7 @@ func ShapeLink(cfg config.Config, layout scheduler.Layout, from, to int, c trans
 	if !prof.Shaped() {
 		return c, nil
 	}
-	return transport.Shape(c, prof, transport.ShapeOptions{Seed: cfg.Run.Seed ^ linkSeed(layout, from, to), CloseGrace: -1})
+	return transport.Shape(c, prof, transport.ShapeOptions{Seed: uint64(cfg.Run.Seed) ^ linkSeed(layout, from, to), CloseGrace: -1})
 }
 
 // linkSeed numbers the directions of a layout's links: 2i+1 for i → i+1,

@@ -17,12 +17,12 @@ func MessageBytes(cfg config.Config) (act, grad, emb int64, err error) {
 	rows := cfg.Train.BatchSize / cfg.Train.MicroBatches * cfg.Model.BlockSize
 	C := cfg.Model.NEmbd
 	x := make([]float32, rows*C)
-	r := rand.New(rand.NewPCG(cfg.Run.Seed, 7))
+	r := rand.New(rand.NewPCG(uint64(cfg.Run.Seed), 7))
 	for i := range x {
 		x[i] = float32(r.NormFloat64())
 	}
 	size := func() (int64, error) {
-		lc, err := compression.NewLink(cc, cfg.Model.NEmbd, cfg.Model.VocabSize, cfg.Run.Seed)
+		lc, err := compression.NewLink(cc, cfg.Model.NEmbd, cfg.Model.VocabSize, uint64(cfg.Run.Seed))
 		if err != nil {
 			return 0, err
 		}

@@ -159,7 +159,7 @@ func NewWorker(cfg config.Config, layout scheduler.Layout, id int, links Links) 
 	if err != nil {
 		return nil, fmt.Errorf("stage %d: %w", id, err)
 	}
-	st.Init(cfg.Run.Seed)
+	st.Init(uint64(cfg.Run.Seed))
 	opt, err := stages.NewAdamW(st.Params(), engine.AdamConfig(cfg))
 	if err != nil {
 		return nil, err
@@ -180,7 +180,7 @@ func NewWorker(cfg config.Config, layout scheduler.Layout, id int, links Links) 
 	}
 	cc := cfg.Compression
 	mk := func() (*compression.LinkCodec, error) {
-		return compression.NewLink(cc, cfg.Model.NEmbd, cfg.Model.VocabSize, cfg.Run.Seed)
+		return compression.NewLink(cc, cfg.Model.NEmbd, cfg.Model.VocabSize, uint64(cfg.Run.Seed))
 	}
 	for _, p := range []**compression.LinkCodec{&w.codec.encNext, &w.codec.decPrev, &w.codec.encPrev, &w.codec.decNext, &w.codec.evalEnc, &w.codec.evalDec} {
 		if *p, err = mk(); err != nil {

@@ -354,7 +354,7 @@ func (r *run) step(ctx context.Context, step int) (int, error) {
 // evalWindows are the held-out windows every evaluation scores.
 func (r *run) evalWindows() [][]byte {
 	c := r.cfg
-	return data.EvalWindows(r.corpus.Val, c.Run.Seed, c.Train.EvalBatches*c.Train.BatchSize, c.Model.BlockSize)
+	return data.EvalWindows(r.corpus.Val, uint64(c.Run.Seed), c.Train.EvalBatches*c.Train.BatchSize, c.Model.BlockSize)
 }
 
 // record writes a step's events and record, keeps its spans for the
@@ -414,7 +414,7 @@ func (r *run) finish() (*metrics.Summary, error) {
 	wall := time.Since(r.t0).Seconds()
 	tokensPerStep := int64(cfg.Train.BatchSize * cfg.Model.BlockSize)
 	sum := &metrics.Summary{
-		Name: cfg.Run.Name, Seed: cfg.Run.Seed, Steps: cfg.Run.Steps, Params: r.eng.Params(),
+		Name: cfg.Run.Name, Seed: uint64(cfg.Run.Seed), Steps: cfg.Run.Steps, Params: r.eng.Params(),
 		Stages: cfg.Pipeline.Stages, Schedule: cfg.Pipeline.Schedule.String(), Transport: cfg.Pipeline.Transport,
 		Compression: cfg.Compression.Method.String(), ResumedFromStep: r.start,
 		FinalValLoss: r.valLoss, FinalTrainLoss: r.lastLoss,

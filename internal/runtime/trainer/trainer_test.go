@@ -151,7 +151,7 @@ func TestEvalOfCheckpointMatchesTrainer(t *testing.T) {
 	// The trainer's held-out windows, laid end to end: Chunks cuts them
 	// back into exactly the same windows.
 	var text []byte
-	for _, w := range data.EvalWindows(corpus.Val, c.Run.Seed, c.Train.EvalBatches*c.Train.BatchSize, c.Model.BlockSize) {
+	for _, w := range data.EvalWindows(corpus.Val, uint64(c.Run.Seed), c.Train.EvalBatches*c.Train.BatchSize, c.Model.BlockSize) {
 		text = append(text, w...)
 	}
 	st, err := stages.LoadModel(filepath.Join(dir, CheckpointFile), 3)
