@@ -16,10 +16,10 @@
 // time of the process: on a loaded machine the fairer figure) for each
 // side, the ratios against PyTorch's best setting, and peak RSS.
 //
-// With -pipeline it also trains the model cut into two stages, each in its
-// own process pinned to its own core (taskset) with one thread, linked by
-// pipes (GPipe: stage 0 runs all micro-batches forward, stage 1 runs
-// forward+backward per micro-batch, then stage 0 runs them backward; the
-// tied embedding's two gradient copies are summed every step), against
+// The narrowband side is the engine a run uses: engine.Local for the whole
+// model. With -pipeline it also trains the model cut into two stages as a
+// run with pipeline.processes = true does (launch.Processes, pipeline.New,
+// GPipe): each stage in a worker process of its own (this binary), pinned
+// to its own core with one thread, linked over loopback TCP, against
 // PyTorch with one thread pinned to one core.
 package main

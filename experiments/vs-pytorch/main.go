@@ -12,8 +12,9 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"text/tabwriter"
+
+	"github.com/narrowband/narrowband/internal/runtime/launch"
 )
 
 // result is what every measuring process prints as one JSON line.
@@ -30,6 +31,10 @@ type result struct {
 	PeakRSS       int64   `json:"peak_rss_bytes"`
 	BLAS          string  `json:"blas,omitempty"`
 	DataSHA       string  `json:"data_sha256,omitempty"` // first 16 hex digits of the training text's SHA-256
+	// DriverCPUS is the pipeline's driving process's own CPU time over the
+	// timed steps (batches, control messages, heartbeats), which CPUS,
+	// the stage workers' time, leaves out.
+	DriverCPUS float64 `json:"driver_cpu_s,omitempty"`
 }
 
 type options struct {
@@ -41,8 +46,16 @@ type options struct {
 }
 
 func main() {
+	if os.Getenv(launch.WorkerEnv) == "1" {
+		// Started by the -side=pipeline process as one of its stages.
+		if err := runWorker(); err != nil {
+			fmt.Fprintln(os.Stderr, "vs-pytorch worker:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	var o options
-	side := flag.String("side", "", "internal: run one measuring side (go, stage0, stage1) and print JSON")
+	side := flag.String("side", "", "internal: run one measuring side (go: the whole model, pipeline: 2 stage processes) and print JSON")
 	threads := flag.Int("threads", 0, "internal: compute threads of a -side=go process")
 	flag.IntVar(&o.steps, "steps", 20, "measured optimizer steps per run")
 	flag.IntVar(&o.warmup, "warmup", 3, "unmeasured steps first (caches, page faults, thread start-up)")
@@ -62,10 +75,10 @@ func main() {
 		err = orchestrate(o)
 	case "go":
 		err = runWhole(o, *threads)
-	case "stage0", "stage1":
-		err = runStage(o, *side == "stage1")
+	case "pipeline":
+		err = runPipeline(o)
 	default:
-		err = fmt.Errorf("unknown -side %q (want go, stage0 or stage1)", *side)
+		err = fmt.Errorf("unknown -side %q (want go or pipeline)", *side)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "vs-pytorch:", err)
@@ -103,7 +116,11 @@ func orchestrate(o options) error {
 
 	var all []result
 	add := func(r result) {
-		fmt.Printf("  %-62s %6.0f tokens/s  %6.0f tokens/CPU-s  %5.0f MB\n", r.Label, r.TokensPerS, r.TokensPerCPUS, float64(r.PeakRSS)/1e6)
+		fmt.Printf("  %-62s %6.0f tokens/s  %6.0f tokens/CPU-s  %5.0f MB", r.Label, r.TokensPerS, r.TokensPerCPUS, float64(r.PeakRSS)/1e6)
+		if r.DriverCPUS > 0 {
+			fmt.Printf("  (+ driver %.2f of the stages' %.2f CPU-s)", r.DriverCPUS, r.CPUS)
+		}
+		fmt.Println()
 		all = append(all, r)
 	}
 	for r := 0; r < o.rounds; r++ {
@@ -131,11 +148,11 @@ func orchestrate(o options) error {
 			add(res)
 		}
 		if o.pipeline {
-			res, err := runPipeline(self, common, taskset, o)
+			res, err := runJSON(exec.Command(self, append([]string{"-side", "pipeline", "-micro", fmt.Sprint(o.micro)}, common...)...))
 			if err != nil {
 				return fmt.Errorf("2-stage pipeline: %w", err)
 			}
-			add(res)
+			add(res) // labelled by the side, with the cores its stages ran on
 			if torchOK {
 				res, err := runJSON(torchCmd(o.python, torchArgs, "1", taskset))
 				if err != nil {
@@ -212,70 +229,6 @@ func lastLines(s string, n int) string {
 		l = l[len(l)-n:]
 	}
 	return strings.Join(l, " | ")
-}
-
-// runPipeline starts the two stage processes, each pinned to its own core,
-// linked by two pipes, and combines their reports: wall time of the slower,
-// CPU time and peak memory summed.
-func runPipeline(self string, common []string, taskset string, o options) (result, error) {
-	fwdR, fwdW, err := os.Pipe() // stage 0 → stage 1: activations (and the tied grad)
-	if err != nil {
-		return result{}, err
-	}
-	bwdR, bwdW, err := os.Pipe() // stage 1 → stage 0: activation grads (and the tied grad)
-	if err != nil {
-		return result{}, err
-	}
-	mk := func(stage int, in, out *os.File) *exec.Cmd {
-		args := append([]string{"-side", fmt.Sprintf("stage%d", stage), "-micro", fmt.Sprint(o.micro)}, common...)
-		var cmd *exec.Cmd
-		if taskset != "" {
-			cmd = exec.Command(taskset, append([]string{"-c", fmt.Sprint(stage % runtime.NumCPU()), self}, args...)...)
-		} else {
-			cmd = exec.Command(self, args...)
-		}
-		cmd.ExtraFiles = []*os.File{in, out} // fd 3: read, fd 4: write
-		return cmd
-	}
-	cmds := []*exec.Cmd{mk(0, bwdR, fwdW), mk(1, fwdR, bwdW)}
-	res := make([]result, 2)
-	errs := make([]error, 2)
-	var outs [2]bytes.Buffer
-	var errbs [2]bytes.Buffer
-	for i, c := range cmds {
-		c.Stdout, c.Stderr = &outs[i], &errbs[i]
-		if err := c.Start(); err != nil {
-			return result{}, fmt.Errorf("start stage %d: %w", i, err)
-		}
-	}
-	for _, f := range []*os.File{fwdR, fwdW, bwdR, bwdW} {
-		f.Close() // the children hold their own copies
-	}
-	var wg sync.WaitGroup
-	for i, c := range cmds {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := c.Wait(); err != nil {
-				errs[i] = fmt.Errorf("stage %d: %w: %s", i, err, lastLines(errbs[i].String(), 5))
-				return
-			}
-			res[i], errs[i] = lastJSON(outs[i].Bytes())
-		}()
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return result{}, err
-	}
-	r := res[0]
-	r.Label = "narrowband 2 stages, 1 thread each, pinned to cores 0 and 1"
-	r.WallS = max(res[0].WallS, res[1].WallS)
-	r.CPUS = res[0].CPUS + res[1].CPUS
-	r.PeakRSS = res[0].PeakRSS + res[1].PeakRSS
-	r.Loss = res[1].Loss
-	r.TokensPerS = float64(r.Tokens) / r.WallS
-	r.TokensPerCPUS = float64(r.Tokens) / r.CPUS
-	return r, nil
 }
 
 func report(all []result) {

@@ -1,28 +1,32 @@
 package main
 
 import (
-	"bufio"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
-	"unsafe"
 
+	"github.com/narrowband/narrowband/internal/config"
 	"github.com/narrowband/narrowband/internal/data"
+	"github.com/narrowband/narrowband/internal/runtime/engine"
+	"github.com/narrowband/narrowband/internal/runtime/launch"
+	"github.com/narrowband/narrowband/internal/runtime/pipeline"
+	"github.com/narrowband/narrowband/scheduler"
 	"github.com/narrowband/narrowband/stages"
 	"github.com/narrowband/narrowband/stages/kernels"
 )
 
-// dataSeed picks the training windows (data.Batch); both stage processes
-// derive the same ones from it.
+// dataSeed is the run's seed (run.seed): it picks the training windows
+// (data.Batch) and, through the engines, initializes the weights.
 const dataSeed = 1
 
 // lr is small and constant: this measures speed, not a training recipe.
@@ -82,9 +86,40 @@ func loadText(o options) ([]byte, error) {
 	return out, nil
 }
 
-// runWhole trains the whole model in this process and prints its result.
+// newCorpus wraps the training text for the engines. Nothing here
+// evaluates, so the held-out part is just the text's last 64 KiB.
+func newCorpus(src string, text []byte) *data.Corpus {
+	return &data.Corpus{Source: src, Train: text, Val: text[len(text)-min(len(text), 64<<10):], TrainFiles: 1, ValFiles: 1}
+}
+
+// newConfig is the run config of one measurement: model m, batch sequences
+// per step in micro micro-batches, S stages (S > 1: GPipe, one OS process
+// per stage, as pipeline.processes = true), threads compute threads per
+// process, a constant learning rate and no gradient clipping, AdamW as
+// config.Default has it (stages.DefaultAdamWConfig, as train_torch.py).
+func newConfig(m stages.Config, batch, micro, S, threads int) (config.Config, error) {
+	c := config.Default()
+	c.Run.Name, c.Run.Seed = "vs-pytorch", dataSeed
+	c.Model = config.Model{NLayer: m.NLayer, NHead: m.NHead, NEmbd: m.NEmbd, BlockSize: m.BlockSize, VocabSize: m.VocabSize, Bias: m.Bias}
+	c.Train.BatchSize, c.Train.MicroBatches, c.Train.Threads = batch, micro, threads
+	c.Train.LearningRate, c.Train.MinLR, c.Train.WarmupSteps = lr, lr, 0
+	c.Train.GradClip = 0
+	c.Pipeline.Stages = S
+	if S > 1 {
+		c.Pipeline.Schedule, c.Pipeline.Processes = scheduler.GPipe, true
+	}
+	if err := c.Validate(); err != nil {
+		return c, fmt.Errorf("run config (-batch %d, -micro %d): %w", batch, micro, err)
+	}
+	return c, nil
+}
+
+// runWhole trains the whole model in this process (engine.Local, the
+// engine of a one-stage run) and prints its result.
 func runWhole(o options, threads int) error {
 	if threads > 0 {
+		// engine.Local does not apply train.threads itself (only worker
+		// processes do): bound this process as a run on this many cores.
 		runtime.GOMAXPROCS(threads)
 		kernels.SetThreads(threads)
 	}
@@ -92,215 +127,105 @@ func runWhole(o options, threads int) error {
 	if err != nil {
 		return err
 	}
-	cfg := stages.DefaultConfig()
-	B, T := o.batch, cfg.BlockSize
-	s, err := stages.NewStage(cfg, 0, cfg.NLayer, true, true, B, 1)
+	cfg, err := newConfig(stages.DefaultConfig(), o.batch, 1, 1, threads)
 	if err != nil {
 		return err
 	}
-	opt, err := stages.NewAdamW(s.Params(), stages.DefaultAdamWConfig())
+	e, err := engine.NewLocal(cfg, newCorpus(o.src, text))
 	if err != nil {
 		return err
 	}
-	x, y := make([]int32, B*T), make([]int32, B*T)
-	var loss float32
-	step := func(i int) error {
-		data.Batch(text, dataSeed, i, 0, B, T, x, y)
-		s.ZeroGrad()
-		if loss, err = s.ForwardLoss(0, B, T, x, nil, y); err != nil {
-			return err
-		}
-		if _, err := s.Backward(0, nil, 1); err != nil {
-			return err
-		}
-		opt.Step(lr)
-		return nil
+	defer e.Close()
+	r, err := measure(o, e, selfUsage)
+	if err != nil {
+		return err
 	}
-	return measure(o, "go", step, func() float64 { return float64(loss) })
+	r.Side = "go"
+	return json.NewEncoder(os.Stdout).Encode(r)
 }
 
-// measure runs warm-up steps, then o.steps timed ones, and prints the
-// result line (wall and CPU time of the timed steps, peak RSS).
-func measure(o options, side string, step func(int) error, loss func() float64) error {
-	for i := 0; i < o.warmup; i++ {
-		if err := step(i); err != nil {
-			return fmt.Errorf("warm-up step %d: %w", i, err)
-		}
-	}
-	w0, c0 := time.Now(), cpuSeconds()
-	for i := 0; i < o.steps; i++ {
-		if err := step(o.warmup + i); err != nil {
-			return fmt.Errorf("step %d: %w", o.warmup+i, err)
-		}
-	}
-	wall, cpu := time.Since(w0).Seconds(), cpuSeconds()-c0
-	tokens := o.steps * o.batch * stages.DefaultConfig().BlockSize
-	return json.NewEncoder(os.Stdout).Encode(result{
-		Side: side, Steps: o.steps, Tokens: tokens, WallS: wall, CPUS: cpu,
-		TokensPerS: float64(tokens) / wall, TokensPerCPUS: float64(tokens) / cpu,
-		Loss: loss(), PeakRSS: vmHWM(), DataSHA: textSHA,
-	})
-}
-
-// runStage is one process of the 2-stage pipeline: blocks [0, 2) with the
-// embeddings (stage 0) or [2, 4) with the head and loss (stage 1), one
-// thread, reading from fd 3 and writing to fd 4 (see runPipeline).
-func runStage(o options, last bool) error {
-	runtime.GOMAXPROCS(1)
-	kernels.SetThreads(1)
+// runPipeline drives the model cut into two stages, each in a worker
+// process of its own pinned to its own core, and prints its result: the
+// workers' CPU time and peak memory (summed), this process's wall time.
+func runPipeline(o options) error {
 	text, err := loadText(o)
 	if err != nil {
 		return err
 	}
-	step, loss, err := newStageStep(o, text, last, os.NewFile(3, "in"), os.NewFile(4, "out"))
+	cfg, err := newConfig(stages.DefaultConfig(), o.batch, o.micro, 2, 1)
 	if err != nil {
 		return err
 	}
-	side := "stage0"
-	if last {
-		side = "stage1"
-	}
-	return measure(o, side, step, loss)
-}
-
-// newStageStep builds one pipeline stage's training step, exchanging
-// activations, gradients and the tied embedding's gradient with the other
-// stage through in and out. loss reports the last step's mean loss (stage
-// 1; 0 on stage 0).
-func newStageStep(o options, text []byte, last bool, inR io.Reader, outW io.Writer) (step func(int) error, loss func() float64, err error) {
-	cfg := stages.DefaultConfig()
-	M, T := o.micro, cfg.BlockSize
-	if M < 1 || o.batch%M != 0 {
-		return nil, nil, fmt.Errorf("-micro %d must divide -batch %d", M, o.batch)
-	}
-	mb := o.batch / M
-	lo, hi := 0, cfg.NLayer/2
-	if last {
-		lo, hi = cfg.NLayer/2, cfg.NLayer
-	}
-	s, err := stages.NewStage(cfg, lo, hi, !last, last, mb, M)
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	p, err := startPipeline(context.Background(), cfg, newCorpus(o.src, text), log)
 	if err != nil {
-		return nil, nil, err
+		return err
 	}
-	opt, err := stages.NewAdamW(s.Params(), stages.DefaultAdamWConfig())
+	defer p.Close()
+	c0 := selfCPU()
+	r, err := measure(o, p, p.workerUsage)
 	if err != nil {
-		return nil, nil, err
+		return err
 	}
-	in, out := bufio.NewReaderSize(inR, 1<<20), bufio.NewWriterSize(outW, 1<<20)
-	N := mb * T * cfg.NEmbd
-	buf := make([]float32, N)
-	tied := s.TiedWeight().Grad
-	other := make([]float32, len(tied))
-	x, y := make([]int32, mb*T), make([]int32, mb*T)
-	var lossSum float64
-	step = func(i int) error {
-		s.ZeroGrad()
-		// GPipe: every micro-batch forward, then every one backward. Stage
-		// 1 starts backward only after reading all activations, so
-		// neither side blocks writing into a full pipe the other is not
-		// reading.
-		lossSum = 0
-		for m := 0; m < M; m++ {
-			data.Batch(text, dataSeed, i, m, mb, T, x, y)
-			if !last {
-				act, err := s.Forward(m, mb, T, x, nil)
-				if err != nil {
-					return err
-				}
-				if err := writeFloats(out, act); err != nil {
-					return err
-				}
-				continue
-			}
-			if err := readFloats(in, buf); err != nil {
-				return err
-			}
-			l, err := s.ForwardLoss(m, mb, T, nil, buf, y)
-			if err != nil {
-				return err
-			}
-			lossSum += float64(l) / float64(M)
-		}
-		if err := out.Flush(); err != nil {
-			return err
-		}
-		for m := 0; m < M; m++ {
-			if !last {
-				if err := readFloats(in, buf); err != nil {
-					return err
-				}
-				if _, err := s.Backward(m, buf, 0); err != nil {
-					return err
-				}
-				continue
-			}
-			d, err := s.Backward(m, nil, 1/float32(M))
-			if err != nil {
-				return err
-			}
-			if err := writeFloats(out, d); err != nil {
-				return err
-			}
-		}
-		if err := out.Flush(); err != nil {
-			return err
-		}
-		// Sum the tied embedding's two gradient copies: stage 0 sends
-		// first, stage 1 receives first, so the pipes never fill both ways.
-		if !last {
-			if err := writeFloats(out, tied); err != nil {
-				return err
-			}
-			if err := out.Flush(); err != nil {
-				return err
-			}
-			if err := readFloats(in, other); err != nil {
-				return err
-			}
-		} else {
-			if err := readFloats(in, other); err != nil {
-				return err
-			}
-			if err := writeFloats(out, tied); err != nil {
-				return err
-			}
-			if err := out.Flush(); err != nil {
-				return err
-			}
-		}
-		for k, g := range other {
-			tied[k] += g
-		}
-		opt.Step(lr)
-		return nil
-	}
-	return step, func() float64 { return lossSum }, nil
+	r.Side = "pipeline"
+	r.DriverCPUS = selfCPU() - c0
+	r.Label = fmt.Sprintf("narrowband 2 stages, 1 thread each, pinned to cores %s", strings.Join(p.cores, " and "))
+	return json.NewEncoder(os.Stdout).Encode(r)
 }
 
-func floatBytes(x []float32) []byte {
-	if len(x) == 0 {
-		return nil
-	}
-	return unsafe.Slice((*byte)(unsafe.Pointer(&x[0])), 4*len(x))
+// stepper is what measure drives: engine.Local or pipeline.Driver.
+type stepper interface {
+	Step(ctx context.Context, step int, lr float64) (engine.StepResult, error)
 }
 
-// writeFloats and readFloats move raw native-endian float32s: both ends
-// are processes of this binary on this machine.
-func writeFloats(w io.Writer, x []float32) error {
-	if _, err := w.Write(floatBytes(x)); err != nil {
-		return fmt.Errorf("write to the other stage: %w", err)
+// usage reports the CPU seconds spent so far and the peak RSS of what a
+// measurement counts.
+type usage func() (cpuS float64, peakRSS int64, err error)
+
+// measure runs o.warmup steps, then o.steps timed ones, and reports them:
+// wall and CPU time of the timed steps, peak RSS at the end, the last
+// step's loss.
+func measure(o options, e stepper, use usage) (result, error) {
+	ctx := context.Background()
+	for i := 0; i < o.warmup; i++ {
+		if _, err := e.Step(ctx, i, lr); err != nil {
+			return result{}, fmt.Errorf("warm-up step %d: %w", i, err)
+		}
 	}
-	return nil
+	c0, _, err := use()
+	if err != nil {
+		return result{}, err
+	}
+	w0 := time.Now()
+	var loss float64
+	for i := 0; i < o.steps; i++ {
+		res, err := e.Step(ctx, o.warmup+i, lr)
+		if err != nil {
+			return result{}, fmt.Errorf("step %d: %w", o.warmup+i, err)
+		}
+		loss = res.Loss
+	}
+	wall := time.Since(w0).Seconds()
+	c1, rss, err := use()
+	if err != nil {
+		return result{}, err
+	}
+	cpu := c1 - c0
+	tokens := o.steps * o.batch * stages.DefaultConfig().BlockSize
+	return result{
+		Steps: o.steps, Tokens: tokens, WallS: wall, CPUS: cpu,
+		TokensPerS: float64(tokens) / wall, TokensPerCPUS: float64(tokens) / cpu,
+		Loss: loss, PeakRSS: rss, DataSHA: textSHA,
+	}, nil
 }
 
-func readFloats(r io.Reader, x []float32) error {
-	if _, err := io.ReadFull(r, floatBytes(x)); err != nil {
-		return fmt.Errorf("read from the other stage: %w", err)
-	}
-	return nil
+// selfUsage is this process's CPU time and peak RSS.
+func selfUsage() (float64, int64, error) {
+	rss, err := vmHWM("self")
+	return selfCPU(), rss, err
 }
 
-func cpuSeconds() float64 {
+func selfCPU() float64 {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
 		return 0
@@ -308,17 +233,76 @@ func cpuSeconds() float64 {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }
 
-// vmHWM is this process's peak resident set size (Linux); 0 if unknown.
-func vmHWM() int64 {
-	b, err := os.ReadFile("/proc/self/status")
+// stagePipeline is a pipeline.Driver over worker processes it started,
+// each pinned to a core, with what measure needs to count their usage.
+type stagePipeline struct {
+	*pipeline.Driver
+	pids  []int    // the worker processes (this process's children)
+	cores []string // each worker's allowed CPUs, as /proc lists them
+}
+
+// startPipeline starts cfg's pipeline as a run with pipeline.processes =
+// true does (engine.Layout, launch.Processes, pipeline.New), with this
+// executable as the worker process and stage i pinned to the i-th CPU this
+// process may run on (modulo their number).
+func startPipeline(ctx context.Context, cfg config.Config, corpus *data.Corpus, log *slog.Logger) (*stagePipeline, error) {
+	self, err := os.Executable()
 	if err != nil {
-		return 0
+		return nil, fmt.Errorf("find own binary to run as the worker process: %w", err)
 	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmHWM:" {
-			kb, _ := strconv.ParseInt(f[1], 10, 64)
-			return kb * 1024
+	launch.WorkerCommand = func() ([]string, error) { return []string{self}, nil }
+	layout, err := engine.Layout(cfg)
+	if err != nil {
+		return nil, err
+	}
+	cores, err := stageCores(layout.Stages())
+	if err != nil {
+		return nil, err
+	}
+	// The workers inherit this process's environment when they start.
+	os.Setenv(pinEnv, cores)
+	place, err := launch.Processes(ctx, cfg, layout)
+	os.Unsetenv(pinEnv)
+	if err != nil {
+		return nil, err
+	}
+	d, err := pipeline.New(cfg, layout, corpus, place, log)
+	if err != nil {
+		return nil, err
+	}
+	p := &stagePipeline{Driver: d}
+	if p.pids, err = children(); err == nil && len(p.pids) != layout.Stages() {
+		err = fmt.Errorf("found %d child processes %v, want one worker per stage (%d)", len(p.pids), p.pids, layout.Stages())
+	}
+	for _, pid := range p.pids {
+		if err != nil {
+			break
 		}
+		var c string
+		c, err = procStatus(fmt.Sprint(pid), "Cpus_allowed_list:")
+		p.cores = append(p.cores, c)
 	}
-	return 0
+	if err != nil {
+		d.Close()
+		return nil, fmt.Errorf("pipeline workers: %w", err)
+	}
+	return p, nil
+}
+
+// workerUsage is the workers' CPU time and peak RSS, summed.
+func (p *stagePipeline) workerUsage() (float64, int64, error) {
+	var cpu float64
+	var rss int64
+	for _, pid := range p.pids {
+		c, err := procCPU(pid)
+		if err != nil {
+			return 0, 0, err
+		}
+		r, err := vmHWM(fmt.Sprint(pid))
+		if err != nil {
+			return 0, 0, err
+		}
+		cpu, rss = cpu+c, rss+r
+	}
+	return cpu, rss, nil
 }
