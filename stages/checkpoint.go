@@ -2,6 +2,7 @@ package stages
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"math"
@@ -280,6 +281,21 @@ func LoadModel(path string, maxB int) (*Stage, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
+	// The metadata's claim is checked against what the file holds before
+	// a model of that size is allocated: a small file claiming a large
+	// model is refused, not believed.
+	var have int64
+	for _, t := range ts {
+		if !strings.HasPrefix(t.Name, "optim.") && t.Name != lmHeadName {
+			have += int64(len(t.Data))
+		}
+	}
+	if need := StageParams(m, 0, m.NLayer, true, true); have < need {
+		return nil, fmt.Errorf("%s: %w: its metadata describes a model of %d parameters (%+v) but the file holds %d values; the file is truncated or its metadata is wrong", path, ErrBadSafetensors, need, m, have)
+	}
+	if err := finite(ts); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
 	st, err := NewStage(m, 0, m.NLayer, true, true, maxB, 1)
 	if err != nil {
 		return nil, err
@@ -288,6 +304,25 @@ func LoadModel(path string, maxB int) (*Stage, error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return st, nil
+}
+
+// ErrNotFinite is a checkpoint holding NaN or infinite weights: the run
+// diverged before it was saved.
+var ErrNotFinite = errors.New("the weights are not all finite numbers")
+
+// finite checks every weight (not the optimizer moments).
+func finite(ts []Tensor) error {
+	for _, t := range ts {
+		if strings.HasPrefix(t.Name, "optim.") {
+			continue
+		}
+		for i, v := range t.Data {
+			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+				return fmt.Errorf("%w: %s[%d] = %v; the run diverged before this was saved: use an earlier checkpoint, and lower train.learning_rate", ErrNotFinite, t.Name, i, v)
+			}
+		}
+	}
+	return nil
 }
 
 func sameData(a, b []float32) bool {
@@ -300,4 +335,19 @@ func sameData(a, b []float32) bool {
 		}
 	}
 	return true
+}
+
+// StageParams is the number of parameters a stage of blocks [lo, hi) of cfg
+// holds (with the embeddings if first, ln_f and the head if last), without
+// allocating it.
+func StageParams(cfg Config, lo, hi int, first, last bool) int64 {
+	var n int64
+	for _, sp := range paramLayout(cfg, lo, hi, first, last) {
+		k := int64(1)
+		for _, d := range sp.shape {
+			k *= int64(d)
+		}
+		n += k
+	}
+	return n
 }

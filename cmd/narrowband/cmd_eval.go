@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"unicode/utf8"
 
 	"github.com/narrowband/narrowband/internal/data"
@@ -14,6 +13,9 @@ import (
 
 // evalBatch is how many windows eval runs at once.
 const evalBatch = 16
+
+// maxEvalText bounds the text eval reads (1 GiB).
+const maxEvalText = 1 << 30
 
 func cmdEval(ctx context.Context, argv []string, stdout, stderr io.Writer) error {
 	a, err := parseArgs(argv, map[string]bool{"checkpoint": true, "text": true})
@@ -24,9 +26,11 @@ func cmdEval(ctx context.Context, argv []string, stdout, stderr io.Writer) error
 	if ckpt == "" || textPath == "" || len(a.pos) > 0 {
 		return fmt.Errorf("eval: usage: narrowband eval --checkpoint FILE --text FILE")
 	}
-	text, err := os.ReadFile(textPath)
+	// A regular file only, bounded and stoppable: /dev/zero or a pipe
+	// would otherwise be read forever.
+	text, err := data.ReadText(ctx, textPath, maxEvalText)
 	if err != nil {
-		return fmt.Errorf("eval: %w", err)
+		return fmt.Errorf("eval: --text: %w", err)
 	}
 	st, err := stages.LoadModel(ckpt, evalBatch)
 	if err != nil {

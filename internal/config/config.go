@@ -91,6 +91,10 @@ type Data struct {
 	// Extensions limits a folder to files with these endings; empty means
 	// ".go" for the default corpus and every file otherwise.
 	Extensions []string `toml:"extensions"`
+	// MaxBytes bounds the text read; a corpus larger is refused, by its
+	// files' sizes, before it is read. 0: half of the memory this machine
+	// has available once the model is allocated.
+	MaxBytes int64 `toml:"max_bytes"`
 }
 
 // Model is nanoGPT's GPT.

@@ -42,6 +42,9 @@ func (c Config) Validate() error {
 	if !(c.Data.ValFraction > 0 && c.Data.ValFraction < 0.5) {
 		bad("data.val_fraction", c.Data.ValFraction, "must be in (0, 0.5)")
 	}
+	if c.Data.MaxBytes < 0 {
+		bad("data.max_bytes", c.Data.MaxBytes, "must be at least 0 (0: half the available memory)")
+	}
 	m := c.Model
 	if m.NLayer < 1 {
 		bad("model.n_layer", m.NLayer, "must be at least 1")

@@ -1,7 +1,9 @@
 package data
 
 import (
+	"context"
 	"errors"
+	"io"
 	"fmt"
 	"hash/fnv"
 	"io/fs"
@@ -40,10 +42,17 @@ type Options struct {
 	ValFraction float64  // share of files held out
 	Extensions  []string // keep only these endings; nil = ".go" for the default, all otherwise
 	MinBytes    int      // each split must hold at least this many bytes (block_size+1)
+	// MaxBytes bounds the text read (0: no bound): a corpus larger than
+	// this is refused, by the sizes of its files, before any is read.
+	MaxBytes int64
 }
 
-// Load reads the corpus.
-func Load(o Options) (*Corpus, error) {
+// ErrTooLarge is a corpus over Options.MaxBytes.
+var ErrTooLarge = errors.New("corpus is larger than the limit")
+
+// Load reads the corpus. Only regular files are read (a device or a named
+// pipe would be read forever); ctx stops it between chunks.
+func Load(ctx context.Context, o Options) (*Corpus, error) {
 	path, exts, goSrc := o.Path, o.Extensions, false
 	if path == "" {
 		path = filepath.Join(GoRoot(), "src")
@@ -61,7 +70,13 @@ func Load(o Options) (*Corpus, error) {
 	}
 	c := &Corpus{Source: path}
 	if !st.IsDir() {
-		b, err := os.ReadFile(path)
+		if !st.Mode().IsRegular() {
+			return nil, fmt.Errorf("data: data.path = %s is a %s, not a regular file or a folder (it would be read forever); give a text file or a folder of them", path, fileKind(st.Mode()))
+		}
+		if err := o.bound(path, st.Size()); err != nil {
+			return nil, err
+		}
+		b, err := readFile(ctx, path, st.Size())
 		if err != nil {
 			return nil, fmt.Errorf("data: %w", err)
 		}
@@ -111,10 +126,24 @@ func Load(o Options) (*Corpus, error) {
 		return nil, fmt.Errorf("data: walking %s: %w", path, err)
 	}
 	sort.Strings(files)
+	sizes := make([]int64, len(files))
+	var total int64
+	for i, f := range files {
+		if fi, err := os.Stat(f); err == nil {
+			sizes[i] = fi.Size()
+			total += fi.Size()
+		}
+	}
+	if err := o.bound(path, total); err != nil {
+		return nil, err
+	}
 	var valNames []string
-	for _, f := range files {
+	for i, f := range files {
 		rel, _ := filepath.Rel(path, f)
-		b, err := os.ReadFile(f)
+		b, err := readFile(ctx, f, sizes[i])
+		if err != nil && ctx.Err() != nil {
+			return nil, fmt.Errorf("data: %w", ctx.Err())
+		}
 		if err != nil || len(b) == 0 {
 			continue
 		}
@@ -140,6 +169,73 @@ func Load(o Options) (*Corpus, error) {
 		c.Train = c.Train[:len(c.Train)-n]
 	}
 	return c, nil
+}
+
+// bound refuses a corpus of size bytes over MaxBytes.
+func (o Options) bound(path string, size int64) error {
+	if o.MaxBytes > 0 && size > o.MaxBytes {
+		return fmt.Errorf("data: %s holds %.2f GB of text, more than the limit of %.2f GB (data.max_bytes, or the memory this machine has available): %w", path, float64(size)/1e9, float64(o.MaxBytes)/1e9, ErrTooLarge)
+	}
+	return nil
+}
+
+// readFile reads a regular file of (at most) size bytes in chunks, checking
+// ctx between them; a file that grew while being read is cut at size.
+func readFile(ctx context.Context, path string, size int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	const chunk = 4 << 20
+	b := make([]byte, 0, size)
+	for int64(len(b)) < size {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		n := min(int64(chunk), size-int64(len(b)))
+		k, err := io.ReadFull(f, b[len(b):len(b)+int(n)])
+		b = b[:len(b)+k]
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			break // it shrank
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return b, nil
+}
+
+// ReadText reads a text file for evaluation: a regular file of at most
+// maxBytes, stoppable through ctx.
+func ReadText(ctx context.Context, path string, maxBytes int64) ([]byte, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is a %s, not a regular file (it would be read forever); give a text file", path, fileKind(st.Mode()))
+	}
+	if maxBytes > 0 && st.Size() > maxBytes {
+		return nil, fmt.Errorf("%s has %.2f GB, more than the %.2f GB this command reads: %w", path, float64(st.Size())/1e9, float64(maxBytes)/1e9, ErrTooLarge)
+	}
+	return readFile(ctx, path, st.Size())
+}
+
+func fileKind(m fs.FileMode) string {
+	switch {
+	case m&fs.ModeNamedPipe != 0:
+		return "named pipe"
+	case m&fs.ModeCharDevice != 0:
+		return "character device"
+	case m&fs.ModeDevice != 0:
+		return "device"
+	case m&fs.ModeSocket != 0:
+		return "socket"
+	case m&fs.ModeSymlink != 0:
+		return "symbolic link"
+	}
+	return "special file"
 }
 
 // isVal is the by-file split: a stable hash of the relative path.

@@ -1,6 +1,7 @@
 package data
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -8,7 +9,7 @@ import (
 )
 
 func TestDefaultCorpusSplitIsStable(t *testing.T) {
-	a, err := Load(Options{ValFraction: 0.01, MinBytes: 129})
+	a, err := Load(context.Background(), Options{ValFraction: 0.01, MinBytes: 129})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -19,7 +20,7 @@ func TestDefaultCorpusSplitIsStable(t *testing.T) {
 	if frac < 0.003 || frac > 0.03 {
 		t.Errorf("held-out share %.4f, want about 1%%", frac)
 	}
-	b, err := Load(Options{ValFraction: 0.01, MinBytes: 129})
+	b, err := Load(context.Background(), Options{ValFraction: 0.01, MinBytes: 129})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -29,7 +30,7 @@ func TestDefaultCorpusSplitIsStable(t *testing.T) {
 }
 
 func TestMissingAndEmptyCorpus(t *testing.T) {
-	_, err := Load(Options{Path: filepath.Join(t.TempDir(), "nope"), ValFraction: 0.01, MinBytes: 129})
+	_, err := Load(context.Background(), Options{Path: filepath.Join(t.TempDir(), "nope"), ValFraction: 0.01, MinBytes: 129})
 	if err == nil {
 		t.Fatal("missing path: no error")
 	}
@@ -37,13 +38,13 @@ func TestMissingAndEmptyCorpus(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "a.txt"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	_, err = Load(Options{Path: dir, ValFraction: 0.01, MinBytes: 129})
+	_, err = Load(context.Background(), Options{Path: dir, ValFraction: 0.01, MinBytes: 129})
 	if !errors.Is(err, ErrEmpty) {
 		t.Fatalf("empty folder: got %v, want ErrEmpty", err)
 	}
 	small := filepath.Join(dir, "small.txt")
 	os.WriteFile(small, []byte("hello"), 0o644)
-	if _, err := Load(Options{Path: small, ValFraction: 0.01, MinBytes: 129}); !errors.Is(err, ErrEmpty) {
+	if _, err := Load(context.Background(), Options{Path: small, ValFraction: 0.01, MinBytes: 129}); !errors.Is(err, ErrEmpty) {
 		t.Fatalf("tiny file: got %v, want ErrEmpty", err)
 	}
 }

@@ -40,7 +40,7 @@ func tinyConfig(t *testing.T) config.Config {
 // the test.
 func testPipeline(t *testing.T, c config.Config) *Driver {
 	t.Helper()
-	corpus, err := data.Load(data.Options{Path: c.Data.Path, ValFraction: c.Data.ValFraction, MinBytes: c.Model.BlockSize + 1})
+	corpus, err := data.Load(context.Background(), data.Options{Path: c.Data.Path, ValFraction: c.Data.ValFraction, MinBytes: c.Model.BlockSize + 1})
 	if err != nil {
 		t.Fatal(err)
 	}

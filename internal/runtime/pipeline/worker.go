@@ -155,6 +155,13 @@ func NewWorker(cfg config.Config, layout scheduler.Layout, id int, links Links) 
 	r := layout.Range(id)
 	B := cfg.Train.BatchSize / M
 	first, last := layout.First(id), layout.Last(id)
+	// A peer on another machine checks its own part against its own
+	// memory before allocating it.
+	need := stages.MemoryBytes(engine.ModelConfig(cfg), r.Lo, r.Hi, first, last, B, sm.MaxInFlight()+1) +
+		2*4*float64(stages.StageParams(engine.ModelConfig(cfg), r.Lo, r.Hi, first, last))
+	if err := engine.CheckMemory(fmt.Sprintf("stage %d (blocks %v)", id, r), need, engine.Available()); err != nil {
+		return nil, err
+	}
 	st, err := stages.NewStage(engine.ModelConfig(cfg), r.Lo, r.Hi, first, last, B, sm.MaxInFlight()+1)
 	if err != nil {
 		return nil, fmt.Errorf("stage %d: %w", id, err)

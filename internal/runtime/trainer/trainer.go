@@ -212,13 +212,38 @@ func (r *run) resumeCommand() string {
 // opens metrics.jsonl (continuing it when resuming).
 func (r *run) setup(ctx context.Context) error {
 	o, cfg := r.o, r.cfg
+	// What the model will take is checked before anything is allocated
+	// or read: every stage runs on this machine unless peers join from
+	// elsewhere.
+	avail := engine.Available()
+	layout, err := engine.Layout(cfg)
+	if err != nil {
+		return err
+	}
+	plan, err := engine.PlanMemory(cfg, layout)
+	if err != nil {
+		return err
+	}
+	if !remoteStages(cfg) {
+		if err := engine.CheckMemory(fmt.Sprintf("the model (%d stage(s), train.batch_size %d, model.block_size %d)", layout.Stages(), cfg.Train.BatchSize, cfg.Model.BlockSize), plan.Total(), avail); err != nil {
+			return err
+		}
+	}
 	if r.corpus == nil {
-		corpus, err := data.Load(data.Options{Path: cfg.Data.Path, ValFraction: cfg.Data.ValFraction, Extensions: cfg.Data.Extensions, MinBytes: cfg.Model.BlockSize + 1})
+		maxBytes := cfg.Data.MaxBytes
+		if maxBytes == 0 && avail > 0 {
+			maxBytes = int64(max(avail-plan.Total(), 0) / 2) // the text is held twice while it is split
+		}
+		corpus, err := data.Load(ctx, data.Options{Path: cfg.Data.Path, ValFraction: cfg.Data.ValFraction, Extensions: cfg.Data.Extensions, MinBytes: cfg.Model.BlockSize + 1, MaxBytes: maxBytes})
 		if err != nil {
 			return err
 		}
 		r.corpus = corpus
 		r.log.Info("corpus loaded", "source", corpus.Source, "train_bytes", len(corpus.Train), "val_bytes", len(corpus.Val), "train_files", corpus.TrainFiles, "val_files", corpus.ValFiles)
+	}
+	if need := int64(cfg.Train.EvalBatches*cfg.Train.BatchSize) * int64(cfg.Model.BlockSize+1); int64(len(r.corpus.Val)) < need {
+		r.log.Warn("the held-out text is shorter than one evaluation reads: its windows overlap, so the held-out loss is measured on fewer bytes than it seems; raise data.val_fraction or lower train.eval_batches",
+			"held_out_bytes", len(r.corpus.Val), "evaluation_bytes", need)
 	}
 	resolved, err := cfg.TOML()
 	if err != nil {
@@ -349,6 +374,13 @@ func (r *run) step(ctx context.Context, step int) (int, error) {
 		}
 	}
 	return step, nil
+}
+
+// remoteStages reports whether stages may run on other machines (a WebRTC
+// run that starts fewer local peers than stages): then this machine's
+// memory bounds only its own part.
+func remoteStages(cfg config.Config) bool {
+	return cfg.Pipeline.Transport == "webrtc" && cfg.Pipeline.LocalPeers >= 0 && cfg.Pipeline.LocalPeers < cfg.Pipeline.Stages
 }
 
 // evalWindows are the held-out windows every evaluation scores.

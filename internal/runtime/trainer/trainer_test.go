@@ -144,7 +144,7 @@ func TestEvalOfCheckpointMatchesTrainer(t *testing.T) {
 	c := tinyConfig(t)
 	dir := t.TempDir()
 	sum := runTiny(t, c, dir)
-	corpus, err := data.Load(data.Options{Path: c.Data.Path, ValFraction: c.Data.ValFraction, MinBytes: c.Model.BlockSize + 1})
+	corpus, err := data.Load(context.Background(), data.Options{Path: c.Data.Path, ValFraction: c.Data.ValFraction, MinBytes: c.Model.BlockSize + 1})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,117 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/narrowband/narrowband/internal/config"
+	"github.com/narrowband/narrowband/scheduler"
+	"github.com/narrowband/narrowband/stages"
+)
+
+// MemoryPlan is what a run will allocate, estimated before anything is: per
+// stage, the parameters, gradients and AdamW moments, the activations of
+// every micro-batch in flight and the backward scratch (stages.MemoryBytes
+// plus the moments); and the coordinator's snapshot of the whole model
+// where stages can change hands.
+type MemoryPlan struct {
+	Stages   []float64 // bytes per stage
+	Snapshot float64   // bytes the coordinator keeps to roll back to
+}
+
+// Total is the plan's bytes on one machine that holds every stage.
+func (p MemoryPlan) Total() float64 {
+	t := p.Snapshot
+	for _, s := range p.Stages {
+		t += s
+	}
+	return t
+}
+
+// PlanMemory estimates the run's memory for cfg cut as layout.
+func PlanMemory(cfg config.Config, layout scheduler.Layout) (MemoryPlan, error) {
+	m := ModelConfig(cfg)
+	M := cfg.Train.MicroBatches
+	B := cfg.Train.BatchSize / M
+	var p MemoryPlan
+	for i := 0; i < layout.Stages(); i++ {
+		r := layout.Range(i)
+		slots := 1
+		if layout.Stages() > 1 {
+			spec := scheduler.Pipeline{Schedule: cfg.Pipeline.Schedule, Stages: layout.Stages(), Micro: M, Lookahead: cfg.Pipeline.Lookahead}
+			w, err := spec.MaxInFlight(i)
+			if err != nil {
+				return MemoryPlan{}, err
+			}
+			slots = w + 1 // and one for evaluation
+		}
+		b := stages.MemoryBytes(m, r.Lo, r.Hi, layout.First(i), layout.Last(i), B, slots)
+		// AdamW's two moments, beside the parameters and gradients
+		// MemoryBytes counts.
+		b += 2 * 4 * float64(stages.StageParams(m, r.Lo, r.Hi, layout.First(i), layout.Last(i)))
+		p.Stages = append(p.Stages, b)
+	}
+	if cfg.Pipeline.Transport == "webrtc" {
+		// Weights and both moments, and their encoding for a restore.
+		p.Snapshot = 2 * 3 * 4 * float64(m.NumParams())
+	}
+	return p, nil
+}
+
+// ErrNoMemory is a run (or a checkpoint) that needs more memory than this
+// machine has available.
+var ErrNoMemory = errors.New("not enough memory")
+
+// CheckMemory refuses a plan of need bytes on a machine with avail bytes
+// available (avail 0: unknown, nothing is refused), saying both.
+func CheckMemory(what string, need, avail float64) error {
+	if avail > 0 && need > 0.9*avail {
+		return fmt.Errorf("%w: %s needs about %.2f GB, and this machine has %.2f GB available; lower train.batch_size (or raise train.micro_batches), model.block_size, model.n_embd or model.n_layer, or cut the model into more stages on more machines",
+			ErrNoMemory, what, need/1e9, avail/1e9)
+	}
+	return nil
+}
+
+// Available is the memory this machine can give a new process now
+// (MemAvailable of /proc/meminfo, or the cgroup's limit if lower); 0 if it
+// cannot tell.
+func Available() float64 {
+	avail := meminfo("MemAvailable:")
+	for _, f := range []string{"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		lim, err := strconv.ParseFloat(strings.TrimSpace(string(b)), 64)
+		if err == nil && lim > 0 && lim < 1<<60 {
+			used := 0.0
+			for _, u := range []string{"/sys/fs/cgroup/memory.current", "/sys/fs/cgroup/memory/memory.usage_in_bytes"} {
+				if b, err := os.ReadFile(u); err == nil {
+					used, _ = strconv.ParseFloat(strings.TrimSpace(string(b)), 64)
+					break
+				}
+			}
+			if free := lim - used; avail == 0 || free < avail {
+				avail = max(free, 0)
+			}
+		}
+	}
+	return avail
+}
+
+func meminfo(key string) float64 {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == key {
+			kb, _ := strconv.ParseFloat(f[1], 64)
+			return kb * 1024
+		}
+	}
+	return 0
+}
