@@ -43,10 +43,10 @@ func TestParallelLoopsAreDeterministic(t *testing.T) {
 		x.geluJob = geluJob{out: g, inp: inp}
 		do(&x.geluJob, N*C)
 		atty, att := make([]float32, N*C), make([]float32, B*NH*T*T)
-		x.attnJob = attnJob{out: atty, att: att, qkv: qkv, T: T, C: C, NH: NH}
+		x.attnJob = mhaJob(atty, nil, att, qkv, nil, T, C, NH, false)
 		do(&x.attnJob, B*NH)
 		dqkv := make([]float32, N*3*C)
-		x.attnJob = attnJob{out: dqkv, dout: dout, att: att, qkv: qkv, scratch: make([]float32, poolSize()*2*T*T), T: T, C: C, NH: NH, backward: true}
+		x.attnJob = mhaJob(dqkv, dout, att, qkv, make([]float32, poolSize()*2*T*T), T, C, NH, true)
 		do(&x.attnJob, B*NH)
 		return []result{{"layernorm", out}, {"layernorm dinp", din}, {"layernorm dweight", dw}, {"layernorm dbias", db},
 			{"gelu", g}, {"attention", atty}, {"attention dqkv", dqkv}}
