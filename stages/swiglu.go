@@ -32,15 +32,22 @@ func (j *swigluJob) run(_, lo, hi int) {
 	for n := lo; n < hi; n++ {
 		g, u := j.gu[2*n*I:2*n*I+I], j.gu[2*n*I+I:2*n*I+2*I]
 		if j.backward {
-			swigluRowBackward(j.out[2*n*I:2*n*I+I], j.out[2*n*I+I:2*n*I+2*I], j.dout[n*I:n*I+I], g, u)
+			dg, du, dout := j.out[2*n*I:2*n*I+I], j.out[2*n*I+I:2*n*I+2*I], j.dout[n*I:n*I+I]
+			k := swigluBackwardVec(dg, du, dout, g, u)
+			swigluRowBackward(dg[k:], du[k:], dout[k:], g[k:], u[k:])
 		} else {
-			swigluRowForward(j.out[n*I:n*I+I], g, u)
+			out := j.out[n*I : n*I+I]
+			k := swigluForwardVec(out, g, u)
+			swigluRowForward(out[k:], g[k:], u[k:])
 		}
 	}
 }
 
 // swigluRowForward is out = silu(g)·u with silu(g) = g/(1 + e^−g) (PyTorch's
-// F.silu); e^−g overflows to +Inf for g < −88, giving −0 as it should.
+// F.silu); e^−g overflows to +Inf for g < −88, giving −0 as it should. It
+// is the portable reference and the tail of the vector version, which
+// clamps e^−g at e^88 (silu(g) ≈ −5e−37 instead of −0 for g < −88) and
+// agrees with it to float32 rounding.
 func swigluRowForward(out, g, u []float32) {
 	out, u = out[:len(g)], u[:len(g)]
 	for i, v := range g {
