@@ -72,6 +72,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdWorker(ctx, rest, stdout, stderr)
 	case "simulate":
 		return cmdSimulate(ctx, rest, stdout, stderr)
+	case "tokenizer":
+		return cmdTokenizer(ctx, rest, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
