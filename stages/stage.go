@@ -14,7 +14,8 @@ const (
 
 // Param is one named parameter tensor, a view into the Stage's single
 // parameter array (Data) and single gradient array (Grad). Names and shapes
-// are nanoGPT's state_dict ones (a Linear weight is (out, in)).
+// are nanoGPT's state_dict ones, Hugging Face LlamaForCausalLM's for a
+// Llama (a Linear weight is (out, in)).
 type Param struct {
 	Name  string
 	Shape []int
@@ -28,10 +29,11 @@ type Param struct {
 // Size is the number of elements.
 func (p *Param) Size() int { return len(p.Data) }
 
-// Stage is a contiguous range of transformer blocks [Lo, Hi) of one GPT,
-// plus the token and position embeddings when it is the first stage and the
-// final LayerNorm, LM head and cross-entropy loss when it is the last. The
-// whole model is a Stage that is both first and last.
+// Stage is a contiguous range of transformer blocks [Lo, Hi) of one model
+// (a GPT, or a Llama: see llama.go), plus the token (and, for the GPT,
+// position) embeddings when it is the first stage and the final norm, LM
+// head and cross-entropy loss when it is the last. The whole model is a
+// Stage that is both first and last.
 //
 // A Stage holds `slots` independent activation sets so a pipeline schedule
 // can keep several micro-batches in flight: Forward into a slot, later
@@ -373,9 +375,11 @@ func (s *Stage) Config() Config { return s.cfg }
 // and/or last.
 func (s *Stage) Range() (lo, hi int, first, last bool) { return s.lo, s.hi, s.first, s.last }
 
-// Params lists the stage's parameters in nanoGPT state_dict order. The tied
-// embedding appears once (as transformer.wte.weight on a first stage, as
-// lm_head.weight on a last stage that is not first).
+// Params lists the stage's parameters in state_dict order (nanoGPT's, or
+// Hugging Face's for a Llama). The tied embedding appears once (as
+// transformer.wte.weight / model.embed_tokens.weight on a first stage, as
+// lm_head.weight on a last stage that is not first); an untied Llama head
+// is lm_head.weight on the last stage.
 func (s *Stage) Params() []*Param { return s.params }
 
 // Param returns the parameter called name (nanoGPT naming), or nil.
