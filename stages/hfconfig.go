@@ -90,11 +90,15 @@ func WriteHFConfig(path string, cfg Config, bosID, eosID int) error {
 	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
+	return writeFileAtomic(path, js)
+}
+
+func writeFileAtomic(path string, data []byte) error {
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
 	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
-	_, err = f.Write(js)
+	_, err = f.Write(data)
 	if err == nil {
 		err = f.Sync()
 	}
@@ -115,9 +119,10 @@ func WriteHFConfig(path string, cfg Config, bosID, eosID int) error {
 // (block_size = max_position_embeddings), refusing, by key, what this
 // engine does not run: another model_type or activation, biases, dropout,
 // RoPE scaling, a head_dim other than hidden_size/num_attention_heads.
-// A missing num_key_value_heads means num_attention_heads, as in Hugging
-// Face; a missing rms_norm_eps or rope_theta is an error (Hugging Face's
-// defaults changed between versions).
+// A missing num_key_value_heads means num_attention_heads and a missing
+// tie_word_embeddings untied, as in Hugging Face; a missing rms_norm_eps
+// or rope_theta is an error (Hugging Face's defaults changed between
+// versions).
 func ParseHFConfig(js []byte) (Config, error) {
 	var h hfLlamaConfig
 	if err := json.Unmarshal(js, &h); err != nil {
@@ -154,4 +159,40 @@ func ParseHFConfig(js []byte) (Config, error) {
 		return Config{}, fmt.Errorf("config.json: %w", err)
 	}
 	return cfg, nil
+}
+
+// HFModelFiles are the names WriteHFModel writes in its folder.
+const (
+	HFConfigFile  = "config.json"
+	HFWeightsFile = "model.safetensors"
+)
+
+// WriteHFModel writes a whole-model Llama stage as a Hugging Face model
+// folder: config.json (HFConfigJSON) and model.safetensors with
+// LlamaForCausalLM's state_dict (lm_head.weight included, the embedding's
+// values when tied, as PyTorch's state_dict lists it) and the metadata
+// {"format": "pt"} that transformers' from_pretrained requires of a
+// safetensors file. Token ids as in HFConfigJSON.
+func WriteHFModel(dir string, s *Stage, bosID, eosID int) error {
+	if !s.first || !s.last {
+		return fmt.Errorf("write Hugging Face model: %w (merge the stages' checkpoints and load them into a whole model)", ErrNotWhole)
+	}
+	js, err := HFConfigJSON(s.cfg, bosID, eosID)
+	if err != nil {
+		return fmt.Errorf("write Hugging Face model: %w", err)
+	}
+	ts := make([]Tensor, 0, len(s.params)+1)
+	for _, p := range s.params {
+		ts = append(ts, Tensor{Name: p.Name, Shape: p.Shape, Data: p.Data})
+	}
+	if s.cfg.Tied() {
+		ts = append(ts, Tensor{Name: lmHeadName, Shape: s.wte.Shape, Data: s.wte.Data})
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("write Hugging Face model: %w", err)
+	}
+	if err := WriteSafetensors(filepath.Join(dir, HFWeightsFile), ts, map[string]string{"format": "pt"}); err != nil {
+		return fmt.Errorf("write Hugging Face model: %w", err)
+	}
+	return writeFileAtomic(filepath.Join(dir, HFConfigFile), js)
 }

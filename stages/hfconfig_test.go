@@ -3,6 +3,7 @@ package stages
 import (
 	"encoding/json"
 	"errors"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -91,5 +92,67 @@ func TestHFConfig(t *testing.T) {
 		if _, err := ParseHFConfig(edited); err == nil || !strings.Contains(err.Error(), bad.want) {
 			t.Errorf("%s: %v", bad.edit, err)
 		}
+	}
+}
+
+// WriteHFModel's folder is what from_pretrained reads: config.json, and
+// model.safetensors with format "pt" and exactly LlamaForCausalLM's
+// state_dict, which loads back into an equal model. With
+// NARROWBAND_HF_EXPORT=DIR it also leaves DIR/{tied,untied} for
+// testdata/torch_reference.py --check-export to load into PyTorch.
+func TestWriteHFModel(t *testing.T) {
+	for _, untied := range []bool{false, true} {
+		cfg := tinyLlama(untied)
+		s, _ := NewStage(cfg, 0, cfg.NLayer, true, true, 2, 1)
+		perturb(s, 7)
+		dir := t.TempDir()
+		if d := os.Getenv("NARROWBAND_HF_EXPORT"); d != "" {
+			dir = filepath.Join(d, map[bool]string{false: "tied", true: "untied"}[untied])
+		}
+		if err := WriteHFModel(dir, s, -1, -1); err != nil {
+			t.Fatal(err)
+		}
+		ts, md, err := ReadSafetensors(filepath.Join(dir, HFWeightsFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if md["format"] != "pt" {
+			t.Errorf("metadata %v lacks format=pt", md)
+		}
+		names := map[string]bool{}
+		for _, x := range ts {
+			names[x.Name] = true
+		}
+		want := len(s.Params())
+		if !untied {
+			want++ // lm_head.weight, tied
+		}
+		if len(names) != want || !names[lmHeadName] || !names[llamaEmbedName] || !names["model.layers.2.mlp.down_proj.weight"] {
+			t.Errorf("untied=%v: tensors %v", untied, names)
+		}
+		js, _ := os.ReadFile(filepath.Join(dir, HFConfigFile))
+		back, err := ParseHFConfig(js)
+		if err != nil || back != cfg {
+			t.Fatalf("config.json reads back as %+v, %v", back, err)
+		}
+		s2, _ := NewStage(back, 0, back.NLayer, true, true, 2, 1)
+		if err := s2.LoadStateDict(ts); err != nil {
+			t.Fatal(err)
+		}
+		r := rand.New(rand.NewPCG(1, 1))
+		tok, tgt := randTokens(r, 12, cfg.VocabSize), randTokens(r, 12, cfg.VocabSize)
+		l1, _ := s.ForwardLoss(0, 2, 6, tok, nil, tgt)
+		l2, _ := s2.ForwardLoss(0, 2, 6, tok, nil, tgt)
+		if l1 != l2 {
+			t.Errorf("untied=%v: loss %v after export and load, %v before", untied, l2, l1)
+		}
+		if os.Getenv("NARROWBAND_HF_EXPORT") != "" {
+			check, _ := json.Marshal(map[string]any{"B": 2, "T": 6, "tokens": tok, "targets": tgt, "loss": l1})
+			os.WriteFile(filepath.Join(dir, "check.json"), check, 0o644)
+		}
+	}
+	half, _ := NewStage(tinyLlama(false), 0, 1, true, false, 1, 1)
+	if err := WriteHFModel(t.TempDir(), half, -1, -1); !errors.Is(err, ErrNotWhole) {
+		t.Errorf("a first stage exported: %v", err)
 	}
 }

@@ -22,6 +22,12 @@ TestTorchReferenceLlama checks it.
 
 Regenerate (needs Debian's python3-torch, run with /usr/bin/python3):
     /usr/bin/python3 testdata/torch_reference.py
+
+Check that a Llama folder written by stages.WriteHFModel loads into the
+PyTorch Llama with load_state_dict(strict=True) from its config.json and
+gives the engine's loss (TestWriteHFModel leaves such folders):
+    NARROWBAND_HF_EXPORT=/tmp/x go test ./stages -run TestWriteHFModel
+    /usr/bin/python3 testdata/torch_reference.py --check-export /tmp/x/tied /tmp/x/untied
 """
 import json, math, struct, sys, os
 import torch
@@ -303,7 +309,42 @@ def write_safetensors(path, tensors, metadata):
             f.write(t.detach().to(torch.float32).contiguous().numpy().tobytes())
 
 
+def read_safetensors(path):
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        data = f.read()
+    md = header.pop("__metadata__", {})
+    out = {}
+    for name, e in header.items():
+        assert e["dtype"] == "F32", e
+        a, b = e["data_offsets"]
+        out[name] = torch.frombuffer(bytearray(data[a:b]), dtype=torch.float32).reshape(e["shape"])
+    return out, md
+
+
+def check_export(dirs):
+    for d in dirs:
+        with open(os.path.join(d, "config.json")) as f:
+            c = json.load(f)
+        model = LlamaForCausalLM(c)
+        sd, md = read_safetensors(os.path.join(d, "model.safetensors"))
+        assert md.get("format") == "pt", md
+        model.load_state_dict(sd, strict=True)
+        with open(os.path.join(d, "check.json")) as f:
+            chk = json.load(f)
+        idx = torch.tensor(chk["tokens"]).view(chk["B"], chk["T"])
+        tgt = torch.tensor(chk["targets"]).view(chk["B"], chk["T"])
+        with torch.no_grad():
+            loss = model(idx, tgt).item()
+        rel = abs(loss - chk["loss"]) / chk["loss"]
+        print(d, "PyTorch loss", loss, "engine", chk["loss"], "relative difference %.2g" % rel)
+        assert rel < 1e-5
+
+
 def main():
+    if len(sys.argv) > 2 and sys.argv[1] == "--check-export":
+        return check_export(sys.argv[2:])
     here = os.path.dirname(os.path.abspath(__file__))
     for bias in (True, False):
         torch.manual_seed(1234)
