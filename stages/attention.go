@@ -14,8 +14,35 @@ import (
 //
 //	out (B, T, C), att (B, NH, T, T), qkv (B, T, 3C)
 func attentionForward(x *exec, out, att, qkv []float32, B, T, C, NH int) {
-	x.attnJob = attnJob{out: out, att: att, qkv: qkv, T: T, C: C, NH: NH}
+	x.attnJob = mhaJob(out, nil, att, qkv, nil, T, C, NH, false)
 	parallelFor(&x.par, B*NH, 1, &x.attnJob)
+}
+
+// attentionForwardGQA is causal grouped-query attention (Hugging Face's
+// repeat_kv without the copies): query head h reads key/value head
+// h/(NH/KVH). qkv rows hold NH query heads, then KVH key heads, then KVH
+// value heads, each hs wide, as the fused q_proj/k_proj/v_proj product
+// writes them. With KVH = NH it is attentionForward's arithmetic exactly.
+//
+//	out (B, T, NH·hs), att (B, NH, T, T), qkv (B, T, (NH + 2·KVH)·hs)
+func attentionForwardGQA(x *exec, out, att, qkv []float32, B, T, NH, KVH, hs int) {
+	x.attnJob = gqaJob(out, nil, att, qkv, nil, T, NH, KVH, hs, false)
+	parallelFor(&x.par, B*NH, 1, &x.attnJob)
+}
+
+// attentionBackwardGQA is attentionForwardGQA's backward: it writes dqkv
+// (every entry). A key/value head's gradient sums over the query heads of
+// its group, in head order, so work is split by (batch, group).
+//
+//	dqkv (B, T, (NH + 2·KVH)·hs), dout (B, T, NH·hs), qkv as forward, att (B, NH, T, T)
+func attentionBackwardGQA(x *exec, dqkv, dout, qkv, att, scratch []float32, B, T, NH, KVH, hs int) {
+	x.attnJob = gqaJob(dqkv, dout, att, qkv, scratch, T, NH, KVH, hs, true)
+	parallelFor(&x.par, B*KVH, 1, &x.attnJob)
+}
+
+func gqaJob(out, dout, att, qkv, scratch []float32, T, NH, KVH, hs int, backward bool) attnJob {
+	return attnJob{out: out, dout: dout, att: att, qkv: qkv, scratch: scratch, T: T, C: NH * hs, NH: NH, KVH: KVH,
+		hs: hs, qs: (NH + 2*KVH) * hs, koff: NH * hs, voff: (NH + KVH) * hs, backward: backward}
 }
 
 // attentionBackward writes the gradient wrt qkv into dqkv (each head
@@ -25,13 +52,25 @@ func attentionForward(x *exec, out, att, qkv []float32, B, T, C, NH int) {
 //
 //	dqkv (B, T, 3C), dout (B, T, C), qkv (B, T, 3C), att (B, NH, T, T)
 func attentionBackward(x *exec, dqkv, dout, qkv, att, scratch []float32, B, T, C, NH int) {
-	x.attnJob = attnJob{out: dqkv, dout: dout, att: att, qkv: qkv, scratch: scratch, T: T, C: C, NH: NH, backward: true}
+	x.attnJob = mhaJob(dqkv, dout, att, qkv, scratch, T, C, NH, true)
 	parallelFor(&x.par, B*NH, 1, &x.attnJob)
 }
 
+// mhaJob is GPT-2's multi-head attention on its packed (B, T, 3C) qkv.
+func mhaJob(out, dout, att, qkv, scratch []float32, T, C, NH int, backward bool) attnJob {
+	return attnJob{out: out, dout: dout, att: att, qkv: qkv, scratch: scratch, T: T, C: C, NH: NH, KVH: NH,
+		hs: C / NH, qs: 3 * C, koff: C, voff: 2 * C, backward: backward}
+}
+
+// attnJob is one attention pass. The forward runs per (batch, query head),
+// the backward per (batch, key/value head). C is the row stride of out /
+// dout (NH·hs), qs that of qkv, koff and voff where the key and value heads
+// start in a qkv row. GPT-2's packed (3C) layout is KVH = NH, qs = 3C,
+// koff = C, voff = 2C.
 type attnJob struct {
 	out, dout, att, qkv, scratch []float32
-	T, C, NH                     int
+	T, C, NH, KVH                int
+	hs, qs, koff, voff           int
 	backward                     bool
 }
 
@@ -43,53 +82,77 @@ type attnJob struct {
 const attnBlock = 32
 
 func (j *attnJob) run(chunk, lo, hi int) {
-	T, C, NH := j.T, j.C, j.NH
-	hs := C / NH
-	C3 := 3 * C
+	if j.backward {
+		j.runBackward(chunk, lo, hi)
+		return
+	}
+	T, C, NH, hs, C3 := j.T, j.C, j.NH, j.hs, j.qs
+	rep := NH / j.KVH
 	scale := float32(1 / math.Sqrt(float64(hs)))
 	for bh := lo; bh < hi; bh++ {
 		b, h := bh/NH, bh%NH
+		g := h / rep
 		q := j.qkv[b*T*C3+h*hs:]
-		k := j.qkv[b*T*C3+C+h*hs:]
-		v := j.qkv[b*T*C3+2*C+h*hs:]
+		k := j.qkv[b*T*C3+j.koff+g*hs:]
+		v := j.qkv[b*T*C3+j.voff+g*hs:]
 		a := j.att[bh*T*T : (bh+1)*T*T]
-		if !j.backward {
-			out := j.out[b*T*C+h*hs:]
-			for i0 := 0; i0 < T; i0 += attnBlock {
-				i1 := min(i0+attnBlock, T)
-				// scores = q·kᵀ/√hs for rows [i0, i1) against keys [0, i1),
-				// then a causal softmax per row in place, then ·v.
-				kernels.Sgemm(false, true, i1-i0, i1, hs, scale, q[i0*C3:], C3, k, C3, 0, a[i0*T:], T)
-				for t := i0; t < i1; t++ {
-					softmaxCausalRow(a[t*T:t*T+T], t)
-				}
-				kernels.Sgemm(false, false, i1-i0, hs, i1, 1, a[i0*T:], T, v, C3, 0, out[i0*C:], C)
-			}
-			continue
-		}
-		datt := j.scratch[chunk*2*T*T : chunk*2*T*T+T*T]
-		dpre := j.scratch[chunk*2*T*T+T*T : (chunk+1)*2*T*T]
-		dout := j.dout[b*T*C+h*hs:]
-		dq := j.out[b*T*C3+h*hs:]
-		dk := j.out[b*T*C3+C+h*hs:]
-		dv := j.out[b*T*C3+2*C+h*hs:]
+		out := j.out[b*T*C+h*hs:]
 		for i0 := 0; i0 < T; i0 += attnBlock {
 			i1 := min(i0+attnBlock, T)
-			// datt = dout·vᵀ on the causal block rows, then the softmax
-			// backward dpre = a ⊙ (datt − Σ a·datt) row by row.
-			kernels.Sgemm(false, true, i1-i0, i1, hs, 1, dout[i0*C:], C, v, C3, 0, datt[i0*T:], T)
+			// scores = q·kᵀ/√hs for rows [i0, i1) against keys [0, i1),
+			// then a causal softmax per row in place, then ·v.
+			kernels.Sgemm(false, true, i1-i0, i1, hs, scale, q[i0*C3:], C3, k, C3, 0, a[i0*T:], T)
 			for t := i0; t < i1; t++ {
-				softmaxCausalRowBackward(dpre[t*T:t*T+T], a[t*T:t*T+T], datt[t*T:t*T+T], t)
+				softmaxCausalRow(a[t*T:t*T+T], t)
 			}
-			// dq rows [i0, i1) = dpre[i0:i1, 0:i1]·k[0:i1]·scale.
-			kernels.Sgemm(false, false, i1-i0, hs, i1, scale, dpre[i0*T:], T, k, C3, 0, dq[i0*C3:], C3)
+			kernels.Sgemm(false, false, i1-i0, hs, i1, 1, a[i0*T:], T, v, C3, 0, out[i0*C:], C)
 		}
-		for j0 := 0; j0 < T; j0 += attnBlock {
-			j1 := min(j0+attnBlock, T)
-			// Key rows [j0, j1) receive from query rows [j0, T) only:
-			// dv = aᵀ·dout and dk = dpreᵀ·q·scale over those rows.
-			kernels.Sgemm(true, false, j1-j0, hs, T-j0, 1, a[j0*T+j0:], T, dout[j0*C:], C, 0, dv[j0*C3:], C3)
-			kernels.Sgemm(true, false, j1-j0, hs, T-j0, scale, dpre[j0*T+j0:], T, q[j0*C3:], C3, 0, dk[j0*C3:], C3)
+	}
+}
+
+// runBackward does (batch, key/value head) pairs [lo, hi): for each query
+// head of the group in order, dq of that head, and dk, dv of the group
+// (written by the first head, added to by the others).
+func (j *attnJob) runBackward(chunk, lo, hi int) {
+	T, C, NH, hs, C3 := j.T, j.C, j.NH, j.hs, j.qs
+	rep := NH / j.KVH
+	scale := float32(1 / math.Sqrt(float64(hs)))
+	datt := j.scratch[chunk*2*T*T : chunk*2*T*T+T*T]
+	dpre := j.scratch[chunk*2*T*T+T*T : (chunk+1)*2*T*T]
+	for bg := lo; bg < hi; bg++ {
+		b, g := bg/j.KVH, bg%j.KVH
+		k := j.qkv[b*T*C3+j.koff+g*hs:]
+		v := j.qkv[b*T*C3+j.voff+g*hs:]
+		dk := j.out[b*T*C3+j.koff+g*hs:]
+		dv := j.out[b*T*C3+j.voff+g*hs:]
+		for r := 0; r < rep; r++ {
+			h := g*rep + r
+			var beta float32 // the group's first head writes dk, dv
+			if r > 0 {
+				beta = 1
+			}
+			q := j.qkv[b*T*C3+h*hs:]
+			a := j.att[(b*NH+h)*T*T : (b*NH+h+1)*T*T]
+			dout := j.dout[b*T*C+h*hs:]
+			dq := j.out[b*T*C3+h*hs:]
+			for i0 := 0; i0 < T; i0 += attnBlock {
+				i1 := min(i0+attnBlock, T)
+				// datt = dout·vᵀ on the causal block rows, then the softmax
+				// backward dpre = a ⊙ (datt − Σ a·datt) row by row.
+				kernels.Sgemm(false, true, i1-i0, i1, hs, 1, dout[i0*C:], C, v, C3, 0, datt[i0*T:], T)
+				for t := i0; t < i1; t++ {
+					softmaxCausalRowBackward(dpre[t*T:t*T+T], a[t*T:t*T+T], datt[t*T:t*T+T], t)
+				}
+				// dq rows [i0, i1) = dpre[i0:i1, 0:i1]·k[0:i1]·scale.
+				kernels.Sgemm(false, false, i1-i0, hs, i1, scale, dpre[i0*T:], T, k, C3, 0, dq[i0*C3:], C3)
+			}
+			for j0 := 0; j0 < T; j0 += attnBlock {
+				j1 := min(j0+attnBlock, T)
+				// Key rows [j0, j1) receive from query rows [j0, T) only:
+				// dv = aᵀ·dout and dk = dpreᵀ·q·scale over those rows.
+				kernels.Sgemm(true, false, j1-j0, hs, T-j0, 1, a[j0*T+j0:], T, dout[j0*C:], C, beta, dv[j0*C3:], C3)
+				kernels.Sgemm(true, false, j1-j0, hs, T-j0, scale, dpre[j0*T+j0:], T, q[j0*C3:], C3, beta, dk[j0*C3:], C3)
+			}
 		}
 	}
 }

@@ -107,3 +107,88 @@ func BenchmarkAttention(b *testing.B) {
 	flops := float64(b.N) * 6 * float64(B*NH*T*T/2*(C/NH)) * 2
 	b.ReportMetric(flops/(cpuSeconds()-c0)/1e9, "causal-GFLOP/cpu-s")
 }
+
+func TestAttentionGQAGrad(t *testing.T) {
+	var x exec
+	r := rand.New(rand.NewPCG(51, 52))
+	B, T, NH, KVH, hs := 2, 5, 4, 2, 3
+	qs := (NH + 2*KVH) * hs
+	qkv, proj := randVec(r, B*T*qs, 1), randVec(r, B*T*NH*hs, 1)
+	out, att := make([]float32, B*T*NH*hs), make([]float32, B*NH*T*T)
+	f := func() float64 { attentionForwardGQA(&x, out, att, qkv, B, T, NH, KVH, hs); return dot64(out, proj) }
+	f()
+	dqkv := make([]float32, len(qkv))
+	for i := range dqkv {
+		dqkv[i] = 7 // must be overwritten
+	}
+	attentionBackwardGQA(&x, dqkv, proj, qkv, att, make([]float32, poolSize()*2*T*T), B, T, NH, KVH, hs)
+	checkGrad(t, "dqkv", qkv, dqkv, f)
+}
+
+// Grouped-query attention is multi-head attention on key/value heads
+// repeated n_head/n_kv_head times (Hugging Face's repeat_kv): compare with
+// the plain-loop reference run on the repeated heads, whose key/value
+// gradients sum over each group. KVH = NH must be the GPT's attention to
+// the bit.
+func TestAttentionGQAMatchesRepeatKV(t *testing.T) {
+	var x exec
+	r := rand.New(rand.NewPCG(53, 54))
+	for _, sh := range []struct{ B, T, NH, KVH, hs int }{
+		{1, 1, 2, 1, 4}, {2, 7, 4, 2, 3}, {1, 33, 6, 3, 2}, {2, 40, 4, 1, 8}, {1, 65, 3, 3, 4},
+	} {
+		B, T, NH, KVH, hs := sh.B, sh.T, sh.NH, sh.KVH, sh.hs
+		rep, C := NH/KVH, NH*hs
+		qs := (NH + 2*KVH) * hs
+		qkv, dout := randVec(r, B*T*qs, 1), randVec(r, B*T*C, 1)
+		// The same attention in GPT-2's packed layout with repeated kv.
+		full := make([]float32, B*T*3*C)
+		for n := 0; n < B*T; n++ {
+			row, f := qkv[n*qs:], full[n*3*C:]
+			copy(f[:C], row[:C])
+			for h := 0; h < NH; h++ {
+				g := h / rep
+				copy(f[C+h*hs:C+h*hs+hs], row[C+g*hs:C+g*hs+hs])
+				copy(f[2*C+h*hs:2*C+h*hs+hs], row[C+KVH*hs+g*hs:C+KVH*hs+g*hs+hs])
+			}
+		}
+		out, att := make([]float32, B*T*C), make([]float32, B*NH*T*T)
+		outRef, attRef := make([]float32, B*T*C), make([]float32, B*NH*T*T)
+		attentionForwardGQA(&x, out, att, qkv, B, T, NH, KVH, hs)
+		attentionForwardRef(outRef, attRef, full, B, T, C, NH)
+		dqkv, dfull := make([]float32, B*T*qs), make([]float32, B*T*3*C)
+		attentionBackwardGQA(&x, dqkv, dout, qkv, att, make([]float32, poolSize()*2*T*T), B, T, NH, KVH, hs)
+		attentionBackwardRef(dfull, dout, full, att, B, T, C, NH)
+		want := make([]float32, B*T*qs)
+		for n := 0; n < B*T; n++ {
+			w, f := want[n*qs:], dfull[n*3*C:]
+			copy(w[:C], f[:C])
+			for h := 0; h < NH; h++ {
+				g := h / rep
+				for i := 0; i < hs; i++ {
+					w[C+g*hs+i] += f[C+h*hs+i]
+					w[C+KVH*hs+g*hs+i] += f[2*C+h*hs+i]
+				}
+			}
+		}
+		name := func(s string) string { return fmt.Sprintf("B=%d T=%d NH=%d KVH=%d hs=%d %s", B, T, NH, KVH, hs, s) }
+		assertClose(t, name("out"), out, outRef, 1e-5)
+		assertClose(t, name("att"), att, attRef, 1e-5)
+		assertClose(t, name("dqkv"), dqkv, want, 1e-5)
+		if KVH == NH {
+			// Same layout as GPT-2's: the same bits as attentionForward.
+			out2, att2, d2 := make([]float32, B*T*C), make([]float32, B*NH*T*T), make([]float32, B*T*3*C)
+			attentionForward(&x, out2, att2, qkv, B, T, C, NH)
+			attentionBackward(&x, d2, dout, qkv, att2, make([]float32, poolSize()*2*T*T), B, T, C, NH)
+			for i := range out2 {
+				if math.Float32bits(out2[i]) != math.Float32bits(out[i]) {
+					t.Fatalf("%s: GQA with n_kv_head = n_head differs from attentionForward at %d", name(""), i)
+				}
+			}
+			for i := range d2 {
+				if math.Float32bits(d2[i]) != math.Float32bits(dqkv[i]) {
+					t.Fatalf("%s: GQA backward with n_kv_head = n_head differs from attentionBackward at %d", name(""), i)
+				}
+			}
+		}
+	}
+}

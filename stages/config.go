@@ -3,10 +3,16 @@ package stages
 import (
 	"errors"
 	"fmt"
+	"math"
 )
 
-// Config is the shape of the whole GPT model, the same for every stage of a
-// split. Field names follow nanoGPT's GPTConfig.
+// Config is the shape of the whole model, the same for every stage of a
+// split. Field names follow nanoGPT's GPTConfig; the Llama fields follow
+// Hugging Face's LlamaConfig (their config.json key in each comment).
+//
+// The fields after Dropout are new with model families; they are left out
+// of the JSON encoding when zero, so a GPT-2 config encodes exactly as it
+// did before families existed. Config stays comparable (==).
 type Config struct {
 	// NLayer is the number of transformer blocks in the whole model (not in
 	// one stage).
@@ -25,12 +31,63 @@ type Config struct {
 	// pipeline and a single process, and small models on lots of data do not
 	// need it.
 	Dropout float64 `toml:"dropout"`
+
+	// Family is the architecture; the zero value is GPT-2 (see Family).
+	Family Family `toml:"family" json:",omitempty"`
+	// NKVHead is the number of key/value heads of grouped-query attention
+	// (Llama only; num_key_value_heads): n_head must be a multiple of it,
+	// each group of n_head/n_kv_head query heads shares one key and value
+	// head. n_kv_head = n_head is plain multi-head attention. Required for
+	// a Llama so that one model has one Config.
+	NKVHead int `toml:"n_kv_head" json:",omitempty"`
+	// IntermediateSize is the width of the SwiGLU MLP (Llama only;
+	// intermediate_size). Llama's rule of thumb is 8/3·n_embd rounded up;
+	// a multiple of 8 keeps the vector loops free of tails.
+	IntermediateSize int `toml:"intermediate_size" json:",omitempty"`
+	// RopeTheta is the base of the rotary position embedding's frequencies
+	// (Llama only; rope_theta): 10000 for Llama 2, 500000 for Llama 3.
+	RopeTheta float64 `toml:"rope_theta" json:",omitempty"`
+	// RMSNormEps is the epsilon added to the mean square in RMSNorm (Llama
+	// only; rms_norm_eps): 1e-5 for Llama 2, 1e-6 is Hugging Face's default.
+	RMSNormEps float64 `toml:"rms_norm_eps" json:",omitempty"`
+	// UntiedEmbeddings gives the LM head its own weight instead of the
+	// token embedding (Llama only; tie_word_embeddings = !untied). GPT-2 is
+	// always tied, so the zero value means tied for every family.
+	UntiedEmbeddings bool `toml:"untied_embeddings" json:",omitempty"`
 }
 
 // DefaultConfig is the small model the project benchmarks against PyTorch:
 // 4 layers, 4 heads, d=256, context 128, byte vocabulary (3.3M parameters).
 func DefaultConfig() Config {
 	return Config{NLayer: 4, NHead: 4, NEmbd: 256, BlockSize: 128, VocabSize: 256, Bias: true}
+}
+
+// DefaultLlamaConfig is a Llama of the width and depth of DefaultConfig:
+// 4 layers, 4 heads (multi-head: n_kv_head 4), d=256, SwiGLU width 688 (so
+// its parameter count, 3.3M, is the GPT's), context 128, byte vocabulary,
+// rope_theta 10000, rms_norm_eps 1e-5, tied embeddings.
+func DefaultLlamaConfig() Config {
+	return Config{Family: FamilyLlama, NLayer: 4, NHead: 4, NKVHead: 4, NEmbd: 256, BlockSize: 128, VocabSize: 256,
+		IntermediateSize: 688, RopeTheta: 10000, RMSNormEps: 1e-5}
+}
+
+// Tied says the LM head is the token embedding (always for GPT-2).
+func (c Config) Tied() bool { return !c.UntiedEmbeddings }
+
+// HeadSize is n_embd / n_head, the width of one attention head.
+func (c Config) HeadSize() int {
+	if c.NHead <= 0 {
+		return 0
+	}
+	return c.NEmbd / c.NHead
+}
+
+// kvHeads is the number of key/value heads: n_head for GPT-2.
+func (c Config) kvHeads() int {
+	if c.Family == FamilyLlama {
+		return c.NKVHead
+	}
+	return c.NHead
 }
 
 // maxDim bounds every dimension so that sizes computed from a hostile or
@@ -56,15 +113,70 @@ func (c Config) Validate() error {
 	if c.Dropout != 0 {
 		errs = append(errs, fmt.Errorf("model.dropout = %g: only 0 is supported (dropout would make a split model differ from the whole one)", c.Dropout))
 	}
+	switch c.Family {
+	case FamilyGPT2:
+		// The Llama settings must not be set on a GPT-2, so that a config
+		// meant for a Llama but missing family = "llama" is caught.
+		for _, f := range []struct {
+			name string
+			set  bool
+		}{
+			{"n_kv_head", c.NKVHead != 0}, {"intermediate_size", c.IntermediateSize != 0},
+			{"rope_theta", c.RopeTheta != 0}, {"rms_norm_eps", c.RMSNormEps != 0}, {"untied_embeddings", c.UntiedEmbeddings},
+		} {
+			if f.set {
+				errs = append(errs, fmt.Errorf("model.%s is set but model.family = %q: it is a Llama setting; set family = \"llama\" or remove it", f.name, c.Family))
+			}
+		}
+	case FamilyLlama:
+		errs = append(errs, c.validateLlama()...)
+	default:
+		errs = append(errs, fmt.Errorf("model.family = %d: want gpt2 or llama", int(c.Family)))
+	}
 	if len(errs) == 0 && c.NumParams() > 1<<31 {
 		errs = append(errs, fmt.Errorf("model has %d parameters: more than the 2^31 this engine addresses; shrink n_layer, n_embd or vocab_size", c.NumParams()))
 	}
 	return errors.Join(errs...)
 }
 
+func (c Config) validateLlama() []error {
+	var errs []error
+	if c.Bias {
+		errs = append(errs, fmt.Errorf("model.bias = true: a Llama has no biases; set bias = false"))
+	}
+	if c.NKVHead <= 0 || c.NKVHead > maxDim {
+		errs = append(errs, fmt.Errorf("model.n_kv_head = %d: must be in 1..%d (n_head = %d for multi-head attention)", c.NKVHead, maxDim, c.NHead))
+	} else if c.NHead > 0 && c.NHead%c.NKVHead != 0 {
+		errs = append(errs, fmt.Errorf("model.n_kv_head = %d does not divide model.n_head = %d: each key/value head serves n_head/n_kv_head query heads", c.NKVHead, c.NHead))
+	}
+	if c.IntermediateSize <= 0 || c.IntermediateSize > 4*maxDim {
+		errs = append(errs, fmt.Errorf("model.intermediate_size = %d: must be in 1..%d (Llama uses about 8/3·n_embd)", c.IntermediateSize, 4*maxDim))
+	}
+	if !(c.RopeTheta > 0) || math.IsInf(c.RopeTheta, 0) {
+		errs = append(errs, fmt.Errorf("model.rope_theta = %g: must be a positive number (10000 for Llama 2, 500000 for Llama 3)", c.RopeTheta))
+	}
+	if !(c.RMSNormEps > 0 && c.RMSNormEps < 1) {
+		errs = append(errs, fmt.Errorf("model.rms_norm_eps = %g: must be in (0, 1) (1e-5 or 1e-6 as Llama)", c.RMSNormEps))
+	}
+	if hs := c.HeadSize(); c.NHead > 0 && c.NEmbd%c.NHead == 0 && hs%2 != 0 {
+		errs = append(errs, fmt.Errorf("model.n_embd / model.n_head = %d / %d = %d: rotary embeddings need an even head size", c.NEmbd, c.NHead, hs))
+	}
+	return errs
+}
+
 // NumParams is the parameter count of the whole model, counting the tied
 // embedding once (as nanoGPT's get_num_params(non_embedding=False)).
 func (c Config) NumParams() int64 {
+	if c.Family == FamilyLlama {
+		C, V, L := int64(c.NEmbd), int64(c.VocabSize), int64(c.NLayer)
+		kv := int64(c.NKVHead) * int64(c.HeadSize())
+		perBlock := C*C + 2*kv*C + C*C + 3*C*int64(c.IntermediateSize) + 2*C
+		n := V*C + L*perBlock + C
+		if c.UntiedEmbeddings {
+			n += V * C
+		}
+		return n
+	}
 	C, V, T, L := int64(c.NEmbd), int64(c.VocabSize), int64(c.BlockSize), int64(c.NLayer)
 	perBlock := 12 * C * C
 	ln := C

@@ -1,6 +1,8 @@
-// Package stages is the GPT engine: nanoGPT's model (karpathy/nanoGPT
-// model.py) written llm.c style on flat []float32 buffers, cut into
-// pipeline stages from the start.
+// Package stages is the model engine: nanoGPT's GPT (karpathy/nanoGPT
+// model.py) and Hugging Face's Llama (transformers' modeling_llama.py),
+// written llm.c style on flat []float32 buffers, cut into pipeline stages
+// from the start. Config.Family picks the model; the zero value is GPT-2,
+// which the rest of this comment describes first.
 //
 // A Stage holds the blocks [lo, hi) of one model, plus the token and
 // position embeddings if it is the first stage and the final LayerNorm, the
@@ -60,6 +62,18 @@
 // several micro-batches are accumulated (float additions in another order;
 // agrees to 1e-6 of the tensor's largest gradient).
 //
+// The Llama family (llama.go; FamilyLlama) runs on the same Stage: a block
+// is RMSNorm (rmsnorm.go), the fused q/k/v projection, rotary position
+// embeddings in Hugging Face's rotate_half convention with rope_theta
+// (rope.go), grouped-query causal attention (n_kv_head; attention.go's job,
+// which runs the GPT's multi-head case with the same arguments as before),
+// o_proj, RMSNorm, the fused gate/up projection, SwiGLU (swiglu.go, AVX2
+// like GELU) and down_proj; no biases, no position table, the LM head
+// tied to model.embed_tokens unless UntiedEmbeddings. Tensor names and
+// shapes are LlamaForCausalLM's; HFConfigJSON writes the config.json that
+// goes with them. EstimateMemory (memory.go) gives what a stage of either
+// family allocates, by kind.
+//
 // Initialization (init.go) derives each tensor from (seed, tensor name), so
 // every split starts from the same weights. Names and shapes are nanoGPT's
 // state_dict ones, so checkpoints (safetensors.go) load into PyTorch.
@@ -71,5 +85,10 @@
 // of it (step 1e-6, |g − fd| ≤ 1e-4·max|g| + 1e-3·|fd|); split models
 // against the whole one; and loss and gradients against PyTorch running
 // nanoGPT's model code (testdata/torch_reference.py; 1e-5 relative loss,
-// 1e-4·max|g| per tensor).
+// 1e-4·max|g| per tensor). The Llama has the same checks: every new
+// backward against central differences, the whole model against a float64
+// forward pass written from modeling_llama.py (llama_ref64_test.go),
+// splits against the whole model, and loss and gradients against a plain
+// PyTorch copy of modeling_llama.py's modules (grouped-query and tied,
+// multi-head and untied), with the same tolerances.
 package stages

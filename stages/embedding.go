@@ -34,3 +34,28 @@ func encoderBackward(dwte, dwpe, dout []float32, tokens []int32, B, T, C int) {
 		}
 	}
 }
+
+// tokenEmbedForward copies each position's token embedding (a Llama has
+// no position table: positions enter through the rotary embedding).
+//
+//	out (N, C), tokens (N), wte (V, C)
+func tokenEmbedForward(out []float32, tokens []int32, wte []float32, N, C int) {
+	for n := 0; n < N; n++ {
+		t := int(tokens[n])
+		copy(out[n*C:n*C+C], wte[t*C:t*C+C])
+	}
+}
+
+// tokenEmbedBackward adds dout into the rows of dwte that forward read,
+// in position order so repeated tokens sum the same way every time.
+//
+//	dwte (V, C), dout (N, C), tokens (N)
+func tokenEmbedBackward(dwte, dout []float32, tokens []int32, N, C int) {
+	for n := 0; n < N; n++ {
+		t := int(tokens[n])
+		e := dwte[t*C : t*C+C]
+		for i, v := range dout[n*C : n*C+C] {
+			e[i] += v
+		}
+	}
+}

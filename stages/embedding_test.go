@@ -18,3 +18,16 @@ func TestEncoderGrad(t *testing.T) {
 	checkGrad(t, "dwte", wte, dwte, f)
 	checkGrad(t, "dwpe", wpe, dwpe, f)
 }
+
+func TestTokenEmbedGrad(t *testing.T) {
+	r := rand.New(rand.NewPCG(13, 14))
+	N, C, V := 6, 4, 5
+	wte := randVec(r, V*C, 1)
+	tokens := []int32{1, 4, 1, 0, 1, 3} // repeated tokens accumulate
+	proj := randVec(r, N*C, 1)
+	out := make([]float32, N*C)
+	f := func() float64 { tokenEmbedForward(out, tokens, wte, N, C); return dot64(out, proj) }
+	dwte := make([]float32, V*C)
+	tokenEmbedBackward(dwte, proj, tokens, N, C)
+	checkGrad(t, "dwte", wte, dwte, f)
+}

@@ -181,11 +181,12 @@ func GradSumSquares(params []*Param) float64 {
 // GradSumSquares is this stage's share of the global squared gradient norm.
 // It leaves out the LM-head copy of the tied embedding on a last stage that
 // is not first: after the runtime sums the tied gradients, the first stage
-// counts that matrix once, as the whole model would.
+// counts that matrix once, as the whole model would. An untied LM head is
+// a parameter of its own and counts.
 func (s *Stage) GradSumSquares() float64 {
 	var sum float64
 	for _, p := range s.params {
-		if p.Name == lmHeadName {
+		if p.Name == lmHeadName && s.cfg.Tied() {
 			continue
 		}
 		sum += GradSumSquares([]*Param{p})

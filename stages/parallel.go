@@ -113,4 +113,8 @@ type exec struct {
 	geluJob  geluJob
 	attnJob  attnJob
 	ceJob    ceJob
+
+	rmsJob    rmsJob
+	ropeJob   ropeJob
+	swigluJob swigluJob
 }

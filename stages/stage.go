@@ -14,7 +14,8 @@ const (
 
 // Param is one named parameter tensor, a view into the Stage's single
 // parameter array (Data) and single gradient array (Grad). Names and shapes
-// are nanoGPT's state_dict ones (a Linear weight is (out, in)).
+// are nanoGPT's state_dict ones, Hugging Face LlamaForCausalLM's for a
+// Llama (a Linear weight is (out, in)).
 type Param struct {
 	Name  string
 	Shape []int
@@ -28,10 +29,11 @@ type Param struct {
 // Size is the number of elements.
 func (p *Param) Size() int { return len(p.Data) }
 
-// Stage is a contiguous range of transformer blocks [Lo, Hi) of one GPT,
-// plus the token and position embeddings when it is the first stage and the
-// final LayerNorm, LM head and cross-entropy loss when it is the last. The
-// whole model is a Stage that is both first and last.
+// Stage is a contiguous range of transformer blocks [Lo, Hi) of one model
+// (a GPT, or a Llama: see llama.go), plus the token (and, for the GPT,
+// position) embeddings when it is the first stage and the final norm, LM
+// head and cross-entropy loss when it is the last. The whole model is a
+// Stage that is both first and last.
 //
 // A Stage holds `slots` independent activation sets so a pipeline schedule
 // can keep several micro-batches in flight: Forward into a slot, later
@@ -63,6 +65,13 @@ type Stage struct {
 	dfch       []float32 // (B, T, 4C) gradient before GELU
 	dfchg      []float32 // (B, T, 4C) gradient after GELU
 	attScratch []float32 // (workers, 2, T, T) per-worker attention backward scratch
+
+	// Llama only (llama.go): the decoder layers, the rotary tables and the
+	// SwiGLU backward scratch. dqkv is then (B, T, QKV).
+	lblocks          []llamaBlockParams
+	ropeCos, ropeSin []float32 // (block_size, hs/2)
+	dact             []float32 // (B, T, I) gradient at the SwiGLU output
+	dgu              []float32 // (B, T, 2I) gradient at gate_proj, up_proj
 
 	x exec
 }
@@ -117,9 +126,10 @@ type slot struct {
 	x0      []float32   // (B, T, C) the stage's input residual stream
 	tokens  []int32     // (B, T)    first stage: for the embedding backward
 	targets []int32     // (B, T)    last stage
-	blocks  []blockActs // one per block of the stage
+	blocks  []blockActs // one per block of the stage (GPT-2)
+	lblocks []llamaActs // one per block of the stage (Llama)
 	lnf     []float32   // (B, T, C) last stage: ln_f(residual)
-	lnfMean []float32   // (B, T)
+	lnfMean []float32   // (B, T)    (GPT-2 only)
 	lnfRstd []float32   // (B, T)
 	probs   []float32   // (B, T, V) softmax of the logits
 	losses  []float32   // (B, T)    cross-entropy per position
@@ -180,6 +190,9 @@ type paramSpec struct {
 // + ln_f and LM head if last) in nanoGPT state_dict order. A last stage
 // that is also first has no separate lm_head.weight: it is wte.
 func paramLayout(cfg Config, lo, hi int, first, last bool) []paramSpec {
+	if cfg.Family == FamilyLlama {
+		return llamaParamLayout(cfg, lo, hi, first, last)
+	}
 	C, V := cfg.NEmbd, cfg.VocabSize
 	var specs []paramSpec
 	add := func(name string, decay bool, shape ...int) {
@@ -237,6 +250,10 @@ func (s *Stage) allocParams() {
 		byName[sp.name] = p
 		s.params = append(s.params, p)
 	}
+	if s.cfg.Family == FamilyLlama {
+		s.bindLlama(byName)
+		return
+	}
 	s.wte, s.wpe = byName[wteName], byName[wpeName]
 	s.lnfw, s.lnfb = byName["transformer.ln_f.weight"], byName["transformer.ln_f.bias"]
 	s.lmHead = byName[lmHeadName]
@@ -269,31 +286,11 @@ func prod(shape []int) int {
 // sizes might overflow int), instead of crashing in make.
 const maxStageBytes = 1 << 40
 
-// MemoryBytes estimates what NewStage allocates: parameters, gradients,
-// `slots` activation sets for micro-batches of maxB×BlockSize tokens, and
-// the backward scratch (the optimizer adds 2× the parameters). Computed in
-// float64 so that absurd configs give a large number, not an overflow.
-func MemoryBytes(cfg Config, lo, hi int, first, last bool, maxB, slots int) float64 {
-	var params float64
-	for _, sp := range paramLayout(cfg, lo, hi, first, last) {
-		n := 1.0
-		for _, d := range sp.shape {
-			n *= float64(d)
-		}
-		params += n
-	}
-	C, NH, V := float64(cfg.NEmbd), float64(cfg.NHead), float64(cfg.VocabSize)
-	T, B, nb := float64(cfg.BlockSize), float64(maxB), float64(hi-lo)
-	N := B * T
-	perSlot := N*C + nb*(16*N*C+4*N+B*NH*T*T)
-	if last {
-		perSlot += N*C + 2*N + N*V + N
-	}
-	scratch := 10*N*C + 2*4*T*T
-	return 4 * (2*params + float64(slots)*perSlot + scratch)
-}
-
 func (s *Stage) allocActs(nslots int) {
+	if s.cfg.Family == FamilyLlama {
+		s.allocLlamaActs(nslots)
+		return
+	}
 	C, NH, V := s.cfg.NEmbd, s.cfg.NHead, s.cfg.VocabSize
 	N := s.maxB * s.cfg.BlockSize
 	TT := s.cfg.BlockSize * s.cfg.BlockSize
@@ -356,11 +353,16 @@ func (s *Stage) allocActs(nslots int) {
 	}
 }
 
-// Init sets every parameter to nanoGPT's initialization derived from
-// (seed, tensor name) — see initTensor — so every split of the model starts
-// from identical weights. Gradients are zeroed.
+// Init sets every parameter to nanoGPT's initialization (Hugging Face's
+// for a Llama) derived from (seed, tensor name) — see initTensor and
+// llamaInitTensor — so every split of the model starts from identical
+// weights. Gradients are zeroed.
 func (s *Stage) Init(seed uint64) {
 	for _, p := range s.params {
+		if s.cfg.Family == FamilyLlama {
+			llamaInitTensor(p.Data, p.Name, seed, s.cfg.Tied())
+			continue
+		}
 		initTensor(p.Data, p.Name, seed, s.cfg.NLayer)
 	}
 	s.ZeroGrad()
@@ -373,9 +375,11 @@ func (s *Stage) Config() Config { return s.cfg }
 // and/or last.
 func (s *Stage) Range() (lo, hi int, first, last bool) { return s.lo, s.hi, s.first, s.last }
 
-// Params lists the stage's parameters in nanoGPT state_dict order. The tied
-// embedding appears once (as transformer.wte.weight on a first stage, as
-// lm_head.weight on a last stage that is not first).
+// Params lists the stage's parameters in state_dict order (nanoGPT's, or
+// Hugging Face's for a Llama). The tied embedding appears once (as
+// transformer.wte.weight / model.embed_tokens.weight on a first stage, as
+// lm_head.weight on a last stage that is not first); an untied Llama head
+// is lm_head.weight on the last stage.
 func (s *Stage) Params() []*Param { return s.params }
 
 // Param returns the parameter called name (nanoGPT naming), or nil.
@@ -398,12 +402,16 @@ func (s *Stage) MaxBatch() int { return s.maxB }
 func (s *Stage) NumParams() int { return len(s.paramData) }
 
 // TiedWeight is the stage's copy of the tied token-embedding / LM-head
-// matrix (V, C): transformer.wte.weight on a first stage, lm_head.weight on
-// a last stage, nil on a middle stage. When a model is split, the runtime
+// matrix (V, C): transformer.wte.weight (model.embed_tokens.weight for a
+// Llama) on a first stage, lm_head.weight on a last stage, nil on a middle
+// stage and on every stage of a model with UntiedEmbeddings. When a model is split, the runtime
 // must, every step, add the two copies' gradients together (both Grad slices
 // then hold the sum) before the optimizer step, so the copies, initialized
 // identically, stay identical. On a whole-model stage they are one buffer.
 func (s *Stage) TiedWeight() *Param {
+	if !s.cfg.Tied() {
+		return nil
+	}
 	if s.first {
 		return s.wte
 	}
@@ -458,6 +466,9 @@ func (s *Stage) Forward(slot, B, T int, tokens []int32, in []float32) ([]float32
 // forwardBlocks runs the embeddings (first stage) and the blocks and
 // returns the output residual stream.
 func (s *Stage) forwardBlocks(sl *slot, B, T int, tokens []int32, in []float32) []float32 {
+	if s.cfg.Family == FamilyLlama {
+		return s.llamaForwardBlocks(sl, B, T, tokens, in)
+	}
 	C, NH := s.cfg.NEmbd, s.cfg.NHead
 	N := B * T
 	sl.B, sl.T, sl.state = B, T, slotEmpty
@@ -506,7 +517,11 @@ func (s *Stage) forwardHead(sl *slot, B, T int, tokens []int32, in []float32) []
 	N := B * T
 	x := s.forwardBlocks(sl, B, T, tokens, in)
 	lnf, logits := sl.lnf[:N*C], sl.probs[:N*V]
-	layernormForward(&s.x, lnf, sl.lnfMean, sl.lnfRstd, x, s.lnfw.Data, data(s.lnfb), N, C)
+	if s.cfg.Family == FamilyLlama {
+		rmsnormForward(&s.x, lnf, sl.lnfRstd, x, s.lnfw.Data, N, C, s.cfg.RMSNormEps)
+	} else {
+		layernormForward(&s.x, lnf, sl.lnfMean, sl.lnfRstd, x, s.lnfw.Data, data(s.lnfb), N, C)
+	}
 	matmulForward(logits, lnf, s.lmHead.Data, nil, nil, N, C, V)
 	return logits
 }
@@ -559,6 +574,9 @@ func (s *Stage) Backward(slotIdx int, dout []float32, lossScale float32) ([]floa
 	if sl.state != slotForwarded {
 		return nil, fmt.Errorf("backward: slot %d: %w", slotIdx, ErrSlotEmpty)
 	}
+	if s.cfg.Family == FamilyLlama {
+		return s.llamaBackward(sl, dout, lossScale)
+	}
 	B, T, C, NH, V := sl.B, sl.T, s.cfg.NEmbd, s.cfg.NHead, s.cfg.VocabSize
 	N := B * T
 	dres := s.dres[:N*C]
@@ -604,6 +622,9 @@ func (s *Stage) Backward(slotIdx int, dout []float32, lossScale float32) ([]floa
 
 // blockOut is the residual stream after the stage's last block.
 func (s *Stage) blockOut(sl *slot, N int) []float32 {
+	if n := len(sl.lblocks); n > 0 {
+		return sl.lblocks[n-1].res3[:N*s.cfg.NEmbd]
+	}
 	if len(sl.blocks) == 0 {
 		return sl.x0[:N*s.cfg.NEmbd]
 	}

@@ -21,14 +21,22 @@ func randTokens(r *rand.Rand, n, V int) []int32 {
 	return t
 }
 
+// tiedName is the first stage's name of the tied embedding.
+func tiedName(cfg Config) string {
+	if cfg.Family == FamilyLlama {
+		return llamaEmbedName
+	}
+	return wteName
+}
+
 // perturb moves every weight away from nanoGPT's init (zero biases, unit
 // LayerNorm) so that every gradient path is exercised. Like the init it
 // depends on the tensor name only, so split models stay identical.
 func perturb(s *Stage, seed uint64) {
 	for _, p := range s.Params() {
 		key := p.Name
-		if key == lmHeadName {
-			key = wteName
+		if key == lmHeadName && s.cfg.Tied() {
+			key = tiedName(s.cfg)
 		}
 		h := fnv.New64a()
 		h.Write([]byte(key))
@@ -138,7 +146,7 @@ func runSplit(t *testing.T, cfg Config, cuts []int, B, T int, toks, tgts [][]int
 			}
 		}
 	}
-	if len(ss) > 1 {
+	if len(ss) > 1 && cfg.Tied() {
 		a, b := ss[0].TiedWeight(), ss[len(ss)-1].TiedWeight()
 		for i := range a.Grad {
 			g := a.Grad[i] + b.Grad[i]

@@ -183,3 +183,32 @@ func vecHead(n int) int {
 
 // ptr is the address of x's first element, or nil for an empty slice.
 func ptr(x []float32) *float32 { return unsafe.SliceData(x) }
+
+//go:noescape
+func swigluFwdAVX2(out, gate, up *float32, n int, c *[vecRows][8]float32)
+
+//go:noescape
+func swigluBwdAVX2(dg, du, dout, gate, up *float32, n int, c *[vecRows][8]float32)
+
+// swigluForwardVec does the multiple-of-8 head of out = silu(g)·u in
+// vector code and returns how many entries it did (0 without AVX2).
+func swigluForwardVec(out, g, u []float32) int {
+	n := len(g) &^ 7
+	if !haveVec || n == 0 {
+		return 0
+	}
+	_, _ = out[n-1], u[n-1]
+	swigluFwdAVX2(unsafe.SliceData(out), unsafe.SliceData(g), unsafe.SliceData(u), n, &vecConsts)
+	return n
+}
+
+// swigluBackwardVec is swigluForwardVec for the backward pass.
+func swigluBackwardVec(dg, du, dout, g, u []float32) int {
+	n := len(g) &^ 7
+	if !haveVec || n == 0 {
+		return 0
+	}
+	_, _, _, _ = dg[n-1], du[n-1], dout[n-1], u[n-1]
+	swigluBwdAVX2(unsafe.SliceData(dg), unsafe.SliceData(du), unsafe.SliceData(dout), unsafe.SliceData(g), unsafe.SliceData(u), n, &vecConsts)
+	return n
+}

@@ -546,3 +546,124 @@ dwloop:
 dwdone:
 	VZEROUPPER
 	RET
+
+// func swigluFwdAVX2(out, gate, up *float32, n int, c *[vecRows][8]float32)
+// out = g/(1 + e^−g)·u for n (a multiple of 8) entries.
+TEXT ·swigluFwdAVX2(SB), NOSPLIT, $0-40
+	MOVQ out+0(FP), DI
+	MOVQ gate+8(FP), SI
+	MOVQ up+16(FP), DX
+	MOVQ n+24(FP), CX
+	MOVQ c+32(FP), R8
+	SHRQ $3, CX
+	JZ   swfdone
+	VXORPS  Y15, Y15, Y15
+	VMOVUPS C_E127(R8), Y13
+	VMOVUPS C_EHI(R8), Y11
+	VMOVUPS C_ELO(R8), Y12
+
+swfloop:
+	VMOVUPS (SI), Y0
+	// e^−g by expf's Cephes reduction and polynomial, −g clamped to
+	// [−87, 88] so the result is finite and > 0 (enough for a sigmoid)
+	VSUBPS  Y0, Y15, Y5
+	VMINPS  Y5, Y11, Y5
+	VMAXPS  Y5, Y12, Y5
+	VMULPS  C_LOG2E(R8), Y5, Y1
+	VCVTPS2DQ Y1, Y2
+	VCVTDQ2PS Y2, Y1
+	VFNMADD231PS C_LN2HI(R8), Y1, Y5
+	VFNMADD231PS C_LN2LO(R8), Y1, Y5
+	VMULPS  Y5, Y5, Y3
+	VMOVUPS C_P0(R8), Y4
+	VFMADD213PS C_P1(R8), Y5, Y4
+	VFMADD213PS C_P2(R8), Y5, Y4
+	VFMADD213PS C_P3(R8), Y5, Y4
+	VFMADD213PS C_P4(R8), Y5, Y4
+	VFMADD213PS C_P5(R8), Y5, Y4
+	VFMADD213PS Y5, Y3, Y4
+	VADDPS  C_ONE(R8), Y4, Y4
+	VPADDD  Y13, Y2, Y2
+	VPSLLD  $23, Y2, Y2
+	VMULPS  Y2, Y4, Y4
+	VADDPS  C_ONE(R8), Y4, Y4         // 1 + e^−g
+	VDIVPS  Y4, Y0, Y6                // g/(1 + e^−g)
+	VMULPS  (DX), Y6, Y6              // ·u
+	VMOVUPS Y6, (DI)
+	ADDQ $32, SI
+	ADDQ $32, DX
+	ADDQ $32, DI
+	DECQ CX
+	JNZ  swfloop
+
+swfdone:
+	VZEROUPPER
+	RET
+
+// func swigluBwdAVX2(dg, du, dout, gate, up *float32, n int, c *[vecRows][8]float32)
+// With s = 1/(1 + e^−g): du = dout·g·s, dg = dout·u·s·(1 + g·(1 − s)),
+// in swigluRowBackward's order, for n (a multiple of 8) entries.
+TEXT ·swigluBwdAVX2(SB), NOSPLIT, $0-56
+	MOVQ dg+0(FP), DI
+	MOVQ du+8(FP), R9
+	MOVQ dout+16(FP), R10
+	MOVQ gate+24(FP), SI
+	MOVQ up+32(FP), DX
+	MOVQ n+40(FP), CX
+	MOVQ c+48(FP), R8
+	SHRQ $3, CX
+	JZ   swbdone
+	VXORPS  Y15, Y15, Y15
+	VMOVUPS C_E127(R8), Y13
+	VMOVUPS C_EHI(R8), Y11
+	VMOVUPS C_ELO(R8), Y12
+	VMOVUPS C_ONE(R8), Y14
+
+swbloop:
+	VMOVUPS (SI), Y0
+	// e^−g by expf's Cephes reduction and polynomial, −g clamped to
+	// [−87, 88] so the result is finite and > 0 (enough for a sigmoid)
+	VSUBPS  Y0, Y15, Y5
+	VMINPS  Y5, Y11, Y5
+	VMAXPS  Y5, Y12, Y5
+	VMULPS  C_LOG2E(R8), Y5, Y1
+	VCVTPS2DQ Y1, Y2
+	VCVTDQ2PS Y2, Y1
+	VFNMADD231PS C_LN2HI(R8), Y1, Y5
+	VFNMADD231PS C_LN2LO(R8), Y1, Y5
+	VMULPS  Y5, Y5, Y3
+	VMOVUPS C_P0(R8), Y4
+	VFMADD213PS C_P1(R8), Y5, Y4
+	VFMADD213PS C_P2(R8), Y5, Y4
+	VFMADD213PS C_P3(R8), Y5, Y4
+	VFMADD213PS C_P4(R8), Y5, Y4
+	VFMADD213PS C_P5(R8), Y5, Y4
+	VFMADD213PS Y5, Y3, Y4
+	VADDPS  C_ONE(R8), Y4, Y4
+	VPADDD  Y13, Y2, Y2
+	VPSLLD  $23, Y2, Y2
+	VMULPS  Y2, Y4, Y4
+	VADDPS  Y14, Y4, Y4               // 1 + e^−g
+	VDIVPS  Y4, Y14, Y6               // s
+	VMOVUPS (R10), Y7                 // dout
+	VMULPS  Y0, Y7, Y8                // dout·g
+	VMULPS  Y6, Y8, Y8                // ·s
+	VMOVUPS Y8, (R9)                  // du
+	VMULPS  (DX), Y7, Y8              // dout·u
+	VMULPS  Y6, Y8, Y8                // ·s
+	VSUBPS  Y6, Y14, Y9               // 1 − s
+	VMULPS  Y9, Y0, Y9                // g·(1 − s)
+	VADDPS  Y14, Y9, Y9               // 1 + g·(1 − s)
+	VMULPS  Y9, Y8, Y8
+	VMOVUPS Y8, (DI)                  // dg
+	ADDQ $32, SI
+	ADDQ $32, DX
+	ADDQ $32, DI
+	ADDQ $32, R9
+	ADDQ $32, R10
+	DECQ CX
+	JNZ  swbloop
+
+swbdone:
+	VZEROUPPER
+	RET

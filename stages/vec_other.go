@@ -46,3 +46,7 @@ func lnBwdApplyAVX2(di, x, d, w *float32, n int, m, s, dmean, dnorm float32) {
 func lnDwAVX2(dw, x, d *float32, n int, m, s float32) {
 	panic("stages: no vector kernels on this platform")
 }
+
+func swigluForwardVec(out, g, u []float32) int { return 0 }
+
+func swigluBackwardVec(dg, du, dout, g, u []float32) int { return 0 }
