@@ -20,19 +20,27 @@ const (
 	MetaOptimStep = "narrowband.optim_step" // AdamW step count (state file)
 )
 
-// StateDict lists the stage's weights under nanoGPT's names as views (no
-// copy). A whole-model stage also lists lm_head.weight, the same data as
-// transformer.wte.weight, so that PyTorch's load_state_dict accepts the file
-// as it is.
+// StateDict lists the stage's weights under nanoGPT's (GPT) or Hugging
+// Face's (Llama) names as views (no copy). A tied whole-model stage also
+// lists lm_head.weight, the same data as the token embedding, so that
+// PyTorch's load_state_dict accepts the file as it is.
 func (s *Stage) StateDict() []Tensor {
 	ts := make([]Tensor, 0, len(s.params)+1)
 	for _, p := range s.params {
 		ts = append(ts, Tensor{Name: p.Name, Shape: p.Shape, Data: p.Data})
 	}
-	if s.first && s.last {
+	if s.first && s.last && s.cfg.Tied() {
 		ts = append(ts, Tensor{Name: lmHeadName, Shape: s.wte.Shape, Data: s.wte.Data})
 	}
 	return ts
+}
+
+// embedName is the token embedding's tensor name in cfg's family.
+func embedName(cfg Config) string {
+	if cfg.Family == FamilyLlama {
+		return llamaEmbedName
+	}
+	return wteName
 }
 
 // LoadStateDict copies weights into the stage by name. Tensors of the same
@@ -65,8 +73,8 @@ func (s *Stage) LoadStateDict(ts []Tensor) error {
 	}
 	for _, p := range s.params {
 		t, ok := byName[p.Name]
-		if !ok && p.Name == lmHeadName {
-			t, ok = byName[wteName]
+		if !ok && p.Name == lmHeadName && s.cfg.Tied() {
+			t, ok = byName[embedName(s.cfg)]
 		}
 		if !ok {
 			return fmt.Errorf("load weights: checkpoint lacks %s (config has n_layer=%d, bias=%v): it was saved from another model or only another stage of it", p.Name, s.cfg.NLayer, s.cfg.Bias)
@@ -143,11 +151,12 @@ func (s *State) RestoreStage(st *Stage, opt *AdamW) error {
 		return fmt.Errorf("restore: the state holds a model %+v but the stage is of %+v; use the model settings it was saved with", s.Model, st.Config())
 	}
 	ts := s.Tensors
-	if _, _, first, last := st.Range(); last && !first && !s.hasHead() {
+	if _, _, first, last := st.Range(); last && !first && !s.hasHead() && s.Model.Tied() {
 		// The LM head and its moments are the tied embedding's.
+		emb := embedName(s.Model)
 		for _, t := range s.Tensors {
-			if strings.HasSuffix(t.Name, wteName) {
-				ts = append(ts, Tensor{Name: strings.Replace(t.Name, wteName, lmHeadName, 1), Shape: t.Shape, Data: t.Data})
+			if strings.HasSuffix(t.Name, emb) {
+				ts = append(ts, Tensor{Name: strings.Replace(t.Name, emb, lmHeadName, 1), Shape: t.Shape, Data: t.Data})
 			}
 		}
 	}
@@ -180,7 +189,7 @@ func (s *State) Weights() []Tensor {
 			continue
 		}
 		out = append(out, t)
-		if t.Name == wteName && !head {
+		if t.Name == embedName(s.Model) && !head && s.Model.Tied() {
 			out = append(out, Tensor{Name: lmHeadName, Shape: t.Shape, Data: t.Data})
 		}
 	}
@@ -213,12 +222,18 @@ func stateMetadata(s *State, metadata map[string]string) map[string]string {
 	return md
 }
 
-// nanoGPTConfig is GPTConfig's field names, for the metadata.
+// nanoGPTConfig is the model's shape under GPTConfig's field names, for the
+// metadata; a Llama adds its family and fields under their TOML names.
 func nanoGPTConfig(m Config) string {
-	b, _ := json.Marshal(map[string]any{
+	f := map[string]any{
 		"n_layer": m.NLayer, "n_head": m.NHead, "n_embd": m.NEmbd,
 		"block_size": m.BlockSize, "vocab_size": m.VocabSize, "bias": m.Bias,
-	})
+	}
+	if m.Family == FamilyLlama {
+		f["family"], f["n_kv_head"], f["intermediate_size"] = m.Family.String(), m.NKVHead, m.IntermediateSize
+		f["rope_theta"], f["rms_norm_eps"], f["untied_embeddings"] = m.RopeTheta, m.RMSNormEps, m.UntiedEmbeddings
+	}
+	b, _ := json.Marshal(f)
 	return string(b)
 }
 
@@ -253,17 +268,24 @@ func ModelFromMetadata(md map[string]string) (Config, error) {
 		return Config{}, fmt.Errorf("no %q entry in the safetensors metadata: not a narrowband checkpoint (it needs the model's shape)", MetaModel)
 	}
 	var g struct {
-		NLayer    int  `json:"n_layer"`
-		NHead     int  `json:"n_head"`
-		NEmbd     int  `json:"n_embd"`
-		BlockSize int  `json:"block_size"`
-		VocabSize int  `json:"vocab_size"`
-		Bias      bool `json:"bias"`
+		NLayer           int     `json:"n_layer"`
+		NHead            int     `json:"n_head"`
+		NEmbd            int     `json:"n_embd"`
+		BlockSize        int     `json:"block_size"`
+		VocabSize        int     `json:"vocab_size"`
+		Bias             bool    `json:"bias"`
+		Family           Family  `json:"family"`
+		NKVHead          int     `json:"n_kv_head"`
+		IntermediateSize int     `json:"intermediate_size"`
+		RopeTheta        float64 `json:"rope_theta"`
+		RMSNormEps       float64 `json:"rms_norm_eps"`
+		UntiedEmbeddings bool    `json:"untied_embeddings"`
 	}
 	if err := json.Unmarshal([]byte(js), &g); err != nil {
 		return Config{}, fmt.Errorf("metadata %q is not valid JSON: %v", MetaModel, err)
 	}
-	m := Config{NLayer: g.NLayer, NHead: g.NHead, NEmbd: g.NEmbd, BlockSize: g.BlockSize, VocabSize: g.VocabSize, Bias: g.Bias}
+	m := Config{NLayer: g.NLayer, NHead: g.NHead, NEmbd: g.NEmbd, BlockSize: g.BlockSize, VocabSize: g.VocabSize, Bias: g.Bias,
+		Family: g.Family, NKVHead: g.NKVHead, IntermediateSize: g.IntermediateSize, RopeTheta: g.RopeTheta, RMSNormEps: g.RMSNormEps, UntiedEmbeddings: g.UntiedEmbeddings}
 	if err := m.Validate(); err != nil {
 		return Config{}, fmt.Errorf("metadata %q: %w", MetaModel, err)
 	}
@@ -286,7 +308,7 @@ func LoadModel(path string, maxB int) (*Stage, error) {
 	// model is refused, not believed.
 	var have int64
 	for _, t := range ts {
-		if !strings.HasPrefix(t.Name, "optim.") && t.Name != lmHeadName {
+		if !strings.HasPrefix(t.Name, "optim.") && (t.Name != lmHeadName || !m.Tied()) {
 			have += int64(len(t.Data))
 		}
 	}

@@ -26,6 +26,7 @@ usage:
   narrowband peer --signal ws://HOST:PORT/ROOM --secret-file F [--id NAME] [--ice stun:HOST:PORT ...]
   narrowband plot DIR... [--out DIR]
   narrowband simulate FILE.toml [--set section.key=value ...] [--json]
+  narrowband tokenizer train --vocab N --out tokenizer.json PATHS...
   narrowband help
 
 Every config key is documented in docs/config.md.

@@ -48,11 +48,7 @@ func PlanMemory(cfg config.Config, layout scheduler.Layout) (MemoryPlan, error) 
 			}
 			slots = w + 1 // and one for evaluation
 		}
-		b := stages.MemoryBytes(m, r.Lo, r.Hi, layout.First(i), layout.Last(i), B, slots)
-		// AdamW's two moments, beside the parameters and gradients
-		// MemoryBytes counts.
-		b += 2 * 4 * float64(stages.StageParams(m, r.Lo, r.Hi, layout.First(i), layout.Last(i)))
-		p.Stages = append(p.Stages, b)
+		p.Stages = append(p.Stages, stages.EstimateMemory(m, r.Lo, r.Hi, layout.First(i), layout.Last(i), B, slots).Total())
 	}
 	if cfg.Pipeline.Transport == "webrtc" {
 		// Weights and both moments, and their encoding for a restore.

@@ -157,8 +157,7 @@ func NewWorker(cfg config.Config, layout scheduler.Layout, id int, links Links) 
 	first, last := layout.First(id), layout.Last(id)
 	// A peer on another machine checks its own part against its own
 	// memory before allocating it.
-	need := stages.MemoryBytes(engine.ModelConfig(cfg), r.Lo, r.Hi, first, last, B, sm.MaxInFlight()+1) +
-		2*4*float64(stages.StageParams(engine.ModelConfig(cfg), r.Lo, r.Hi, first, last))
+	need := stages.EstimateMemory(engine.ModelConfig(cfg), r.Lo, r.Hi, first, last, B, sm.MaxInFlight()+1).Total()
 	if err := engine.CheckMemory(fmt.Sprintf("stage %d (blocks %v)", id, r), need, engine.Available()); err != nil {
 		return nil, err
 	}
