@@ -1,7 +1,11 @@
 package stages
 
 import (
+	"errors"
+	"math"
+	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -164,5 +168,48 @@ func TestStateOfASplitIsTheWholeModel(t *testing.T) {
 	}
 	if !sameData(d.TiedWeight().Data, ref.TiedWeight().Data) {
 		t.Error("the last stage's tied head did not come from the embedding")
+	}
+}
+
+// TestCheckpointClaimingAHugeModelIsRefused: a small file whose metadata
+// claims a model of 600 million parameters is refused before the model is
+// allocated (it used to make eval allocate gigabytes), as the test's own
+// reading of the heap shows.
+func TestCheckpointClaimingAHugeModelIsRefused(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "liar.safetensors")
+	md := map[string]string{MetaModel: `{"n_layer":12,"n_head":16,"n_embd":2048,"block_size":1024,"vocab_size":256,"bias":true}`, MetaStep: "1"}
+	if err := WriteSafetensors(path, []Tensor{{Name: wteName, Shape: []int{2, 2}, Data: []float32{1, 2, 3, 4}}}, md); err != nil {
+		t.Fatal(err)
+	}
+	fi, _ := os.Stat(path)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	_, err := LoadModel(path, 1)
+	runtime.ReadMemStats(&after)
+	if !errors.Is(err, ErrBadSafetensors) || !strings.Contains(err.Error(), "holds 4 values") {
+		t.Fatalf("a %d-byte file claiming a 600-million-parameter model: %v", fi.Size(), err)
+	}
+	if grew := after.TotalAlloc - before.TotalAlloc; grew > 16<<20 {
+		t.Errorf("refusing it allocated %d MB", grew>>20)
+	}
+}
+
+// TestCheckpointWithNaNIsRefused: weights that are not numbers (a run that
+// diverged) are refused by name, instead of sampling garbage.
+func TestCheckpointWithNaNIsRefused(t *testing.T) {
+	cfg := tinyConfig(true)
+	s, _ := NewStage(cfg, 0, 3, true, true, 1, 1)
+	opt, _ := NewAdamW(s.Params(), DefaultAdamWConfig())
+	s.Params()[3].Data[5] = float32(math.NaN())
+	st := &State{Model: cfg}
+	st.AddStage(s, opt, true)
+	path := filepath.Join(t.TempDir(), "nan.safetensors")
+	if err := WriteCheckpoint(path, st, nil); err != nil {
+		t.Fatal(err)
+	}
+	_, err := LoadModel(path, 1)
+	if !errors.Is(err, ErrNotFinite) || !strings.Contains(err.Error(), s.Params()[3].Name+"[5]") {
+		t.Fatalf("a checkpoint with a NaN weight: %v", err)
 	}
 }

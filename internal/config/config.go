@@ -2,9 +2,9 @@ package config
 
 import (
 	"bytes"
-	"math"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"strconv"
 	"strings"

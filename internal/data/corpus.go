@@ -3,9 +3,9 @@ package data
 import (
 	"context"
 	"errors"
-	"io"
 	"fmt"
 	"hash/fnv"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"

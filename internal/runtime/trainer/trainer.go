@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/narrowband/narrowband/internal/config"
@@ -106,7 +107,32 @@ func Run(ctx context.Context, o Options) (_ *metrics.Summary, err error) {
 	if err := checkFolder(o.Out, o.Resume != "" && sameDir(o.Resume, o.Out), o.Force); err != nil {
 		return nil, err
 	}
-	if err := r.setup(ctx); err != nil {
+	// A stop request cancels the setup at once (waiting for peers, say)
+	// and gives a step in progress a grace to finish.
+	stepCtx, cancelSteps := context.WithCancel(ctx)
+	defer cancelSteps()
+	var training atomic.Bool
+	var lastStep atomic.Int64
+	go func() {
+		select {
+		case <-o.Stop:
+		case <-stepCtx.Done():
+			return
+		}
+		if training.Load() {
+			grace := max(time.Second, 3*time.Duration(lastStep.Load()))
+			select {
+			case <-time.After(grace):
+			case <-stepCtx.Done():
+				return
+			}
+		}
+		cancelSteps()
+	}()
+	if err := r.setup(stepCtx); err != nil {
+		if ctx.Err() == nil && stepCtx.Err() != nil {
+			return nil, fmt.Errorf("%w while setting up, before any training: %v", ErrStopped, err)
+		}
 		return nil, err
 	}
 	defer r.eng.Close()
@@ -122,6 +148,7 @@ func Run(ctx context.Context, o Options) (_ *metrics.Summary, err error) {
 	}
 	r.prog = newProgress(o.Progress, r.cfg.Run.Steps)
 	r.t0, r.lastSave, r.done = time.Now(), time.Now(), r.start
+	training.Store(true)
 	for step := r.start; step < r.cfg.Run.Steps; step++ {
 		if err := ctx.Err(); err != nil {
 			return nil, r.stopped(fmt.Errorf("stopped at step %d: %w", step, err))
@@ -131,10 +158,15 @@ func Run(ctx context.Context, o Options) (_ *metrics.Summary, err error) {
 			return nil, r.stopSoftly(ctx)
 		default:
 		}
-		next, err := r.step(ctx, step)
+		t := time.Now()
+		next, err := r.step(stepCtx, step)
+		lastStep.Store(int64(time.Since(t)))
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, r.stopped(fmt.Errorf("stopped during step %d: %w", step+1, ctx.Err()))
+			}
+			if stepCtx.Err() != nil {
+				return nil, r.stopped(fmt.Errorf("%w during step %d, which did not finish within its grace after the stop request", ErrStopped, step+1))
 			}
 			return nil, r.failed(err)
 		}
