@@ -15,9 +15,11 @@ deps:
 build: deps
 	$(GO) build -o $(BIN) ./cmd/narrowband
 
-# The main job: a real run on the default data (the Go standard library's source).
+# The main job: a real run on the default data (the Go standard library's source),
+# each time into a folder of its own (a run never writes into another run's folder).
+RUNDIR ?= $(OUT)/quickstart-$(shell date +%Y%m%d-%H%M%S)
 run: build
-	./$(BIN) run $(CONFIG) --out $(OUT)/quickstart
+	./$(BIN) run $(CONFIG) --out $(RUNDIR)
 
 # Every test, as CI runs it: vet, the tests, then each fuzz target briefly.
 test: deps

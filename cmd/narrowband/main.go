@@ -19,7 +19,7 @@ import (
 const usage = `narrowband — train one transformer across ordinary machines
 
 usage:
-  narrowband run FILE.toml [--set section.key=value ...] [--out DIR] [--resume DIR]
+  narrowband run FILE.toml [--set section.key=value ...] [--out DIR] [--resume DIR] [--force]
   narrowband eval --checkpoint FILE --text FILE
   narrowband sample --checkpoint FILE [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--seed S]
   narrowband signal --secret-file F [--addr HOST:PORT] [--turn UDPHOST:PORT --public-ip IP]
@@ -27,7 +27,7 @@ usage:
   narrowband plot DIR... [--out DIR]
   narrowband simulate FILE.toml [--set section.key=value ...] [--json]
   narrowband tokenizer train --vocab N --out tokenizer.json PATHS...
-  narrowband help
+  narrowband help [COMMAND]          (or COMMAND --help)
 
 Every config key is documented in docs/config.md.
 `
