@@ -17,6 +17,9 @@ func SetThreads(n int) {
 	threadsSetting.Store(int64(max(n, 0)))
 }
 
+// ThreadsSetting is what SetThreads last set (0: every core), to restore it.
+func ThreadsSetting() int { return int(threadsSetting.Load()) }
+
 // Threads reports how many threads a large Sgemm may use.
 func Threads() int {
 	if n := threadsSetting.Load(); n > 0 {

@@ -11,6 +11,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -20,6 +21,7 @@ import (
 	"github.com/narrowband/narrowband/internal/metrics"
 	"github.com/narrowband/narrowband/internal/runtime/engine"
 	"github.com/narrowband/narrowband/stages"
+	"github.com/narrowband/narrowband/stages/kernels"
 	"github.com/narrowband/narrowband/web"
 )
 
@@ -129,6 +131,13 @@ func Run(ctx context.Context, o Options) (_ *metrics.Summary, err error) {
 		}
 		cancelSteps()
 	}()
+	// train.threads bounds this process's compute when it runs stages
+	// itself (worker processes and peers bound their own).
+	if n := r.cfg.Train.Threads; n > 0 && r.cfg.Pipeline.Transport == "inproc" && !r.cfg.Pipeline.Processes {
+		procs, kt := runtime.GOMAXPROCS(n), kernels.ThreadsSetting()
+		kernels.SetThreads(n)
+		defer func() { runtime.GOMAXPROCS(procs); kernels.SetThreads(kt) }()
+	}
 	if err := r.setup(stepCtx); err != nil {
 		if ctx.Err() == nil && stepCtx.Err() != nil {
 			return nil, fmt.Errorf("%w while setting up, before any training: %v", ErrStopped, err)
