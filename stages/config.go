@@ -94,12 +94,30 @@ func (c Config) kvHeads() int {
 // mistyped config cannot overflow int or ask for terabytes.
 const maxDim = 1 << 16
 
-// Validate reports every bad field, naming it and its value.
+// A FieldError is one bad model setting: the key as a run's TOML file
+// spells it ("model.n_head"), the value, and what is allowed. The run
+// config's loader locates the key's line through ConfigKey.
+type FieldError struct {
+	Key     string
+	Value   any
+	Allowed string
+}
+
+func (e *FieldError) Error() string { return fmt.Sprintf("%s = %v: %s", e.Key, e.Value, e.Allowed) }
+
+// ConfigKey names the key.
+func (e *FieldError) ConfigKey() string { return e.Key }
+
+// Validate reports every bad field, each a *FieldError naming it, its value
+// and what is allowed. It is the one validator of a run's [model] table.
 func (c Config) Validate() error {
 	var errs []error
+	bad := func(key string, v any, allowed string) {
+		errs = append(errs, &FieldError{Key: "model." + key, Value: v, Allowed: allowed})
+	}
 	pos := func(name string, v int) {
 		if v <= 0 || v > maxDim {
-			errs = append(errs, fmt.Errorf("model.%s = %d: must be in 1..%d", name, v, maxDim))
+			bad(name, v, fmt.Sprintf("must be in 1..%d", maxDim))
 		}
 	}
 	pos("n_layer", c.NLayer)
@@ -108,10 +126,10 @@ func (c Config) Validate() error {
 	pos("block_size", c.BlockSize)
 	pos("vocab_size", c.VocabSize)
 	if c.NHead > 0 && c.NEmbd > 0 && c.NEmbd%c.NHead != 0 {
-		errs = append(errs, fmt.Errorf("model.n_embd = %d is not a multiple of model.n_head = %d: pick n_embd = n_head × head size", c.NEmbd, c.NHead))
+		bad("n_embd", c.NEmbd, fmt.Sprintf("must be a multiple of model.n_head (%d): pick n_embd = n_head × head size", c.NHead))
 	}
 	if c.Dropout != 0 {
-		errs = append(errs, fmt.Errorf("model.dropout = %g: only 0 is supported (dropout would make a split model differ from the whole one)", c.Dropout))
+		bad("dropout", c.Dropout, "only 0 is supported (dropout would make a split model differ from the whole one)")
 	}
 	switch c.Family {
 	case FamilyGPT2:
@@ -119,49 +137,48 @@ func (c Config) Validate() error {
 		// meant for a Llama but missing family = "llama" is caught.
 		for _, f := range []struct {
 			name string
+			v    any
 			set  bool
 		}{
-			{"n_kv_head", c.NKVHead != 0}, {"intermediate_size", c.IntermediateSize != 0},
-			{"rope_theta", c.RopeTheta != 0}, {"rms_norm_eps", c.RMSNormEps != 0}, {"untied_embeddings", c.UntiedEmbeddings},
+			{"n_kv_head", c.NKVHead, c.NKVHead != 0}, {"intermediate_size", c.IntermediateSize, c.IntermediateSize != 0},
+			{"rope_theta", c.RopeTheta, c.RopeTheta != 0}, {"rms_norm_eps", c.RMSNormEps, c.RMSNormEps != 0}, {"untied_embeddings", c.UntiedEmbeddings, c.UntiedEmbeddings},
 		} {
 			if f.set {
-				errs = append(errs, fmt.Errorf("model.%s is set but model.family = %q: it is a Llama setting; set family = \"llama\" or remove it", f.name, c.Family))
+				bad(f.name, f.v, fmt.Sprintf("is a Llama setting but model.family = %q; set family = \"llama\" or remove it", c.Family))
 			}
 		}
 	case FamilyLlama:
-		errs = append(errs, c.validateLlama()...)
+		c.validateLlama(bad)
 	default:
-		errs = append(errs, fmt.Errorf("model.family = %d: want gpt2 or llama", int(c.Family)))
+		bad("family", int(c.Family), "want gpt2 or llama")
 	}
 	if len(errs) == 0 && c.NumParams() > 1<<31 {
-		errs = append(errs, fmt.Errorf("model has %d parameters: more than the 2^31 this engine addresses; shrink n_layer, n_embd or vocab_size", c.NumParams()))
+		bad("n_layer", c.NLayer, fmt.Sprintf("the model has %d parameters: more than the 2^31 this engine addresses; shrink n_layer, n_embd or vocab_size", c.NumParams()))
 	}
 	return errors.Join(errs...)
 }
 
-func (c Config) validateLlama() []error {
-	var errs []error
+func (c Config) validateLlama(bad func(key string, v any, allowed string)) {
 	if c.Bias {
-		errs = append(errs, fmt.Errorf("model.bias = true: a Llama has no biases; set bias = false"))
+		bad("bias", true, "a Llama has no biases; set bias = false")
 	}
 	if c.NKVHead <= 0 || c.NKVHead > maxDim {
-		errs = append(errs, fmt.Errorf("model.n_kv_head = %d: must be in 1..%d (n_head = %d for multi-head attention)", c.NKVHead, maxDim, c.NHead))
+		bad("n_kv_head", c.NKVHead, fmt.Sprintf("must be in 1..%d (n_head = %d for multi-head attention)", maxDim, c.NHead))
 	} else if c.NHead > 0 && c.NHead%c.NKVHead != 0 {
-		errs = append(errs, fmt.Errorf("model.n_kv_head = %d does not divide model.n_head = %d: each key/value head serves n_head/n_kv_head query heads", c.NKVHead, c.NHead))
+		bad("n_kv_head", c.NKVHead, fmt.Sprintf("must divide model.n_head = %d: each key/value head serves n_head/n_kv_head query heads", c.NHead))
 	}
 	if c.IntermediateSize <= 0 || c.IntermediateSize > 4*maxDim {
-		errs = append(errs, fmt.Errorf("model.intermediate_size = %d: must be in 1..%d (Llama uses about 8/3·n_embd)", c.IntermediateSize, 4*maxDim))
+		bad("intermediate_size", c.IntermediateSize, fmt.Sprintf("must be in 1..%d (Llama uses about 8/3·n_embd)", 4*maxDim))
 	}
 	if !(c.RopeTheta > 0) || math.IsInf(c.RopeTheta, 0) {
-		errs = append(errs, fmt.Errorf("model.rope_theta = %g: must be a positive number (10000 for Llama 2, 500000 for Llama 3)", c.RopeTheta))
+		bad("rope_theta", c.RopeTheta, "must be a positive number (10000 for Llama 2, 500000 for Llama 3)")
 	}
 	if !(c.RMSNormEps > 0 && c.RMSNormEps < 1) {
-		errs = append(errs, fmt.Errorf("model.rms_norm_eps = %g: must be in (0, 1) (1e-5 or 1e-6 as Llama)", c.RMSNormEps))
+		bad("rms_norm_eps", c.RMSNormEps, "must be in (0, 1) (1e-5 or 1e-6 as Llama)")
 	}
 	if hs := c.HeadSize(); c.NHead > 0 && c.NEmbd%c.NHead == 0 && hs%2 != 0 {
-		errs = append(errs, fmt.Errorf("model.n_embd / model.n_head = %d / %d = %d: rotary embeddings need an even head size", c.NEmbd, c.NHead, hs))
+		bad("n_head", c.NHead, fmt.Sprintf("n_embd / n_head = %d / %d = %d: rotary embeddings need an even head size", c.NEmbd, c.NHead, hs))
 	}
-	return errs
 }
 
 // NumParams is the parameter count of the whole model, counting the tied

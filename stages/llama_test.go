@@ -247,14 +247,14 @@ func TestLlamaConfigValidate(t *testing.T) {
 	}{
 		{"bias", func(c *Config) { c.Bias = true }, "model.bias"},
 		{"no kv heads", func(c *Config) { c.NKVHead = 0 }, "model.n_kv_head = 0"},
-		{"kv not dividing", func(c *Config) { c.NKVHead = 3 }, "model.n_kv_head = 3 does not divide"},
+		{"kv not dividing", func(c *Config) { c.NKVHead = 3 }, "model.n_kv_head = 3: must divide model.n_head"},
 		{"intermediate", func(c *Config) { c.IntermediateSize = -1 }, "model.intermediate_size = -1"},
 		{"theta", func(c *Config) { c.RopeTheta = 0 }, "model.rope_theta = 0"},
 		{"theta inf", func(c *Config) { c.RopeTheta = math.Inf(1) }, "model.rope_theta = +Inf"},
 		{"eps", func(c *Config) { c.RMSNormEps = math.NaN() }, "model.rms_norm_eps = NaN"},
 		{"odd head", func(c *Config) { c.NEmbd, c.NHead, c.NKVHead = 12, 4, 2 }, "even head size"},
 		{"family", func(c *Config) { c.Family = 7 }, "model.family = 7"},
-		{"gpt with llama keys", func(c *Config) { c.Family = FamilyGPT2 }, "model.n_kv_head is set but model.family = \"gpt2\""},
+		{"gpt with llama keys", func(c *Config) { c.Family = FamilyGPT2 }, "is a Llama setting but model.family = \"gpt2\""},
 	} {
 		cfg := ok
 		c.edit(&cfg)

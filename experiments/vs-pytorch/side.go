@@ -100,7 +100,7 @@ func newCorpus(src string, text []byte) *data.Corpus {
 func newConfig(m stages.Config, batch, micro, S, threads int) (config.Config, error) {
 	c := config.Default()
 	c.Run.Name, c.Run.Seed = "vs-pytorch", dataSeed
-	c.Model = config.Model{NLayer: m.NLayer, NHead: m.NHead, NEmbd: m.NEmbd, BlockSize: m.BlockSize, VocabSize: m.VocabSize, Bias: m.Bias}
+	c.Model = m
 	c.Train.BatchSize, c.Train.MicroBatches, c.Train.Threads = batch, micro, threads
 	c.Train.LearningRate, c.Train.MinLR, c.Train.WarmupSteps = lr, lr, 0
 	c.Train.GradClip = 0

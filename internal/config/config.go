@@ -13,6 +13,7 @@ import (
 
 	"github.com/narrowband/narrowband/compression"
 	"github.com/narrowband/narrowband/scheduler"
+	"github.com/narrowband/narrowband/stages"
 )
 
 // Config is a whole experiment. Field comments are the reference; keep
@@ -97,15 +98,10 @@ type Data struct {
 	MaxBytes int64 `toml:"max_bytes"`
 }
 
-// Model is nanoGPT's GPT.
-type Model struct {
-	NLayer    int  `toml:"n_layer"`
-	NHead     int  `toml:"n_head"`
-	NEmbd     int  `toml:"n_embd"`
-	BlockSize int  `toml:"block_size"` // context length in bytes
-	VocabSize int  `toml:"vocab_size"` // 256: one token per byte, no tokenizer
-	Bias      bool `toml:"bias"`       // biases in Linear and LayerNorm layers, as GPT-2
-}
+// Model is the model's shape: the engine's own config (stages.Config
+// documents every key), one definition and one validator for the [model]
+// table.
+type Model = stages.Config
 
 // Train is the optimization.
 type Train struct {

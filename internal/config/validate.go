@@ -46,22 +46,14 @@ func (c Config) Validate() error {
 		bad("data.max_bytes", c.Data.MaxBytes, "must be at least 0 (0: half the available memory)")
 	}
 	m := c.Model
-	if m.NLayer < 1 {
-		bad("model.n_layer", m.NLayer, "must be at least 1")
+	if err := m.Validate(); err != nil {
+		errs = append(errs, err)
 	}
-	if m.NHead < 1 {
-		bad("model.n_head", m.NHead, "must be at least 1")
-	} else if m.NEmbd%m.NHead != 0 {
-		bad("model.n_embd", m.NEmbd, fmt.Sprintf("must be a multiple of model.n_head (%d)", m.NHead))
+	if m.UntiedEmbeddings && c.Pipeline.Stages > 1 {
+		bad("model.untied_embeddings", true, "works only in one-process runs for now (pipeline.stages = 1): the pipeline's tied-gradient exchange assumes a tied head")
 	}
-	if m.NEmbd < 1 {
-		bad("model.n_embd", m.NEmbd, "must be at least 1")
-	}
-	if m.BlockSize < 1 {
-		bad("model.block_size", m.BlockSize, "must be at least 1")
-	}
-	if m.VocabSize < 2 || m.VocabSize > 256 {
-		bad("model.vocab_size", m.VocabSize, "must be in [2, 256] (byte-level vocabulary)")
+	if m.VocabSize == 1 || m.VocabSize > 256 {
+		bad("model.vocab_size", m.VocabSize, "must be in [2, 256] (byte-level vocabulary: one token per byte)")
 	}
 	t := c.Train
 	if t.BatchSize < 1 {

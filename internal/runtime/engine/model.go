@@ -7,11 +7,8 @@ import (
 	"github.com/narrowband/narrowband/stages"
 )
 
-// ModelConfig maps the run config's [model] onto the engine's.
-func ModelConfig(c config.Config) stages.Config {
-	m := c.Model
-	return stages.Config{NLayer: m.NLayer, NHead: m.NHead, NEmbd: m.NEmbd, BlockSize: m.BlockSize, VocabSize: m.VocabSize, Bias: m.Bias}
-}
+// ModelConfig is the run config's [model]: the engine's own config.
+func ModelConfig(c config.Config) stages.Config { return c.Model }
 
 // AdamConfig maps the run config's [train] onto AdamW's.
 func AdamConfig(c config.Config) stages.AdamWConfig {
