@@ -48,13 +48,24 @@ func cmdEval(ctx context.Context, argv []string, stdout, stderr io.Writer) error
 	for _, w := range win {
 		n += len(w) - 1
 	}
-	return json.NewEncoder(stdout).Encode(map[string]any{
+	out := map[string]any{
 		"loss_nats_per_byte": loss,
 		"bits_per_byte":      loss / 0.6931471805599453,
 		"bytes":              n,
 		"checkpoint":         ckpt,
 		"text":               textPath,
-	})
+	}
+	// What the checkpoint says it is: its run's ledger head, config, data
+	// and code (absent from checkpoints of older runs).
+	if _, md, err := stages.ReadSafetensors(ckpt); err == nil {
+		for k, name := range map[string]string{"narrowband.ledger_head": "ledger_head", "narrowband.config_sha256": "config_sha256",
+			"narrowband.data_sha256": "data_sha256", "narrowband.code": "code_version", "step": "step"} {
+			if v, ok := md[k]; ok {
+				out[name] = v
+			}
+		}
+	}
+	return json.NewEncoder(stdout).Encode(out)
 }
 
 func cmdSample(ctx context.Context, argv []string, stdout, stderr io.Writer) error {

@@ -13,11 +13,11 @@ import (
 // cmdPeer joins a run from any machine: it authenticates to the run's
 // signaling server with the run's secret and waits for a stage.
 func cmdPeer(ctx context.Context, argv []string, stdout, stderr io.Writer) error {
-	a, err := parseArgs(argv, map[string]bool{"signal": true, "secret-file": true, "id": true, "ice": true, "loopback": false, "relay-only": false})
+	a, err := parseArgs(argv, map[string]bool{"signal": true, "secret-file": true, "id": true, "ice": true, "loopback": false, "relay-only": false, "key": true})
 	if err != nil {
 		return err
 	}
-	pa := launch.PeerArgs{Signal: a.str("signal", ""), SecretFile: a.str("secret-file", ""), ID: a.str("id", ""), ICEServers: a.all("ice"), Loopback: a.str("loopback", "") == "true", RelayOnly: a.str("relay-only", "") == "true"}
+	pa := launch.PeerArgs{Signal: a.str("signal", ""), SecretFile: a.str("secret-file", ""), ID: a.str("id", ""), ICEServers: a.all("ice"), Loopback: a.str("loopback", "") == "true", RelayOnly: a.str("relay-only", "") == "true", KeyFile: a.str("key", "")}
 	if pa.Signal == "" || pa.SecretFile == "" || len(a.pos) > 0 {
 		return fmt.Errorf("peer: usage: narrowband peer --signal ws://HOST:PORT/ROOM --secret-file F [--id NAME] [--ice stun:HOST:PORT ...] [--loopback] [--relay-only]")
 	}

@@ -51,7 +51,7 @@ exchange WebRTC offers, answers and candidates.
   --turn UDPHOST:PORT    also serve STUN and TURN there (credentials derived from the secret)
   --public-ip IP         the address peers reach the TURN server at
 `,
-	"peer": `usage: narrowband peer --signal ws://HOST:PORT/ROOM --secret-file F [--id NAME] [--ice URL ...] [--loopback] [--relay-only]
+	"peer": `usage: narrowband peer --signal ws://HOST:PORT/ROOM --secret-file F [--id NAME] [--ice URL ...] [--loopback] [--relay-only] [--key FILE]
 
 Joins a run from any machine and serves a stage when the coordinator gives it one (or waits as a
 spare). A signaling server that is busy or not up yet is retried with back-off.
@@ -62,6 +62,8 @@ spare). A signaling server that is busy or not up yet is retried with back-off.
   --ice URL           a STUN or TURN server (repeatable), e.g. --ice stun:203.0.113.7:3478
   --loopback          use loopback candidates only (every peer on this machine)
   --relay-only        send every link through a TURN relay
+  --key FILE          this peer's identity key (default ~/.config/narrowband/peer.key, made on
+                      first use); the run's ledger names the peer by it
 `,
 	"plot": `usage: narrowband plot DIR... [--out DIR]
 
@@ -76,6 +78,15 @@ machine, or simulate.forward_ms/backward_ms) and the link profile, with a timeli
 
   --set section.key=value  override one config key (repeatable)
   --json                   print the prediction as JSON
+`,
+	"ledger": `usage: narrowband ledger verify DIR
+       narrowband ledger show DIR
+
+A run's record of who trained what (DIR/ledger.jsonl): one entry per step, each hash-chained to
+the one before and signed by the run's coordinator, naming the key that computed each stage.
+verify checks every byte of it (chain, signatures, and the heads the summary and checkpoints
+name) and prints each key's share of the work; show sums it up. Exit status 1 if it does not
+verify.
 `,
 	"worker": `usage: narrowband worker
 

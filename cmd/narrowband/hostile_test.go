@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -293,4 +295,41 @@ func TestFloodDoesNotLockPeersOut(t *testing.T) {
 		t.Errorf("the flood tried only %d sockets, fewer than the server's cap", attempts)
 	}
 	t.Logf("the flood tried %d sockets from 127.0.0.2; the peer from 127.0.0.1 joined and the run finished", attempts)
+}
+
+// TestLedgerOfARun: a run's ledger verifies and names each key's share; a
+// changed byte, or the last entry cut off, is refused; eval prints the
+// ledger head, config and data hashes the checkpoint carries.
+func TestLedgerOfARun(t *testing.T) {
+	dir := t.TempDir()
+	strs := filepath.Join(data.GoRoot(), "src", "strings")
+	cfg := writeFile(t, dir, "tiny.toml", strings.Replace(tinyTOML, "%s", strs, 1))
+	out := filepath.Join(dir, "run")
+	if code, _, stderr := narrowband(t, "run", cfg, "--out", out, "--set", "run.steps=3", "--set", "pipeline.stages=1"); code != 0 {
+		t.Fatal(stderr)
+	}
+	code, stdout, stderr := narrowband(t, "ledger", "verify", out)
+	if code != 0 || !strings.Contains(stdout, "4 entries verify") || !strings.Contains(stdout, "100.0%") {
+		t.Fatalf("ledger verify: exit %d\n%s%s", code, stdout, stderr)
+	}
+	code, stdout, _ = narrowband(t, "eval", "--checkpoint", filepath.Join(out, "checkpoint.safetensors"), "--text", filepath.Join(strs, "reader.go"))
+	var ev map[string]any
+	if code != 0 || json.Unmarshal([]byte(stdout), &ev) != nil || ev["ledger_head"] == nil || ev["config_sha256"] == nil || ev["data_sha256"] == nil || ev["code_version"] == nil {
+		t.Fatalf("eval does not name the checkpoint's record: %s", stdout)
+	}
+	path := filepath.Join(out, "ledger.jsonl")
+	orig, _ := os.ReadFile(path)
+	for i := 0; i < len(orig); i += 97 {
+		b := bytes.Clone(orig)
+		b[i] ^= 0x01
+		os.WriteFile(path, b, 0o644)
+		if code, _, _ := narrowband(t, "ledger", "verify", out); code == 0 {
+			t.Errorf("byte %d changed: the ledger still verifies", i)
+		}
+	}
+	lines := bytes.SplitAfter(orig, []byte("\n"))
+	os.WriteFile(path, bytes.Join(lines[:len(lines)-2], nil), 0o644)
+	if code, _, stderr := narrowband(t, "ledger", "verify", out); code == 0 || !strings.Contains(stderr, "summary records") && !strings.Contains(stderr, "run recorded") {
+		t.Errorf("the last entry cut off: exit %d\n%s", code, stderr)
+	}
 }

@@ -27,6 +27,7 @@ usage:
   narrowband plot DIR... [--out DIR]
   narrowband simulate FILE.toml [--set section.key=value ...] [--json]
   narrowband tokenizer train --vocab N --out tokenizer.json PATHS...
+  narrowband ledger verify DIR | narrowband ledger show DIR
   narrowband help [COMMAND]          (or COMMAND --help)
 
 Every config key is documented in docs/config.md.
@@ -146,6 +147,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdSignal(ctx, rest, stdout, stderr)
 	case "worker":
 		return cmdWorker(ctx, rest, stdout, stderr)
+	case "ledger":
+		return cmdLedger(ctx, rest, stdout, stderr)
 	case "simulate":
 		return cmdSimulate(ctx, rest, stdout, stderr)
 	case "tokenizer":

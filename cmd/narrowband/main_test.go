@@ -21,7 +21,16 @@ func TestMain(m *testing.M) {
 		main()
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	// Runs and peers make keys in the user's config folder on first use:
+	// give the tests (and the processes they start) one of their own.
+	cfgHome, err := os.MkdirTemp("", "narrowband-test-config-*")
+	if err != nil {
+		panic(err)
+	}
+	os.Setenv("XDG_CONFIG_HOME", cfgHome)
+	code := m.Run()
+	os.RemoveAll(cfgHome)
+	os.Exit(code)
 }
 
 // narrowband runs the command in a child process and returns its exit code,

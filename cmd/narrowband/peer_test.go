@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/narrowband/narrowband/internal/data"
+	"github.com/narrowband/narrowband/internal/identity"
 	"github.com/narrowband/narrowband/signaling"
 )
 
@@ -93,5 +94,42 @@ func TestSignalCommandServes(t *testing.T) {
 	code, _, _ := narrowband(t, "signal", "--addr", addr)
 	if code == 0 {
 		t.Error("signal without --secret-file succeeded")
+	}
+}
+
+// TestAllowedKeysOnly: a run with pipeline.allow_keys refuses a peer whose
+// key it does not list (telling it so) and trains with one it does; the
+// run's ledger names that peer's key for its stage.
+func TestAllowedKeysOnly(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts WebRTC peer processes")
+	}
+	dir := t.TempDir()
+	allowed, _, err := identity.LoadOrCreate(filepath.Join(dir, "allowed.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	strs := filepath.Join(data.GoRoot(), "src", "strings")
+	cfg := writeFile(t, dir, "rtc.toml", strings.Replace(tinyTOML, "%s", strs, 1)+fmt.Sprintf(`
+[pipeline]
+stages = 2
+transport = "webrtc"
+local_peers = 1
+allow_keys = [%q]
+`, allowed.Public()))
+	out := filepath.Join(dir, "run")
+	run := start(t, nil, "", "run", cfg, "--out", out, "--set", "model.n_layer=2")
+	sig := readSignal(t, out, run)
+	code, _, errOut := narrowband(t, "peer", "--signal", sig.URL, "--secret-file", sig.SecretFile, "--id", "stranger", "--key", filepath.Join(dir, "stranger.key"), "--loopback")
+	if code == 0 || !strings.Contains(errOut, "allow_keys") {
+		t.Errorf("a peer with a key the run does not list: exit %d\n%s", code, errOut)
+	}
+	peer := start(t, nil, "", "peer", "--signal", sig.URL, "--secret-file", sig.SecretFile, "--id", "friend", "--key", filepath.Join(dir, "allowed.key"), "--loopback")
+	if err := run.wait(120 * time.Second); err != nil {
+		t.Fatalf("run: %v\n%s\npeer:\n%s", err, run.stderr, peer.stderr)
+	}
+	code, stdout, stderr := narrowband(t, "ledger", "verify", out)
+	if code != 0 || !strings.Contains(stdout, allowed.Public().Short()) || !strings.Contains(stdout, "friend") {
+		t.Errorf("ledger verify: exit %d, want the allowed key's share\n%s%s", code, stdout, stderr)
 	}
 }

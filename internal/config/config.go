@@ -44,6 +44,10 @@ type Run struct {
 	Seed  Seed   `toml:"seed"`  // drives init, data order and every codec basis
 	Steps int    `toml:"steps"` // optimizer steps
 	Out   string `toml:"out"`   // output folder; "" means runs/<name>
+	// KeyFile is the coordinator's identity key, which signs the run's
+	// ledger; "" is the user's (~/.config/narrowband/peer.key), made on
+	// first use.
+	KeyFile string `toml:"key_file"`
 }
 
 // Seed is a run's seed: any unsigned 64-bit number. TOML integers stop at
@@ -171,6 +175,10 @@ type Pipeline struct {
 	// transport policy "relay"): hides peers' addresses from each other, or
 	// tests the relay path. Needs turn_addr or a turn: URL in ice_servers.
 	RelayOnly bool `toml:"relay_only"`
+	// AllowKeys, if not empty, are the only peer keys (ed25519 public keys,
+	// 64 hex digits, as `narrowband peer` logs its own) the run admits; a
+	// peer proves its key when the coordinator connects.
+	AllowKeys []string `toml:"allow_keys"`
 }
 
 // Network shapes every link between stages; Links override single links.

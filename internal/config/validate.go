@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/narrowband/narrowband/compression"
+	"github.com/narrowband/narrowband/internal/identity"
 	"github.com/narrowband/narrowband/internal/transport"
 )
 
@@ -143,6 +144,11 @@ func (c Config) Validate() error {
 	}
 	if p.RelayOnly && p.TURNAddr == "" && !slices.ContainsFunc(p.ICEServers, IsTURNURL) {
 		bad("pipeline.relay_only", true, "needs a TURN server: set pipeline.turn_addr (host one beside signaling) or add a turn: URL to pipeline.ice_servers")
+	}
+	for i, k := range p.AllowKeys {
+		if _, err := identity.Public(k).Bytes(); err != nil {
+			bad(fmt.Sprintf("pipeline.allow_keys[%d]", i), strconv.Quote(k), "must be an ed25519 public key: 64 lowercase hex digits, as `narrowband peer` logs its own")
+		}
 	}
 	n := c.Network
 	// The shaper's own validator judges every profile the run will use;

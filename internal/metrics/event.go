@@ -23,6 +23,10 @@ type StageStats struct {
 	BusySeconds float64 `json:"busy_seconds"`     // computing forward/backward/optimizer
 	IdleSeconds float64 `json:"idle_seconds"`     // waiting, for any reason
 	NetWait     float64 `json:"net_wait_seconds"` // of the idle time, waiting on a link
+	// Who computed the stage this step, and what it sent.
+	Peer      string `json:"peer,omitempty"`
+	Key       string `json:"key,omitempty"` // the holder's identity key (hex); "" for the coordinator's own stages
+	BytesSent int64  `json:"bytes_sent,omitempty"`
 }
 
 // LinkStats is one link between two stages during a step, per direction.

@@ -35,6 +35,14 @@ type Summary struct {
 
 	ResumedFromStep int    `json:"resumed_from_step,omitempty"`
 	Checkpoint      string `json:"checkpoint"`
+
+	// What the run was, for the record: the hash of its ledger's last
+	// entry (ledger.jsonl), of its resolved config, of its data, and the
+	// code that ran it.
+	LedgerHead  string `json:"ledger_head,omitempty"`
+	ConfigHash  string `json:"config_sha256,omitempty"`
+	DataHash    string `json:"data_sha256,omitempty"`
+	CodeVersion string `json:"code_version,omitempty"`
 }
 
 // Fault is one failure a run survived (or died of).

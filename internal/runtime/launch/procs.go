@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/narrowband/narrowband/internal/config"
+	"github.com/narrowband/narrowband/internal/identity"
 	"github.com/narrowband/narrowband/internal/runtime/pipeline"
 	"github.com/narrowband/narrowband/internal/transport"
 	"github.com/narrowband/narrowband/scheduler"
@@ -167,13 +168,14 @@ func (p *procs) start(ctx context.Context, cfg config.Config, layout scheduler.L
 	return nil
 }
 
-func (p *procs) Control() []transport.Conn { return p.ctrl }
-func (p *procs) Holders() []string         { return p.holders }
-func (p *procs) Address() string           { return "127.0.0.1 (own process)" }
-func (p *procs) Spares() []string          { return nil }
-func (p *procs) CanHandOver() bool         { return false }
-func (p *procs) JoinCommand() string       { return "" }
-func (p *procs) Kill(string) error         { return pipeline.ErrCannotKill }
+func (p *procs) Control() []transport.Conn  { return p.ctrl }
+func (p *procs) Holders() []string          { return p.holders }
+func (p *procs) Address() string            { return "127.0.0.1 (own process)" }
+func (p *procs) Spares() []string           { return nil }
+func (p *procs) CanHandOver() bool          { return false }
+func (p *procs) JoinCommand() string        { return "" }
+func (p *procs) Kill(string) error          { return pipeline.ErrCannotKill }
+func (p *procs) Key(string) identity.Public { return "" }
 
 func (p *procs) Claim(context.Context, string) (transport.Conn, error) {
 	return nil, errors.New("processes: stages cannot change hands (use pipeline.transport = \"webrtc\" with spares)")

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/narrowband/narrowband/internal/config"
+	"github.com/narrowband/narrowband/internal/identity"
 	"github.com/narrowband/narrowband/internal/metrics"
 	"github.com/narrowband/narrowband/internal/runtime/pipeline"
 	"github.com/narrowband/narrowband/internal/transport"
@@ -49,6 +50,7 @@ type rtcSetup struct {
 	Ranges []scheduler.Range `json:"ranges"`
 	Peers  []string          `json:"peers"` // stage → peer ID
 	Stage  int               `json:"stage"`
+	Err    string            `json:"err,omitempty"` // the run refuses this peer
 }
 
 // PeerArgs is how a peer process finds its run.
@@ -61,6 +63,9 @@ type PeerArgs struct {
 	ICEServers []string `json:"ice_servers"`
 	Loopback   bool     `json:"loopback"`
 	RelayOnly  bool     `json:"relay_only"`
+	// KeyFile holds the peer's identity key (made on first use); "" is
+	// the user's (identity.DefaultPath).
+	KeyFile string `json:"key_file"`
 }
 
 // rtcConfig is a peer's WebRTC setup. TURN servers ("turn:HOST:PORT") get
@@ -115,6 +120,9 @@ type room struct {
 	holders []string
 	procOf  map[string]*exec.Cmd
 	closers []func() error
+	name    string                     // the room's name: what a join proof is for
+	keys    map[string]identity.Public // holder → the key it proved
+	allow   map[identity.Public]bool   // pipeline.allow_keys; empty admits every key
 	spawner
 }
 
@@ -123,7 +131,10 @@ type room struct {
 // gives every stage to a peer, writing the run's secret (if none is
 // configured) and signal.json into out.
 func WebRTC(ctx context.Context, cfg config.Config, layout scheduler.Layout, out string, log *slog.Logger) (pipeline.Placement, error) {
-	p := &room{cfg: cfg, layout: layout, log: log, procOf: map[string]*exec.Cmd{}}
+	p := &room{cfg: cfg, layout: layout, log: log, procOf: map[string]*exec.Cmd{}, keys: map[string]identity.Public{}, allow: map[identity.Public]bool{}}
+	for _, k := range cfg.Pipeline.AllowKeys {
+		p.allow[identity.Public(k)] = true
+	}
 	if err := p.start(ctx, out); err != nil {
 		p.Close()
 		return nil, err
@@ -177,6 +188,7 @@ func (p *room) start(ctx context.Context, out string) error {
 	var rb [6]byte
 	rand.Read(rb[:])
 	room := "run-" + hex.EncodeToString(rb[:])
+	p.name = room
 	// Peers on other machines cannot dial an unspecified address; with
 	// public_ip set, the printed URL and join command use that instead.
 	sa := ln.Addr().(*net.TCPAddr)
@@ -208,7 +220,19 @@ func (p *room) start(ctx context.Context, out string) error {
 		local = S + cfg.Pipeline.Spares
 	}
 	for i := 0; i < local; i++ {
-		args := PeerArgs{Signal: url, SecretFile: secretFile, ID: fmt.Sprintf("peer-%d", i), ICEServers: servers, Loopback: cfg.Pipeline.Loopback, RelayOnly: cfg.Pipeline.RelayOnly}
+		// Each local peer stands for a machine of its own: it gets a key
+		// of its own, kept in the run folder.
+		id := fmt.Sprintf("peer-%d", i)
+		args := PeerArgs{Signal: url, SecretFile: secretFile, ID: id, ICEServers: servers, Loopback: cfg.Pipeline.Loopback, RelayOnly: cfg.Pipeline.RelayOnly,
+			KeyFile: filepath.Join(out, "keys", id+".key")}
+		// The run made this peer's key, so an allow-list admits it.
+		k, _, err := identity.LoadOrCreate(args.KeyFile)
+		if err != nil {
+			return fmt.Errorf("webrtc: key of local peer %s: %w", id, err)
+		}
+		if len(p.allow) > 0 {
+			p.allow[k.Public()] = true
+		}
 		cmd, err := p.spawn("NARROWBAND_PEER_ARGS", args)
 		if err != nil {
 			return fmt.Errorf("webrtc: start peer %d: %w", i, err)
@@ -216,49 +240,61 @@ func (p *room) start(ctx context.Context, out string) error {
 		p.procOf[args.ID] = cmd
 	}
 
-	// Wait for enough peers; assign stages in the order they joined.
+	// Wait for enough peers that prove their key (and are allowed); stages
+	// go to them by name. A peer refused (or unreachable) is skipped, and
+	// the run waits for another.
 	wctx, cancel := context.WithTimeout(ctx, 120*time.Second)
 	defer cancel()
-	var order []string
-	seen := map[string]bool{}
-	for len(order) < S {
-		for _, id := range sortedPeers(coord.Peers()) {
-			if !seen[id] && id != CoordinatorID {
-				seen[id] = true
-				order = append(order, id)
-			}
-		}
-		if len(order) >= S {
-			break
-		}
-		select {
-		case <-wctx.Done():
-			return fmt.Errorf("webrtc: %d of %d peers joined %s before the timeout; start more with `narrowband peer --signal %s --secret-file %s`", len(order), S, room, url, secretFile)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-	p.holders = order[:S]
 	rc := rtcConfig(servers, cfg.Pipeline.Loopback, cfg.Pipeline.RelayOnly, key, CoordinatorID)
 	p.coord, p.rc, p.join = coord, rc, join
-	p.ctrl = make([]transport.Conn, S)
-	errs := make([]error, S)
-	var wg sync.WaitGroup
-	for i, id := range p.holders {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c, err := rtc.Connect(wctx, coord, id, rc)
-			if err != nil {
-				errs[i] = fmt.Errorf("webrtc: control channel to %s (stage %d): %w", id, i, err)
-				return
+	tried := map[string]bool{}
+	for len(p.holders) < S {
+		var batch []string
+		for _, id := range sortedPeers(coord.Peers()) {
+			if id != CoordinatorID && !tried[id] && len(p.holders)+len(batch) < S {
+				batch = append(batch, id)
 			}
-			p.ctrl[i] = c
-		}()
-	}
-	wg.Wait()
-	for _, e := range errs {
-		if e != nil {
-			return e
+		}
+		if len(batch) == 0 {
+			select {
+			case <-wctx.Done():
+				return fmt.Errorf("webrtc: %d of %d peers joined %s and were admitted before the timeout; start more with `narrowband peer --signal %s --secret-file %s`", len(p.holders), S, room, url, secretFile)
+			case <-time.After(50 * time.Millisecond):
+			}
+			continue
+		}
+		conns := make([]transport.Conn, len(batch))
+		errs := make([]error, len(batch))
+		var wg sync.WaitGroup
+		for k, id := range batch {
+			tried[id] = true
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				c, err := rtc.Connect(wctx, coord, id, rc)
+				if err != nil {
+					errs[k] = fmt.Errorf("control channel: %w", err)
+					return
+				}
+				if err := p.admit(wctx, c, id); err != nil {
+					c.Close()
+					errs[k] = err
+					return
+				}
+				conns[k] = c
+			}()
+		}
+		wg.Wait()
+		for k, id := range batch {
+			if errs[k] != nil {
+				if wctx.Err() != nil {
+					return fmt.Errorf("webrtc: peer %s: %w", id, errs[k])
+				}
+				p.log.Warn("peer not admitted; waiting for another", "peer", id, "err", errs[k])
+				continue
+			}
+			p.holders = append(p.holders, id)
+			p.ctrl = append(p.ctrl, conns[k])
 		}
 	}
 	text, err := cfg.TOML()
@@ -308,8 +344,49 @@ func (p *room) Claim(ctx context.Context, spare string) (transport.Conn, error) 
 		return nil, err
 	}
 	p.closers = append(p.closers, c.Close)
+	if err := p.admit(ctx, c, spare); err != nil {
+		c.Close()
+		return nil, err
+	}
 	return c, nil
 }
+
+// joinChallenge is the coordinator's first message on a control channel;
+// joinProof the peer's answer: its key, and its signature of the room, its
+// name and the challenge.
+type joinChallenge struct {
+	Challenge []byte `json:"challenge"`
+}
+
+type joinProof struct {
+	Key   identity.Public `json:"key"`
+	Proof []byte          `json:"proof"`
+}
+
+// admit has the peer on c prove its key, and refuses a key the run's
+// allow-list does not name (telling the peer why).
+func (p *room) admit(ctx context.Context, c transport.Conn, peer string) error {
+	ch := identity.Challenge()
+	if err := sendJSON(ctx, c, joinChallenge{Challenge: ch}); err != nil {
+		return fmt.Errorf("join challenge to %s: %w", peer, err)
+	}
+	var jp joinProof
+	if err := recvJSON(ctx, c, &jp); err != nil {
+		return fmt.Errorf("join proof from %s: %w", peer, err)
+	}
+	if err := identity.Check(jp.Key, p.name, peer, ch, jp.Proof); err != nil {
+		return fmt.Errorf("peer %s did not prove its key: %w", peer, err)
+	}
+	if len(p.allow) > 0 && !p.allow[jp.Key] {
+		sendJSON(ctx, c, map[string]string{"err": fmt.Sprintf("this run admits only the keys in pipeline.allow_keys, and %s is not one of them", jp.Key)})
+		return fmt.Errorf("%w: peer %s's key %s is not in pipeline.allow_keys", pipeline.ErrNotAllowed, peer, jp.Key.Short())
+	}
+	p.keys[peer] = jp.Key
+	return nil
+}
+
+// Key is the key holder proved when it joined.
+func (p *room) Key(holder string) identity.Public { return p.keys[holder] }
 
 func (p *room) Setup(ctx context.Context, c transport.Conn, stage int, holders []string) error {
 	text, err := p.cfg.TOML()
@@ -388,6 +465,19 @@ func RunPeer(ctx context.Context, a PeerArgs, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	keyFile := a.KeyFile
+	if keyFile == "" {
+		if keyFile, err = identity.DefaultPath(); err != nil {
+			return err
+		}
+	}
+	idKey, created, err := identity.LoadOrCreate(keyFile)
+	if err != nil {
+		return fmt.Errorf("peer: %w", err)
+	}
+	if created {
+		log.Info("made this peer's key", "file", keyFile, "key", idKey.Public())
+	}
 	if a.ID == "" {
 		var b [4]byte
 		rand.Read(b[:])
@@ -423,9 +513,22 @@ func RunPeer(ctx context.Context, a PeerArgs, log *slog.Logger) error {
 		}
 	}
 	defer ctrl.Close()
+	// The coordinator asks who we are: our key, signed for this room,
+	// name and its challenge.
+	var jc joinChallenge
+	if err := recvJSON(ctx, ctrl, &jc); err != nil {
+		return fmt.Errorf("peer %s: join challenge: %w", a.ID, err)
+	}
+	room := a.Signal[strings.LastIndexByte(a.Signal, '/')+1:]
+	if err := sendJSON(ctx, ctrl, joinProof{Key: idKey.Public(), Proof: idKey.Prove(room, a.ID, jc.Challenge)}); err != nil {
+		return fmt.Errorf("peer %s: join proof: %w", a.ID, err)
+	}
 	var su rtcSetup
 	if err := recvJSON(ctx, ctrl, &su); err != nil {
 		return fmt.Errorf("peer %s: setup: %w", a.ID, err)
+	}
+	if su.Err != "" {
+		return fmt.Errorf("peer %s (key %s): the run refused it: %s", a.ID, idKey.Public().Short(), su.Err)
 	}
 	w, closers, err := setupRTCWorker(ctx, client, rc, su, ctrl)
 	return serveWorker(ctx, ctrl, w, closers, err, log.With("peer", a.ID, "stage", su.Stage))

@@ -219,7 +219,8 @@ func (p *Driver) tryStep(ctx context.Context, step int, lr float64) (engine.Step
 		if idle < 0 {
 			idle = 0
 		}
-		res.Stages = append(res.Stages, metrics.StageStats{Stage: i, BusySeconds: s.Busy, IdleSeconds: idle, NetWait: s.NetWait})
+		res.Stages = append(res.Stages, metrics.StageStats{Stage: i, BusySeconds: s.Busy, IdleSeconds: idle, NetWait: s.NetWait,
+			Peer: p.holders[i], Key: string(p.place.Key(p.holders[i])), BytesSent: s.SentFwdBytes + s.SentBwdBytes})
 		res.Busy += s.Busy
 		res.Idle += idle
 		res.NetWait += s.NetWait

@@ -10,3 +10,6 @@ var ErrCannotKill = errors.New("pipeline: the stage's holder is not a process of
 // but could not set its stage up (a config it rejects, say): giving the
 // stage to another spare would fail the same way, so the run stops.
 var ErrSpareRefused = errors.New("pipeline: the spare could not set up its stage")
+
+// ErrNotAllowed is a peer whose key the run's allow-list does not name.
+var ErrNotAllowed = errors.New("pipeline: the peer's key is not allowed in this run")

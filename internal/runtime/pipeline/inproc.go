@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/narrowband/narrowband/internal/config"
+	"github.com/narrowband/narrowband/internal/identity"
 	"github.com/narrowband/narrowband/internal/transport"
 	"github.com/narrowband/narrowband/scheduler"
 )
@@ -92,13 +93,14 @@ func InProcess(cfg config.Config, layout scheduler.Layout) (Placement, error) {
 	return p, nil
 }
 
-func (p *inProcess) Control() []transport.Conn { return p.ctrl }
-func (p *inProcess) Holders() []string         { return p.holders }
-func (p *inProcess) Address() string           { return "in-process" }
-func (p *inProcess) Spares() []string          { return nil }
-func (p *inProcess) CanHandOver() bool         { return false }
-func (p *inProcess) JoinCommand() string       { return "" }
-func (p *inProcess) Kill(string) error         { return ErrCannotKill }
+func (p *inProcess) Control() []transport.Conn  { return p.ctrl }
+func (p *inProcess) Holders() []string          { return p.holders }
+func (p *inProcess) Address() string            { return "in-process" }
+func (p *inProcess) Spares() []string           { return nil }
+func (p *inProcess) CanHandOver() bool          { return false }
+func (p *inProcess) JoinCommand() string        { return "" }
+func (p *inProcess) Kill(string) error          { return ErrCannotKill }
+func (p *inProcess) Key(string) identity.Public { return "" }
 
 func (p *inProcess) Claim(context.Context, string) (transport.Conn, error) {
 	return nil, errors.New("in-process stages cannot change hands")

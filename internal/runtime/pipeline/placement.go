@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 
+	"github.com/narrowband/narrowband/internal/identity"
 	"github.com/narrowband/narrowband/internal/transport"
 )
 
@@ -38,6 +39,10 @@ type Placement interface {
 	// a peer evicted for bad data. ErrCannotKill if it is not a process
 	// of this run.
 	Kill(holder string) error
+	// Key is the identity key holder proved when it joined; "" for the
+	// run's own goroutines and processes (the coordinator's key stands
+	// for them).
+	Key(holder string) identity.Public
 	// JoinCommand is what starts a peer that can join this run, shown
 	// while the run waits for one; "" where no peer can join.
 	JoinCommand() string

@@ -38,7 +38,8 @@ func (r *run) write(st *stages.State, step int, wall float64) error {
 	if err != nil {
 		return err
 	}
-	md := map[string]string{metaConfig: string(text)}
+	md := r.metadata()
+	md[metaConfig] = string(text)
 	if err := stages.WriteState(filepath.Join(r.o.Out, StateFile), st, md); err != nil {
 		return err
 	}

@@ -34,7 +34,7 @@ var ErrFolderTaken = errors.New("the run folder is not empty")
 // left beside the new one's.
 var runFiles = []string{
 	"config.toml", "metrics.jsonl", "summary.json", "timeline.jsonl", CheckpointFile, StateFile,
-	"signal.json", "secret", "sweep.json", "summary.md", "report.md",
+	"signal.json", "secret", "sweep.json", "summary.md", "report.md", "ledger.jsonl",
 }
 
 // folderLock is a held LockFile.

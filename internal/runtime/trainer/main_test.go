@@ -20,5 +20,14 @@ func TestMain(m *testing.M) {
 		os.Exit(0)
 	}
 	launch.WorkerCommand = func() ([]string, error) { return []string{os.Args[0]}, nil }
-	os.Exit(m.Run())
+	// Runs make the coordinator's key in the user's config folder on
+	// first use: give the tests one of their own.
+	cfgHome, err := os.MkdirTemp("", "narrowband-test-config-*")
+	if err != nil {
+		panic(err)
+	}
+	os.Setenv("XDG_CONFIG_HOME", cfgHome)
+	code := m.Run()
+	os.RemoveAll(cfgHome)
+	os.Exit(code)
 }

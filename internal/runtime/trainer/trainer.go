@@ -18,6 +18,7 @@ import (
 
 	"github.com/narrowband/narrowband/internal/config"
 	"github.com/narrowband/narrowband/internal/data"
+	"github.com/narrowband/narrowband/internal/ledger"
 	"github.com/narrowband/narrowband/internal/metrics"
 	"github.com/narrowband/narrowband/internal/runtime/engine"
 	"github.com/narrowband/narrowband/stages"
@@ -83,6 +84,8 @@ type run struct {
 	lastLoss, valLoss float64
 	tot               engine.StepResult
 	recent            [][]metrics.Span
+	ledger            *ledger.Writer
+	prov              provenance
 }
 
 // Run trains according to o and returns the summary it also writes.
@@ -146,6 +149,7 @@ func Run(ctx context.Context, o Options) (_ *metrics.Summary, err error) {
 	}
 	defer r.eng.Close()
 	defer r.jsonl.Close()
+	defer r.ledger.Close()
 	if o.Web != nil {
 		defer func() {
 			if err != nil {
@@ -291,6 +295,12 @@ func (r *run) setup(ctx context.Context) error {
 		return err
 	}
 	if err := metrics.WriteFileAtomic(filepath.Join(o.Out, "config.toml"), resolved); err != nil {
+		return err
+	}
+	if o.Resume != "" {
+		r.start = r.resumeFrom.Step
+	}
+	if err := r.openRecord(resolved); err != nil {
 		return err
 	}
 	if o.Web != nil {
@@ -439,6 +449,9 @@ func (r *run) record(rec metrics.StepRecord, res engine.StepResult, evalNow bool
 	if err := r.jsonl.Write(rec); err != nil {
 		return err
 	}
+	if err := r.recordStep(rec.Step, res); err != nil {
+		return err
+	}
 	if len(res.Spans) > 0 {
 		r.recent = append(r.recent, res.Spans)
 		if len(r.recent) > timelineSteps {
@@ -493,6 +506,7 @@ func (r *run) finish() (*metrics.Summary, error) {
 		FinalValLoss: r.valLoss, FinalTrainLoss: r.lastLoss,
 		Tokens: int64(cfg.Run.Steps) * tokensPerStep, WallSeconds: r.wallBefore + wall,
 		Checkpoint: filepath.Join(o.Out, CheckpointFile),
+		LedgerHead: r.ledger.Head(), ConfigHash: r.prov.configHash, DataHash: r.prov.dataHash, CodeVersion: r.prov.code,
 	}
 	if n := cfg.Run.Steps - r.start; n > 0 && wall > 0 {
 		sum.TokensPerSecond = float64(int64(n)*tokensPerStep) / wall
