@@ -38,11 +38,12 @@ import (
 // and the outstanding command is moot.
 type Membership struct {
 	cfg     MembershipConfig
-	holders []string // stage → holder; "" while the stage is vacant
-	spares  []string // joined peers, sorted; holders and failed peers included
+	reps    [][]string // stage → its replicas' holders, in the order they were admitted; empty while vacant
+	spares  []string   // joined peers, sorted; holders and failed peers included
 	failed  map[string]bool
 	rejects map[string]int // bad frames per holder
-	silent  []int          // ticks since each stage's holder was last heard
+	silent  map[string]int // ticks since each holder was last heard
+	swarm   swarm          // replicas joining, leaving and being demoted (membership_swarm.go)
 	epoch   uint64
 	snap    int // step of the latest snapshot, -1 if none
 	counts  MembershipCounts
@@ -71,6 +72,24 @@ type MembershipConfig struct {
 	// CanHandOver: whether a failed stage can go to a spare (WebRTC
 	// rooms); otherwise a dead or evicted holder ends the run.
 	CanHandOver bool
+
+	// Replicas lists each stage's further replicas at the start, beside
+	// Holders' first ones (nil: one replica per stage).
+	Replicas [][]string
+	// Join places peers that join a running run on the stage that needs
+	// them most (synced from a live replica, admitted at a step
+	// boundary); without it they wait as spares.
+	Join bool
+	// SlowFraction and SlowSteps: a replica below SlowFraction of its
+	// stage's median rate for SlowSteps reports gets half the
+	// micro-batches; as long again, it is dropped back to the spares.
+	// 0 disables.
+	SlowFraction float64
+	SlowSteps    int
+	// RouteByRate routes micro-batches by the replicas' measured rates
+	// (SWARM-style) instead of round-robin; runs are then not
+	// reproducible bit for bit.
+	RouteByRate bool
 }
 
 // MembershipCounts are the machine's tallies, for the run's summary.
@@ -79,18 +98,28 @@ type MembershipCounts struct {
 	Recoveries     int // stages handed over, links restored
 	RejectedFrames int
 	StepsRedone    int // attempts redone, plus steps rolled back over
+	Joins          int // replicas admitted to a running run
+	Leaves         int // replicas that left cleanly
+	Drops          int // replicas dropped for being slow
+	ReplicasLost   int // replicas that died while their stage had others
 }
 
 // recovery is the failure being handled.
 type recovery struct {
-	step      int   // the step the interrupted operation was at
-	rollback  bool  // a stage changed hands or an optimizer step may have run
-	vacant    []int // stages without a holder, sorted
-	links     [][2]int
-	kill      []string // evicted holders still to stop
-	needAbort bool
-	cmd       *Command // the outstanding command
-	failed    []string // why the run stops, if it does
+	step     int  // the step the interrupted operation was at
+	rollback bool // a stage changed hands
+	applied  bool // an optimizer step may have run
+	// lostReplicas died while their stage had others; other says a
+	// failure of another kind joined them (so an applied step must be
+	// rolled back, not kept).
+	lostReplicas []string
+	other        bool
+	vacant       []int // stages without a holder, sorted
+	links        [][2]int
+	kill         []string // evicted holders still to stop
+	needAbort    bool
+	cmd          *Command // the outstanding command
+	failed       []string // why the run stops, if it does
 }
 
 // ReportKind says what a Report is.
@@ -122,9 +151,16 @@ const (
 	ReportSpareFailed
 	// ReportJoined: Holder joined the run and waits as a spare.
 	ReportJoined
+	// ReportLeft: Holder asks to leave (dropped at the next step).
+	ReportLeft
+	// ReportRate: Holder computed at Rate micro-batches per second of
+	// compute in the last step.
+	ReportRate
+	// ReportSyncFailed: Holder's download of its stage's state broke.
+	ReportSyncFailed
 )
 
-var reportNames = [...]string{"unknown", "step", "snapshot", "heard", "lost", "link-down", "rejected", "interrupted", "done", "spare-failed", "joined"}
+var reportNames = [...]string{"unknown", "step", "snapshot", "heard", "lost", "link-down", "rejected", "interrupted", "done", "spare-failed", "joined", "left", "rate", "sync-failed"}
 
 func (k ReportKind) String() string {
 	if int(k) < len(reportNames) {
@@ -146,7 +182,8 @@ type Report struct {
 	// Applied: the operation in progress may have applied an optimizer
 	// step on some stage (failures, ReportInterrupted).
 	Applied bool
-	Err     string // what the runtime saw, for the notes
+	Rate    float64 // ReportRate
+	Err     string  // what the runtime saw, for the notes
 }
 
 // CommandKind says what a Command asks for.
@@ -181,9 +218,24 @@ const (
 	CmdRollback
 	// CmdFail: the run cannot go on: Err.
 	CmdFail
+	// CmdSync (background): joiner Holder downloads stage Stage's weights
+	// and optimizer state from replica Holders[0] (Err "resume": go on
+	// from where a broken download stopped); report ReportDone, or
+	// ReportSyncFailed.
+	CmdSync
+	// CmdAdmit: from this step on, Holder is a replica of Stage (Holders:
+	// the stage's replicas now); routing and averaging include it.
+	CmdAdmit
+	// CmdDrop: Holder is no longer a replica of Stage (Err says why:
+	// "left", or slow); routing and averaging leave it out; it may go.
+	CmdDrop
+	// CmdContinue: recovery is over; the interrupted step stands (its
+	// optimizer step ran on every surviving replica): finish it without
+	// the replicas lost.
+	CmdContinue
 )
 
-var commandNames = [...]string{"unknown", "snapshot", "abort", "relink", "kill", "wait", "hand-over", "restore", "redo", "rollback", "fail"}
+var commandNames = [...]string{"unknown", "snapshot", "abort", "relink", "kill", "wait", "hand-over", "restore", "redo", "rollback", "fail", "sync", "admit", "drop", "continue"}
 
 func (k CommandKind) String() string {
 	if int(k) < len(commandNames) {
@@ -235,6 +287,16 @@ func (c Command) String() string {
 		return fmt.Sprintf("hand-over stage %d to %s (neighbours %v, holders %s)", c.Stage, c.Holder, c.Neighbours, strings.Join(hs, ","))
 	case CmdFail:
 		return "fail: " + c.Err
+	case CmdSync:
+		s := fmt.Sprintf("sync %s for stage %d from %s", c.Holder, c.Stage, c.Holders[0])
+		if c.Err != "" {
+			s += " (" + c.Err + ")"
+		}
+		return s
+	case CmdAdmit:
+		return fmt.Sprintf("admit %s to stage %d (replicas %s)", c.Holder, c.Stage, strings.Join(c.Holders, ","))
+	case CmdDrop:
+		return fmt.Sprintf("drop %s from stage %d (%s; replicas %s)", c.Holder, c.Stage, c.Err, strings.Join(c.Holders, ","))
 	}
 	return c.Kind.String()
 }
@@ -252,9 +314,18 @@ const (
 	NoteWaiting               // Stage has no holder and no spare: the run waits
 	NoteReplaced              // Holder now holds Stage
 	NoteRolledBack            // every stage went back to the snapshot of step Step
+	NoteReplicaLost           // Holder, one of Stage's replicas, died; the others go on
+	NoteJoining               // Holder syncs to join Stage
+	NoteSynced                // Holder has Stage's state
+	NoteSyncBroke             // Holder's download broke (Err); it goes on from another replica
+	NoteJoined                // Holder is a replica of Stage from this step on
+	NoteLeft                  // Holder left Stage cleanly
+	NoteDropped               // Holder was dropped from Stage (Err: why)
+	NoteDemoted               // Holder gets fewer micro-batches (Err: why)
 )
 
-var noteNames = [...]string{"unknown", "frame_rejected", "link_failure", "link_restored", "peer_dead", "evicted", "waiting_for_peer", "stage_replaced", "rolled_back"}
+var noteNames = [...]string{"unknown", "frame_rejected", "link_failure", "link_restored", "peer_dead", "evicted", "waiting_for_peer", "stage_replaced", "rolled_back",
+	"replica_lost", "replica_joining", "replica_synced", "sync_broke", "replica_joined", "replica_left", "replica_dropped", "replica_demoted"}
 
 // String is the note's event name in metrics.jsonl.
 func (k NoteKind) String() string {
@@ -288,6 +359,10 @@ func (n Note) String() string {
 		return fmt.Sprintf("%v stage %d", n.Kind, n.Stage)
 	case NoteRolledBack:
 		return fmt.Sprintf("%v to step %d", n.Kind, n.Step)
+	case NoteReplicaLost, NoteJoining, NoteSynced, NoteJoined, NoteLeft:
+		return fmt.Sprintf("%v stage %d %s", n.Kind, n.Stage, n.Holder)
+	case NoteSyncBroke, NoteDropped, NoteDemoted:
+		return fmt.Sprintf("%v stage %d %s: %s", n.Kind, n.Stage, n.Holder, n.Err)
 	}
 	return n.Kind.String()
 }
@@ -297,10 +372,15 @@ func (n Note) String() string {
 type Ready struct {
 	Notes    []Note
 	Commands []Command
+	// Background commands run beside training (a joiner's sync): start
+	// them, do not wait for them; report how they end.
+	Background []Command
 }
 
 // Empty reports whether there is nothing to do.
-func (r Ready) Empty() bool { return len(r.Notes) == 0 && len(r.Commands) == 0 }
+func (r Ready) Empty() bool {
+	return len(r.Notes) == 0 && len(r.Commands) == 0 && len(r.Background) == 0
+}
 
 // NewMembership returns the machine for a pipeline whose stages are held
 // as c.Holders says.
@@ -314,25 +394,80 @@ func NewMembership(c MembershipConfig) (*Membership, error) {
 	case c.TimeoutTicks < 1 || c.MaxRejects < 1 || c.SnapshotEvery < 1:
 		return nil, fmt.Errorf("membership: timeout %d ticks, max rejects %d, snapshot every %d steps: each must be at least 1: %w", c.TimeoutTicks, c.MaxRejects, c.SnapshotEvery, ErrBadShape)
 	}
+	seen := map[string]bool{}
 	for i, h := range c.Holders {
-		if h == "" || slices.Contains(c.Holders[:i], h) {
+		if h == "" || seen[h] {
 			return nil, fmt.Errorf("membership: holder %q of stage %d is empty or holds two stages: %w", h, i, ErrBadShape)
+		}
+		seen[h] = true
+	}
+	if len(c.Replicas) > S {
+		return nil, fmt.Errorf("membership: replicas for %d stages of %d: %w", len(c.Replicas), S, ErrBadShape)
+	}
+	for i, extra := range c.Replicas {
+		for _, h := range extra {
+			if h == "" || seen[h] {
+				return nil, fmt.Errorf("membership: replica %q of stage %d is empty or holds two stages: %w", h, i, ErrBadShape)
+			}
+			seen[h] = true
+		}
+	}
+	if c.SlowFraction < 0 || c.SlowFraction >= 1 || (c.SlowFraction > 0 && c.SlowSteps < 1) {
+		return nil, fmt.Errorf("membership: slow fraction %g over %d steps: want a fraction in [0, 1) and at least one step: %w", c.SlowFraction, c.SlowSteps, ErrBadShape)
+	}
+	reps := make([][]string, S)
+	for i, h := range c.Holders {
+		reps[i] = []string{h}
+	}
+	for i, extra := range c.Replicas {
+		if i < S {
+			reps[i] = append(reps[i], extra...)
 		}
 	}
 	return &Membership{
-		cfg: c, holders: slices.Clone(c.Holders), failed: map[string]bool{}, rejects: map[string]int{},
-		silent: make([]int, S), snap: -1, waiting: map[int]bool{},
+		cfg: c, reps: reps, failed: map[string]bool{}, rejects: map[string]int{},
+		silent: map[string]int{}, snap: -1, waiting: map[int]bool{}, swarm: newSwarm(),
 	}, nil
 }
 
 // Holders names who holds each stage ("" for a vacant stage).
-func (m *Membership) Holders() []string { return slices.Clone(m.holders) }
+func (m *Membership) Holders() []string {
+	out := make([]string, len(m.reps))
+	for i, r := range m.reps {
+		if len(r) > 0 {
+			out[i] = r[0]
+		}
+	}
+	return out
+}
+
+// Replicas names every replica of every stage, in admission order.
+func (m *Membership) Replicas() [][]string {
+	out := make([][]string, len(m.reps))
+	for i, r := range m.reps {
+		out[i] = slices.Clone(r)
+	}
+	return out
+}
+
+// stageOf is the stage holder holds, -1 if none.
+func (m *Membership) stageOf(holder string) int {
+	for i, r := range m.reps {
+		if slices.Contains(r, holder) {
+			return i
+		}
+	}
+	return -1
+}
+
+// holds reports whether id holds a replica of any stage.
+func (m *Membership) holds(id string) bool { return m.stageOf(id) >= 0 }
 
 // Spares lists the peers waiting to take a stage, by name.
 func (m *Membership) Spares() []string {
 	var out []string
 	for _, id := range m.spares {
-		if !m.failed[id] && !slices.Contains(m.holders, id) {
+		if !m.failed[id] && !m.holds(id) && !m.swarm.busy(id) {
 			out = append(out, id)
 		}
 	}
@@ -352,7 +487,7 @@ func (m *Membership) Failed() []string {
 // Knows reports whether the machine has heard of peer id (as a holder, a
 // spare or a failed peer).
 func (m *Membership) Knows(id string) bool {
-	return slices.Contains(m.holders, id) || slices.Contains(m.spares, id) || m.failed[id]
+	return m.holds(id) || slices.Contains(m.spares, id) || m.failed[id] || m.swarm.busy(id)
 }
 
 // Epoch is the current attempt's number: every abort starts a new one.
@@ -389,14 +524,13 @@ func (m *Membership) Ready() Ready {
 // Tick says one heartbeat interval passed. A holder heard from in none of
 // the last TimeoutTicks intervals is dead.
 func (m *Membership) Tick() {
-	for i := range m.silent {
-		if m.holders[i] == "" {
-			continue
-		}
-		m.silent[i]++
-		if m.silent[i] >= m.cfg.TimeoutTicks {
-			m.silent[i] = 0
-			m.fail(failure{kind: failDead, stage: i, err: fmt.Sprintf("silent for %d heartbeats", m.cfg.TimeoutTicks)})
+	for i := range m.reps {
+		for _, h := range slices.Clone(m.reps[i]) {
+			m.silent[h]++
+			if m.silent[h] >= m.cfg.TimeoutTicks {
+				m.silent[h] = 0
+				m.fail(failure{kind: failDead, stage: i, holder: h, err: fmt.Sprintf("silent for %d heartbeats", m.cfg.TimeoutTicks)})
+			}
 		}
 	}
 }
@@ -404,7 +538,7 @@ func (m *Membership) Tick() {
 // Step feeds a report in.
 func (m *Membership) Step(r Report) error {
 	S := m.cfg.Layout.Stages()
-	if r.Kind != ReportJoined && r.Kind != ReportSpareFailed && r.Kind != ReportDone && (r.Stage < 0 || r.Stage >= S) {
+	if r.Kind != ReportJoined && r.Kind != ReportSpareFailed && r.Kind != ReportDone && r.Kind != ReportLeft && r.Kind != ReportRate && r.Kind != ReportSyncFailed && (r.Stage < 0 || r.Stage >= S) {
 		return fmt.Errorf("membership: %v report for stage %d of %d: %w", r.Kind, r.Stage, S, ErrBadEvent)
 	}
 	if (r.Kind == ReportLinkDown || r.Kind == ReportRejected) && (r.Peer < 0 || r.Peer >= S || r.Peer == r.Stage) {
@@ -412,16 +546,19 @@ func (m *Membership) Step(r Report) error {
 	}
 	switch r.Kind {
 	case ReportStepBegins:
+		if m.rec == nil {
+			m.boundary(r.Step)
+		}
 		if m.cfg.CanHandOver && m.rec == nil && (m.snap < 0 || (r.Step%m.cfg.SnapshotEvery == 0 && m.snap != r.Step)) {
 			m.issue(Command{Kind: CmdSnapshot, Step: r.Step})
 		}
 	case ReportSnapshot:
 		m.snap = r.Step
 	case ReportHeard:
-		m.silent[r.Stage] = 0
+		m.silent[m.holderOf(r)] = 0
 	case ReportLost:
 		m.begin(r)
-		m.fail(failure{kind: failDead, stage: r.Stage, err: r.Err})
+		m.fail(failure{kind: failDead, stage: r.Stage, holder: m.holderOf(r), err: r.Err})
 	case ReportLinkDown:
 		m.begin(r)
 		m.fail(failure{kind: failLink, stage: r.Stage, peer: r.Peer, err: r.Err})
@@ -432,8 +569,12 @@ func (m *Membership) Step(r Report) error {
 		m.begin(r)
 		m.plan()
 	case ReportDone:
+		if c, ok := m.swarm.bg[r.Cmd]; ok {
+			m.backgroundDone(*c)
+			return nil
+		}
 		if m.rec == nil || m.rec.cmd == nil || m.rec.cmd.ID != r.Cmd {
-			return nil // moot: a later failure replaced the plan
+			return nil // moot (a later failure replaced the plan), or a step-boundary command
 		}
 		m.done(*m.rec.cmd)
 	case ReportSpareFailed:
@@ -452,7 +593,15 @@ func (m *Membership) Step(r Report) error {
 		}
 		if m.rec != nil && m.rec.cmd != nil && m.rec.cmd.Kind == CmdWait {
 			m.plan()
+		} else {
+			m.join(r.Holder)
 		}
+	case ReportLeft:
+		m.leave(r.Holder)
+	case ReportRate:
+		m.rate(r.Holder, r.Rate)
+	case ReportSyncFailed:
+		m.syncFailed(r.Holder, r.Err)
 	default:
 		return fmt.Errorf("membership: report %v: %w", r.Kind, ErrBadEvent)
 	}
@@ -476,7 +625,7 @@ func (m *Membership) begin(r Report) {
 			}
 		}
 	}
-	rec.rollback = rec.rollback || r.Applied
+	rec.applied = rec.applied || r.Applied
 	rec.needAbort = true
 }
 
@@ -492,6 +641,8 @@ const (
 type failure struct {
 	kind        failKind
 	stage, peer int
+	holder      string // dead/evict: which replica of stage; "" for its first
+	sender      string // reject: which replica of peer sent the bad frame; "" for its first
 	err         string
 }
 
@@ -505,22 +656,28 @@ func (m *Membership) fail(f failure) {
 	}
 	rec := m.rec
 	rec.needAbort = true
+	if f.kind == failReject || f.kind == failLink {
+		rec.other = true
+	}
 	switch f.kind {
 	case failReject:
-		holder := m.holders[f.peer]
-		if holder == "" {
-			break // its stage is already being handed over
+		holder := f.sender
+		if holder == "" && len(m.reps[f.peer]) > 0 {
+			holder = m.reps[f.peer][0]
+		}
+		if holder == "" || m.stageOf(holder) != f.peer {
+			break // its stage is already being handed over, or it left
 		}
 		m.counts.RejectedFrames++
 		m.rejects[holder]++
 		n := m.rejects[holder]
 		m.note(Note{Kind: NoteRejected, Stage: f.stage, Peer: f.peer, Holder: holder, Count: n, Err: f.err})
 		if n >= m.cfg.MaxRejects {
-			m.fail(failure{kind: failEvict, stage: f.peer, err: fmt.Sprintf("%d bad frames (faults.max_rejects = %d)", n, m.cfg.MaxRejects)})
+			m.fail(failure{kind: failEvict, stage: f.peer, holder: holder, err: fmt.Sprintf("%d bad frames (faults.max_rejects = %d)", n, m.cfg.MaxRejects)})
 			return
 		}
 	case failLink:
-		if m.holders[f.stage] == "" || m.holders[f.peer] == "" {
+		if len(m.reps[f.stage]) == 0 || len(m.reps[f.peer]) == 0 {
 			break // a link to a vacant stage is the hand-over's to restore
 		}
 		m.note(Note{Kind: NoteLinkFailure, Stage: f.stage, Peer: f.peer, Err: f.err})
@@ -529,15 +686,36 @@ func (m *Membership) fail(f failure) {
 			rec.links = append(rec.links, p)
 		}
 	case failDead, failEvict:
-		holder := m.holders[f.stage]
-		if holder == "" {
-			break // already vacant
+		holder := f.holder
+		if holder == "" && len(m.reps[f.stage]) > 0 {
+			holder = m.reps[f.stage][0]
+		}
+		if holder == "" || m.stageOf(holder) != f.stage {
+			break // already gone
 		}
 		m.counts.Failures++
 		kind, verb := NoteDead, "died"
 		if f.kind == failEvict {
 			kind, verb = NoteEvicted, "was evicted"
 		}
+		if len(m.reps[f.stage]) > 1 {
+			// One of several replicas: the others hold the stage.
+			if f.kind == failDead {
+				kind = NoteReplicaLost
+			}
+			m.note(Note{Kind: kind, Stage: f.stage, Holder: holder, Err: f.err})
+			m.counts.ReplicasLost++
+			if f.kind == failEvict && m.cfg.CanHandOver {
+				rec.kill = append(rec.kill, holder)
+			}
+			m.failed[holder] = true
+			delete(m.silent, holder)
+			m.reps[f.stage] = slices.DeleteFunc(m.reps[f.stage], func(h string) bool { return h == holder })
+			rec.lostReplicas = append(rec.lostReplicas, holder)
+			m.swarm.forget(holder)
+			break
+		}
+		rec.other = true
 		m.note(Note{Kind: kind, Stage: f.stage, Holder: holder, Err: f.err})
 		if !m.cfg.CanHandOver {
 			rec.failed = append(rec.failed, fmt.Sprintf("stage %d's peer %s %s (%s); only WebRTC runs (pipeline.transport = \"webrtc\") can hand a stage to a spare peer", f.stage, holder, verb, f.err))
@@ -547,8 +725,9 @@ func (m *Membership) fail(f failure) {
 			rec.kill = append(rec.kill, holder)
 		}
 		m.failed[holder] = true
-		m.holders[f.stage] = ""
-		m.silent[f.stage] = 0
+		delete(m.silent, holder)
+		m.reps[f.stage] = nil
+		m.swarm.forget(holder)
 		rec.vacant = append(rec.vacant, f.stage)
 		slices.Sort(rec.vacant)
 		rec.rollback = true
@@ -584,28 +763,39 @@ func (m *Membership) plan() {
 			m.issue(Command{Kind: CmdWait, Stage: stage})
 			return
 		}
-		holders := slices.Clone(m.holders)
+		holders := m.Holders()
 		holders[stage] = spares[0]
 		// Vacant neighbours link to the spare when their own hand-over
 		// comes.
 		var nb []int
 		for _, j := range m.cfg.Layout.Neighbours(stage) {
-			if m.holders[j] != "" {
+			if len(m.reps[j]) > 0 {
 				nb = append(nb, j)
 			}
 		}
 		m.issue(Command{Kind: CmdHandOver, Stage: stage, Holder: spares[0], Holders: holders, Neighbours: nb})
 	case len(rec.links) > 0:
 		p := rec.links[0]
-		m.issue(Command{Kind: CmdRelink, Stage: p[0], Peer: p[1], Holders: slices.Clone(m.holders)})
-	case rec.rollback && m.snap < 0:
+		m.issue(Command{Kind: CmdRelink, Stage: p[0], Peer: p[1], Holders: m.Holders()})
+	case rec.mustRollBack() && m.snap < 0:
 		m.finish(Command{Kind: CmdFail, Err: "a stage may have applied its optimizer step, and there is no snapshot to roll back to"})
-	case rec.rollback:
+	case rec.mustRollBack():
 		m.issue(Command{Kind: CmdRestore, Step: m.snap})
+	case rec.applied:
+		// Only replicas of replicated stages were lost after the
+		// optimizer step: every survivor applied it, the step stands.
+		m.finish(Command{Kind: CmdContinue, Step: rec.step})
 	default:
 		m.counts.StepsRedone++
 		m.finish(Command{Kind: CmdRedo, Step: rec.step})
 	}
+}
+
+// mustRollBack reports whether the stages must go back to the snapshot: a
+// stage changed hands, or an optimizer step may have run somewhere while
+// something else than replicas of replicated stages failed.
+func (rec *recovery) mustRollBack() bool {
+	return rec.rollback || (rec.applied && (rec.other || len(rec.lostReplicas) == 0))
 }
 
 // done moves the recovery on after command c was carried out.
@@ -619,8 +809,8 @@ func (m *Membership) done(c Command) {
 	case CmdAbort:
 		rec.needAbort = false
 	case CmdHandOver:
-		m.holders[c.Stage] = c.Holder
-		m.silent[c.Stage] = 0
+		m.reps[c.Stage] = []string{c.Holder}
+		m.silent[c.Holder] = 0
 		delete(m.waiting, c.Stage)
 		rec.vacant = slices.DeleteFunc(rec.vacant, func(s int) bool { return s == c.Stage })
 		m.counts.Recoveries++

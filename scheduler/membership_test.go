@@ -25,6 +25,12 @@ import (
 //	interrupted @N [applied]    the runtime stopped its operation at step N
 //	done                        the outstanding command was carried out
 //	spare-failed NAME           that spare could not be set up
+//	lost-replica NAME S @N [applied]  replica NAME of stage S died
+//	left NAME                   NAME asks to leave
+//	rate NAME R                 NAME ran at R micro-batches/s
+//	synced NAME                 NAME's background sync finished
+//	sync-failed NAME            NAME's download broke
+//	route M                     how the next step's M micro-batches are routed
 type membershipScenario struct {
 	name     string
 	what     string // the transcript's title
@@ -32,9 +38,108 @@ type membershipScenario struct {
 	spares   []string
 	handOver bool
 	script   string
+	// The swarm's settings: further replicas per stage (named
+	// peer-<stage>-<k>), joiners placed on stages, slow demotion.
+	replicas int
+	join     bool
+	slow     float64
 }
 
 var membershipScenarios = []membershipScenario{
+	{
+		name: "swarm_join", stages: 2, replicas: 2, join: true, handOver: true,
+		what: "a peer joins a running run of 2 stages × 2 replicas: it goes to the stage with the least throughput per replica, syncs from a live replica while the others train, and is admitted at the next step boundary; round-robin routing then spreads 4 micro-batches over 2 and 3 replicas",
+		script: `
+step 0
+snapshot 0
+route 4
+rate peer-0 10
+rate peer-0-1 10
+rate peer-1 6
+rate peer-1-1 6
+joined newcomer
+step 1
+synced newcomer
+step 2
+done
+route 4`,
+	},
+	{
+		name: "swarm_leave", stages: 2, replicas: 2, handOver: true,
+		what: "a replica of stage 0 leaves cleanly: it is dropped at the next step boundary, no recovery, nothing rolled back",
+		script: `
+step 0
+snapshot 0
+left peer-0-1
+step 1
+done
+route 4`,
+	},
+	{
+		name: "swarm_replica_dies", stages: 2, replicas: 2, handOver: true,
+		what: "one of stage 1's two replicas dies during step 3: the attempt is aborted and redone by the survivors, no hand-over, no rollback; had the step been applied, it would stand",
+		script: `
+step 0
+snapshot 0
+step 3
+lost-replica peer-1-1 1 @3
+done
+route 4
+step 5
+lost-replica peer-0-1 0 @5 applied
+done`,
+	},
+	{
+		name: "swarm_last_replica_dies", stages: 2, replicas: 2, spares: []string{"spare-a"}, handOver: true,
+		what: "stage 1 loses one replica, then its last one: only then does the stage go to a spare through the snapshot path, and every stage rolls back",
+		script: `
+step 0
+snapshot 0
+step 2
+lost-replica peer-1-1 1 @2
+done
+step 3
+lost 1 @3
+done
+done
+done`,
+	},
+	{
+		name: "swarm_slow_replica", stages: 1, replicas: 3, handOver: true, slow: 0.5,
+		what: "one of three replicas runs at a third of the others' rate: after 2 slow steps it gets half the micro-batches; 2 more and it is dropped back to the spares at the next boundary, with the reason",
+		script: `
+step 0
+snapshot 0
+route 6
+rate peer-0 9
+rate peer-0-1 9
+rate peer-0-2 3
+rate peer-0 9
+rate peer-0-1 9
+rate peer-0-2 3
+route 6
+rate peer-0-2 3
+rate peer-0-2 3
+step 1
+done
+route 6`,
+	},
+	{
+		name: "swarm_join_while_source_dies", stages: 2, replicas: 2, join: true, handOver: true,
+		what: "a peer syncs stage 0 from peer-0 when peer-0 is killed mid-download: the replica is lost (nothing rolls back), and the download goes on from the other replica, where it stopped",
+		script: `
+step 0
+snapshot 0
+joined newcomer
+step 1
+lost-replica peer-0 0 @1
+sync-failed newcomer
+done
+synced newcomer
+step 2
+done
+route 4`,
+	},
 	{
 		name: "kill_with_spare", stages: 4, spares: []string{"spare-a"}, handOver: true,
 		what: "stage 2's peer is SIGKILLed mid-step 6: its neighbours' links go silent first, then its heartbeats stop; the spare takes the stage over and every stage rolls back to the snapshot of step 4",
@@ -206,7 +311,15 @@ func runMembership(t *testing.T, sc membershipScenario) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := MembershipConfig{Layout: layout, Holders: holders, TimeoutTicks: 4, MaxRejects: 3, SnapshotEvery: 4, CanHandOver: sc.handOver}
+	cfg := MembershipConfig{Layout: layout, Holders: holders, TimeoutTicks: 4, MaxRejects: 3, SnapshotEvery: 4, CanHandOver: sc.handOver,
+		Join: sc.join, SlowFraction: sc.slow, SlowSteps: 2}
+	for i := 0; i < sc.stages && sc.replicas > 1; i++ {
+		var extra []string
+		for k := 1; k < sc.replicas; k++ {
+			extra = append(extra, fmt.Sprintf("peer-%d-%d", i, k))
+		}
+		cfg.Replicas = append(cfg.Replicas, extra)
+	}
 	m, err := NewMembership(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -216,7 +329,8 @@ func runMembership(t *testing.T, sc membershipScenario) string {
 	fmt.Fprintf(&b, "# %d stages held by %s; spares %v; stages can change hands: %v\n", sc.stages, strings.Join(holders, ", "), sc.spares, sc.handOver)
 	fmt.Fprintf(&b, "# dead after %d silent ticks; evicted after %d bad frames; snapshots every %d steps\n", cfg.TimeoutTicks, cfg.MaxRejects, cfg.SnapshotEvery)
 	var last *Command
-	opStep := 0 // the step of the runtime's operation
+	bg := map[string]int{} // holder → its running background sync
+	opStep := 0            // the step of the runtime's operation
 	emit := func() {
 		rd := m.Ready()
 		for _, n := range rd.Notes {
@@ -226,6 +340,10 @@ func runMembership(t *testing.T, sc membershipScenario) string {
 			fmt.Fprintf(&b, "  cmd #%d %v\n", c.ID, c)
 			c := c
 			last = &c
+		}
+		for _, c := range rd.Background {
+			fmt.Fprintf(&b, "  background #%d %v\n", c.ID, c)
+			bg[c.Holder] = c.ID
 		}
 	}
 	step := func(r Report) {
@@ -291,6 +409,21 @@ func runMembership(t *testing.T, sc membershipScenario) string {
 			step(Report{Kind: ReportRejected, Stage: num(1), Peer: num(2), Step: num(3), Applied: applied, Err: "bad checksum"})
 		case "interrupted":
 			step(Report{Kind: ReportInterrupted, Step: num(1), Applied: applied})
+		case "lost-replica":
+			step(Report{Kind: ReportLost, Holder: f[1], Stage: num(2), Step: num(3), Applied: applied, Err: "control link closed"})
+		case "left":
+			step(Report{Kind: ReportLeft, Holder: f[1]})
+		case "rate":
+			r, _ := strconv.ParseFloat(f[2], 64)
+			step(Report{Kind: ReportRate, Holder: f[1], Rate: r})
+		case "synced":
+			step(Report{Kind: ReportDone, Cmd: bg[f[1]]})
+		case "sync-failed":
+			step(Report{Kind: ReportSyncFailed, Holder: f[1], Err: "the link to its source dropped"})
+		case "route":
+			for i, r := range m.Route(num(1)) {
+				fmt.Fprintf(&b, "  route stage %d: %s\n", i, strings.Join(r, " "))
+			}
 		case "done":
 			if last == nil {
 				t.Fatalf("%q: no command to acknowledge", line)
@@ -309,6 +442,9 @@ func runMembership(t *testing.T, sc membershipScenario) string {
 	c := m.Counts()
 	fmt.Fprintf(&b, "# counts: failures %d, recoveries %d, rejected frames %d, steps redone %d; holders %v; failed %v\n",
 		c.Failures, c.Recoveries, c.RejectedFrames, c.StepsRedone, m.Holders(), m.Failed())
+	if sc.replicas > 1 || sc.join {
+		fmt.Fprintf(&b, "# swarm: joins %d, leaves %d, drops %d, replicas lost %d; replicas %v\n", c.Joins, c.Leaves, c.Drops, c.ReplicasLost, m.Replicas())
+	}
 	return b.String()
 }
 
