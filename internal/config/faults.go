@@ -43,6 +43,11 @@ type FaultEvent struct {
 	Duration float64 `toml:"duration"`
 	// BandwidthMbps of a slowed link (default 1).
 	BandwidthMbps float64 `toml:"bandwidth_mbps"`
+	// Frames, for a corrupt fault: corrupt exactly the next Frames tensor
+	// frames instead of (or as well as) every frame for Duration. A count
+	// is what a reproducible test needs: how many frames a time window
+	// holds depends on how fast the machine redoes the step.
+	Frames int `toml:"frames"`
 }
 
 // HeartbeatSeconds is the effective heartbeat interval.
@@ -101,8 +106,11 @@ func (c Config) validateFaults(bad func(key string, val any, allowed string)) {
 			if e.Stage >= S-1 {
 				bad(key+"stage", e.Stage, fmt.Sprintf("a %s fault acts on the link stage→stage+1: must be in [0, %d)", e.Kind, S-1))
 			}
-			if !(e.Duration > 0) || !finite(e.Duration) {
-				bad(key+"duration", e.Duration, "must be a positive number of seconds")
+			if e.Frames < 0 || (e.Frames > 0 && e.Kind != "corrupt") {
+				bad(key+"frames", e.Frames, "must be 0, or a positive count of frames for a corrupt fault")
+			}
+			if e.Duration < 0 || !finite(e.Duration) || (e.Duration == 0 && e.Frames == 0) {
+				bad(key+"duration", e.Duration, "must be a positive number of seconds (a corrupt fault may give frames instead)")
 			}
 			if e.BandwidthMbps < 0 || !finite(e.BandwidthMbps) {
 				bad(key+"bandwidth_mbps", e.BandwidthMbps, "must be positive (0 = 1 Mbps)")

@@ -94,6 +94,7 @@ type ctrlMsg struct {
 	Fault    string   `json:"fault,omitempty"`
 	Duration float64  `json:"duration,omitempty"`
 	Mbps     float64  `json:"mbps,omitempty"`
+	Frames   int      `json:"frames,omitempty"`
 
 	blob []byte
 }

@@ -18,6 +18,7 @@ type linkFaults struct {
 	mu           sync.Mutex
 	cutUntil     time.Time
 	corruptUntil time.Time
+	corruptLeft  int // tensor frames still to corrupt, whatever the time
 	slowUntil    time.Time
 	slowBps      float64
 	dupUntil     time.Time // tests: every tensor frame sent twice
@@ -28,8 +29,9 @@ func newLinkFaults(seed uint64) *linkFaults {
 	return &linkFaults{rng: rand.New(rand.NewPCG(seed, 0xfa17))}
 }
 
-// apply starts a fault of kind for d.
-func (f *linkFaults) apply(kind string, d time.Duration, mbps float64) {
+// apply starts a fault of kind for d (and, for corrupt, for the next
+// frames tensor frames).
+func (f *linkFaults) apply(kind string, d time.Duration, mbps float64, frames int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	until := time.Now().Add(d)
@@ -38,6 +40,7 @@ func (f *linkFaults) apply(kind string, d time.Duration, mbps float64) {
 		f.cutUntil = until
 	case "corrupt":
 		f.corruptUntil = until
+		f.corruptLeft = frames
 	case "duplicate":
 		f.dupUntil = until
 	case "slow":
@@ -68,12 +71,16 @@ func (c faultConn) Send(ctx context.Context, msg []byte) error {
 	c.f.mu.Lock()
 	now := time.Now()
 	cut := now.Before(c.f.cutUntil)
-	corrupt := now.Before(c.f.corruptUntil) && len(msg) > wire.HeaderSize && isTensorFrame(msg)
+	tensor := len(msg) > wire.HeaderSize && isTensorFrame(msg)
+	corrupt := tensor && (now.Before(c.f.corruptUntil) || c.f.corruptLeft > 0)
+	if corrupt && c.f.corruptLeft > 0 {
+		c.f.corruptLeft--
+	}
 	var delay time.Duration
 	if now.Before(c.f.slowUntil) {
 		delay = time.Duration(float64(len(msg)) / c.f.slowBps * float64(time.Second))
 	}
-	dup := now.Before(c.f.dupUntil) && len(msg) > wire.HeaderSize && isTensorFrame(msg)
+	dup := now.Before(c.f.dupUntil) && tensor
 	var at int
 	if corrupt {
 		at = wire.HeaderSize + c.f.rng.IntN(len(msg)-wire.HeaderSize)

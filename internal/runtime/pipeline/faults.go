@@ -31,7 +31,7 @@ func (p *Driver) injectFaults(ctx context.Context, step int) error {
 				p.killMu.Unlock()
 			}))
 		default:
-			if err := p.send(ctx, e.Stage, ctrlMsg{Kind: ctrlFault, Peer: e.Stage + 1, Fault: e.Kind, Duration: e.Duration, Mbps: e.BandwidthMbps}); err != nil {
+			if err := p.send(ctx, e.Stage, ctrlMsg{Kind: ctrlFault, Peer: e.Stage + 1, Fault: e.Kind, Duration: e.Duration, Mbps: e.BandwidthMbps, Frames: e.Frames}); err != nil {
 				return err
 			}
 			if _, err := p.collectFrom(ctx, ctrlOK, []int{e.Stage}); err != nil {

@@ -307,7 +307,7 @@ func (w *Worker) serve(ctx context.Context, m ctrlMsg) (ctrlMsg, error) {
 		if f == nil {
 			return ctrlMsg{}, fmt.Errorf("fault %q on a link to stage %d, which this stage does not have", m.Fault, m.Peer)
 		}
-		f.apply(m.Fault, time.Duration(m.Duration*float64(time.Second)), m.Mbps)
+		f.apply(m.Fault, time.Duration(m.Duration*float64(time.Second)), m.Mbps, m.Frames)
 		return ctrlMsg{Kind: ctrlOK}, nil
 	case ctrlError:
 		return ctrlMsg{}, fmt.Errorf("control link: %s", m.Err)
