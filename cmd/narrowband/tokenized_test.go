@@ -29,17 +29,17 @@ func TestTokenizedRunEval(t *testing.T) {
 		t.Fatalf("a vocab_size that is not the tokenizer's: exit %d\n%s", code, stderr)
 	}
 	out := filepath.Join(dir, "run")
-	code, _, stderr = narrowband(t, "run", cfg, "--out", out, "--set", "run.steps=3", "--set", "data.tokenizer="+tok,
+	code, stdout, stderr := narrowband(t, "run", cfg, "--out", out, "--set", "run.steps=3", "--set", "data.tokenizer="+tok,
 		"--set", "model.vocab_size=400", "--set", "data.cache_dir="+filepath.Join(dir, "cache"))
 	if code != 0 {
 		t.Fatalf("run failed (%d):\n%s", code, stderr)
 	}
-	if !strings.Contains(stderr, "final_val_loss_per_byte") {
+	if !strings.Contains(stderr, "final_val_loss_per_byte") || !strings.Contains(stdout, "nats/token, ") {
 		t.Errorf("the run's last line does not give the loss per byte:\n%s", stderr)
 	}
 	ckpt := filepath.Join(out, "checkpoint.safetensors")
 	text := filepath.Join(strs, "reader.go")
-	code, stdout, stderr := narrowband(t, "eval", "--checkpoint", ckpt, "--text", text)
+	code, stdout, stderr = narrowband(t, "eval", "--checkpoint", ckpt, "--text", text)
 	if code != 0 {
 		t.Fatalf("eval failed:\n%s", stderr)
 	}
