@@ -103,12 +103,16 @@ func (c *Corpus) tokenize(ctx context.Context, o Options, col *collector) error 
 		return err
 	}
 	col.trainDocs, col.valDocs = nil, nil
-	file := make([]byte, cacheHeader+(len(train)+len(val))*w)
-	putIDs(file[cacheHeader:], train, w)
-	putIDs(file[cacheHeader+len(train)*w:], val, w)
-	putHeader(file, key, w, len(train), len(val), c.TrainDocs, c.ValDocs)
-	c.Train = Tokens{raw: file[cacheHeader : cacheHeader+len(train)*w], width: w}
-	c.Val = Tokens{raw: file[cacheHeader+len(train)*w:], width: w}
+	nt, nv := count(train), count(val)
+	file := make([]byte, cacheHeader+(nt+nv)*w)
+	off := cacheHeader
+	for _, ids := range append(train, val...) {
+		putIDs(file[off:], ids, w)
+		off += len(ids) * w
+	}
+	putHeader(file, key, w, nt, nv, c.TrainDocs, c.ValDocs)
+	c.Train = Tokens{raw: file[cacheHeader : cacheHeader+nt*w], width: w}
+	c.Val = Tokens{raw: file[cacheHeader+nt*w:], width: w}
 	if path == "" {
 		return nil
 	}
@@ -168,10 +172,20 @@ func openCache(path string, key []byte, w int) (train, val Tokens, unmap func() 
 	return Tokens{raw: b[cacheHeader:split], width: w}, Tokens{raw: b[split:], width: w}, unmap, nil
 }
 
-// encodeDocs encodes documents on every core, in order.
+func count(ids [][]int32) int {
+	n := 0
+	for _, x := range ids {
+		n += len(x)
+	}
+	return n
+}
+
+// encodeDocs encodes documents on every core; the ids of each document,
+// in order. Each worker drops its document's text once encoded, so the
+// text and the ids are not both held whole.
 func encodeDocs(ctx context.Context, tk interface {
 	AppendEncode([]int32, []byte) []int32
-}, docs [][]byte) ([]int32, error) {
+}, docs [][]byte) ([][]int32, error) {
 	out := make([][]int32, len(docs))
 	var wg sync.WaitGroup
 	next := make(chan int)
@@ -181,6 +195,7 @@ func encodeDocs(ctx context.Context, tk interface {
 			defer wg.Done()
 			for i := range next {
 				out[i] = tk.AppendEncode(nil, docs[i])
+				docs[i] = nil
 			}
 		}()
 	}
@@ -196,13 +211,5 @@ func encodeDocs(ctx context.Context, tk interface {
 	if err != nil {
 		return nil, fmt.Errorf("data: encoding the corpus: %w", err)
 	}
-	n := 0
-	for _, ids := range out {
-		n += len(ids)
-	}
-	all := make([]int32, 0, n)
-	for _, ids := range out {
-		all = append(all, ids...)
-	}
-	return all, nil
+	return out, nil
 }

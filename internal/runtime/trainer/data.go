@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/narrowband/narrowband/internal/config"
 	"github.com/narrowband/narrowband/internal/data"
 	"github.com/narrowband/narrowband/internal/metrics"
 )
@@ -93,4 +94,26 @@ func (r *run) tokenizerHash() string {
 		return "bytes"
 	}
 	return r.tok.SHA256
+}
+
+// sameTokenizer refuses to resume a checkpoint trained on other ids than
+// data.tokenizer gives now (the same path may hold another file). A
+// checkpoint from before tokenizers names none: it was a byte run.
+func sameTokenizer(md map[string]string, cfg config.Config) error {
+	want, ok := md[metaTokenizer]
+	if !ok {
+		want = "bytes"
+	}
+	have := "bytes"
+	if !cfg.Data.Bytes() {
+		tk, err := data.ReadTokenizer(cfg.Data.Tokenizer)
+		if err != nil {
+			return fmt.Errorf("data.tokenizer: %w", err)
+		}
+		have = tk.SHA256
+	}
+	if have != want {
+		return fmt.Errorf("the checkpoint was trained with tokenizer %s, but data.tokenizer (%q) is %s: resume with the run's own tokenizer.json (a copy is in its folder)", want, cfg.Data.Tokenizer, have)
+	}
+	return nil
 }

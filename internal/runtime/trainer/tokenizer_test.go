@@ -180,3 +180,28 @@ func TestTokenizerVocabMismatchRefused(t *testing.T) {
 		t.Fatalf("got %v, want model.vocab_size refused", err)
 	}
 }
+
+// TestResumeNeedsTheSameTokenizer: a tokenized run resumes with its own
+// tokenizer, and is refused with another file at the same path (its ids
+// would mean other text).
+func TestResumeNeedsTheSameTokenizer(t *testing.T) {
+	c, _, raw := tokenizedRun(t)
+	dir := t.TempDir()
+	runTiny(t, c, dir)
+	c.Run.Steps = 8
+	if _, err := Run(context.Background(), Options{Config: c, Out: t.TempDir(), Resume: dir}); err != nil {
+		t.Fatalf("resume with the run's tokenizer: %v", err)
+	}
+	// Another tokenizer.json where the run's was.
+	other := bytes.Replace(raw, []byte(`"version":"1.0"`), []byte(`"version": "1.0"`), 1)
+	if bytes.Equal(other, raw) {
+		t.Fatal("could not make another tokenizer file")
+	}
+	if err := os.WriteFile(c.Data.Tokenizer, other, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Run(context.Background(), Options{Config: c, Out: t.TempDir(), Resume: dir})
+	if err == nil || !strings.Contains(err.Error(), "tokenizer") {
+		t.Fatalf("resume with another tokenizer: %v, want it refused", err)
+	}
+}

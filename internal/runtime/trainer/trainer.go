@@ -205,9 +205,12 @@ func checkResume(dir string, cfg config.Config) (*stages.State, error) {
 	if err != nil || !fi.IsDir() {
 		return nil, fmt.Errorf("resume: %s is not a run folder (%v); give the --out folder of the run to continue", dir, err)
 	}
-	st, err := LoadState(filepath.Join(dir, StateFile))
+	st, md, err := stages.ReadState(filepath.Join(dir, StateFile))
 	if err != nil {
 		return nil, fmt.Errorf("resume: %w (the run saved no checkpoint yet, or this is not a run folder)", err)
+	}
+	if err := sameTokenizer(md, cfg); err != nil {
+		return nil, fmt.Errorf("resume: %s: %w", dir, err)
 	}
 	if want := engine.ModelConfig(cfg); st.Model != want {
 		return nil, fmt.Errorf("resume: %s holds a model %+v but the config asks for %+v; resume with the run's own config.toml", dir, st.Model, want)
