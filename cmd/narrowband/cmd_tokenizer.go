@@ -4,9 +4,12 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"runtime"
 	"time"
 
+	"github.com/narrowband/narrowband/internal/config"
+	"github.com/narrowband/narrowband/internal/data"
 	"github.com/narrowband/narrowband/internal/tokenizer"
 )
 
@@ -14,11 +17,14 @@ const tokenizerUsage = `narrowband tokenizer — byte-level BPE tokenizers (GPT-
 
 usage:
   narrowband tokenizer train --vocab N --out FILE [flags] PATHS...
+  narrowband tokenizer train --vocab N --out FILE --config RUN.toml [flags]
 
 Trains a vocabulary of N tokens (256 byte tokens, the merges, the special
-tokens) on PATHS, files or folders (a folder: every regular file under it),
-and writes it as a Hugging Face tokenizer.json. Any byte sequence encodes
-and decodes back to itself.
+tokens) on PATHS, read as data.path reads them (files, folders, globs;
+.jsonl files by their records' "text"), or on the training side of a run
+config's [data] (its held-out documents are never seen, and are what
+tokens/byte is reported on), and writes it as a Hugging Face
+tokenizer.json. Any byte sequence encodes and decodes back to itself.
 
 flags:
   --vocab N            vocabulary size, special tokens included (e.g. 4096, 8192)
@@ -27,6 +33,8 @@ flags:
   --special TOKEN      a special token, given the last ids (repeatable;
                        default <|endoftext|>)
   --no-special         no special tokens at all
+  --config FILE        train on FILE's [data] (path, extensions, include,
+                       exclude, val_fraction) instead of PATHS
   --ext SUFFIX         in folders (--eval's too), only files ending in SUFFIX
                        (repeatable, e.g. --ext .go)
   --eval PATH          after training, encode PATH (file or folder, repeatable)
@@ -54,7 +62,7 @@ func cmdTokenizer(ctx context.Context, argv []string, stdout, stderr io.Writer) 
 
 func cmdTokenizerTrain(ctx context.Context, argv []string, stdout, stderr io.Writer) error {
 	a, err := parseArgs(argv, map[string]bool{"vocab": true, "out": true, "min-frequency": true, "special": true,
-		"no-special": false, "ext": true, "eval": true, "workers": true, "help": false, "h": false})
+		"no-special": false, "ext": true, "eval": true, "workers": true, "config": true, "help": false, "h": false})
 	if err != nil {
 		return fmt.Errorf("tokenizer train: %w (see narrowband tokenizer --help)", err)
 	}
@@ -67,8 +75,24 @@ func cmdTokenizerTrain(ctx context.Context, argv []string, stdout, stderr io.Wri
 		return err
 	}
 	out := a.str("out", "")
-	if vocab == 0 || out == "" || len(a.pos) == 0 {
-		return fmt.Errorf("tokenizer train: usage: narrowband tokenizer train --vocab N --out FILE PATHS... (see --help)")
+	runCfg := a.str("config", "")
+	if vocab == 0 || out == "" || (len(a.pos) == 0) == (runCfg == "") {
+		return fmt.Errorf("tokenizer train: usage: narrowband tokenizer train --vocab N --out FILE PATHS... (or --config RUN.toml; see --help)")
+	}
+	src := data.Options{Paths: a.pos, Extensions: a.all("ext")}
+	if runCfg != "" {
+		// Parsed, not Loaded: its data.tokenizer may well be the file
+		// this command is about to write.
+		text, err := os.ReadFile(runCfg)
+		if err != nil {
+			return fmt.Errorf("tokenizer train: %w", err)
+		}
+		c, err := config.Parse(string(text), runCfg)
+		if err != nil {
+			return fmt.Errorf("tokenizer train: %w", err)
+		}
+		src = data.Options{Paths: c.Data.Path, ValFraction: c.Data.ValFraction, Extensions: c.Data.Extensions,
+			Include: c.Data.Include, Exclude: c.Data.Exclude, MaxBytes: c.Data.MaxBytes}
 	}
 	cfg := tokenizer.DefaultTrainConfig(vocab)
 	if cfg.MinFrequency, err = a.int("min-frequency", cfg.MinFrequency); err != nil {
@@ -91,14 +115,7 @@ func cmdTokenizerTrain(ctx context.Context, argv []string, stdout, stderr io.Wri
 	}
 
 	start := time.Now()
-	files, err := tokenizer.ListFiles(a.pos, a.all("ext")...)
-	if err != nil {
-		return fmt.Errorf("tokenizer train: %w", err)
-	}
-	if len(files) == 0 {
-		return fmt.Errorf("tokenizer train: no files under %v (with --ext %v)", a.pos, a.all("ext"))
-	}
-	docs, err := tokenizer.ReadFiles(files)
+	docs, man, err := data.Documents(ctx, src)
 	if err != nil {
 		return fmt.Errorf("tokenizer train: %w", err)
 	}
@@ -111,7 +128,7 @@ func cmdTokenizerTrain(ctx context.Context, argv []string, stdout, stderr io.Wri
 	if workers == 0 {
 		workers = runtime.GOMAXPROCS(0)
 	}
-	fmt.Fprintf(stdout, "read %d files, %.1f MB, in %.1fs\n", len(files), float64(st.Bytes)/1e6, readTime.Seconds())
+	fmt.Fprintf(stdout, "read %d files, %d documents, %.1f MB, in %.1fs\n", len(man.Files), len(docs), float64(st.Bytes)/1e6, readTime.Seconds())
 	fmt.Fprintf(stdout, "counted %d pre-tokens (%d distinct) in %.1fs on %d goroutines\n", st.Pieces, st.Words, st.CountTime.Seconds(), workers)
 	fmt.Fprintf(stdout, "learned %d merges in %.1fs: %d tokens", st.Merges, st.MergeTime.Seconds(), tok.VocabSize())
 	for _, s := range tok.Special() {
@@ -127,12 +144,17 @@ func cmdTokenizerTrain(ctx context.Context, argv []string, stdout, stderr io.Wri
 	}
 	fmt.Fprintf(stdout, "wrote %s\n", out)
 
-	if evalPaths := a.all("eval"); len(evalPaths) > 0 {
-		files, err := tokenizer.ListFiles(evalPaths, a.all("ext")...)
-		if err != nil {
-			return fmt.Errorf("tokenizer train: --eval: %w", err)
+	evalPaths := a.all("eval")
+	if len(evalPaths) > 0 || (runCfg != "" && src.ValFraction > 0) {
+		var docs [][]byte
+		var err error
+		what := fmt.Sprint(evalPaths)
+		if len(evalPaths) > 0 {
+			docs, _, err = data.Documents(ctx, data.Options{Paths: evalPaths, Extensions: a.all("ext")})
+		} else {
+			what = "the held-out documents of " + runCfg
+			docs, err = data.HeldOutDocuments(ctx, src)
 		}
-		docs, err := tokenizer.ReadFiles(files)
 		if err != nil {
 			return fmt.Errorf("tokenizer train: --eval: %w", err)
 		}
@@ -143,10 +165,10 @@ func cmdTokenizerTrain(ctx context.Context, argv []string, stdout, stderr io.Wri
 			tokens += len(tok.Encode(d))
 		}
 		if bytes == 0 {
-			return fmt.Errorf("tokenizer train: --eval %v holds no bytes", evalPaths)
+			return fmt.Errorf("tokenizer train: --eval: %s holds no bytes", what)
 		}
-		fmt.Fprintf(stdout, "eval: %d files, %.2f MB: %d tokens, %.4f tokens/byte (%.2f bytes/token), encoded in %.1fs\n",
-			len(files), float64(bytes)/1e6, tokens, float64(tokens)/float64(bytes), float64(bytes)/float64(tokens), time.Since(start).Seconds())
+		fmt.Fprintf(stdout, "eval: %d documents, %.2f MB: %d tokens, %.4f tokens/byte (%.2f bytes/token), encoded in %.1fs\n",
+			len(docs), float64(bytes)/1e6, tokens, float64(tokens)/float64(bytes), float64(bytes)/float64(tokens), time.Since(start).Seconds())
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -74,4 +75,62 @@ func TestTokenizedRunEval(t *testing.T) {
 	if code, _, stderr = narrowband(t, "eval", "--checkpoint", ckpt, "--text", text); code == 0 || !strings.Contains(stderr, "missing") {
 		t.Errorf("no tokenizer beside the checkpoint: exit %d\n%s", code, stderr)
 	}
+}
+
+// TestTokenizerFromRunConfigOnJSONL: a corpus of JSON Lines shards; the
+// tokenizer is trained on the run config's own [data] (its training side,
+// measured on the held-out side), then the run uses it.
+func TestTokenizerFromRunConfigOnJSONL(t *testing.T) {
+	dir := t.TempDir()
+	strs := filepath.Join(data.GoRoot(), "src", "strings")
+	ents, _ := os.ReadDir(strs)
+	shard := map[bool]*strings.Builder{false: {}, true: {}}
+	i := 0
+	for _, e := range ents {
+		if !strings.HasSuffix(e.Name(), ".go") {
+			continue
+		}
+		b, _ := os.ReadFile(filepath.Join(strs, e.Name()))
+		for _, part := range strings.SplitAfter(string(b), "\n}\n") { // one record per top-level declaration
+			if part == "" {
+				continue // an empty record is no document
+			}
+			rec, _ := json.Marshal(map[string]string{"text": part, "file": e.Name()})
+			shard[i%2 == 0].Write(append(rec, '\n'))
+			i++
+		}
+	}
+	os.MkdirAll(filepath.Join(dir, "corpus"), 0o755)
+	writeFile(t, dir, "corpus/a.jsonl", shard[false].String())
+	writeFile(t, dir, "corpus/b.jsonl", shard[true].String())
+	writeFile(t, dir, "corpus/README", "not part of the corpus")
+	tok := filepath.Join(dir, "tok.json")
+	text := strings.Replace(tinyTOML, `path = "%s"`, fmt.Sprintf("path = %q\ntokenizer = %q\ncache_dir = %q",
+		filepath.Join(dir, "corpus", "*.jsonl"), tok, filepath.Join(dir, "cache")), 1)
+	cfg := writeFile(t, dir, "run.toml", strings.Replace(text, "block_size = 16", "block_size = 16\nvocab_size = 320", 1))
+	code, stdout, stderr := narrowband(t, "tokenizer", "train", "--vocab", "320", "--out", tok, "--config", cfg)
+	if code != 0 {
+		t.Fatalf("tokenizer train --config failed (%d):\n%s%s", code, stdout, stderr)
+	}
+	if !strings.Contains(stdout, "read 2 files") || !strings.Contains(stdout, "eval: ") {
+		t.Errorf("tokenizer train --config: want the two shards read and the held-out side measured:\n%s", stdout)
+	}
+	out := filepath.Join(dir, "run")
+	if code, _, stderr = narrowband(t, "run", cfg, "--out", out, "--set", "run.steps=2"); code != 0 {
+		t.Fatalf("run on the JSONL corpus failed (%d):\n%s", code, stderr)
+	}
+	var m data.Manifest
+	if err := json.Unmarshal(must(os.ReadFile(filepath.Join(out, data.ManifestName))), &m); err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Files) != 2 || m.Documents != i || m.ValDocuments == 0 || m.Files[0].Format != "jsonl" {
+		t.Errorf("manifest: %d files, %d documents (%d held out), want 2 shards of %d records", len(m.Files), m.Documents, m.ValDocuments, i)
+	}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }

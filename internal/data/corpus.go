@@ -128,46 +128,11 @@ const splitRule = "fnv64a(file path below its folder) for text files, fnv64a(tex
 // are, without a separator, in byte and tokenized runs alike, so the
 // loss per byte compares them on the same text.
 func Load(ctx context.Context, o Options) (*Corpus, error) {
-	sources, f := o.Paths, filters{exts: o.Extensions, include: o.Include, exclude: o.Exclude}
-	if len(sources) == 0 {
-		src := filepath.Join(GoRoot(), "src")
-		if _, err := os.Stat(src); err != nil {
-			return nil, fmt.Errorf("data: the default corpus is the Go standard library's source, but %s is missing (%v); set data.path to a text file or folder", src, err)
-		}
-		sources, f.goSrc = []string{src}, true
-		if f.exts == nil {
-			f.exts = []string{".go"}
-		}
-	}
-	if err := checkPatterns("data.include", o.Include); err != nil {
-		return nil, err
-	}
-	if err := checkPatterns("data.exclude", o.Exclude); err != nil {
-		return nil, err
-	}
-	m := &Manifest{Version: 1, Sources: sources, ValFraction: o.ValFraction, Split: splitRule, Tokenizer: "bytes"}
-	files, err := list(sources, f, &m.Skipped)
+	col, m, err := gather(ctx, o, o.Tokenizer != nil)
 	if err != nil {
 		return nil, err
 	}
-	source := strings.Join(sources, ", ")
-	var total int64
-	for _, x := range files {
-		total += x.size
-	}
-	if err := o.bound(source, total); err != nil {
-		return nil, err
-	}
-	c := &Corpus{Source: source, Manifest: m, Vocab: 256}
-	col := &collector{keep: o.Tokenizer != nil}
-	for _, x := range files {
-		if err := col.read(ctx, x, o.ValFraction, m); err != nil {
-			return nil, err
-		}
-	}
-	if m.Documents == 0 {
-		return nil, fmt.Errorf("data: %s: no text (%d files matched, extensions %v%s): %w", source, len(files), f.exts, m.skippedNote(), ErrEmpty)
-	}
+	c := &Corpus{Source: strings.Join(m.Sources, ", "), Manifest: m, Vocab: 256}
 	m.Hash = m.hash()
 	if m.Documents == 1 && m.ValDocuments == 1 {
 		col.onlyToTrain(m) // one document: it trains, and its tail is held out
@@ -184,6 +149,77 @@ func Load(ctx context.Context, o Options) (*Corpus, error) {
 	}
 	m.TrainTokens, m.ValTokens = int64(c.Train.Len()), int64(c.Val.Len())
 	return c, nil
+}
+
+// Documents reads the documents of o's sources as Load does (the same
+// files, JSON Lines records, filters and split), without encoding them:
+// what a tokenizer is trained on. With ValFraction > 0 only the training
+// side's, so the tokenizer never sees the held-out text.
+func Documents(ctx context.Context, o Options) ([][]byte, *Manifest, error) {
+	col, m, err := gather(ctx, o, true)
+	if err != nil {
+		return nil, nil, err
+	}
+	m.Hash = m.hash()
+	if len(col.trainDocs) == 0 { // one document, held out by its hash
+		return col.valDocs, m, nil
+	}
+	return col.trainDocs, m, nil
+}
+
+// HeldOutDocuments is the held-out side of Documents' split: what a
+// tokenizer trained on the training side is measured on.
+func HeldOutDocuments(ctx context.Context, o Options) ([][]byte, error) {
+	col, _, err := gather(ctx, o, true)
+	if err != nil {
+		return nil, err
+	}
+	return col.valDocs, nil
+}
+
+// gather lists and reads the sources into a collector (keep: as separate
+// documents) and the manifest.
+func gather(ctx context.Context, o Options, keep bool) (*collector, *Manifest, error) {
+	sources, f := o.Paths, filters{exts: o.Extensions, include: o.Include, exclude: o.Exclude}
+	if len(sources) == 0 {
+		src := filepath.Join(GoRoot(), "src")
+		if _, err := os.Stat(src); err != nil {
+			return nil, nil, fmt.Errorf("data: the default corpus is the Go standard library's source, but %s is missing (%v); set data.path to a text file or folder", src, err)
+		}
+		sources, f.goSrc = []string{src}, true
+		if f.exts == nil {
+			f.exts = []string{".go"}
+		}
+	}
+	if err := checkPatterns("data.include", o.Include); err != nil {
+		return nil, nil, err
+	}
+	if err := checkPatterns("data.exclude", o.Exclude); err != nil {
+		return nil, nil, err
+	}
+	m := &Manifest{Version: 1, Sources: sources, ValFraction: o.ValFraction, Split: splitRule, Tokenizer: "bytes"}
+	files, err := list(sources, f, &m.Skipped)
+	if err != nil {
+		return nil, nil, err
+	}
+	source := strings.Join(sources, ", ")
+	var total int64
+	for _, x := range files {
+		total += x.size
+	}
+	if err := o.bound(source, total); err != nil {
+		return nil, nil, err
+	}
+	col := &collector{keep: keep}
+	for _, x := range files {
+		if err := col.read(ctx, x, o.ValFraction, m); err != nil {
+			return nil, nil, err
+		}
+	}
+	if m.Documents == 0 {
+		return nil, nil, fmt.Errorf("data: %s: no text (%d files matched, extensions %v%s): %w", source, len(files), f.exts, m.skippedNote(), ErrEmpty)
+	}
+	return col, m, nil
 }
 
 // holdOutTail moves the tail of the training stream to the held-out side
