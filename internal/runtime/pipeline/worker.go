@@ -204,8 +204,8 @@ func NewWorker(cfg config.Config, layout scheduler.Layout, id int, links Links) 
 		w.codec.encNext.Codec.(*compression.LowRank).Apply(w.codec.autoNext.Current())
 		w.codec.encPrev.Codec.(*compression.LowRank).Apply(w.codec.autoPrev.Current())
 	}
+	w.codec.untied = engine.UntiedHead(cfg)
 	if sub, ok := w.codec.encNext.Codec.(*compression.Subspace); ok {
-		w.codec.untied = engine.UntiedHead(cfg)
 		if w.codec.con = newConstraint(st, sub, id, S, w.codec.untied); w.codec.con != nil {
 			if err := w.codec.con.projectWeights(); err != nil {
 				return nil, err
@@ -504,6 +504,13 @@ func (w *Worker) take(ctx context.Context) error {
 	case wire.TypeGradient:
 		dst, dec = w.buf(), w.codec.decNext
 	case wire.TypeTiedGrad:
+		if w.codec.untied {
+			if len(m.payload) != stampSize {
+				return reject(fmt.Errorf("tied gradient of step %d: %d bytes, but the head is untied: want only the %d-byte stamp", step, len(m.payload), stampSize))
+			}
+			w.netWait(w0, m)
+			return w.sm.Step(scheduler.EmbeddingGradArrived(step - w.base))
+		}
 		tw := w.st.TiedWeight()
 		if w.rx.tiedIn == nil {
 			n := len(tw.Data)
@@ -511,10 +518,6 @@ func (w *Worker) take(ctx context.Context) error {
 				n = n / w.C * w.codec.con.basis.K
 			}
 			w.rx.tiedIn = make([]float32, n)
-		}
-		if w.codec.untied && len(m.payload) == stampSize {
-			w.netWait(w0, m)
-			return w.sm.Step(scheduler.EmbeddingGradArrived(step - w.base))
 		}
 		if len(m.payload) != stampSize+4*len(w.rx.tiedIn) {
 			return reject(fmt.Errorf("tied gradient of step %d: %d bytes, want %d", step, len(m.payload), stampSize+4*len(w.rx.tiedIn)))
@@ -733,15 +736,17 @@ func (w *Worker) step(ctx context.Context, cmd ctrlMsg) (ctrlMsg, error) {
 // small (vocab×d) and once per step, and the sum must be exact for the two
 // copies to stay identical.
 func (w *Worker) sendTied(step int) {
-	g := w.st.TiedWeight().Grad
+	var g []float32
 	switch {
 	case w.codec.untied:
-		g = nil // the ends only tell each other their step is done
-	case w.codec.con != nil:
+		// the ends only tell each other their step is done
+	case w.codec.con == nil:
+		g = w.st.TiedWeight().Grad
+	default:
 		// Under the subspace constraint only the tied gradient's part in
 		// span(U) matters (it is projected before the optimizer): send
 		// its k coefficients per row instead of d values, d/k less.
-		w.codec.tiedOwn = w.codec.con.coeffs(g, w.codec.tiedOwn)
+		w.codec.tiedOwn = w.codec.con.coeffs(w.st.TiedWeight().Grad, w.codec.tiedOwn)
 		g = w.codec.tiedOwn
 	}
 	p := make([]byte, stampSize, stampSize+4*len(g))
