@@ -110,7 +110,7 @@ func (p *Driver) send(ctx context.Context, i int, m ctrlMsg) error {
 	if err != nil {
 		return err
 	}
-	if err := p.ctrl[i].Send(ctx, b); err != nil {
+	if err := sendControl(ctx, p.ctrl[i], b, i); err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -125,17 +125,19 @@ func (p *Driver) collect(ctx context.Context, want ctrlKind) ([]ctrlMsg, error) 
 }
 
 // batchBlob is the bytes of a step's micro-batches: all tokens, then all
-// targets (the first stage reads tokens, the last stage targets).
+// targets (the first stage reads tokens, the last stage targets), each
+// tokenWidth bytes.
 func (p *Driver) batchBlob(step int) []byte {
 	M := p.cfg.Train.MicroBatches
 	B, T := p.cfg.Train.BatchSize/M, p.cfg.Model.BlockSize
 	N := B * T
-	blob := make([]byte, 2*M*N)
+	wd := tokenWidth(p.cfg.Model.VocabSize)
+	blob := make([]byte, 2*M*N*wd)
 	for m := 0; m < M; m++ {
 		data.Batch(p.corpus.Train, uint64(p.cfg.Run.Seed), step, m, B, T, p.x, p.y)
 		for i := 0; i < N; i++ {
-			blob[m*N+i] = byte(p.x[i])
-			blob[M*N+m*N+i] = byte(p.y[i])
+			putToken(blob, m*N+i, wd, p.x[i])
+			putToken(blob, M*N+m*N+i, wd, p.y[i])
 		}
 	}
 	return blob
@@ -220,7 +222,7 @@ func (p *Driver) tryStep(ctx context.Context, step int, lr float64) (engine.Step
 			idle = 0
 		}
 		res.Stages = append(res.Stages, metrics.StageStats{Stage: i, BusySeconds: s.Busy, IdleSeconds: idle, NetWait: s.NetWait,
-			Peer: p.holders[i], Key: string(p.place.Key(p.holders[i])), BytesSent: s.SentFwdBytes + s.SentBwdBytes})
+			Peer: p.holders[i], Key: string(p.place.Key(p.holders[i])), BytesSent: s.SentFwdBytes + s.SentBwdBytes, PeakRSS: s.PeakRSS})
 		res.Busy += s.Busy
 		res.Idle += idle
 		res.NetWait += s.NetWait
@@ -261,7 +263,14 @@ func (p *Driver) Eval(ctx context.Context, windows [][]byte) (float64, error) {
 		}
 		i = j
 	}
-	blob := append(tok, tgt...)
+	wd := tokenWidth(p.cfg.Model.VocabSize)
+	blob := make([]byte, (len(tok)+len(tgt))*wd)
+	for i, t := range tok {
+		putToken(blob, i, wd, int32(t))
+	}
+	for i, t := range tgt {
+		putToken(blob, len(tok)+i, wd, int32(t))
+	}
 	var res []ctrlMsg
 	err := p.guard(ctx, p.snapStep, func() (bool, error) {
 		for i := 0; i < S; i++ {
@@ -288,16 +297,23 @@ func (p *Driver) Eval(ctx context.Context, windows [][]byte) (float64, error) {
 }
 
 func (p *Driver) State(ctx context.Context) (*stages.State, error) {
-	var res []ctrlMsg
+	res := make([]ctrlMsg, len(p.ctrl))
 	err := p.guard(ctx, p.snapStep, func() (bool, error) {
+		// One stage at a time: a stage's state is weights and two moments
+		// (170 MB a stage for a GPT-2-small in 8 stages), and all of them
+		// at once would burst into the coordinator together, starving the
+		// links' keepalives on a small machine.
 		for i := range p.ctrl {
 			if err := p.send(ctx, i, ctrlMsg{Kind: ctrlState}); err != nil {
 				return false, err
 			}
+			got, err := p.collectFrom(ctx, ctrlStateIs, []int{i})
+			if err != nil {
+				return false, err
+			}
+			res[i] = got[i]
 		}
-		var err error
-		res, err = p.collect(ctx, ctrlStateIs)
-		return false, err
+		return false, nil
 	})
 	if err != nil {
 		return nil, err

@@ -6,6 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -59,6 +62,10 @@ type Worker struct {
 	encBuf      []byte
 	t0          time.Time
 	stats       workerStats
+	// ownProcess: this worker is alone in its process (a stage process or a
+	// WebRTC peer), so the process's peak RSS is the stage's, and it is
+	// reported with every step to be held against the memory plan.
+	ownProcess bool
 
 	codec workerCodecs
 	ctl   workerControl
@@ -140,6 +147,26 @@ type inMsg struct {
 	at      time.Time
 	err     error // the link failed
 	bad     error // the frame failed its checks
+}
+
+// SetOwnProcess says the worker is alone in its process: its steps then
+// report the process's peak RSS as the stage's.
+func (w *Worker) SetOwnProcess() { w.ownProcess = true }
+
+// PeakRSS is this process's peak resident set (VmHWM of
+// /proc/self/status) in bytes; 0 where the system does not say.
+func PeakRSS() int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmHWM:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
 }
 
 // NewWorker builds the worker of stage id of layout, linked by links; Run
@@ -374,7 +401,7 @@ func (w *Worker) sendCtrl(ctx context.Context, m ctrlMsg) error {
 	}
 	w.ctl.ctrlMu.Lock()
 	defer w.ctl.ctrlMu.Unlock()
-	return w.links.Ctrl.Send(ctx, b)
+	return sendControl(ctx, w.links.Ctrl, b, w.id)
 }
 
 // recvCtrl waits for the driver's next command, which must be want.
@@ -615,14 +642,15 @@ func (w *Worker) step(ctx context.Context, cmd ctrlMsg) (ctrlMsg, error) {
 		return ctrlMsg{}, fmt.Errorf("driver asked for step %d, stage is at %d", cmd.Step, got)
 	}
 	N := w.B * w.T
-	if (w.first || w.last) && len(cmd.blob) != w.M*N*2 {
-		return ctrlMsg{}, fmt.Errorf("step %d: batch blob has %d bytes, want %d", cmd.Step, len(cmd.blob), w.M*N*2)
+	wd := tokenWidth(w.st.Config().VocabSize)
+	if (w.first || w.last) && len(cmd.blob) != w.M*N*2*wd {
+		return ctrlMsg{}, fmt.Errorf("step %d: batch blob has %d bytes, want %d", cmd.Step, len(cmd.blob), w.M*N*2*wd)
 	}
 	tokens := make([]int32, w.M*N)
 	targets := make([]int32, w.M*N)
 	for i := range tokens {
 		if len(cmd.blob) > 0 {
-			tokens[i], targets[i] = int32(cmd.blob[i]), int32(cmd.blob[w.M*N+i])
+			tokens[i], targets[i] = getToken(cmd.blob, i, wd), getToken(cmd.blob, w.M*N+i, wd)
 		}
 	}
 	var loss float64
@@ -647,6 +675,9 @@ func (w *Worker) step(ctx context.Context, cmd ctrlMsg) (ctrlMsg, error) {
 			if l := w.linkTo(w.net.nextID); l != nil {
 				ls := l.conn.Stats()
 				w.stats.Candidate, w.stats.RTTMs = ls.Candidate, float64(ls.RTT)/1e6
+			}
+			if w.ownProcess {
+				w.stats.PeakRSS = PeakRSS()
 			}
 			st := w.stats
 			return ctrlMsg{Kind: ctrlDone, Step: cmd.Step, Stats: &st}, nil
@@ -826,8 +857,9 @@ func (w *Worker) eval(ctx context.Context, cmd ctrlMsg) (ctrlMsg, error) {
 	for _, s := range cmd.Shapes {
 		total += s[0] * s[1]
 	}
-	if (w.first || w.last) && len(cmd.blob) != 2*total {
-		return ctrlMsg{}, fmt.Errorf("eval: blob has %d bytes, want %d", len(cmd.blob), 2*total)
+	wd := tokenWidth(w.st.Config().VocabSize)
+	if (w.first || w.last) && len(cmd.blob) != 2*total*wd {
+		return ctrlMsg{}, fmt.Errorf("eval: blob has %d bytes, want %d", len(cmd.blob), 2*total*wd)
 	}
 	var lossSum float64
 	var count int64
@@ -842,7 +874,7 @@ func (w *Worker) eval(ctx context.Context, cmd ctrlMsg) (ctrlMsg, error) {
 		tgt := make([]int32, n)
 		if len(cmd.blob) > 0 {
 			for i := 0; i < n; i++ {
-				tok[i], tgt[i] = int32(cmd.blob[off+i]), int32(cmd.blob[total+off+i])
+				tok[i], tgt[i] = getToken(cmd.blob, off+i, wd), getToken(cmd.blob, total+off+i, wd)
 			}
 		}
 		off += n
