@@ -297,12 +297,14 @@ func (p *Driver) Eval(ctx context.Context, windows [][]byte) (float64, error) {
 }
 
 func (p *Driver) State(ctx context.Context) (*stages.State, error) {
-	res := make([]ctrlMsg, len(p.ctrl))
+	var st *stages.State
 	err := p.guard(ctx, p.snapStep, func() (bool, error) {
-		// One stage at a time: a stage's state is weights and two moments
-		// (170 MB a stage for a GPT-2-small in 8 stages), and all of them
-		// at once would burst into the coordinator together, starving the
-		// links' keepalives on a small machine.
+		st = &stages.State{Model: engine.ModelConfig(p.cfg)}
+		// One stage at a time, each stage's bytes copied into st and let
+		// go before the next is asked for: a stage's state is weights and
+		// two moments (170 MB a stage for a GPT-2-small in 8 stages), and
+		// all of them at once would burst into the coordinator together,
+		// starving the links' keepalives and doubling its memory.
 		for i := range p.ctrl {
 			if err := p.send(ctx, i, ctrlMsg{Kind: ctrlState}); err != nil {
 				return false, err
@@ -311,21 +313,20 @@ func (p *Driver) State(ctx context.Context) (*stages.State, error) {
 			if err != nil {
 				return false, err
 			}
-			res[i] = got[i]
+			ts, err := decodeTensors(got[i].blob)
+			if err != nil {
+				return false, fmt.Errorf("stage %d state: %w", i, err)
+			}
+			if i == 0 {
+				st.OptimStep = got[i].OptimStep
+			}
+			// A tied head is the embedding, already in stage 0's part.
+			st.AddTensors(ts, st.OptimStep, !engine.UntiedHead(p.cfg))
 		}
 		return false, nil
 	})
 	if err != nil {
 		return nil, err
-	}
-	st := &stages.State{Model: engine.ModelConfig(p.cfg)}
-	for i, r := range res {
-		ts, err := decodeTensors(r.blob)
-		if err != nil {
-			return nil, fmt.Errorf("stage %d state: %w", i, err)
-		}
-		// A tied head is the embedding, already in stage 0's part.
-		st.AddTensors(ts, res[0].OptimStep, !engine.UntiedHead(p.cfg))
 	}
 	return st, nil
 }
