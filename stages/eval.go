@@ -5,11 +5,11 @@ import (
 	"fmt"
 )
 
-// EvalLoss returns the mean loss per predicted byte of a whole-model stage
-// over windows (each predicts its last len-1 bytes), in batches of up to
+// EvalLoss returns the mean loss per predicted token of a whole-model stage
+// over windows of token ids (each predicts its last len-1 ids), in batches of up to
 // maxB windows of equal length, using activation slot slot. It is what a
 // run reports as its held-out loss and what `narrowband eval` prints.
-func EvalLoss(ctx context.Context, st *Stage, slot, maxB int, windows [][]byte) (float64, error) {
+func EvalLoss(ctx context.Context, st *Stage, slot, maxB int, windows [][]int32) (float64, error) {
 	var sum float64
 	var n int64
 	var x, y []int32
@@ -25,10 +25,8 @@ func EvalLoss(ctx context.Context, st *Stage, slot, maxB int, windows [][]byte) 
 		B := j - i
 		x, y = x[:0], y[:0]
 		for _, w := range windows[i:j] {
-			for t := 0; t < T; t++ {
-				x = append(x, int32(w[t]))
-				y = append(y, int32(w[t+1]))
-			}
+			x = append(x, w[:T]...)
+			y = append(y, w[1:T+1]...)
 		}
 		v, err := st.ForwardLoss(slot, B, T, x, nil, y)
 		if err != nil {
@@ -39,7 +37,7 @@ func EvalLoss(ctx context.Context, st *Stage, slot, maxB int, windows [][]byte) 
 		i = j
 	}
 	if n == 0 {
-		return 0, fmt.Errorf("evaluate: no bytes to predict")
+		return 0, fmt.Errorf("evaluate: no tokens to predict")
 	}
 	return sum / float64(n), nil
 }

@@ -36,30 +36,44 @@ func cmdEval(ctx context.Context, argv []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return fmt.Errorf("eval: %w", err)
 	}
-	win := data.Chunks(text, st.Config().BlockSize)
+	tok, err := checkpointTokenizer(ckpt, st.Config().VocabSize)
+	if err != nil {
+		return fmt.Errorf("eval: %w", err)
+	}
+	ids := tok.encode(text)
+	win := data.Chunks(ids, st.Config().BlockSize)
 	if len(win) == 0 {
-		return fmt.Errorf("eval: %s has %d bytes; need at least 2 to predict anything", textPath, len(text))
+		return fmt.Errorf("eval: %s has %d tokens; need at least 2 to predict anything", textPath, len(ids))
 	}
 	loss, err := stages.EvalLoss(ctx, st, 0, evalBatch, win)
 	if err != nil {
 		return fmt.Errorf("eval: %w", err)
 	}
-	n := 0
+	// Per byte of the text the scored tokens cover (each window's first
+	// token is context only): the figure that compares tokenizers.
+	n, nb := 0, 0
 	for _, w := range win {
-		n += len(w) - 1
+		for _, id := range w[1:] {
+			n++
+			nb += tok.bytes(id)
+		}
 	}
+	perByte := loss * float64(n) / float64(max(nb, 1))
 	out := map[string]any{
-		"loss_nats_per_byte": loss,
-		"bits_per_byte":      loss / 0.6931471805599453,
-		"bytes":              n,
-		"checkpoint":         ckpt,
-		"text":               textPath,
+		"loss_nats_per_token": loss,
+		"loss_nats_per_byte":  perByte,
+		"bits_per_byte":       perByte / 0.6931471805599453,
+		"tokens":              n,
+		"bytes":               nb,
+		"tokenizer":           tok.name(),
+		"checkpoint":          ckpt,
+		"text":                textPath,
 	}
 	// What the checkpoint says it is: its run's ledger head, config, data
 	// and code (absent from checkpoints of older runs).
 	if _, md, err := stages.ReadSafetensors(ckpt); err == nil {
 		for k, name := range map[string]string{"narrowband.ledger_head": "ledger_head", "narrowband.config_sha256": "config_sha256",
-			"narrowband.data_sha256": "data_sha256", "narrowband.code": "code_version", "step": "step"} {
+			"narrowband.data_sha256": "data_sha256", "narrowband.code": "code_version", "narrowband.tokenizer_sha256": "tokenizer_sha256", "step": "step"} {
 			if v, ok := md[k]; ok {
 				out[name] = v
 			}
@@ -103,21 +117,21 @@ func cmdSample(ctx context.Context, argv []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return fmt.Errorf("sample: %w", err)
 	}
+	tok, err := checkpointTokenizer(ckpt, st.Config().VocabSize)
+	if err != nil {
+		return fmt.Errorf("sample: %w", err)
+	}
 	prompt := []byte(a.str("prompt", "\n"))
 	if len(prompt) == 0 {
 		prompt = []byte("\n")
 	}
-	ids := make([]int32, len(prompt))
-	for i, b := range prompt {
-		ids[i] = int32(b)
-	}
-	out, err := stages.Generate(st, ids, n, temp, topK, uint64(seed))
+	out, err := stages.Generate(st, tok.encode(prompt), n, temp, topK, uint64(seed))
 	if err != nil {
 		return fmt.Errorf("sample: %w", err)
 	}
-	buf := make([]byte, len(out))
-	for i, t := range out {
-		buf[i] = byte(t)
+	buf, err := tok.decode(out)
+	if err != nil {
+		return fmt.Errorf("sample: %w", err)
 	}
 	if !utf8.Valid(buf) {
 		buf = []byte(string([]rune(string(buf)))) // show invalid bytes as U+FFFD

@@ -69,8 +69,12 @@ func cmdRun(ctx context.Context, argv []string, stdout, stderr io.Writer) error 
 		return nil
 	}
 	sum := res[0].Summary
-	fmt.Fprintf(stdout, "run %q finished: held-out loss %.4f nats/byte after %d tokens in %.0fs (%.0f tokens/s)\nresults in %s (config.toml, metrics.jsonl, summary.json, %s)\n",
-		sum.Name, sum.FinalValLoss, sum.Tokens, sum.WallSeconds, sum.TokensPerSecond, out, trainer.CheckpointFile)
+	loss := fmt.Sprintf("%.4f nats/byte", sum.FinalValLoss) // a byte run: a token is a byte
+	if !cfg.Data.Bytes() {
+		loss = fmt.Sprintf("%.4f nats/token, %.4f nats/byte", sum.FinalValLoss, sum.FinalValLossPerByte)
+	}
+	fmt.Fprintf(stdout, "run %q finished: held-out loss %s after %d tokens in %.0fs (%.0f tokens/s)\nresults in %s (config.toml, metrics.jsonl, summary.json, %s)\n",
+		sum.Name, loss, sum.Tokens, sum.WallSeconds, sum.TokensPerSecond, out, trainer.CheckpointFile)
 	return nil
 }
 

@@ -25,7 +25,9 @@ resumes; a second Ctrl-C stops at once.
 `,
 	"eval": `usage: narrowband eval --checkpoint FILE --text FILE
 
-Prints the checkpoint's mean loss per byte (nats and bits) on a text file, as JSON.
+Prints the checkpoint's mean loss on a text file, as JSON: per token (nats), and per byte of the
+text the scored tokens cover (nats and bits). A checkpoint trained with a tokenizer encodes the text
+with the tokenizer.json its run left beside it, checked against the sha256 the checkpoint names.
 
   --checkpoint FILE  a run's checkpoint.safetensors (or train_state.safetensors)
   --text FILE        a regular file of text to score

@@ -89,7 +89,7 @@ func loadText(o options) ([]byte, error) {
 // newCorpus wraps the training text for the engines. Nothing here
 // evaluates, so the held-out part is just the text's last 64 KiB.
 func newCorpus(src string, text []byte) *data.Corpus {
-	return &data.Corpus{Source: src, Train: text, Val: text[len(text)-min(len(text), 64<<10):], TrainFiles: 1, ValFiles: 1}
+	return &data.Corpus{Source: src, Train: data.Bytes(text), Val: data.Bytes(text[len(text)-min(len(text), 64<<10):]), TrainDocs: 1, ValDocs: 1, Vocab: 256}
 }
 
 // newConfig is the run config of one measurement: model m, batch sequences

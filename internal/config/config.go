@@ -86,20 +86,92 @@ func (s Seed) MarshalTOML() ([]byte, error) {
 
 // Data says what text to train on.
 type Data struct {
-	// Path is a text file or a folder; "" means the Go standard library's
-	// source under $(go env GOROOT)/src (non-test .go files outside testdata).
-	Path string `toml:"path"`
-	// ValFraction is the share of files held out for evaluation (by a hash of
-	// the file's path, so the split never changes). A single file is split by
-	// its last bytes instead.
+	// Path is where the text is: a file, a folder or a glob ("corpus/**/*.md"),
+	// or a list of them; "" means the Go standard library's source under
+	// $(go env GOROOT)/src (non-test .go files outside testdata). Files
+	// ending in .jsonl are JSON Lines, one document per line's "text";
+	// others are plain text, one document per file.
+	Path Paths `toml:"path"`
+	// ValFraction is the share of documents held out for evaluation (by a
+	// hash of a file's path, or of a JSON Lines record's text, so the split
+	// never changes). A single document is split by its last tokens instead.
 	ValFraction float64 `toml:"val_fraction"`
-	// Extensions limits a folder to files with these endings; empty means
-	// ".go" for the default corpus and every file otherwise.
+	// Extensions limits folders and globs to files with these endings;
+	// empty means ".go" for the default corpus and every file otherwise.
 	Extensions []string `toml:"extensions"`
+	// Include and Exclude are glob patterns for files found in folders and
+	// by globs (a file named in path is always read): without a slash a
+	// pattern matches the base name ("*.md", "vendor"), with one the path
+	// below the folder ("docs/**/*.md"). Exclude also skips folders.
+	Include []string `toml:"include"`
+	Exclude []string `toml:"exclude"`
+	// Tokenizer is "bytes" (one token per byte, vocab_size ≤ 256) or the
+	// path of a tokenizer.json from `narrowband tokenizer train`, whose
+	// vocabulary model.vocab_size must equal.
+	Tokenizer string `toml:"tokenizer"`
+	// CacheDir holds the encoded corpora of tokenized runs (memory-mapped
+	// by later runs); "" is $XDG_CACHE_HOME/narrowband/tokens.
+	CacheDir string `toml:"cache_dir"`
 	// MaxBytes bounds the text read; a corpus larger is refused, by its
 	// files' sizes, before it is read. 0: half of the memory this machine
 	// has available once the model is allocated.
 	MaxBytes int64 `toml:"max_bytes"`
+}
+
+// TokenizerBytes is data.tokenizer's value for the byte vocabulary.
+const TokenizerBytes = "bytes"
+
+// Bytes reports whether the run's tokens are bytes (no tokenizer file).
+func (d Data) Bytes() bool { return d.Tokenizer == "" || d.Tokenizer == TokenizerBytes }
+
+// Paths is data.path: one string (as every config before lists had) or
+// an array of them.
+type Paths []string
+
+// UnmarshalTOML takes a string or an array of strings; "" is no path.
+func (p *Paths) UnmarshalTOML(v any) error {
+	switch x := v.(type) {
+	case string:
+		*p = nil
+		if x != "" {
+			*p = Paths{x}
+		}
+		return nil
+	case []any:
+		out := Paths{}
+		for _, e := range x {
+			s, ok := e.(string)
+			if !ok || s == "" {
+				return fmt.Errorf("data.path = %v: every entry must be a non-empty string (a file, folder or glob)", v)
+			}
+			out = append(out, s)
+		}
+		*p = out
+		return nil
+	}
+	return fmt.Errorf("data.path = %v: must be a string or an array of strings", v)
+}
+
+// MarshalTOML writes one path as a string (so resolved configs read as
+// they always did), several as an array.
+func (p Paths) MarshalTOML() ([]byte, error) {
+	if len(p) <= 1 {
+		s := ""
+		if len(p) == 1 {
+			s = p[0]
+		}
+		return []byte(strconv.Quote(s)), nil
+	}
+	var b bytes.Buffer
+	b.WriteByte('[')
+	for i, s := range p {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(strconv.Quote(s))
+	}
+	b.WriteByte(']')
+	return b.Bytes(), nil
 }
 
 // Model is the model's shape: the engine's own config (stages.Config
@@ -230,7 +302,7 @@ type Web struct {
 func Default() Config {
 	return Config{
 		Run:   Run{Name: "default", Seed: 1337, Steps: 1000},
-		Data:  Data{ValFraction: 0.01},
+		Data:  Data{ValFraction: 0.01, Tokenizer: TokenizerBytes},
 		Model: Model{NLayer: 4, NHead: 4, NEmbd: 256, BlockSize: 128, VocabSize: 256, Bias: true},
 		Train: Train{
 			BatchSize: 16, MicroBatches: 1,
@@ -262,6 +334,9 @@ func Load(path string, overrides []string) (Config, error) {
 		}
 	}
 	if err := cfg.Validate(); err != nil {
+		return Config{}, locate(err, path, string(text))
+	}
+	if err := cfg.CheckTokenizer(); err != nil {
 		return Config{}, locate(err, path, string(text))
 	}
 	return cfg, nil

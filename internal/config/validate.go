@@ -50,8 +50,21 @@ func (c Config) Validate() error {
 	if err := m.Validate(); err != nil {
 		errs = append(errs, err)
 	}
-	if m.VocabSize == 1 || m.VocabSize > 256 {
-		bad("model.vocab_size", m.VocabSize, "must be in [2, 256] (byte-level vocabulary: one token per byte)")
+	if c.Data.Bytes() && (m.VocabSize == 1 || m.VocabSize > 256) {
+		bad("model.vocab_size", m.VocabSize, "must be in [2, 256] (byte-level vocabulary: one token per byte); a larger vocabulary needs data.tokenizer = a tokenizer.json (narrowband tokenizer train)")
+	}
+	if !c.Data.Bytes() && m.VocabSize > maxVocab {
+		bad("model.vocab_size", m.VocabSize, fmt.Sprintf("must be at most %d", maxVocab))
+	}
+	for _, key := range []struct {
+		name string
+		pats []string
+	}{{"data.include", c.Data.Include}, {"data.exclude", c.Data.Exclude}, {"data.extensions", c.Data.Extensions}} {
+		for _, p := range key.pats {
+			if p == "" {
+				bad(key.name, key.pats, "entries must not be empty")
+			}
+		}
 	}
 	t := c.Train
 	if t.BatchSize < 1 {

@@ -1,7 +1,10 @@
 package data
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -11,20 +14,63 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"sort"
 	"strings"
+
+	"github.com/narrowband/narrowband/internal/tokenizer"
 )
 
-// Corpus is the text of a run, split into training and held-out bytes.
+// Corpus is the text of a run as token ids, split into training and
+// held-out streams.
 type Corpus struct {
 	Source     string // where it came from, for logs
-	Train, Val []byte
-	TrainFiles int
-	ValFiles   int
+	Train, Val Tokens
+	// TrainDocs and ValDocs count documents (files, or JSON Lines records)
+	// on each side of the split.
+	TrainDocs, ValDocs int
+	// Vocab is the number of ids: 256 for bytes, else the tokenizer's.
+	Vocab int
+	// Manifest lists what was read; the run writes it as manifest.json.
+	Manifest *Manifest
+	// Cache is the token cache file of a tokenized corpus ("" for bytes,
+	// or when it could not be written: Warnings say why); CacheHit says
+	// whether it was read rather than built.
+	Cache    string
+	CacheHit bool
+	Warnings []string
+
+	tokenLen []int32 // bytes of each id's text; nil: one byte each
+	unmap    func() error
+}
+
+// TokenBytes is the length of id's text in bytes: what one predicted id
+// covers of the held-out text, for the loss per byte.
+func (c *Corpus) TokenBytes(id int32) int {
+	if c.tokenLen == nil {
+		return 1
+	}
+	if id < 0 || int(id) >= len(c.tokenLen) {
+		return 0
+	}
+	return int(c.tokenLen[id])
+}
+
+// Close releases the token cache's mapping; the streams must not be used
+// afterwards.
+func (c *Corpus) Close() error {
+	if c.unmap == nil {
+		return nil
+	}
+	f := c.unmap
+	c.unmap = nil
+	c.Train, c.Val = Tokens{}, Tokens{}
+	return f()
 }
 
 // ErrEmpty means the corpus has no usable text.
 var ErrEmpty = errors.New("corpus is empty")
+
+// ErrBinary is a file that is not text (it holds a NUL byte).
+var ErrBinary = errors.New("not a text file")
 
 // GoRoot returns the Go installation whose src folder is the default corpus.
 func GoRoot() string {
@@ -36,139 +82,215 @@ func GoRoot() string {
 	return runtime.GOROOT()
 }
 
-// Options say where the text is.
+// Options say where the text is and how it becomes ids.
 type Options struct {
-	Path        string   // file or folder; "" = $(go env GOROOT)/src
-	ValFraction float64  // share of files held out
+	// Paths are files, folders and globs ("corpus/**/*.md"); nil means
+	// the Go standard library's source ($(go env GOROOT)/src, non-test .go
+	// files outside testdata).
+	Paths       []string
+	ValFraction float64  // share of documents held out
 	Extensions  []string // keep only these endings; nil = ".go" for the default, all otherwise
-	MinBytes    int      // each split must hold at least this many bytes (block_size+1)
+	// Include and Exclude are patterns for files found in folders and by
+	// globs (a file named in Paths is always read): without a slash a
+	// pattern matches the base name, with one the path below the folder,
+	// "**" any number of folders. Exclude also prunes folders.
+	Include, Exclude []string
+	// MinTokens is the fewest ids each split must hold (block_size+1).
+	MinTokens int
 	// MaxBytes bounds the text read (0: no bound): a corpus larger than
 	// this is refused, by the sizes of its files, before any is read.
 	MaxBytes int64
+	// Tokenizer, if set, encodes the text (nil: one id per byte), and
+	// TokenizerHash (the sha256 of its file) keys the token cache.
+	Tokenizer     *tokenizer.Tokenizer
+	TokenizerHash string
+	// CacheDir holds the token caches; "" is DefaultCacheDir.
+	CacheDir string
 }
 
 // ErrTooLarge is a corpus over Options.MaxBytes.
 var ErrTooLarge = errors.New("corpus is larger than the limit")
 
+// splitRule names the held-out rule in the manifest; a change of the
+// rule must change it (it keys the token cache).
+const splitRule = "fnv64a(file path below its folder) for text files, fnv64a(text) for JSON Lines records; one document: its tail"
+
 // Load reads the corpus. Only regular files are read (a device or a named
 // pipe would be read forever); ctx stops it between chunks.
+//
+// Every document (a text file, or one record of a .jsonl file) goes
+// wholly to training or to the held-out side by a stable hash: a file by
+// its path below the folder it was found in (as the corpus always was
+// split), a JSON Lines record by its text, so duplicates land on one
+// side and re-sharding the files moves nothing. When the held-out side
+// is shorter than MinTokens (too few documents, or one), the tail of the
+// training stream is held out instead. Documents are concatenated as they
+// are, without a separator, in byte and tokenized runs alike, so the
+// loss per byte compares them on the same text.
 func Load(ctx context.Context, o Options) (*Corpus, error) {
-	path, exts, goSrc := o.Path, o.Extensions, false
-	if path == "" {
-		path = filepath.Join(GoRoot(), "src")
-		goSrc = true
-		if exts == nil {
-			exts = []string{".go"}
+	sources, f := o.Paths, filters{exts: o.Extensions, include: o.Include, exclude: o.Exclude}
+	if len(sources) == 0 {
+		src := filepath.Join(GoRoot(), "src")
+		if _, err := os.Stat(src); err != nil {
+			return nil, fmt.Errorf("data: the default corpus is the Go standard library's source, but %s is missing (%v); set data.path to a text file or folder", src, err)
+		}
+		sources, f.goSrc = []string{src}, true
+		if f.exts == nil {
+			f.exts = []string{".go"}
 		}
 	}
-	st, err := os.Stat(path)
-	if err != nil {
-		if goSrc {
-			return nil, fmt.Errorf("data: the default corpus is the Go standard library's source, but %s is missing (%v); set data.path to a text file or folder", path, err)
-		}
-		return nil, fmt.Errorf("data: data.path: %w (set data.path to a text file or folder)", err)
-	}
-	c := &Corpus{Source: path}
-	if !st.IsDir() {
-		if !st.Mode().IsRegular() {
-			return nil, fmt.Errorf("data: data.path = %s is a %s, not a regular file or a folder (it would be read forever); give a text file or a folder of them", path, fileKind(st.Mode()))
-		}
-		if err := o.bound(path, st.Size()); err != nil {
-			return nil, err
-		}
-		b, err := readFile(ctx, path, st.Size())
-		if err != nil {
-			return nil, fmt.Errorf("data: %w", err)
-		}
-		// One file: hold out its tail, rounded so both parts are usable.
-		nVal := int(float64(len(b)) * o.ValFraction)
-		if nVal < o.MinBytes {
-			nVal = o.MinBytes
-		}
-		if len(b)-nVal < o.MinBytes {
-			return nil, fmt.Errorf("data: %s has %d bytes; need at least %d (2 × block_size+1) to train and hold out: %w", path, len(b), 2*o.MinBytes, ErrEmpty)
-		}
-		c.Train, c.Val = b[:len(b)-nVal], b[len(b)-nVal:]
-		c.TrainFiles, c.ValFiles = 1, 1
-		return c, nil
-	}
-	var files []string
-	err = filepath.WalkDir(path, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return nil // unreadable folders are skipped, not fatal
-		}
-		if d.IsDir() {
-			if goSrc && p != path && (d.Name() == "testdata" || strings.HasPrefix(d.Name(), ".")) {
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		if !d.Type().IsRegular() {
-			return nil
-		}
-		name := d.Name()
-		if goSrc && strings.HasSuffix(name, "_test.go") {
-			return nil
-		}
-		if len(exts) > 0 {
-			ok := false
-			for _, e := range exts {
-				ok = ok || strings.HasSuffix(name, e)
-			}
-			if !ok {
-				return nil
-			}
-		}
-		files = append(files, p)
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("data: walking %s: %w", path, err)
-	}
-	sort.Strings(files)
-	sizes := make([]int64, len(files))
-	var total int64
-	for i, f := range files {
-		if fi, err := os.Stat(f); err == nil {
-			sizes[i] = fi.Size()
-			total += fi.Size()
-		}
-	}
-	if err := o.bound(path, total); err != nil {
+	if err := checkPatterns("data.include", o.Include); err != nil {
 		return nil, err
 	}
-	var valNames []string
-	for i, f := range files {
-		rel, _ := filepath.Rel(path, f)
-		b, err := readFile(ctx, f, sizes[i])
-		if err != nil && ctx.Err() != nil {
-			return nil, fmt.Errorf("data: %w", ctx.Err())
-		}
-		if err != nil || len(b) == 0 {
-			continue
-		}
-		if isVal(filepath.ToSlash(rel), o.ValFraction) {
-			c.Val = append(c.Val, b...)
-			c.ValFiles++
-			valNames = append(valNames, rel)
-		} else {
-			c.Train = append(c.Train, b...)
-			c.TrainFiles++
+	if err := checkPatterns("data.exclude", o.Exclude); err != nil {
+		return nil, err
+	}
+	m := &Manifest{Version: 1, Sources: sources, ValFraction: o.ValFraction, Split: splitRule, Tokenizer: "bytes"}
+	files, err := list(sources, f, &m.Skipped)
+	if err != nil {
+		return nil, err
+	}
+	source := strings.Join(sources, ", ")
+	var total int64
+	for _, x := range files {
+		total += x.size
+	}
+	if err := o.bound(source, total); err != nil {
+		return nil, err
+	}
+	c := &Corpus{Source: source, Manifest: m, Vocab: 256}
+	col := &collector{keep: o.Tokenizer != nil}
+	for _, x := range files {
+		if err := col.read(ctx, x, o.ValFraction, m); err != nil {
+			return nil, err
 		}
 	}
-	if len(c.Train) < o.MinBytes || c.TrainFiles == 0 {
-		return nil, fmt.Errorf("data: %s: no training text (%d files matched %v): %w", path, c.TrainFiles, exts, ErrEmpty)
+	if m.Documents == 0 {
+		return nil, fmt.Errorf("data: %s: no text (%d files matched, extensions %v%s): %w", source, len(files), f.exts, m.skippedNote(), ErrEmpty)
 	}
-	if len(c.Val) < o.MinBytes {
-		// Too few files for a by-file split: hold out the tail of the training text.
-		n := max(int(float64(len(c.Train))*o.ValFraction), o.MinBytes)
-		if len(c.Train)-n < o.MinBytes {
-			return nil, fmt.Errorf("data: %s: %d bytes is too little to train and hold out (need %d): %w", path, len(c.Train), 2*o.MinBytes, ErrEmpty)
-		}
-		c.Val = append(c.Val, c.Train[len(c.Train)-n:]...)
-		c.Train = c.Train[:len(c.Train)-n]
+	m.Hash = m.hash()
+	if m.Documents == 1 && m.ValDocuments == 1 {
+		col.onlyToTrain(m) // one document: it trains, and its tail is held out
 	}
+	c.TrainDocs, c.ValDocs = m.TrainDocuments, m.ValDocuments
+	if o.Tokenizer == nil {
+		c.Train, c.Val = Bytes(col.train), Bytes(col.val)
+	} else if err := c.tokenize(ctx, o, col); err != nil {
+		return nil, err
+	}
+	if err := c.holdOutTail(o); err != nil {
+		c.Close()
+		return nil, err
+	}
+	m.TrainTokens, m.ValTokens = int64(c.Train.Len()), int64(c.Val.Len())
 	return c, nil
+}
+
+// holdOutTail moves the tail of the training stream to the held-out side
+// when the split by document left it shorter than MinTokens.
+func (c *Corpus) holdOutTail(o Options) error {
+	if c.Train.Len() < o.MinTokens || c.TrainDocs == 0 {
+		return fmt.Errorf("data: %s: no training text (%d tokens in %d documents): %w", c.Source, c.Train.Len(), c.TrainDocs, ErrEmpty)
+	}
+	if c.Val.Len() >= o.MinTokens {
+		return nil
+	}
+	n := max(int(float64(c.Train.Len())*o.ValFraction), o.MinTokens)
+	if c.Train.Len()-n < o.MinTokens {
+		return fmt.Errorf("data: %s: %d tokens is too little to train and hold out (need %d, 2 × block_size+1): %w", c.Source, c.Train.Len(), 2*o.MinTokens, ErrEmpty)
+	}
+	tail := c.Train.Slice(c.Train.Len()-n, c.Train.Len())
+	c.Val = c.Val.Append(tail)
+	c.Train = c.Train.Slice(0, c.Train.Len()-n)
+	c.Manifest.HeldOutTail = int64(n)
+	return nil
+}
+
+// collector gathers the documents of each side: for a byte run straight
+// into the two streams (the text is the ids), for a tokenized one as a
+// list of documents to encode one by one (a pre-token never spans two).
+type collector struct {
+	keep               bool
+	train, val         []byte
+	trainDocs, valDocs [][]byte
+	lastVal            bool // side of the last document added
+}
+
+func (col *collector) add(doc []byte, val bool) {
+	col.lastVal = val
+	switch {
+	case col.keep && val:
+		col.valDocs = append(col.valDocs, doc)
+	case col.keep:
+		col.trainDocs = append(col.trainDocs, doc)
+	case val:
+		col.val = append(col.val, doc...)
+	default:
+		col.train = append(col.train, doc...)
+	}
+}
+
+// onlyToTrain moves the corpus's one document, held out by its hash, to
+// the training side.
+func (col *collector) onlyToTrain(m *Manifest) {
+	col.train, col.val = append(col.train, col.val...), nil
+	col.trainDocs, col.valDocs = append(col.trainDocs, col.valDocs...), nil
+	m.TrainDocuments, m.ValDocuments = 1, 0
+	m.TrainBytes, m.ValBytes = m.TrainBytes+m.ValBytes, 0
+	for i := range m.Files {
+		m.Files[i].ValDocuments = 0
+	}
+}
+
+// read reads one file into the collector and the manifest.
+func (col *collector) read(ctx context.Context, x file, frac float64, m *Manifest) error {
+	b, err := readFile(ctx, x.path, x.size)
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("data: %w", ctx.Err())
+		}
+		return fmt.Errorf("data: %w (remove it, or leave it out with data.exclude)", err)
+	}
+	sum := sha256.Sum256(b)
+	mf := ManifestFile{Path: x.path, Name: x.name, Size: int64(len(b)), SHA256: hex.EncodeToString(sum[:]), Format: formatOf(x.name)}
+	side := func(doc []byte, val bool) {
+		col.add(doc, val)
+		mf.Documents++
+		m.Documents++
+		if val {
+			mf.ValDocuments++
+			m.ValDocuments++
+			m.ValBytes += int64(len(doc))
+		} else {
+			m.TrainDocuments++
+			m.TrainBytes += int64(len(doc))
+		}
+	}
+	switch mf.Format {
+	case "jsonl":
+		err := readJSONL(b, func(line int, text []byte) {
+			if len(text) > 0 {
+				side(text, isVal(string(text), frac))
+			}
+		})
+		if err != nil {
+			return fmt.Errorf("data: %s:%w", x.path, err)
+		}
+	default:
+		if i := bytes.IndexByte(b, 0); i >= 0 {
+			if x.named {
+				return fmt.Errorf("data: %s has a NUL byte at offset %d: %w; give text files, or JSON Lines (.jsonl) with a \"text\" field", x.path, i, ErrBinary)
+			}
+			m.Skipped = append(m.Skipped, Skipped{Path: x.path, Reason: fmt.Sprintf("binary: a NUL byte at offset %d", i)})
+			return nil
+		}
+		if len(b) == 0 {
+			break // an empty file is no document
+		}
+		side(b, isVal(x.name, frac))
+	}
+	m.Files = append(m.Files, mf)
+	return nil
 }
 
 // bound refuses a corpus of size bytes over MaxBytes.
@@ -238,9 +360,10 @@ func fileKind(m fs.FileMode) string {
 	return "special file"
 }
 
-// isVal is the by-file split: a stable hash of the relative path.
-func isVal(rel string, frac float64) bool {
+// isVal is the split of one document: a stable hash of its key (a file's
+// path below its folder, a record's text).
+func isVal(key string, frac float64) bool {
 	h := fnv.New64a()
-	h.Write([]byte(rel))
+	io.WriteString(h, key)
 	return float64(h.Sum64()%1_000_000) < frac*1_000_000
 }

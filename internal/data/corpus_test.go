@@ -9,28 +9,28 @@ import (
 )
 
 func TestDefaultCorpusSplitIsStable(t *testing.T) {
-	a, err := Load(context.Background(), Options{ValFraction: 0.01, MinBytes: 129})
+	a, err := Load(context.Background(), Options{ValFraction: 0.01, MinTokens: 129})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a.TrainFiles < 1000 || a.ValFiles < 10 {
-		t.Fatalf("Go source corpus: %d train files, %d held-out files; want thousands and dozens", a.TrainFiles, a.ValFiles)
+	if a.TrainDocs < 1000 || a.ValDocs < 10 {
+		t.Fatalf("Go source corpus: %d train files, %d held-out files; want thousands and dozens", a.TrainDocs, a.ValDocs)
 	}
-	frac := float64(len(a.Val)) / float64(len(a.Train)+len(a.Val))
+	frac := float64(a.Val.Len()) / float64(a.Train.Len()+a.Val.Len())
 	if frac < 0.003 || frac > 0.03 {
 		t.Errorf("held-out share %.4f, want about 1%%", frac)
 	}
-	b, err := Load(context.Background(), Options{ValFraction: 0.01, MinBytes: 129})
+	b, err := Load(context.Background(), Options{ValFraction: 0.01, MinTokens: 129})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if string(a.Val) != string(b.Val) || len(a.Train) != len(b.Train) {
+	if string(a.Val.Raw()) != string(b.Val.Raw()) || a.Train.Len() != b.Train.Len() {
 		t.Error("two loads of the same corpus split differently")
 	}
 }
 
 func TestMissingAndEmptyCorpus(t *testing.T) {
-	_, err := Load(context.Background(), Options{Path: filepath.Join(t.TempDir(), "nope"), ValFraction: 0.01, MinBytes: 129})
+	_, err := Load(context.Background(), Options{Paths: []string{filepath.Join(t.TempDir(), "nope")}, ValFraction: 0.01, MinTokens: 129})
 	if err == nil {
 		t.Fatal("missing path: no error")
 	}
@@ -38,13 +38,13 @@ func TestMissingAndEmptyCorpus(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "a.txt"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	_, err = Load(context.Background(), Options{Path: dir, ValFraction: 0.01, MinBytes: 129})
+	_, err = Load(context.Background(), Options{Paths: []string{dir}, ValFraction: 0.01, MinTokens: 129})
 	if !errors.Is(err, ErrEmpty) {
 		t.Fatalf("empty folder: got %v, want ErrEmpty", err)
 	}
 	small := filepath.Join(dir, "small.txt")
 	os.WriteFile(small, []byte("hello"), 0o644)
-	if _, err := Load(context.Background(), Options{Path: small, ValFraction: 0.01, MinBytes: 129}); !errors.Is(err, ErrEmpty) {
+	if _, err := Load(context.Background(), Options{Paths: []string{small}, ValFraction: 0.01, MinTokens: 129}); !errors.Is(err, ErrEmpty) {
 		t.Fatalf("tiny file: got %v, want ErrEmpty", err)
 	}
 }
@@ -57,9 +57,9 @@ func TestBatchIsPureFunctionOfStep(t *testing.T) {
 	const B, T = 4, 16
 	x1, y1 := make([]int32, B*T), make([]int32, B*T)
 	x2, y2 := make([]int32, B*T), make([]int32, B*T)
-	Batch(text, 1, 5, 0, B, T, x1, y1)
-	Batch(text, 2, 9, 1, B, T, x2, y2) // something else in between
-	Batch(text, 1, 5, 0, B, T, x2, y2)
+	Batch(Bytes(text), 1, 5, 0, B, T, x1, y1)
+	Batch(Bytes(text), 2, 9, 1, B, T, x2, y2) // something else in between
+	Batch(Bytes(text), 1, 5, 0, B, T, x2, y2)
 	for i := range x1 {
 		if x1[i] != x2[i] || y1[i] != y2[i] {
 			t.Fatal("same (seed, step, micro) gave different batches")
@@ -73,7 +73,10 @@ func TestBatchIsPureFunctionOfStep(t *testing.T) {
 }
 
 func TestChunksScoreEveryByteOnce(t *testing.T) {
-	text := []byte("abcdefghijklmnopqrstuvwxyz")
+	var text []int32
+	for c := 'a'; c <= 'z'; c++ {
+		text = append(text, c)
+	}
 	n := 0
 	for _, c := range Chunks(text, 4) {
 		if len(c) > 5 || len(c) < 2 {

@@ -6,12 +6,16 @@ type StepRecord struct {
 	Type            string   `json:"type,omitempty"` // "" or "step"; other event kinds set Type
 	Step            int      `json:"step"`           // 1-based optimizer step just finished
 	Tokens          int64    `json:"tokens"`         // training tokens consumed so far
-	Loss            float64  `json:"loss"`           // mean train loss of this step, nats/byte
+	Loss            float64  `json:"loss"`           // mean train loss of this step, nats/token (a byte, in byte runs)
 	LR              float64  `json:"lr"`             // learning rate used in this step
 	TokensPerSecond float64  `json:"tokens_per_second"`
-	WallSeconds     float64  `json:"wall_seconds"` // since the run started
-	ValLoss         *float64 `json:"val_loss,omitempty"`
-	GradNorm        float64  `json:"grad_norm,omitempty"`
+	WallSeconds     float64  `json:"wall_seconds"`       // since the run started
+	ValLoss         *float64 `json:"val_loss,omitempty"` // held-out, nats/token
+	// ValLossPerByte is ValLoss in nats per byte of the held-out text the
+	// scored tokens cover (ValLoss × tokens / bytes), comparable across
+	// tokenizers; equal to ValLoss in byte runs.
+	ValLossPerByte *float64 `json:"val_loss_per_byte,omitempty"`
+	GradNorm       float64  `json:"grad_norm,omitempty"`
 
 	Stages []StageStats `json:"stages,omitempty"`
 	Links  []LinkStats  `json:"links,omitempty"`

@@ -2,15 +2,18 @@ package metrics
 
 // Summary is summary.json: the run's result in one object.
 type Summary struct {
-	Name            string  `json:"name"`
-	Seed            uint64  `json:"seed"`
-	Steps           int     `json:"steps"`
-	FinalValLoss    float64 `json:"final_val_loss"`
-	FinalTrainLoss  float64 `json:"final_train_loss"`
-	Tokens          int64   `json:"tokens"`
-	WallSeconds     float64 `json:"wall_seconds"`
-	TokensPerSecond float64 `json:"tokens_per_second"`
-	Params          int64   `json:"params"`
+	Name         string  `json:"name"`
+	Seed         uint64  `json:"seed"`
+	Steps        int     `json:"steps"`
+	FinalValLoss float64 `json:"final_val_loss"` // nats/token
+	// FinalValLossPerByte is FinalValLoss per byte of held-out text (see
+	// StepRecord.ValLossPerByte).
+	FinalValLossPerByte float64 `json:"final_val_loss_per_byte,omitempty"`
+	FinalTrainLoss      float64 `json:"final_train_loss"`
+	Tokens              int64   `json:"tokens"`
+	WallSeconds         float64 `json:"wall_seconds"`
+	TokensPerSecond     float64 `json:"tokens_per_second"`
+	Params              int64   `json:"params"`
 
 	Stages      int    `json:"stages"`
 	Schedule    string `json:"schedule"`

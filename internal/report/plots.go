@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"image/color"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -562,7 +563,7 @@ func sameTraining(a, b Run) bool {
 	ca, cb := a.Config, b.Config
 	return ca.Model == cb.Model && ca.Run.Steps == cb.Run.Steps && ca.Run.Seed == cb.Run.Seed &&
 		ca.Train.BatchSize == cb.Train.BatchSize && ca.Train.LearningRate == cb.Train.LearningRate &&
-		ca.Data.Path == cb.Data.Path
+		slices.Equal(ca.Data.Path, cb.Data.Path) && ca.Data.Tokenizer == cb.Data.Tokenizer
 }
 
 // timelineFigure is a Gantt chart of one run's timeline.jsonl.

@@ -17,10 +17,10 @@ const module = "github.com/narrowband/narrowband/"
 // simulator and the WebRTC links import it downward; the runtime's four
 // packages are stacked in the order they use each other.
 var floors = [][]string{
-	{"internal/wire", "internal/metrics", "internal/transport", "internal/data", "internal/netns", "internal/identity", "stages/kernels", "scheduler"},
-	{"stages/kernels/fastblas", "stages", "compression", "scheduler/sim", "signaling", "web", "internal/ledger"},
+	{"internal/wire", "internal/metrics", "internal/transport", "internal/tokenizer", "internal/netns", "internal/identity", "stages/kernels", "scheduler"},
+	{"stages/kernels/fastblas", "stages", "compression", "scheduler/sim", "signaling", "web", "internal/ledger", "internal/data"},
 	{"signaling/rtc", "internal/config", "web/webtest", "internal/transport/transporttest"},
-	{"internal/report", "internal/runtime/engine", "internal/tokenizer"},
+	{"internal/report", "internal/runtime/engine"},
 	{"internal/runtime/pipeline"},
 	{"internal/runtime/launch"},
 	{"internal/runtime/trainer"},

@@ -16,8 +16,9 @@ type Engine interface {
 	// *RollbackError means the engine went back to an earlier step (a
 	// stage changed hands): the caller resumes from there.
 	Step(ctx context.Context, step int, lr float64) (StepResult, error)
-	// Eval returns the mean loss per predicted byte over windows.
-	Eval(ctx context.Context, windows [][]byte) (float64, error)
+	// Eval returns the mean loss per predicted token over windows of
+	// token ids (each predicts its last len-1 ids).
+	Eval(ctx context.Context, windows [][]int32) (float64, error)
 	// State gathers the whole model and its optimizer state.
 	State(ctx context.Context) (*stages.State, error)
 	// Restore loads a State saved by any engine with the same model config.

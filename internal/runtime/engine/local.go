@@ -96,6 +96,6 @@ func (l *Local) Restore(ctx context.Context, st *stages.State) error {
 	return st.RestoreStage(l.st, l.opt)
 }
 
-func (l *Local) Eval(ctx context.Context, windows [][]byte) (float64, error) {
+func (l *Local) Eval(ctx context.Context, windows [][]int32) (float64, error) {
 	return stages.EvalLoss(ctx, l.st, 0, l.B, windows)
 }

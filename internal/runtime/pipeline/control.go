@@ -120,43 +120,6 @@ type spanRec struct {
 	End   float64 `json:"e"`
 }
 
-// tokenWidth is the bytes per token id in a step's or an evaluation's
-// blob: 1 for a byte vocabulary (what every run sent before tokenizers),
-// 2 up to 65,536 ids, else 4.
-func tokenWidth(vocab int) int {
-	switch {
-	case vocab <= 1<<8:
-		return 1
-	case vocab <= 1<<16:
-		return 2
-	}
-	return 4
-}
-
-// putToken writes id as token i of blob, in width bytes, little-endian.
-func putToken(blob []byte, i, width int, id int32) {
-	switch width {
-	case 1:
-		blob[i] = byte(id)
-	case 2:
-		binary.LittleEndian.PutUint16(blob[2*i:], uint16(id))
-	default:
-		binary.LittleEndian.PutUint32(blob[4*i:], uint32(id))
-	}
-}
-
-// getToken reads token i of blob. Ids out of the vocabulary are refused
-// by the stage (stages.ErrBadTokens), not here.
-func getToken(blob []byte, i, width int) int32 {
-	switch width {
-	case 1:
-		return int32(blob[i])
-	case 2:
-		return int32(binary.LittleEndian.Uint16(blob[2*i:]))
-	}
-	return int32(binary.LittleEndian.Uint32(blob[4*i:]))
-}
-
 // maxControl bounds one control message; a whole stage's state (weights
 // and two moments) must fit.
 const maxControl = 1 << 30

@@ -125,20 +125,18 @@ func (p *Driver) collect(ctx context.Context, want ctrlKind) ([]ctrlMsg, error) 
 }
 
 // batchBlob is the bytes of a step's micro-batches: all tokens, then all
-// targets (the first stage reads tokens, the last stage targets), each
-// tokenWidth bytes.
+// targets (the first stage reads tokens, the last stage targets), each id
+// in idWidth bytes.
 func (p *Driver) batchBlob(step int) []byte {
 	M := p.cfg.Train.MicroBatches
 	B, T := p.cfg.Train.BatchSize/M, p.cfg.Model.BlockSize
 	N := B * T
-	wd := tokenWidth(p.cfg.Model.VocabSize)
-	blob := make([]byte, 2*M*N*wd)
+	w := idWidth(p.cfg.Model.VocabSize)
+	blob := make([]byte, 2*M*N*w)
 	for m := 0; m < M; m++ {
 		data.Batch(p.corpus.Train, uint64(p.cfg.Run.Seed), step, m, B, T, p.x, p.y)
-		for i := 0; i < N; i++ {
-			putToken(blob, m*N+i, wd, p.x[i])
-			putToken(blob, M*N+m*N+i, wd, p.y[i])
-		}
+		putIDs(blob[m*N*w:], p.x[:N], w)
+		putIDs(blob[(M*N+m*N)*w:], p.y[:N], w)
 	}
 	return blob
 }
@@ -245,11 +243,11 @@ func (p *Driver) tryStep(ctx context.Context, step int, lr float64) (engine.Step
 	return res, true, nil
 }
 
-func (p *Driver) Eval(ctx context.Context, windows [][]byte) (float64, error) {
+func (p *Driver) Eval(ctx context.Context, windows [][]int32) (float64, error) {
 	S := len(p.ctrl)
 	maxB := p.cfg.Train.BatchSize / p.cfg.Train.MicroBatches
 	var shapes [][2]int
-	var tok, tgt []byte
+	var tok, tgt []int32
 	for i := 0; i < len(windows); {
 		T := len(windows[i]) - 1
 		j := i
@@ -263,14 +261,10 @@ func (p *Driver) Eval(ctx context.Context, windows [][]byte) (float64, error) {
 		}
 		i = j
 	}
-	wd := tokenWidth(p.cfg.Model.VocabSize)
-	blob := make([]byte, (len(tok)+len(tgt))*wd)
-	for i, t := range tok {
-		putToken(blob, i, wd, int32(t))
-	}
-	for i, t := range tgt {
-		putToken(blob, len(tok)+i, wd, int32(t))
-	}
+	w := idWidth(p.cfg.Model.VocabSize)
+	blob := make([]byte, (len(tok)+len(tgt))*w)
+	putIDs(blob, tok, w)
+	putIDs(blob[len(tok)*w:], tgt, w)
 	var res []ctrlMsg
 	err := p.guard(ctx, p.snapStep, func() (bool, error) {
 		for i := 0; i < S; i++ {

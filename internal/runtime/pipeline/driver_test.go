@@ -22,7 +22,7 @@ func tinyConfig(t *testing.T) config.Config {
 	c := config.Default()
 	c.Run.Name = "tiny"
 	c.Run.Steps = 6
-	c.Data.Path = filepath.Join(data.GoRoot(), "src", "strings")
+	c.Data.Path = config.Paths{filepath.Join(data.GoRoot(), "src", "strings")}
 	c.Data.ValFraction = 0.2
 	c.Model = config.Model{NLayer: 2, NHead: 2, NEmbd: 32, BlockSize: 32, VocabSize: 256, Bias: true}
 	c.Train.BatchSize = 4
@@ -40,7 +40,7 @@ func tinyConfig(t *testing.T) config.Config {
 // the test.
 func testPipeline(t *testing.T, c config.Config) *Driver {
 	t.Helper()
-	corpus, err := data.Load(context.Background(), data.Options{Path: c.Data.Path, ValFraction: c.Data.ValFraction, MinBytes: c.Model.BlockSize + 1})
+	corpus, err := data.Load(context.Background(), data.Options{Paths: c.Data.Path, ValFraction: c.Data.ValFraction, MinTokens: c.Model.BlockSize + 1})
 	if err != nil {
 		t.Fatal(err)
 	}

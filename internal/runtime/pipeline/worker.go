@@ -50,6 +50,7 @@ type Links struct {
 type Worker struct {
 	id, S, M    int
 	B, T, C     int
+	V, idw      int // vocabulary, and bytes per id in batch blobs (idWidth)
 	first, last bool
 	st          *stages.Stage
 	opt         *stages.AdamW
@@ -199,6 +200,7 @@ func NewWorker(cfg config.Config, layout scheduler.Layout, id int, links Links) 
 	}
 	w := &Worker{
 		id: id, S: S, M: M, B: B, T: cfg.Model.BlockSize, C: cfg.Model.NEmbd,
+		V: cfg.Model.VocabSize, idw: idWidth(cfg.Model.VocabSize),
 		first: first, last: last, st: st, opt: opt, sm: sm, spec: spec, links: links,
 		evalSlot: sm.MaxInFlight(),
 		ctl:      workerControl{ctrlCh: make(chan ctrlMsg, 16)},
@@ -642,15 +644,17 @@ func (w *Worker) step(ctx context.Context, cmd ctrlMsg) (ctrlMsg, error) {
 		return ctrlMsg{}, fmt.Errorf("driver asked for step %d, stage is at %d", cmd.Step, got)
 	}
 	N := w.B * w.T
-	wd := tokenWidth(w.st.Config().VocabSize)
-	if (w.first || w.last) && len(cmd.blob) != w.M*N*2*wd {
-		return ctrlMsg{}, fmt.Errorf("step %d: batch blob has %d bytes, want %d", cmd.Step, len(cmd.blob), w.M*N*2*wd)
+	if (w.first || w.last) && len(cmd.blob) != w.M*N*2*w.idw {
+		return ctrlMsg{}, fmt.Errorf("step %d: batch blob has %d bytes, want %d", cmd.Step, len(cmd.blob), w.M*N*2*w.idw)
 	}
 	tokens := make([]int32, w.M*N)
 	targets := make([]int32, w.M*N)
-	for i := range tokens {
-		if len(cmd.blob) > 0 {
-			tokens[i], targets[i] = getToken(cmd.blob, i, wd), getToken(cmd.blob, w.M*N+i, wd)
+	if len(cmd.blob) > 0 {
+		if err := getIDs(tokens, cmd.blob, w.idw, w.V); err != nil {
+			return ctrlMsg{}, fmt.Errorf("step %d: batch: %w", cmd.Step, err)
+		}
+		if err := getIDs(targets, cmd.blob[w.M*N*w.idw:], w.idw, w.V); err != nil {
+			return ctrlMsg{}, fmt.Errorf("step %d: batch: %w", cmd.Step, err)
 		}
 	}
 	var loss float64
@@ -857,9 +861,8 @@ func (w *Worker) eval(ctx context.Context, cmd ctrlMsg) (ctrlMsg, error) {
 	for _, s := range cmd.Shapes {
 		total += s[0] * s[1]
 	}
-	wd := tokenWidth(w.st.Config().VocabSize)
-	if (w.first || w.last) && len(cmd.blob) != 2*total*wd {
-		return ctrlMsg{}, fmt.Errorf("eval: blob has %d bytes, want %d", len(cmd.blob), 2*total*wd)
+	if (w.first || w.last) && len(cmd.blob) != 2*total*w.idw {
+		return ctrlMsg{}, fmt.Errorf("eval: blob has %d bytes, want %d", len(cmd.blob), 2*total*w.idw)
 	}
 	var lossSum float64
 	var count int64
@@ -873,8 +876,11 @@ func (w *Worker) eval(ctx context.Context, cmd ctrlMsg) (ctrlMsg, error) {
 		tok := make([]int32, n)
 		tgt := make([]int32, n)
 		if len(cmd.blob) > 0 {
-			for i := 0; i < n; i++ {
-				tok[i], tgt[i] = getToken(cmd.blob, off+i, wd), getToken(cmd.blob, total+off+i, wd)
+			if err := getIDs(tok, cmd.blob[off*w.idw:], w.idw, w.V); err != nil {
+				return ctrlMsg{}, fmt.Errorf("eval batch %d: %w", k, err)
+			}
+			if err := getIDs(tgt, cmd.blob[(total+off)*w.idw:], w.idw, w.V); err != nil {
+				return ctrlMsg{}, fmt.Errorf("eval batch %d: %w", k, err)
 			}
 		}
 		off += n

@@ -271,7 +271,7 @@ func TestEndlessDataIsRefused(t *testing.T) {
 	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
 		t.Skip("no named pipes here:", err)
 	}
-	c.Data.Path = fifo
+	c.Data.Path = config.Paths{fifo}
 	done := make(chan error, 1)
 	go func() {
 		_, err := Run(context.Background(), Options{Config: c, Out: t.TempDir()})

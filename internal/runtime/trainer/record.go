@@ -91,17 +91,22 @@ func (r *run) recordStep(step int, res engine.StepResult) error {
 func (r *run) metadata() map[string]string {
 	return map[string]string{
 		metaLedgerHead: r.ledger.Head(), metaConfigHash: r.prov.configHash,
-		metaDataHash: r.prov.dataHash, metaCode: r.prov.code,
+		metaDataHash: r.prov.dataHash, metaCode: r.prov.code, metaTokenizer: r.tokenizerHash(),
 	}
 }
 
-// corpusHash identifies the text a run trained on: its source, and its
-// training and held-out bytes.
+// corpusHash identifies the data a run trained on: its source, and its
+// training and held-out token streams (for a byte run, its bytes, as
+// before tokenizers; a tokenized stream's ids are little-endian at its
+// width).
 func corpusHash(c *data.Corpus) string {
 	h := sha256.New()
-	fmt.Fprintf(h, "%s\x00%d\x00%d\x00", c.Source, len(c.Train), len(c.Val))
-	h.Write(c.Train)
-	h.Write(c.Val)
+	fmt.Fprintf(h, "%s\x00%d\x00%d\x00", c.Source, c.Train.Len(), c.Val.Len())
+	if w := c.Train.Width(); w > 1 {
+		fmt.Fprintf(h, "width %d\x00", w)
+	}
+	h.Write(c.Train.Raw())
+	h.Write(c.Val.Raw())
 	return hex.EncodeToString(h.Sum(nil))
 }
 

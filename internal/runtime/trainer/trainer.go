@@ -83,6 +83,12 @@ type run struct {
 	wallBefore        float64
 	t0                time.Time
 	lastLoss, valLoss float64
+	valPerByte        float64             // valLoss per byte of the held-out text
+	tok               *data.TokenizerFile // nil: bytes
+	eval              [][]int32           // the held-out windows, cut once
+	evalTokens        int64               // the ids they predict
+	evalBytes         int64               // the bytes those ids' text has
+	ownCorpus         bool                // loaded here (closed at the end), not given
 	tot               engine.StepResult
 	recent            [][]metrics.Span
 	plan              engine.MemoryPlan
@@ -93,7 +99,7 @@ type run struct {
 
 // Run trains according to o and returns the summary it also writes.
 func Run(ctx context.Context, o Options) (_ *metrics.Summary, err error) {
-	r := &run{o: o, cfg: o.Config, log: o.Log, corpus: o.Corpus, lastLoss: math.NaN(), valLoss: math.NaN(), saved: -1}
+	r := &run{o: o, cfg: o.Config, log: o.Log, corpus: o.Corpus, lastLoss: math.NaN(), valLoss: math.NaN(), valPerByte: math.NaN(), saved: -1}
 	if err := r.cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -144,6 +150,11 @@ func Run(ctx context.Context, o Options) (_ *metrics.Summary, err error) {
 		kernels.SetThreads(n)
 		defer func() { runtime.GOMAXPROCS(procs); kernels.SetThreads(kt) }()
 	}
+	defer func() {
+		if r.ownCorpus {
+			r.corpus.Close() // after the engine's Close (defers run last first)
+		}
+	}()
 	if err := r.setup(stepCtx); err != nil {
 		if ctx.Err() == nil && stepCtx.Err() != nil {
 			return nil, fmt.Errorf("%w while setting up, before any training: %v", ErrStopped, err)
@@ -197,9 +208,12 @@ func checkResume(dir string, cfg config.Config) (*stages.State, error) {
 	if err != nil || !fi.IsDir() {
 		return nil, fmt.Errorf("resume: %s is not a run folder (%v); give the --out folder of the run to continue", dir, err)
 	}
-	st, err := LoadState(filepath.Join(dir, StateFile))
+	st, md, err := stages.ReadState(filepath.Join(dir, StateFile))
 	if err != nil {
 		return nil, fmt.Errorf("resume: %w (the run saved no checkpoint yet, or this is not a run folder)", err)
+	}
+	if err := sameTokenizer(md, cfg); err != nil {
+		return nil, fmt.Errorf("resume: %s: %w", dir, err)
 	}
 	if want := engine.ModelConfig(cfg); st.Model != want {
 		return nil, fmt.Errorf("resume: %s holds a model %+v but the config asks for %+v; resume with the run's own config.toml", dir, st.Model, want)
@@ -284,16 +298,19 @@ func (r *run) setup(ctx context.Context) error {
 		if maxBytes == 0 && avail > 0 {
 			maxBytes = int64(max(avail-plan.Total(), 0) / 2) // the text is held twice while it is split
 		}
-		corpus, err := data.Load(ctx, data.Options{Path: cfg.Data.Path, ValFraction: cfg.Data.ValFraction, Extensions: cfg.Data.Extensions, MinBytes: cfg.Model.BlockSize + 1, MaxBytes: maxBytes})
-		if err != nil {
+		if err := r.loadCorpus(ctx, maxBytes); err != nil {
 			return err
 		}
-		r.corpus = corpus
-		r.log.Info("corpus loaded", "source", corpus.Source, "train_bytes", len(corpus.Train), "val_bytes", len(corpus.Val), "train_files", corpus.TrainFiles, "val_files", corpus.ValFiles)
 	}
-	if need := int64(cfg.Train.EvalBatches*cfg.Train.BatchSize) * int64(cfg.Model.BlockSize+1); int64(len(r.corpus.Val)) < need {
-		r.log.Warn("the held-out text is shorter than one evaluation reads: its windows overlap, so the held-out loss is measured on fewer bytes than it seems; raise data.val_fraction or lower train.eval_batches",
-			"held_out_bytes", len(r.corpus.Val), "evaluation_bytes", need)
+	if r.tok != nil && r.corpus.Vocab != r.tok.VocabSize() {
+		return fmt.Errorf("data: the corpus given has %d token ids but data.tokenizer %s has %d", r.corpus.Vocab, cfg.Data.Tokenizer, r.tok.VocabSize())
+	}
+	if need := int64(cfg.Train.EvalBatches*cfg.Train.BatchSize) * int64(cfg.Model.BlockSize+1); int64(r.corpus.Val.Len()) < need {
+		r.log.Warn("the held-out text is shorter than one evaluation reads: its windows overlap, so the held-out loss is measured on fewer tokens than it seems; raise data.val_fraction or lower train.eval_batches",
+			"held_out_tokens", r.corpus.Val.Len(), "evaluation_tokens", need)
+	}
+	if err := r.writeDataFiles(); err != nil {
+		return err
 	}
 	resolved, err := cfg.TOML()
 	if err != nil {
@@ -417,8 +434,9 @@ func (r *run) step(ctx context.Context, step int) (int, error) {
 		if err != nil {
 			return 0, fmt.Errorf("step %d: evaluation: %w", done, err)
 		}
-		r.valLoss = v
-		rec.ValLoss = &v
+		r.valLoss, r.valPerByte = v, r.perByte(v)
+		pb := r.valPerByte
+		rec.ValLoss, rec.ValLossPerByte = &v, &pb
 	}
 	if err := r.record(rec, res, evalNow, lr); err != nil {
 		return 0, err
@@ -472,10 +490,30 @@ func remoteStages(cfg config.Config) bool {
 	return cfg.Pipeline.Transport == "webrtc" && cfg.Pipeline.LocalPeers >= 0 && cfg.Pipeline.LocalPeers < cfg.Pipeline.Stages
 }
 
-// evalWindows are the held-out windows every evaluation scores.
-func (r *run) evalWindows() [][]byte {
-	c := r.cfg
-	return data.EvalWindows(r.corpus.Val, uint64(c.Run.Seed), c.Train.EvalBatches*c.Train.BatchSize, c.Model.BlockSize)
+// evalWindows are the held-out windows every evaluation scores, the same
+// every time: they are cut once, with the bytes their targets cover.
+func (r *run) evalWindows() [][]int32 {
+	if r.eval == nil {
+		c := r.cfg
+		r.eval = data.EvalWindows(r.corpus.Val, uint64(c.Run.Seed), c.Train.EvalBatches*c.Train.BatchSize, c.Model.BlockSize)
+		r.evalTokens, r.evalBytes = 0, 0
+		for _, w := range r.eval {
+			for _, id := range w[1:] {
+				r.evalTokens++
+				r.evalBytes += int64(r.corpus.TokenBytes(id))
+			}
+		}
+	}
+	return r.eval
+}
+
+// perByte turns a held-out loss per token into nats per byte of the text
+// its targets cover: the same windows' loss summed, over their bytes.
+func (r *run) perByte(loss float64) float64 {
+	if r.evalBytes == 0 {
+		return math.NaN()
+	}
+	return loss * float64(r.evalTokens) / float64(r.evalBytes)
 }
 
 // record writes a step's events and record, keeps its spans for the
@@ -508,6 +546,9 @@ func (r *run) record(rec metrics.StepRecord, res engine.StepResult, evalNow bool
 		args := []any{"step", rec.Step, "of", r.cfg.Run.Steps, "loss", round4(res.Loss), "lr", fmt.Sprintf("%.2e", lr), "tokens_per_s", int(rec.TokensPerSecond)}
 		if rec.ValLoss != nil {
 			args = append(args, "val_loss", round4(*rec.ValLoss))
+		}
+		if rec.ValLossPerByte != nil && r.tok != nil {
+			args = append(args, "val_loss_per_byte", round4(*rec.ValLossPerByte))
 		}
 		r.log.Info("step", args...)
 	}
@@ -547,6 +588,9 @@ func (r *run) finish() (*metrics.Summary, error) {
 		LedgerHead: r.ledger.Head(), ConfigHash: r.prov.configHash, DataHash: r.prov.dataHash, CodeVersion: r.prov.code,
 	}
 	sum.Memory = r.memoryAccount()
+	if !math.IsNaN(r.valPerByte) {
+		sum.FinalValLossPerByte = r.valPerByte
+	}
 	if n := cfg.Run.Steps - r.start; n > 0 && wall > 0 {
 		sum.TokensPerSecond = float64(int64(n)*tokensPerStep) / wall
 	}
@@ -576,7 +620,7 @@ func (r *run) finish() (*metrics.Summary, error) {
 	if err := metrics.WriteJSON(filepath.Join(o.Out, "summary.json"), sum); err != nil {
 		return nil, err
 	}
-	r.log.Info("run finished", "out", o.Out, "final_val_loss", round4(r.valLoss), "tokens_per_s", int(sum.TokensPerSecond), "wall_s", round4(sum.WallSeconds))
+	r.log.Info("run finished", "out", o.Out, "final_val_loss", round4(r.valLoss), "final_val_loss_per_byte", round4(r.valPerByte), "tokens_per_s", int(sum.TokensPerSecond), "wall_s", round4(sum.WallSeconds))
 	return sum, nil
 }
 

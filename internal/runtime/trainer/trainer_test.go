@@ -24,7 +24,7 @@ func tinyConfig(t *testing.T) config.Config {
 	c := config.Default()
 	c.Run.Name = "tiny"
 	c.Run.Steps = 6
-	c.Data.Path = filepath.Join(data.GoRoot(), "src", "strings")
+	c.Data.Path = config.Paths{filepath.Join(data.GoRoot(), "src", "strings")}
 	c.Data.ValFraction = 0.2
 	c.Model = config.Model{NLayer: 2, NHead: 2, NEmbd: 32, BlockSize: 32, VocabSize: 256, Bias: true}
 	c.Train.BatchSize = 4
@@ -144,13 +144,13 @@ func TestEvalOfCheckpointMatchesTrainer(t *testing.T) {
 	c := tinyConfig(t)
 	dir := t.TempDir()
 	sum := runTiny(t, c, dir)
-	corpus, err := data.Load(context.Background(), data.Options{Path: c.Data.Path, ValFraction: c.Data.ValFraction, MinBytes: c.Model.BlockSize + 1})
+	corpus, err := data.Load(context.Background(), data.Options{Paths: c.Data.Path, ValFraction: c.Data.ValFraction, MinTokens: c.Model.BlockSize + 1})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// The trainer's held-out windows, laid end to end: Chunks cuts them
 	// back into exactly the same windows.
-	var text []byte
+	var text []int32
 	for _, w := range data.EvalWindows(corpus.Val, uint64(c.Run.Seed), c.Train.EvalBatches*c.Train.BatchSize, c.Model.BlockSize) {
 		text = append(text, w...)
 	}
@@ -172,7 +172,7 @@ func TestEvalOfCheckpointMatchesTrainer(t *testing.T) {
 // the key.
 func TestBadConfigFailsBeforeData(t *testing.T) {
 	c := tinyConfig(t)
-	c.Data.Path = filepath.Join(t.TempDir(), "no such corpus")
+	c.Data.Path = config.Paths{filepath.Join(t.TempDir(), "no such corpus")}
 	c.Compression.Method = compression.MethodLowRank
 	c.Compression.Rank = 8
 	c.Compression.Precision = compression.Int8
