@@ -50,9 +50,6 @@ func (c Config) Validate() error {
 	if err := m.Validate(); err != nil {
 		errs = append(errs, err)
 	}
-	if m.UntiedEmbeddings && c.Pipeline.Stages > 1 {
-		bad("model.untied_embeddings", true, "works only in one-process runs for now (pipeline.stages = 1): the pipeline's tied-gradient exchange assumes a tied head")
-	}
 	if c.Data.Bytes() && (m.VocabSize == 1 || m.VocabSize > 256) {
 		bad("model.vocab_size", m.VocabSize, "must be in [2, 256] (byte-level vocabulary: one token per byte); a larger vocabulary needs data.tokenizer = a tokenizer.json (narrowband tokenizer train)")
 	}

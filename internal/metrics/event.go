@@ -31,6 +31,9 @@ type StageStats struct {
 	Peer      string `json:"peer,omitempty"`
 	Key       string `json:"key,omitempty"` // the holder's identity key (hex); "" for the coordinator's own stages
 	BytesSent int64  `json:"bytes_sent,omitempty"`
+	// PeakRSS is the peak resident memory of the stage's process, where it
+	// has one of its own (stage processes, WebRTC peers).
+	PeakRSS int64 `json:"peak_rss_bytes,omitempty"`
 }
 
 // LinkStats is one link between two stages during a step, per direction.

@@ -36,6 +36,10 @@ type Summary struct {
 	// FaultLog is every failure with its detection and recovery times.
 	FaultLog []Fault `json:"fault_log,omitempty"`
 
+	// Memory is each stage's planned memory (printed before the run) and,
+	// where the stage had a process of its own, that process's peak RSS.
+	Memory []StageMemory `json:"memory,omitempty"`
+
 	ResumedFromStep int    `json:"resumed_from_step,omitempty"`
 	Checkpoint      string `json:"checkpoint"`
 
@@ -46,6 +50,21 @@ type Summary struct {
 	ConfigHash  string `json:"config_sha256,omitempty"`
 	DataHash    string `json:"data_sha256,omitempty"`
 	CodeVersion string `json:"code_version,omitempty"`
+}
+
+// StageMemory is one stage's memory plan against what its process used.
+type StageMemory struct {
+	Stage int `json:"stage"`
+	// The plan: weights and their gradients, AdamW's two moments, the
+	// activations of every micro-batch in flight plus backward scratch.
+	PlannedBytes    int64 `json:"planned_bytes"`
+	WeightsBytes    int64 `json:"weights_and_grads_bytes"`
+	OptimizerBytes  int64 `json:"optimizer_bytes"`
+	ActivationBytes int64 `json:"activation_bytes"`
+	// PeakRSSBytes is the stage process's VmHWM (0: the stage shared the
+	// coordinator's process); PeakOverPlan is their ratio.
+	PeakRSSBytes int64   `json:"peak_rss_bytes,omitempty"`
+	PeakOverPlan float64 `json:"peak_over_plan,omitempty"`
 }
 
 // Fault is one failure a run survived (or died of).

@@ -88,7 +88,7 @@ func (l *Local) Step(ctx context.Context, step int, lr float64) (StepResult, err
 
 func (l *Local) State(ctx context.Context) (*stages.State, error) {
 	st := &stages.State{Model: l.st.Config()}
-	st.AddStage(l.st, l.opt, true)
+	st.AddStage(l.st, l.opt, l.cfg.Model.Tied()) // an untied head is a weight of its own
 	return st, nil
 }
 

@@ -18,8 +18,9 @@ import (
 // plus the moments); and the coordinator's snapshot of the whole model
 // where stages can change hands.
 type MemoryPlan struct {
-	Stages   []float64 // bytes per stage
-	Snapshot float64   // bytes the coordinator keeps to roll back to
+	Stages   []float64       // bytes per stage
+	Detail   []stages.Memory // the same, by kind
+	Snapshot float64         // bytes the coordinator keeps to roll back to
 }
 
 // Total is the plan's bytes on one machine that holds every stage.
@@ -48,7 +49,9 @@ func PlanMemory(cfg config.Config, layout scheduler.Layout) (MemoryPlan, error) 
 			}
 			slots = w + 1 // and one for evaluation
 		}
-		p.Stages = append(p.Stages, stages.EstimateMemory(m, r.Lo, r.Hi, layout.First(i), layout.Last(i), B, slots).Total())
+		est := stages.EstimateMemory(m, r.Lo, r.Hi, layout.First(i), layout.Last(i), B, slots)
+		p.Stages = append(p.Stages, est.Total())
+		p.Detail = append(p.Detail, est)
 	}
 	if cfg.Pipeline.Transport == "webrtc" {
 		// Weights and both moments, and their encoding for a restore.

@@ -34,7 +34,12 @@ func Layout(c config.Config) (scheduler.Layout, error) {
 }
 
 // UntiedHead reports whether the run trains a separate LM head on the last
-// stage (the subspace codec's compression.untie_head, in a pipeline).
+// stage of a pipeline: a model with untied embeddings (model.untied_embeddings,
+// Llama), or the subspace codec's compression.untie_head. Then the ends
+// exchange no tied gradient, only the news that their step is done.
 func UntiedHead(c config.Config) bool {
-	return c.Compression.Method == compression.MethodSubspace && c.Compression.UntieHead && c.Pipeline.Stages > 1
+	if c.Pipeline.Stages <= 1 {
+		return false
+	}
+	return c.Model.UntiedEmbeddings || (c.Compression.Method == compression.MethodSubspace && c.Compression.UntieHead)
 }

@@ -405,6 +405,10 @@ func setupWorker(ctx context.Context, a workerArgs, su setup, ln net.Listener, c
 		}
 	}
 	w, err := pipeline.NewWorker(cfg, layout, i, links)
+	if err == nil {
+		w.SetOwnProcess()
+		limitMemory(cfg, layout, i)
+	}
 	return w, closers, err
 }
 

@@ -605,6 +605,10 @@ func setupRTCWorker(ctx context.Context, client *signaling.Client, rc rtc.Config
 		}
 	}
 	w, err := pipeline.NewWorker(cfg, layout, i, links)
+	if err == nil {
+		w.SetOwnProcess()
+		limitMemory(cfg, layout, i)
+	}
 	if err != nil {
 		return nil, closers, err
 	}

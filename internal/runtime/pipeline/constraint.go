@@ -17,7 +17,10 @@ import (
 // the stored, exported matrix is the effective one and the LM head tied to
 // it is a plain GPT's), the position embedding, and the output projections
 // (attention c_proj, MLP c_proj, weights and biases) of every block that is
-// not on the last stage. The last stage's blocks are free: nothing they
+// not on the last stage. In a Llama the same roles are played by
+// model.embed_tokens, self_attn.o_proj and mlp.down_proj (no biases, no
+// position embedding: RoPE rotates q and k inside a block and writes
+// nothing into the residual stream). The last stage's blocks are free: nothing they
 // write crosses a link.
 //
 // Gradients of constrained weights are projected before the optimizer (the
@@ -44,10 +47,9 @@ func newConstraint(st *stages.Stage, sub *compression.Subspace, stage, stages_ i
 		switch {
 		case p.Name == "lm_head.weight" && untied:
 			// A free head: nothing it computes crosses a link.
-		case p.Name == "transformer.wte.weight" || p.Name == "lm_head.weight" || p.Name == "transformer.wpe.weight":
+		case isTokenEmbedding(p) || p.Name == "transformer.wpe.weight":
 			c.rows = append(c.rows, p)
-		case !last && (strings.HasSuffix(p.Name, ".attn.c_proj.weight") || strings.HasSuffix(p.Name, ".attn.c_proj.bias") ||
-			strings.HasSuffix(p.Name, ".mlp.c_proj.weight") || strings.HasSuffix(p.Name, ".mlp.c_proj.bias")):
+		case !last && writesResidual(p.Name):
 			c.cols = append(c.cols, p)
 		}
 	}
@@ -55,7 +57,21 @@ func newConstraint(st *stages.Stage, sub *compression.Subspace, stage, stages_ i
 }
 
 func isTokenEmbedding(p *stages.Param) bool {
-	return p.Name == "transformer.wte.weight" || p.Name == "lm_head.weight"
+	return p.Name == "transformer.wte.weight" || p.Name == "model.embed_tokens.weight" || p.Name == "lm_head.weight"
+}
+
+// writesResidual says whether a block's parameter is an output projection
+// into the residual stream, stored (C, n) or (C): its columns are residual
+// vectors. GPT: attn.c_proj and mlp.c_proj, weights and biases; Llama:
+// self_attn.o_proj and mlp.down_proj.
+func writesResidual(name string) bool {
+	for _, suf := range []string{".attn.c_proj.weight", ".attn.c_proj.bias", ".mlp.c_proj.weight", ".mlp.c_proj.bias",
+		".self_attn.o_proj.weight", ".mlp.down_proj.weight"} {
+		if strings.HasSuffix(name, suf) {
+			return true
+		}
+	}
+	return false
 }
 
 // projectWeights moves the constrained weights into the subspace (the token

@@ -110,6 +110,7 @@ type workerStats struct {
 	Candidate string
 	RTTMs     float64
 	Events    []metrics.Event // e.g. compression rank changes
+	PeakRSS   int64           `json:",omitempty"` // bytes, where the stage has a process of its own
 }
 
 type spanRec struct {

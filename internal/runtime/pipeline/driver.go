@@ -110,7 +110,7 @@ func (p *Driver) send(ctx context.Context, i int, m ctrlMsg) error {
 	if err != nil {
 		return err
 	}
-	if err := p.ctrl[i].Send(ctx, b); err != nil {
+	if err := sendControl(ctx, p.ctrl[i], b, i); err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -220,7 +220,7 @@ func (p *Driver) tryStep(ctx context.Context, step int, lr float64) (engine.Step
 			idle = 0
 		}
 		res.Stages = append(res.Stages, metrics.StageStats{Stage: i, BusySeconds: s.Busy, IdleSeconds: idle, NetWait: s.NetWait,
-			Peer: p.holders[i], Key: string(p.place.Key(p.holders[i])), BytesSent: s.SentFwdBytes + s.SentBwdBytes})
+			Peer: p.holders[i], Key: string(p.place.Key(p.holders[i])), BytesSent: s.SentFwdBytes + s.SentBwdBytes, PeakRSS: s.PeakRSS})
 		res.Busy += s.Busy
 		res.Idle += idle
 		res.NetWait += s.NetWait
@@ -291,28 +291,36 @@ func (p *Driver) Eval(ctx context.Context, windows [][]int32) (float64, error) {
 }
 
 func (p *Driver) State(ctx context.Context) (*stages.State, error) {
-	var res []ctrlMsg
+	var st *stages.State
 	err := p.guard(ctx, p.snapStep, func() (bool, error) {
+		st = &stages.State{Model: engine.ModelConfig(p.cfg)}
+		// One stage at a time, each stage's bytes copied into st and let
+		// go before the next is asked for: a stage's state is weights and
+		// two moments (170 MB a stage for a GPT-2-small in 8 stages), and
+		// all of them at once would burst into the coordinator together,
+		// starving the links' keepalives and doubling its memory.
 		for i := range p.ctrl {
 			if err := p.send(ctx, i, ctrlMsg{Kind: ctrlState}); err != nil {
 				return false, err
 			}
+			got, err := p.collectFrom(ctx, ctrlStateIs, []int{i})
+			if err != nil {
+				return false, err
+			}
+			ts, err := decodeTensors(got[i].blob)
+			if err != nil {
+				return false, fmt.Errorf("stage %d state: %w", i, err)
+			}
+			if i == 0 {
+				st.OptimStep = got[i].OptimStep
+			}
+			// A tied head is the embedding, already in stage 0's part.
+			st.AddTensors(ts, st.OptimStep, !engine.UntiedHead(p.cfg))
 		}
-		var err error
-		res, err = p.collect(ctx, ctrlStateIs)
-		return false, err
+		return false, nil
 	})
 	if err != nil {
 		return nil, err
-	}
-	st := &stages.State{Model: engine.ModelConfig(p.cfg)}
-	for i, r := range res {
-		ts, err := decodeTensors(r.blob)
-		if err != nil {
-			return nil, fmt.Errorf("stage %d state: %w", i, err)
-		}
-		// A tied head is the embedding, already in stage 0's part.
-		st.AddTensors(ts, res[0].OptimStep, !engine.UntiedHead(p.cfg))
 	}
 	return st, nil
 }

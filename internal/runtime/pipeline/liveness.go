@@ -73,11 +73,9 @@ func (p *Driver) startReader(i int) {
 	gen, c := p.gen[i], p.ctrl[i]
 	p.seen[i].Store(time.Now().UnixNano())
 	go func() {
+		parts := controlReader{heard: func() { p.seen[i].Store(time.Now().UnixNano()) }}
 		for {
-			raw, err := c.Recv(p.readCtx)
-			if err == nil {
-				p.seen[i].Store(time.Now().UnixNano())
-			}
+			raw, err := parts.read(p.readCtx, c)
 			var m ctrlMsg
 			if err == nil {
 				m, err = decodeCtrl(raw)

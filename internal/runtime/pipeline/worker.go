@@ -6,6 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -60,6 +63,10 @@ type Worker struct {
 	encBuf      []byte
 	t0          time.Time
 	stats       workerStats
+	// ownProcess: this worker is alone in its process (a stage process or a
+	// WebRTC peer), so the process's peak RSS is the stage's, and it is
+	// reported with every step to be held against the memory plan.
+	ownProcess bool
 
 	codec workerCodecs
 	ctl   workerControl
@@ -143,6 +150,26 @@ type inMsg struct {
 	bad     error // the frame failed its checks
 }
 
+// SetOwnProcess says the worker is alone in its process: its steps then
+// report the process's peak RSS as the stage's.
+func (w *Worker) SetOwnProcess() { w.ownProcess = true }
+
+// PeakRSS is this process's peak resident set (VmHWM of
+// /proc/self/status) in bytes; 0 where the system does not say.
+func PeakRSS() int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmHWM:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
 // NewWorker builds the worker of stage id of layout, linked by links; Run
 // serves the driver.
 func NewWorker(cfg config.Config, layout scheduler.Layout, id int, links Links) (*Worker, error) {
@@ -206,8 +233,8 @@ func NewWorker(cfg config.Config, layout scheduler.Layout, id int, links Links) 
 		w.codec.encNext.Codec.(*compression.LowRank).Apply(w.codec.autoNext.Current())
 		w.codec.encPrev.Codec.(*compression.LowRank).Apply(w.codec.autoPrev.Current())
 	}
+	w.codec.untied = engine.UntiedHead(cfg)
 	if sub, ok := w.codec.encNext.Codec.(*compression.Subspace); ok {
-		w.codec.untied = engine.UntiedHead(cfg)
 		if w.codec.con = newConstraint(st, sub, id, S, w.codec.untied); w.codec.con != nil {
 			if err := w.codec.con.projectWeights(); err != nil {
 				return nil, err
@@ -376,7 +403,7 @@ func (w *Worker) sendCtrl(ctx context.Context, m ctrlMsg) error {
 	}
 	w.ctl.ctrlMu.Lock()
 	defer w.ctl.ctrlMu.Unlock()
-	return w.links.Ctrl.Send(ctx, b)
+	return sendControl(ctx, w.links.Ctrl, b, w.id)
 }
 
 // recvCtrl waits for the driver's next command, which must be want.
@@ -506,6 +533,13 @@ func (w *Worker) take(ctx context.Context) error {
 	case wire.TypeGradient:
 		dst, dec = w.buf(), w.codec.decNext
 	case wire.TypeTiedGrad:
+		if w.codec.untied {
+			if len(m.payload) != stampSize {
+				return reject(fmt.Errorf("tied gradient of step %d: %d bytes, but the head is untied: want only the %d-byte stamp", step, len(m.payload), stampSize))
+			}
+			w.netWait(w0, m)
+			return w.sm.Step(scheduler.EmbeddingGradArrived(step - w.base))
+		}
 		tw := w.st.TiedWeight()
 		if w.rx.tiedIn == nil {
 			n := len(tw.Data)
@@ -513,10 +547,6 @@ func (w *Worker) take(ctx context.Context) error {
 				n = n / w.C * w.codec.con.basis.K
 			}
 			w.rx.tiedIn = make([]float32, n)
-		}
-		if w.codec.untied && len(m.payload) == stampSize {
-			w.netWait(w0, m)
-			return w.sm.Step(scheduler.EmbeddingGradArrived(step - w.base))
 		}
 		if len(m.payload) != stampSize+4*len(w.rx.tiedIn) {
 			return reject(fmt.Errorf("tied gradient of step %d: %d bytes, want %d", step, len(m.payload), stampSize+4*len(w.rx.tiedIn)))
@@ -650,6 +680,9 @@ func (w *Worker) step(ctx context.Context, cmd ctrlMsg) (ctrlMsg, error) {
 				ls := l.conn.Stats()
 				w.stats.Candidate, w.stats.RTTMs = ls.Candidate, float64(ls.RTT)/1e6
 			}
+			if w.ownProcess {
+				w.stats.PeakRSS = PeakRSS()
+			}
 			st := w.stats
 			return ctrlMsg{Kind: ctrlDone, Step: cmd.Step, Stats: &st}, nil
 		case scheduler.ActionForward:
@@ -738,15 +771,17 @@ func (w *Worker) step(ctx context.Context, cmd ctrlMsg) (ctrlMsg, error) {
 // small (vocab×d) and once per step, and the sum must be exact for the two
 // copies to stay identical.
 func (w *Worker) sendTied(step int) {
-	g := w.st.TiedWeight().Grad
+	var g []float32
 	switch {
 	case w.codec.untied:
-		g = nil // the ends only tell each other their step is done
-	case w.codec.con != nil:
+		// the ends only tell each other their step is done
+	case w.codec.con == nil:
+		g = w.st.TiedWeight().Grad
+	default:
 		// Under the subspace constraint only the tied gradient's part in
 		// span(U) matters (it is projected before the optimizer): send
 		// its k coefficients per row instead of d values, d/k less.
-		w.codec.tiedOwn = w.codec.con.coeffs(g, w.codec.tiedOwn)
+		w.codec.tiedOwn = w.codec.con.coeffs(w.st.TiedWeight().Grad, w.codec.tiedOwn)
 		g = w.codec.tiedOwn
 	}
 	p := make([]byte, stampSize, stampSize+4*len(g))

@@ -230,8 +230,9 @@ func (w *Worker) heartbeats(ctx context.Context) {
 // cancels the command in progress, everything goes to ctrlCh in order.
 func (w *Worker) readCtrl(ctx context.Context) {
 	defer close(w.ctl.ctrlCh)
+	var parts controlReader
 	for {
-		raw, err := w.links.Ctrl.Recv(ctx)
+		raw, err := parts.read(ctx, w.links.Ctrl)
 		if err != nil {
 			return // the driver is gone
 		}

@@ -236,3 +236,53 @@ func TestWebRTCRunRelaysThroughItsOwnTURN(t *testing.T) {
 		t.Errorf("join command %q does not name the run's TURN server and --relay-only", j)
 	}
 }
+
+// TestLlamaPipelineEqualsOneProcess: the Llama family, with tied and with
+// untied embeddings (the last stage then trains its own lm_head and the
+// ends exchange no tied gradient), cut into 2 and 4 stages, in goroutines
+// and in processes, trains like one process.
+func TestLlamaPipelineEqualsOneProcess(t *testing.T) {
+	c := tinyConfig(t)
+	c.Run.Steps = 12
+	c.Train.BatchSize = 8
+	c.Train.MicroBatches = 4
+	c.Train.EvalInterval = 6
+	m := stages.DefaultLlamaConfig()
+	m.NLayer, m.NHead, m.NKVHead, m.NEmbd, m.BlockSize, m.IntermediateSize = 4, c.Model.NHead, c.Model.NHead/2, c.Model.NEmbd, c.Model.BlockSize, 3*c.Model.NEmbd
+	c.Model = m
+	for _, untied := range []bool{false, true} {
+		u := c
+		u.Model.UntiedEmbeddings = untied
+		refLoss, ref := stateOf(t, u)
+		if untied && !hasTensor(ref, "lm_head.weight") {
+			t.Fatal("an untied Llama's state has no lm_head.weight")
+		}
+		for _, S := range []int{2, 4} {
+			for _, processes := range []bool{false, true} {
+				if processes && S == 2 {
+					continue
+				}
+				t.Run(fmt.Sprintf("untied=%v/stages=%d/processes=%v", untied, S, processes), func(t *testing.T) {
+					p := u
+					p.Pipeline.Stages = S
+					p.Pipeline.Schedule = scheduler.OneFOneB
+					if processes {
+						p.Pipeline.Processes, p.Train.Threads = true, 1
+					}
+					gotLoss, got := stateOf(t, p)
+					sameLosses(t, "pipeline", gotLoss, "one process", refLoss)
+					compareStates(t, ref, got, 1e-5)
+				})
+			}
+		}
+	}
+}
+
+func hasTensor(st *stages.State, name string) bool {
+	for _, ts := range st.Tensors {
+		if ts.Name == name {
+			return true
+		}
+	}
+	return false
+}

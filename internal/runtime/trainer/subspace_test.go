@@ -7,37 +7,56 @@ import (
 
 	"github.com/narrowband/narrowband/compression"
 
+	"github.com/narrowband/narrowband/internal/config"
 	"github.com/narrowband/narrowband/internal/runtime/pipeline"
+	"github.com/narrowband/narrowband/stages"
 )
 
 // TestSubspaceCodecIsExact: for the constrained model, sending k fp32
 // coefficients per token (plus the ids) forward and Uᵀg backward trains
 // exactly like sending the whole fp32 residual stream both ways.
 func TestSubspaceCodecIsExact(t *testing.T) {
-	c := tinyConfig(t)
-	c.Run.Steps = 10
-	c.Model.NLayer = 3
-	c.Pipeline.Stages = 3
-	c.Compression.Method = compression.MethodSubspace
-	c.Compression.Rank = 8
-	c.Compression.Precision = compression.FP32
-	wireLoss, wireState := stateOf(t, c)
-	pipeline.ConstrainOnly = true
-	defer func() { pipeline.ConstrainOnly = false }()
-	refLoss, refState := stateOf(t, c)
-	for i := range refLoss {
-		if d := math.Abs(wireLoss[i]-refLoss[i]) / refLoss[i]; d > 1e-5 {
-			t.Errorf("loss value %d: subspace codec %v, fp32 links %v", i, wireLoss[i], refLoss[i])
-		}
-	}
-	compareStates(t, refState, wireState, 1e-5)
+	gpt := tinyConfig(t)
+	llama := gpt
+	m := stages.DefaultLlamaConfig()
+	m.NHead, m.NKVHead, m.NEmbd, m.BlockSize, m.IntermediateSize = gpt.Model.NHead, 1, gpt.Model.NEmbd, gpt.Model.BlockSize, 3*gpt.Model.NEmbd
+	llama.Model = m
+	untied := llama
+	untied.Model.UntiedEmbeddings = true
+	// A Llama's residual writers are embed_tokens, o_proj and down_proj:
+	// if the constraint missed one, the boundary would not be E0[tok] + U·c
+	// and the codec would not be exact.
+	for _, tc := range []struct {
+		name string
+		c    config.Config
+	}{{"gpt2", gpt}, {"llama", llama}, {"llama-untied", untied}} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := tc.c
+			c.Run.Steps = 10
+			c.Model.NLayer = 3
+			c.Pipeline.Stages = 3
+			c.Compression.Method = compression.MethodSubspace
+			c.Compression.Rank = 8
+			c.Compression.Precision = compression.FP32
+			wireLoss, wireState := stateOf(t, c)
+			pipeline.ConstrainOnly = true
+			defer func() { pipeline.ConstrainOnly = false }()
+			refLoss, refState := stateOf(t, c)
+			for i := range refLoss {
+				if d := math.Abs(wireLoss[i]-refLoss[i]) / refLoss[i]; d > 1e-5 {
+					t.Errorf("loss value %d: subspace codec %v, fp32 links %v", i, wireLoss[i], refLoss[i])
+				}
+			}
+			compareStates(t, refState, wireState, 1e-5)
 
-	// And the constraint is real: the model differs from an unconstrained one.
-	c.Compression.Method = compression.MethodNone
-	pipeline.ConstrainOnly = false
-	freeLoss, _ := stateOf(t, c)
-	if math.Abs(freeLoss[len(freeLoss)-1]-refLoss[len(refLoss)-1]) < 1e-6 {
-		t.Error("the constrained model trained exactly like the unconstrained one: the constraint does nothing")
+			// And the constraint is real: the model differs from an unconstrained one.
+			c.Compression.Method = compression.MethodNone
+			pipeline.ConstrainOnly = false
+			freeLoss, _ := stateOf(t, c)
+			if math.Abs(freeLoss[len(freeLoss)-1]-refLoss[len(refLoss)-1]) < 1e-6 {
+				t.Error("the constrained model trained exactly like the unconstrained one: the constraint does nothing")
+			}
+		})
 	}
 }
 

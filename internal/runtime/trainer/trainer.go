@@ -21,6 +21,7 @@ import (
 	"github.com/narrowband/narrowband/internal/ledger"
 	"github.com/narrowband/narrowband/internal/metrics"
 	"github.com/narrowband/narrowband/internal/runtime/engine"
+	"github.com/narrowband/narrowband/scheduler"
 	"github.com/narrowband/narrowband/stages"
 	"github.com/narrowband/narrowband/stages/kernels"
 	"github.com/narrowband/narrowband/web"
@@ -90,6 +91,8 @@ type run struct {
 	ownCorpus         bool                // loaded here (closed at the end), not given
 	tot               engine.StepResult
 	recent            [][]metrics.Span
+	plan              engine.MemoryPlan
+	peakRSS           []int64 // per stage, the largest its process reported
 	ledger            *ledger.Writer
 	prov              provenance
 }
@@ -283,6 +286,8 @@ func (r *run) setup(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	r.plan, r.peakRSS = plan, make([]int64, len(plan.Stages))
+	r.logPlan(layout)
 	if !remoteStages(cfg) {
 		if err := engine.CheckMemory(fmt.Sprintf("the model (%d stage(s), train.batch_size %d, model.block_size %d)", layout.Stages(), cfg.Train.BatchSize, cfg.Model.BlockSize), plan.Total(), avail); err != nil {
 			return err
@@ -411,6 +416,11 @@ func (r *run) step(ctx context.Context, step int) (int, error) {
 		TokensPerSecond: float64(tokensPerStep) / dt, WallSeconds: wall, GradNorm: res.GradNorm,
 		Stages: res.Stages, Links: res.Links,
 	}
+	for _, s := range res.Stages {
+		if s.Stage >= 0 && s.Stage < len(r.peakRSS) {
+			r.peakRSS[s.Stage] = max(r.peakRSS[s.Stage], s.PeakRSS)
+		}
+	}
 	if step > r.start { // the first step warms caches and connections
 		r.tot.Add(res)
 		r.measured++
@@ -443,6 +453,34 @@ func (r *run) step(ctx context.Context, step int) (int, error) {
 		}
 	}
 	return step, nil
+}
+
+// logPlan says, before anything is allocated, what each stage will hold.
+func (r *run) logPlan(layout scheduler.Layout) {
+	mb := func(x float64) int { return int(math.Round(x / 1e6)) }
+	for i, m := range r.plan.Detail {
+		rg := layout.Range(i)
+		r.log.Info("memory plan", "stage", i, "blocks", fmt.Sprintf("%d-%d", rg.Lo, rg.Hi), "total_mb", mb(m.Total()),
+			"weights_and_grads_mb", mb(m.Params+m.Grads), "optimizer_mb", mb(m.AdamW), "activations_mb", mb(float64(m.Slots)*m.PerSlot+m.Scratch), "micro_batches_held", m.Slots)
+	}
+	if r.plan.Snapshot > 0 {
+		r.log.Info("memory plan", "coordinator_snapshot_mb", mb(r.plan.Snapshot))
+	}
+}
+
+// memoryAccount is the plan beside what each stage's process really used.
+func (r *run) memoryAccount() []metrics.StageMemory {
+	var out []metrics.StageMemory
+	for i, m := range r.plan.Detail {
+		a := metrics.StageMemory{Stage: i, PlannedBytes: int64(m.Total()), WeightsBytes: int64(m.Params + m.Grads),
+			OptimizerBytes: int64(m.AdamW), ActivationBytes: int64(float64(m.Slots)*m.PerSlot + m.Scratch)}
+		if i < len(r.peakRSS) && r.peakRSS[i] > 0 {
+			a.PeakRSSBytes = r.peakRSS[i]
+			a.PeakOverPlan = float64(a.PeakRSSBytes) / m.Total()
+		}
+		out = append(out, a)
+	}
+	return out
 }
 
 // remoteStages reports whether stages may run on other machines (a WebRTC
@@ -549,6 +587,7 @@ func (r *run) finish() (*metrics.Summary, error) {
 		Checkpoint: filepath.Join(o.Out, CheckpointFile),
 		LedgerHead: r.ledger.Head(), ConfigHash: r.prov.configHash, DataHash: r.prov.dataHash, CodeVersion: r.prov.code,
 	}
+	sum.Memory = r.memoryAccount()
 	if !math.IsNaN(r.valPerByte) {
 		sum.FinalValLossPerByte = r.valPerByte
 	}
