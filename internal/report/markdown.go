@@ -44,7 +44,12 @@ func markdown(runs []Run, figs []*figure, errs []error) string {
 		}
 	}
 	hasNone := none && other
-	hdr := []string{"run", "codec", "final val loss (nats/byte)", "tokens/s", "bytes/token fwd", "bytes/token bwd", "ratio vs fp32"}
+	hdr := []string{"run", "codec", "final val loss (" + lossUnit(runs) + ")"}
+	if tokenized(runs) {
+		// The figure that compares runs with different tokenizers.
+		hdr = append(hdr, "per byte")
+	}
+	hdr = append(hdr, "tokens/s", "bytes/token fwd", "bytes/token bwd", "ratio vs fp32")
 	if hasNone {
 		hdr = append(hdr, "gap vs none")
 	}
@@ -58,7 +63,15 @@ func markdown(runs []Run, figs []*figure, errs []error) string {
 			label += " \\*"
 			derived = true
 		}
-		row := []string{label, cell(r.Codec()), num(s.FinalValLoss, "%.4f"), num(s.TokensPerSecond, "%.0f")}
+		row := []string{label, cell(r.Codec()), num(s.FinalValLoss, "%.4f")}
+		if tokenized(runs) {
+			perByte := s.FinalValLossPerByte
+			if perByte == 0 && r.Config.Data.Bytes() {
+				perByte = s.FinalValLoss // a byte run from before the field
+			}
+			row = append(row, num(perByte, "%.4f"))
+		}
+		row = append(row, num(s.TokensPerSecond, "%.0f"))
 		if r.Config.Pipeline.Stages > 1 {
 			row = append(row, num(s.WireBytesPerTokenForward, "%.1f"), num(s.WireBytesPerTokenBackward, "%.1f"), num(ratioVsFP32(r), "%.1f×"))
 		} else {

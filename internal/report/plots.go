@@ -30,10 +30,24 @@ func legendName(r Run, st styles) string {
 	return r.Label
 }
 
+// lossUnit is what a loss of these runs is per: a byte when every run's
+// tokens are bytes, else a token (data.tokenizer).
+func lossUnit(runs []Run) string {
+	for _, r := range runs {
+		if !r.Config.Data.Bytes() {
+			return "nats/token"
+		}
+	}
+	return "nats/byte"
+}
+
+// tokenized reports whether any run has a tokenizer.
+func tokenized(runs []Run) bool { return lossUnit(runs) == "nats/token" }
+
 // lossFigure plots train loss (thin, smoothed when long) and held-out loss
 // (thick, with markers) against x(record) for every run. nil: no data.
 func lossFigure(runs []Run, st styles, name, title, xlabel string, x func(metrics.StepRecord) float64) (*figure, error) {
-	p := newPlot(title, xlabel, "loss (nats/byte)")
+	p := newPlot(title, xlabel, "loss ("+lossUnit(runs)+")")
 	grid(p)
 	leg := newLegend()
 	any := false

@@ -345,6 +345,9 @@ func deriveSummary(cfg config.Config, steps []metrics.StepRecord) metrics.Summar
 		if r.ValLoss != nil {
 			s.FinalValLoss = *r.ValLoss
 		}
+		if r.ValLossPerByte != nil {
+			s.FinalValLossPerByte = *r.ValLossPerByte
+		}
 	}
 	// As the trainer does, leave out the first step: it warms caches and
 	// connections.
