@@ -114,7 +114,9 @@ type Data struct {
 	CacheDir string `toml:"cache_dir"`
 	// MaxBytes bounds the text read; a corpus larger is refused, by its
 	// files' sizes, before it is read. 0: half of the memory this machine
-	// has available once the model is allocated.
+	// has available once the model is allocated. A tokenized corpus is
+	// never held as text: the bound applies to the ids held while it is
+	// encoded, and not to ids mapped from the cache.
 	MaxBytes int64 `toml:"max_bytes"`
 }
 

@@ -63,8 +63,10 @@ func cacheKey(manifest, tok string) []byte {
 	return h[:]
 }
 
-// tokenize encodes the collected documents, or maps them from the cache.
-func (c *Corpus) tokenize(ctx context.Context, o Options, col *collector) error {
+// tokenize maps the corpus's ids from the cache, or reads the corpus
+// again to encode it and writes the cache. one: the corpus is one
+// document, held out by its hash, that trains instead.
+func (c *Corpus) tokenize(ctx context.Context, o Options, one bool) error {
 	tk := o.Tokenizer
 	c.Vocab = tk.VocabSize()
 	c.tokenLen = make([]int32, c.Vocab)
@@ -94,22 +96,20 @@ func (c *Corpus) tokenize(ctx context.Context, o Options, col *collector) error 
 			c.Warnings = append(c.Warnings, fmt.Sprintf("rebuilding the token cache: %v", err))
 		}
 	}
-	train, err := encodeDocs(ctx, tk, col.trainDocs)
+	col, m2, err := gather(ctx, o, &collector{mode: encode, ctx: ctx, tk: tk, w: w, limit: o.MaxBytes})
 	if err != nil {
 		return err
 	}
-	val, err := encodeDocs(ctx, tk, col.valDocs)
-	if err != nil {
-		return err
+	if m2.hash() != m.Hash {
+		return fmt.Errorf("data: %s changed while it was read (its files' hashes differ between two passes); run again", c.Source)
 	}
-	col.trainDocs, col.valDocs = nil, nil
-	nt, nv := count(train), count(val)
-	file := make([]byte, cacheHeader+(nt+nv)*w)
-	off := cacheHeader
-	for _, ids := range append(train, val...) {
-		putIDs(file[off:], ids, w)
-		off += len(ids) * w
+	if one {
+		col.onlyToTrain()
 	}
+	nt, nv := len(col.train)/w, len(col.val)/w
+	file := make([]byte, cacheHeader, cacheHeader+len(col.train)+len(col.val))
+	file = append(append(file, col.train...), col.val...)
+	col.train, col.val = nil, nil
 	putHeader(file, key, w, nt, nv, c.TrainDocs, c.ValDocs)
 	c.Train = Tokens{raw: file[cacheHeader : cacheHeader+nt*w], width: w}
 	c.Val = Tokens{raw: file[cacheHeader+nt*w:], width: w}
@@ -172,17 +172,8 @@ func openCache(path string, key []byte, w int) (train, val Tokens, unmap func() 
 	return Tokens{raw: b[cacheHeader:split], width: w}, Tokens{raw: b[split:], width: w}, unmap, nil
 }
 
-func count(ids [][]int32) int {
-	n := 0
-	for _, x := range ids {
-		n += len(x)
-	}
-	return n
-}
-
 // encodeDocs encodes documents on every core; the ids of each document,
-// in order. Each worker drops its document's text once encoded, so the
-// text and the ids are not both held whole.
+// in order.
 func encodeDocs(ctx context.Context, tk interface {
 	AppendEncode([]int32, []byte) []int32
 }, docs [][]byte) ([][]int32, error) {
@@ -195,7 +186,6 @@ func encodeDocs(ctx context.Context, tk interface {
 			defer wg.Done()
 			for i := range next {
 				out[i] = tk.AppendEncode(nil, docs[i])
-				docs[i] = nil
 			}
 		}()
 	}

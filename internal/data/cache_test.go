@@ -229,3 +229,46 @@ func TestTokenCache(t *testing.T) {
 		t.Fatalf("an unusable cache folder: cache %q, warnings %v", c.Cache, c.Warnings)
 	}
 }
+
+// TestTokenizedLoadDoesNotHoldTheText: the bound on what is held applies
+// to a byte corpus's text, but to a tokenized corpus's ids (encoded in
+// batches, the text never held whole), and not at all to ids mapped from
+// the cache.
+func TestTokenizedLoadDoesNotHoldTheText(t *testing.T) {
+	files := map[string]string{}
+	var docs []string
+	for i := range 30 {
+		d := strings.Repeat(fmt.Sprintf("the quick brown fox %d jumps over the lazy dog. ", i%3), 40)
+		files[fmt.Sprintf("f%02d.txt", i)] = d
+		docs = append(docs, d)
+	}
+	dir := write(t, t.TempDir(), files)
+	var text int64
+	for _, d := range docs {
+		text += int64(len(d))
+	}
+	tk, hash := smallTokenizer(t, docs, 300)
+	o := Options{Paths: []string{dir}, ValFraction: 0.2, MinTokens: 32, MaxBytes: text / 2}
+	if _, err := Load(context.Background(), o); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("a byte corpus of %d bytes under max_bytes %d: %v, want ErrTooLarge", text, o.MaxBytes, err)
+	}
+	o.Tokenizer, o.TokenizerHash, o.CacheDir = tk, hash, t.TempDir()
+	c, err := Load(context.Background(), o)
+	if err != nil {
+		t.Fatalf("tokenized, its ids under max_bytes: %v", err)
+	}
+	if ids := int64(len(c.Train.Raw()) + len(c.Val.Raw())); ids > o.MaxBytes {
+		t.Fatalf("%d bytes of ids, over the bound of %d", ids, o.MaxBytes)
+	}
+	c.Close()
+	o.MaxBytes = 8
+	if c, err := Load(context.Background(), o); err != nil || !c.CacheHit {
+		t.Fatalf("ids mapped from the cache are not bounded: %v", err)
+	} else {
+		c.Close()
+	}
+	o.CacheDir = t.TempDir()
+	if _, err := Load(context.Background(), o); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("ids over max_bytes: %v, want ErrTooLarge", err)
+	}
+}

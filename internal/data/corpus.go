@@ -98,7 +98,9 @@ type Options struct {
 	// MinTokens is the fewest ids each split must hold (block_size+1).
 	MinTokens int
 	// MaxBytes bounds the text read (0: no bound): a corpus larger than
-	// this is refused, by the sizes of its files, before any is read.
+	// this is refused, by the sizes of its files, before any is read. A
+	// tokenized corpus is never held as text: the bound applies to the ids
+	// held while encoding it, and not to ids mapped from the cache.
 	MaxBytes int64
 	// Tokenizer, if set, encodes the text (nil: one id per byte), and
 	// TokenizerHash (the sha256 of its file) keys the token cache.
@@ -127,20 +129,31 @@ const splitRule = "fnv64a(file path below its folder) for text files, fnv64a(tex
 // training stream is held out instead. Documents are concatenated as they
 // are, without a separator, in byte and tokenized runs alike, so the
 // loss per byte compares them on the same text.
+//
+// A tokenized corpus is read twice at most: once to hash every file (the
+// manifest, which keys the token cache), and, only when the cache misses,
+// again to encode it in batches of documents. Neither pass holds the text
+// whole, so a corpus larger than memory trains from its mapped ids.
 func Load(ctx context.Context, o Options) (*Corpus, error) {
-	col, m, err := gather(ctx, o, o.Tokenizer != nil)
+	mode := keepText
+	if o.Tokenizer != nil {
+		mode = hashOnly
+	}
+	col, m, err := gather(ctx, o, &collector{mode: mode})
 	if err != nil {
 		return nil, err
 	}
 	c := &Corpus{Source: strings.Join(m.Sources, ", "), Manifest: m, Vocab: 256}
 	m.Hash = m.hash()
-	if m.Documents == 1 && m.ValDocuments == 1 {
-		col.onlyToTrain(m) // one document: it trains, and its tail is held out
+	one := m.Documents == 1 && m.ValDocuments == 1
+	if one {
+		m.onlyToTrain() // one document: it trains, and its tail is held out
+		col.onlyToTrain()
 	}
 	c.TrainDocs, c.ValDocs = m.TrainDocuments, m.ValDocuments
 	if o.Tokenizer == nil {
 		c.Train, c.Val = Bytes(col.train), Bytes(col.val)
-	} else if err := c.tokenize(ctx, o, col); err != nil {
+	} else if err := c.tokenize(ctx, o, one); err != nil {
 		return nil, err
 	}
 	if err := c.holdOutTail(o); err != nil {
@@ -156,7 +169,7 @@ func Load(ctx context.Context, o Options) (*Corpus, error) {
 // what a tokenizer is trained on. With ValFraction > 0 only the training
 // side's, so the tokenizer never sees the held-out text.
 func Documents(ctx context.Context, o Options) ([][]byte, *Manifest, error) {
-	col, m, err := gather(ctx, o, true)
+	col, m, err := gather(ctx, o, &collector{mode: keepDocs})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -170,16 +183,15 @@ func Documents(ctx context.Context, o Options) ([][]byte, *Manifest, error) {
 // HeldOutDocuments is the held-out side of Documents' split: what a
 // tokenizer trained on the training side is measured on.
 func HeldOutDocuments(ctx context.Context, o Options) ([][]byte, error) {
-	col, _, err := gather(ctx, o, true)
+	col, _, err := gather(ctx, o, &collector{mode: keepDocs})
 	if err != nil {
 		return nil, err
 	}
 	return col.valDocs, nil
 }
 
-// gather lists and reads the sources into a collector (keep: as separate
-// documents) and the manifest.
-func gather(ctx context.Context, o Options, keep bool) (*collector, *Manifest, error) {
+// gather lists and reads the sources into col and the manifest.
+func gather(ctx context.Context, o Options, col *collector) (*collector, *Manifest, error) {
 	sources, f := o.Paths, filters{exts: o.Extensions, include: o.Include, exclude: o.Exclude}
 	if len(sources) == 0 {
 		src := filepath.Join(GoRoot(), "src")
@@ -207,14 +219,19 @@ func gather(ctx context.Context, o Options, keep bool) (*collector, *Manifest, e
 	for _, x := range files {
 		total += x.size
 	}
-	if err := o.bound(source, total); err != nil {
-		return nil, nil, err
+	if col.mode == keepText || col.mode == keepDocs {
+		// Held whole: bounded by its size (an encoding pass bounds its ids).
+		if err := o.bound(source, total); err != nil {
+			return nil, nil, err
+		}
 	}
-	col := &collector{keep: keep}
 	for _, x := range files {
 		if err := col.read(ctx, x, o.ValFraction, m); err != nil {
 			return nil, nil, err
 		}
+	}
+	if err := col.flush(); err != nil {
+		return nil, nil, err
 	}
 	if m.Documents == 0 {
 		return nil, nil, fmt.Errorf("data: %s: no text (%d files matched, extensions %v%s): %w", source, len(files), f.exts, m.skippedNote(), ErrEmpty)
@@ -242,35 +259,94 @@ func (c *Corpus) holdOutTail(o Options) error {
 	return nil
 }
 
-// collector gathers the documents of each side: for a byte run straight
-// into the two streams (the text is the ids), for a tokenized one as a
-// list of documents to encode one by one (a pre-token never spans two).
+// collectMode is what a collector keeps of the documents it is given.
+type collectMode int
+
+const (
+	keepText collectMode = iota // a byte run: the text is the ids
+	keepDocs                    // each document (to train a tokenizer on)
+	hashOnly                    // nothing: the pass that makes the manifest
+	encode                      // the ids, encoded in batches of documents
+)
+
+// encodeBatch is how much text an encoding pass holds at once.
+const encodeBatch = 16 << 20
+
+// collector gathers the documents of each side of the split.
 type collector struct {
-	keep               bool
-	train, val         []byte
-	trainDocs, valDocs [][]byte
-	lastVal            bool // side of the last document added
+	mode               collectMode
+	train, val         []byte   // keepText: text; encode: ids, little-endian at width w
+	trainDocs, valDocs [][]byte // keepDocs
+
+	// encode: the tokenizer, the id width, the bound on the ids held
+	// (Options.MaxBytes, 0: none), and the documents waiting.
+	ctx     context.Context
+	tk      interface{ AppendEncode([]int32, []byte) []int32 }
+	w       int
+	limit   int64
+	pending [][]byte
+	sides   []bool
+	held    int
 }
 
-func (col *collector) add(doc []byte, val bool) {
-	col.lastVal = val
-	switch {
-	case col.keep && val:
-		col.valDocs = append(col.valDocs, doc)
-	case col.keep:
-		col.trainDocs = append(col.trainDocs, doc)
-	case val:
-		col.val = append(col.val, doc...)
-	default:
-		col.train = append(col.train, doc...)
+func (col *collector) add(doc []byte, val bool) error {
+	switch col.mode {
+	case keepDocs:
+		if val {
+			col.valDocs = append(col.valDocs, doc)
+		} else {
+			col.trainDocs = append(col.trainDocs, doc)
+		}
+	case keepText:
+		if val {
+			col.val = append(col.val, doc...)
+		} else {
+			col.train = append(col.train, doc...)
+		}
+	case encode:
+		col.pending, col.sides = append(col.pending, doc), append(col.sides, val)
+		if col.held += len(doc); col.held >= encodeBatch {
+			return col.flush()
+		}
 	}
+	return nil
+}
+
+// flush encodes the documents waiting (each on its own: a pre-token never
+// spans two) and appends their ids in order.
+func (col *collector) flush() error {
+	if col.mode != encode || len(col.pending) == 0 {
+		return nil
+	}
+	ids, err := encodeDocs(col.ctx, col.tk, col.pending)
+	if err != nil {
+		return err
+	}
+	for i, x := range ids {
+		n := len(x) * col.w
+		dst := &col.train
+		if col.sides[i] {
+			dst = &col.val
+		}
+		*dst = append(*dst, make([]byte, n)...)
+		putIDs((*dst)[len(*dst)-n:], x, col.w)
+	}
+	col.pending, col.sides, col.held = col.pending[:0], col.sides[:0], 0
+	if held := int64(len(col.train) + len(col.val)); col.limit > 0 && held > col.limit {
+		return fmt.Errorf("data: the corpus's token ids pass %.2f GB, more than the limit of %.2f GB (data.max_bytes, or the memory this machine has available): %w", float64(held)/1e9, float64(col.limit)/1e9, ErrTooLarge)
+	}
+	return nil
 }
 
 // onlyToTrain moves the corpus's one document, held out by its hash, to
 // the training side.
-func (col *collector) onlyToTrain(m *Manifest) {
+func (col *collector) onlyToTrain() {
 	col.train, col.val = append(col.train, col.val...), nil
 	col.trainDocs, col.valDocs = append(col.trainDocs, col.valDocs...), nil
+}
+
+// onlyToTrain counts the corpus's one document as training.
+func (m *Manifest) onlyToTrain() {
 	m.TrainDocuments, m.ValDocuments = 1, 0
 	m.TrainBytes, m.ValBytes = m.TrainBytes+m.ValBytes, 0
 	for i := range m.Files {
@@ -289,8 +365,11 @@ func (col *collector) read(ctx context.Context, x file, frac float64, m *Manifes
 	}
 	sum := sha256.Sum256(b)
 	mf := ManifestFile{Path: x.path, Name: x.name, Size: int64(len(b)), SHA256: hex.EncodeToString(sum[:]), Format: formatOf(x.name)}
+	var addErr error
 	side := func(doc []byte, val bool) {
-		col.add(doc, val)
+		if err := col.add(doc, val); err != nil && addErr == nil {
+			addErr = err
+		}
 		mf.Documents++
 		m.Documents++
 		if val {
@@ -326,7 +405,7 @@ func (col *collector) read(ctx context.Context, x file, frac float64, m *Manifes
 		side(b, isVal(x.name, frac))
 	}
 	m.Files = append(m.Files, mf)
-	return nil
+	return addErr
 }
 
 // bound refuses a corpus of size bytes over MaxBytes.
