@@ -107,7 +107,17 @@ func SweepTable(cfg config.Config, res []SweepResult) string {
 	for _, r := range res {
 		best = max(best, r.Summary.TokensPerSecond)
 	}
-	hdr := append(append([]string{}, keys...), "final val loss", "tokens/s", "vs fastest", "bubble", "network wait", "wire B/token fwd", "wire B/token bwd", "wall s")
+	// Runs with a tokenizer lose per token and per byte: the per-byte
+	// loss, the one that compares tokenizers, gets a column of its own.
+	perByte := false
+	for _, r := range res {
+		perByte = perByte || r.Summary.FinalValLossPerByte != r.Summary.FinalValLoss
+	}
+	hdr := append(append([]string{}, keys...), "final val loss")
+	if perByte {
+		hdr = append(hdr, "per byte")
+	}
+	hdr = append(hdr, "tokens/s", "vs fastest", "bubble", "network wait", "wire B/token fwd", "wire B/token bwd", "wall s")
 	fmt.Fprintf(&b, "| %s |\n|%s\n", strings.Join(hdr, " | "), strings.Repeat("---|", len(hdr)))
 	for _, r := range res {
 		s := r.Summary
@@ -119,7 +129,11 @@ func SweepTable(cfg config.Config, res []SweepResult) string {
 		if best > 0 {
 			rel = s.TokensPerSecond / best
 		}
-		row = append(row, fmt.Sprintf("%.4f", s.FinalValLoss), fmt.Sprintf("%.0f", s.TokensPerSecond), fmt.Sprintf("%.2f×", rel),
+		row = append(row, fmt.Sprintf("%.4f", s.FinalValLoss))
+		if perByte {
+			row = append(row, fmt.Sprintf("%.4f", s.FinalValLossPerByte))
+		}
+		row = append(row, fmt.Sprintf("%.0f", s.TokensPerSecond), fmt.Sprintf("%.2f×", rel),
 			fmt.Sprintf("%.2f", s.BubbleFraction), fmt.Sprintf("%.2f", s.NetworkWaitFraction),
 			fmt.Sprintf("%.1f", s.WireBytesPerTokenForward), fmt.Sprintf("%.1f", s.WireBytesPerTokenBackward), fmt.Sprintf("%.1f", s.WallSeconds))
 		fmt.Fprintf(&b, "| %s |\n", strings.Join(row, " | "))

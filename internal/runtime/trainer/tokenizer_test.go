@@ -205,3 +205,18 @@ func TestResumeNeedsTheSameTokenizer(t *testing.T) {
 		t.Fatalf("resume with another tokenizer: %v, want it refused", err)
 	}
 }
+
+// TestSweepTablePerByte: a sweep of byte runs reads as before; one with a
+// tokenized variant gets the per-byte column that compares them.
+func TestSweepTablePerByte(t *testing.T) {
+	c := config.Default()
+	byteRun := SweepResult{Values: map[string]string{"data.tokenizer": `"bytes"`}, Summary: &metrics.Summary{FinalValLoss: 2.5, FinalValLossPerByte: 2.5}}
+	bpe := SweepResult{Values: map[string]string{"data.tokenizer": `"tok.json"`}, Summary: &metrics.Summary{FinalValLoss: 3.75, FinalValLossPerByte: 1.25}}
+	if tab := SweepTable(c, []SweepResult{byteRun}); strings.Contains(tab, "per byte") {
+		t.Errorf("byte runs:\n%s", tab)
+	}
+	tab := SweepTable(c, []SweepResult{byteRun, bpe})
+	if !strings.Contains(tab, "final val loss | per byte |") || !strings.Contains(tab, "| tok.json | 3.7500 | 1.2500 |") {
+		t.Errorf("a tokenized variant:\n%s", tab)
+	}
+}
