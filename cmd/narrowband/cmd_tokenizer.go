@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"runtime"
 	"time"
 
@@ -114,6 +115,11 @@ func cmdTokenizerTrain(ctx context.Context, argv []string, stdout, stderr io.Wri
 		return fmt.Errorf("tokenizer train: %w", err)
 	}
 
+	// The folder first: training takes minutes, a path that cannot be
+	// written should not wait for them.
+	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+		return fmt.Errorf("tokenizer train: --out: %w", err)
+	}
 	start := time.Now()
 	docs, man, err := data.Documents(ctx, src)
 	if err != nil {

@@ -24,6 +24,17 @@ func RunSweep(ctx context.Context, o Options) ([]SweepResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Every variant's tokenizer is read before the first variant trains: a
+	// missing file or a wrong vocab_size in the last variant must not
+	// surface after the others ran for hours.
+	for _, v := range vs {
+		if err := v.Config.CheckTokenizer(); err != nil {
+			if v.Name != "" {
+				return nil, fmt.Errorf("variant %s: %w", v.Name, err)
+			}
+			return nil, err
+		}
+	}
 	if len(vs) == 1 && vs[0].Name == "" {
 		o.Config = vs[0].Config
 		sum, err := Run(ctx, o)

@@ -220,3 +220,19 @@ func TestSweepTablePerByte(t *testing.T) {
 		t.Errorf("a tokenized variant:\n%s", tab)
 	}
 }
+
+// TestSweepChecksEveryTokenizerFirst: a sweep whose last variant names a
+// missing tokenizer is refused before its first variant trains.
+func TestSweepChecksEveryTokenizerFirst(t *testing.T) {
+	c := tinyConfig(t)
+	missing := filepath.Join(t.TempDir(), "tok.json")
+	c.Variant = []map[string]any{{"name": "bytes"}, {"name": "bpe", "data.tokenizer": missing, "model.vocab_size": int64(4096)}}
+	out := t.TempDir()
+	_, err := RunSweep(context.Background(), Options{Config: c, Out: out})
+	if err == nil || !strings.Contains(err.Error(), "variant bpe") || !strings.Contains(err.Error(), "data.tokenizer") {
+		t.Fatalf("got %v, want variant bpe's data.tokenizer refused", err)
+	}
+	if ents, _ := os.ReadDir(out); len(ents) > 0 {
+		t.Errorf("the sweep wrote %d entries before refusing", len(ents))
+	}
+}
