@@ -272,3 +272,35 @@ func TestTokenizedLoadDoesNotHoldTheText(t *testing.T) {
 		t.Fatalf("ids over max_bytes: %v, want ErrTooLarge", err)
 	}
 }
+
+// FuzzCacheFile: whatever a cache file holds, opening it never panics, and
+// what it accepts is a file whose header, length and checksum agree.
+func FuzzCacheFile(f *testing.F) {
+	key := cacheKey("manifest", "tokenizer")
+	good := make([]byte, cacheHeader+2*7)
+	for i := cacheHeader; i < len(good); i++ {
+		good[i] = byte(i)
+	}
+	putHeader(good, key, 2, 4, 3, 1, 1)
+	f.Add(good)
+	f.Add(good[:cacheHeader])
+	f.Add([]byte(cacheMagic))
+	dir := f.TempDir()
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p := filepath.Join(dir, "c.tokens")
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		train, val, unmap, err := openCache(p, key, 2)
+		if err != nil {
+			if len(b) > 0 && !errors.Is(err, ErrCache) {
+				t.Fatalf("error %v is not ErrCache", err)
+			}
+			return
+		}
+		defer unmap()
+		if cacheHeader+2*(train.Len()+val.Len()) != len(b) {
+			t.Fatalf("accepted %d + %d ids from %d bytes", train.Len(), val.Len(), len(b))
+		}
+	})
+}
