@@ -24,7 +24,7 @@ func cmdRun(ctx context.Context, argv []string, stdout, stderr io.Writer) error 
 	if len(a.pos) != 1 {
 		return fmt.Errorf("run: want exactly one experiment file, got %d (usage: narrowband run FILE.toml [--set k=v] [--out DIR] [--resume DIR] [--force])", len(a.pos))
 	}
-	cfg, err := config.Load(a.pos[0], a.all("set"))
+	cfg, err := config.LoadRun(a.pos[0], a.all("set"))
 	if err != nil {
 		return err
 	}

@@ -338,7 +338,21 @@ func Load(path string, overrides []string) (Config, error) {
 	if err := cfg.Validate(); err != nil {
 		return Config{}, locate(err, path, string(text))
 	}
+	return cfg, nil
+}
+
+// LoadRun is Load for a run about to start: it also reads the files the
+// config names that must agree with it (data.tokenizer's vocabulary and
+// model.vocab_size), with the file and line in each problem. Load alone
+// reads nothing but the config, so a config can be checked, and a run
+// folder's config.toml read back, where those files are not.
+func LoadRun(path string, overrides []string) (Config, error) {
+	cfg, err := Load(path, overrides)
+	if err != nil {
+		return Config{}, err
+	}
 	if err := cfg.CheckTokenizer(); err != nil {
+		text, _ := os.ReadFile(path)
 		return Config{}, locate(err, path, string(text))
 	}
 	return cfg, nil

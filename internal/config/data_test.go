@@ -56,6 +56,17 @@ func TestDataPathStringOrList(t *testing.T) {
 	}
 }
 
+// loadRun writes text as a config file and loads it for a run.
+func loadRun(t *testing.T, text string) (Config, string, error) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "exp.toml")
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err := LoadRun(path, nil)
+	return c, path, err
+}
+
 // TestVocabSizeAgainstTokenizer: byte runs keep their limit of 256; with a
 // tokenizer, model.vocab_size must equal its vocabulary, and the error
 // names the file, the line and the value to set.
@@ -69,29 +80,33 @@ func TestVocabSizeAgainstTokenizer(t *testing.T) {
 		t.Fatal(err)
 	}
 	v := tk.VocabSize()
-	_, path, err := load(t, "[model]\nvocab_size = 512\n")
+	_, path, err := loadRun(t, "[model]\nvocab_size = 512\n")
 	if err == nil || !strings.Contains(err.Error(), path+":2: model.vocab_size = 512") || !strings.Contains(err.Error(), "data.tokenizer") {
 		t.Errorf("a byte run with vocab_size 512: %v", err)
 	}
-	c, _, err := load(t, fmt.Sprintf("[data]\ntokenizer = %q\n\n[model]\nvocab_size = %d\n", tokPath, v))
+	c, _, err := loadRun(t, fmt.Sprintf("[data]\ntokenizer = %q\n\n[model]\nvocab_size = %d\n", tokPath, v))
 	if err != nil || c.Model.VocabSize != v {
 		t.Errorf("vocab_size = the tokenizer's %d: %v", v, err)
 	}
-	_, path, err = load(t, fmt.Sprintf("[data]\ntokenizer = %q\n\n[model]\nvocab_size = %d\n", tokPath, v+7))
+	_, path, err = loadRun(t, fmt.Sprintf("[data]\ntokenizer = %q\n\n[model]\nvocab_size = %d\n", tokPath, v+7))
 	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("%s:5: model.vocab_size = %d", path, v+7)) || !strings.Contains(err.Error(), fmt.Sprintf("set model.vocab_size = %d", v)) {
 		t.Errorf("vocab_size ≠ the tokenizer's: %v", err)
 	}
 	missing := filepath.Join(t.TempDir(), "nope.json")
-	_, path, err = load(t, fmt.Sprintf("[data]\ntokenizer = %q\n", missing))
+	_, path, err = loadRun(t, fmt.Sprintf("[data]\ntokenizer = %q\n", missing))
 	if err == nil || !strings.Contains(err.Error(), path+":2: data.tokenizer") {
 		t.Errorf("a missing tokenizer: %v", err)
 	}
 	garbage := filepath.Join(t.TempDir(), "garbage.json")
 	os.WriteFile(garbage, []byte("{\"not\": \"a tokenizer\"}"), 0o644)
-	if _, path, err = load(t, fmt.Sprintf("[data]\ntokenizer = %q\n", garbage)); err == nil || !strings.Contains(err.Error(), path+":2: data.tokenizer") {
+	if _, path, err = loadRun(t, fmt.Sprintf("[data]\ntokenizer = %q\n", garbage)); err == nil || !strings.Contains(err.Error(), path+":2: data.tokenizer") {
 		t.Errorf("a file that is no tokenizer: %v", err)
 	}
-	// A worker validates the config it is sent without the file.
+	// Load alone reads no tokenizer (a run folder's config.toml reads back
+	// anywhere), and a worker validates the config it is sent without it.
+	if _, _, err := load(t, fmt.Sprintf("[data]\ntokenizer = %q\n", missing)); err != nil {
+		t.Errorf("Load reads the tokenizer: %v", err)
+	}
 	c.Data.Tokenizer = missing
 	if err := c.Validate(); err != nil {
 		t.Errorf("Validate reads the tokenizer file: %v", err)

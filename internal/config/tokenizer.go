@@ -15,9 +15,8 @@ const maxVocab = 1 << 20
 // model.vocab_size equals its vocabulary. Equal, not at least: the ids are
 // the tokenizer's, so a larger table only holds rows no input uses that the
 // softmax still gives probability to, and a smaller one cannot embed them.
-// It is Load's last check, apart from Validate because it reads a file:
-// workers validate the config they are sent, and the file is the
-// coordinator's.
+// LoadRun makes it, apart from Validate because it reads a file: workers
+// validate the config they are sent, and the file is the coordinator's.
 func (c Config) CheckTokenizer() error {
 	if c.Data.Bytes() {
 		return nil

@@ -74,9 +74,6 @@ func (r *run) loadTokenizer() error {
 // tokenizer.json into the run folder, so the folder alone says what was
 // read and how to encode text for its checkpoint.
 func (r *run) writeDataFiles() error {
-	if err := r.loadTokenizer(); err != nil { // a corpus given by the caller
-		return err
-	}
 	if m := r.corpus.Manifest; m != nil {
 		if err := m.Write(filepath.Join(r.o.Out, data.ManifestName)); err != nil {
 			return err

@@ -302,6 +302,9 @@ func (r *run) setup(ctx context.Context) error {
 			return err
 		}
 	}
+	if err := r.loadTokenizer(); err != nil { // a corpus given by the caller
+		return err
+	}
 	if r.tok != nil && r.corpus.Vocab != r.tok.VocabSize() {
 		return fmt.Errorf("data: the corpus given has %d token ids but data.tokenizer %s has %d", r.corpus.Vocab, cfg.Data.Tokenizer, r.tok.VocabSize())
 	}

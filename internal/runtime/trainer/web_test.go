@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http/httptest"
 	"path/filepath"
+	"sync"
 	"testing"
 
 	"github.com/narrowband/narrowband/web"
@@ -29,13 +30,21 @@ func TestWebViewOfRealRun(t *testing.T) {
 	defer hs.Close()
 	defer srv.Close()
 	ctx, cancel := context.WithCancel(context.Background())
+	out := t.TempDir()
 	done := make(chan error, 1)
 	go func() {
-		_, err := Run(ctx, Options{Config: c, Out: t.TempDir(), Web: srv})
+		_, err := Run(ctx, Options{Config: c, Out: out, Web: srv})
 		done <- err
 	}()
+	// Registered after TempDir, so it runs before the folder is removed,
+	// also when WatchRun skips (no browser): the run must stop writing
+	// into it first.
+	stop := sync.OnceFunc(func() {
+		cancel()
+		<-done
+	})
+	t.Cleanup(stop)
 	res := webtest.WatchRun(t, hs.URL, 12, filepath.Join(webtest.ArtifactDir(t), "real-run.png"))
 	t.Logf("browser saw %+v", res)
-	cancel()
-	<-done
+	stop() // before the deferred closes of the view it publishes to
 }
