@@ -133,6 +133,22 @@ func TestTokenizedPipelineRun(t *testing.T) {
 	if m.Tokenizer != hex.EncodeToString(h[:]) || len(m.Files) < 5 || m.ValDocuments == 0 || m.TrainTokens == 0 || m.TrainTokens >= m.TrainBytes {
 		t.Errorf("manifest: tokenizer %s, %d files, %d held out, %d tokens of %d bytes", m.Tokenizer, len(m.Files), m.ValDocuments, m.TrainTokens, m.TrainBytes)
 	}
+	// The folder's config.toml names the folder's copy: the run resumes
+	// from its folder alone, the original tokenizer gone.
+	resolved, err := config.Load(filepath.Join(dir, "config.toml"), nil)
+	if err != nil || resolved.Data.Tokenizer != filepath.Join(dir, data.TokenizerName) {
+		t.Fatalf("config.toml names tokenizer %q (%v), want the folder's copy", resolved.Data.Tokenizer, err)
+	}
+	if err := os.Remove(c.Data.Tokenizer); err != nil {
+		t.Fatal(err)
+	}
+	resolved.Run.Steps = 8
+	if _, err := Run(context.Background(), Options{Config: resolved, Out: t.TempDir(), Resume: dir}); err != nil {
+		t.Fatalf("resume from the folder alone: %v", err)
+	}
+	if err := os.WriteFile(c.Data.Tokenizer, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	caches, _ := filepath.Glob(filepath.Join(c.Data.CacheDir, "*.tokens"))
 	if len(caches) != 1 {
 		t.Fatalf("token caches %v, want one", caches)

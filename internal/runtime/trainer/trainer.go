@@ -315,6 +315,12 @@ func (r *run) setup(ctx context.Context) error {
 	if err := r.writeDataFiles(); err != nil {
 		return err
 	}
+	if r.tok != nil {
+		// The resolved config names the run folder's own copy (the same
+		// bytes, by hash), so the folder alone resumes and evaluates.
+		r.cfg.Data.Tokenizer = filepath.Join(o.Out, data.TokenizerName)
+		cfg = r.cfg
+	}
 	resolved, err := cfg.TOML()
 	if err != nil {
 		return err
