@@ -3,6 +3,7 @@ package scheduler
 import (
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -440,4 +441,18 @@ func FuzzAsyncMachine(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestInFlightFor(t *testing.T) {
+	for _, tc := range []struct {
+		rtt, tf, tb, opt float64
+		want             int
+	}{
+		{0, 1, 2, 0, 1}, {0, 1, 2, 0.5, 2}, {3, 1, 2, 0, 2}, {3, 1, 2, 0.1, 3}, {10, 1, 2, 2, 5},
+		{math.NaN(), 1, 2, 0, 1}, {math.Inf(1), 1, 2, 0, 1}, {1, 0, 0, 1, 1}, {-1, 1, 2, -1, 1},
+	} {
+		if got := InFlightFor(tc.rtt, tc.tf, tc.tb, tc.opt); got != tc.want {
+			t.Errorf("InFlightFor(%v, %v, %v, %v) = %d, want %d", tc.rtt, tc.tf, tc.tb, tc.opt, got, tc.want)
+		}
+	}
 }

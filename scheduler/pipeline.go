@@ -143,14 +143,23 @@ func LookaheadFor(roundTrip, forward, backward float64) int {
 // InFlightFor returns the async in-flight depth per hop (Pipeline.InFlight)
 // that keeps every stage busy when a neighbour round trip (two one-way
 // latencies plus serializing one activation and one gradient) takes
-// roundTrip seconds and a micro-batch's forward and backward take forward
-// and backward seconds: 1 + ⌈roundTrip/(tf+tb)⌉, 1 on a free link. Why:
-// stage i runs F(j+w_i) then B(j); B(j) needs stage i+1 to have received
-// F(j+w_{i+1})'s input and sent back B(j)'s gradient, which with
-// w_i - w_{i+1} = D leaves D-1 forward/backward pairs of work to cover the
-// round trip. It is the same bound as 1F1B's LookaheadFor; what async adds
-// is that nothing drains at the step boundary. Inputs that are not finite
-// and ≥ 0 give 1.
-func InFlightFor(roundTrip, forward, backward float64) int {
-	return LookaheadFor(roundTrip, forward, backward)
+// roundTrip seconds, a micro-batch's forward and backward take forward and
+// backward seconds and an optimizer step optimizer seconds:
+// 1 + ⌈(roundTrip+optimizer)/(forward+backward)⌉. Why: stage i runs
+// F(j+w_i) then B(j); B(j) needs the gradient stage i+1 sends after its
+// own B(j), which follows its F(j+w_{i+1}) = F(j+w_i-D), whose input
+// stage i sent D forward/backward pairs earlier. That leaves D-1 pairs of
+// work to cover the round trip, and also a neighbour's optimizer step,
+// which falls at a different point of the stream on every stage and
+// pauses it. (1F1B's
+// LookaheadFor does not count the optimizer: it flushes at every step
+// anyway.) Inputs that are not finite and ≥ 0 count as 0; no work gives 1.
+func InFlightFor(roundTrip, forward, backward, optimizer float64) int {
+	ok := func(x float64) float64 {
+		if !(x > 0) || math.IsInf(x, 0) {
+			return 0
+		}
+		return x
+	}
+	return LookaheadFor(ok(roundTrip)+ok(optimizer), ok(forward), ok(backward))
 }

@@ -50,6 +50,8 @@ type Config struct {
 	Micro    int // micro-batches per step, M ≥ 1
 	// Lookahead is scheduler.Pipeline.Lookahead (1F1B only; 0 = standard).
 	Lookahead int
+	// InFlight is scheduler.Pipeline.InFlight (Async only; 0 = 1).
+	InFlight int
 	// Steps is how many optimizer steps to simulate (≥ 1). Step time is
 	// measured between the ends of the first and last, so ≥ 2 gives the
 	// steady state; 3 is plenty.
@@ -68,7 +70,8 @@ type Config struct {
 	// starts only once every stage has reached its own, and no stage
 	// starts the next step before every stage has finished this one.
 	// BarrierLatency is added at each of the two synchronisations (the
-	// round trip to the coordinator).
+	// round trip to the coordinator). The async schedule has no step
+	// boundary to synchronise at, so Barrier with Async is an error.
 	Barrier        bool
 	BarrierLatency float64
 
@@ -98,6 +101,9 @@ func (c Config) Validate() error {
 	}
 	if c.Steps < 1 {
 		return bad("Steps = %d, want ≥ 1", c.Steps)
+	}
+	if c.Barrier && c.Schedule == scheduler.Async {
+		return bad("Barrier with the async schedule: it never synchronises the stages at a step (clip per stage instead of by the global norm)")
 	}
 	if n := float64(c.Stages) * float64(c.Micro) * float64(c.Steps) * 8; n > maxEvents {
 		return bad("Stages·Micro·Steps = %d·%d·%d is too large to simulate (limit %d)", c.Stages, c.Micro, c.Steps, maxEvents/8)
@@ -142,7 +148,7 @@ func (c Config) Validate() error {
 }
 
 func (c Config) pipeline() scheduler.Pipeline {
-	return scheduler.Pipeline{Schedule: c.Schedule, Stages: c.Stages, Micro: c.Micro, Lookahead: c.Lookahead}
+	return scheduler.Pipeline{Schedule: c.Schedule, Stages: c.Stages, Micro: c.Micro, Lookahead: c.Lookahead, InFlight: c.InFlight}
 }
 
 func (c Config) compute(stage int) Compute {
