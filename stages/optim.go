@@ -50,6 +50,12 @@ type AdamW struct {
 	step   int
 	job    adamJob
 	par    parState
+
+	// Delay correction (SetDelayCorrection). With DelayNesterov the iterate
+	// lives in master and the params' Data hold its look-ahead.
+	corr   DelayCorrection
+	delay  float64
+	master []float32
 }
 
 // NewAdamW makes an optimizer for params (typically a Stage's Params()).
@@ -96,6 +102,11 @@ func (j *adamJob) run(_, lo, hi int) {
 			continue
 		}
 		w := p.Data[a-o.offs[i] : b-o.offs[i]]
+		if o.master != nil {
+			// The iterate is the master copy; Data gets its look-ahead
+			// after the update, from the same (updated) m and v.
+			w = o.master[a:b]
+		}
 		g := p.Grad[a-o.offs[i] : b-o.offs[i]]
 		m, v := o.m[a:b], o.v[a:b]
 		decay := float32(1)
@@ -113,6 +124,150 @@ func (j *adamJob) run(_, lo, hi int) {
 			denom := float32(math.Sqrt(float64(v[k])))/j.bc2 + eps
 			w[k] = w[k]*decay - step*m[k]/denom
 		}
+		if o.master != nil {
+			o.lookAhead(p, i, a, b, j.lr, step, j.bc2)
+		}
+	}
+}
+
+// DelayCorrection says how an optimizer compensates for stale gradients:
+// in the async pipeline schedule (scheduler.Async) the gradient a stage
+// applies at step t was computed on the weights of step t-τ.
+type DelayCorrection int
+
+const (
+	// DelayNone applies the stale gradient as it is: plain delayed AdamW,
+	// the baseline. It is the zero value (against the house habit of an
+	// invalid zero) because an AdamW that never heard of delays must keep
+	// behaving exactly as before.
+	DelayNone DelayCorrection = iota
+	// DelayNesterov runs the forwards (and, by weight stashing, their
+	// backwards) on a look-ahead of the weights: the AdamW iterate
+	// extrapolated τ steps along its current momentum, so the gradient
+	// that arrives τ steps later was computed near the point it is applied
+	// to. See SetDelayCorrection.
+	DelayNesterov
+)
+
+func (d DelayCorrection) String() string {
+	switch d {
+	case DelayNone:
+		return "none"
+	case DelayNesterov:
+		return "nesterov"
+	}
+	return fmt.Sprintf("DelayCorrection(%d)", int(d))
+}
+
+// ParseDelayCorrection accepts "none" and "nesterov" (the names String
+// returns; train.delay_correction in a config).
+func ParseDelayCorrection(s string) (DelayCorrection, error) {
+	switch s {
+	case "none", "":
+		return DelayNone, nil
+	case "nesterov":
+		return DelayNesterov, nil
+	}
+	return DelayNone, fmt.Errorf(`delay correction %q: want "none" or "nesterov"`, s)
+}
+
+// SetDelayCorrection turns the correction for gradients delayed by delay
+// optimizer steps on (DelayNesterov) or off (DelayNone). delay need not be
+// whole: the async schedule's mean staleness on a stage is
+// scheduler.AsyncMachine.Delay() = (w+λ)/M.
+//
+// DelayNesterov keeps the AdamW iterate w in a master copy inside the
+// optimizer (one more copy of the params) and, after each Step, sets the
+// params' Data to its look-ahead
+//
+//	ŵ = w + τ·u,  u = −lr·m̂/(√v̂+ε) − lr·λ·w  (λ = weight decay, where Decay)
+//
+// u is the step AdamW would take next from its current moments without a
+// new gradient, so ŵ is where the iterate will be when the gradient of a
+// forward run on ŵ now comes back, τ steps later. This is Nesterov's
+// look-ahead (gradient at w + γ·d rather than at w) stretched over the
+// delay: with τ = 1 and SGD with momentum it is NAG. It is the method the
+// brief names as the fallback, not a transcription of the paper: the text
+// of "Nesterov Method for Asynchronous Pipeline Parallel Optimization"
+// (Ajanthan et al., ICML 2025, arXiv:2505.01099) was not reachable here;
+// its abstract says it "modif[ies] the look-ahead step in NAG to address
+// the staleness", and its public code (github.com/PluralisResearch/AsyncPP,
+// seen as the fork sukrucildirr/AsyncPP: run.bash, main_with_runtime.py)
+// trains with weight stashing and torch NAdam with decoupled weight decay
+// at β1 = 0.99, optionally raising β1 with the stage's delay — a
+// Nesterov-form update, not this weight extrapolation. docs/async.md
+// compares the two.
+//
+// With delay 0 the look-ahead is the iterate and the result is plain
+// AdamW bit for bit (TestOptimDelayNesterovZeroIsAdamW). The runtime forwards and
+// backwards on Data as always; it must checkpoint and evaluate the
+// iterate, which State exports as optim.w.<name> (Master gives views).
+func (o *AdamW) SetDelayCorrection(c DelayCorrection, delay float64) error {
+	if !(delay >= 0) || math.IsInf(delay, 0) {
+		return fmt.Errorf("adamw: delay = %v steps, want finite ≥ 0", delay)
+	}
+	switch c {
+	case DelayNone:
+		if o.master != nil {
+			// Data becomes the iterate again.
+			for i, p := range o.params {
+				copy(p.Data, o.master[o.offs[i]:o.offs[i+1]])
+			}
+			o.master = nil
+		}
+	case DelayNesterov:
+		if o.master == nil {
+			o.master = make([]float32, o.offs[len(o.offs)-1])
+			for i, p := range o.params {
+				copy(o.master[o.offs[i]:o.offs[i+1]], p.Data)
+			}
+		}
+	default:
+		return fmt.Errorf("adamw: delay correction %v: want DelayNone or DelayNesterov", c)
+	}
+	o.corr, o.delay = c, delay
+	return nil
+}
+
+// DelayCorrection returns the correction and the delay it corrects for.
+func (o *AdamW) DelayCorrection() (DelayCorrection, float64) { return o.corr, o.delay }
+
+// Master returns the AdamW iterate of each param, in Params order: views of
+// the master copy under DelayNesterov, of the params' Data otherwise. It is
+// what to checkpoint and evaluate; Data is what to forward with.
+func (o *AdamW) Master() []Tensor {
+	var out []Tensor
+	for i, p := range o.params {
+		d := p.Data
+		if o.master != nil {
+			a, b := o.offs[i], o.offs[i+1]
+			d = o.master[a:b:b]
+		}
+		out = append(out, Tensor{Name: p.Name, Shape: p.Shape, Data: d})
+	}
+	return out
+}
+
+// lookAhead sets p.Data[a-off : b-off] to the master's look-ahead by the
+// delay (see SetDelayCorrection). It reads m and v after this step's
+// update, so u is the step the next update would take with no new
+// gradient. delay 0 copies, so the params equal plain AdamW's bit for bit.
+func (o *AdamW) lookAhead(p *Param, i, a, b int, lr, step, bc2 float32) {
+	w, x := o.master[a:b], p.Data[a-o.offs[i]:b-o.offs[i]]
+	if o.delay == 0 {
+		copy(x, w)
+		return
+	}
+	tau := float32(o.delay)
+	wd := float32(0)
+	if p.Decay {
+		wd = lr * o.cfg.WeightDecay
+	}
+	m, v, eps := o.m[a:b], o.v[a:b], o.cfg.Eps
+	for k := range w {
+		denom := float32(math.Sqrt(float64(v[k])))/bc2 + eps
+		u := -step*m[k]/denom - wd*w[k]
+		x[k] = w[k] + tau*u
 	}
 }
 
@@ -124,20 +279,25 @@ func (o *AdamW) Config() AdamWConfig { return o.cfg }
 
 // State exports the optimizer state for a checkpoint: the step count and
 // tensors "optim.m.<param name>" and "optim.v.<param name>" (views of the
-// live state: copy or write them out before the next Step).
+// live state: copy or write them out before the next Step), and under
+// DelayNesterov the iterate as "optim.w.<param name>".
 func (o *AdamW) State() (step int, tensors []Tensor) {
 	for i, p := range o.params {
 		a, b := o.offs[i], o.offs[i+1]
 		tensors = append(tensors,
 			Tensor{Name: "optim.m." + p.Name, Shape: p.Shape, Data: o.m[a:b:b]},
 			Tensor{Name: "optim.v." + p.Name, Shape: p.Shape, Data: o.v[a:b:b]})
+		if o.master != nil {
+			tensors = append(tensors, Tensor{Name: "optim.w." + p.Name, Shape: p.Shape, Data: o.master[a:b:b]})
+		}
 	}
 	return o.step, tensors
 }
 
-// LoadState restores what State exported. Tensors not named optim.m.* or
-// optim.v.* are ignored (a checkpoint file holds the weights too); every
-// param's moments must be present with its shape.
+// LoadState restores what State exported. Tensors not named optim.m.*,
+// optim.v.* or optim.w.* are ignored (a checkpoint file holds the weights
+// too); every param's moments must be present with its shape. Under
+// DelayNesterov call SetDelayCorrection first, so the iterate is restored.
 func (o *AdamW) LoadState(step int, tensors []Tensor) error {
 	if step < 0 {
 		return fmt.Errorf("load optimizer state: step %d is negative", step)
@@ -160,6 +320,16 @@ func (o *AdamW) LoadState(step int, tensors []Tensor) error {
 		a, b := o.offs[i], o.offs[i+1]
 		copy(o.m[a:b], byName["optim.m."+p.Name].Data)
 		copy(o.v[a:b], byName["optim.v."+p.Name].Data)
+		if o.master != nil {
+			// The iterate, if the checkpoint has it (saved under
+			// DelayNesterov); otherwise the params' Data were the iterate.
+			// Data keeps its value until the next Step's look-ahead.
+			src := p.Data
+			if t, ok := byName["optim.w."+p.Name]; ok && len(t.Data) == len(p.Data) {
+				src = t.Data
+			}
+			copy(o.master[a:b], src)
+		}
 	}
 	o.step = step
 	return nil
