@@ -13,6 +13,17 @@ type AdamWConfig struct {
 	Beta2       float32 `toml:"beta2"`
 	Eps         float32 `toml:"eps"`
 	WeightDecay float32 `toml:"weight_decay"`
+
+	// Nesterov makes the update NAdamW: Dozat's Nesterov momentum in Adam,
+	// torch.optim.NAdam with decoupled_weight_decay=True. It is what the
+	// public code of the Pluralis asynchronous-pipeline paper trains with
+	// (at Beta1 = 0.99), so a run can compare it with the weight look-ahead
+	// (SetDelayCorrection). Off (the zero value) is AdamW, unchanged.
+	Nesterov bool `toml:"nesterov"`
+	// MomentumDecay is NAdam's ψ (torch's momentum_decay, default 0.004):
+	// the momentum used for the look-ahead warms up as
+	// β1·(1 − ½·0.96^(t·ψ)). Only read when Nesterov is set.
+	MomentumDecay float32 `toml:"momentum_decay"`
 }
 
 // DefaultAdamWConfig is nanoGPT's: betas (0.9, 0.95), eps 1e-8, weight
@@ -36,11 +47,15 @@ func (c AdamWConfig) Validate() error {
 	if !(c.WeightDecay >= 0) {
 		errs = append(errs, fmt.Errorf("optim.weight_decay = %g: must be ≥ 0", c.WeightDecay))
 	}
+	if c.Nesterov && !(c.MomentumDecay > 0) {
+		errs = append(errs, fmt.Errorf("optim.momentum_decay = %g: must be > 0 with nesterov (PyTorch's NAdam uses 0.004)", c.MomentumDecay))
+	}
 	return errors.Join(errs...)
 }
 
 // AdamW is PyTorch's torch.optim.AdamW: decoupled weight decay (only on
-// params with Decay), bias-corrected moments. Its state is one flat m and
+// params with Decay), bias-corrected moments (NAdamW with
+// AdamWConfig.Nesterov). Its state is one flat m and
 // one flat v array over the params it was given, allocated once.
 type AdamW struct {
 	cfg    AdamWConfig
@@ -56,6 +71,8 @@ type AdamW struct {
 	corr   DelayCorrection
 	delay  float64
 	master []float32
+
+	muProd float64 // NAdam: Π μ_i over the steps taken
 }
 
 // NewAdamW makes an optimizer for params (typically a Stage's Params()).
@@ -72,7 +89,13 @@ func NewAdamW(params []*Param, cfg AdamWConfig) (*AdamW, error) {
 	o.offs = append(o.offs, n)
 	o.m = make([]float32, n)
 	o.v = make([]float32, n)
+	o.muProd = 1
 	return o, nil
+}
+
+// nadamMu is NAdam's momentum schedule μ_t = β1·(1 − ½·0.96^(t·ψ)).
+func (o *AdamW) nadamMu(t float64) float64 {
+	return float64(o.cfg.Beta1) * (1 - 0.5*math.Pow(0.96, t*float64(o.cfg.MomentumDecay)))
 }
 
 // Step applies one update with learning rate lr using the params' Grad.
@@ -82,6 +105,14 @@ func (o *AdamW) Step(lr float32) {
 	o.job = adamJob{o: o, lr: lr,
 		bc1: float32(1 - math.Pow(float64(o.cfg.Beta1), t)),
 		bc2: float32(math.Sqrt(1 - math.Pow(float64(o.cfg.Beta2), t)))}
+	if o.cfg.Nesterov {
+		// torch.optim.NAdam's scalars: the gradient's weight (1−μ_t) and
+		// the momentum's μ_{t+1}, each over its own bias correction.
+		mu, mu1 := o.nadamMu(t), o.nadamMu(t+1)
+		o.muProd *= mu
+		o.job.cg = float32(float64(lr) * (1 - mu) / (1 - o.muProd))
+		o.job.cm = float32(float64(lr) * mu1 / (1 - o.muProd*mu1))
+	}
 	parallelFor(&o.par, o.offs[len(o.offs)-1], 1<<14, &o.job)
 }
 
@@ -89,6 +120,7 @@ type adamJob struct {
 	o        *AdamW
 	lr       float32
 	bc1, bc2 float32 // 1−β1ᵗ and √(1−β2ᵗ)
+	cg, cm   float32 // NAdam: lr·(1−μ_t)/(1−Πμ) and lr·μ_{t+1}/(1−Πμ·μ_{t+1})
 }
 
 // run updates flat indices [lo, hi), which may cut across params.
@@ -112,6 +144,21 @@ func (j *adamJob) run(_, lo, hi int) {
 		decay := float32(1)
 		if p.Decay {
 			decay = 1 - j.lr*o.cfg.WeightDecay
+		}
+		if o.cfg.Nesterov {
+			// NAdamW, scalar only: it is for comparison runs, not the hot
+			// path.
+			for k := range w {
+				gk := g[k]
+				m[k] = b1*m[k] + (1-b1)*gk
+				v[k] = b2*v[k] + (1-b2)*gk*gk
+				denom := float32(math.Sqrt(float64(v[k])))/j.bc2 + eps
+				w[k] = w[k]*decay - j.cg*gk/denom - j.cm*m[k]/denom
+			}
+			if o.master != nil {
+				o.lookAhead(p, i, a, b, j.lr, step, j.bc2)
+			}
+			continue
 		}
 		// The vector update does the same operations in the same order;
 		// the loop finishes the tail (and is the reference).
@@ -195,8 +242,8 @@ func ParseDelayCorrection(s string) (DelayCorrection, error) {
 // seen as the fork sukrucildirr/AsyncPP: run.bash, main_with_runtime.py)
 // trains with weight stashing and torch NAdam with decoupled weight decay
 // at β1 = 0.99, optionally raising β1 with the stage's delay — a
-// Nesterov-form update, not this weight extrapolation. docs/async.md
-// compares the two.
+// Nesterov-form update, not this weight extrapolation; it is available as
+// AdamWConfig.Nesterov, and the two compose. docs/async.md compares them.
 //
 // With delay 0 the look-ahead is the iterate and the result is plain
 // AdamW bit for bit (TestOptimDelayNesterovZeroIsAdamW). The runtime forwards and
@@ -332,6 +379,11 @@ func (o *AdamW) LoadState(step int, tensors []Tensor) error {
 		}
 	}
 	o.step = step
+	// NAdam's Πμ is a function of the step count, so it needs no tensor.
+	o.muProd = 1
+	for t := 1; o.cfg.Nesterov && t <= step; t++ {
+		o.muProd *= o.nadamMu(float64(t))
+	}
 	return nil
 }
 

@@ -33,11 +33,15 @@ func (q quadratic) loss(w []float32) float64 {
 // step t−tau, as in the async pipeline; with corr the optimizer corrects
 // for that delay. It returns the loss of the iterate after each step.
 func delayedDescent(t *testing.T, q quadratic, corr DelayCorrection, tau, steps int, lr float32) []float64 {
+	cfg := DefaultAdamWConfig()
+	cfg.WeightDecay = 0
+	return delayedDescentWith(t, q, cfg, corr, tau, steps, lr)
+}
+
+func delayedDescentWith(t *testing.T, q quadratic, cfg AdamWConfig, corr DelayCorrection, tau, steps int, lr float32) []float64 {
 	t.Helper()
 	n := len(q.h)
 	p := &Param{Name: "w", Shape: []int{n}, Data: make([]float32, n), Grad: make([]float32, n)}
-	cfg := DefaultAdamWConfig()
-	cfg.WeightDecay = 0
 	o, err := NewAdamW([]*Param{p}, cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -87,6 +91,12 @@ func TestOptimDelayNesterovBeatsDelayedAdamW(t *testing.T) {
 		target := 0.01 * q.loss(make([]float32, len(q.h)))
 		t.Logf("lr %g: final-quarter loss: no delay %.3g, delayed AdamW %.3g, delayed + nesterov %.3g; steps to 1%% of the initial loss: %d, %d, %d",
 			lr, tail(sync), tail(plain), tail(nest), reach(sync, target), reach(plain, target), reach(nest, target))
+		// For comparison, not asserted: the Pluralis code's optimizer
+		// (NAdamW at β1 0.99) on the same delayed gradients.
+		nc := DefaultAdamWConfig()
+		nc.WeightDecay, nc.Beta1, nc.Nesterov, nc.MomentumDecay = 0, 0.99, true, 0.004
+		nadam := delayedDescentWith(t, q, nc, DelayNone, tau, steps, lr)
+		t.Logf("lr %g: NAdamW β1 0.99 delayed: final-quarter loss %.3g, steps to 1%%: %d", lr, tail(nadam), reach(nadam, target))
 		if tail(nest) >= tail(plain) {
 			t.Errorf("lr %g: look-ahead final loss %.3g, not below delayed AdamW's %.3g", lr, tail(nest), tail(plain))
 		}
@@ -285,5 +295,72 @@ func TestOptimDelayNesterovRegression(t *testing.T) {
 		if nest >= plain {
 			t.Errorf("lr %g: look-ahead loss %.4g, not below delayed AdamW's %.4g", lr, nest, plain)
 		}
+	}
+}
+
+// nadamRef64 is torch.optim.NAdam(decoupled_weight_decay=True)'s update
+// written out in float64 (torch/optim/nadam.py, _single_tensor_nadam).
+func nadamRef64(w, g, m, v []float64, t int, muProd *float64, lr, b1, b2, eps, wd, psi float64, decay bool) {
+	mu := b1 * (1 - 0.5*math.Pow(0.96, float64(t)*psi))
+	mu1 := b1 * (1 - 0.5*math.Pow(0.96, float64(t+1)*psi))
+	*muProd *= mu
+	for i := range w {
+		if decay {
+			w[i] *= 1 - lr*wd
+		}
+		m[i] = b1*m[i] + (1-b1)*g[i]
+		v[i] = b2*v[i] + (1-b2)*g[i]*g[i]
+		denom := math.Sqrt(v[i]/(1-math.Pow(b2, float64(t)))) + eps
+		w[i] -= lr * (1 - mu) / (1 - *muProd) * g[i] / denom
+		w[i] -= lr * mu1 / (1 - *muProd*mu1) * m[i] / denom
+	}
+}
+
+func TestOptimNAdamWMatchesPyTorchFormula(t *testing.T) {
+	cfg := DefaultAdamWConfig()
+	cfg.Beta1, cfg.Nesterov, cfg.MomentumDecay = 0.99, true, 0.004 // the Pluralis code's setting
+	n := 1000
+	p := &Param{Name: "a", Shape: []int{n}, Data: make([]float32, n), Grad: make([]float32, n), Decay: true}
+	w := make([]float64, n)
+	for i := range p.Data {
+		p.Data[i] = float32(math.Sin(float64(i)))
+		w[i] = float64(p.Data[i])
+	}
+	g, m, v := make([]float64, n), make([]float64, n), make([]float64, n)
+	o, err := NewAdamW([]*Param{p}, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	muProd, lr := 1.0, 1e-2
+	for step := 1; step <= 8; step++ {
+		for i := range p.Grad {
+			p.Grad[i] = float32(math.Cos(float64(i*step))) * 0.1
+			g[i] = float64(p.Grad[i])
+		}
+		nadamRef64(w, g, m, v, step, &muProd, lr, float64(cfg.Beta1), float64(cfg.Beta2), float64(cfg.Eps), float64(cfg.WeightDecay), float64(cfg.MomentumDecay), true)
+		o.Step(float32(lr))
+	}
+	for i, x := range p.Data {
+		if d := math.Abs(float64(x) - w[i]); d > 1e-5 {
+			t.Fatalf("[%d] = %v after 8 steps, float64 NAdamW gives %v", i, x, w[i])
+		}
+	}
+	// Resuming recomputes Πμ from the step count.
+	step, ts := o.State()
+	q := &Param{Name: "a", Shape: []int{n}, Data: append([]float32(nil), p.Data...), Grad: append([]float32(nil), p.Grad...), Decay: true}
+	o2, _ := NewAdamW([]*Param{q}, cfg)
+	if err := o2.LoadState(step, ts); err != nil {
+		t.Fatal(err)
+	}
+	o.Step(float32(lr))
+	o2.Step(float32(lr))
+	for i := range p.Data {
+		if p.Data[i] != q.Data[i] {
+			t.Fatalf("resumed NAdamW diverges at %d: %v vs %v", i, q.Data[i], p.Data[i])
+		}
+	}
+	cfg.MomentumDecay = 0
+	if _, err := NewAdamW([]*Param{p}, cfg); err == nil {
+		t.Error("nesterov with momentum_decay 0 accepted")
 	}
 }
