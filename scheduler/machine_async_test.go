@@ -456,3 +456,29 @@ func TestInFlightFor(t *testing.T) {
 		}
 	}
 }
+
+// Runs shorter than the warm-up (the stream ends before the window fills,
+// the lag runs past the last backward) still finish, with every safety
+// check; the bounds need not be reached.
+func TestAsyncShortRuns(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 5))
+	for _, S := range []int{1, 2, 4, 7} {
+		for _, M := range []int{1, 3} {
+			for _, D := range []int{1, 4} {
+				for _, steps := range []int{1, 2} {
+					p := Pipeline{Schedule: Async, Stages: S, Micro: M, InFlight: D}
+					for _, r := range []*rand.Rand{nil, rng} {
+						run := newAsyncRun(t, p, steps)
+						run.run(r)
+						for s, m := range run.m {
+							checkAsyncLog(t, s, M, steps, run.log[s])
+							if m.Stashed() != 0 || len(run.stash[s]) != 0 {
+								t.Fatalf("S=%d M=%d D=%d steps=%d stage %d: versions still stashed", S, M, D, steps, s)
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+}
