@@ -40,6 +40,7 @@ import "fmt"
 type AsyncMachine struct {
 	p            Pipeline
 	stage, steps int
+	start        int // the step the run (re)starts at
 	n            int // steps·M: micro-batches in the run
 	window       int // W = w+1
 	lag          int // λ: extra backwards before an OptimizerStep (tied last stage)
@@ -63,6 +64,16 @@ const maxStream = 1 << 40
 // NewAsyncMachine returns the async machine of stage (0-based) of p
 // (p.Schedule must be Async) for a run of steps optimizer steps.
 func NewAsyncMachine(p Pipeline, stage, steps int) (*AsyncMachine, error) {
+	return NewAsyncMachineFrom(p, stage, 0, steps)
+}
+
+// NewAsyncMachineFrom is NewAsyncMachine for a run that resumes at step
+// first with weight version first (steps 0..first-1 applied on every
+// stage: a checkpoint, or the last step every stage applied when the
+// pipeline is restarted after a failure). The pipe starts empty and fills
+// again, so the first steps after it are less stale than in an
+// uninterrupted run; every stage must restart from the same first.
+func NewAsyncMachineFrom(p Pipeline, stage, first, steps int) (*AsyncMachine, error) {
 	if err := p.checkStage(stage); err != nil {
 		return nil, fmt.Errorf("new async machine: %w", err)
 	}
@@ -72,8 +83,13 @@ func NewAsyncMachine(p Pipeline, stage, steps int) (*AsyncMachine, error) {
 	if steps < 1 || steps > maxStream/p.Micro {
 		return nil, fmt.Errorf("new async machine: steps = %d, want 1 ≤ steps ≤ %d: %w", steps, maxStream/p.Micro, ErrBadShape)
 	}
+	if first < 0 || first >= steps {
+		return nil, fmt.Errorf("new async machine: first step = %d, want 0 ≤ first < steps (%d): %w", first, steps, ErrBadShape)
+	}
 	W := p.warmup(stage) + 1
-	m := &AsyncMachine{p: p, stage: stage, steps: steps, n: steps * p.Micro, window: W, drop: -1}
+	g0 := first * p.Micro
+	m := &AsyncMachine{p: p, stage: stage, start: first, steps: steps, n: steps * p.Micro, window: W, drop: -1,
+		f: g0, b: g0, live: first, nextApply: first}
 	w0 := p.warmup(0) + 1
 	if m.tied() && m.last() {
 		m.lag = w0
@@ -95,11 +111,13 @@ func NewAsyncMachine(p Pipeline, stage, steps int) (*AsyncMachine, error) {
 	return m, nil
 }
 
-// Schedule, Stages, Micro, Stage and Steps return the machine's shape.
+// Schedule, Stages, Micro, Stage, First and Steps return the machine's
+// shape.
 func (m *AsyncMachine) Schedule() Schedule { return Async }
 func (m *AsyncMachine) Stages() int        { return m.p.Stages }
 func (m *AsyncMachine) Micro() int         { return m.p.Micro }
 func (m *AsyncMachine) Stage() int         { return m.stage }
+func (m *AsyncMachine) First() int         { return m.start }
 func (m *AsyncMachine) Steps() int         { return m.steps }
 
 // MaxInFlight is how many activation slots the stage needs: D·(S-stage-1)+1.
@@ -140,11 +158,11 @@ func (m *AsyncMachine) GradBuffers() int { return 1 + ceilDiv(m.lag, m.p.Micro) 
 func (m *AsyncMachine) Delay() float64 { return float64(m.window-1+m.lag) / float64(m.p.Micro) }
 
 // VersionOf is the weight version the forward of stream micro-batch g
-// (step·M + micro) runs with: ⌊(g-w-λ)/M⌋, at least 0. The order fixes it:
-// forward g runs right after backward g-W and the OptimizerSteps that
-// backward makes due.
+// (step·M + micro) runs with: ⌊(g-w-λ)/M⌋, at least the first step. The
+// order fixes it: forward g runs right after backward g-W and the
+// OptimizerSteps that backward makes due.
 func (m *AsyncMachine) VersionOf(g int) int {
-	return max(0, floorDiv(g-(m.window-1)-m.lag, m.p.Micro))
+	return max(m.start, floorDiv(g-(m.window-1)-m.lag, m.p.Micro))
 }
 
 func ceilDiv(a, b int) int { return (a + b - 1) / b }
@@ -233,8 +251,8 @@ func (m *AsyncMachine) Step(ev Event) error {
 }
 
 func (m *AsyncMachine) arrive(ev Event) error {
-	if ev.Step < 0 || ev.Step >= m.steps {
-		return fmt.Errorf("step %d outside the run's [0,%d): %w", ev.Step, m.steps, ErrBadEvent)
+	if ev.Step < m.start || ev.Step >= m.steps {
+		return fmt.Errorf("step %d outside the run's [%d,%d): %w", ev.Step, m.start, m.steps, ErrBadEvent)
 	}
 	if ev.Kind == EventEmbeddingGradArrived {
 		if !m.tied() {

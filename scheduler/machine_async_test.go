@@ -32,15 +32,21 @@ type asyncRun struct {
 
 func newAsyncRun(t *testing.T, p Pipeline, steps int) *asyncRun {
 	t.Helper()
+	return newAsyncRunFrom(t, p, 0, steps)
+}
+
+func newAsyncRunFrom(t *testing.T, p Pipeline, first, steps int) *asyncRun {
+	t.Helper()
 	S := p.Stages
 	r := &asyncRun{t: t, log: make([][]Action, S), live: make([]int, S),
 		maxStash: make([]int, S), maxHeld: make([]int, S), maxGrads: make([]int, S)}
 	for s := range S {
-		m, err := NewAsyncMachine(p, s, steps)
+		m, err := NewAsyncMachineFrom(p, s, first, steps)
 		if err != nil {
 			t.Fatal(err)
 		}
 		r.m = append(r.m, m)
+		r.live[s] = first
 		r.stash = append(r.stash, map[int]bool{})
 		r.fwdVer = append(r.fwdVer, map[int]int{})
 		r.grads = append(r.grads, map[int]bool{})
@@ -243,9 +249,14 @@ func TestAsyncInvariants(t *testing.T) {
 // backward; steps applied in order, once each, after their backwards.
 func checkAsyncLog(t *testing.T, s, M, steps int, log []Action) {
 	t.Helper()
+	checkAsyncLogFrom(t, s, M, 0, steps, log)
+}
+
+func checkAsyncLogFrom(t *testing.T, s, M, first, steps int, log []Action) {
+	t.Helper()
 	fwd := make([]int, steps*M)
 	bwd := make([]int, steps*M)
-	applied := 0
+	applied := first
 	for _, a := range log {
 		g := a.Step*M + a.Micro
 		switch a.Kind {
@@ -271,7 +282,7 @@ func checkAsyncLog(t *testing.T, s, M, steps int, log []Action) {
 	if applied != steps {
 		t.Fatalf("stage %d: %d steps applied, want %d", s, applied, steps)
 	}
-	for g := range fwd {
+	for g := first * M; g < steps*M; g++ {
 		if fwd[g] != 1 || bwd[g] != 1 {
 			t.Fatalf("stage %d: stream %d had %d forwards, %d backwards", s, g, fwd[g], bwd[g])
 		}
@@ -479,6 +490,45 @@ func TestAsyncShortRuns(t *testing.T) {
 					}
 				}
 			}
+		}
+	}
+}
+
+// A run restarted at step k (from a checkpoint, or after a failure, at the
+// last step every stage applied) starts at version k with an empty pipe
+// and keeps every invariant; its versions are k and up.
+func TestAsyncRestart(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 9))
+	for _, S := range []int{1, 2, 4} {
+		for _, M := range []int{1, 4} {
+			for _, D := range []int{1, 3} {
+				for _, first := range []int{1, 5} {
+					p := Pipeline{Schedule: Async, Stages: S, Micro: M, InFlight: D}
+					const steps = 12
+					for _, r := range []*rand.Rand{nil, rng} {
+						run := newAsyncRunFrom(t, p, first, steps)
+						run.run(r)
+						for s, m := range run.m {
+							checkAsyncLogFrom(t, s, M, first, steps, run.log[s])
+							if a := run.log[s][0]; a.Kind != ActionForward || a.Step != first || a.Version != first {
+								t.Fatalf("S=%d stage %d restarted at %d begins with %v step %d v%d", S, s, first, a, a.Step, a.Version)
+							}
+							if m.Version() != steps || m.Stashed() != 0 {
+								t.Fatalf("stage %d: ends at v%d with %d stashed", s, m.Version(), m.Stashed())
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+	m, _ := NewAsyncMachineFrom(Pipeline{Schedule: Async, Stages: 2, Micro: 2}, 1, 3, 6)
+	if err := m.Step(ActivationArrived(2, 0)); !errors.Is(err, ErrBadEvent) {
+		t.Errorf("activation from before the restart = %v, want ErrBadEvent", err)
+	}
+	for _, first := range []int{-1, 6} {
+		if _, err := NewAsyncMachineFrom(Pipeline{Schedule: Async, Stages: 2, Micro: 2}, 0, first, 6); !errors.Is(err, ErrBadShape) {
+			t.Errorf("first %d: %v, want ErrBadShape", first, err)
 		}
 	}
 }

@@ -32,24 +32,6 @@ func homeQuickstart(kind scheduler.Schedule, latency float64, steps int) Config 
 	}
 }
 
-// inFlightFor is the depth the runtime would choose: the neighbour round
-// trip (two latencies and one activation plus one gradient on the wire)
-// and the longest optimizer step against the fastest stage's
-// forward+backward, so that every stage's slack covers them.
-func inFlightFor(c Config) int {
-	l := c.Links[0]
-	rtt := 2*l.Latency + float64(l.ActivationBytes+l.GradientBytes)*8/l.ForwardBPS
-	fastest, opt := math.Inf(1), 0.0
-	var tf, tb float64
-	for _, p := range c.Compute {
-		if p.Forward+p.Backward < fastest {
-			fastest, tf, tb = p.Forward+p.Backward, p.Forward, p.Backward
-		}
-		opt = max(opt, p.Optimizer)
-	}
-	return scheduler.InFlightFor(rtt, tf, tb, opt)
-}
-
 func bubble(r Result) float64 {
 	var busy float64
 	for _, s := range r.Stages {
@@ -76,7 +58,7 @@ func TestAsyncHidesLatency(t *testing.T) {
 			t.Fatal(err)
 		}
 		c = homeQuickstart(scheduler.Async, lat, steps)
-		c.InFlight = inFlightFor(c)
+		c.InFlight = InFlightFor(c)
 		a, err := Run(c)
 		if err != nil {
 			t.Fatal(err)

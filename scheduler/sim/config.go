@@ -164,3 +164,34 @@ func (c Config) link(i int) Link {
 	}
 	return c.Links[i]
 }
+
+// InFlightFor is the async in-flight depth the runtime would choose for c
+// (scheduler.InFlightFor): the slowest link's neighbour round trip (two
+// latencies plus one activation and one gradient serialized) and the
+// longest optimizer step, against the fastest stage's forward+backward,
+// so that every stage's slack covers them. Set Config.InFlight to it to
+// project the default pipeline.in_flight.
+func InFlightFor(c Config) int {
+	rtt := 0.0
+	if c.Stages > 1 {
+		for _, l := range c.Links {
+			rt := 2 * l.Latency
+			if !math.IsInf(l.ForwardBPS, 1) {
+				rt += float64(l.ActivationBytes) * 8 / l.ForwardBPS
+			}
+			if !math.IsInf(l.BackwardBPS, 1) {
+				rt += float64(l.GradientBytes) * 8 / l.BackwardBPS
+			}
+			rtt = max(rtt, rt)
+		}
+	}
+	fastest, opt := math.Inf(1), 0.0
+	var tf, tb float64
+	for _, p := range c.Compute {
+		if p.Forward+p.Backward < fastest {
+			fastest, tf, tb = p.Forward+p.Backward, p.Forward, p.Backward
+		}
+		opt = max(opt, p.Optimizer)
+	}
+	return scheduler.InFlightFor(rtt, tf, tb, opt)
+}
