@@ -23,7 +23,16 @@ const (
 	// added); apply the optimizer and zero the gradients.
 	ActionOptimizerStep
 	// ActionDone: the step is finished. Call Advance to begin the next one.
+	// (Async: the whole run is finished; there is nothing to advance.)
 	ActionDone
+	// ActionStash (async only): copy the live weights and keep the copy as
+	// weight version Action.Version. It comes right before an
+	// OptimizerStep that would overwrite a version some in-flight
+	// micro-batch's backward still needs.
+	ActionStash
+	// ActionDropVersion (async only): free the stashed copy of weight
+	// version Action.Version; its last backward has run.
+	ActionDropVersion
 )
 
 func (k ActionKind) String() string {
@@ -38,15 +47,21 @@ func (k ActionKind) String() string {
 		return "optimizer"
 	case ActionDone:
 		return "done"
+	case ActionStash:
+		return "stash"
+	case ActionDropVersion:
+		return "drop"
 	default:
 		return fmt.Sprintf("ActionKind(%d)", int(k))
 	}
 }
 
 // Compute reports whether the action is work the stage runs and then reports
-// with Completed.
+// with Completed (a Stash or DropVersion is bookkeeping, but it is reported
+// the same way so that the machine knows the copy exists or is gone).
 func (k ActionKind) Compute() bool {
-	return k == ActionForward || k == ActionBackward || k == ActionOptimizerStep
+	return k == ActionForward || k == ActionBackward || k == ActionOptimizerStep ||
+		k == ActionStash || k == ActionDropVersion
 }
 
 // Action is what StageMachine.Next asks for.
@@ -62,6 +77,17 @@ type Action struct {
 	Slot int
 	// WaitFor is, for a Wait, the kind of message the stage waits for.
 	WaitFor MessageKind
+	// Version (async only; 0 in GPipe and 1F1B) is the weight version: the
+	// one a Forward runs with (always the live one) and the matching
+	// Backward must run with (live or stashed); the one an OptimizerStep
+	// creates; the one a Stash copies or a DropVersion frees. Version v is
+	// the weights after this stage applied steps 0..v-1, so the same number
+	// names the same point of training on every stage.
+	Version int
+	// Delay (async OptimizerStep only) is the largest staleness among the
+	// step's micro-batches on this stage: Step minus the version their
+	// forwards used.
+	Delay int
 }
 
 // String is compact and stable: golden transcripts use it. "F3" is the
@@ -77,6 +103,10 @@ func (a Action) String() string {
 		return "OPT"
 	case ActionDone:
 		return "DONE"
+	case ActionStash:
+		return fmt.Sprintf("STASH v%d", a.Version)
+	case ActionDropVersion:
+		return fmt.Sprintf("DROP v%d", a.Version)
 	case ActionWait:
 		if a.WaitFor == MessageEmbeddingGrad {
 			return "wait(emb)"

@@ -32,10 +32,22 @@
 // links, and faster on bandwidth-bound ones (it overlaps activation and
 // gradient traffic), while holding fewer activations than GPipe's M.
 //
+// Both still flush at every step: the last micro-batch of a step crosses
+// the whole pipe and back before the next step's first forward. Async
+// (AsyncMachine) does not: the micro-batches of all steps form one stream,
+// each stage runs 1F1B over it with Pipeline.InFlight = D more micro-batches
+// in flight than the stage after it (InFlightFor picks D from the round
+// trip), applies step s's update as soon as it has step s's gradients, and
+// runs each backward on the weight version its forward used (the machine
+// names versions in its actions and says when to Stash and DropVersion a
+// copy). Its bounds (stashed versions, gradient buffers, staleness) are on
+// AsyncMachine; docs/async.md explains them and what the runtime must do.
+//
 // # Driving a StageMachine
 //
 // One StageMachine per stage (NewStage, or NewStageMachine for the plain
-// schedules). It enforces the schedule's order and offers
+// schedules; NewMachine gives the Machine interface for any schedule,
+// AsyncMachine included). It enforces the schedule's order and offers
 // an action only when its input is there. The runtime loop:
 //
 //	st, err := scheduler.NewStageMachine(kind, S, M, stage)

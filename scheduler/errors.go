@@ -5,8 +5,14 @@ import "errors"
 // Sentinel errors. Callers test them with errors.Is; the wrapped message
 // carries the offending values.
 var (
-	// ErrUnknownSchedule: a schedule name or value that is not GPipe or 1F1B.
-	ErrUnknownSchedule = errors.New(`unknown pipeline schedule (use "gpipe" or "1f1b")`)
+	// ErrUnknownSchedule: a schedule name or value that is not GPipe, 1F1B
+	// or Async.
+	ErrUnknownSchedule = errors.New(`unknown pipeline schedule (use "gpipe", "1f1b" or "async")`)
+
+	// ErrNoStepOrder: the async schedule was asked for a per-step order or a
+	// StageMachine. It streams micro-batches across steps; drive it with
+	// NewMachine / NewAsyncMachine.
+	ErrNoStepOrder = errors.New("the async schedule has no per-step order: use scheduler.NewMachine or NewAsyncMachine")
 
 	// ErrBadShape: stages, micro-batches or the stage index are out of range.
 	ErrBadShape = errors.New("bad pipeline shape")

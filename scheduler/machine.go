@@ -2,6 +2,30 @@ package scheduler
 
 import "fmt"
 
+// Machine is what the runtime and the simulator drive, whatever the
+// schedule: StageMachine (GPipe, 1F1B) and AsyncMachine. The loop is the
+// one in the package doc; Advance is only called on a Done whose step is
+// not the run's last (an AsyncMachine is Done once, at the end of the run).
+type Machine interface {
+	Next() Action
+	Step(Event) error
+	Advance() error
+	Sends(Action) []Message
+	MaxInFlight() int
+	InFlight() int
+}
+
+// NewMachine returns the machine for stage of p, for a run of steps
+// optimizer steps: a StageMachine for GPipe and 1F1B (which does not need
+// steps: the runtime stops advancing it), an AsyncMachine for Async
+// (which must know where the stream ends to drain it).
+func NewMachine(p Pipeline, stage, steps int) (Machine, error) {
+	if p.Schedule == Async {
+		return NewAsyncMachine(p, stage, steps)
+	}
+	return NewStage(p, stage)
+}
+
 // StageMachine is one stage's view of the pipeline schedule: a deterministic
 // state machine the runtime (or the simulator) drives with Next, Step and
 // Advance. It holds no tensors and does no I/O; see the package doc for the

@@ -20,6 +20,17 @@ type Pipeline struct {
 	// the price of activation memory: stage i holds min(g·(S-i-1)+1, M)
 	// micro-batches. A Lookahead ≥ M makes 1F1B hold as much as GPipe.
 	Lookahead int
+
+	// InFlight (async only; 0 means 1) is D, the in-flight depth per hop:
+	// stage i keeps up to D·(S-i-1)+1 micro-batches in flight (forwarded,
+	// backward not yet run), D more than the stage after it. The depth is
+	// per hop, not one cap for every stage, because what keeps a stage busy
+	// is the slack between it and its neighbour: with equal windows every
+	// stage would wait a neighbour round trip per micro-batch. D = 1 is
+	// PipeDream's asynchronous 1F1B (stage i holds S-i, as sync 1F1B does);
+	// D hides a neighbour round trip of up to (D-1)·(tf+tb). InFlightFor
+	// picks it from measured times.
+	InFlight int
 }
 
 // Validate checks the shape; messages name the field and the bad value.
@@ -35,6 +46,12 @@ func (p Pipeline) Validate() error {
 		return fmt.Errorf("pipeline: lookahead = %d, want ≥ 0 (0 or 1 = standard 1F1B): %w", p.Lookahead, ErrBadShape)
 	case p.Lookahead > 1 && p.Schedule != OneFOneB:
 		return fmt.Errorf("pipeline: lookahead = %d only applies to 1f1b, not %v: %w", p.Lookahead, p.Schedule, ErrBadShape)
+	case p.InFlight < 0:
+		return fmt.Errorf("pipeline: in_flight = %d, want ≥ 0 (0 or 1 = one more micro-batch in flight per hop): %w", p.InFlight, ErrBadShape)
+	case p.InFlight > 1 && p.Schedule != Async:
+		return fmt.Errorf("pipeline: in_flight = %d only applies to async, not %v (1f1b has lookahead): %w", p.InFlight, p.Schedule, ErrBadShape)
+	case p.Schedule == Async && p.InFlight > 1<<20:
+		return fmt.Errorf("pipeline: in_flight = %d, want ≤ %d: %w", p.InFlight, 1<<20, ErrBadShape)
 	}
 	return nil
 }
@@ -51,8 +68,12 @@ func (p Pipeline) checkStage(stage int) error {
 
 // warmup is the number of forwards stage runs before its first backward.
 func (p Pipeline) warmup(stage int) int {
-	if p.Schedule == GPipe {
+	switch p.Schedule {
+	case GPipe:
 		return p.Micro
+	case Async:
+		// Not capped at M: the stream crosses step boundaries.
+		return max(p.InFlight, 1) * (p.Stages - stage - 1)
 	}
 	g := max(p.Lookahead, 1)
 	n := p.Stages - stage - 1
@@ -64,11 +85,14 @@ func (p Pipeline) warmup(stage int) int {
 
 // MaxInFlight is the largest number of micro-batches whose activations
 // stage holds at once (from the start of a micro-batch's forward to the end
-// of its backward): M for GPipe, min(Lookahead·(S-stage-1)+1, M) for 1F1B.
-// Size the activation slots with it.
+// of its backward): M for GPipe, min(Lookahead·(S-stage-1)+1, M) for 1F1B,
+// InFlight·(S-stage-1)+1 for Async. Size the activation slots with it.
 func (p Pipeline) MaxInFlight(stage int) (int, error) {
 	if err := p.checkStage(stage); err != nil {
 		return 0, err
+	}
+	if p.Schedule == Async {
+		return p.warmup(stage) + 1, nil
 	}
 	return min(p.warmup(stage)+1, p.Micro), nil
 }
@@ -76,10 +100,14 @@ func (p Pipeline) MaxInFlight(stage int) (int, error) {
 // Order returns the compute actions of one optimizer step on stage, in the
 // order the schedule runs them (Forward and Backward only; the optimizer
 // step follows them). Step is 0 in the returned actions; Slot is set.
+// Async has no per-step order (ErrNoStepOrder).
 func (p Pipeline) Order(stage int) ([]Action, error) {
 	w, err := p.MaxInFlight(stage)
 	if err != nil {
 		return nil, fmt.Errorf("order: %w", err)
+	}
+	if p.Schedule == Async {
+		return nil, fmt.Errorf("order: %w", ErrNoStepOrder)
 	}
 	var ops []Action
 	switch p.Schedule {
@@ -110,4 +138,28 @@ func LookaheadFor(roundTrip, forward, backward float64) int {
 		return 1 << 20
 	}
 	return int(g)
+}
+
+// InFlightFor returns the async in-flight depth per hop (Pipeline.InFlight)
+// that keeps every stage busy when a neighbour round trip (two one-way
+// latencies plus serializing one activation and one gradient) takes
+// roundTrip seconds, a micro-batch's forward and backward take forward and
+// backward seconds and an optimizer step optimizer seconds:
+// 1 + ⌈(roundTrip+optimizer)/(forward+backward)⌉. Why: stage i runs
+// F(j+w_i) then B(j); B(j) needs the gradient stage i+1 sends after its
+// own B(j), which follows its F(j+w_{i+1}) = F(j+w_i-D), whose input
+// stage i sent D forward/backward pairs earlier. That leaves D-1 pairs of
+// work to cover the round trip, and also a neighbour's optimizer step,
+// which falls at a different point of the stream on every stage and
+// pauses it. (1F1B's
+// LookaheadFor does not count the optimizer: it flushes at every step
+// anyway.) Inputs that are not finite and ≥ 0 count as 0; no work gives 1.
+func InFlightFor(roundTrip, forward, backward, optimizer float64) int {
+	ok := func(x float64) float64 {
+		if !(x > 0) || math.IsInf(x, 0) {
+			return 0
+		}
+		return x
+	}
+	return LookaheadFor(ok(roundTrip)+ok(optimizer), ok(forward), ok(backward))
 }

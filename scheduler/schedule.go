@@ -22,6 +22,12 @@ const (
 	// backward, then drains the remaining backwards. Same bubble as GPipe,
 	// but stage i holds at most S-i micro-batches of activations.
 	OneFOneB
+	// Async never flushes: micro-batches stream through the pipeline across
+	// optimizer steps, each stage applies a step as soon as it has that
+	// step's gradients, and a backward uses the weight version its forward
+	// used (weight stashing). It is driven by AsyncMachine (NewMachine), not
+	// by StageMachine, because it has no per-step order; see docs/async.md.
+	Async
 )
 
 // String returns the name ParseSchedule accepts.
@@ -31,15 +37,17 @@ func (s Schedule) String() string {
 		return "gpipe"
 	case OneFOneB:
 		return "1f1b"
+	case Async:
+		return "async"
 	default:
 		return fmt.Sprintf("Schedule(%d)", int(s))
 	}
 }
 
 // Valid reports whether s is a known schedule.
-func (s Schedule) Valid() bool { return s == GPipe || s == OneFOneB }
+func (s Schedule) Valid() bool { return s == GPipe || s == OneFOneB || s == Async }
 
-// ParseSchedule accepts "gpipe" and "1f1b" (also "pipedream-flush"),
+// ParseSchedule accepts "gpipe", "1f1b" (also "pipedream-flush") and "async",
 // case-insensitively and ignoring surrounding spaces.
 func ParseSchedule(name string) (Schedule, error) {
 	switch strings.ToLower(strings.TrimSpace(name)) {
@@ -47,6 +55,8 @@ func ParseSchedule(name string) (Schedule, error) {
 		return GPipe, nil
 	case "1f1b", "pipedream-flush", "pipedream_flush":
 		return OneFOneB, nil
+	case "async":
+		return Async, nil
 	}
 	return ScheduleUnknown, fmt.Errorf("schedule %q: %w", name, ErrUnknownSchedule)
 }

@@ -61,8 +61,12 @@ type StageMemory struct {
 	WeightsBytes    int64 `json:"weights_and_grads_bytes"`
 	OptimizerBytes  int64 `json:"optimizer_bytes"`
 	ActivationBytes int64 `json:"activation_bytes"`
+	// ProcessBytes is, where the stage has a process of its own, that
+	// process's plan: PlannedBytes plus one serialized copy of the state
+	// (checkpoints and snapshots make it) plus the runtime's overhead.
+	ProcessBytes int64 `json:"process_planned_bytes,omitempty"`
 	// PeakRSSBytes is the stage process's VmHWM (0: the stage shared the
-	// coordinator's process); PeakOverPlan is their ratio.
+	// coordinator's process); PeakOverPlan is its ratio to ProcessBytes.
 	PeakRSSBytes int64   `json:"peak_rss_bytes,omitempty"`
 	PeakOverPlan float64 `json:"peak_over_plan,omitempty"`
 }

@@ -50,6 +50,8 @@ type Config struct {
 	Micro    int // micro-batches per step, M ≥ 1
 	// Lookahead is scheduler.Pipeline.Lookahead (1F1B only; 0 = standard).
 	Lookahead int
+	// InFlight is scheduler.Pipeline.InFlight (Async only; 0 = 1).
+	InFlight int
 	// Steps is how many optimizer steps to simulate (≥ 1). Step time is
 	// measured between the ends of the first and last, so ≥ 2 gives the
 	// steady state; 3 is plenty.
@@ -68,7 +70,8 @@ type Config struct {
 	// starts only once every stage has reached its own, and no stage
 	// starts the next step before every stage has finished this one.
 	// BarrierLatency is added at each of the two synchronisations (the
-	// round trip to the coordinator).
+	// round trip to the coordinator). The async schedule has no step
+	// boundary to synchronise at, so Barrier with Async is an error.
 	Barrier        bool
 	BarrierLatency float64
 
@@ -98,6 +101,9 @@ func (c Config) Validate() error {
 	}
 	if c.Steps < 1 {
 		return bad("Steps = %d, want ≥ 1", c.Steps)
+	}
+	if c.Barrier && c.Schedule == scheduler.Async {
+		return bad("Barrier with the async schedule: it never synchronises the stages at a step (clip per stage instead of by the global norm)")
 	}
 	if n := float64(c.Stages) * float64(c.Micro) * float64(c.Steps) * 8; n > maxEvents {
 		return bad("Stages·Micro·Steps = %d·%d·%d is too large to simulate (limit %d)", c.Stages, c.Micro, c.Steps, maxEvents/8)
@@ -142,7 +148,7 @@ func (c Config) Validate() error {
 }
 
 func (c Config) pipeline() scheduler.Pipeline {
-	return scheduler.Pipeline{Schedule: c.Schedule, Stages: c.Stages, Micro: c.Micro, Lookahead: c.Lookahead}
+	return scheduler.Pipeline{Schedule: c.Schedule, Stages: c.Stages, Micro: c.Micro, Lookahead: c.Lookahead, InFlight: c.InFlight}
 }
 
 func (c Config) compute(stage int) Compute {
@@ -157,4 +163,35 @@ func (c Config) link(i int) Link {
 		return c.Links[0]
 	}
 	return c.Links[i]
+}
+
+// InFlightFor is the async in-flight depth the runtime would choose for c
+// (scheduler.InFlightFor): the slowest link's neighbour round trip (two
+// latencies plus one activation and one gradient serialized) and the
+// longest optimizer step, against the fastest stage's forward+backward,
+// so that every stage's slack covers them. Set Config.InFlight to it to
+// project the default pipeline.in_flight.
+func InFlightFor(c Config) int {
+	rtt := 0.0
+	if c.Stages > 1 {
+		for _, l := range c.Links {
+			rt := 2 * l.Latency
+			if !math.IsInf(l.ForwardBPS, 1) {
+				rt += float64(l.ActivationBytes) * 8 / l.ForwardBPS
+			}
+			if !math.IsInf(l.BackwardBPS, 1) {
+				rt += float64(l.GradientBytes) * 8 / l.BackwardBPS
+			}
+			rtt = max(rtt, rt)
+		}
+	}
+	fastest, opt := math.Inf(1), 0.0
+	var tf, tb float64
+	for _, p := range c.Compute {
+		if p.Forward+p.Backward < fastest {
+			fastest, tf, tb = p.Forward+p.Backward, p.Forward, p.Backward
+		}
+		opt = max(opt, p.Optimizer)
+	}
+	return scheduler.InFlightFor(rtt, tf, tb, opt)
 }

@@ -14,4 +14,10 @@
 // first↔last connection (Config.Embedding), or on the single link when
 // there are two stages. Everything is deterministic: same Config, same
 // Result.
+//
+// Config.Schedule = scheduler.Async runs the asynchronous machine
+// (scheduler.AsyncMachine): its Stash and DropVersion actions take no
+// simulated time, it has no step barrier (Config.Barrier is refused), and
+// its steady state is measured over the middle half of the steps, so give
+// it enough of them (TestAsyncHidesLatency uses 24).
 package sim

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/narrowband/narrowband/scheduler"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.txt golden timelines")
@@ -78,6 +80,26 @@ func TestGoldenLookahead(t *testing.T) {
 		Links: []Link{fast, slow, fast}, Embedding: Embedding{BPS: math.Inf(1), Latency: 1}}
 	got := goldenRun(t, "1f1b lookahead 3, S=4 M=8, tf=1 tb=2 opt=1, latency 1 everywhere, link 1->2: activation 2 units, gradient 1 unit", c)
 	checkGolden(t, filepath.Join("testdata", "1f1b_s4_m8_slowlink_lookahead3.txt"), got)
+}
+
+// The async schedule on the same shape as the 1F1B timelines, with one
+// unit of latency on every link: in_flight 1 (each stage one micro-batch
+// ahead of the next, PipeDream's async 1F1B) pays the round trip, the
+// depth InFlightFor picks (1 + ⌈(2+1)/3⌉ = 2) hides it and the optimizer
+// steps, and no stage idles in the steady state. Micro-batch letters
+// repeat every step: step s's micro-batch j is letter j.
+func TestGoldenAsyncTimelines(t *testing.T) {
+	for _, d := range []int{1, 2} {
+		name := fmt.Sprintf("async_s4_m4_latency1_inflight%d.txt", d)
+		t.Run(name, func(t *testing.T) {
+			l := Link{ForwardBPS: math.Inf(1), BackwardBPS: math.Inf(1), Latency: 1}
+			c := Config{Schedule: schedules[0], Stages: 4, Micro: 4, Steps: 12, InFlight: d, Compute: []Compute{{1, 2, 1}},
+				Links: []Link{l}, Embedding: Embedding{BPS: math.Inf(1), Latency: 1}}
+			c.Schedule = scheduler.Async
+			got := goldenRun(t, fmt.Sprintf("async in_flight %d, S=4 M=4, 12 steps, tf=1 tb=2 opt=1, latency 1 everywhere, unlimited bandwidth", d), c)
+			checkGolden(t, filepath.Join("testdata", name), got)
+		})
+	}
 }
 
 func checkGolden(t *testing.T, path, got string) {

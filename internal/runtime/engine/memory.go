@@ -21,7 +21,37 @@ type MemoryPlan struct {
 	Stages   []float64       // bytes per stage
 	Detail   []stages.Memory // the same, by kind
 	Snapshot float64         // bytes the coordinator keeps to roll back to
+	// Process is, where each stage has a process of its own (stage
+	// processes, WebRTC peers), what that process holds: the stage, one
+	// serialized copy of its state (weights and both moments, made for
+	// every checkpoint and snapshot) and ProcessOverhead. nil otherwise.
+	Process []float64
 }
+
+// ProcessOverhead is what a WebRTC peer process holds besides its stage
+// and the copy of its state: the binary's code, the Go runtime, pion's
+// buffers, and the garbage collector's headroom (rtc.GCHeadroom, 64 MiB).
+// Measured: the quickstart's two WebRTC peers (narrowband run
+// experiments/quickstart.toml --set pipeline.transport='"webrtc"') peaked
+// 126–129 MB above their stage and state copy. A stage process on
+// loopback TCP needs far less: the tiny model's peaked at 18 MB.
+const ProcessOverhead = 128 << 20
+
+// TCPProcessOverhead is ProcessOverhead for a stage process of
+// pipeline.processes (no WebRTC stack, Go's default collector).
+const TCPProcessOverhead = 16 << 20
+
+// Overhead is the per-process overhead of cfg's stage processes.
+func Overhead(cfg config.Config) float64 {
+	if cfg.Pipeline.Transport == "webrtc" {
+		return ProcessOverhead
+	}
+	return TCPProcessOverhead
+}
+
+// StateCopy is the bytes of a stage's serialized state: weights and both
+// AdamW moments.
+func StateCopy(m stages.Memory) float64 { return m.Params + m.AdamW }
 
 // Total is the plan's bytes on one machine that holds every stage.
 func (p MemoryPlan) Total() float64 {
@@ -52,6 +82,9 @@ func PlanMemory(cfg config.Config, layout scheduler.Layout) (MemoryPlan, error) 
 		est := stages.EstimateMemory(m, r.Lo, r.Hi, layout.First(i), layout.Last(i), B, slots)
 		p.Stages = append(p.Stages, est.Total())
 		p.Detail = append(p.Detail, est)
+		if cfg.Pipeline.Processes || cfg.Pipeline.Transport == "webrtc" {
+			p.Process = append(p.Process, est.Total()+StateCopy(est)+Overhead(cfg))
+		}
 	}
 	if cfg.Pipeline.Transport == "webrtc" {
 		// Weights and both moments, and their encoding for a restore.

@@ -286,3 +286,29 @@ func hasTensor(st *stages.State, name string) bool {
 	}
 	return false
 }
+
+// TestStageProcessesReportTheirMemory: a run whose stages have processes
+// of their own puts each process's plan and peak RSS in summary.json, so
+// the printed plan can be held against what the machines really used; an
+// in-process run has one process and reports no per-stage peak.
+func TestStageProcessesReportTheirMemory(t *testing.T) {
+	c := tinyConfig(t)
+	c.Pipeline.Stages = 2
+	sum := runTiny(t, c, t.TempDir())
+	if len(sum.Memory) != 2 {
+		t.Fatalf("in-process run: %d memory entries, want 2", len(sum.Memory))
+	}
+	for _, m := range sum.Memory {
+		if m.PlannedBytes <= 0 || m.PeakRSSBytes != 0 || m.ProcessBytes != 0 {
+			t.Errorf("in-process stage %d: %+v, want a plan and no process figures", m.Stage, m)
+		}
+	}
+	c.Pipeline.Processes, c.Train.Threads = true, 1
+	sum = runTiny(t, c, t.TempDir())
+	for _, m := range sum.Memory {
+		if m.PeakRSSBytes <= 0 || m.ProcessBytes <= m.PlannedBytes || m.PeakOverPlan <= 0 {
+			t.Errorf("stage process %d: %+v, want its plan, its peak RSS and their ratio", m.Stage, m)
+		}
+		t.Logf("stage %d: planned %.1f MB (process %.1f MB), peak RSS %.1f MB", m.Stage, float64(m.PlannedBytes)/1e6, float64(m.ProcessBytes)/1e6, float64(m.PeakRSSBytes)/1e6)
+	}
+}

@@ -471,6 +471,9 @@ func (r *run) logPlan(layout scheduler.Layout) {
 		rg := layout.Range(i)
 		r.log.Info("memory plan", "stage", i, "blocks", fmt.Sprintf("%d-%d", rg.Lo, rg.Hi), "total_mb", mb(m.Total()),
 			"weights_and_grads_mb", mb(m.Params+m.Grads), "optimizer_mb", mb(m.AdamW), "activations_mb", mb(float64(m.Slots)*m.PerSlot+m.Scratch), "micro_batches_held", m.Slots)
+		if i < len(r.plan.Process) {
+			r.log.Info("memory plan", "stage", i, "process_mb", mb(r.plan.Process[i]), "state_copy_mb", mb(engine.StateCopy(m)), "runtime_mb", mb(engine.Overhead(r.cfg)))
+		}
 	}
 	if r.plan.Snapshot > 0 {
 		r.log.Info("memory plan", "coordinator_snapshot_mb", mb(r.plan.Snapshot))
@@ -483,9 +486,12 @@ func (r *run) memoryAccount() []metrics.StageMemory {
 	for i, m := range r.plan.Detail {
 		a := metrics.StageMemory{Stage: i, PlannedBytes: int64(m.Total()), WeightsBytes: int64(m.Params + m.Grads),
 			OptimizerBytes: int64(m.AdamW), ActivationBytes: int64(float64(m.Slots)*m.PerSlot + m.Scratch)}
-		if i < len(r.peakRSS) && r.peakRSS[i] > 0 {
-			a.PeakRSSBytes = r.peakRSS[i]
-			a.PeakOverPlan = float64(a.PeakRSSBytes) / m.Total()
+		if i < len(r.plan.Process) {
+			a.ProcessBytes = int64(r.plan.Process[i])
+			if i < len(r.peakRSS) && r.peakRSS[i] > 0 {
+				a.PeakRSSBytes = r.peakRSS[i]
+				a.PeakOverPlan = float64(a.PeakRSSBytes) / r.plan.Process[i]
+			}
 		}
 		out = append(out, a)
 	}
