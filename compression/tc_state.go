@@ -1,0 +1,426 @@
+package compression
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+)
+
+// tcState is the cross-message state of one end of a transform-coded link.
+// Both ends of a link hold equal tcStates after every message (the sender's
+// cov, which only RotationSent uses, excepted: it is the sender's own).
+type tcState struct {
+	k, vocab int
+	dir      Direction
+	o        TCOptions
+	seed     uint64 // digest of the fixed parts (subspace, options)
+
+	msgs   uint64 // messages coded since Reset
+	digest uint64 // chains everything that changed the state
+
+	pred []float32 // vocab×k: running mean of decoded ĉ per id
+	seen []uint32  // vocab: rows seen per id (saturating)
+
+	rot   []float64 // k×k column-major (rot[l*k+j]: component j of axis l); nil = identity
+	cz    []float64 // derived: Σ ẑẑᵀ in the current rotated coordinates (upper triangle)
+	cov   []float64 // sent (sender only): Σ rrᵀ of true residuals
+	prevC []float64 // the covariance behind the last rotation, halved into the next
+
+	idCount []uint32 // vocab: order-0 counts of sent ids
+	idTotal uint64
+}
+
+func (s *tcState) init(sub *Subspace, dir Direction, o TCOptions) {
+	k, V := sub.Basis.K, sub.Vocab
+	*s = tcState{k: k, vocab: V, dir: dir, o: o}
+	h := uint64(0x6e62746376310000) // "nbtcv1"
+	for _, w := range []uint64{uint64(dir), uint64(k), uint64(sub.Basis.D), uint64(V), uint64(o.Rotation),
+		uint64(o.RotationInterval), math.Float64bits(o.PredictorDecay)} {
+		h = mix64(h, w)
+	}
+	for _, v := range sub.Basis.U[:min(64, len(sub.Basis.U))] {
+		h = mix64(h, uint64(math.Float32bits(v)))
+	}
+	for _, v := range sub.E0[:min(64, len(sub.E0))] {
+		h = mix64(h, uint64(math.Float32bits(v)))
+	}
+	s.seed, s.digest = h, h
+	if o.PredictorDecay > 0 {
+		s.pred = make([]float32, V*k)
+		s.seen = make([]uint32, V)
+	}
+	switch o.Rotation {
+	case RotationDerived:
+		s.cz = make([]float64, k*k)
+		s.prevC = make([]float64, k*k)
+	case RotationSent:
+		s.cov = make([]float64, k*k)
+		s.prevC = make([]float64, k*k)
+	}
+	s.idCount = make([]uint32, V)
+}
+
+func mix64(h, w uint64) uint64 {
+	h ^= w
+	h *= 0x9e3779b97f4a7c15
+	return h ^ h>>29
+}
+
+func (s *tcState) hashF64(v []float64) {
+	for _, x := range v {
+		s.digest = mix64(s.digest, math.Float64bits(x))
+	}
+}
+
+// refreshDue says whether the rotation is refitted after msgs messages:
+// after 1, 2, 4, … while below the interval n, then every n.
+func refreshDue(msgs uint64, n int) bool {
+	if msgs == 0 {
+		return false
+	}
+	if msgs%uint64(n) == 0 {
+		return true
+	}
+	return msgs < uint64(n) && msgs&(msgs-1) == 0
+}
+
+// advance folds one coded message (levels in c.lv, decoded coefficients in
+// c.chat) into the state, identically on both ends.
+func (s *tcState) advance(c *tcCore, flags byte, ids []int32, delta float32, rows int) {
+	k := s.k
+	h := mix64(s.digest, s.msgs)
+	h = mix64(h, uint64(flags)|uint64(rows)<<8)
+	h = mix64(h, uint64(math.Float32bits(delta)))
+	for _, t := range ids {
+		h = mix64(h, uint64(uint32(t)))
+	}
+	for i := 0; i+1 < len(c.chat); i += 2 {
+		h = mix64(h, uint64(math.Float32bits(c.chat[i]))|uint64(math.Float32bits(c.chat[i+1]))<<32)
+	}
+	if len(c.chat)%2 == 1 {
+		h = mix64(h, uint64(math.Float32bits(c.chat[len(c.chat)-1])))
+	}
+	s.digest = h
+
+	// Predictor: all rows were predicted from the state before the
+	// message, so update only now, in row order.
+	if s.pred != nil {
+		floor := float32(s.o.PredictorDecay)
+		for i, t := range ids {
+			n := s.seen[t]
+			a := float32(1 / float64(n+1))
+			if a < floor {
+				a = floor
+			}
+			if n < math.MaxUint32 {
+				s.seen[t] = n + 1
+			}
+			p := s.pred[int(t)*k : (int(t)+1)*k]
+			for j, v := range c.chat[i*k : (i+1)*k] {
+				p[j] += float32(a * (v - p[j]))
+			}
+		}
+	}
+	if flags&tcFlagIDs != 0 {
+		for _, t := range ids {
+			s.idCount[t]++
+		}
+		s.idTotal += uint64(len(ids))
+		if s.idTotal > 1<<20 {
+			s.idTotal = 0
+			for i, n := range s.idCount {
+				s.idCount[i] = (n + 1) >> 1
+				s.idTotal += uint64(s.idCount[i])
+			}
+		}
+	}
+	if s.o.Rotation == RotationDerived {
+		dl := float64(delta)
+		nz := make([]int, 0, k)
+		for i := 0; i < rows; i++ {
+			lv := c.lv[i*k : (i+1)*k]
+			nz = nz[:0]
+			for l, q := range lv {
+				if q != 0 {
+					nz = append(nz, l)
+				}
+			}
+			for x, a := range nz {
+				za := float64(float64(lv[a]) * dl)
+				for _, b := range nz[x:] {
+					zb := float64(float64(lv[b]) * dl)
+					s.cz[a*k+b] += float64(za * zb)
+				}
+			}
+		}
+	}
+	s.msgs++
+	if s.o.Rotation == RotationDerived && refreshDue(s.msgs, s.o.RotationInterval) {
+		s.refitDerived()
+	}
+}
+
+// refitDerived turns the accumulated Σẑẑᵀ back to the coefficient axes,
+// C = R·Cz·Rᵀ + ½·prevC, and takes its eigenvectors as the new rotation.
+func (s *tcState) refitDerived() {
+	k := s.k
+	cz := s.cz
+	for a := 0; a < k; a++ { // symmetrize the upper triangle
+		for b := a + 1; b < k; b++ {
+			cz[b*k+a] = cz[a*k+b]
+		}
+	}
+	C := make([]float64, k*k)
+	if s.rot == nil {
+		copy(C, cz)
+	} else {
+		// T = R·Cz (R[j][l] = rot[l*k+j]), then C = T·Rᵀ.
+		T := make([]float64, k*k)
+		for j := 0; j < k; j++ {
+			for m := 0; m < k; m++ {
+				var v float64
+				for l := 0; l < k; l++ {
+					v += float64(s.rot[l*k+j] * cz[l*k+m])
+				}
+				T[j*k+m] = v
+			}
+		}
+		for j := 0; j < k; j++ {
+			for i := 0; i < k; i++ {
+				var v float64
+				for m := 0; m < k; m++ {
+					v += float64(T[j*k+m] * s.rot[m*k+i])
+				}
+				C[j*k+i] = v
+			}
+		}
+	}
+	for i := range C {
+		C[i] += float64(0.5 * s.prevC[i])
+	}
+	copy(s.prevC, C)
+	clear(s.cz)
+	s.rot = eigenRotation(C, s.rot, k)
+	s.hashF64(s.rot)
+}
+
+// eigenRotation returns the column-major rotation to C's principal axes
+// (C is overwritten), reusing buf.
+func eigenRotation(C, buf []float64, k int) []float64 {
+	v := make([]float64, k*k)
+	jacobiEigen(C, v, k)
+	buf = resizeF64(buf, k*k)
+	for l := 0; l < k; l++ {
+		for j := 0; j < k; j++ {
+			buf[l*k+j] = v[j*k+l]
+		}
+	}
+	return buf
+}
+
+// accumulateTrue adds rᵀr of the sender's true residuals (rows×k) for a
+// sent rotation.
+func (s *tcState) accumulateTrue(r []float32, rows int) {
+	k := s.k
+	t := make([]float32, k*k)
+	mulAtB(t, r, r, rows, k, k)
+	for i, v := range t {
+		s.cov[i] += float64(v)
+	}
+}
+
+// fitRotation is the sent mode's refit from the sender's covariance.
+func (s *tcState) fitRotation(buf []float64) []float64 {
+	C := make([]float64, len(s.cov))
+	for i := range C {
+		C[i] = s.cov[i] + 0.5*s.prevC[i]
+	}
+	copy(s.prevC, C)
+	clear(s.cov)
+	return eigenRotation(C, buf, s.k)
+}
+
+// idBits is the precision of the id model: at least 32 slots per id.
+func (s *tcState) idBits() uint8 {
+	return uint8(min(31, max(16, bitLen32(uint32(s.vocab))+5)))
+}
+
+// idModel returns the cumulative frequencies (len vocab+1, total 2^idBits)
+// of the order-0 id model: every id at least 1, the rest by count.
+func (s *tcState) idModel(cum []uint32) []uint32 {
+	V := s.vocab
+	M := uint64(1) << s.idBits()
+	budget := M - uint64(V)
+	if cap(cum) < V+1 {
+		cum = make([]uint32, V+1)
+	}
+	cum = cum[:V+1]
+	var sum uint64
+	best := 0
+	for i, n := range s.idCount {
+		var f uint64
+		if s.idTotal == 0 {
+			f = 1 + budget/uint64(V)
+		} else {
+			f = 1 + uint64(n)*budget/s.idTotal
+		}
+		cum[i+1] = uint32(f) // frequencies first, prefix sums below
+		sum += f
+		if n > s.idCount[best] {
+			best = i
+		}
+	}
+	cum[best+1] += uint32(M - sum)
+	cum[0] = 0
+	for i := 1; i <= V; i++ {
+		cum[i] += cum[i-1]
+	}
+	return cum
+}
+
+// Snapshot layout: "NBTC", u8 version 1, u8 direction, u8 rotation mode,
+// u32 k, u32 vocab, u64 fixed-part digest, u64 msgs, u64 digest, u64
+// idTotal, then the arrays that exist for this mode, each as a u32 length
+// and its little-endian values: pred (f32), seen (u32), rot (f64), cz
+// (f64), cov (f64), prevC (f64), idCount (u32).
+const tcSnapMagic = "NBTC\x01"
+
+func (s *tcState) snapshot() []byte {
+	b := append([]byte(nil), tcSnapMagic...)
+	b = append(b, byte(s.dir), byte(s.o.Rotation))
+	b = binary.LittleEndian.AppendUint32(b, uint32(s.k))
+	b = binary.LittleEndian.AppendUint32(b, uint32(s.vocab))
+	for _, v := range []uint64{s.seed, s.msgs, s.digest, s.idTotal} {
+		b = binary.LittleEndian.AppendUint64(b, v)
+	}
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(s.pred)))
+	for _, v := range s.pred {
+		b = binary.LittleEndian.AppendUint32(b, math.Float32bits(v))
+	}
+	for _, a := range [][]uint32{s.seen} {
+		b = appendU32s(b, a)
+	}
+	for _, a := range [][]float64{s.rot, s.cz, s.cov, s.prevC} {
+		b = binary.LittleEndian.AppendUint32(b, uint32(len(a)))
+		for _, v := range a {
+			b = binary.LittleEndian.AppendUint64(b, math.Float64bits(v))
+		}
+	}
+	return appendU32s(b, s.idCount)
+}
+
+func appendU32s(b []byte, a []uint32) []byte {
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(a)))
+	for _, v := range a {
+		b = binary.LittleEndian.AppendUint32(b, v)
+	}
+	return b
+}
+
+func (s *tcState) restore(b []byte) error {
+	bad := func(what string) error {
+		return fmt.Errorf("%w: subspace-tc snapshot: %s", ErrCorrupt, what)
+	}
+	r := reader{b: b}
+	if string(r.take(len(tcSnapMagic), "magic")) != tcSnapMagic {
+		return bad("not a version-1 snapshot")
+	}
+	hdr := r.take(2+4+4+32, "header")
+	if r.err != nil {
+		return bad(r.err.Error())
+	}
+	if Direction(hdr[0]) != s.dir || Rotation(hdr[1]) != s.o.Rotation ||
+		binary.LittleEndian.Uint32(hdr[2:]) != uint32(s.k) || binary.LittleEndian.Uint32(hdr[6:]) != uint32(s.vocab) ||
+		binary.LittleEndian.Uint64(hdr[10:]) != s.seed {
+		return bad("taken from a coder of another direction, subspace or options")
+	}
+	n := *s
+	n.msgs = binary.LittleEndian.Uint64(hdr[18:])
+	n.digest = binary.LittleEndian.Uint64(hdr[26:])
+	n.idTotal = binary.LittleEndian.Uint64(hdr[34:])
+	f32s := func(want int) []float32 {
+		l := int(binary.LittleEndian.Uint32(r.take(4, "length")))
+		if r.err == nil && l != want {
+			r.fail("array of %d, want %d", l, want)
+		}
+		raw := r.take(4*want, "values")
+		if r.err != nil {
+			return nil
+		}
+		out := make([]float32, want)
+		for i := range out {
+			out[i] = getF32(raw[4*i:])
+			if !(math.Abs(float64(out[i])) <= tcLimit) {
+				r.fail("value out of range")
+			}
+		}
+		return out
+	}
+	u32s := func(want int) []uint32 {
+		l := int(binary.LittleEndian.Uint32(r.take(4, "length")))
+		if r.err == nil && l != want {
+			r.fail("array of %d, want %d", l, want)
+		}
+		raw := r.take(4*want, "values")
+		if r.err != nil {
+			return nil
+		}
+		out := make([]uint32, want)
+		for i := range out {
+			out[i] = binary.LittleEndian.Uint32(raw[4*i:])
+		}
+		return out
+	}
+	f64s := func(allowed ...int) []float64 {
+		if r.err != nil {
+			return nil
+		}
+		l := int(binary.LittleEndian.Uint32(r.take(4, "length")))
+		ok := false
+		for _, a := range allowed {
+			ok = ok || l == a
+		}
+		if r.err == nil && !ok {
+			r.fail("array of %d", l)
+		}
+		raw := r.take(8*l, "values")
+		if r.err != nil || l == 0 {
+			return nil
+		}
+		out := make([]float64, l)
+		for i := range out {
+			out[i] = math.Float64frombits(binary.LittleEndian.Uint64(raw[8*i:]))
+			if !(math.Abs(out[i]) <= 1e300) {
+				r.fail("value out of range")
+			}
+		}
+		return out
+	}
+	kk := s.k * s.k
+	n.pred = f32s(len(s.pred))
+	n.seen = u32s(len(s.seen))
+	if s.o.Rotation == RotationOff {
+		n.rot = f64s(0)
+	} else {
+		n.rot = f64s(0, kk)
+	}
+	n.cz = f64s(len(s.cz))
+	n.cov = f64s(len(s.cov))
+	n.prevC = f64s(len(s.prevC))
+	n.idCount = u32s(len(s.idCount))
+	if err := r.done(); err != nil {
+		return bad(err.Error())
+	}
+	if len(s.pred) == 0 {
+		n.pred, n.seen = nil, nil
+	}
+	var tot uint64
+	for _, c := range n.idCount {
+		tot += uint64(c)
+	}
+	if tot != n.idTotal {
+		return bad("id counts do not add up")
+	}
+	*s = n
+	return nil
+}
