@@ -181,12 +181,30 @@ const (
 	tcLimit = 1e30
 )
 
+// TCStats are an encoder's running totals since it was built (not part of
+// the state: Restore and Reset leave them), for metrics and for seeing where
+// the bytes go.
+type TCStats struct {
+	Messages, Rows int64
+	// Signal is Σc² of the coefficients, Residual Σr² after the predictor:
+	// 1 − Residual/Signal is the share of energy the predictor removed.
+	Signal, Residual float64
+	// Levels counts coded levels, NonZero those ≠ 0.
+	Levels, NonZero int64
+	// Bytes by part: header (flags, checksum, step), rotation, model bytes,
+	// and the rANS stream (ids and levels together).
+	HeaderBytes, RotationBytes, ModelBytes, StreamBytes int64
+	// IDBits is the ideal code length of the ids under their model.
+	IDBits float64
+}
+
 // tcCore is what both ends share: the subspace, the options and the state.
 type tcCore struct {
-	sub *Subspace
-	dir Direction
-	o   TCOptions
-	st  tcState
+	sub   *Subspace
+	dir   Direction
+	o     TCOptions
+	st    tcState
+	stats TCStats
 
 	// scratch
 	c      []float32
@@ -311,6 +329,9 @@ func NewTCPair(cfg Config, d, vocab int, seed uint64, dir Direction, sendIDs boo
 	return e, dd, nil
 }
 
+// Stats returns the encoder's running totals.
+func (e *TCEncoder) Stats() TCStats { return e.stats }
+
 // Encode appends the payload of x (rows×cols: activations h forward,
 // gradients g backward) keyed by ids (len rows: input tokens forward,
 // target tokens backward) and advances the state.
@@ -364,6 +385,10 @@ func (e *TCEncoder) Encode(dst []byte, x []float32, ids []int32, rows, cols int)
 				r[j] -= p[j]
 			}
 		}
+	}
+	e.stats.Signal += ss
+	for _, v := range e.c {
+		e.stats.Residual += float64(v) * float64(v)
 	}
 	flags := byte(0)
 	if e.dir == DirForward {
@@ -451,7 +476,9 @@ func (e *TCEncoder) Encode(dst []byte, x []float32, ids []int32, rows, cols int)
 		e.idTab = st.idModel(e.idTab)
 		bits := st.idBits()
 		for _, t := range ids {
-			e.syms = append(e.syms, ransSym{start: e.idTab[t], freq: e.idTab[t+1] - e.idTab[t], bits: bits})
+			f := e.idTab[t+1] - e.idTab[t]
+			e.syms = append(e.syms, ransSym{start: e.idTab[t], freq: f, bits: bits})
+			e.stats.IDBits += float64(bits) - math.Log2(float64(f))
 		}
 	}
 	for i := 0; i < rows; i++ {
@@ -472,7 +499,22 @@ func (e *TCEncoder) Encode(dst []byte, x []float32, ids []int32, rows, cols int)
 	}
 	dst = append(dst, e.params...)
 	var words []uint32
+	mid := len(dst)
 	dst = ransEncode(dst, e.syms, &words)
+	e.stats.Messages++
+	e.stats.Rows += int64(rows)
+	e.stats.HeaderBytes += tcHeader
+	if sendRot {
+		e.stats.RotationBytes += int64(2 * k * k)
+	}
+	e.stats.ModelBytes += int64(k)
+	e.stats.StreamBytes += int64(len(dst) - mid)
+	e.stats.Levels += int64(n)
+	for _, q := range e.lv {
+		if q != 0 {
+			e.stats.NonZero++
+		}
+	}
 	// Advance the state exactly as the receiver will.
 	if err := e.tcCore.commit(flags, ids, delta, rows, sendRot); err != nil {
 		return dst[:start], fmt.Errorf("subspace-tc: encode: %w", err)

@@ -56,6 +56,9 @@ func TestTCHarness(t *testing.T) {
 			line := fmt.Sprintf("| %s | %d | %d | %.2f / %.2f | %.1f× / %.1f× | %.2f | %.4f | %.4f | %.0f s |",
 				v, sd, steps, r.fwdBPT, r.bwdBPT, 1024/r.fwdBPT, 1024/r.bwdBPT, r.fwdNoIDs, r.evalLoss, r.exactLoss, time.Since(t0).Seconds())
 			t.Log(line)
+			if r.stats != "" {
+				t.Log(r.stats)
+			}
 			lines = append(lines, line)
 			if f := os.Getenv("TC_OUT"); f != "" {
 				out, _ := os.OpenFile(f, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
@@ -80,6 +83,7 @@ func envOr(k, def string) string {
 type harnessResult struct {
 	fwdBPT, bwdBPT, fwdNoIDs float64
 	evalLoss, exactLoss      float64
+	stats                    string
 }
 
 // link is one variant's boundary: forward h → ĥ, backward g → ĝ.
@@ -478,6 +482,15 @@ func harnessRun(corpus *data.Corpus, variant string, seed uint64, steps int) (ha
 	}
 	if n := lk.noIDBytes(); n > 0 {
 		r.fwdNoIDs = float64(n) / float64(tokens)
+	}
+	if tl, ok := lk.(*tcLink); ok {
+		for _, e := range []*compression.TCEncoder{tl.fe, tl.be} {
+			s := e.Stats()
+			rows := float64(s.Rows)
+			r.stats += fmt.Sprintf("\n  %-8s predictor removed %.1f%% of the energy; %.1f%% of levels non-zero; B/token: header %.3f rotation %.3f models %.3f stream %.3f (ids %.3f)",
+				map[bool]string{true: "forward", false: "backward"}[e == tl.fe], 100*(1-s.Residual/s.Signal), 100*float64(s.NonZero)/float64(s.Levels),
+				float64(s.HeaderBytes)/rows, float64(s.RotationBytes)/rows, float64(s.ModelBytes)/rows, float64(s.StreamBytes)/rows, s.IDBits/8/rows)
+		}
 	}
 	return r, nil
 }
