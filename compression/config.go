@@ -123,6 +123,10 @@ type Config struct {
 	// subspace coefficients. Default 0.3: ≈ 9% relative error per
 	// coefficient, about what per-token absmax int4 gives at k=48.
 	Step float64 `toml:"step"`
+	// GradStep is the step of the gradient direction; 0 means Step.
+	// Gradients round stochastically (unbiased), so they tolerate a
+	// coarser step than activations. Default 0.
+	GradStep float64 `toml:"grad_step"`
 	// Rotation is how the rotation to principal axes reaches the
 	// receiver: derived (both ends compute it from decoded data: no bytes),
 	// sent (fp16 every rotation_interval messages), off. Default derived.
@@ -190,6 +194,9 @@ func (c Config) Label() string {
 			s += " r=" + c.Rank.String()
 		}
 		s += fmt.Sprintf(" step=%g", c.Step)
+		if c.GradStep != 0 {
+			s += fmt.Sprintf("/%g", c.GradStep)
+		}
 		if c.Rotation != RotationDerived {
 			s += " rot=" + c.Rotation.String()
 		}
@@ -259,9 +266,16 @@ func (c Config) Validate() error {
 		bad("untie_head", true, `works only with method = "subspace" (other methods leave the LM head tied and free)`)
 	}
 	if c.Method == MethodSubspaceTC {
-		o := TCOptionsFrom(c, 0, false)
-		if err := o.validate(); err != nil {
-			errs = append(errs, err)
+		for _, dir := range []Direction{DirForward, DirBackward} {
+			o := TCOptionsFrom(c, dir, 0, false, 0)
+			if err := o.validate(); err != nil {
+				if ke, ok := err.(*KeyError); ok && dir == DirBackward && ke.Key == "compression.step" && c.GradStep != 0 {
+					ke.Key = "compression.grad_step"
+				} else if dir == DirBackward {
+					continue // reported for the forward direction
+				}
+				errs = append(errs, err)
+			}
 		}
 	}
 	return errors.Join(errs...)
@@ -325,7 +339,7 @@ func NewLink(cfg Config, d, vocab int, seed uint64) (*LinkCodec, error) {
 // Set assigns one [compression] key from its string form, as a --set
 // override or a string-typed config table gives it: method, rank, topk,
 // block_size, precision, power_iters, error_feedback, lz4, untie_head,
-// step, rotation, rotation_interval, predictor_decay. An empty rank
+// step, grad_step, rotation, rotation_interval, predictor_decay. An empty rank
 // keeps the current one (methods without a rank leave it unset).
 func (c *Config) Set(key, value string) error {
 	var err error
@@ -353,6 +367,8 @@ func (c *Config) Set(key, value string) error {
 		c.UntieHead, err = strconv.ParseBool(strings.TrimSpace(value))
 	case "step":
 		c.Step, err = strconv.ParseFloat(strings.TrimSpace(value), 64)
+	case "grad_step":
+		c.GradStep, err = strconv.ParseFloat(strings.TrimSpace(value), 64)
 	case "rotation":
 		c.Rotation, err = ParseRotation(value)
 	case "rotation_interval":
@@ -360,7 +376,7 @@ func (c *Config) Set(key, value string) error {
 	case "predictor_decay":
 		c.PredictorDecay, err = strconv.ParseFloat(strings.TrimSpace(value), 64)
 	default:
-		return fmt.Errorf("%w: unknown key compression.%s (known: method, rank, topk, block_size, precision, power_iters, error_feedback, lz4, untie_head, step, rotation, rotation_interval, predictor_decay)", ErrConfig, key)
+		return fmt.Errorf("%w: unknown key compression.%s (known: method, rank, topk, block_size, precision, power_iters, error_feedback, lz4, untie_head, step, grad_step, rotation, rotation_interval, predictor_decay)", ErrConfig, key)
 	}
 	if err != nil && !errors.Is(err, ErrConfig) {
 		err = fmt.Errorf("%w: compression.%s = %q: %v", ErrConfig, key, value, err)

@@ -34,7 +34,7 @@ import (
 //	TC_VARIANTS=none,sub:48:int4,tc:96:0.3 TC_SEEDS=1337,1338 TC_STEPS=200 \
 //	    TC_OUT=/tmp/tc.md go test -tags harness -run TCHarness -v -timeout 0 ./compression/
 //
-// Variants: none | sub:K:PREC | tc:K:STEP[:sent|:off][:nopred][:decay=X][:every=N].
+// Variants: none | sub:K:PREC | tc:K:STEP[:g=GRADSTEP][:sent|:off][:nopred][:nopos][:decay=X][:every=N].
 func TestTCHarness(t *testing.T) {
 	variants := strings.Split(envOr("TC_VARIANTS", "none,sub:48:int4,tc:96:0.3"), ",")
 	seeds := strings.Split(envOr("TC_SEEDS", "1337"), ",")
@@ -294,6 +294,7 @@ func parseVariant(v string, d, vocab int, seed uint64) (link, *compression.Subsp
 		k, _ := strconv.Atoi(f[1])
 		cfg.Rank = compression.Rank(k)
 		cfg.Step, _ = strconv.ParseFloat(f[2], 64)
+		period := 128 // the position predictor: rows are 4 sequences of 128
 		for _, o := range f[3:] {
 			switch {
 			case o == "sent" || o == "off":
@@ -302,6 +303,10 @@ func parseVariant(v string, d, vocab int, seed uint64) (link, *compression.Subsp
 				cfg.PredictorDecay = 0
 			case strings.HasPrefix(o, "decay="):
 				cfg.PredictorDecay, _ = strconv.ParseFloat(o[6:], 64)
+			case strings.HasPrefix(o, "g="):
+				cfg.GradStep, _ = strconv.ParseFloat(o[2:], 64)
+			case o == "nopos":
+				period = 0
 			case strings.HasPrefix(o, "every="):
 				cfg.RotationInterval, _ = strconv.Atoi(o[6:])
 			default:
@@ -317,7 +322,7 @@ func parseVariant(v string, d, vocab int, seed uint64) (link, *compression.Subsp
 		}
 		l := &tcLink{d: d}
 		mk := func(dir compression.Direction, ids bool) (*compression.TCEncoder, *compression.TCDecoder) {
-			o := compression.TCOptionsFrom(cfg, seed, ids)
+			o := compression.TCOptionsFrom(cfg, dir, seed, ids, period)
 			e, err1 := compression.NewTCEncoder(sub, dir, o)
 			dd, err2 := compression.NewTCDecoder(sub, dir, o)
 			if err1 != nil || err2 != nil {

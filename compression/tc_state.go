@@ -20,6 +20,8 @@ type tcState struct {
 
 	pred []float32 // vocab×k: running mean of decoded ĉ per id
 	seen []uint32  // vocab: rows seen per id (saturating)
+	ppos []float32 // period×k: running mean of ĉ − pred[id] per position (Period > 0)
+	pseq []uint32  // period: rows seen per position
 
 	rot   []float64 // k×k column-major (rot[l*k+j]: component j of axis l); nil = identity
 	cz    []float64 // derived: Σ ẑẑᵀ in the current rotated coordinates (upper triangle)
@@ -35,7 +37,7 @@ func (s *tcState) init(sub *Subspace, dir Direction, o TCOptions) {
 	*s = tcState{k: k, vocab: V, dir: dir, o: o}
 	h := uint64(0x6e62746376310000) // "nbtcv1"
 	for _, w := range []uint64{uint64(dir), uint64(k), uint64(sub.Basis.D), uint64(V), uint64(o.Rotation),
-		uint64(o.RotationInterval), math.Float64bits(o.PredictorDecay)} {
+		uint64(o.RotationInterval), math.Float64bits(o.PredictorDecay), uint64(o.Period)} {
 		h = mix64(h, w)
 	}
 	for _, v := range sub.Basis.U[:min(64, len(sub.Basis.U))] {
@@ -48,6 +50,10 @@ func (s *tcState) init(sub *Subspace, dir Direction, o TCOptions) {
 	if o.PredictorDecay > 0 {
 		s.pred = make([]float32, V*k)
 		s.seen = make([]uint32, V)
+		if o.Period > 0 {
+			s.ppos = make([]float32, o.Period*k)
+			s.pseq = make([]uint32, o.Period)
+		}
 	}
 	switch o.Rotation {
 	case RotationDerived:
@@ -104,20 +110,38 @@ func (s *tcState) advance(c *tcCore, flags byte, ids []int32, delta float32, row
 
 	// Predictor: all rows were predicted from the state before the
 	// message, so update only now, in row order.
+	// With a position predictor the two are fitted as an additive model:
+	// each moves toward what the other leaves of ĉ (both read before
+	// either moves).
 	if s.pred != nil {
 		floor := float32(s.o.PredictorDecay)
-		for i, t := range ids {
-			n := s.seen[t]
-			a := float32(1 / float64(n+1))
+		weight := func(n *uint32) float32 {
+			a := float32(1 / float64(*n+1))
 			if a < floor {
 				a = floor
 			}
-			if n < math.MaxUint32 {
-				s.seen[t] = n + 1
+			if *n < math.MaxUint32 {
+				*n++
 			}
+			return a
+		}
+		for i, t := range ids {
+			a := weight(&s.seen[t])
 			p := s.pred[int(t)*k : (int(t)+1)*k]
-			for j, v := range c.chat[i*k : (i+1)*k] {
-				p[j] += float32(a * (v - p[j]))
+			ch := c.chat[i*k : (i+1)*k]
+			if s.ppos == nil {
+				for j, v := range ch {
+					p[j] += float32(a * (v - p[j]))
+				}
+				continue
+			}
+			pos := i % s.o.Period
+			b := weight(&s.pseq[pos])
+			pp := s.ppos[pos*k : (pos+1)*k]
+			for j, v := range ch {
+				et := v - pp[j] - p[j] // what the token mean misses
+				p[j] += float32(a * et)
+				pp[j] += float32(b * et)
 			}
 		}
 	}
@@ -280,9 +304,9 @@ func (s *tcState) idModel(cum []uint32) []uint32 {
 
 // Snapshot layout: "NBTC", u8 version 1, u8 direction, u8 rotation mode,
 // u32 k, u32 vocab, u64 fixed-part digest, u64 msgs, u64 digest, u64
-// idTotal, then the arrays that exist for this mode, each as a u32 length
-// and its little-endian values: pred (f32), seen (u32), rot (f64), cz
-// (f64), cov (f64), prevC (f64), idCount (u32).
+// idTotal, then each array as a u32 length (0 where this mode has none)
+// and its little-endian values: pred (f32), seen (u32), ppos (f32), pseq
+// (u32), rot (f64), cz (f64), cov (f64), prevC (f64), idCount (u32).
 const tcSnapMagic = "NBTC\x01"
 
 func (s *tcState) snapshot() []byte {
@@ -297,9 +321,12 @@ func (s *tcState) snapshot() []byte {
 	for _, v := range s.pred {
 		b = binary.LittleEndian.AppendUint32(b, math.Float32bits(v))
 	}
-	for _, a := range [][]uint32{s.seen} {
-		b = appendU32s(b, a)
+	b = appendU32s(b, s.seen)
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(s.ppos)))
+	for _, v := range s.ppos {
+		b = binary.LittleEndian.AppendUint32(b, math.Float32bits(v))
 	}
+	b = appendU32s(b, s.pseq)
 	for _, a := range [][]float64{s.rot, s.cz, s.cov, s.prevC} {
 		b = binary.LittleEndian.AppendUint32(b, uint32(len(a)))
 		for _, v := range a {
@@ -399,6 +426,8 @@ func (s *tcState) restore(b []byte) error {
 	kk := s.k * s.k
 	n.pred = f32s(len(s.pred))
 	n.seen = u32s(len(s.seen))
+	n.ppos = f32s(len(s.ppos))
+	n.pseq = u32s(len(s.pseq))
 	if s.o.Rotation == RotationOff {
 		n.rot = f64s(0)
 	} else {
@@ -413,6 +442,9 @@ func (s *tcState) restore(b []byte) error {
 	}
 	if len(s.pred) == 0 {
 		n.pred, n.seen = nil, nil
+	}
+	if len(s.ppos) == 0 {
+		n.ppos, n.pseq = nil, nil
 	}
 	var tot uint64
 	for _, c := range n.idCount {
