@@ -230,6 +230,7 @@ type tcCore struct {
 	// scratch
 	c      []float32
 	diff   []float32
+	z, rm  []float32
 	lv     []int32
 	chat   []float32
 	params []byte
@@ -456,28 +457,24 @@ func (e *TCEncoder) Encode(dst []byte, x []float32, ids []int32, rows, cols int)
 	if delta > 0 {
 		inv = 1 / float64(delta)
 	}
+	zs := e.c
+	if rot != nil {
+		// Rm[j][l] = rot[l*k+j]; z (rows×k) = r·Rm through Sgemm.
+		e.rm = resize(e.rm, k*k)
+		for l := 0; l < k; l++ {
+			for j := 0; j < k; j++ {
+				e.rm[j*k+l] = float32(rot[l*k+j])
+			}
+		}
+		e.z = resize(e.z, n)
+		mulAB(e.z, e.c, e.rm, rows, k, k)
+		zs = e.z
+	}
 	var rbits uint64
 	nr := 0
 	for i := 0; i < rows; i++ {
-		r := e.c[i*k : (i+1)*k]
-		z := e.acc
-		if rot != nil {
-			clear(z)
-			for l := 0; l < k; l++ {
-				ax := rot[l*k : (l+1)*k]
-				var s float64
-				for j, v := range r {
-					s += ax[j] * float64(v)
-				}
-				z[l] = s
-			}
-		} else {
-			for j, v := range r {
-				z[j] = float64(v)
-			}
-		}
-		for l, zl := range z {
-			y := zl * inv
+		for l, zl := range zs[i*k : (i+1)*k] {
+			y := float64(zl) * inv
 			var q float64
 			if e.dir == DirBackward {
 				if nr == 0 {

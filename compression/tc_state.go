@@ -194,37 +194,74 @@ func (s *tcState) refitDerived() {
 			cz[b*k+a] = cz[a*k+b]
 		}
 	}
-	C := make([]float64, k*k)
 	if s.rot == nil {
-		copy(C, cz)
-	} else {
-		// T = R·Cz (R[j][l] = rot[l*k+j]), then C = T·Rᵀ.
-		T := make([]float64, k*k)
-		for j := 0; j < k; j++ {
+		for i := range cz {
+			cz[i] += float64(0.5 * s.prevC[i])
+		}
+		copy(s.prevC, cz)
+		s.rot = eigenRotation(cz, nil, k)
+		clear(s.cz)
+		s.hashF64(s.rot)
+		return
+	}
+	// Work in the current rotated coordinates, where C is nearly diagonal
+	// already, so Jacobi needs a few sweeps instead of many:
+	// C' = Cz + ½·Rᵀ·prevC·R, C' = V'ΛV'ᵀ, new R = R·V'. prevC (in the
+	// coefficient axes) becomes R·C'·Rᵀ.
+	R := s.rot // column-major: R[j][l] = R[l*k+j]
+	T := make([]float64, k*k)
+	Cp := make([]float64, k*k)
+	// T = prevC·R, then Cp = Rᵀ·T.
+	for j := 0; j < k; j++ {
+		for l := 0; l < k; l++ {
+			var v float64
 			for m := 0; m < k; m++ {
-				var v float64
-				for l := 0; l < k; l++ {
-					v += float64(s.rot[l*k+j] * cz[l*k+m])
-				}
-				T[j*k+m] = v
+				v += float64(s.prevC[j*k+m] * R[l*k+m])
 			}
+			T[j*k+l] = v
 		}
+	}
+	for a := 0; a < k; a++ {
+		for b := 0; b < k; b++ {
+			var v float64
+			for j := 0; j < k; j++ {
+				v += float64(R[a*k+j] * T[j*k+b])
+			}
+			Cp[a*k+b] = float64(0.5*v) + cz[a*k+b]
+		}
+	}
+	// prevC = R·Cp·Rᵀ: T = R·Cp, then prevC = T·Rᵀ.
+	for j := 0; j < k; j++ {
+		for b := 0; b < k; b++ {
+			var v float64
+			for a := 0; a < k; a++ {
+				v += float64(R[a*k+j] * Cp[a*k+b])
+			}
+			T[j*k+b] = v
+		}
+	}
+	for j := 0; j < k; j++ {
+		for i := 0; i < k; i++ {
+			var v float64
+			for b := 0; b < k; b++ {
+				v += float64(T[j*k+b] * R[b*k+i])
+			}
+			s.prevC[j*k+i] = v
+		}
+	}
+	Vp := eigenRotation(Cp, nil, k) // column-major: Vp[l*k+a]
+	nr := make([]float64, k*k)
+	for l := 0; l < k; l++ {
 		for j := 0; j < k; j++ {
-			for i := 0; i < k; i++ {
-				var v float64
-				for m := 0; m < k; m++ {
-					v += float64(T[j*k+m] * s.rot[m*k+i])
-				}
-				C[j*k+i] = v
+			var v float64
+			for a := 0; a < k; a++ {
+				v += float64(R[a*k+j] * Vp[l*k+a])
 			}
+			nr[l*k+j] = v
 		}
 	}
-	for i := range C {
-		C[i] += float64(0.5 * s.prevC[i])
-	}
-	copy(s.prevC, C)
+	s.rot = nr
 	clear(s.cz)
-	s.rot = eigenRotation(C, s.rot, k)
 	s.hashF64(s.rot)
 }
 
