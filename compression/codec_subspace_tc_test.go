@@ -579,3 +579,48 @@ func TestTCConfig(t *testing.T) {
 		t.Errorf("ParseMethod(subspace-tc) = %v (ID %v), %v", m, m.ID(), err)
 	}
 }
+
+// Gradients are rounded stochastically, so the decoded gradient is unbiased:
+// averaged over many rounding seeds (same message, same state) it converges
+// to the exact projection U·Uᵀg, at the rate independent rounding errors
+// allow (1/√n), even with a coarse step where most levels are 0.
+func TestTCBackwardUnbiased(t *testing.T) {
+	const d, k, vocab, rows, n = 32, 8, 16, 16, 2000
+	s := newTCStream(t, d, k, vocab)
+	_, ids, c := s.next(rows)
+	g := make([]float32, rows*d)
+	s.sub.Basis.Expand(g, c, rows)
+	mean := make([]float64, rows*d)
+	out := make([]float32, rows*d)
+	var sq float64
+	for seed := uint64(0); seed < n; seed++ {
+		o := DefaultTCOptions()
+		o.Step, o.Seed = 2, seed
+		enc, dec := tcPair(t, s.sub, DirBackward, o)
+		p, err := enc.Encode(nil, g, ids, rows, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := dec.Decode(out, ids, p, rows, d); err != nil {
+			t.Fatal(err)
+		}
+		for i, v := range out {
+			mean[i] += float64(v) / n
+			e := float64(v - g[i])
+			sq += e * e / n
+		}
+	}
+	var bias, norm float64
+	for i, v := range g {
+		e := mean[i] - float64(v)
+		bias += e * e
+		norm += float64(v) * float64(v)
+	}
+	// One message's error is ~step (2× the RMS); the mean of n independent
+	// ones has √n less, so a biased coder would stand out by far.
+	rel1, relMean := math.Sqrt(sq/norm), math.Sqrt(bias/norm)
+	t.Logf("one message: %.3f relative error; mean of %d: %.4f", rel1, n, relMean)
+	if relMean > 4*rel1/math.Sqrt(n) {
+		t.Errorf("mean of %d decodes is %.4f from g, want ≤ %.4f (4/√n of one decode's %.3f): biased", n, relMean, 4*rel1/math.Sqrt(n), rel1)
+	}
+}
