@@ -236,7 +236,6 @@ type tcCore struct {
 	params []byte
 	syms   []ransSym
 	acc    []float64
-	idTab  []uint32 // cum of the id model
 	newRot []float64
 }
 
@@ -503,12 +502,15 @@ func (e *TCEncoder) Encode(dst []byte, x []float32, ids []int32, rows, cols int)
 	// The stream: ids, then levels row by row.
 	e.syms = e.syms[:0]
 	if e.o.SendIDs {
-		e.idTab = st.idModel(e.idTab)
+		st.idStart()
 		bits := st.idBits()
+		prev := int32(-1)
 		for _, t := range ids {
-			f := e.idTab[t+1] - e.idTab[t]
-			e.syms = append(e.syms, ransSym{start: e.idTab[t], freq: f, bits: bits})
+			tab := st.idTable(prev)
+			f := tab[t+1] - tab[t]
+			e.syms = append(e.syms, ransSym{start: tab[t], freq: f, bits: bits})
 			e.stats.IDBits += float64(bits) - math.Log2(float64(f))
+			prev = t
 		}
 	}
 	for i := 0; i < rows; i++ {
@@ -637,13 +639,16 @@ func (dc *TCDecoder) parse(ids []int32, payload []byte, rows int) error {
 	}
 	V := dc.sub.Vocab
 	if flags&tcFlagIDs != 0 {
-		dc.idTab = st.idModel(dc.idTab)
+		st.idStart()
 		bits := st.idBits()
+		prev := int32(-1)
 		for i := range ids {
+			tab := st.idTable(prev)
 			slot := dec.peek(bits)
-			t := searchCum(dc.idTab, slot)
-			dec.advance(dc.idTab[t], dc.idTab[t+1]-dc.idTab[t], bits)
+			t := searchCum(tab, slot)
+			dec.advance(tab[t], tab[t+1]-tab[t], bits)
 			ids[i] = int32(t)
+			prev = int32(t)
 		}
 	} else {
 		for i, t := range ids {

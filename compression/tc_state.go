@@ -30,7 +30,21 @@ type tcState struct {
 
 	idCount []uint32 // vocab: order-0 counts of sent ids
 	idTotal uint64
+	// Order-1 counts (vocab ≤ tcOrder1Vocab): ctxCount[prev*vocab+id],
+	// ctxTotal[prev]. Text is far more predictable from the previous token
+	// (byte-level Go source: ~5 bits order-0).
+	ctxCount []uint32
+	ctxTotal []uint32
+
+	// per-message cache of the id tables by context (not state)
+	tabs   [][]uint32
+	tabGen []uint64
+	gen    uint64
 }
+
+// tcOrder1Vocab bounds the vocabulary for which ids get an order-1 model
+// (its counts are vocab² words: 4 MiB at 1024).
+const tcOrder1Vocab = 1024
 
 func (s *tcState) init(sub *Subspace, dir Direction, o TCOptions) {
 	k, V := sub.Basis.K, sub.Vocab
@@ -64,6 +78,10 @@ func (s *tcState) init(sub *Subspace, dir Direction, o TCOptions) {
 		s.prevC = make([]float64, k*k)
 	}
 	s.idCount = make([]uint32, V)
+	if V <= tcOrder1Vocab {
+		s.ctxCount = make([]uint32, V*V)
+		s.ctxTotal = make([]uint32, V)
+	}
 }
 
 func mix64(h, w uint64) uint64 {
@@ -150,6 +168,22 @@ func (s *tcState) advance(c *tcCore, flags byte, ids []int32, delta float32, row
 			s.idCount[t]++
 		}
 		s.idTotal += uint64(len(ids))
+		if s.ctxCount != nil {
+			V := s.vocab
+			for i := 1; i < len(ids); i++ {
+				c := int(ids[i-1])
+				s.ctxCount[c*V+int(ids[i])]++
+				s.ctxTotal[c]++
+				if s.ctxTotal[c] > 1<<16 {
+					s.ctxTotal[c] = 0
+					row := s.ctxCount[c*V : (c+1)*V]
+					for j, n := range row {
+						row[j] = (n + 1) >> 1
+						s.ctxTotal[c] += row[j]
+					}
+				}
+			}
+		}
 		if s.idTotal > 1<<20 {
 			s.idTotal = 0
 			for i, n := range s.idCount {
@@ -306,9 +340,41 @@ func (s *tcState) idBits() uint8 {
 	return uint8(min(31, max(16, bitLen32(uint32(s.vocab))+5)))
 }
 
+// idStart begins a message's id coding: tables built for the last message
+// are stale (the counts moved).
+func (s *tcState) idStart() { s.gen++ }
+
+// idTable returns the id model after previous id prev (−1: none, or no
+// order-1 model), built once per message and context.
+func (s *tcState) idTable(prev int32) []uint32 {
+	V := s.vocab
+	if s.ctxCount == nil || prev < 0 {
+		prev = int32(V)
+	}
+	if s.tabs == nil {
+		n := 1
+		if s.ctxCount != nil {
+			n = V + 1
+		}
+		s.tabs, s.tabGen = make([][]uint32, n), make([]uint64, n)
+	}
+	slot := int(prev)
+	if s.ctxCount == nil {
+		slot = 0
+	}
+	if s.tabGen[slot] != s.gen || s.tabs[slot] == nil {
+		s.tabs[slot] = s.idModel(s.tabs[slot], int(prev))
+		s.tabGen[slot] = s.gen
+	}
+	return s.tabs[slot]
+}
+
 // idModel returns the cumulative frequencies (len vocab+1, total 2^idBits)
-// of the order-0 id model: every id at least 1, the rest by count.
-func (s *tcState) idModel(cum []uint32) []uint32 {
+// of the id model, every id at least 1: by order-0 counts for prev = vocab,
+// else the order-1 counts after prev blended with the order-0 estimate,
+// P = (n(id|prev) + 4·P0(id)) / (n(prev) + 4), P0(id) = (n(id)+1)/(N+V),
+// in integers (scaled by (n(prev)+4)(N+V)), so both ends agree exactly.
+func (s *tcState) idModel(cum []uint32, prev int) []uint32 {
 	V := s.vocab
 	M := uint64(1) << s.idBits()
 	budget := M - uint64(V)
@@ -318,6 +384,30 @@ func (s *tcState) idModel(cum []uint32) []uint32 {
 	cum = cum[:V+1]
 	var sum uint64
 	best := 0
+	if prev < V {
+		row := s.ctxCount[prev*V : (prev+1)*V]
+		n0 := s.idTotal + uint64(V)
+		var tot uint64
+		for i, n := range row {
+			tot += uint64(n)*n0 + 4*(uint64(s.idCount[i])+1)
+		}
+		var bestScore uint64
+		for i, n := range row {
+			score := uint64(n)*n0 + 4*(uint64(s.idCount[i])+1)
+			f := 1 + score*budget/tot
+			cum[i+1] = uint32(f)
+			sum += f
+			if score > bestScore {
+				best, bestScore = i, score
+			}
+		}
+		cum[best+1] += uint32(M - sum)
+		cum[0] = 0
+		for i := 1; i <= V; i++ {
+			cum[i] += cum[i-1]
+		}
+		return cum
+	}
 	for i, n := range s.idCount {
 		var f uint64
 		if s.idTotal == 0 {
@@ -343,7 +433,8 @@ func (s *tcState) idModel(cum []uint32) []uint32 {
 // u32 k, u32 vocab, u64 fixed-part digest, u64 msgs, u64 digest, u64
 // idTotal, then each array as a u32 length (0 where this mode has none)
 // and its little-endian values: pred (f32), seen (u32), ppos (f32), pseq
-// (u32), rot (f64), cz (f64), cov (f64), prevC (f64), idCount (u32).
+// (u32), rot (f64), cz (f64), cov (f64), prevC (f64), idCount (u32),
+// ctxCount (u32), ctxTotal (u32).
 const tcSnapMagic = "NBTC\x01"
 
 func (s *tcState) snapshot() []byte {
@@ -370,7 +461,9 @@ func (s *tcState) snapshot() []byte {
 			b = binary.LittleEndian.AppendUint64(b, math.Float64bits(v))
 		}
 	}
-	return appendU32s(b, s.idCount)
+	b = appendU32s(b, s.idCount)
+	b = appendU32s(b, s.ctxCount)
+	return appendU32s(b, s.ctxTotal)
 }
 
 func appendU32s(b []byte, a []uint32) []byte {
@@ -474,6 +567,9 @@ func (s *tcState) restore(b []byte) error {
 	n.cov = f64s(len(s.cov))
 	n.prevC = f64s(len(s.prevC))
 	n.idCount = u32s(len(s.idCount))
+	n.ctxCount = u32s(len(s.ctxCount))
+	n.ctxTotal = u32s(len(s.ctxTotal))
+	n.tabs, n.tabGen = nil, nil
 	if err := r.done(); err != nil {
 		return bad(err.Error())
 	}
@@ -489,6 +585,18 @@ func (s *tcState) restore(b []byte) error {
 	}
 	if tot != n.idTotal {
 		return bad("id counts do not add up")
+	}
+	for c, want := range n.ctxTotal {
+		var t uint64
+		for _, x := range n.ctxCount[c*s.vocab : (c+1)*s.vocab] {
+			t += uint64(x)
+		}
+		if t != uint64(want) || t > 1<<17 {
+			return bad("order-1 id counts do not add up")
+		}
+	}
+	if n.idTotal > 1<<21 {
+		return bad("id total out of range")
 	}
 	*s = n
 	return nil
