@@ -420,8 +420,18 @@ func (e *TCEncoder) Encode(dst []byte, x []float32, ids []int32, rows, cols int)
 		}
 	}
 	e.stats.Signal += ss
+	var rs float64
 	for _, v := range e.c {
-		e.stats.Residual += float64(v) * float64(v)
+		rs += float64(v) * float64(v)
+	}
+	e.stats.Residual += rs
+	if delta == 0 && rs > 0 && n > 0 {
+		// A zero message after non-zero ones: the step cannot be relative
+		// to a signal of 0, or the predictor's guess could not be undone.
+		delta = float32(e.o.Step * math.Sqrt(rs/float64(n)))
+		if !(float64(delta)*tcMaxLevel*float64(k) <= tcLimit/4) {
+			return dst, fmt.Errorf("subspace-tc: encode: residual RMS %g: %w", math.Sqrt(rs/float64(n)), ErrNonFinite)
+		}
 	}
 	flags := byte(0)
 	if e.dir == DirForward {

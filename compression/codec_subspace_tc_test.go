@@ -624,3 +624,78 @@ func TestTCBackwardUnbiased(t *testing.T) {
 		t.Errorf("mean of %d decodes is %.4f from g, want ≤ %.4f (4/√n of one decode's %.3f): biased", n, relMean, 4*rel1/math.Sqrt(n), rel1)
 	}
 }
+
+// Heavy tails and outliers (a row a million times the others, Cauchy-like
+// coefficients, an all-zero message) take escapes, never a failure: they
+// round-trip within the step and stay under MaxEncodedLen.
+func TestTCOutliers(t *testing.T) {
+	const d, k, vocab, rows = 32, 8, 16, 40
+	sub, err := NewSubspace(3, d, k, vocab, FP32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := newRNG(8, "outliers")
+	for _, dir := range []Direction{DirForward, DirBackward} {
+		o := DefaultTCOptions()
+		o.SendIDs = true
+		enc, dec := tcPair(t, sub, dir, o)
+		for m := 0; m < 12; m++ {
+			c := make([]float32, rows*k)
+			for i := range c {
+				switch m % 3 {
+				case 2: // Cauchy
+					c[i] = float32(math.Tan(math.Pi * (g.uniform() - 0.5)))
+				case 1: // one huge row
+					c[i] = float32(g.normal())
+					if i/k == 7 {
+						c[i] *= 1e6
+					}
+				}
+			}
+			ids := make([]int32, rows)
+			for i := range ids {
+				ids[i] = int32(g.next() % vocab)
+			}
+			x := make([]float32, rows*d)
+			sub.Basis.Expand(x, c, rows)
+			if dir == DirForward {
+				for i, tk := range ids {
+					for j := 0; j < d; j++ {
+						x[i*d+j] += sub.E0[int(tk)*d+j]
+					}
+				}
+			}
+			var predNorm float64 // ‖P[ids]‖: what the predictor guesses
+			for _, tk := range ids {
+				for _, v := range enc.st.pred[int(tk)*k : (int(tk)+1)*k] {
+					predNorm += float64(v) * float64(v)
+				}
+			}
+			predNorm = math.Sqrt(predNorm)
+			p, err := enc.Encode(nil, x, ids, rows, d)
+			if err != nil {
+				t.Fatalf("%v message %d: %v", dir, m, err)
+			}
+			if len(p) > enc.MaxEncodedLen(rows, d) {
+				t.Fatalf("%v message %d: %d bytes > MaxEncodedLen %d", dir, m, len(p), enc.MaxEncodedLen(rows, d))
+			}
+			out := make([]float32, rows*d)
+			got := make([]int32, rows)
+			if err := dec.Decode(out, got, p, rows, d); err != nil {
+				t.Fatalf("%v message %d: %v", dir, m, err)
+			}
+			e := relErr(out, x)
+			switch {
+			case m == 0 && e != 0:
+				t.Errorf("%v: an all-zero first message decodes with error %g", dir, e)
+			case m%3 == 0 && m > 0 && e > 0.2*predNorm:
+				// The predictor guessed the last messages' means: the
+				// residual must undo that to within the step (0.3 →
+				// ≈ 0.09 relative).
+				t.Errorf("%v message %d: an all-zero message decodes with error ‖x̂‖ = %g, the prediction was ‖P‖ = %g", dir, m, e, predNorm)
+			case m%3 != 0 && e > 1:
+				t.Errorf("%v message %d: relative error %g", dir, m, e)
+			}
+		}
+	}
+}
