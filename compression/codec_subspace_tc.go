@@ -152,9 +152,11 @@ type TCOptions struct {
 	Seed uint64
 }
 
-// DefaultTCOptions are the defaults of the config keys.
+// DefaultTCOptions are the defaults of the config keys for the forward
+// direction (TCOptionsFrom(DefaultConfig(), DirBackward, …) has the
+// backward step).
 func DefaultTCOptions() TCOptions {
-	return TCOptions{Step: 0.3, Rotation: RotationDerived, RotationInterval: 16, PredictorDecay: 0.02}
+	return TCOptions{Step: 0.5, Rotation: RotationDerived, RotationInterval: 16, PredictorDecay: 0.02}
 }
 
 // TCOptionsFrom takes the transform codec's keys from cfg for direction dir

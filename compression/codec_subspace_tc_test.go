@@ -87,7 +87,7 @@ func TestTCRoundTrip(t *testing.T) {
 				t.Run(fmt.Sprintf("dir=%v/rotation=%v/ids=%v", dir, rot, send), func(t *testing.T) {
 					s := newTCStream(t, d, k, vocab)
 					o := DefaultTCOptions()
-					o.Rotation, o.SendIDs, o.Seed, o.RotationInterval = rot, send, 9, 8
+					o.Rotation, o.SendIDs, o.Seed, o.RotationInterval, o.Step = rot, send, 9, 8, 0.3
 					if !send {
 						o.Period = 64 // the position predictor too
 					}
