@@ -578,7 +578,7 @@ func (dc *TCDecoder) Decode(dst []float32, ids []int32, payload []byte, rows, co
 	if err := dc.parse(ids, payload, rows); err != nil {
 		return fmt.Errorf("subspace-tc: decode: %w", err)
 	}
-	k, d := dc.sub.Basis.K, dc.sub.Basis.D
+	d := dc.sub.Basis.D
 	dc.sub.Basis.Expand(dst, dc.chat, rows)
 	if dc.dir == DirForward {
 		for i, t := range ids {
@@ -589,7 +589,6 @@ func (dc *TCDecoder) Decode(dst []float32, ids []int32, payload []byte, rows, co
 			}
 		}
 	}
-	_ = k
 	return nil
 }
 
