@@ -20,9 +20,12 @@ const (
 	IDTopK     ID = 4
 	IDLowRank  ID = 5
 	IDSubspace ID = 6
+	// IDSubspaceTC is the transform-coded subspace codec
+	// (codec_subspace_tc.go).
+	IDSubspaceTC ID = 7
 )
 
-var idNames = [...]string{"none", "fp16", "bf16", "int8", "topk", "lowrank", "subspace"}
+var idNames = [...]string{"none", "fp16", "bf16", "int8", "topk", "lowrank", "subspace", "subspace-tc"}
 
 func (id ID) String() string {
 	if int(id) < len(idNames) {
@@ -45,10 +48,13 @@ const (
 	MethodTopK
 	MethodLowRank
 	MethodSubspace
+	// MethodSubspaceTC is "subspace-tc": stateful per link direction, built
+	// with NewTCPair (or NewTCEncoder/NewTCDecoder), not with New.
+	MethodSubspaceTC
 )
 
 func (m Method) String() string {
-	if m > MethodUnknown && m <= MethodSubspace {
+	if m > MethodUnknown && m <= MethodSubspaceTC {
 		return idNames[m-1]
 	}
 	return fmt.Sprintf("Method(%d)", int(m))
@@ -58,7 +64,7 @@ func (m Method) String() string {
 func (m Method) ID() ID { return ID(m - 1) }
 
 // ParseMethod parses a config name ("none", "fp16", "bf16", "int8", "topk",
-// "lowrank", "subspace"), case-insensitively.
+// "lowrank", "subspace", "subspace-tc"), case-insensitively.
 func ParseMethod(s string) (Method, error) {
 	for i, n := range idNames {
 		if strings.EqualFold(strings.TrimSpace(s), n) {

@@ -25,12 +25,18 @@
 // whose worker pool kernels.SetThreads bounds.
 //
 // Methods:
+//
 //   - none: raw little-endian float32 (ID 0 means "no codec" in a frame).
+//
 //   - fp16, bf16: IEEE half / bfloat16 with round-to-nearest-even.
+//
 //   - int8: blockwise absmax quantization (as SWARM does).
+//
 //   - topk: the k largest magnitudes with error feedback.
+//
 //   - lowrank: PowerSGD-style rank-r factors P (rows×r), Q (cols×r), warm-started,
 //     with error feedback.
+//
 //   - subspace: Protocol Models (arXiv 2506.01260): a fixed orthonormal basis U
 //     (d×k) and fixed token embeddings E0 derived from the run seed; forward
 //     sends token ids plus c = Uᵀ(h − E0[tok]), backward sends Uᵀg. See
@@ -39,6 +45,19 @@
 //     (lowbit.go): the loss gap comes from k far more than from precision, so
 //     fewer bits buy a larger k at the same bytes (k=56 int4 ≈ k=26 int8 ≈
 //     31 B/token at d=256).
+//
+//   - subspace-tc (wire ID 7): the subspace coefficients transform-coded
+//     (codec_subspace_tc.go): closed-loop per-id predictors (input token
+//     forward, with a second one per position; target token backward), a
+//     rotation to the principal axes of decoded residuals (derived by both
+//     ends from decoded data with FMA-proof float64 Jacobi, or sent as fp16),
+//     one uniform step per message, and rANS (rans.go) under per-message
+//     Laplace/Gaussian models per rotated dimension (tc_model.go). It is
+//     stateful at both ends, so it is not a Codec: each link direction has a
+//     TCEncoder at the sender and a TCDecoder at the receiver (NewTCPair),
+//     whose state (tc_state.go) both advance per message, checksum in every
+//     payload (ErrDesync on a mismatch) and Snapshot/Restore/Reset with the
+//     run's steps. docs/compression-tc.md has the measurements.
 //
 // AutoRank is a pure controller that picks the (rank, precision) setting whose
 // transfer time fits under the sending stage's compute time.

@@ -15,4 +15,10 @@ var (
 	ErrNonFinite = errors.New("compression: non-finite value in input (training diverged? lower the learning rate)")
 	// ErrConfig means a Config failed Validate.
 	ErrConfig = errors.New("compression: invalid config")
+	// ErrDesync means the two ends of a transform-coded (subspace-tc) link
+	// hold different codec state: a message was lost or coded twice, one
+	// end was restored from another snapshot, or the ends run different
+	// options or arithmetic. The payload carries the sender's state
+	// checksum, so this is caught before anything is decoded.
+	ErrDesync = errors.New("compression: transform codec state differs between the ends (restore both ends from the same snapshot, or Reset both)")
 )

@@ -2,6 +2,7 @@ package compression
 
 import (
 	"bytes"
+	"errors"
 	"math"
 	"testing"
 )
@@ -203,6 +204,91 @@ func FuzzRoundTrip(f *testing.F) {
 					}
 				}
 			}
+		}
+	})
+}
+
+// The transform codec's decoder holds state, so hostile payloads are tried
+// against both a fresh receiver and one warmed up by honest messages (its
+// rotation, predictor and id model non-trivial), restored from a snapshot
+// for every input. The seeds are the next honest payloads, whose state
+// checksum matches, so mutations reach the models and the rANS stream.
+// Whatever is accepted decodes to finite values and in-vocabulary ids; a
+// refused payload leaves the state as it was.
+func FuzzDecodeSubspaceTC(f *testing.F) {
+	const d, k, vocab, warm = 16, 6, 40, 3
+	type setup struct {
+		dec  *TCDecoder
+		snap [2][]byte // cold, warm
+	}
+	var setups []setup
+	for v := 0; v < 8; v++ {
+		dir := []Direction{DirForward, DirBackward}[v&1]
+		o := DefaultTCOptions()
+		o.Rotation = []Rotation{RotationDerived, RotationSent}[v>>1&1]
+		o.SendIDs = v>>2&1 == 1
+		o.RotationInterval = 2
+		s := newTCStream(f, d, k, vocab)
+		enc, dec := tcPair(f, s.sub, dir, o)
+		su := setup{dec: dec}
+		su.snap[0] = dec.Snapshot()
+		for m := 0; m <= warm; m++ {
+			rows := []int{1, 7, 33, 64}[m]
+			if m == warm {
+				su.snap[1] = dec.Snapshot()
+			}
+			h, ids, _ := s.next(rows)
+			p, err := enc.Encode(nil, h, ids, rows, d)
+			if err != nil {
+				f.Fatal(err)
+			}
+			if m == 0 || m == warm {
+				f.Add(p, uint8(rows), uint8(v), m == warm)
+			}
+			out := make([]float32, rows*d)
+			if err := dec.Decode(out, ids, p, rows, d); err != nil {
+				f.Fatal(err)
+			}
+		}
+		setups = append(setups, su)
+	}
+	f.Fuzz(func(t *testing.T, payload []byte, rows, v uint8, warmed bool) {
+		su := setups[int(v)%len(setups)]
+		w := 0
+		if warmed {
+			w = 1
+		}
+		if err := su.dec.Restore(su.snap[w]); err != nil {
+			t.Fatal(err)
+		}
+		sum := su.dec.Checksum()
+		out := make([]float32, int(rows)*d)
+		ids := make([]int32, rows)
+		for i := range ids {
+			ids[i] = int32(i % vocab)
+		}
+		if err := su.dec.Decode(out, ids, payload, int(rows), d); err != nil {
+			if su.dec.Checksum() != sum {
+				t.Fatalf("refused payload (%v) changed the state", err)
+			}
+			return
+		}
+		if len(payload) > su.dec.MaxEncodedLen(int(rows), d) {
+			t.Fatalf("accepted a %d-byte payload above MaxEncodedLen %d", len(payload), su.dec.MaxEncodedLen(int(rows), d))
+		}
+		for i, x := range out {
+			if !isFinite32(x) {
+				t.Fatalf("accepted payload decodes to %v at %d", x, i)
+			}
+		}
+		for i, x := range ids {
+			if x < 0 || x >= vocab {
+				t.Fatalf("row %d: accepted id %d outside vocab %d", i, x, vocab)
+			}
+		}
+		// The state moved on: the same payload again is a desync.
+		if err := su.dec.Decode(out, ids, payload, int(rows), d); !errors.Is(err, ErrDesync) {
+			t.Fatalf("the same payload twice: %v, want ErrDesync", err)
 		}
 	})
 }

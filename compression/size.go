@@ -7,7 +7,8 @@ import "math"
 // bf16, int8, lowrank and subspace (forward, with token ids; backward is
 // rows less); for topk the index gaps depend on the data, so it assumes
 // evenly spread indices (gaps of 1/KFraction). Returns 0 for an invalid
-// config. With Rank = RankAuto it prices the lowest auto rank (4).
+// config, and for subspace-tc, whose entropy-coded size depends on the
+// data. With Rank = RankAuto it prices the lowest auto rank (4).
 func PayloadSize(cfg Config, rows, d, vocab int) int {
 	if cfg.Validate() != nil || rows < 0 || d < 1 || vocab < 1 {
 		return 0
