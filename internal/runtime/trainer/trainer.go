@@ -443,6 +443,12 @@ func (r *run) step(ctx context.Context, step int) (int, error) {
 	}
 	r.done = done
 	byTime := cfg.Train.CheckpointMinutes > 0 && time.Since(r.lastSave).Minutes() >= cfg.Train.CheckpointMinutes
+	if cfg.Pipeline.Schedule == scheduler.Async && cfg.Pipeline.Stages > 1 {
+		// Async stages hold a copy for a checkpoint only at the steps
+		// they know of in advance: a checkpoint due by time waits for the
+		// next of them.
+		byTime = byTime && engine.KeepsState(cfg, done)
+	}
 	if done == cfg.Run.Steps || byTime || (cfg.Train.CheckpointInterval > 0 && done%cfg.Train.CheckpointInterval == 0) {
 		err := r.checkpoint(ctx, done)
 		if to, ok := rolledBack(err); ok {
