@@ -11,6 +11,7 @@ import (
 
 	"github.com/narrowband/narrowband/scheduler"
 
+	"github.com/narrowband/narrowband/compression"
 	"github.com/narrowband/narrowband/internal/config"
 	"github.com/narrowband/narrowband/internal/metrics"
 	"github.com/narrowband/narrowband/stages"
@@ -333,6 +334,42 @@ func TestAsyncPipelineDeterministic(t *testing.T) {
 			if math.Float64bits(l1[len(l1)-1]) == math.Float64bits(ls[len(ls)-1]) {
 				t.Error("async ended on 1F1B's loss to the bit: are the gradients stale at all?")
 			}
+		})
+	}
+}
+
+// TestAsyncTransportsEqualInProcess: the async machine sets the order of
+// every update, so async over one process per stage (loopback TCP) and over
+// WebRTC data channels trains exactly like async in goroutines, with and
+// without the delay correction, and with the subspace codec (no state
+// across messages).
+func TestAsyncTransportsEqualInProcess(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		corr      stages.DelayCorrection
+		transport string
+		processes bool
+		subspace  bool
+	}{
+		{"processes/none", stages.DelayNone, "inproc", true, false},
+		{"processes/nesterov", stages.DelayNesterov, "inproc", true, false},
+		{"processes/subspace", stages.DelayNone, "inproc", true, true},
+		{"webrtc/nesterov", stages.DelayNesterov, "webrtc", false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.transport == "webrtc" && testing.Short() {
+				t.Skip("starts four WebRTC peer processes")
+			}
+			c := asyncConfig(t, tc.corr)
+			if tc.subspace {
+				c.Compression.Method = compression.MethodSubspace
+				c.Compression.Rank = 8
+			}
+			inLoss, inState := stateOf(t, c)
+			c.Pipeline.Transport, c.Pipeline.Processes, c.Train.Threads = tc.transport, tc.processes, 1
+			gotLoss, gotState := stateOf(t, c)
+			sameLosses(t, tc.name, gotLoss, "in-process", inLoss)
+			compareStates(t, inState, gotState, 1e-5)
 		})
 	}
 }
