@@ -218,6 +218,25 @@ func ParseDelayCorrection(s string) (DelayCorrection, error) {
 	return DelayNone, fmt.Errorf(`delay correction %q: want "none" or "nesterov"`, s)
 }
 
+// MarshalText writes the name ParseDelayCorrection accepts.
+func (d DelayCorrection) MarshalText() ([]byte, error) {
+	if d != DelayNone && d != DelayNesterov {
+		return nil, fmt.Errorf("marshal %v: unknown delay correction", d)
+	}
+	return []byte(d.String()), nil
+}
+
+// UnmarshalText parses the names ParseDelayCorrection accepts
+// (train.delay_correction).
+func (d *DelayCorrection) UnmarshalText(b []byte) error {
+	v, err := ParseDelayCorrection(string(b))
+	if err != nil {
+		return err
+	}
+	*d = v
+	return nil
+}
+
 // SetDelayCorrection turns the correction for gradients delayed by delay
 // optimizer steps on (DelayNesterov) or off (DelayNone). delay need not be
 // whole: the async schedule's mean staleness on a stage is

@@ -192,7 +192,16 @@ type Train struct {
 	Beta1        float64 `toml:"beta1"`
 	Beta2        float64 `toml:"beta2"`
 	Eps          float64 `toml:"eps"`
-	GradClip     float64 `toml:"grad_clip"` // global norm; 0 disables
+	GradClip     float64 `toml:"grad_clip"` // global norm; 0 disables (async: per stage, grad_clip/√S each)
+	// Optimizer is "adamw" (the default) or "nadamw" (Nesterov momentum in
+	// AdamW, stages.AdamWConfig.Nesterov, with MomentumDecay: the paper's
+	// code's optimizer for the async schedule, docs/async.md).
+	Optimizer     string  `toml:"optimizer"`
+	MomentumDecay float64 `toml:"momentum_decay"` // nadamw's ψ (torch's momentum_decay)
+	// DelayCorrection (async only) corrects for stale gradients:
+	// "none" (plain delayed AdamW) or "nesterov" (the weight look-ahead,
+	// stages.AdamW.SetDelayCorrection).
+	DelayCorrection stages.DelayCorrection `toml:"delay_correction"`
 
 	EvalInterval       int `toml:"eval_interval"`       // steps between held-out evaluations; 0: only at the end
 	EvalBatches        int `toml:"eval_batches"`        // batches of batch_size windows per evaluation
@@ -209,11 +218,15 @@ type Train struct {
 type Pipeline struct {
 	Stages   int                `toml:"stages"`   // pipeline stages
 	Split    []int              `toml:"split"`    // blocks per stage; empty balances compute
-	Schedule scheduler.Schedule `toml:"schedule"` // "gpipe" or "1f1b" (scheduler.ParseSchedule)
+	Schedule scheduler.Schedule `toml:"schedule"` // "gpipe", "1f1b" or "async" (scheduler.ParseSchedule)
 	// Lookahead (1F1B): stage i warms up with lookahead·(S-i-1) forwards;
 	// 0 or 1 is standard 1F1B. More hides link round trips (latency) at
 	// the price of activation memory: see scheduler.LookaheadFor.
-	Lookahead int    `toml:"lookahead"`
+	Lookahead int `toml:"lookahead"`
+	// InFlight (async): the in-flight depth per hop, D; stage i keeps
+	// D·(S-i-1)+1 micro-batches in flight. 0 picks it from the link round
+	// trip and the compute time (scheduler.InFlightFor; docs/async.md).
+	InFlight  int    `toml:"in_flight"`
 	Transport string `toml:"transport"` // "inproc" or "webrtc"
 	Processes bool   `toml:"processes"` // one OS process per stage
 
@@ -310,6 +323,7 @@ func Default() Config {
 			BatchSize: 16, MicroBatches: 1,
 			LearningRate: 2e-3, MinLR: 2e-4, WarmupSteps: 50,
 			WeightDecay: 0.1, Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, GradClip: 1.0,
+			Optimizer: "adamw", MomentumDecay: 0.004,
 			EvalInterval: 100, EvalBatches: 8, CheckpointInterval: 0, CheckpointMinutes: 10, LogInterval: 10,
 		},
 		Pipeline:    Pipeline{Stages: 1, Schedule: scheduler.OneFOneB, Transport: "inproc", SignalAddr: "127.0.0.1:0", LocalPeers: -1, Loopback: true},

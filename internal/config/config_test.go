@@ -2,10 +2,15 @@ package config
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/BurntSushi/toml"
+
 	"github.com/narrowband/narrowband/scheduler"
+	"github.com/narrowband/narrowband/stages"
 
 	"github.com/narrowband/narrowband/compression"
 )
@@ -189,5 +194,46 @@ name = "sub16"
 	bad, _ := Parse("[[variant]]\n\"compression.methd\" = \"none\"\n", "v.toml")
 	if _, err := bad.Variants(); err == nil || !strings.Contains(err.Error(), "methd") {
 		t.Errorf("unknown key in a variant: %v", err)
+	}
+}
+
+// The async keys parse, round-trip, and are refused where they do not
+// apply or where the async runtime cannot run them yet, at the line that
+// set them.
+func TestAsyncKeys(t *testing.T) {
+	const ok = "[model]\nn_layer = 4\n[pipeline]\nstages = 4\nschedule = \"async\"\nin_flight = 3\n[train]\noptimizer = \"nadamw\"\ndelay_correction = \"nesterov\"\n"
+	c, err := Parse(ok, "a.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Pipeline.InFlight != 3 || c.Train.DelayCorrection != stages.DelayNesterov || c.Train.Optimizer != "nadamw" || c.Train.MomentumDecay != 0.004 {
+		t.Fatalf("async keys not applied: %+v %+v", c.Pipeline, c.Train)
+	}
+	var b strings.Builder
+	if err := toml.NewEncoder(&b).Encode(c); err != nil {
+		t.Fatal(err)
+	}
+	if back, err := Parse(b.String(), "resolved.toml"); err != nil || back.Train.DelayCorrection != stages.DelayNesterov {
+		t.Fatalf("resolved config does not round-trip: %v", err)
+	}
+	for _, tc := range []struct{ name, text, want string }{
+		{"in_flight with 1f1b", "[pipeline]\nin_flight = 2\n", "a.toml:2: pipeline.in_flight = 2"},
+		{"correction with 1f1b", "[train]\ndelay_correction = \"nesterov\"\n", "a.toml:2: train.delay_correction"},
+		{"unknown correction", "[train]\ndelay_correction = \"magic\"\n", "nesterov"},
+		{"unknown optimizer", "[train]\noptimizer = \"sgd\"\n", `"adamw" or "nadamw"`},
+		{"stateful codec", "[pipeline]\nschedule = \"async\"\n[compression]\nmethod = \"topk\"\n", "without state across messages"},
+		{"spares", "[pipeline]\nschedule = \"async\"\ntransport = \"webrtc\"\nspares = 1\n", "recovery is not done for async"},
+		{"negative depth", "[pipeline]\nschedule = \"async\"\nin_flight = -1\n", "pipeline.in_flight = -1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "a.toml")
+			if err := os.WriteFile(path, []byte(tc.text), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			_, err := Load(path, nil)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want an error with %q", err, tc.want)
+			}
+		})
 	}
 }

@@ -12,6 +12,8 @@ import (
 	"github.com/narrowband/narrowband/compression"
 	"github.com/narrowband/narrowband/internal/identity"
 	"github.com/narrowband/narrowband/internal/transport"
+	"github.com/narrowband/narrowband/scheduler"
+	"github.com/narrowband/narrowband/stages"
 )
 
 // Validate checks every key and returns all problems at once, each naming the
@@ -96,6 +98,15 @@ func (c Config) Validate() error {
 	if !(t.Eps > 0) || math.IsInf(t.Eps, 0) {
 		bad("train.eps", t.Eps, "must be positive")
 	}
+	switch t.Optimizer {
+	case "adamw":
+	case "nadamw":
+		if !(t.MomentumDecay > 0) {
+			bad("train.momentum_decay", t.MomentumDecay, `must be positive with train.optimizer = "nadamw" (PyTorch's NAdam uses 0.004)`)
+		}
+	default:
+		bad("train.optimizer", strconv.Quote(t.Optimizer), `must be "adamw" or "nadamw"`)
+	}
 	if !(t.GradClip >= 0) {
 		bad("train.grad_clip", t.GradClip, "must be at least 0 (0 disables clipping)")
 	}
@@ -136,8 +147,9 @@ func (c Config) Validate() error {
 		}
 	}
 	if !p.Schedule.Valid() {
-		bad("pipeline.schedule", p.Schedule, `must be "gpipe" or "1f1b"`)
+		bad("pipeline.schedule", p.Schedule, `must be "gpipe", "1f1b" or "async"`)
 	}
+	c.validateAsync(bad)
 	switch p.Transport {
 	case "inproc", "webrtc":
 	default:
@@ -207,6 +219,44 @@ func (c Config) Validate() error {
 	}
 	c.validateFaults(bad)
 	return errors.Join(errs...)
+}
+
+// validateAsync checks the keys of the async schedule (docs/async.md) and
+// what the async runtime does not do yet, each refusal saying what to use
+// instead.
+func (c Config) validateAsync(bad func(key string, val any, allowed string)) {
+	p, t := c.Pipeline, c.Train
+	async := p.Schedule == scheduler.Async
+	if p.InFlight < 0 {
+		bad("pipeline.in_flight", p.InFlight, "must be at least 0 (0: chosen from the round trip and compute time)")
+	} else if p.InFlight > 0 && !async {
+		bad("pipeline.in_flight", p.InFlight, fmt.Sprintf(`only applies to pipeline.schedule = "async", not %q (1f1b has pipeline.lookahead)`, p.Schedule))
+	} else if p.InFlight > 1<<20 {
+		bad("pipeline.in_flight", p.InFlight, fmt.Sprintf("must be at most %d", 1<<20))
+	}
+	if t.DelayCorrection != stages.DelayNone && !async {
+		bad("train.delay_correction", strconv.Quote(t.DelayCorrection.String()), `only applies to pipeline.schedule = "async" (the other schedules have no stale gradients): use "none"`)
+	}
+	if !async {
+		return
+	}
+	if p.Lookahead > 1 {
+		bad("pipeline.lookahead", p.Lookahead, `only applies to 1f1b; async has pipeline.in_flight`)
+	}
+	// Codecs with state across messages (error feedback, warm-started
+	// factors) would see micro-batches of different weight versions
+	// interleaved; the async runtime does not key their state per version.
+	if m := c.Compression.Method; m == compression.MethodTopK || m == compression.MethodLowRank {
+		bad("compression.method", strconv.Quote(m.String()), `with pipeline.schedule = "async" must be a codec without state across messages: "none", "fp16", "bf16", "int8" or "subspace"`)
+	}
+	// Recovery after a failure is not designed for async yet (stages are
+	// several steps apart; the ones ahead would have to roll back).
+	if p.Spares > 0 {
+		bad("pipeline.spares", p.Spares, `must be 0 with pipeline.schedule = "async": failure recovery is not done for async yet (docs/async.md); use "1f1b" for runs that must survive a failure`)
+	}
+	if len(c.Faults.Events) > 0 {
+		bad("faults.event", len(c.Faults.Events), `must be empty with pipeline.schedule = "async": failure recovery is not done for async yet (docs/async.md)`)
+	}
 }
 
 // LinkProfile is the effective shaping of the link between stages from and to

@@ -72,7 +72,7 @@ func PlanMemory(cfg config.Config, layout scheduler.Layout) (MemoryPlan, error) 
 		r := layout.Range(i)
 		slots := 1
 		if layout.Stages() > 1 {
-			spec := scheduler.Pipeline{Schedule: cfg.Pipeline.Schedule, Stages: layout.Stages(), Micro: M, Lookahead: cfg.Pipeline.Lookahead}
+			spec := scheduler.Pipeline{Schedule: cfg.Pipeline.Schedule, Stages: layout.Stages(), Micro: M, Lookahead: cfg.Pipeline.Lookahead, InFlight: cfg.Pipeline.InFlight}
 			w, err := spec.MaxInFlight(i)
 			if err != nil {
 				return MemoryPlan{}, err
@@ -80,6 +80,9 @@ func PlanMemory(cfg config.Config, layout scheduler.Layout) (MemoryPlan, error) 
 			slots = w + 1 // and one for evaluation
 		}
 		est := stages.EstimateMemory(m, r.Lo, r.Hi, layout.First(i), layout.Last(i), B, slots)
+		if cfg.Pipeline.Schedule == scheduler.Async && layout.Stages() > 1 {
+			asyncMemory(&est, cfg, layout, i)
+		}
 		p.Stages = append(p.Stages, est.Total())
 		p.Detail = append(p.Detail, est)
 		if cfg.Pipeline.Processes || cfg.Pipeline.Transport == "webrtc" {
@@ -146,4 +149,26 @@ func meminfo(key string) float64 {
 		}
 	}
 	return 0
+}
+
+// asyncMemory adds what the async runtime holds beyond the sync one
+// (docs/async.md): StashBound weight copies, GradBuffers-1 more gradient
+// buffers, the copy held at eval and checkpoint steps (weights and both
+// moments), and under the Nesterov correction the iterate (held too).
+func asyncMemory(est *stages.Memory, cfg config.Config, layout scheduler.Layout, i int) {
+	spec := scheduler.Pipeline{Schedule: scheduler.Async, Stages: layout.Stages(), Micro: cfg.Train.MicroBatches, InFlight: cfg.Pipeline.InFlight}
+	am, err := scheduler.NewAsyncMachine(spec, i, cfg.Run.Steps)
+	if err != nil {
+		return // the worker reports it
+	}
+	w := est.Params
+	copies := float64(am.StashBound() + 1)
+	opt := 2.0
+	if cfg.Train.DelayCorrection == stages.DelayNesterov {
+		copies++ // the master iterate
+		opt++    // and its held copy
+	}
+	est.Params += copies * w
+	est.Grads += float64(am.GradBuffers()-1) * est.Grads
+	est.AdamW += opt * w
 }

@@ -13,7 +13,8 @@ func ModelConfig(c config.Config) stages.Config { return c.Model }
 // AdamConfig maps the run config's [train] onto AdamW's.
 func AdamConfig(c config.Config) stages.AdamWConfig {
 	t := c.Train
-	return stages.AdamWConfig{Beta1: float32(t.Beta1), Beta2: float32(t.Beta2), Eps: float32(t.Eps), WeightDecay: float32(t.WeightDecay)}
+	return stages.AdamWConfig{Beta1: float32(t.Beta1), Beta2: float32(t.Beta2), Eps: float32(t.Eps), WeightDecay: float32(t.WeightDecay),
+		Nesterov: t.Optimizer == "nadamw", MomentumDecay: float32(t.MomentumDecay)}
 }
 
 // Layout is the run's stage layout: pipeline.split if given, else blocks

@@ -77,7 +77,8 @@ type ctrlMsg struct {
 	Step      int          `json:"step,omitempty"`
 	LR        float64      `json:"lr,omitempty"`
 	Scale     float32      `json:"scale,omitempty"`
-	T0        int64        `json:"t0,omitempty"` // run start, unix ns, for timeline spans
+	T0        int64        `json:"t0,omitempty"`   // run start, unix ns, for timeline spans
+	Hold      bool         `json:"hold,omitempty"` // async step: keep a copy of the stage once it applied Step (to evaluate or checkpoint)
 	Shapes    [][2]int     `json:"shapes,omitempty"`
 	SumSq     float64      `json:"sumsq,omitempty"`
 	Loss      float64      `json:"loss,omitempty"`

@@ -58,6 +58,7 @@ type Driver struct {
 	killedAt    map[int]time.Time
 	killTimers  []*time.Timer
 	fired       map[int]bool // fault events already injected
+	async       *asyncDrive  // the async schedule's bookkeeping (driver_async.go); nil otherwise
 }
 
 // New drives the stages place set up for cfg's layout; it takes place
@@ -83,6 +84,9 @@ func New(cfg config.Config, layout scheduler.Layout, corpus *data.Corpus, place 
 		hb:       time.Duration(hb * float64(time.Second)),
 		killedAt: map[int]time.Time{}, fired: map[int]bool{},
 		lastStep: 100 * time.Millisecond,
+	}
+	if cfg.Pipeline.Schedule == scheduler.Async {
+		p.async = newAsyncDrive(scheduler.Pipeline{Schedule: scheduler.Async, Stages: layout.Stages(), Micro: cfg.Train.MicroBatches, InFlight: InFlight(cfg)})
 	}
 	p.startReaders()
 	go p.heartbeats()
@@ -142,6 +146,14 @@ func (p *Driver) batchBlob(step int) []byte {
 }
 
 func (p *Driver) Step(ctx context.Context, step int, lr float64) (engine.StepResult, error) {
+	if p.async != nil {
+		// No membership snapshots: async has no failure recovery yet
+		// (config refuses spares and fault events with it).
+		t := time.Now()
+		res, err := p.asyncStep(ctx, step, lr)
+		p.lastStep = time.Since(t)
+		return res, err
+	}
 	p.m.Step(scheduler.Report{Kind: scheduler.ReportStepBegins, Step: step})
 	for _, c := range p.m.Ready().Commands {
 		if c.Kind != scheduler.CmdSnapshot {
@@ -209,11 +221,18 @@ func (p *Driver) tryStep(ctx context.Context, step int, lr float64) (engine.Step
 	if err != nil {
 		return engine.StepResult{}, true, err
 	}
-	res := engine.StepResult{Loss: reps[S-1].Loss, GradNorm: math.Sqrt(sumsq)}
+	res, err := p.result(step, reps[S-1].Loss, sumsq, dones)
+	return res, true, err
+}
+
+// result is a step's record from every stage's ctrlDone.
+func (p *Driver) result(step int, loss, sumsq float64, dones []ctrlMsg) (engine.StepResult, error) {
+	S := len(p.ctrl)
+	res := engine.StepResult{Loss: loss, GradNorm: math.Sqrt(sumsq)}
 	for i, d := range dones {
 		s := d.Stats
 		if s == nil {
-			return engine.StepResult{}, true, fmt.Errorf("stage %d sent no step stats", i)
+			return engine.StepResult{}, fmt.Errorf("stage %d sent no step stats", i)
 		}
 		idle := s.Wall - s.Busy
 		if idle < 0 {
@@ -240,7 +259,7 @@ func (p *Driver) tryStep(ctx context.Context, step int, lr float64) (engine.Step
 			res.Links = append(res.Links, l)
 		}
 	}
-	return res, true, nil
+	return res, nil
 }
 
 func (p *Driver) Eval(ctx context.Context, windows [][]int32) (float64, error) {
@@ -313,6 +332,8 @@ func (p *Driver) State(ctx context.Context) (*stages.State, error) {
 			}
 			if i == 0 {
 				st.OptimStep = got[i].OptimStep
+			} else if p.async != nil && got[i].OptimStep != st.OptimStep {
+				return false, fmt.Errorf("async: stage %d holds its copy of step %d, stage 0 of step %d: a checkpoint needs every stage at one step (async keeps copies only at the steps engine.KeepsState names: eval and checkpoint intervals and the end)", i, got[i].OptimStep, st.OptimStep)
 			}
 			// A tied head is the embedding, already in stage 0's part.
 			st.AddTensors(ts, st.OptimStep, !engine.UntiedHead(p.cfg))
@@ -329,6 +350,9 @@ func (p *Driver) Restore(ctx context.Context, st *stages.State) error {
 	err := p.guard(ctx, st.Step, func() (bool, error) {
 		return false, p.restoreAll(ctx, st)
 	})
+	if p.async != nil {
+		p.async.sent, p.async.done = -1, map[int][]ctrlMsg{} // the stream restarts at the next step
+	}
 	if err == nil && p.place.CanHandOver() {
 		p.snap, p.snapStep = st, st.Step
 		p.m.Step(scheduler.Report{Kind: scheduler.ReportSnapshot, Step: st.Step})

@@ -167,6 +167,22 @@ func (p *Driver) collectFrom(ctx context.Context, want ctrlKind, from []int) ([]
 				return out, &failure{rep: scheduler.Report{Kind: scheduler.ReportRejected, Stage: i, Peer: m.Peer, Err: m.Err}, at: time.Now()}
 			case ctrlError:
 				return out, fmt.Errorf("%s", m.Err)
+			case ctrlDone:
+				if p.async != nil && want != ctrlDone {
+					// An async stage applied a step while the driver
+					// waits for something else (an evaluation).
+					if err := p.async.file(S, i, m); err != nil {
+						return out, err
+					}
+					continue
+				}
+				if want != ctrlDone {
+					return out, fmt.Errorf("stage %d sent %q, want %q", i, m.Kind, want)
+				}
+				if slices.Contains(from, i) && !got[i] {
+					out[i], got[i] = m, true
+					n++
+				}
 			case want:
 				if slices.Contains(from, i) && !got[i] {
 					out[i], got[i] = m, true

@@ -54,7 +54,8 @@ type Worker struct {
 	first, last bool
 	st          *stages.Stage
 	opt         *stages.AdamW
-	sm          *scheduler.StageMachine
+	sm          *scheduler.StageMachine // GPipe, 1F1B; nil under async
+	asy         *asyncRun               // async (worker_async.go); nil otherwise
 	spec        scheduler.Pipeline
 	links       Links // as set up; net holds the live ones
 	base        int   // global step of the machine's step 0
@@ -176,20 +177,32 @@ func NewWorker(cfg config.Config, layout scheduler.Layout, id int, links Links) 
 	S, M := layout.Stages(), cfg.Train.MicroBatches
 	kind := cfg.Pipeline.Schedule
 	spec := scheduler.Pipeline{Schedule: kind, Stages: S, Micro: M, Lookahead: cfg.Pipeline.Lookahead}
-	sm, err := scheduler.NewStage(spec, id)
-	if err != nil {
-		return nil, err
+	var sm *scheduler.StageMachine
+	var slots int // activation slots of the schedule (evaluation has one more)
+	var am *scheduler.AsyncMachine
+	var err error
+	if kind == scheduler.Async {
+		spec.InFlight = InFlight(cfg)
+		if am, err = scheduler.NewAsyncMachine(spec, id, cfg.Run.Steps); err != nil {
+			return nil, err
+		}
+		slots = am.MaxInFlight()
+	} else {
+		if sm, err = scheduler.NewStage(spec, id); err != nil {
+			return nil, err
+		}
+		slots = sm.MaxInFlight()
 	}
 	r := layout.Range(id)
 	B := cfg.Train.BatchSize / M
 	first, last := layout.First(id), layout.Last(id)
 	// A peer on another machine checks its own part against its own
 	// memory before allocating it.
-	need := stages.EstimateMemory(engine.ModelConfig(cfg), r.Lo, r.Hi, first, last, B, sm.MaxInFlight()+1).Total()
+	need := stages.EstimateMemory(engine.ModelConfig(cfg), r.Lo, r.Hi, first, last, B, slots+1).Total()
 	if err := engine.CheckMemory(fmt.Sprintf("stage %d (blocks %v)", id, r), need, engine.Available()); err != nil {
 		return nil, err
 	}
-	st, err := stages.NewStage(engine.ModelConfig(cfg), r.Lo, r.Hi, first, last, B, sm.MaxInFlight()+1)
+	st, err := stages.NewStage(engine.ModelConfig(cfg), r.Lo, r.Hi, first, last, B, slots+1)
 	if err != nil {
 		return nil, fmt.Errorf("stage %d: %w", id, err)
 	}
@@ -198,20 +211,30 @@ func NewWorker(cfg config.Config, layout scheduler.Layout, id int, links Links) 
 	if err != nil {
 		return nil, err
 	}
+	if am != nil {
+		if err := opt.SetDelayCorrection(cfg.Train.DelayCorrection, am.Delay()); err != nil {
+			return nil, fmt.Errorf("stage %d: %w", id, err)
+		}
+	}
 	w := &Worker{
 		id: id, S: S, M: M, B: B, T: cfg.Model.BlockSize, C: cfg.Model.NEmbd,
 		V: cfg.Model.VocabSize, idw: idWidth(cfg.Model.VocabSize),
 		first: first, last: last, st: st, opt: opt, sm: sm, spec: spec, links: links,
-		evalSlot: sm.MaxInFlight(),
+		evalSlot: slots,
 		ctl:      workerControl{ctrlCh: make(chan ctrlMsg, 16)},
 		net: workerNet{
-			inbox: make(chan inMsg, 4*M+16),
+			inbox: make(chan inMsg, 4*M+16+2*slots),
 			nbr:   map[int]*link{}, faults: map[int]*linkFaults{}, seen: map[[3]int]bool{},
 			hb:          time.Duration(cfg.Faults.HeartbeatSeconds() * float64(time.Second)),
 			linkTimeout: time.Duration(cfg.Faults.LinkTimeoutSeconds() * float64(time.Second)),
 			prevID:      layout.Prev(id), nextID: layout.Next(id), tiedID: layout.Tied(id),
 		},
 		rx: received{acts: map[[2]int][]float32{}, grads: map[[2]int][]float32{}, toks: map[[2]int][]int32{}},
+	}
+	if am != nil {
+		if w.asy, err = newAsyncRun(cfg, spec, id, st); err != nil {
+			return nil, err
+		}
 	}
 	cc := cfg.Compression
 	mk := func() (*compression.LinkCodec, error) {
@@ -304,6 +327,9 @@ func (w *Worker) Run(ctx context.Context) error {
 				return w.fail(ctx, err)
 			}
 		}
+		if reply.Kind == ctrlUnknown {
+			continue // the async stream sent its own replies
+		}
 		if err := w.sendCtrl(ctx, reply); err != nil {
 			return err
 		}
@@ -314,10 +340,19 @@ func (w *Worker) Run(ctx context.Context) error {
 func (w *Worker) serve(ctx context.Context, m ctrlMsg) (ctrlMsg, error) {
 	switch m.Kind {
 	case ctrlStep:
+		if w.asy != nil {
+			return w.runAsync(ctx, m)
+		}
 		return w.step(ctx, m)
 	case ctrlEval:
+		if w.asy != nil {
+			return w.asyncEval(ctx, m)
+		}
 		return w.eval(ctx, m)
 	case ctrlState:
+		if w.asy != nil {
+			return w.asyncState()
+		}
 		step, ts := w.opt.State()
 		all := append(w.st.StateDict(), ts...)
 		return ctrlMsg{Kind: ctrlStateIs, OptimStep: step, blob: encodeTensors(all)}, nil
@@ -886,7 +921,7 @@ func (w *Worker) eval(ctx context.Context, cmd ctrlMsg) (ctrlMsg, error) {
 		off += n
 		var in []float32
 		if !w.first {
-			m, err := w.nextMsg(ctx)
+			m, err := w.nextEvalMsg(ctx)
 			if err != nil {
 				return ctrlMsg{}, err
 			}
@@ -936,6 +971,9 @@ func (w *Worker) restore(cmd ctrlMsg) (ctrlMsg, error) {
 		return ctrlMsg{}, err
 	}
 	w.started = false
+	if w.asy != nil {
+		w.asy.begun = false // the stream restarts at the next step command's step
+	}
 	return ctrlMsg{Kind: ctrlOK}, nil
 }
 

@@ -168,35 +168,47 @@ func (w *Worker) receive(ctx context.Context, l *link) {
 // a rejectedFrame error; a link silent longer than the link timeout is a
 // linkFailure.
 func (w *Worker) nextMsg(ctx context.Context) (inMsg, error) {
+	m, _, err := w.nextEvent(ctx, nil)
+	return m, err
+}
+
+// nextEvent is nextMsg that also returns a driver command from ctrl, if
+// one comes first (nil ctrl: frames only).
+func (w *Worker) nextEvent(ctx context.Context, ctrl <-chan ctrlMsg) (inMsg, *ctrlMsg, error) {
 	tick := time.NewTicker(w.net.hb)
 	defer tick.Stop()
 	for {
 		select {
+		case c, ok := <-ctrl:
+			if !ok {
+				return inMsg{}, nil, errors.New("control link closed")
+			}
+			return inMsg{}, &c, nil
 		case m := <-w.net.inbox:
 			if w.linkTo(m.from.peer) != m.from {
 				continue // a replaced link's last words
 			}
 			if m.err != nil {
 				if errors.Is(m.err, context.Canceled) {
-					return m, m.err
+					return m, nil, m.err
 				}
-				return m, &linkFailure{peer: m.from.peer, err: m.err}
+				return m, nil, &linkFailure{peer: m.from.peer, err: m.err}
 			}
 			if ep, _ := splitStep(m.h.Step); ep < w.ctl.epoch || (ep > w.ctl.epoch && m.bad == nil) {
 				continue // a stale frame
 			}
 			if m.bad != nil {
-				return m, &rejectedFrame{peer: m.from.peer, err: m.bad}
+				return m, nil, &rejectedFrame{peer: m.from.peer, err: m.bad}
 			}
-			return m, nil
+			return m, nil, nil
 		case <-tick.C:
 			for _, l := range w.allLinks() {
 				if silent := time.Since(time.Unix(0, l.heard.Load())); silent > w.net.linkTimeout {
-					return inMsg{}, &linkFailure{peer: l.peer, silent: silent}
+					return inMsg{}, nil, &linkFailure{peer: l.peer, silent: silent}
 				}
 			}
 		case <-ctx.Done():
-			return inMsg{}, ctx.Err()
+			return inMsg{}, nil, ctx.Err()
 		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/narrowband/narrowband/scheduler"
 
+	"github.com/narrowband/narrowband/compression"
 	"github.com/narrowband/narrowband/internal/config"
 	"github.com/narrowband/narrowband/internal/metrics"
 	"github.com/narrowband/narrowband/stages"
@@ -311,4 +312,120 @@ func TestStageProcessesReportTheirMemory(t *testing.T) {
 		}
 		t.Logf("stage %d: planned %.1f MB (process %.1f MB), peak RSS %.1f MB", m.Stage, float64(m.PlannedBytes)/1e6, float64(m.ProcessBytes)/1e6, float64(m.PeakRSSBytes)/1e6)
 	}
+}
+
+// asyncConfig is a 4-stage async pipeline deep enough that stage 0 keeps
+// stashed versions, the last stage's gradients wait the lag, and stages
+// run more than a step apart.
+func asyncConfig(t *testing.T, corr stages.DelayCorrection) config.Config {
+	c := tinyConfig(t)
+	c.Run.Steps = 10
+	c.Model.NLayer = 4
+	c.Pipeline.Stages = 4
+	c.Pipeline.Schedule = scheduler.Async
+	c.Pipeline.InFlight = 2
+	c.Train.BatchSize = 8
+	c.Train.MicroBatches = 4
+	c.Train.EvalInterval = 5 // an evaluation while the stream runs
+	c.Train.DelayCorrection = corr
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// TestAsyncPipelineDeterministic: the async schedule orders every update
+// itself, so two in-process runs give the same losses and weights bit for
+// bit, whatever the goroutines' timing; it trains (the loss falls), and it
+// differs from 1F1B (the gradients really are stale).
+func TestAsyncPipelineDeterministic(t *testing.T) {
+	for _, corr := range []stages.DelayCorrection{stages.DelayNone, stages.DelayNesterov} {
+		t.Run("correction="+corr.String(), func(t *testing.T) {
+			c := asyncConfig(t, corr)
+			l1, s1 := stateOf(t, c)
+			l2, s2 := stateOf(t, c)
+			for i := range l1 {
+				if math.Float64bits(l1[i]) != math.Float64bits(l2[i]) {
+					t.Fatalf("value %d: %v then %v", i, l1[i], l2[i])
+				}
+			}
+			compareStates(t, s1, s2, 0)
+			sync := c
+			sync.Pipeline.Schedule, sync.Pipeline.InFlight, sync.Train.DelayCorrection = scheduler.OneFOneB, 0, stages.DelayNone
+			ls, _ := stateOf(t, sync)
+			t.Logf("losses: async %v, 1f1b %v", l1, ls)
+			if l1[len(l1)-1] >= l1[0] {
+				t.Errorf("async loss %v → %v: did not fall", l1[0], l1[len(l1)-1])
+			}
+			if math.Float64bits(l1[len(l1)-1]) == math.Float64bits(ls[len(ls)-1]) {
+				t.Error("async ended on 1F1B's loss to the bit: are the gradients stale at all?")
+			}
+		})
+	}
+}
+
+// TestAsyncTransportsEqualInProcess: the async machine sets the order of
+// every update, so async over one process per stage (loopback TCP) and over
+// WebRTC data channels trains exactly like async in goroutines, with and
+// without the delay correction, and with the subspace codec (no state
+// across messages).
+func TestAsyncTransportsEqualInProcess(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		corr      stages.DelayCorrection
+		transport string
+		processes bool
+		subspace  bool
+	}{
+		{"processes/none", stages.DelayNone, "inproc", true, false},
+		{"processes/nesterov", stages.DelayNesterov, "inproc", true, false},
+		{"processes/subspace", stages.DelayNone, "inproc", true, true},
+		{"webrtc/nesterov", stages.DelayNesterov, "webrtc", false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.transport == "webrtc" && testing.Short() {
+				t.Skip("starts four WebRTC peer processes")
+			}
+			c := asyncConfig(t, tc.corr)
+			if tc.subspace {
+				c.Compression.Method = compression.MethodSubspace
+				c.Compression.Rank = 8
+			}
+			inLoss, inState := stateOf(t, c)
+			c.Pipeline.Transport, c.Pipeline.Processes, c.Train.Threads = tc.transport, tc.processes, 1
+			gotLoss, gotState := stateOf(t, c)
+			sameLosses(t, tc.name, gotLoss, "in-process", inLoss)
+			compareStates(t, inState, gotState, 1e-5)
+		})
+	}
+}
+
+// TestAsyncResume: an interrupted async run resumes from its checkpoint
+// (every stage restarts the stream at the checkpoint's step with an empty
+// pipe) and finishes; up to the checkpoint it is the uninterrupted run.
+func TestAsyncResume(t *testing.T) {
+	c := asyncConfig(t, stages.DelayNesterov)
+	c.Train.EvalInterval = 0
+	whole := t.TempDir()
+	runTiny(t, c, whole)
+	c.Train.CheckpointInterval = 3
+	broken := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if _, err := Run(ctx, Options{Config: c, Out: broken, Observer: &stopAfter{n: 4, cancel: cancel}}); err == nil {
+		t.Fatal("interrupted run reported success")
+	}
+	if _, err := Run(context.Background(), Options{Config: c, Out: broken, Resume: broken}); err != nil {
+		t.Fatal(err)
+	}
+	lw, lr := losses(t, whole), losses(t, broken)
+	if len(lr) != len(lw) {
+		t.Fatalf("resumed run logged %d values, uninterrupted %d", len(lr), len(lw))
+	}
+	for i := range 3 {
+		if math.Float64bits(lw[i]) != math.Float64bits(lr[i]) {
+			t.Fatalf("step %d, before the checkpoint: resumed %v, uninterrupted %v", i+1, lr[i], lw[i])
+		}
+	}
+	t.Logf("final loss: resumed %v, uninterrupted %v (the pipe refills after a resume)", lr[len(lr)-1], lw[len(lw)-1])
 }

@@ -11,14 +11,23 @@ import (
 	"github.com/narrowband/narrowband/internal/config"
 	"github.com/narrowband/narrowband/internal/metrics"
 	"github.com/narrowband/narrowband/internal/runtime/pipeline"
+	"github.com/narrowband/narrowband/scheduler"
 	"github.com/narrowband/narrowband/scheduler/sim"
+	"github.com/narrowband/narrowband/stages"
 )
+
+// minAsyncSteps is the fewest steps simulate runs for async: the
+// simulator measures its steady state over the middle half, past the
+// fill and before the drain (docs/async.md).
+const minAsyncSteps = 24
 
 // Prediction is what `narrowband simulate` reports.
 type Prediction struct {
 	Stages          int           `json:"stages"`
 	Micro           int           `json:"micro_batches"`
 	Schedule        string        `json:"schedule"`
+	InFlight        int           `json:"in_flight,omitempty"` // async: the depth simulated (pipeline.in_flight, or the one InFlightFor chose)
+	Steps           int           `json:"steps"`               // simulated
 	Compute         []sim.Compute `json:"compute_seconds"`
 	ActivationBytes int64         `json:"activation_bytes"`
 	GradientBytes   int64         `json:"gradient_bytes"`
@@ -72,6 +81,11 @@ func ComputeFromSpans(spans []metrics.Span, stages int) []sim.Compute {
 func MeasureCompute(ctx context.Context, cfg config.Config, steps int) ([]sim.Compute, error) {
 	c := cfg
 	c.Run.Steps = steps
+	// Compute per micro-batch does not depend on the schedule; 1F1B
+	// measures it with the fewest activations held.
+	if c.Pipeline.Schedule == scheduler.Async {
+		c.Pipeline.Schedule, c.Pipeline.InFlight, c.Train.DelayCorrection = scheduler.OneFOneB, 0, stages.DelayNone
+	}
 	c.Train.EvalInterval = 0
 	c.Train.EvalBatches = 1
 	c.Train.CheckpointInterval = 0
@@ -119,24 +133,37 @@ func Predict(cfg config.Config, comp []sim.Compute) (Prediction, error) {
 		scaled[i] = sim.Compute{Forward: c.Forward / s, Backward: c.Backward / s, Optimizer: c.Optimizer / s}
 	}
 	tied := cfg.LinkProfile(0, 1)
+	steps := cfg.Simulate.Steps
+	if kind == scheduler.Async {
+		// The async stream fills once and never drains between steps; its
+		// steady state is measured over the middle half of the run.
+		steps = max(steps, minAsyncSteps)
+	}
 	sc := sim.Config{
-		Schedule: kind, Stages: S, Micro: M, Steps: cfg.Simulate.Steps, Lookahead: cfg.Pipeline.Lookahead,
+		Schedule: kind, Stages: S, Micro: M, Steps: steps, Lookahead: cfg.Pipeline.Lookahead,
 		Compute: scaled, Links: links,
 		Embedding:     sim.Embedding{BPS: bps(tied.BandwidthMbps), Latency: tied.LatencyMs / 1000, Bytes: emb},
 		TokensPerStep: int64(cfg.Train.BatchSize * cfg.Model.BlockSize),
 		Spans:         true,
-		// The runtime synchronises at the optimizer step for the global
-		// gradient norm; the coordinator's control links are not shaped.
-		Barrier: true,
+		// The sync runtime synchronises at the optimizer step for the
+		// global gradient norm (the coordinator's control links are not
+		// shaped); async clips per stage and never synchronises.
+		Barrier: kind != scheduler.Async,
 	}
 	if S == 1 {
 		sc.Links = nil
+	}
+	if kind == scheduler.Async {
+		sc.InFlight = cfg.Pipeline.InFlight
+		if sc.InFlight == 0 {
+			sc.InFlight = sim.InFlightFor(sc) // what the runtime would choose
+		}
 	}
 	res, err := sim.Run(sc)
 	if err != nil {
 		return Prediction{}, err
 	}
-	p := Prediction{Stages: S, Micro: M, Schedule: kind.String(), Compute: scaled, ActivationBytes: act, GradientBytes: grad, EmbeddingBytes: emb,
+	p := Prediction{Stages: S, Micro: M, Schedule: kind.String(), InFlight: sc.InFlight, Steps: steps, Compute: scaled, ActivationBytes: act, GradientBytes: grad, EmbeddingBytes: emb,
 		StepSeconds: res.StepTime, TokensPerSecond: res.TokensPerSecond}
 	var busy, all float64
 	for _, st := range res.Stages {
@@ -148,9 +175,15 @@ func Predict(cfg config.Config, comp []sim.Compute) (Prediction, error) {
 	if all > 0 {
 		p.Bubble = 1 - busy/all
 	}
+	// One steady-state step: sync's last; async's middle one (its last
+	// step drains the stream).
+	show := steps - 1
+	if kind == scheduler.Async {
+		show = steps / 2
+	}
 	var last []sim.Span
 	for _, s := range res.Spans {
-		if s.Step == cfg.Simulate.Steps-1 {
+		if s.Step == show {
 			last = append(last, s)
 		}
 	}
@@ -169,7 +202,11 @@ func Predict(cfg config.Config, comp []sim.Compute) (Prediction, error) {
 // String renders a prediction for the terminal.
 func (p Prediction) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%d stages, %d micro-batches, %s\n", p.Stages, p.Micro, p.Schedule)
+	fmt.Fprintf(&b, "%d stages, %d micro-batches, %s", p.Stages, p.Micro, p.Schedule)
+	if p.InFlight > 0 {
+		fmt.Fprintf(&b, ", in_flight %d", p.InFlight)
+	}
+	fmt.Fprintf(&b, ", %d steps simulated\n", p.Steps)
 	fmt.Fprintf(&b, "messages: activation %d B, gradient %d B, tied embedding %d B\n", p.ActivationBytes, p.GradientBytes, p.EmbeddingBytes)
 	for i, c := range p.Compute {
 		fmt.Fprintf(&b, "stage %d: forward %.2f ms, backward %.2f ms, optimizer %.2f ms per micro-batch/step; busy %.0f%%, network wait %.0f%%\n",

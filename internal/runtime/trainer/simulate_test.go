@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/narrowband/narrowband/scheduler"
+	"github.com/narrowband/narrowband/scheduler/sim"
 
 	"github.com/narrowband/narrowband/internal/metrics"
 	"github.com/narrowband/narrowband/internal/runtime/engine"
@@ -69,4 +70,43 @@ func (s *stepTimes) median(skip int) float64 {
 		panic(fmt.Sprintf("only %d steps recorded", len(s.wall)))
 	}
 	return d[len(d)/2]
+}
+
+// TestPredictAsync: simulate runs the async schedule without the sync
+// runtime's barrier, at the depth the runtime would choose, over enough
+// steps for a steady state; at 50 ms one way it keeps its 0 ms throughput
+// where 1F1B loses most of it.
+func TestPredictAsync(t *testing.T) {
+	c := tinyConfig(t)
+	c.Model.NLayer = 4
+	c.Pipeline.Stages = 4
+	c.Train.BatchSize = 16
+	c.Train.MicroBatches = 4
+	c.Network.BandwidthMbps = 60
+	comp := make([]sim.Compute, 4)
+	for i := range comp {
+		comp[i] = sim.Compute{Forward: 0.012, Backward: 0.024, Optimizer: 0.005}
+	}
+	tps := map[string]float64{}
+	for _, ms := range []float64{0, 50} {
+		for _, kind := range []scheduler.Schedule{scheduler.OneFOneB, scheduler.Async} {
+			c.Pipeline.Schedule = kind
+			c.Network.LatencyMs = ms
+			p, err := Predict(c, comp)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if kind == scheduler.Async && (p.InFlight < 1 || p.Steps < minAsyncSteps) {
+				t.Fatalf("async at %g ms: in_flight %d over %d steps", ms, p.InFlight, p.Steps)
+			}
+			t.Logf("%v at %g ms: %.0f tokens/s, in_flight %d, bubble %.0f%%", kind, ms, p.TokensPerSecond, p.InFlight, 100*p.Bubble)
+			tps[fmt.Sprintf("%v@%g", kind, ms)] = p.TokensPerSecond
+		}
+	}
+	if r := tps["async@50"] / tps["async@0"]; r < 0.9 {
+		t.Errorf("async keeps %.2f× of its 0 ms throughput at 50 ms, want ≥ 0.9×", r)
+	}
+	if tps["async@50"] <= 2*tps["1f1b@50"] {
+		t.Errorf("async %.0f tokens/s at 50 ms is not well above 1F1B's %.0f", tps["async@50"], tps["1f1b@50"])
+	}
 }

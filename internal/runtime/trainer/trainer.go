@@ -21,6 +21,7 @@ import (
 	"github.com/narrowband/narrowband/internal/ledger"
 	"github.com/narrowband/narrowband/internal/metrics"
 	"github.com/narrowband/narrowband/internal/runtime/engine"
+	"github.com/narrowband/narrowband/internal/runtime/pipeline"
 	"github.com/narrowband/narrowband/scheduler"
 	"github.com/narrowband/narrowband/stages"
 	"github.com/narrowband/narrowband/stages/kernels"
@@ -102,6 +103,11 @@ func Run(ctx context.Context, o Options) (_ *metrics.Summary, err error) {
 	r := &run{o: o, cfg: o.Config, log: o.Log, corpus: o.Corpus, lastLoss: math.NaN(), valLoss: math.NaN(), valPerByte: math.NaN(), saved: -1}
 	if err := r.cfg.Validate(); err != nil {
 		return nil, err
+	}
+	if p := &r.cfg.Pipeline; p.Schedule == scheduler.Async && p.InFlight == 0 {
+		// The depth the run uses, written into its resolved config and
+		// given to every stage (and to the memory plan) as it is.
+		p.InFlight = pipeline.InFlight(r.cfg)
 	}
 	if r.log == nil {
 		r.log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -452,6 +458,12 @@ func (r *run) step(ctx context.Context, step int) (int, error) {
 	}
 	r.done = done
 	byTime := cfg.Train.CheckpointMinutes > 0 && time.Since(r.lastSave).Minutes() >= cfg.Train.CheckpointMinutes
+	if cfg.Pipeline.Schedule == scheduler.Async && cfg.Pipeline.Stages > 1 {
+		// Async stages hold a copy for a checkpoint only at the steps
+		// they know of in advance: a checkpoint due by time waits for the
+		// next of them.
+		byTime = byTime && engine.KeepsState(cfg, done)
+	}
 	if done == cfg.Run.Steps || byTime || (cfg.Train.CheckpointInterval > 0 && done%cfg.Train.CheckpointInterval == 0) {
 		err := r.checkpoint(ctx, done)
 		if to, ok := rolledBack(err); ok {

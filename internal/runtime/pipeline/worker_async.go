@@ -1,0 +1,666 @@
+package pipeline
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/narrowband/narrowband/compression"
+	"github.com/narrowband/narrowband/internal/config"
+	"github.com/narrowband/narrowband/internal/wire"
+	"github.com/narrowband/narrowband/scheduler"
+	"github.com/narrowband/narrowband/stages"
+)
+
+// The async schedule in the worker (docs/async.md, "What the runtime must
+// do"; stages/optim_async_test.go's asyncRef is the same logic in one
+// goroutine). The stream of micro-batches never stops between steps, so
+// the worker does not run one driver command per step: the first step
+// command starts runAsync, which runs the machine to the end of the run and
+// takes the driver's later commands as they come (batches and learning
+// rates sent ahead, evaluations and state requests), replying ctrlDone for
+// step s the moment it applies OptimizerStep{s}.
+
+// asyncRun is a worker's state under the async schedule.
+type asyncRun struct {
+	m     *scheduler.AsyncMachine
+	spec  scheduler.Pipeline
+	steps int
+	clip  float64 // per-stage clipping norm: grad_clip/√S
+
+	live    [][]float32         // each param's own Data
+	free    [][][]float32       // stash buffers not in use (StashBound, allocated once)
+	stash   map[int][][]float32 // version → the weights its forwards ran on
+	grads   [][][]float32       // [step % GradBuffers][param]
+	batches map[int]asyncBatch  // step → what the driver sent for it
+	losses  map[int]float64     // last stage: step → sum of its micro-batches' losses
+	tiedIn  map[int][]float32   // step → the peer's tied-embedding gradient
+	tiedOwn map[int][]float32   // subspace: step → this stage's tied coefficients, as sent
+	evalq   []inMsg             // evaluation frames that came while streaming
+	held    *asyncHeld
+	begun   bool
+	since   time.Time // the last ctrlDone: a step's stats cover the time since
+}
+
+// asyncBatch is one step's command: its batch (first and last stage), its
+// learning rate, and whether to keep a copy of the stage once the step is
+// applied.
+type asyncBatch struct {
+	tokens, targets []int32
+	lr              float64
+	hold            bool
+}
+
+// asyncHeld is the stage as it was right after it applied step: the
+// optimizer's iterate (Master, not the look-ahead the forwards run on) and
+// its state, copied. Evaluation and checkpoints of step read it, because by
+// the time every stage has applied step some have gone on.
+type asyncHeld struct {
+	step    int
+	optStep int
+	weights [][]float32
+	opt     []stages.Tensor
+}
+
+func newAsyncRun(cfg config.Config, spec scheduler.Pipeline, id int, st *stages.Stage) (*asyncRun, error) {
+	m, err := scheduler.NewAsyncMachine(spec, id, cfg.Run.Steps)
+	if err != nil {
+		return nil, fmt.Errorf("stage %d: %w", id, err)
+	}
+	a := &asyncRun{m: m, spec: spec, steps: cfg.Run.Steps, clip: cfg.Train.GradClip / math.Sqrt(float64(spec.Stages))}
+	ps := st.Params()
+	var own [][]float32
+	for _, p := range ps {
+		a.live = append(a.live, p.Data)
+		own = append(own, p.Grad)
+	}
+	a.grads = append(a.grads, own)
+	for range m.GradBuffers() - 1 {
+		a.grads = append(a.grads, allocLike(ps, true))
+	}
+	for range m.StashBound() {
+		a.free = append(a.free, allocLike(ps, false))
+	}
+	a.restart(m)
+	return a, nil
+}
+
+func allocLike(ps []*stages.Param, grad bool) [][]float32 {
+	var out [][]float32
+	for _, p := range ps {
+		n := len(p.Data)
+		if grad {
+			n = len(p.Grad)
+		}
+		out = append(out, make([]float32, n))
+	}
+	return out
+}
+
+// restart empties the pipe: m starts at its First step.
+func (a *asyncRun) restart(m *scheduler.AsyncMachine) {
+	a.m = m
+	for v, w := range a.stash {
+		a.free = append(a.free, w)
+		delete(a.stash, v)
+	}
+	for _, g := range a.grads {
+		for _, x := range g {
+			clear(x)
+		}
+	}
+	a.stash, a.batches, a.losses = map[int][][]float32{}, map[int]asyncBatch{}, map[int]float64{}
+	a.tiedIn, a.tiedOwn, a.evalq, a.held = map[int][]float32{}, map[int][]float32{}, nil, nil
+}
+
+// setGrads points every param's Grad at step's buffer.
+func (a *asyncRun) setGrads(st *stages.Stage, step int) {
+	buf := a.grads[step%len(a.grads)]
+	for k, p := range st.Params() {
+		p.Grad = buf[k]
+	}
+}
+
+// useWeights points every param's Data at w (nil: the live weights).
+func (a *asyncRun) useWeights(st *stages.Stage, w [][]float32) {
+	if w == nil {
+		w = a.live
+	}
+	for k, p := range st.Params() {
+		p.Data = w[k]
+	}
+}
+
+// runAsync runs the stream from the step command first to the end of the
+// run. It sends its own replies; the one it returns is empty.
+func (w *Worker) runAsync(ctx context.Context, first ctrlMsg) (ctrlMsg, error) {
+	a := w.asy
+	if !a.begun {
+		if first.Step != a.m.First() {
+			// A resumed run: every stage restarts the stream at the
+			// checkpoint's step with an empty pipe.
+			m, err := scheduler.NewAsyncMachineFrom(a.spec, w.id, first.Step, a.steps)
+			if err != nil {
+				return ctrlMsg{}, err
+			}
+			a.restart(m)
+		}
+		a.begun = true
+		w.t0 = time.Unix(0, first.T0)
+		w.stats = workerStats{}
+		a.since = time.Now()
+	}
+	if err := w.addBatch(first); err != nil {
+		return ctrlMsg{}, err
+	}
+	N := w.B * w.T
+	for {
+		if err := w.drainCtrl(ctx); err != nil {
+			return ctrlMsg{}, err
+		}
+		act := a.m.Next()
+		t := time.Now()
+		b, have := a.batches[act.Step]
+		switch act.Kind {
+		case scheduler.ActionDone:
+			return ctrlMsg{}, nil
+		case scheduler.ActionWait:
+			if err := w.awaitAsync(ctx); err != nil {
+				return ctrlMsg{}, fmt.Errorf("step %d: waiting for %v of micro-batch %d: %w", act.Step, act.WaitFor, act.Micro, err)
+			}
+			w.stats.Wait += time.Since(t).Seconds()
+			w.span("recv_wait", act.Micro, t)
+			continue
+		case scheduler.ActionForward:
+			if (w.first || w.last) && !have {
+				if err := w.awaitAsync(ctx); err != nil { // the driver's batch
+					return ctrlMsg{}, err
+				}
+				w.stats.Wait += time.Since(t).Seconds()
+				continue
+			}
+			key := [2]int{act.Step, act.Micro}
+			var in []float32
+			var tok []int32
+			if w.first {
+				tok = b.tokens[act.Micro*N : (act.Micro+1)*N]
+			} else {
+				in, tok = w.rx.acts[key], w.rx.toks[key]
+				delete(w.rx.acts, key)
+				delete(w.rx.toks, key)
+				if tok == nil {
+					tok = make([]int32, N)
+				}
+			}
+			if w.last {
+				v, err := w.st.ForwardLoss(act.Slot, w.B, w.T, tok, in, b.targets[act.Micro*N:(act.Micro+1)*N])
+				if err != nil {
+					return ctrlMsg{}, err
+				}
+				a.losses[act.Step] += float64(v)
+			} else {
+				out, err := w.st.Forward(act.Slot, w.B, w.T, tok, in)
+				if err != nil {
+					return ctrlMsg{}, err
+				}
+				n, err := w.send(w.net.nextID, w.codec.encNext, wire.TypeActivation, act.Step, act.Micro, out, tok, N)
+				if err != nil {
+					return ctrlMsg{}, err
+				}
+				w.stats.SentFwdBytes += int64(n)
+				w.stats.RawFwdBytes += int64(4 * N * w.C)
+				w.stats.SentMessages++
+			}
+			if in != nil {
+				w.release(in)
+			}
+			w.span("forward", act.Micro, t)
+		case scheduler.ActionBackward:
+			key := [2]int{act.Step, act.Micro}
+			var dout []float32
+			if !w.last {
+				dout = w.rx.grads[key]
+				delete(w.rx.grads, key)
+			}
+			a.setGrads(w.st, act.Step)
+			if act.Version != a.m.Version() {
+				// Weight stashing: the backward runs on the weights its
+				// forward ran on.
+				sw, ok := a.stash[act.Version]
+				if !ok {
+					return ctrlMsg{}, fmt.Errorf("backward of step %d micro %d needs weight version %d, which is not stashed (a bug)", act.Step, act.Micro, act.Version)
+				}
+				a.useWeights(w.st, sw)
+			}
+			din, err := w.st.Backward(act.Slot, dout, 1/float32(w.M))
+			a.useWeights(w.st, nil)
+			if err != nil {
+				return ctrlMsg{}, err
+			}
+			if !w.first {
+				n, err := w.send(w.net.prevID, w.codec.encPrev, wire.TypeGradient, act.Step, act.Micro, din, nil, N)
+				if err != nil {
+					return ctrlMsg{}, err
+				}
+				w.stats.SentBwdBytes += int64(n)
+				w.stats.RawBwdBytes += int64(4 * N * w.C)
+				w.stats.SentMessages++
+			}
+			if dout != nil {
+				w.release(dout)
+			}
+			for _, msg := range a.m.Sends(act) {
+				if msg.Kind == scheduler.MessageEmbeddingGrad {
+					w.sendTied(act.Step) // step's buffer: Grad points at it
+					if w.codec.con != nil {
+						a.tiedOwn[act.Step] = append([]float32(nil), w.codec.tiedOwn...)
+					}
+				}
+			}
+			w.span("backward", act.Micro, t)
+		case scheduler.ActionStash:
+			if len(a.free) == 0 {
+				return ctrlMsg{}, fmt.Errorf("stash of version %d: all %d stash buffers in use (a bug: StashBound)", act.Version, a.m.StashBound())
+			}
+			buf := a.free[len(a.free)-1]
+			a.free = a.free[:len(a.free)-1]
+			for k, p := range w.st.Params() {
+				copy(buf[k], p.Data)
+			}
+			a.stash[act.Version] = buf
+		case scheduler.ActionDropVersion:
+			a.free = append(a.free, a.stash[act.Version])
+			delete(a.stash, act.Version)
+		case scheduler.ActionOptimizerStep:
+			if !have { // the learning rate comes with the step's command
+				if err := w.awaitAsync(ctx); err != nil {
+					return ctrlMsg{}, err
+				}
+				w.stats.Wait += time.Since(t).Seconds()
+				continue
+			}
+			if err := w.asyncOptimize(ctx, act, b); err != nil {
+				return ctrlMsg{}, fmt.Errorf("step %d: %w", act.Step, err)
+			}
+		default:
+			return ctrlMsg{}, fmt.Errorf("async machine asked for %v", act)
+		}
+		if act.Kind != scheduler.ActionOptimizerStep {
+			w.stats.Busy += time.Since(t).Seconds()
+		}
+		if err := a.m.Step(scheduler.Completed(act)); err != nil {
+			return ctrlMsg{}, err
+		}
+	}
+}
+
+// asyncOptimize applies OptimizerStep{s}: the step's gradient buffer plus
+// the peer's tied-embedding gradient of s, clipped per stage, then reports
+// the step done to the driver.
+func (w *Worker) asyncOptimize(ctx context.Context, act scheduler.Action, b asyncBatch) error {
+	a, s := w.asy, act.Step
+	t := time.Now()
+	a.setGrads(w.st, s)
+	ps := w.st.Params()
+	tw := w.st.TiedWeight()
+	tied := w.S > 1 && (w.first || w.last) && !w.codec.untied
+	if tied {
+		in, ok := a.tiedIn[s]
+		if !ok {
+			return errors.New("optimizer step without the peer's tied-embedding gradient (a bug: the machine waits for it)")
+		}
+		delete(a.tiedIn, s)
+		g := tw.Grad
+		own := g
+		if w.codec.con != nil {
+			own = a.tiedOwn[s]
+			delete(a.tiedOwn, s)
+		}
+		// x+y = y+x in IEEE arithmetic: both ends hold the same sum.
+		for i := range own {
+			own[i] += in[i]
+		}
+		if w.codec.con != nil {
+			w.codec.con.expand(g, own)
+		}
+	}
+	if w.codec.con != nil {
+		if err := w.codec.con.projectGrads(); err != nil {
+			return err
+		}
+	}
+	// Per-stage clipping (a global norm would wait for every stage's
+	// gradient of s: a flush). The tied embedding is clipped by its own
+	// norm, which both ends compute from the same sum, so its two copies
+	// get the same update.
+	sumsq := w.st.GradSumSquares()
+	if tied {
+		tsq := stages.GradSumSquares([]*stages.Param{tw})
+		var rest []*stages.Param
+		for _, p := range ps {
+			if p != tw {
+				rest = append(rest, p)
+			}
+		}
+		// Not sumsq-tsq: Stage.GradSumSquares leaves out a tied lm_head.
+		stages.ScaleGrads(rest, stages.ClipScale(stages.GradSumSquares(rest), a.clip))
+		stages.ScaleGrads([]*stages.Param{tw}, stages.ClipScale(tsq, a.clip))
+	} else {
+		stages.ScaleGrads(ps, stages.ClipScale(sumsq, a.clip))
+	}
+	w.opt.Step(float32(b.lr))
+	for _, p := range ps {
+		clear(p.Grad)
+	}
+	if w.codec.con != nil {
+		if err := w.codec.con.projectWeights(); err != nil {
+			return err
+		}
+	}
+	if b.hold {
+		a.hold(w, s)
+	}
+	delete(a.batches, s)
+	w.span("optimizer", -1, t)
+	w.stats.Busy += time.Since(t).Seconds()
+	w.stats.Wall = time.Since(a.since).Seconds()
+	a.since = time.Now()
+	if l := w.linkTo(w.net.nextID); l != nil {
+		ls := l.conn.Stats()
+		w.stats.Candidate, w.stats.RTTMs = ls.Candidate, float64(ls.RTT)/1e6
+	}
+	if w.ownProcess {
+		w.stats.PeakRSS = PeakRSS()
+	}
+	st := w.stats
+	w.stats = workerStats{}
+	rep := ctrlMsg{Kind: ctrlDone, Step: s, SumSq: sumsq, Stats: &st}
+	if w.last {
+		rep.Loss = a.losses[s] / float64(w.M)
+		delete(a.losses, s)
+	}
+	return w.sendCtrl(ctx, rep)
+}
+
+// hold copies the stage's iterate and optimizer state after step.
+func (a *asyncRun) hold(w *Worker, step int) {
+	h := a.held
+	if h == nil {
+		h = &asyncHeld{}
+		for _, t := range w.opt.Master() {
+			h.weights = append(h.weights, make([]float32, len(t.Data)))
+		}
+		a.held = h
+	}
+	for k, t := range w.opt.Master() {
+		copy(h.weights[k], t.Data)
+	}
+	optStep, ts := w.opt.State()
+	if len(h.opt) != len(ts) {
+		h.opt = make([]stages.Tensor, len(ts))
+		for i, t := range ts {
+			h.opt[i] = stages.Tensor{Name: t.Name, Shape: t.Shape, Data: make([]float32, len(t.Data))}
+		}
+	}
+	for i, t := range ts {
+		copy(h.opt[i].Data, t.Data)
+	}
+	h.step, h.optStep = step, optStep
+}
+
+// addBatch files a step command: the batch (first and last stage), the
+// learning rate and whether to hold a copy.
+func (w *Worker) addBatch(m ctrlMsg) error {
+	a := w.asy
+	if m.Step < a.m.First() || m.Step >= a.steps {
+		return fmt.Errorf("driver sent step %d, outside the run's [%d, %d)", m.Step, a.m.First(), a.steps)
+	}
+	if _, dup := a.batches[m.Step]; dup {
+		return fmt.Errorf("driver sent step %d twice", m.Step)
+	}
+	b := asyncBatch{lr: m.LR, hold: m.Hold}
+	if w.first || w.last {
+		N := w.B * w.T
+		if len(m.blob) != w.M*N*2*w.idw {
+			return fmt.Errorf("step %d: batch blob has %d bytes, want %d", m.Step, len(m.blob), w.M*N*2*w.idw)
+		}
+		b.tokens, b.targets = make([]int32, w.M*N), make([]int32, w.M*N)
+		if err := getIDs(b.tokens, m.blob, w.idw, w.V); err != nil {
+			return fmt.Errorf("step %d: batch: %w", m.Step, err)
+		}
+		if err := getIDs(b.targets, m.blob[w.M*N*w.idw:], w.idw, w.V); err != nil {
+			return fmt.Errorf("step %d: batch: %w", m.Step, err)
+		}
+	}
+	a.batches[m.Step] = b
+	return nil
+}
+
+// drainCtrl takes the driver's commands that have come, without waiting.
+func (w *Worker) drainCtrl(ctx context.Context) error {
+	for {
+		select {
+		case m, ok := <-w.ctl.ctrlCh:
+			if !ok {
+				return errors.New("control link closed")
+			}
+			if err := w.asyncCtrl(ctx, m); err != nil {
+				return err
+			}
+		default:
+			return nil
+		}
+	}
+}
+
+// awaitAsync waits for one frame from the links or one command from the
+// driver, and files it.
+func (w *Worker) awaitAsync(ctx context.Context) error {
+	m, c, err := w.nextEvent(ctx, w.ctl.ctrlCh)
+	if err != nil {
+		return err
+	}
+	if c != nil {
+		return w.asyncCtrl(ctx, *c)
+	}
+	return w.fileAsync(m)
+}
+
+// asyncCtrl carries out a driver command that came while streaming.
+func (w *Worker) asyncCtrl(ctx context.Context, m ctrlMsg) error {
+	var reply ctrlMsg
+	var err error
+	switch m.Kind {
+	case ctrlStep:
+		return w.addBatch(m)
+	case ctrlEval:
+		reply, err = w.asyncEval(ctx, m)
+	case ctrlState:
+		reply, err = w.asyncState()
+	default:
+		// Aborts, relinks and faults belong to failure recovery, which
+		// the async schedule does not have yet (config refuses spares and
+		// fault events with it).
+		return fmt.Errorf("async: control message %q while streaming: failure recovery is not done for the async schedule", m.Kind)
+	}
+	if err != nil {
+		return err
+	}
+	return w.sendCtrl(ctx, reply)
+}
+
+// asyncEval evaluates the copy held at the last held step.
+func (w *Worker) asyncEval(ctx context.Context, m ctrlMsg) (ctrlMsg, error) {
+	h := w.asy.held
+	if h == nil {
+		return ctrlMsg{}, errors.New("async: evaluation asked for, but no step's copy is held (the driver holds the steps engine.KeepsState names)")
+	}
+	w.asy.useWeights(w.st, h.weights)
+	defer w.asy.useWeights(w.st, nil)
+	r, err := w.eval(ctx, m)
+	r.Step = h.step
+	return r, err
+}
+
+// asyncState sends the copy held at the last held step.
+func (w *Worker) asyncState() (ctrlMsg, error) {
+	h := w.asy.held
+	if h == nil {
+		return ctrlMsg{}, errors.New("async: state asked for, but no step's copy is held (the driver holds the steps engine.KeepsState names)")
+	}
+	w.asy.useWeights(w.st, h.weights)
+	all := append(w.st.StateDict(), h.opt...)
+	blob := encodeTensors(all)
+	w.asy.useWeights(w.st, nil)
+	return ctrlMsg{Kind: ctrlStateIs, Step: h.step, OptimStep: h.optStep, blob: blob}, nil
+}
+
+// fileAsync decodes a frame that came while streaming and tells the
+// machine. The machine's windows bound what may arrive: a frame outside
+// them is rejected.
+func (w *Worker) fileAsync(m inMsg) error {
+	a := w.asy
+	_, step := splitStep(m.h.Step)
+	if step == evalStep {
+		a.evalq = append(a.evalq, m)
+		return nil
+	}
+	reject := func(err error) error { return &rejectedFrame{peer: m.from.peer, err: err} }
+	if m.h.Micro >= uint32(w.M) {
+		return reject(fmt.Errorf("%v frame for step %d micro %d: micro-batch out of range", m.h.Type, step, m.h.Micro))
+	}
+	key := [2]int{step, int(m.h.Micro)}
+	rows := w.B * w.T
+	var dec *compression.LinkCodec
+	var ev scheduler.Event
+	switch m.h.Type {
+	case wire.TypeActivation:
+		dec, ev = w.codec.decPrev, scheduler.ActivationArrived(step, int(m.h.Micro))
+	case wire.TypeGradient:
+		dec, ev = w.codec.decNext, scheduler.GradientArrived(step, int(m.h.Micro))
+	case wire.TypeTiedGrad:
+		ev = scheduler.EmbeddingGradArrived(step)
+		var in []float32
+		if !w.codec.untied {
+			n := len(w.st.TiedWeight().Data)
+			if w.codec.con != nil {
+				n = n / w.C * w.codec.con.basis.K
+			}
+			if len(m.payload) != stampSize+4*n {
+				return reject(fmt.Errorf("tied gradient of step %d: %d bytes, want %d", step, len(m.payload), stampSize+4*n))
+			}
+			in = make([]float32, n)
+			for i := range in {
+				v := math.Float32frombits(binary.LittleEndian.Uint32(m.payload[stampSize+4*i:]))
+				if !(v >= -maxAbsValue && v <= maxAbsValue) {
+					return reject(fmt.Errorf("tied gradient of step %d holds %v", step, v))
+				}
+				in[i] = v
+			}
+		} else if len(m.payload) != stampSize {
+			return reject(fmt.Errorf("tied gradient of step %d: %d bytes, but the head is untied: want only the %d-byte stamp", step, len(m.payload), stampSize))
+		}
+		if err := a.m.Step(ev); err != nil {
+			return reject(err)
+		}
+		a.tiedIn[step] = in
+		w.netWait(time.Now(), m)
+		return nil
+	default:
+		return reject(fmt.Errorf("unexpected %v frame on a stage link", m.h.Type))
+	}
+	dst := w.buf()
+	var toks []int32
+	if m.h.Type == wire.TypeActivation {
+		toks = make([]int32, rows)
+	}
+	if _, err := w.decode(dec, m, dst, toks, rows); err != nil {
+		w.release(dst)
+		return reject(err)
+	}
+	if err := a.m.Step(ev); err != nil {
+		w.release(dst)
+		return reject(err)
+	}
+	w.observe(m)
+	if m.h.Type == wire.TypeActivation {
+		w.rx.acts[key], w.rx.toks[key] = dst, toks
+	} else {
+		w.rx.grads[key] = dst
+	}
+	return nil
+}
+
+// nextEvalMsg is the next evaluation frame; under async, stream frames
+// that come before it are filed.
+func (w *Worker) nextEvalMsg(ctx context.Context) (inMsg, error) {
+	for {
+		if a := w.asy; a != nil && len(a.evalq) > 0 {
+			m := a.evalq[0]
+			a.evalq = a.evalq[1:]
+			return m, nil
+		}
+		m, err := w.nextMsg(ctx)
+		if err != nil || w.asy == nil {
+			return m, err
+		}
+		if _, st := splitStep(m.h.Step); st == evalStep {
+			return m, nil
+		}
+		if err := w.fileAsync(m); err != nil {
+			return inMsg{}, err
+		}
+	}
+}
+
+// InFlight is the async in-flight depth D a run of cfg uses: its
+// pipeline.in_flight, or for 0 scheduler.InFlightFor of the slowest
+// configured link's round trip (latency both ways plus an activation and a
+// gradient at its bandwidth) and the compute in simulate.forward_ms,
+// backward_ms and optimizer_ms (the fastest stage's forward and backward,
+// the slowest optimizer, as sim.InFlightFor), or where those are not given
+// defaultCompute. It is a function of the config alone, so every stage,
+// wherever it runs, picks the same D.
+func InFlight(cfg config.Config) int {
+	if cfg.Pipeline.InFlight > 0 {
+		return cfg.Pipeline.InFlight
+	}
+	act, grad, _, err := MessageBytes(cfg)
+	if err != nil {
+		act, grad = 0, 0
+	}
+	rtt := 0.0
+	for i := 0; i+1 < cfg.Pipeline.Stages; i++ {
+		p := cfg.LinkProfile(i, i+1)
+		rt := 2 * p.LatencyMs / 1000
+		if p.BandwidthMbps > 0 {
+			rt += float64(act+grad) * 8 / (p.BandwidthMbps * 1e6)
+		}
+		rtt = max(rtt, rt)
+	}
+	pick := func(v []float64, def float64, f func(a, b float64) float64) float64 {
+		if len(v) == 0 {
+			return def
+		}
+		x := v[0]
+		for _, y := range v[1:] {
+			x = f(x, y)
+		}
+		return x / 1000 / cfg.Simulate.Speedup
+	}
+	sim := cfg.Simulate
+	tf := pick(sim.ForwardMs, defaultCompute.Forward, math.Min)
+	tb := pick(sim.BackwardMs, defaultCompute.Backward, math.Min)
+	opt := pick(sim.OptimizerMs, defaultCompute.Optimizer, math.Max)
+	return scheduler.InFlightFor(rtt, tf, tb, opt)
+}
+
+// defaultCompute is the compute InFlight assumes where the config gives
+// none: per micro-batch forward and backward, and an optimizer step, in
+// seconds, of the quickstart model cut into 4 stages on two cores (what
+// `narrowband simulate` measured, docs/async.md). A faster machine only
+// makes the chosen depth larger than needed, costing memory, not speed.
+var defaultCompute = struct{ Forward, Backward, Optimizer float64 }{0.012, 0.024, 0.005}
