@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -265,11 +266,26 @@ func (c *Conn) refreshPath() {
 	}
 	it := sctp.Transport().ICETransport()
 	if pair, err := it.GetSelectedCandidatePair(); err == nil && pair != nil && pair.Local != nil && pair.Remote != nil {
-		c.candidate.Store(pathKind(pair.Local.Typ, pair.Remote.Typ))
+		c.candidate.Store(pathKind(onLoopback(pair.Local), onLoopback(pair.Remote)))
 	}
 	if st, ok := it.GetSelectedCandidatePairStats(); ok && st.CurrentRoundTripTime > 0 {
 		c.rtt.Store(int64(st.CurrentRoundTripTime * float64(time.Second)))
 	}
+}
+
+// onLoopback is c's type, except that a peer-reflexive candidate on a
+// loopback address is a host one. A check from the other end can arrive
+// before its host candidate does through signaling; ICE then learns the
+// address from the check and calls it peer-reflexive, though no NAT can
+// stand between two ends of 127.0.0.1 — so a loopback link would now and
+// then report "prflx" depending on which message won the race.
+func onLoopback(c *webrtc.ICECandidate) webrtc.ICECandidateType {
+	if c.Typ == webrtc.ICECandidateTypePrflx {
+		if ip := net.ParseIP(c.Address); ip != nil && ip.IsLoopback() {
+			return webrtc.ICECandidateTypeHost
+		}
+	}
+	return c.Typ
 }
 
 // pathKind names the path a candidate pair takes by its least direct end,

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pion/webrtc/v4"
+
 	"github.com/narrowband/narrowband/internal/transport"
 	"github.com/narrowband/narrowband/internal/transport/transporttest"
 	"github.com/narrowband/narrowband/signaling"
@@ -344,5 +346,23 @@ func TestLocalCoordinatorLink(t *testing.T) {
 	}
 	if got, err := pc.Recv(ctx); err != nil || string(got) != "assign 0" {
 		t.Fatalf("peer got %q, %v", got, err)
+	}
+}
+
+// TestPrflxOnLoopbackIsHost: an address ICE learned from a check that beat
+// the host candidate through signaling is still a loopback path; a
+// peer-reflexive candidate elsewhere stays one.
+func TestPrflxOnLoopbackIsHost(t *testing.T) {
+	prflx := func(addr string) *webrtc.ICECandidate {
+		return &webrtc.ICECandidate{Typ: webrtc.ICECandidateTypePrflx, Address: addr}
+	}
+	host := &webrtc.ICECandidate{Typ: webrtc.ICECandidateTypeHost, Address: "127.0.0.1"}
+	for _, tc := range []struct {
+		remote *webrtc.ICECandidate
+		want   string
+	}{{prflx("127.0.0.1"), "host"}, {prflx("::1"), "host"}, {prflx("203.0.113.7"), "prflx"}, {host, "host"}} {
+		if got := pathKind(onLoopback(host), onLoopback(tc.remote)); got != tc.want {
+			t.Errorf("remote %s %s: path %q, want %q", tc.remote.Typ, tc.remote.Address, got, tc.want)
+		}
 	}
 }
