@@ -288,6 +288,9 @@ func (p *Driver) Eval(ctx context.Context, windows [][]int32) (float64, error) {
 	err := p.guard(ctx, p.snapStep, func() (bool, error) {
 		for i := 0; i < S; i++ {
 			m := ctrlMsg{Kind: ctrlEval, Shapes: shapes}
+			if p.async != nil {
+				m.Step = p.async.next - 1 // the copy of the last step done
+			}
 			if i == 0 || i == S-1 {
 				m.blob = blob
 			}
@@ -319,7 +322,11 @@ func (p *Driver) State(ctx context.Context) (*stages.State, error) {
 		// all of them at once would burst into the coordinator together,
 		// starving the links' keepalives and doubling its memory.
 		for i := range p.ctrl {
-			if err := p.send(ctx, i, ctrlMsg{Kind: ctrlState}); err != nil {
+			req := ctrlMsg{Kind: ctrlState}
+			if p.async != nil {
+				req.Step = p.async.next - 1 // the copy of the last step done
+			}
+			if err := p.send(ctx, i, req); err != nil {
 				return false, err
 			}
 			got, err := p.collectFrom(ctx, ctrlStateIs, []int{i})

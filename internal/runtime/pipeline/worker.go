@@ -351,7 +351,7 @@ func (w *Worker) serve(ctx context.Context, m ctrlMsg) (ctrlMsg, error) {
 		return w.eval(ctx, m)
 	case ctrlState:
 		if w.asy != nil {
-			return w.asyncState()
+			return w.asyncState(m)
 		}
 		step, ts := w.opt.State()
 		all := append(w.st.StateDict(), ts...)

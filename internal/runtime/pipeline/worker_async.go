@@ -40,9 +40,14 @@ type asyncRun struct {
 	tiedIn  map[int][]float32   // step → the peer's tied-embedding gradient
 	tiedOwn map[int][]float32   // subspace: step → this stage's tied coefficients, as sent
 	evalq   []inMsg             // evaluation frames that came while streaming
-	held    *asyncHeld
-	begun   bool
-	since   time.Time // the last ctrlDone: a step's stats cover the time since
+	// held are the copies of the steps the driver marked (Hold), by step:
+	// a stage may apply a later held step before the driver has asked
+	// for an earlier one (it sends steps ahead), so one copy is not
+	// enough. A copy goes once the driver asks for a later step.
+	held  map[int]*asyncHeld
+	spare *asyncHeld // a dropped copy's buffers, reused
+	begun bool
+	since time.Time // the last ctrlDone: a step's stats cover the time since
 }
 
 // asyncBatch is one step's command: its batch (first and last stage), its
@@ -113,7 +118,7 @@ func (a *asyncRun) restart(m *scheduler.AsyncMachine) {
 		}
 	}
 	a.stash, a.batches, a.losses = map[int][][]float32{}, map[int]asyncBatch{}, map[int]float64{}
-	a.tiedIn, a.tiedOwn, a.evalq, a.held = map[int][]float32{}, map[int][]float32{}, nil, nil
+	a.tiedIn, a.tiedOwn, a.evalq, a.held, a.spare = map[int][]float32{}, map[int][]float32{}, nil, map[int]*asyncHeld{}, nil
 }
 
 // setGrads points every param's Grad at step's buffer.
@@ -387,14 +392,18 @@ func (w *Worker) asyncOptimize(ctx context.Context, act scheduler.Action, b asyn
 
 // hold copies the stage's iterate and optimizer state after step.
 func (a *asyncRun) hold(w *Worker, step int) {
-	h := a.held
+	if a.held == nil {
+		a.held = map[int]*asyncHeld{}
+	}
+	h := a.spare
+	a.spare = nil
 	if h == nil {
 		h = &asyncHeld{}
 		for _, t := range w.opt.Master() {
 			h.weights = append(h.weights, make([]float32, len(t.Data)))
 		}
-		a.held = h
 	}
+	a.held[step] = h
 	for k, t := range w.opt.Master() {
 		copy(h.weights[k], t.Data)
 	}
@@ -479,7 +488,7 @@ func (w *Worker) asyncCtrl(ctx context.Context, m ctrlMsg) error {
 	case ctrlEval:
 		reply, err = w.asyncEval(ctx, m)
 	case ctrlState:
-		reply, err = w.asyncState()
+		reply, err = w.asyncState(m)
 	default:
 		// Aborts, relinks and faults belong to failure recovery, which
 		// the async schedule does not have yet (config refuses spares and
@@ -492,11 +501,27 @@ func (w *Worker) asyncCtrl(ctx context.Context, m ctrlMsg) error {
 	return w.sendCtrl(ctx, reply)
 }
 
-// asyncEval evaluates the copy held at the last held step.
-func (w *Worker) asyncEval(ctx context.Context, m ctrlMsg) (ctrlMsg, error) {
-	h := w.asy.held
+// heldAt is the copy of step, once the driver asks for it; copies of
+// earlier steps are dropped (the driver asks in step order).
+func (a *asyncRun) heldAt(what string, step int) (*asyncHeld, error) {
+	h := a.held[step]
 	if h == nil {
-		return ctrlMsg{}, errors.New("async: evaluation asked for, but no step's copy is held (the driver holds the steps engine.KeepsState names)")
+		return nil, fmt.Errorf("async: %s of step %d asked for, but this stage holds no copy of it (the driver holds the steps engine.KeepsState names)", what, step+1)
+	}
+	for k, old := range a.held {
+		if k < step {
+			delete(a.held, k)
+			a.spare = old
+		}
+	}
+	return h, nil
+}
+
+// asyncEval evaluates the copy held at the step the driver names.
+func (w *Worker) asyncEval(ctx context.Context, m ctrlMsg) (ctrlMsg, error) {
+	h, err := w.asy.heldAt("evaluation", m.Step)
+	if err != nil {
+		return ctrlMsg{}, err
 	}
 	w.asy.useWeights(w.st, h.weights)
 	defer w.asy.useWeights(w.st, nil)
@@ -505,11 +530,11 @@ func (w *Worker) asyncEval(ctx context.Context, m ctrlMsg) (ctrlMsg, error) {
 	return r, err
 }
 
-// asyncState sends the copy held at the last held step.
-func (w *Worker) asyncState() (ctrlMsg, error) {
-	h := w.asy.held
-	if h == nil {
-		return ctrlMsg{}, errors.New("async: state asked for, but no step's copy is held (the driver holds the steps engine.KeepsState names)")
+// asyncState sends the copy held at the step the driver names.
+func (w *Worker) asyncState(m ctrlMsg) (ctrlMsg, error) {
+	h, err := w.asy.heldAt("state", m.Step)
+	if err != nil {
+		return ctrlMsg{}, err
 	}
 	w.asy.useWeights(w.st, h.weights)
 	all := append(w.st.StateDict(), h.opt...)
