@@ -740,13 +740,9 @@ func (w *Worker) step(ctx context.Context, cmd ctrlMsg) (ctrlMsg, error) {
 				if err != nil {
 					return ctrlMsg{}, err
 				}
-				n, err := w.send(w.net.nextID, w.codec.encNext, wire.TypeActivation, step, a.Micro, out, tok, N)
-				if err != nil {
+				if err := w.sendActivation(step, a.Micro, out, tok, N); err != nil {
 					return ctrlMsg{}, err
 				}
-				w.stats.SentFwdBytes += int64(n)
-				w.stats.RawFwdBytes += int64(4 * N * w.C)
-				w.stats.SentMessages++
 			}
 			if in != nil {
 				w.release(in)
@@ -765,13 +761,9 @@ func (w *Worker) step(ctx context.Context, cmd ctrlMsg) (ctrlMsg, error) {
 				return ctrlMsg{}, err
 			}
 			if !w.first {
-				n, err := w.send(w.net.prevID, w.codec.encPrev, wire.TypeGradient, step, a.Micro, din, nil, N)
-				if err != nil {
+				if err := w.sendGradient(step, a.Micro, din, N); err != nil {
 					return ctrlMsg{}, err
 				}
-				w.stats.SentBwdBytes += int64(n)
-				w.stats.RawBwdBytes += int64(4 * N * w.C)
-				w.stats.SentMessages++
 			}
 			if dout != nil {
 				w.release(dout)
@@ -800,6 +792,32 @@ func (w *Worker) step(ctx context.Context, cmd ctrlMsg) (ctrlMsg, error) {
 			return ctrlMsg{}, err
 		}
 	}
+}
+
+// sendActivation sends a micro-batch's output of N rows to the next stage
+// and counts it in the step's statistics.
+func (w *Worker) sendActivation(step, micro int, out []float32, tok []int32, N int) error {
+	n, err := w.send(w.net.nextID, w.codec.encNext, wire.TypeActivation, step, micro, out, tok, N)
+	if err != nil {
+		return err
+	}
+	w.stats.SentFwdBytes += int64(n)
+	w.stats.RawFwdBytes += int64(4 * N * w.C)
+	w.stats.SentMessages++
+	return nil
+}
+
+// sendGradient sends the gradient of a micro-batch's input (N rows) to
+// the previous stage and counts it.
+func (w *Worker) sendGradient(step, micro int, din []float32, N int) error {
+	n, err := w.send(w.net.prevID, w.codec.encPrev, wire.TypeGradient, step, micro, din, nil, N)
+	if err != nil {
+		return err
+	}
+	w.stats.SentBwdBytes += int64(n)
+	w.stats.RawBwdBytes += int64(4 * N * w.C)
+	w.stats.SentMessages++
+	return nil
 }
 
 // sendTied sends this stage's tied-embedding gradient, raw fp32: it is

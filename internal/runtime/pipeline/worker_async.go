@@ -211,13 +211,9 @@ func (w *Worker) runAsync(ctx context.Context, first ctrlMsg) (ctrlMsg, error) {
 				if err != nil {
 					return ctrlMsg{}, err
 				}
-				n, err := w.send(w.net.nextID, w.codec.encNext, wire.TypeActivation, act.Step, act.Micro, out, tok, N)
-				if err != nil {
+				if err := w.sendActivation(act.Step, act.Micro, out, tok, N); err != nil {
 					return ctrlMsg{}, err
 				}
-				w.stats.SentFwdBytes += int64(n)
-				w.stats.RawFwdBytes += int64(4 * N * w.C)
-				w.stats.SentMessages++
 			}
 			if in != nil {
 				w.release(in)
@@ -246,13 +242,9 @@ func (w *Worker) runAsync(ctx context.Context, first ctrlMsg) (ctrlMsg, error) {
 				return ctrlMsg{}, err
 			}
 			if !w.first {
-				n, err := w.send(w.net.prevID, w.codec.encPrev, wire.TypeGradient, act.Step, act.Micro, din, nil, N)
-				if err != nil {
+				if err := w.sendGradient(act.Step, act.Micro, din, N); err != nil {
 					return ctrlMsg{}, err
 				}
-				w.stats.SentBwdBytes += int64(n)
-				w.stats.RawBwdBytes += int64(4 * N * w.C)
-				w.stats.SentMessages++
 			}
 			if dout != nil {
 				w.release(dout)
