@@ -495,13 +495,18 @@ func (s *tcState) restore(b []byte) error {
 	n.msgs = binary.LittleEndian.Uint64(hdr[18:])
 	n.digest = binary.LittleEndian.Uint64(hdr[26:])
 	n.idTotal = binary.LittleEndian.Uint64(hdr[34:])
-	f32s := func(want int) []float32 {
+	// array reads a length-prefixed array of want 4-byte values.
+	array := func(want int) ([]byte, bool) {
 		l := int(binary.LittleEndian.Uint32(r.take(4, "length")))
 		if r.err == nil && l != want {
 			r.fail("array of %d, want %d", l, want)
 		}
 		raw := r.take(4*want, "values")
-		if r.err != nil {
+		return raw, r.err == nil
+	}
+	f32s := func(want int) []float32 {
+		raw, ok := array(want)
+		if !ok {
 			return nil
 		}
 		out := make([]float32, want)
@@ -514,12 +519,8 @@ func (s *tcState) restore(b []byte) error {
 		return out
 	}
 	u32s := func(want int) []uint32 {
-		l := int(binary.LittleEndian.Uint32(r.take(4, "length")))
-		if r.err == nil && l != want {
-			r.fail("array of %d, want %d", l, want)
-		}
-		raw := r.take(4*want, "values")
-		if r.err != nil {
+		raw, ok := array(want)
+		if !ok {
 			return nil
 		}
 		out := make([]uint32, want)
