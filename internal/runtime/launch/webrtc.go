@@ -495,6 +495,18 @@ func RunPeer(ctx context.Context, a PeerArgs, log *slog.Logger) error {
 		return err
 	}
 	rc := rtcConfig(a.ICEServers, a.Loopback, a.RelayOnly, key, a.ID)
+	room := a.Signal[strings.LastIndexByte(a.Signal, '/')+1:]
+	return ServePeer(ctx, client, room, idKey, rc, nil, log)
+}
+
+// ServePeer is a peer after it joined the room (through sig, as a process
+// with the secret or as a browser tab with a join token): it waits for the
+// coordinator to give it a stage (a spare waits until it is needed), proves
+// idKey, links to its neighbours and serves commands until the run ends.
+// meter, if set, counts its steps and bytes (for a caller that shows its
+// progress).
+func ServePeer(ctx context.Context, client rtc.Signaler, room string, idKey *identity.Key, rc rtc.Config, meter *Meter, log *slog.Logger) error {
+	id := client.ID()
 	// The coordinator connects when it gives this peer a stage; a spare
 	// keeps waiting, until the run ends and the room closes.
 	var ctrl *rtc.Conn
@@ -517,35 +529,43 @@ func RunPeer(ctx context.Context, a PeerArgs, log *slog.Logger) error {
 	// name and its challenge.
 	var jc joinChallenge
 	if err := recvJSON(ctx, ctrl, &jc); err != nil {
-		return fmt.Errorf("peer %s: join challenge: %w", a.ID, err)
+		return fmt.Errorf("peer %s: join challenge: %w", id, err)
 	}
-	room := a.Signal[strings.LastIndexByte(a.Signal, '/')+1:]
-	if err := sendJSON(ctx, ctrl, joinProof{Key: idKey.Public(), Proof: idKey.Prove(room, a.ID, jc.Challenge)}); err != nil {
-		return fmt.Errorf("peer %s: join proof: %w", a.ID, err)
+	if err := sendJSON(ctx, ctrl, joinProof{Key: idKey.Public(), Proof: idKey.Prove(room, id, jc.Challenge)}); err != nil {
+		return fmt.Errorf("peer %s: join proof: %w", id, err)
 	}
 	var su rtcSetup
 	if err := recvJSON(ctx, ctrl, &su); err != nil {
-		return fmt.Errorf("peer %s: setup: %w", a.ID, err)
+		return fmt.Errorf("peer %s: setup: %w", id, err)
 	}
 	if su.Err != "" {
-		return fmt.Errorf("peer %s (key %s): the run refused it: %s", a.ID, idKey.Public().Short(), su.Err)
+		return fmt.Errorf("peer %s (key %s): the run refused it: %s", id, idKey.Public().Short(), su.Err)
 	}
-	w, closers, err := setupRTCWorker(ctx, client, rc, su, ctrl)
-	return serveWorker(ctx, ctrl, w, closers, err, log.With("peer", a.ID, "stage", su.Stage))
+	var link transport.Conn = ctrl
+	if meter != nil {
+		link = meteredCtrl{ctrl, meter}
+	}
+	w, links, closers, err := setupRTCWorker(ctx, client, rc, su, link)
+	if err == nil && meter != nil {
+		if cfg, cerr := config.Parse(su.Config, "setup"); cerr == nil {
+			meter.started(su.Stage, cfg.Train.BatchSize*cfg.Model.BlockSize, links.Prev, links.Next, links.Tied)
+		}
+	}
+	return serveWorker(ctx, link, w, closers, err, log.With("peer", id, "stage", su.Stage))
 }
 
-func setupRTCWorker(ctx context.Context, client *signaling.Client, rc rtc.Config, su rtcSetup, ctrl transport.Conn) (*pipeline.Worker, []func() error, error) {
+func setupRTCWorker(ctx context.Context, client rtc.Signaler, rc rtc.Config, su rtcSetup, ctrl transport.Conn) (*pipeline.Worker, pipeline.Links, []func() error, error) {
 	cfg, err := workerConfig(su.Config)
 	if err != nil {
-		return nil, nil, err
+		return nil, pipeline.Links{}, nil, err
 	}
 	layout, err := scheduler.NewLayout(su.Ranges)
 	if err != nil {
-		return nil, nil, fmt.Errorf("setup: %w", err)
+		return nil, pipeline.Links{}, nil, fmt.Errorf("setup: %w", err)
 	}
 	S, i := layout.Stages(), su.Stage
 	if len(su.Peers) != S || i < 0 || i >= S {
-		return nil, nil, fmt.Errorf("setup for %d stages with %d peers, stage %d", S, len(su.Peers), i)
+		return nil, pipeline.Links{}, nil, fmt.Errorf("setup for %d stages with %d peers, stage %d", S, len(su.Peers), i)
 	}
 	type want struct {
 		peer int
@@ -594,7 +614,7 @@ func setupRTCWorker(ctx context.Context, client *signaling.Client, rc rtc.Config
 	wg.Wait()
 	for _, e := range errs {
 		if e != nil {
-			return nil, closers, e
+			return nil, links, closers, e
 		}
 	}
 	if S == 2 {
@@ -610,7 +630,7 @@ func setupRTCWorker(ctx context.Context, client *signaling.Client, rc rtc.Config
 		limitMemory(cfg, layout, i)
 	}
 	if err != nil {
-		return nil, closers, err
+		return nil, links, closers, err
 	}
 	// A failed link, or a neighbour that moved to another peer, is
 	// re-established through signaling: a new ICE session.
@@ -624,5 +644,5 @@ func setupRTCWorker(ctx context.Context, client *signaling.Client, rc rtc.Config
 		}
 		return pipeline.ShapeLink(cfg, layout, i, peer, c)
 	})
-	return w, closers, err
+	return w, links, closers, err
 }
