@@ -123,6 +123,7 @@ type room struct {
 	name    string                     // the room's name: what a join proof is for
 	keys    map[string]identity.Public // holder → the key it proved
 	allow   map[identity.Public]bool   // pipeline.allow_keys; empty admits every key
+	onRoom  func(Room)
 	spawner
 }
 
@@ -131,7 +132,27 @@ type room struct {
 // gives every stage to a peer, writing the run's secret (if none is
 // configured) and signal.json into out.
 func WebRTC(ctx context.Context, cfg config.Config, layout scheduler.Layout, out string, log *slog.Logger) (pipeline.Placement, error) {
-	p := &room{cfg: cfg, layout: layout, log: log, procOf: map[string]*exec.Cmd{}, keys: map[string]identity.Public{}, allow: map[identity.Public]bool{}}
+	return WebRTCWith(ctx, cfg, layout, out, log, nil)
+}
+
+// Room is what a guest needs to join a run's room: the signaling URL, the
+// room's join token (signaling.JoinToken; only where web.contribute is
+// on) and the STUN/TURN servers; and how many stages its local peers leave
+// vacant.
+type Room struct {
+	URL        string
+	JoinToken  string
+	ICEServers []string
+	// Vacant is the first stage no local peer will take (-1: the local
+	// peers fill every stage, a guest would be a spare).
+	Vacant int
+}
+
+// WebRTCWith is WebRTC that calls onRoom, if set, as soon as the room is
+// open, before it waits for peers: the web view offers the room to its
+// visitors from then on.
+func WebRTCWith(ctx context.Context, cfg config.Config, layout scheduler.Layout, out string, log *slog.Logger, onRoom func(Room)) (pipeline.Placement, error) {
+	p := &room{onRoom: onRoom, cfg: cfg, layout: layout, log: log, procOf: map[string]*exec.Cmd{}, keys: map[string]identity.Public{}, allow: map[identity.Public]bool{}}
 	for _, k := range cfg.Pipeline.AllowKeys {
 		p.allow[identity.Public(k)] = true
 	}
@@ -164,7 +185,9 @@ func (p *room) start(ctx context.Context, out string) error {
 	if err != nil {
 		return err
 	}
-	srv, err := signaling.NewServer(signaling.Config{Key: key, Logger: p.log})
+	// Join tokens only where the run lets its web view's visitors in, and
+	// never under the coordinator's name.
+	srv, err := signaling.NewServer(signaling.Config{Key: key, Logger: p.log, JoinTokens: cfg.Web.Contribute, ReservedIDs: []string{CoordinatorID}})
 	if err != nil {
 		return err
 	}
@@ -218,6 +241,16 @@ func (p *room) start(ctx context.Context, out string) error {
 	local := cfg.Pipeline.LocalPeers
 	if local < 0 {
 		local = S + cfg.Pipeline.Spares
+	}
+	if p.onRoom != nil {
+		r := Room{URL: url, ICEServers: servers, Vacant: -1}
+		if cfg.Web.Contribute {
+			r.JoinToken = signaling.JoinToken(key, room)
+		}
+		if local < S {
+			r.Vacant = local
+		}
+		p.onRoom(r)
 	}
 	for i := 0; i < local; i++ {
 		// Each local peer stands for a machine of its own: it gets a key

@@ -349,7 +349,7 @@ func (r *run) setup(ctx context.Context) error {
 		}
 		r.o.Observer = append(obs, o.Web)
 	}
-	if r.eng, err = newEngine(ctx, cfg, r.corpus, r.log, o.Out); err != nil {
+	if r.eng, err = newEngine(ctx, cfg, r.corpus, r.log, o.Out, offerRoom(cfg, o.Web)); err != nil {
 		return err
 	}
 	if h, ok := r.eng.(engine.Hooked); ok {
