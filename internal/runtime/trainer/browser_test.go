@@ -1,0 +1,250 @@
+package trainer
+
+import (
+	"context"
+	"fmt"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/narrowband/narrowband/internal/config"
+	"github.com/narrowband/narrowband/internal/metrics"
+	"github.com/narrowband/narrowband/web"
+	"github.com/narrowband/narrowband/web/webtest"
+)
+
+// webrtcFlags let Chromium reach peers on loopback: without the first it
+// gathers no loopback candidates at all, without the second it hides its
+// host candidates behind mDNS names (.local) that pion, with mDNS off on
+// loopback runs, cannot resolve.
+var webrtcFlags = []chromedp.ExecAllocatorOption{
+	chromedp.Flag("allow-loopback-in-peer-connection", true),
+	chromedp.Flag("disable-features", "WebRtcHideLocalIpsWithMdns"),
+}
+
+var wasmOnce struct {
+	sync.Once
+	dir string
+	err error
+}
+
+// wasmDir builds the tab's peer (cmd/nbwasm) once per test binary, as
+// `make wasm` does, into a folder the web view serves it from.
+func wasmDir(t *testing.T) string {
+	t.Helper()
+	wasmOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "narrowband-wasm-*")
+		if err != nil {
+			wasmOnce.err = err
+			return
+		}
+		wasmOnce.dir = dir
+		root, err := exec.Command("go", "env", "GOROOT").Output()
+		if err != nil {
+			wasmOnce.err = fmt.Errorf("go env GOROOT: %w", err)
+			return
+		}
+		cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s", "-o", filepath.Join(dir, "narrowband.wasm"), "github.com/narrowband/narrowband/cmd/nbwasm")
+		cmd.Env = append(os.Environ(), "GOOS=js", "GOARCH=wasm")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			wasmOnce.err = fmt.Errorf("build the wasm peer: %v\n%s", err, out)
+			return
+		}
+		js, err := os.ReadFile(filepath.Join(strings.TrimSpace(string(root)), "lib", "wasm", "wasm_exec.js"))
+		if err != nil {
+			wasmOnce.err = err
+			return
+		}
+		wasmOnce.err = os.WriteFile(filepath.Join(dir, "wasm_exec.js"), js, 0o644)
+	})
+	if wasmOnce.err != nil {
+		t.Fatal(wasmOnce.err)
+	}
+	return wasmOnce.dir
+}
+
+// contribState is #contribute's data attributes.
+type contribState struct {
+	Hidden bool    `json:"hidden"`
+	State  string  `json:"state"`
+	Stage  string  `json:"stage"`
+	Steps  int     `json:"steps"`
+	Sent   float64 `json:"sent"`
+	Rate   float64 `json:"rate"`
+	Text   string  `json:"text"`
+	Offer  string  `json:"offer"`
+}
+
+func readContrib(tab context.Context) (contribState, error) {
+	ctx, cancel := context.WithTimeout(tab, 10*time.Second)
+	defer cancel()
+	return chromedp.Run(ctx, chromedp.Evaluate[contribState](`(() => { const b = document.getElementById('contribute'); const d = b.dataset;
+		return {hidden: b.hidden, state: d.state || '', stage: d.stage || '', steps: +(d.steps || 0), sent: +(d.sent || 0), rate: +(d.rate || 0),
+		        text: document.getElementById('contrib-progress').textContent, offer: document.getElementById('contrib-offer').textContent}; })()`))
+}
+
+func waitContrib(tab context.Context, timeout time.Duration, what string, cond func(contribState) bool) (contribState, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		s, err := readContrib(tab)
+		if err == nil && cond(s) {
+			return s, nil
+		}
+		if time.Now().After(deadline) {
+			return s, fmt.Errorf("waiting %v for %s: last seen %+v (err %v)", timeout, what, s, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// browserRun is a WebRTC run whose web view takes visitors' tabs, with a
+// browser on its page.
+type browserRun struct {
+	out  string
+	url  string
+	done chan error
+	b    *webtest.Browser
+	tab  context.Context
+}
+
+func startBrowserRun(t *testing.T, c config.Config) *browserRun {
+	t.Helper()
+	b := webtest.NewBrowser(t, webrtcFlags...)
+	srv := web.New(web.Options{WasmDir: wasmDir(t)})
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(hs.Close)
+	t.Cleanup(func() { srv.Close() })
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &browserRun{out: t.TempDir(), url: hs.URL, done: make(chan error, 1), b: b, tab: b.Tab()}
+	go func() {
+		_, err := Run(ctx, Options{Config: c, Out: r.out, Web: srv})
+		r.done <- err
+	}()
+	stop := sync.OnceFunc(func() {
+		cancel()
+		<-r.done
+	})
+	t.Cleanup(stop)
+	return r
+}
+
+// contribute opens the run's page, waits for the offer and clicks it.
+func (r *browserRun) contribute(t *testing.T, tab context.Context) contribState {
+	t.Helper()
+	if err := webtest.Navigate(tab, r.url); err != nil {
+		t.Fatal(err)
+	}
+	st, err := waitContrib(tab, 60*time.Second, "the Contribute offer", func(s contribState) bool { return s.State == "offered" && !s.Hidden })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(tab, chromedp.Click("#contrib-button")); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func (r *browserRun) wait(t *testing.T, timeout time.Duration) {
+	t.Helper()
+	select {
+	case err := <-r.done:
+		r.done <- err // for the cleanup
+		if err != nil {
+			t.Fatalf("run with a tab: %v", err)
+		}
+	case <-time.After(timeout):
+		t.Fatalf("run with a tab did not finish in %v", timeout)
+	}
+}
+
+// stageRate is tokens per busy second of stage over a run's steps after
+// the first (which includes set-up), and who computed it last.
+func stageRate(t *testing.T, dir string, stage int, tokensPerStep int) (float64, string) {
+	t.Helper()
+	recs, err := metrics.ReadJSONL(filepath.Join(dir, "metrics.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var busy float64
+	var n int
+	peer := ""
+	for _, r := range recs {
+		if r.Step <= 1 {
+			continue
+		}
+		for _, s := range r.Stages {
+			if s.Stage == stage {
+				busy += s.BusySeconds
+				n++
+				peer = s.Peer
+			}
+		}
+	}
+	if busy == 0 {
+		return 0, peer
+	}
+	return float64(n*tokensPerStep) / busy, peer
+}
+
+func contributeConfig(t *testing.T) config.Config {
+	c := tinyConfig(t)
+	c.Run.Steps = 12
+	c.Pipeline.Stages = 2
+	c.Pipeline.Transport = "webrtc"
+	c.Train.Threads = 1
+	c.Web.Contribute = true
+	return c
+}
+
+// TestBrowserTabTrainsAStage: a visitor opens the page of a running WebRTC
+// run whose stage 1 is vacant, clicks Contribute, and its tab (the stage
+// peer compiled to wasm, in headless Chromium, over Chromium's own WebRTC)
+// computes that stage: the run's losses equal the same run with a native
+// peer on that stage, and the tab shows what it did. Both runs' stage-1
+// rates are logged (docs/browser.md).
+func TestBrowserTabTrainsAStage(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the wasm peer and starts a browser")
+	}
+	c := contributeConfig(t)
+	native := t.TempDir()
+	runTiny(t, c, native)
+	want := losses(t, native)
+
+	c.Pipeline.LocalPeers = 1 // stage 1 waits for the tab
+	r := startBrowserRun(t, c)
+	offer := r.contribute(t, r.tab)
+	if !strings.Contains(offer.Offer, "stage 2 of 2") {
+		t.Errorf("the offer reads %q, want it to name stage 2 of 2", offer.Offer)
+	}
+	r.wait(t, 4*time.Minute)
+	got := losses(t, r.out)
+	sameLosses(t, "tab on stage 1", got, "native peer", want)
+
+	st, err := waitContrib(r.tab, 10*time.Second, "the tab's final count", func(s contribState) bool { return s.State == "done" && s.Steps >= c.Run.Steps })
+	if err != nil {
+		t.Error(err)
+	}
+	if st.Stage != "1" || st.Sent <= 0 || st.Rate <= 0 {
+		t.Errorf("the tab shows stage %q, %v bytes sent, %v tokens/s; want stage 1 and both counted", st.Stage, st.Sent, st.Rate)
+	}
+	tok := c.Train.BatchSize * c.Model.BlockSize
+	tabRate, who := stageRate(t, r.out, 1, tok)
+	if !strings.HasPrefix(who, "tab-") {
+		t.Errorf("stage 1 was computed by %q, want the tab (tab-…)", who)
+	}
+	nativeRate, _ := stageRate(t, native, 1, tok)
+	stage0, _ := stageRate(t, r.out, 0, tok)
+	t.Logf("stage 1: tab %.0f tokens/s, native peer %.0f (ratio %.2f); stage 0 native in the tab's run: %.0f; the tab saw: %s",
+		tabRate, nativeRate, tabRate/nativeRate, stage0, st.Text)
+	if errs := r.b.ConsoleErrors(); len(errs) > 0 {
+		t.Errorf("console errors: %v", errs)
+	}
+}
