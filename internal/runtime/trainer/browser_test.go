@@ -2,7 +2,9 @@ package trainer
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/narrowband/narrowband/internal/config"
 	"github.com/narrowband/narrowband/internal/metrics"
+	"github.com/narrowband/narrowband/internal/runtime/launch"
 	"github.com/narrowband/narrowband/web"
 	"github.com/narrowband/narrowband/web/webtest"
 )
@@ -110,6 +113,7 @@ type browserRun struct {
 	out  string
 	url  string
 	done chan error
+	sum  *metrics.Summary
 	b    *webtest.Browser
 	tab  context.Context
 }
@@ -124,7 +128,8 @@ func startBrowserRun(t *testing.T, c config.Config) *browserRun {
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &browserRun{out: t.TempDir(), url: hs.URL, done: make(chan error, 1), b: b, tab: b.Tab()}
 	go func() {
-		_, err := Run(ctx, Options{Config: c, Out: r.out, Web: srv})
+		sum, err := Run(ctx, Options{Config: c, Out: r.out, Web: srv})
+		r.sum = sum
 		r.done <- err
 	}()
 	stop := sync.OnceFunc(func() {
@@ -247,4 +252,83 @@ func TestBrowserTabTrainsAStage(t *testing.T) {
 	if errs := r.b.ConsoleErrors(); len(errs) > 0 {
 		t.Errorf("console errors: %v", errs)
 	}
+}
+
+// TestClosedTabIsTakenOverBySpare: a tab computes stage 1 and is closed
+// mid-run; the run goes on, a native spare takes the stage over, and it
+// finishes every step. Closing the tab is a clean leave: the run learns of
+// it from the links' ends, not by waiting out faults.peer_timeout.
+func TestClosedTabIsTakenOverBySpare(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the wasm peer and starts a browser")
+	}
+	c := contributeConfig(t)
+	c.Run.Steps = 400
+	c.Pipeline.LocalPeers = 1
+	c.Faults.PeerTimeout = 20
+	c.Faults.SnapshotEvery = 5
+	r := startBrowserRun(t, c)
+	// The contributing tab is a tab of its own, so closing it leaves the
+	// browser (and the page's first tab) running.
+	tab, closeTab := chromedp.NewContext(r.b.Tab())
+	defer closeTab()
+	// The first action binds the tab to the context it runs under: tab
+	// itself, not a timeout derived from it.
+	if _, err := chromedp.Run(tab, chromedp.Title()); err != nil {
+		t.Fatal(err)
+	}
+	r.contribute(t, tab)
+	if _, err := waitContrib(tab, 2*time.Minute, "the tab computing 10 steps", func(s contribState) bool { return s.State == "computing" && s.Steps >= 10 }); err != nil {
+		t.Fatal(err)
+	}
+	// The spare: a native peer that joins with the run's secret.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var sig struct {
+		URL        string `json:"url"`
+		SecretFile string `json:"secret_file"`
+	}
+	b, err := os.ReadFile(filepath.Join(r.out, "signal.json"))
+	if err != nil || json.Unmarshal(b, &sig) != nil {
+		t.Fatalf("signal.json: %v", err)
+	}
+	spareDone := make(chan error, 1)
+	go func() {
+		spareDone <- launch.RunPeer(ctx, launch.PeerArgs{Signal: sig.URL, SecretFile: sig.SecretFile, ID: "spare-native", Loopback: true, KeyFile: filepath.Join(t.TempDir(), "spare.key")},
+			slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
+	}()
+	// The spare joins signaling in milliseconds; the run looks for spares
+	// in the room when it needs one.
+	time.Sleep(2 * time.Second)
+	closed := time.Now()
+	closeTab()
+	r.wait(t, 4*time.Minute)
+	sum := r.sum
+	if len(sum.FaultLog) != 1 {
+		t.Fatalf("fault log %+v: want the one leave of the tab", sum.FaultLog)
+	}
+	f := sum.FaultLog[0]
+	if f.Stage != 1 || !strings.HasPrefix(f.Peer, "tab-") || f.ReplacedBy != "spare-native" {
+		t.Errorf("fault %+v: want stage 1's tab replaced by spare-native", f)
+	}
+	if f.DetectSeconds > c.Faults.PeerTimeout/2 {
+		t.Errorf("the run took %.1f s to notice the closed tab; a clean leave should not wait for the peer timeout (%g s)", f.DetectSeconds, c.Faults.PeerTimeout)
+	}
+	recs, err := metrics.ReadJSONL(filepath.Join(r.out, "metrics.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := recs[len(recs)-1]
+	if last.Step != c.Run.Steps {
+		t.Errorf("last step %d, want %d", last.Step, c.Run.Steps)
+	}
+	for _, s := range last.Stages {
+		if s.Stage == 1 && s.Peer != "spare-native" {
+			t.Errorf("stage 1 finished on %q, want spare-native", s.Peer)
+		}
+	}
+	js, _ := json.Marshal(f)
+	t.Logf("run finished %.1f s after the tab closed; fault: %s", time.Since(closed).Seconds(), js)
+	cancel()
+	<-spareDone
 }
