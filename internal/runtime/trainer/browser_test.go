@@ -3,6 +3,7 @@ package trainer
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http/httptest"
@@ -19,6 +20,7 @@ import (
 	"github.com/narrowband/narrowband/internal/config"
 	"github.com/narrowband/narrowband/internal/metrics"
 	"github.com/narrowband/narrowband/internal/runtime/launch"
+	"github.com/narrowband/narrowband/signaling"
 	"github.com/narrowband/narrowband/web"
 	"github.com/narrowband/narrowband/web/webtest"
 )
@@ -331,4 +333,73 @@ func TestClosedTabIsTakenOverBySpare(t *testing.T) {
 	t.Logf("run finished %.1f s after the tab closed; fault: %s", time.Since(closed).Seconds(), js)
 	cancel()
 	<-spareDone
+}
+
+// TestPageWithoutContributeCannotJoin: the page of a WebRTC run that did
+// not set web.contribute shows no Contribute control and gets no token,
+// and even the room's real join token (made here from the run's secret)
+// is refused by its signaling server, while the run waits for a peer.
+func TestPageWithoutContributeCannotJoin(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a browser")
+	}
+	c := contributeConfig(t)
+	c.Web.Contribute = false
+	c.Pipeline.LocalPeers = 1 // the run waits for a second peer
+	r := startBrowserRun(t, c)
+	var sig struct {
+		URL        string `json:"url"`
+		SecretFile string `json:"secret_file"`
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		b, err := os.ReadFile(filepath.Join(r.out, "signal.json"))
+		if err == nil && json.Unmarshal(b, &sig) == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the run wrote no signal.json")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := webtest.Navigate(r.tab, r.url); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := webtest.WaitPage(r.tab, 30*time.Second, func(s webtest.PageState) bool { return s.Connected }); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond) // the page's question to /api/contribute has been answered
+	st, err := readContrib(r.tab)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.Hidden || st.State != "" {
+		t.Errorf("the page shows the Contribute control (hidden %v, state %q) for a run without web.contribute", st.Hidden, st.State)
+	}
+	ctx, cancel := context.WithTimeout(r.tab, 10*time.Second)
+	defer cancel()
+	status, err := chromedp.Run(ctx, chromedp.Evaluate[int](`fetch('api/contribute').then(r => r.status)`, chromedp.EvalAwaitPromise))
+	if err != nil || status != 404 {
+		t.Errorf("api/contribute answered %d (%v), want 404", status, err)
+	}
+	secret, err := launch.ReadSecret(sig.SecretFile, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := signaling.DeriveKey(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	room := sig.URL[strings.LastIndexByte(sig.URL, '/')+1:]
+	dctx, dcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer dcancel()
+	cl, err := signaling.DialOptions(dctx, sig.URL, "tab-forged", "", signaling.ClientOptions{JoinToken: signaling.JoinToken(key, room)})
+	if err == nil {
+		cl.Close()
+		t.Fatal("the signaling server of a run without web.contribute admitted a join token")
+	}
+	if !errors.Is(err, signaling.ErrAuth) {
+		t.Errorf("join token refused with %v, want ErrAuth", err)
+	}
+	t.Logf("refused as it should be: %v", err)
 }
