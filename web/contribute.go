@@ -59,12 +59,14 @@ func (s *Server) contribute() *Contribute {
 }
 
 // serveContribute answers the page's question "may this tab join, and as
-// what?". Without `[web] contribute = true` the answer is 404: the page
-// shows no control and gets no token.
+// what?". Without `[web] contribute = true` the answer is 204 No Content:
+// the page shows no control and gets no token. (Not 404: every observer's
+// page asks, and a browser logs each 4xx as a console error.)
 func (s *Server) serveContribute(w http.ResponseWriter, r *http.Request) {
 	c := s.contribute()
 	if c == nil {
-		http.Error(w, "this run does not take contributions from its web view (its owner can enable them with [web] contribute = true)", http.StatusNotFound)
+		w.Header().Set("X-Narrowband-Contribute", "off: the run's owner can enable it with [web] contribute = true")
+		w.WriteHeader(http.StatusNoContent)
 		return
 	}
 	if c.Stage >= 0 {

@@ -32,7 +32,7 @@
     return 'This tab would compute ' + what + '; about ' + mb(o.memory_bytes) + ' of memory; ' + rate + '.';
   }
 
-  fetch('api/contribute', {cache: 'no-store'}).then((r) => (r.ok ? r.json() : null)).then((o) => {
+  fetch('api/contribute', {cache: 'no-store'}).then((r) => (r.status === 200 ? r.json() : null)).then((o) => {
     if (!o) return; // the run does not take contributions: no control
     offer = o;
     offerEl.textContent = describe(o);
