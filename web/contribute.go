@@ -20,8 +20,8 @@ type Contribute struct {
 	ICE    []string `json:"ice,omitempty"` // STUN servers the tab may use
 	// Stage is the stage a tab would compute (the first vacant one), or
 	// -1 when every stage is held and a tab would wait as a spare.
-	Stage  int `json:"stage"`
-	Stages int `json:"stages"`
+	Stage  int    `json:"stage"`
+	Stages int    `json:"stages"`
 	Layers string `json:"layers,omitempty"` // the stage's blocks, e.g. "2–3"
 	// MemoryBytes is the run's estimate of a stage peer's memory.
 	MemoryBytes int64 `json:"memory_bytes"`

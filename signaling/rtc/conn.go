@@ -320,4 +320,3 @@ func (c *Conn) Stats() transport.Stats {
 		RTT:              time.Duration(c.rtt.Load()),
 	}
 }
-

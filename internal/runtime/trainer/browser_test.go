@@ -42,7 +42,7 @@ var wasmOnce struct {
 
 // wasmDir builds the tab's peer (cmd/nbwasm) once per test binary, as
 // `make wasm` does, into a folder the web view serves it from.
-func wasmDir(t *testing.T) string {
+func wasmDir(t testing.TB) string {
 	t.Helper()
 	wasmOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "narrowband-wasm-*")
@@ -120,7 +120,7 @@ type browserRun struct {
 	tab  context.Context
 }
 
-func startBrowserRun(t *testing.T, c config.Config) *browserRun {
+func startBrowserRun(t testing.TB, c config.Config) *browserRun {
 	t.Helper()
 	b := webtest.NewBrowser(t, webrtcFlags...)
 	srv := web.New(web.Options{WasmDir: wasmDir(t)})
@@ -143,7 +143,7 @@ func startBrowserRun(t *testing.T, c config.Config) *browserRun {
 }
 
 // contribute opens the run's page, waits for the offer and clicks it.
-func (r *browserRun) contribute(t *testing.T, tab context.Context) contribState {
+func (r *browserRun) contribute(t testing.TB, tab context.Context) contribState {
 	t.Helper()
 	if err := webtest.Navigate(tab, r.url); err != nil {
 		t.Fatal(err)
@@ -158,7 +158,7 @@ func (r *browserRun) contribute(t *testing.T, tab context.Context) contribState 
 	return st
 }
 
-func (r *browserRun) wait(t *testing.T, timeout time.Duration) {
+func (r *browserRun) wait(t testing.TB, timeout time.Duration) {
 	t.Helper()
 	select {
 	case err := <-r.done:
@@ -173,7 +173,7 @@ func (r *browserRun) wait(t *testing.T, timeout time.Duration) {
 
 // stageRate is tokens per busy second of stage over a run's steps after
 // the first (which includes set-up), and who computed it last.
-func stageRate(t *testing.T, dir string, stage int, tokensPerStep int) (float64, string) {
+func stageRate(t testing.TB, dir string, stage int, tokensPerStep int) (float64, string) {
 	t.Helper()
 	recs, err := metrics.ReadJSONL(filepath.Join(dir, "metrics.jsonl"))
 	if err != nil {
@@ -402,4 +402,47 @@ func TestPageWithoutContributeCannotJoin(t *testing.T) {
 		t.Errorf("join token refused with %v, want ErrAuth", err)
 	}
 	t.Logf("refused as it should be: %v", err)
+}
+
+// BenchmarkTabStage measures a tab's tokens/s on a stage against a native
+// peer's on the same stage (the same config run twice), and the other
+// stage's native rate within the tab's run, on a model big enough that the
+// compute, not the set-up, dominates each step:
+//
+//	go test -run '^$' -bench TabStage -benchtime 1x ./internal/runtime/trainer/
+func BenchmarkTabStage(b *testing.B) {
+	c := tinyConfig(b)
+	c.Model = config.Model{NLayer: 4, NHead: 4, NEmbd: 128, BlockSize: 64, VocabSize: 256, Bias: true}
+	c.Train.BatchSize, c.Train.MicroBatches = 8, 2
+	c.Run.Steps = 20
+	c.Train.EvalInterval = 100
+	c.Pipeline.Stages = 2
+	c.Pipeline.Transport = "webrtc"
+	c.Train.Threads = 1
+	c.Web.Contribute = true
+	if err := c.Validate(); err != nil {
+		b.Fatal(err)
+	}
+	tok := c.Train.BatchSize * c.Model.BlockSize
+	for b.Loop() {
+		native := b.TempDir()
+		if _, err := Run(context.Background(), Options{Config: c, Out: native}); err != nil {
+			b.Fatal(err)
+		}
+		nativeRate, _ := stageRate(b, native, 1, tok)
+		cc := c
+		cc.Pipeline.LocalPeers = 1
+		r := startBrowserRun(b, cc)
+		r.contribute(b, r.tab)
+		r.wait(b, 10*time.Minute)
+		tabRate, who := stageRate(b, r.out, 1, tok)
+		stage0, _ := stageRate(b, r.out, 0, tok)
+		if !strings.HasPrefix(who, "tab-") {
+			b.Fatalf("stage 1 computed by %q, not the tab", who)
+		}
+		b.ReportMetric(tabRate, "tab-tokens/s")
+		b.ReportMetric(nativeRate, "native-tokens/s")
+		b.ReportMetric(tabRate/nativeRate, "tab/native")
+		b.ReportMetric(stage0, "stage0-native-tokens/s")
+	}
 }
