@@ -1,12 +1,16 @@
 package web
 
 import (
+	"bytes"
+	"compress/gzip"
 	"encoding/json"
+	"io/fs"
 	"net/http"
 	"net/url"
 	"os"
-	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 )
 
 // Contribute is what a visitor's tab needs to join the run as a peer, and
@@ -118,23 +122,65 @@ func (s *Server) contentPolicy() string {
 	return base + "; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self'; connect-src " + connect
 }
 
-// wasmHandler serves the tab's peer (narrowband.wasm and the Go runtime's
+// wasmFiles serves the tab's peer (narrowband.wasm and the Go runtime's
 // wasm_exec.js) from dir when set (tests build it into a folder of their
-// own), else from the files embedded at build time (`make wasm`).
-func wasmHandler(dir string, embedded http.Handler) http.Handler {
-	if dir == "" {
-		return embedded
+// own), else from the files embedded at build time (`make wasm`). The wasm
+// file is ~10 MB and compresses to about a quarter, so it is gzipped once,
+// on first request, and served so to every browser that accepts it.
+type wasmFiles struct {
+	fsys fs.FS
+	mu   sync.Mutex
+	gz   map[string][]byte
+}
+
+func newWasmFiles(dir string, embedded fs.FS) *wasmFiles {
+	w := &wasmFiles{fsys: embedded, gz: map[string][]byte{}}
+	if dir != "" {
+		w.fsys = os.DirFS(dir)
 	}
-	files := http.FileServer(http.Dir(dir))
-	return http.StripPrefix("/static/wasm", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.Contains(r.URL.Path, "..") {
-			http.NotFound(w, r)
+	return w
+}
+
+func (f *wasmFiles) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	name := strings.TrimPrefix(r.URL.Path, "/static/wasm/")
+	if !fs.ValidPath(name) || strings.Contains(name, "/") {
+		http.NotFound(w, r)
+		return
+	}
+	b, err := fs.ReadFile(f.fsys, name)
+	if err != nil {
+		http.Error(w, "the tab's peer is not built into this binary: run `make wasm`, then build again", http.StatusNotFound)
+		return
+	}
+	ct := "text/javascript; charset=utf-8"
+	if strings.HasSuffix(name, ".wasm") {
+		ct = "application/wasm" // what WebAssembly.instantiateStreaming requires
+	}
+	w.Header().Set("Content-Type", ct)
+	w.Header().Set("Vary", "Accept-Encoding")
+	if strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
+		if z := f.gzipped(name, b); z != nil {
+			w.Header().Set("Content-Encoding", "gzip")
+			w.Header().Set("Content-Length", strconv.Itoa(len(z)))
+			_, _ = w.Write(z)
 			return
 		}
-		if _, err := os.Stat(filepath.Join(dir, filepath.FromSlash(r.URL.Path))); err != nil {
-			http.Error(w, "the tab's peer is not built: run `make wasm`", http.StatusNotFound)
-			return
-		}
-		files.ServeHTTP(w, r)
-	}))
+	}
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	_, _ = w.Write(b)
+}
+
+func (f *wasmFiles) gzipped(name string, b []byte) []byte {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if z, ok := f.gz[name]; ok {
+		return z
+	}
+	var buf bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestCompression)
+	if _, err := zw.Write(b); err != nil || zw.Close() != nil {
+		return nil
+	}
+	f.gz[name] = buf.Bytes()
+	return f.gz[name]
 }

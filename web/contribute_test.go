@@ -63,8 +63,8 @@ func TestContributeOffer(t *testing.T) {
 			t.Errorf("policy %q lacks %q", csp, want)
 		}
 	}
-	if r := get("/static/wasm/narrowband.wasm"); r.StatusCode != http.StatusOK {
-		t.Errorf("the wasm peer: %s", r.Status)
+	if r := get("/static/wasm/narrowband.wasm"); r.StatusCode != http.StatusOK || r.Header.Get("Content-Type") != "application/wasm" {
+		t.Errorf("the wasm peer: %s, %s (instantiateStreaming needs application/wasm)", r.Status, r.Header.Get("Content-Type"))
 	}
 	if r := get("/static/wasm/wasm_exec.js"); r.StatusCode != http.StatusNotFound {
 		t.Errorf("a file not built: %s, want 404", r.Status)

@@ -165,7 +165,8 @@ func (s *Server) Handler() http.Handler {
 	}
 	files := http.FileServerFS(sub)
 	mux.Handle("GET /static/", http.StripPrefix("/static/", files))
-	mux.Handle("GET /static/wasm/", wasmHandler(s.opts.WasmDir, http.StripPrefix("/static/", files)))
+	wsub, _ := fs.Sub(sub, "wasm")
+	mux.Handle("GET /static/wasm/", newWasmFiles(s.opts.WasmDir, wsub))
 	mux.HandleFunc("GET /api/contribute", s.serveContribute)
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		r2 := r.Clone(r.Context())
