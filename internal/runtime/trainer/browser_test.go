@@ -461,3 +461,51 @@ func BenchmarkTabStage(b *testing.B) {
 		b.ReportMetric(stage0, "stage0-native-tokens/s")
 	}
 }
+
+// TestTabSpareTakesOverAKilledStage: with every stage held by a native
+// peer, a tab that clicks Contribute is offered a spare's place and waits;
+// when stage 1's peer is killed the tab takes the stage over from the last
+// snapshot and finishes the run, whose held-out loss equals that of the
+// same run without the kill (the redone steps compute the same thing).
+func TestTabSpareTakesOverAKilledStage(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the wasm peer, starts a browser and kills a peer")
+	}
+	c := contributeConfig(t)
+	c.Run.Steps = 160
+	c.Train.EvalInterval = 40
+	// Slow enough links that the tab has joined before the kill.
+	c.Network.LatencyMs = 30
+	clean := t.TempDir()
+	cleanSum := runTiny(t, c, clean)
+
+	c.Faults.PeerTimeout = 3
+	c.Faults.SnapshotEvery = 10
+	c.Faults.Events = []config.FaultEvent{{AtStep: 120, Kind: "kill", Stage: 1}}
+	r := startBrowserRun(t, c)
+	offer := r.contribute(t, r.tab)
+	if !strings.Contains(offer.Offer, "spare") {
+		t.Errorf("with every stage held the offer reads %q, want a spare's place", offer.Offer)
+	}
+	if _, err := waitContrib(r.tab, time.Minute, "the tab joining", func(s contribState) bool { return s.State == "joined" }); err != nil {
+		t.Fatal(err)
+	}
+	r.wait(t, 5*time.Minute)
+	sum := r.sum
+	if len(sum.FaultLog) != 1 {
+		t.Fatalf("fault log %+v: want the one kill", sum.FaultLog)
+	}
+	f := sum.FaultLog[0]
+	if f.Kind != "peer_dead" || f.Stage != 1 || !strings.HasPrefix(f.ReplacedBy, "tab-") {
+		t.Errorf("fault %+v: want stage 1's peer dead and replaced by the tab", f)
+	}
+	if gap := math.Abs(sum.FinalValLoss-cleanSum.FinalValLoss) / cleanSum.FinalValLoss; gap > 1e-5 {
+		t.Errorf("held-out loss %.7f vs %.7f without the kill (relative %.2g), want within 1e-5", sum.FinalValLoss, cleanSum.FinalValLoss, gap)
+	}
+	st, err := waitContrib(r.tab, 10*time.Second, "the tab's final count", func(s contribState) bool { return s.State == "done" })
+	if err != nil {
+		t.Error(err)
+	}
+	js, _ := json.Marshal(f)
+	t.Logf("kill at step 120: %s; held-out loss %.7f vs %.7f clean; the tab: %s", js, sum.FinalValLoss, cleanSum.FinalValLoss, st.Text)
+}

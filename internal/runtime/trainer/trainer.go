@@ -172,6 +172,8 @@ func Run(ctx context.Context, o Options) (_ *metrics.Summary, err error) {
 	defer r.ledger.Close()
 	if o.Web != nil {
 		defer func() {
+			// The room is gone: a tab has nothing left to join.
+			o.Web.SetContribute(nil)
 			if err != nil {
 				o.Web.SetStatus("stopped: " + err.Error())
 			} else {
