@@ -26,7 +26,7 @@ type Contribute struct {
 	// -1 when every stage is held and a tab would wait as a spare.
 	Stage  int    `json:"stage"`
 	Stages int    `json:"stages"`
-	Layers string `json:"layers,omitempty"` // the stage's blocks, e.g. "2–3"
+	Layers string `json:"layers,omitempty"` // the stage's blocks, e.g. "blocks 2–3"
 	// MemoryBytes is the run's estimate of a stage peer's memory.
 	MemoryBytes int64 `json:"memory_bytes"`
 	// TokensPerStep is batch × context: what one step of any stage covers.

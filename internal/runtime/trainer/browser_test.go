@@ -254,6 +254,9 @@ func TestBrowserTabTrainsAStage(t *testing.T) {
 	if err != nil {
 		t.Error(err)
 	}
+	if err := webtest.Screenshot(r.tab, filepath.Join(webtest.ArtifactDir(t), "contribute.png")); err != nil {
+		t.Error(err)
+	}
 	if st.Stage != "1" || st.Sent <= 0 || st.Rate <= 0 {
 		t.Errorf("the tab shows stage %q, %v bytes sent, %v tokens/s; want stage 1 and both counted", st.Stage, st.Sent, st.Rate)
 	}

@@ -51,7 +51,10 @@ func offerRoom(cfg config.Config, view *web.Server) func(launch.Room) {
 			}
 			if r.Vacant >= 0 && r.Vacant < layout.Stages() {
 				rg := layout.Range(r.Vacant)
-				c.Layers = fmt.Sprintf("%d–%d", rg.Lo, rg.Hi-1)
+				c.Layers = fmt.Sprintf("blocks %d–%d", rg.Lo, rg.Hi-1)
+				if rg.Len() == 1 {
+					c.Layers = fmt.Sprintf("block %d", rg.Lo)
+				}
 			}
 		}
 		view.SetContribute(c)
