@@ -10,6 +10,11 @@ import (
 // ScopeJoin is Message.Scope of an auth proved with a join token.
 const ScopeJoin = "join"
 
+// GuestPrefix starts every guest's name: a guest cannot take the name of a
+// peer that holds the secret (say, a run's local "peer-1" before it has
+// joined) and so keep it out, and logs and metrics tell guests apart.
+const GuestPrefix = "tab-"
+
 // JoinToken is the token that lets a guest (a browser tab the run's web
 // view hands it to) join one room of a server whose Config.JoinTokens is
 // on, and nothing else: it is bound to the room, it is not the secret (the

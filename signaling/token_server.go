@@ -6,17 +6,20 @@ import (
 	"crypto/hmac"
 	"fmt"
 	"slices"
+	"strings"
 )
 
 // checkGuest checks an auth that claims a scope: only "join", only where
-// join tokens are on, only with this room's token and a name that is not
-// reserved.
+// join tokens are on, only with this room's token and a guest's name
+// (GuestPrefix) that is not reserved.
 func (s *Server) checkGuest(nonce []byte, room string, auth Message) error {
 	switch {
 	case auth.Scope != ScopeJoin:
 		return fmt.Errorf("unknown scope %.20q (a join token only joins: scope %q)", auth.Scope, ScopeJoin)
 	case !s.cfg.JoinTokens:
 		return fmt.Errorf("room %s takes no join tokens (the run does not let its web view's visitors contribute: [web] contribute = true)", room)
+	case !strings.HasPrefix(auth.From, GuestPrefix):
+		return fmt.Errorf("a guest's name starts with %q, not %q", GuestPrefix, auth.From)
 	case slices.Contains(s.cfg.ReservedIDs, auth.From):
 		return fmt.Errorf("the name %q is reserved; a join token joins only as a peer", auth.From)
 	}

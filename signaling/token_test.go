@@ -8,11 +8,11 @@ import (
 )
 
 // TestJoinTokenOnlyJoins: a room's join token lets a guest join that room
-// under a name of its own, and nothing else: not another room, not the
-// coordinator's name, not as the secret, not on a server that takes no
+// under a guest's name (tab-…), and nothing else: not another room, not
+// the coordinator's or a native peer's name, not as the secret, not on a server that takes no
 // tokens, and not under a scope other than "join".
 func TestJoinTokenOnlyJoins(t *testing.T) {
-	_, base := startServer(t, func(c *Config) { c.JoinTokens = true; c.ReservedIDs = []string{"coordinator"} })
+	_, base := startServer(t, func(c *Config) { c.JoinTokens = true; c.ReservedIDs = []string{"coordinator", GuestPrefix + "admin"} })
 	_, closed := startServer(t, nil) // the same key, join tokens off
 	token := JoinToken(testKey, "run-a")
 	guest := func(base, room, peer, tok string) error {
@@ -39,6 +39,8 @@ func TestJoinTokenOnlyJoins(t *testing.T) {
 	}{
 		{"another room", base, "run-b", "tab-1", token},
 		{"the coordinator's name", base, "run-a", "coordinator", token},
+		{"a reserved guest name", base, "run-a", GuestPrefix + "admin", token},
+		{"a name that is not a guest's", base, "run-a", "peer-1", token},
 		{"a server without join tokens", closed, "run-a", "tab-1", token},
 		{"a token of another key", base, "run-a", "tab-1", JoinToken(make([]byte, KeySize), "run-a")},
 	} {

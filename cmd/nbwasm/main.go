@@ -96,7 +96,10 @@ func join(ctx context.Context, a joinArgs) error {
 	if a.id == "" {
 		var b [4]byte
 		rand.Read(b[:])
-		a.id = "tab-" + hex.EncodeToString(b[:])
+		a.id = hex.EncodeToString(b[:])
+	}
+	if !strings.HasPrefix(a.id, signaling.GuestPrefix) {
+		a.id = signaling.GuestPrefix + a.id // the only names a guest may take
 	}
 	client, err := signaling.DialBrowser(ctx, a.signal, a.id, "", signaling.ClientOptions{JoinToken: a.token, Logger: log})
 	if err != nil {
