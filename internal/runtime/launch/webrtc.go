@@ -134,14 +134,16 @@ type Room struct {
 	URL        string
 	JoinToken  string
 	ICEServers []string
-	// Vacant is the first stage no local peer will take (-1: the local
-	// peers fill every stage, a guest would be a spare).
+	// Vacant is the stage the next peer to join would get (-1: every
+	// stage is held or promised to a local peer; a guest would be a
+	// spare).
 	Vacant int
 }
 
 // WebRTCWith is WebRTC that calls onRoom, if set, as soon as the room is
-// open, before it waits for peers: the web view offers the room to its
-// visitors from then on.
+// open, before it waits for peers (the web view offers the room to its
+// visitors from then on), and again each time peers take stages, with the
+// stage the next newcomer would get.
 func WebRTCWith(ctx context.Context, cfg config.Config, layout scheduler.Layout, out string, log *slog.Logger, onRoom func(Room)) (pipeline.Placement, error) {
 	p := &room{onRoom: onRoom, cfg: cfg, layout: layout, log: log, procOf: map[string]*exec.Cmd{}, keys: map[string]identity.Public{}, allow: map[identity.Public]bool{}}
 	for _, k := range cfg.Pipeline.AllowKeys {
@@ -233,15 +235,15 @@ func (p *room) start(ctx context.Context, out string) error {
 	if local < 0 {
 		local = S + cfg.Pipeline.Spares
 	}
+	offer := Room{URL: url, ICEServers: servers, Vacant: -1}
+	if cfg.Web.Contribute {
+		offer.JoinToken = signaling.JoinToken(key, room)
+	}
 	if p.onRoom != nil {
-		r := Room{URL: url, ICEServers: servers, Vacant: -1}
-		if cfg.Web.Contribute {
-			r.JoinToken = signaling.JoinToken(key, room)
-		}
 		if local < S {
-			r.Vacant = local
+			offer.Vacant = local
 		}
-		p.onRoom(r)
+		p.onRoom(offer)
 	}
 	for i := 0; i < local; i++ {
 		// Each local peer stands for a machine of its own: it gets a key
@@ -319,6 +321,15 @@ func (p *room) start(ctx context.Context, out string) error {
 			}
 			p.holders = append(p.holders, id)
 			p.ctrl = append(p.ctrl, conns[k])
+		}
+		if p.onRoom != nil {
+			// Stages go in join order: the next newcomer gets the next
+			// one, or waits as a spare once all are held.
+			offer.Vacant = -1
+			if len(p.holders) < S {
+				offer.Vacant = len(p.holders)
+			}
+			p.onRoom(offer)
 		}
 	}
 	text, err := cfg.TOML()

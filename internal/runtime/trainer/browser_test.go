@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -303,6 +304,16 @@ func TestClosedTabIsTakenOverBySpare(t *testing.T) {
 	if _, err := waitContrib(tab, 2*time.Minute, "the tab computing 10 steps", func(s contribState) bool { return s.State == "computing" && s.Steps >= 10 }); err != nil {
 		t.Fatal(err)
 	}
+	// With stage 1 taken, the next visitor is offered a spare's place.
+	if resp, err := http.Get(r.url + "/api/contribute"); err != nil {
+		t.Error(err)
+	} else {
+		var next web.Contribute
+		if err := json.NewDecoder(resp.Body).Decode(&next); err != nil || next.Stage != -1 {
+			t.Errorf("with every stage held the next visitor is offered stage %d (%v), want -1 (a spare)", next.Stage, err)
+		}
+		resp.Body.Close()
+	}
 	// The spare: a native peer that joins with the run's secret.
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -322,6 +333,13 @@ func TestClosedTabIsTakenOverBySpare(t *testing.T) {
 	// The spare joins signaling in milliseconds; the run looks for spares
 	// in the room when it needs one.
 	time.Sleep(2 * time.Second)
+	before, err := readContrib(tab)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := eventKinds(r.out); n["peer_dead"] > 0 {
+		t.Fatal("the tab was declared dead before it was closed")
+	}
 	closed := time.Now()
 	closeTab()
 	detect := untilEvent(t, r.out, "peer_dead", time.Minute)
@@ -333,6 +351,9 @@ func TestClosedTabIsTakenOverBySpare(t *testing.T) {
 	f := sum.FaultLog[0]
 	if f.Stage != 1 || !strings.HasPrefix(f.Peer, "tab-") || f.ReplacedBy != "spare-native" {
 		t.Errorf("fault %+v: want stage 1's tab replaced by spare-native", f)
+	}
+	if f.Step <= before.Steps {
+		t.Errorf("the fault is at step %d, but the tab had finished %d steps when it was closed", f.Step, before.Steps)
 	}
 	if detect.Seconds() > c.Faults.PeerTimeout/2 {
 		t.Errorf("the run took %.1f s to notice the closed tab; a clean leave should not wait for the peer timeout (%g s)", detect.Seconds(), c.Faults.PeerTimeout)
@@ -351,7 +372,7 @@ func TestClosedTabIsTakenOverBySpare(t *testing.T) {
 		}
 	}
 	js, _ := json.Marshal(f)
-	t.Logf("the run saw the tab gone %.2f s after it closed and finished %.1f s after; fault: %s", detect.Seconds(), time.Since(closed).Seconds(), js)
+	t.Logf("closed after %d steps; the run saw the tab gone %.2f s after and finished %.1f s after; fault: %s", before.Steps, detect.Seconds(), time.Since(closed).Seconds(), js)
 	cancel()
 	<-spareDone
 }
