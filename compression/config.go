@@ -324,7 +324,7 @@ func New(cfg Config, d, vocab int, seed uint64) (Codec, error) {
 		s.LZ4Tokens = cfg.LZ4
 		return s, nil
 	case MethodSubspaceTC:
-		return nil, fmt.Errorf("%w: compression.method = \"subspace-tc\" keeps state at both ends of each link: build them with NewTCPair (the runtime does not drive it yet)", ErrConfig)
+		return nil, fmt.Errorf("%w: compression.method = \"subspace-tc\" keeps state at both ends of each link: it is not a stateless Codec: build its ends with NewTCEncoder and NewTCDecoder (the pipeline runtime does, per link direction)", ErrConfig)
 	}
 	return nil, fmt.Errorf("%w: compression.method = %v", ErrConfig, cfg.Method)
 }

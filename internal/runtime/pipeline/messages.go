@@ -21,6 +21,40 @@ func MessageBytes(cfg config.Config) (act, grad, emb int64, err error) {
 	for i := range x {
 		x[i] = float32(r.NormFloat64())
 	}
+	if cc.Method == compression.MethodSubspaceTC {
+		// A stateful coder: code a few random micro-batches through one
+		// direction's encoder. White noise has nothing for its predictors
+		// and rotation to find, so this is an upper bound of what trained
+		// activations cost (docs/compression-tc.md measures those).
+		size := func(dir compression.Direction) (int64, error) {
+			enc, _, err := compression.NewTCPair(cc, C, cfg.Model.VocabSize, uint64(cfg.Run.Seed), dir, true, cfg.Model.BlockSize)
+			if err != nil {
+				return 0, err
+			}
+			ids := make([]int32, rows)
+			for i := range ids {
+				ids[i] = int32(r.IntN(cfg.Model.VocabSize))
+			}
+			var p []byte
+			for k := 0; k < 4; k++ {
+				if p, err = enc.Encode(p[:0], x, ids, rows, C); err != nil {
+					return 0, err
+				}
+			}
+			return int64(len(p) + wire.HeaderSize + stampSize), nil
+		}
+		if act, err = size(compression.DirForward); err != nil {
+			return
+		}
+		if grad, err = size(compression.DirBackward); err != nil {
+			return
+		}
+		emb = int64(cfg.Model.VocabSize*int(cc.Rank)*4 + wire.HeaderSize + stampSize)
+		if engine.UntiedHead(cfg) {
+			emb = int64(wire.HeaderSize + stampSize)
+		}
+		return
+	}
 	size := func() (int64, error) {
 		lc, err := compression.NewLink(cc, cfg.Model.NEmbd, cfg.Model.VocabSize, uint64(cfg.Run.Seed))
 		if err != nil {

@@ -87,6 +87,9 @@ type workerCodecs struct {
 	con                                *constraint // subspace: keeps residual writes in span(U)
 	untied                             bool        // the LM head is not tied to the embedding: no tied-gradient sum
 	tiedOwn                            []float32   // subspace: this stage's tied-gradient coefficients (V×k)
+	// tc: the transform codec's stateful ends (codec_tc.go); when set,
+	// the LinkCodecs above are nil and frames pick their coder by type.
+	tc *tcLinks
 }
 
 // workerControl is the worker's side of the control link: replies and
@@ -129,6 +132,11 @@ type workerNet struct {
 type received struct {
 	acts, grads map[[2]int][]float32
 	toks        map[[2]int][]int32 // token ids that came with an activation (subspace)
+	tgts        map[[2]int][]int32 // target ids that came with a gradient (subspace-tc)
+	// The step's tokens and targets (first and last stage: from the
+	// driver's batch; empty elsewhere), which a subspace-tc decoder reads
+	// when the payload does not carry them.
+	batchTok, batchTgt []int32
 	tiedIn      []float32
 	free        [][]float32
 }
@@ -229,7 +237,7 @@ func NewWorker(cfg config.Config, layout scheduler.Layout, id int, links Links) 
 			linkTimeout: time.Duration(cfg.Faults.LinkTimeoutSeconds() * float64(time.Second)),
 			prevID:      layout.Prev(id), nextID: layout.Next(id), tiedID: layout.Tied(id),
 		},
-		rx: received{acts: map[[2]int][]float32{}, grads: map[[2]int][]float32{}, toks: map[[2]int][]int32{}},
+		rx: received{acts: map[[2]int][]float32{}, grads: map[[2]int][]float32{}, toks: map[[2]int][]int32{}, tgts: map[[2]int][]int32{}},
 	}
 	if am != nil {
 		if w.asy, err = newAsyncRun(cfg, spec, id, st); err != nil {
@@ -237,6 +245,22 @@ func NewWorker(cfg config.Config, layout scheduler.Layout, id int, links Links) 
 		}
 	}
 	cc := cfg.Compression
+	if cc.Method == compression.MethodSubspaceTC {
+		if w.asy != nil {
+			return nil, fmt.Errorf("stage %d: compression.method = \"subspace-tc\" does not run under pipeline.schedule = \"async\" yet (its coders are not kept per weight version); use \"1f1b\" or \"gpipe\"", id)
+		}
+		if w.codec.tc, err = newTCLinks(cfg, id, S); err != nil {
+			return nil, fmt.Errorf("stage %d: %w", id, err)
+		}
+		w.codec.untied = engine.UntiedHead(cfg)
+		w.codec.con = newConstraint(st, w.codec.tc.sub, id, S, w.codec.untied)
+		if w.codec.con != nil {
+			if err := w.codec.con.projectWeights(); err != nil {
+				return nil, err
+			}
+		}
+		return w, nil
+	}
 	mk := func() (*compression.LinkCodec, error) {
 		return compression.NewLink(cc, cfg.Model.NEmbd, cfg.Model.VocabSize, uint64(cfg.Run.Seed))
 	}
@@ -355,6 +379,9 @@ func (w *Worker) serve(ctx context.Context, m ctrlMsg) (ctrlMsg, error) {
 		}
 		step, ts := w.opt.State()
 		all := append(w.st.StateDict(), ts...)
+		if w.codec.tc != nil {
+			all = append(all, w.codec.tc.tensors(w.id)...)
+		}
 		return ctrlMsg{Kind: ctrlStateIs, OptimStep: step, blob: encodeTensors(all)}, nil
 	case ctrlRestore:
 		return w.restore(m)
@@ -484,10 +511,16 @@ func (w *Worker) send(peer int, enc *compression.LinkCodec, typ wire.Type, step,
 	var flags wire.Flags
 	var err error
 	var lz4 bool
-	if tc, ok := enc.Codec.(compression.TokenCodec); ok && typ == wire.TypeActivation {
+	id := compression.IDSubspaceTC
+	if w.codec.tc != nil {
+		// tokens are the rows' input ids forward, their target ids backward.
+		p, err = w.codec.tc.encoderFor(typ, step).Encode(p, x, tokens, rows, w.C)
+	} else if tc, ok := enc.Codec.(compression.TokenCodec); ok && typ == wire.TypeActivation {
 		// The forward path of the subspace codec carries the token ids.
+		id = enc.Codec.ID()
 		p, err = tc.EncodeWithTokens(p, x, tokens, rows, w.C)
 	} else {
+		id = enc.Codec.ID()
 		p, lz4, err = enc.Encode(p, x, rows, w.C)
 	}
 	if err != nil {
@@ -497,7 +530,7 @@ func (w *Worker) send(peer int, enc *compression.LinkCodec, typ wire.Type, step,
 		flags |= wire.FlagLZ4
 	}
 	w.encBuf = p
-	frame := wire.Append(nil, wire.Header{Type: typ, Codec: uint8(enc.Codec.ID()), Flags: flags, Stage: uint16(w.id), Step: frameStep(w.ctl.epoch, step), Micro: uint32(micro)}, p)
+	frame := wire.Append(nil, wire.Header{Type: typ, Codec: uint8(id), Flags: flags, Stage: uint16(w.id), Step: frameStep(w.ctl.epoch, step), Micro: uint32(micro)}, p)
 	l := w.linkTo(peer)
 	if l == nil {
 		return 0, fmt.Errorf("no link to stage %d", peer)
@@ -511,11 +544,24 @@ func (w *Worker) decode(dec *compression.LinkCodec, m inMsg, dst []float32, toks
 	if len(m.payload) < stampSize {
 		return time.Time{}, fmt.Errorf("%v frame of step %d: payload too short", m.h.Type, m.h.Step)
 	}
-	if m.h.Codec != uint8(dec.Codec.ID()) {
-		return time.Time{}, fmt.Errorf("%v frame of step %d: codec %d, this run uses %v", m.h.Type, m.h.Step, m.h.Codec, dec.Codec.ID())
+	id := compression.IDSubspaceTC
+	if w.codec.tc == nil {
+		id = dec.Codec.ID()
+	}
+	if m.h.Codec != uint8(id) {
+		return time.Time{}, fmt.Errorf("%v frame of step %d: codec %d, this run uses %v", m.h.Type, m.h.Step, m.h.Codec, id)
 	}
 	sent := time.Unix(0, int64(binary.LittleEndian.Uint64(m.payload)))
-	if tc, ok := dec.Codec.(compression.TokenCodec); ok && m.h.Type == wire.TypeActivation {
+	if w.codec.tc != nil {
+		if m.h.Flags != 0 {
+			return sent, fmt.Errorf("%v frame of step %d: flags %v on a subspace-tc payload", m.h.Type, m.h.Step, m.h.Flags)
+		}
+		// toks: filled from the payload where the sender sent ids, else
+		// the receiver's own copy (the batch's tokens or targets).
+		if err := w.codec.tc.decoderFor(m).Decode(dst[:rows*w.C], toks[:rows], m.payload[stampSize:], rows, w.C); err != nil {
+			return sent, err
+		}
+	} else if tc, ok := dec.Codec.(compression.TokenCodec); ok && m.h.Type == wire.TypeActivation {
 		if m.h.Flags != 0 {
 			return sent, fmt.Errorf("activation frame of step %d: flags %v on a subspace payload", m.h.Step, m.h.Flags)
 		}
@@ -599,8 +645,17 @@ func (w *Worker) take(ctx context.Context) error {
 		return reject(fmt.Errorf("unexpected %v frame on a stage link", m.h.Type))
 	}
 	var toks []int32
-	if m.h.Type == wire.TypeActivation {
+	if m.h.Type == wire.TypeActivation || w.codec.tc != nil {
 		toks = make([]int32, rows)
+		// A subspace-tc payload into the last stage (forward) or the first
+		// (backward) carries no ids: the receiver has them.
+		own := w.rx.batchTok
+		if m.h.Type == wire.TypeGradient {
+			own = w.rx.batchTgt
+		}
+		if w.codec.tc != nil && len(own) > 0 {
+			copy(toks, own[int(m.h.Micro)*rows:])
+		}
 	}
 	if _, err := w.decode(dec, m, dst, toks, rows); err != nil {
 		w.release(dst)
@@ -614,6 +669,9 @@ func (w *Worker) take(ctx context.Context) error {
 		return w.sm.Step(scheduler.ActivationArrived(step-w.base, int(m.h.Micro)))
 	}
 	w.rx.grads[key] = dst
+	if w.codec.tc != nil {
+		w.rx.tgts[key] = toks
+	}
 	return w.sm.Step(scheduler.GradientArrived(step-w.base, int(m.h.Micro)))
 }
 
@@ -692,6 +750,18 @@ func (w *Worker) step(ctx context.Context, cmd ctrlMsg) (ctrlMsg, error) {
 			return ctrlMsg{}, fmt.Errorf("step %d: batch: %w", cmd.Step, err)
 		}
 	}
+	w.rx.batchTok, w.rx.batchTgt = nil, nil
+	if len(cmd.blob) > 0 {
+		w.rx.batchTok, w.rx.batchTgt = tokens, targets
+	}
+	if w.codec.tc != nil {
+		if err := w.codec.tc.begin(cmd.Step); err != nil {
+			return ctrlMsg{}, err
+		}
+		if n := w.codec.tc.note; n != nil {
+			w.stats.Events, w.codec.tc.note = append(w.stats.Events, *n), nil
+		}
+	}
 	var loss float64
 	for {
 		a := w.sm.Next()
@@ -761,7 +831,16 @@ func (w *Worker) step(ctx context.Context, cmd ctrlMsg) (ctrlMsg, error) {
 				return ctrlMsg{}, err
 			}
 			if !w.first {
-				if err := w.sendGradient(step, a.Micro, din, N); err != nil {
+				var tgt []int32 // the rows' target ids, for subspace-tc
+				if w.codec.tc != nil {
+					if w.last {
+						tgt = targets[a.Micro*N : (a.Micro+1)*N]
+					} else {
+						tgt = w.rx.tgts[key]
+						delete(w.rx.tgts, key)
+					}
+				}
+				if err := w.sendGradient(step, a.Micro, din, tgt, N); err != nil {
 					return ctrlMsg{}, err
 				}
 			}
@@ -808,9 +887,10 @@ func (w *Worker) sendActivation(step, micro int, out []float32, tok []int32, N i
 }
 
 // sendGradient sends the gradient of a micro-batch's input (N rows) to
-// the previous stage and counts it.
-func (w *Worker) sendGradient(step, micro int, din []float32, N int) error {
-	n, err := w.send(w.net.prevID, w.codec.encPrev, wire.TypeGradient, step, micro, din, nil, N)
+// the previous stage and counts it; tgt are the rows' target ids where the
+// codec wants them (subspace-tc), else nil.
+func (w *Worker) sendGradient(step, micro int, din []float32, tgt []int32, N int) error {
+	n, err := w.send(w.net.prevID, w.codec.encPrev, wire.TypeGradient, step, micro, din, tgt, N)
 	if err != nil {
 		return err
 	}
@@ -917,6 +997,11 @@ func (w *Worker) eval(ctx context.Context, cmd ctrlMsg) (ctrlMsg, error) {
 	if (w.first || w.last) && len(cmd.blob) != 2*total*w.idw {
 		return ctrlMsg{}, fmt.Errorf("eval: blob has %d bytes, want %d", len(cmd.blob), 2*total*w.idw)
 	}
+	if w.codec.tc != nil {
+		if err := w.codec.tc.forEval(); err != nil {
+			return ctrlMsg{}, err
+		}
+	}
 	var lossSum float64
 	var count int64
 	off := 0
@@ -987,6 +1072,15 @@ func (w *Worker) restore(cmd ctrlMsg) (ctrlMsg, error) {
 	// resume.
 	if err := st.RestoreStage(w.st, w.opt); err != nil {
 		return ctrlMsg{}, err
+	}
+	if w.codec.tc != nil {
+		if err := w.codec.tc.restore(ts, w.id); err != nil {
+			// Every stage reads the same state, so every end of every link
+			// finds the same and resets with its other end.
+			w.codec.tc.reset()
+			w.codec.tc.note = &metrics.Event{Type: "event", Kind: "codec_reset", Step: cmd.OptimStep,
+				Detail: map[string]any{"stage": w.id, "reason": err.Error()}}
+		}
 	}
 	w.started = false
 	if w.asy != nil {

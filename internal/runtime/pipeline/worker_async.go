@@ -242,7 +242,7 @@ func (w *Worker) runAsync(ctx context.Context, first ctrlMsg) (ctrlMsg, error) {
 				return ctrlMsg{}, err
 			}
 			if !w.first {
-				if err := w.sendGradient(act.Step, act.Micro, din, N); err != nil {
+				if err := w.sendGradient(act.Step, act.Micro, din, nil, N); err != nil {
 					return ctrlMsg{}, err
 				}
 			}
