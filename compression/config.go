@@ -140,6 +140,11 @@ type Config struct {
 	// (count mean, then moving average); 0 turns the predictor off.
 	// Default 0.02: an id's mean follows its last ~50 rows.
 	PredictorDecay float64 `toml:"predictor_decay"`
+	// TargetBytesPerToken, if > 0, is a byte budget per token for each
+	// direction of each link, frames counted whole: the sender steers its
+	// step (step and grad_step are then where it starts) so that the
+	// bytes of its messages meet it. 0 (default): a fixed step.
+	TargetBytesPerToken float64 `toml:"target_bytes_per_token"`
 }
 
 // DefaultConfig returns the defaults documented on Config: no compression.
@@ -267,6 +272,12 @@ func (c Config) Validate() error {
 	if c.UntieHead && c.Method != MethodSubspace {
 		bad("untie_head", true, `works only with method = "subspace" (other methods leave the LM head tied and free)`)
 	}
+	switch {
+	case c.TargetBytesPerToken != 0 && c.Method != MethodSubspaceTC:
+		bad("target_bytes_per_token", c.TargetBytesPerToken, fmt.Sprintf(`works only with method = "subspace-tc" (method is %q); lowrank steers by the link with rank = "auto"`, c.Method))
+	case !(c.TargetBytesPerToken >= 0 && c.TargetBytesPerToken <= 1<<20):
+		bad("target_bytes_per_token", c.TargetBytesPerToken, "want 0 (a fixed step) or a budget in bytes per token, each way")
+	}
 	if c.Method == MethodSubspaceTC {
 		for _, dir := range []Direction{DirForward, DirBackward} {
 			o := TCOptionsFrom(c, dir, 0, false, 0)
@@ -377,8 +388,10 @@ func (c *Config) Set(key, value string) error {
 		c.RotationInterval, err = strconv.Atoi(strings.TrimSpace(value))
 	case "predictor_decay":
 		c.PredictorDecay, err = strconv.ParseFloat(strings.TrimSpace(value), 64)
+	case "target_bytes_per_token":
+		c.TargetBytesPerToken, err = strconv.ParseFloat(strings.TrimSpace(value), 64)
 	default:
-		return fmt.Errorf("%w: unknown key compression.%s (known: method, rank, topk, block_size, precision, power_iters, error_feedback, lz4, untie_head, step, grad_step, rotation, rotation_interval, predictor_decay)", ErrConfig, key)
+		return fmt.Errorf("%w: unknown key compression.%s (known: method, rank, topk, block_size, precision, power_iters, error_feedback, lz4, untie_head, step, grad_step, rotation, rotation_interval, predictor_decay, target_bytes_per_token)", ErrConfig, key)
 	}
 	if err != nil && !errors.Is(err, ErrConfig) {
 		err = fmt.Errorf("%w: compression.%s = %q: %v", ErrConfig, key, value, err)

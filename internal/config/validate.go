@@ -246,7 +246,7 @@ func (c Config) validateAsync(bad func(key string, val any, allowed string)) {
 	// Codecs with state across messages (error feedback, warm-started
 	// factors) would see micro-batches of different weight versions
 	// interleaved; the async runtime does not key their state per version.
-	if m := c.Compression.Method; m == compression.MethodTopK || m == compression.MethodLowRank {
+	if m := c.Compression.Method; m == compression.MethodTopK || m == compression.MethodLowRank || m == compression.MethodSubspaceTC {
 		bad("compression.method", strconv.Quote(m.String()), `with pipeline.schedule = "async" must be a codec without state across messages: "none", "fp16", "bf16", "int8" or "subspace"`)
 	}
 	// Recovery after a failure is not designed for async yet (stages are

@@ -3,6 +3,7 @@ package pipeline
 import (
 	"errors"
 	"fmt"
+	"math"
 
 	"github.com/narrowband/narrowband/compression"
 	"github.com/narrowband/narrowband/internal/config"
@@ -50,6 +51,10 @@ type tcLinks struct {
 	held int // the step whose start snapshot is in snap, -1 for none
 	snap [][]byte
 	note *metrics.Event // a reset to report with the next step
+	// reported: the budget-steered step last reported per encoder (nil
+	// without compression.target_bytes_per_token).
+	reported map[*compression.TCEncoder]float64
+	target   float64
 }
 
 // tcRole names one coder of a stage in snapshots.
@@ -106,7 +111,34 @@ func newTCLinks(cfg config.Config, id, S int) (*tcLinks, error) {
 			return nil, err
 		}
 	}
+	if b := cc.TargetBytesPerToken; b > 0 {
+		// Frames are counted whole: the wire header and the clock stamp
+		// are part of what the budget pays for.
+		for _, e := range []*compression.TCEncoder{t.encNext, t.evalEnc, t.encPrev} {
+			if e != nil {
+				if err := e.SetBudget(b, wire.HeaderSize+stampSize); err != nil {
+					return nil, err
+				}
+			}
+		}
+		t.reported, t.target = map[*compression.TCEncoder]float64{}, b
+	}
 	return t, nil
+}
+
+// stepMoved reports an encoder's step when a byte budget has moved it by
+// more than 10% since it was last reported (each message nudges it; the
+// events say where it went, not every nudge).
+func (t *tcLinks) stepMoved(e *compression.TCEncoder) (float64, bool) {
+	if t.reported == nil || e == t.evalEnc {
+		return 0, false
+	}
+	s, last := e.Step(), t.reported[e]
+	if last != 0 && math.Abs(s-last) <= 0.1*last {
+		return 0, false
+	}
+	t.reported[e] = s
+	return s, true
 }
 
 // roles are the training coders this stage has, in a fixed order.

@@ -137,8 +137,8 @@ type received struct {
 	// driver's batch; empty elsewhere), which a subspace-tc decoder reads
 	// when the payload does not carry them.
 	batchTok, batchTgt []int32
-	tiedIn      []float32
-	free        [][]float32
+	tiedIn             []float32
+	free               [][]float32
 }
 
 // feedback is the throughput of what this stage received, per direction,
@@ -514,7 +514,17 @@ func (w *Worker) send(peer int, enc *compression.LinkCodec, typ wire.Type, step,
 	id := compression.IDSubspaceTC
 	if w.codec.tc != nil {
 		// tokens are the rows' input ids forward, their target ids backward.
-		p, err = w.codec.tc.encoderFor(typ, step).Encode(p, x, tokens, rows, w.C)
+		e := w.codec.tc.encoderFor(typ, step)
+		if p, err = e.Encode(p, x, tokens, rows, w.C); err == nil {
+			if s, moved := w.codec.tc.stepMoved(e); moved {
+				dir := "forward"
+				if typ == wire.TypeGradient {
+					dir = "backward"
+				}
+				w.stats.Events = append(w.stats.Events, metrics.Event{Type: "event", Kind: "codec_step", Step: step + 1, WallSeconds: time.Since(w.t0).Seconds(),
+					Detail: map[string]any{"stage": w.id, "direction": dir, "step": s, "target_bytes_per_token": w.codec.tc.target}})
+			}
+		}
 	} else if tc, ok := enc.Codec.(compression.TokenCodec); ok && typ == wire.TypeActivation {
 		// The forward path of the subspace codec carries the token ids.
 		id = enc.Codec.ID()

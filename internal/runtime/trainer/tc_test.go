@@ -181,3 +181,27 @@ func TestSubspaceTCKilledStageIsExact(t *testing.T) {
 		t.Errorf("last loss %v, clean run %v", gotLoss[len(gotLoss)-1], cleanLoss[n-1])
 	}
 }
+
+// TestSubspaceTCMeetsByteBudget: with compression.target_bytes_per_token
+// each sender steers its step until its frames (every byte counted, as the
+// summary counts them) cost the budget; the run reports the steps it
+// moved to as codec_step events.
+func TestSubspaceTCMeetsByteBudget(t *testing.T) {
+	c := tcConfig(t, 2)
+	c.Run.Steps = 24
+	c.Train.EvalInterval = 0
+	for _, target := range []float64{2.5, 6} {
+		c.Compression.TargetBytesPerToken = target
+		dir := t.TempDir()
+		sum := runTiny(t, c, dir)
+		for name, got := range map[string]float64{"forward": sum.WireBytesPerTokenForward, "backward": sum.WireBytesPerTokenBackward} {
+			if math.Abs(got-target)/target > 0.15 {
+				t.Errorf("budget %g B/token: %s frames cost %.3f B/token", target, name, got)
+			}
+		}
+		if k := kindsOf(t, dir); k["codec_step"] < 2 {
+			t.Errorf("budget %g: %d codec_step events, want the steps of both directions reported", target, k["codec_step"])
+		}
+		t.Logf("budget %g B/token: %.3f forward, %.3f backward", target, sum.WireBytesPerTokenForward, sum.WireBytesPerTokenBackward)
+	}
+}
