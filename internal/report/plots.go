@@ -614,6 +614,15 @@ func ratioVsFP32(r Run) float64 {
 	return 4 * float64(r.Config.Model.NEmbd) / f
 }
 
+// ratioVsFP32Backward is ratioVsFP32 for the gradients.
+func ratioVsFP32Backward(r Run) float64 {
+	b := r.Summary.WireBytesPerTokenBackward
+	if b <= 0 || !finite(b) || r.Config.Model.NEmbd <= 0 {
+		return 0
+	}
+	return 4 * float64(r.Config.Model.NEmbd) / b
+}
+
 // reference picks the `none` run to compare r against: one that trained the
 // same model on the same data for as long, if any, else the first `none`.
 func reference(runs []Run, r Run) (Run, bool) {
