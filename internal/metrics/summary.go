@@ -26,6 +26,10 @@ type Summary struct {
 	WireBytesPerTokenBackward float64 `json:"wire_bytes_per_token_backward"`
 	CompressionRatioForward   float64 `json:"compression_ratio_forward,omitempty"`
 	CompressionRatioBackward  float64 `json:"compression_ratio_backward,omitempty"`
+	// TiedBytesPerToken is the tied-embedding gradient exchange (first ↔
+	// last stage, both ways together) per token: a per-step cost, so it
+	// falls with tokens per step; not part of the boundary's figures above.
+	TiedBytesPerToken float64 `json:"tied_embedding_bytes_per_token,omitempty"`
 
 	// Fault handling (issue: survive chaos).
 	Failures        int     `json:"failures"`

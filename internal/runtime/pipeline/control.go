@@ -106,6 +106,7 @@ type workerStats struct {
 	SentFwdBytes, SentBwdBytes int64   // wire bytes this stage sent forward / backward
 	RawFwdBytes, RawBwdBytes   int64   // fp32 bytes they stand for
 	SentMessages               int64
+	SentTiedBytes              int64 // wire bytes of the tied-embedding gradient exchange
 	Spans                      []spanRec
 	// The link to the next stage: its path type and round-trip time.
 	Candidate string

@@ -247,6 +247,7 @@ func (p *Driver) result(step int, loss, sumsq float64, dones []ctrlMsg) (engine.
 		res.RawForward += s.RawFwdBytes
 		res.WireBackward += s.SentBwdBytes
 		res.RawBackward += s.RawBwdBytes
+		res.WireTied += s.SentTiedBytes
 		res.Events = append(res.Events, s.Events...)
 		for _, sp := range s.Spans {
 			res.Spans = append(res.Spans, metrics.Span{Stage: i, Kind: sp.Kind, Step: step + 1, Micro: sp.Micro, Start: sp.Start, End: sp.End})

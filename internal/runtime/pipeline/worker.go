@@ -936,6 +936,7 @@ func (w *Worker) sendTied(step int) {
 	frame := wire.Append(nil, wire.Header{Type: wire.TypeTiedGrad, Stage: uint16(w.id), Step: frameStep(w.ctl.epoch, step), Micro: 0}, p)
 	if l := w.linkTo(w.net.tiedID); l != nil {
 		l.out <- frame
+		w.stats.SentTiedBytes += int64(len(frame))
 	}
 }
 

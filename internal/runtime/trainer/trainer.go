@@ -638,6 +638,7 @@ func (r *run) finish() (*metrics.Summary, error) {
 			if tot.WireBackward > 0 {
 				sum.CompressionRatioBackward = float64(tot.RawBackward) / float64(tot.WireBackward)
 			}
+			sum.TiedBytesPerToken = float64(tot.WireTied) / tokens
 		}
 		if all := tot.Busy + tot.Idle; all > 0 {
 			sum.BubbleFraction = tot.Idle / all
