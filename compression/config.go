@@ -145,16 +145,25 @@ type Config struct {
 	// step (step and grad_step are then where it starts) so that the
 	// bytes of its messages meet it. 0 (default): a fixed step.
 	TargetBytesPerToken float64 `toml:"target_bytes_per_token"`
+	// TiedPrecision is the format of the tied-embedding gradient the first
+	// and last stage exchange once per step (vocab × n_embd values, or
+	// vocab × k coefficients under a subspace codec): fp32 (default, the
+	// exact sum), bf16, or int8 (blocks of block_size values with a float32
+	// scale, rounded to nearest). Both ends add the two decoded halves, so
+	// their copies of the embedding stay identical whatever the format.
+	TiedPrecision Precision `toml:"tied_precision"`
 }
 
 // DefaultConfig returns the defaults documented on Config: no compression.
 func DefaultConfig() Config {
 	return Config{
-		Method:     MethodNone,
-		KFraction:  0.1,
-		BlockSize:  64,
-		Precision:  FP32,
-		PowerIters: 1,
+		Method:    MethodNone,
+		KFraction: 0.1,
+		BlockSize: 64,
+		Precision: FP32,
+
+		TiedPrecision: FP32,
+		PowerIters:    1,
 
 		Step:             0.5,
 		GradStep:         1.6,
@@ -265,6 +274,11 @@ func (c Config) Validate() error {
 		}
 	default:
 		bad("precision", c.Precision, "want fp32, fp16, bf16 (or int8, int6, int4, int3, int2 for subspace)")
+	}
+	switch c.TiedPrecision {
+	case FP32, BF16, Int8:
+	default:
+		bad("tied_precision", strconv.Quote(c.TiedPrecision.String()), "want fp32, bf16 or int8")
 	}
 	if c.PowerIters < 1 || c.PowerIters > 8 {
 		bad("power_iters", c.PowerIters, "want 1..8")
@@ -388,10 +402,12 @@ func (c *Config) Set(key, value string) error {
 		c.RotationInterval, err = strconv.Atoi(strings.TrimSpace(value))
 	case "predictor_decay":
 		c.PredictorDecay, err = strconv.ParseFloat(strings.TrimSpace(value), 64)
+	case "tied_precision":
+		c.TiedPrecision, err = ParsePrecision(value)
 	case "target_bytes_per_token":
 		c.TargetBytesPerToken, err = strconv.ParseFloat(strings.TrimSpace(value), 64)
 	default:
-		return fmt.Errorf("%w: unknown key compression.%s (known: method, rank, topk, block_size, precision, power_iters, error_feedback, lz4, untie_head, step, grad_step, rotation, rotation_interval, predictor_decay, target_bytes_per_token)", ErrConfig, key)
+		return fmt.Errorf("%w: unknown key compression.%s (known: method, rank, topk, block_size, precision, power_iters, error_feedback, lz4, untie_head, step, grad_step, rotation, rotation_interval, predictor_decay, target_bytes_per_token, tied_precision)", ErrConfig, key)
 	}
 	if err != nil && !errors.Is(err, ErrConfig) {
 		err = fmt.Errorf("%w: compression.%s = %q: %v", ErrConfig, key, value, err)

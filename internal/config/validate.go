@@ -246,6 +246,9 @@ func (c Config) validateAsync(bad func(key string, val any, allowed string)) {
 	// Codecs with state across messages (error feedback, warm-started
 	// factors) would see micro-batches of different weight versions
 	// interleaved; the async runtime does not key their state per version.
+	if c.Compression.TiedPrecision != compression.FP32 {
+		bad("compression.tied_precision", strconv.Quote(c.Compression.TiedPrecision.String()), `must be "fp32" with pipeline.schedule = "async" (its tied-embedding exchange is kept per step in fp32)`)
+	}
 	if m := c.Compression.Method; m == compression.MethodTopK || m == compression.MethodLowRank || m == compression.MethodSubspaceTC {
 		bad("compression.method", strconv.Quote(m.String()), `with pipeline.schedule = "async" must be a codec without state across messages: "none", "fp16", "bf16", "int8" or "subspace"`)
 	}

@@ -344,7 +344,13 @@ func (p *Driver) State(ctx context.Context) (*stages.State, error) {
 				return false, fmt.Errorf("async: stage %d holds its copy of step %d, stage 0 of step %d: a checkpoint needs every stage at one step (async keeps copies only at the steps engine.KeepsState names: eval and checkpoint intervals and the end)", i, got[i].OptimStep, st.OptimStep)
 			}
 			// A tied head is the embedding, already in stage 0's part.
-			st.AddTensors(ts, st.OptimStep, !engine.UntiedHead(p.cfg))
+			tied := !engine.UntiedHead(p.cfg)
+			if tied && i == len(p.ctrl)-1 && i > 0 && p.async == nil {
+				if err := sameTiedCopies(st.Tensors, ts); err != nil {
+					return false, err
+				}
+			}
+			st.AddTensors(ts, st.OptimStep, tied)
 		}
 		return false, nil
 	})
@@ -392,4 +398,34 @@ func (p *Driver) Faults() metrics.Summary {
 func (p *Driver) SetHooks(h engine.Hooks) {
 	p.hooks = h
 	p.publishPeers()
+}
+
+// sameTiedCopies checks that the last stage's LM head is bit for bit the
+// first stage's token embedding, as tying means: the two stages each apply
+// the same summed gradient to their own copy, and a codec or exchange that
+// let the copies drift would train a model that no longer exists.
+func sameTiedCopies(first, last []stages.Tensor) error {
+	var emb, head *stages.Tensor
+	for i := range first {
+		if n := first[i].Name; n == "transformer.wte.weight" || n == "model.embed_tokens.weight" {
+			emb = &first[i]
+		}
+	}
+	for i := range last {
+		if last[i].Name == "lm_head.weight" {
+			head = &last[i]
+		}
+	}
+	if emb == nil || head == nil {
+		return nil // a split without both (nothing to compare)
+	}
+	if len(emb.Data) != len(head.Data) {
+		return fmt.Errorf("tied embedding: the first stage's %s has %d values, the last stage's lm_head.weight %d", emb.Name, len(emb.Data), len(head.Data))
+	}
+	for j := range emb.Data {
+		if math.Float32bits(emb.Data[j]) != math.Float32bits(head.Data[j]) {
+			return fmt.Errorf("tied embedding: the last stage's lm_head.weight differs from the first stage's %s at value %d (%v vs %v): the two copies drifted apart (a bug: please report it)", emb.Name, j, head.Data[j], emb.Data[j])
+		}
+	}
+	return nil
 }

@@ -49,10 +49,7 @@ func MessageBytes(cfg config.Config) (act, grad, emb int64, err error) {
 		if grad, err = size(compression.DirBackward); err != nil {
 			return
 		}
-		emb = int64(cfg.Model.VocabSize*int(cc.Rank)*4 + wire.HeaderSize + stampSize)
-		if engine.UntiedHead(cfg) {
-			emb = int64(wire.HeaderSize + stampSize)
-		}
+		emb = tiedBytes(cfg, int(cc.Rank))
 		return
 	}
 	size := func() (int64, error) {
@@ -78,12 +75,30 @@ func MessageBytes(cfg config.Config) (act, grad, emb int64, err error) {
 	// The tied embedding's gradient: d values per row, or k coefficients
 	// under the subspace constraint, or nothing with an untied head.
 	width := C
-	switch {
-	case engine.UntiedHead(cfg):
-		width = 0
-	case cc.Method == compression.MethodSubspace:
+	if cc.Method == compression.MethodSubspace {
 		width = int(cc.Rank)
 	}
-	emb = int64(cfg.Model.VocabSize*width*4 + wire.HeaderSize + stampSize)
+	emb = tiedBytes(cfg, width)
 	return
+}
+
+// tiedBytes is the tied-embedding gradient message of vocab × width values
+// in compression.tied_precision: 4 bytes a value in fp32, 2 in bf16, int8's
+// one a value plus a float32 scale per block.
+func tiedBytes(cfg config.Config, width int) int64 {
+	if engine.UntiedHead(cfg) {
+		width = 0
+	}
+	n := int64(cfg.Model.VocabSize * width)
+	var b int64
+	switch cfg.Compression.TiedPrecision {
+	case compression.BF16:
+		b = 2 * n
+	case compression.Int8:
+		blk := int64(max(cfg.Compression.BlockSize, 1))
+		b = n + 4*((n+blk-1)/blk)
+	default:
+		b = 4 * n
+	}
+	return b + wire.HeaderSize + stampSize
 }

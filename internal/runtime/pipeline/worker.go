@@ -90,6 +90,9 @@ type workerCodecs struct {
 	// tc: the transform codec's stateful ends (codec_tc.go); when set,
 	// the LinkCodecs above are nil and frames pick their coder by type.
 	tc *tcLinks
+	// tied codes the tied-embedding gradient exchange
+	// (compression.tied_precision); nil: raw fp32.
+	tied *compression.LinkCodec
 }
 
 // workerControl is the worker's side of the control link: replies and
@@ -245,6 +248,17 @@ func NewWorker(cfg config.Config, layout scheduler.Layout, id int, links Links) 
 		}
 	}
 	cc := cfg.Compression
+	if p := cc.TiedPrecision; p != compression.FP32 && S > 1 && (first || last) && !engine.UntiedHead(cfg) {
+		m := compression.MethodBF16
+		if p == compression.Int8 {
+			m = compression.MethodInt8
+		}
+		tc := compression.DefaultConfig()
+		tc.Method, tc.BlockSize = m, cc.BlockSize
+		if w.codec.tied, err = compression.NewLink(tc, cfg.Model.NEmbd, cfg.Model.VocabSize, uint64(cfg.Run.Seed)); err != nil {
+			return nil, err
+		}
+	}
 	if cc.Method == compression.MethodSubspaceTC {
 		if w.asy != nil {
 			return nil, fmt.Errorf("stage %d: compression.method = \"subspace-tc\" does not run under pipeline.schedule = \"async\" yet (its coders are not kept per weight version); use \"1f1b\" or \"gpipe\"", id)
@@ -639,6 +653,21 @@ func (w *Worker) take(ctx context.Context) error {
 			}
 			w.rx.tiedIn = make([]float32, n)
 		}
+		if tc := w.codec.tied; tc != nil {
+			if m.h.Codec != uint8(tc.Codec.ID()) || len(m.payload) < stampSize {
+				return reject(fmt.Errorf("tied gradient of step %d: codec %d, %d bytes; this run codes it as %v", step, m.h.Codec, len(m.payload), tc.Codec.ID()))
+			}
+			if err := tc.Decode(w.rx.tiedIn, m.payload[stampSize:], false, w.V, len(w.rx.tiedIn)/w.V); err != nil {
+				return reject(fmt.Errorf("tied gradient of step %d: %w", step, err))
+			}
+			for _, v := range w.rx.tiedIn {
+				if !(v >= -maxAbsValue && v <= maxAbsValue) {
+					return reject(fmt.Errorf("tied gradient of step %d holds %v", step, v))
+				}
+			}
+			w.netWait(w0, m)
+			return w.sm.Step(scheduler.EmbeddingGradArrived(step - w.base))
+		}
 		if len(m.payload) != stampSize+4*len(w.rx.tiedIn) {
 			return reject(fmt.Errorf("tied gradient of step %d: %d bytes, want %d", step, len(m.payload), stampSize+4*len(w.rx.tiedIn)))
 		}
@@ -859,7 +888,9 @@ func (w *Worker) step(ctx context.Context, cmd ctrlMsg) (ctrlMsg, error) {
 			}
 			for _, msg := range w.sm.Sends(a) {
 				if msg.Kind == scheduler.MessageEmbeddingGrad {
-					w.sendTied(step)
+					if err := w.sendTied(step); err != nil {
+						return ctrlMsg{}, err
+					}
 				}
 			}
 			w.span("backward", a.Micro, t)
@@ -910,10 +941,11 @@ func (w *Worker) sendGradient(step, micro int, din []float32, tgt []int32, N int
 	return nil
 }
 
-// sendTied sends this stage's tied-embedding gradient, raw fp32: it is
-// small (vocab×d) and once per step, and the sum must be exact for the two
-// copies to stay identical.
-func (w *Worker) sendTied(step int) {
+// sendTied sends this stage's tied-embedding gradient: raw fp32 (the exact
+// sum), or coded by compression.tied_precision, and then this stage's own
+// half is replaced by its decoded value, so that both ends add the same two
+// halves and their copies of the embedding stay identical.
+func (w *Worker) sendTied(step int) error {
 	var g []float32
 	switch {
 	case w.codec.untied:
@@ -930,14 +962,32 @@ func (w *Worker) sendTied(step int) {
 	p := make([]byte, stampSize, stampSize+4*len(g))
 	binary.LittleEndian.PutUint64(p, uint64(time.Now().UnixNano()))
 	binary.LittleEndian.PutUint32(p[8:], 0)
-	for _, v := range g {
-		p = binary.LittleEndian.AppendUint32(p, math.Float32bits(v))
+	codec := uint8(compression.IDNone)
+	if tc := w.codec.tied; tc != nil && len(g) > 0 {
+		rows := w.V
+		var err error
+		var lz4 bool
+		if p, lz4, err = tc.Encode(p, g, rows, len(g)/rows); err != nil {
+			return fmt.Errorf("step %d: tied-embedding gradient: %w", step, err)
+		}
+		if lz4 {
+			return fmt.Errorf("step %d: tied-embedding gradient: lz4 is not used on it", step)
+		}
+		if err := tc.Decode(g, p[stampSize:], false, rows, len(g)/rows); err != nil {
+			return fmt.Errorf("step %d: tied-embedding gradient: %w", step, err)
+		}
+		codec = uint8(tc.Codec.ID())
+	} else {
+		for _, v := range g {
+			p = binary.LittleEndian.AppendUint32(p, math.Float32bits(v))
+		}
 	}
-	frame := wire.Append(nil, wire.Header{Type: wire.TypeTiedGrad, Stage: uint16(w.id), Step: frameStep(w.ctl.epoch, step), Micro: 0}, p)
+	frame := wire.Append(nil, wire.Header{Type: wire.TypeTiedGrad, Codec: codec, Stage: uint16(w.id), Step: frameStep(w.ctl.epoch, step), Micro: 0}, p)
 	if l := w.linkTo(w.net.tiedID); l != nil {
 		l.out <- frame
 		w.stats.SentTiedBytes += int64(len(frame))
 	}
+	return nil
 }
 
 // optimize finishes the step's gradients and applies AdamW once the driver

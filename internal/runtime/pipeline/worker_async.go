@@ -251,7 +251,9 @@ func (w *Worker) runAsync(ctx context.Context, first ctrlMsg) (ctrlMsg, error) {
 			}
 			for _, msg := range a.m.Sends(act) {
 				if msg.Kind == scheduler.MessageEmbeddingGrad {
-					w.sendTied(act.Step) // step's buffer: Grad points at it
+					if err := w.sendTied(act.Step); err != nil { // step's buffer: Grad points at it
+						return ctrlMsg{}, err
+					}
 					if w.codec.con != nil {
 						a.tiedOwn[act.Step] = append([]float32(nil), w.codec.tiedOwn...)
 					}
