@@ -96,6 +96,9 @@ type ctrlMsg struct {
 	Duration float64  `json:"duration,omitempty"`
 	Mbps     float64  `json:"mbps,omitempty"`
 	Frames   int      `json:"frames,omitempty"`
+	// Origin (async restore): the step the stream began at, 0 or the
+	// step the run resumed from; a restart goes on as if from there.
+	Origin int `json:"origin,omitempty"`
 
 	blob []byte
 }
