@@ -288,7 +288,7 @@ func (p *Driver) Eval(ctx context.Context, windows [][]int32) (float64, error) {
 	putIDs(blob, tok, w)
 	putIDs(blob[len(tok)*w:], tgt, w)
 	var res []ctrlMsg
-	err := p.guard(ctx, p.snapStep, func() (bool, error) {
+	err := p.guard(ctx, p.between(), func() (bool, error) {
 		for i := 0; i < S; i++ {
 			m := ctrlMsg{Kind: ctrlEval, Shapes: shapes}
 			if p.async != nil {
@@ -326,7 +326,7 @@ func (p *Driver) State(ctx context.Context) (*stages.State, error) {
 func (p *Driver) gather(ctx context.Context, history bool) (*stages.State, [][]stages.Tensor, error) {
 	var st *stages.State
 	var hist [][]stages.Tensor
-	err := p.guard(ctx, p.snapStep, func() (bool, error) {
+	err := p.guard(ctx, p.between(), func() (bool, error) {
 		st = &stages.State{Model: engine.ModelConfig(p.cfg)}
 		hist = make([][]stages.Tensor, len(p.ctrl))
 		// One stage at a time, each stage's bytes copied into st and let
@@ -389,6 +389,17 @@ func (p *Driver) Restore(ctx context.Context, st *stages.State) error {
 		p.m.Step(scheduler.Report{Kind: scheduler.ReportSnapshot, Step: st.Step})
 	}
 	return err
+}
+
+// between is the step an operation between steps (evaluation, state)
+// counts as for recovery: under async the stream runs on meanwhile, so the
+// next step awaited (a rollback redoes from the snapshot up to it);
+// otherwise the snapshot's.
+func (p *Driver) between() int {
+	if p.async != nil && p.async.sent >= 0 {
+		return p.async.next
+	}
+	return p.snapStep
 }
 
 // Snapshot is the copy of every stage the driver keeps to roll back to
