@@ -122,6 +122,10 @@ type spanRec struct {
 	Micro int     `json:"m"`
 	Start float64 `json:"s"`
 	End   float64 `json:"e"`
+	// Async: the micro-batch's step (1-based) and the weight version
+	// (metrics.Span's Of and Version).
+	Of  int  `json:"of,omitempty"`
+	Ver *int `json:"v,omitempty"`
 }
 
 // maxControl bounds one control message; a whole stage's state (weights

@@ -252,7 +252,7 @@ func (p *Driver) result(step int, loss, sumsq float64, dones []ctrlMsg) (engine.
 		res.RawBackward += s.RawBwdBytes
 		res.Events = append(res.Events, s.Events...)
 		for _, sp := range s.Spans {
-			res.Spans = append(res.Spans, metrics.Span{Stage: i, Kind: sp.Kind, Step: step + 1, Micro: sp.Micro, Start: sp.Start, End: sp.End})
+			res.Spans = append(res.Spans, metrics.Span{Stage: i, Kind: sp.Kind, Step: step + 1, Micro: sp.Micro, Start: sp.Start, End: sp.End, Of: sp.Of, Version: sp.Ver})
 		}
 		if i+1 < S {
 			l := metrics.LinkStats{From: i, To: i + 1, BytesForward: s.SentFwdBytes, BytesBackward: dones[i+1].Stats.SentBwdBytes, Messages: s.SentMessages + dones[i+1].Stats.SentMessages, Candidate: s.Candidate, RTTMillis: s.RTTMs}

@@ -282,7 +282,7 @@ func (w *Worker) runAsync(ctx context.Context, first ctrlMsg) (ctrlMsg, error) {
 			if in != nil {
 				w.release(in)
 			}
-			w.span("forward", act.Micro, t)
+			w.vspan("forward", act, t)
 		case scheduler.ActionBackward:
 			key := [2]int{act.Step, act.Micro}
 			var dout []float32
@@ -321,7 +321,7 @@ func (w *Worker) runAsync(ctx context.Context, first ctrlMsg) (ctrlMsg, error) {
 					}
 				}
 			}
-			w.span("backward", act.Micro, t)
+			w.vspan("backward", act, t)
 		case scheduler.ActionStash:
 			if len(a.free) == 0 {
 				return ctrlMsg{}, fmt.Errorf("stash of version %d: all %d stash buffers in use (a bug: StashBound)", act.Version, a.m.StashBound())
@@ -331,6 +331,7 @@ func (w *Worker) runAsync(ctx context.Context, first ctrlMsg) (ctrlMsg, error) {
 				copy(buf[k], p.Data)
 			}
 			a.stash[act.Version] = buf
+			w.vspan("stash", act, t)
 		case scheduler.ActionDropVersion:
 			if a.keepsPast(act.Version, a.m.Version()) {
 				a.past[act.Version] = a.stash[act.Version]
@@ -338,6 +339,7 @@ func (w *Worker) runAsync(ctx context.Context, first ctrlMsg) (ctrlMsg, error) {
 				a.free = append(a.free, a.stash[act.Version])
 			}
 			delete(a.stash, act.Version)
+			w.vspan("drop", act, t)
 		case scheduler.ActionOptimizerStep:
 			if !have { // the learning rate comes with the step's command
 				if err := w.awaitAsync(ctx); err != nil {
@@ -368,6 +370,15 @@ func (w *Worker) runAsync(ctx context.Context, first ctrlMsg) (ctrlMsg, error) {
 			return ctrlMsg{}, err
 		}
 	}
+}
+
+// vspan records a span of act with the step its micro-batch belongs to and
+// the weight version it ran on (or stashed, or dropped): the web view
+// shows them, and they let a test check that each backward used its
+// forward's version.
+func (w *Worker) vspan(kind string, act scheduler.Action, start time.Time) {
+	v := act.Version
+	w.stats.Spans = append(w.stats.Spans, spanRec{Kind: kind, Micro: act.Micro, Start: start.Sub(w.t0).Seconds(), End: time.Since(w.t0).Seconds(), Of: act.Step + 1, Ver: &v})
 }
 
 // asyncOptimize applies OptimizerStep{s}: the step's gradient buffer plus
@@ -439,7 +450,7 @@ func (w *Worker) asyncOptimize(ctx context.Context, act scheduler.Action, b asyn
 		}
 	}
 	delete(a.batches, s)
-	w.span("optimizer", -1, t)
+	w.vspan("optimizer", act, t) // Version: the one it makes
 	w.stats.Busy += time.Since(t).Seconds()
 	w.stats.Wall = time.Since(a.since).Seconds()
 	a.since = time.Now()
