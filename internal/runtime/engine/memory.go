@@ -95,7 +95,7 @@ func PlanMemory(cfg config.Config, layout scheduler.Layout) (MemoryPlan, error) 
 		// Weights and both moments, and their encoding for a restore.
 		p.Snapshot = 2 * 3 * 4 * float64(m.NumParams())
 	}
-	if snapshots(cfg) {
+	if snapshots(cfg) && cfg.Faults.SnapshotEvery < cfg.Run.Steps {
 		// Each stage's weight versions for a restart (and their encoding).
 		for i, w := range weights {
 			spec := scheduler.Pipeline{Schedule: scheduler.Async, Stages: layout.Stages(), Micro: M, InFlight: cfg.Pipeline.InFlight}
@@ -179,7 +179,7 @@ func asyncMemory(est *stages.Memory, cfg config.Config, layout scheduler.Layout,
 		copies++ // the master iterate
 		opt++    // and its held copy
 	}
-	if snapshots(cfg) {
+	if snapshots(cfg) && cfg.Faults.SnapshotEvery < cfg.Run.Steps {
 		// The held copy at a snapshot also holds the weight versions a
 		// restart there runs its first forwards on, and until then the
 		// stage keeps those versions past their use (at most as many
