@@ -323,10 +323,9 @@ func (w *Worker) runAsync(ctx context.Context, first ctrlMsg) (ctrlMsg, error) {
 			}
 			w.vspan("backward", act, t)
 		case scheduler.ActionStash:
-			if len(a.free) == 0 {
-				return ctrlMsg{}, fmt.Errorf("stash of version %d: all %d stash buffers in use (a bug: StashBound)", act.Version, a.m.StashBound())
-			}
-			buf := a.buffer(nil)
+			// StashBound buffers were allocated up front; more are made
+			// only where a snapshot's versions took some.
+			buf := a.buffer(w.st.Params())
 			for k, p := range w.st.Params() {
 				copy(buf[k], p.Data)
 			}
