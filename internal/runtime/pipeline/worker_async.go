@@ -770,7 +770,9 @@ func (w *Worker) asyncRestore(m ctrlMsg) (ctrlMsg, error) {
 			if err := take(&h, name, t); err != nil {
 				return ctrlMsg{}, err
 			}
-			r.hist[v] = h
+			if h != nil { // nil: none of this stage's params yet
+				r.hist[v] = h
+			}
 		case strings.HasPrefix(t.Name, asyncPrefix):
 			return ctrlMsg{}, fmt.Errorf("restore: unknown tensor %q", t.Name)
 		default:
