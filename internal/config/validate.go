@@ -222,7 +222,7 @@ func (c Config) Validate() error {
 }
 
 // validateAsync checks the keys of the async schedule (docs/async.md) and
-// what the async runtime does not do yet, each refusal saying what to use
+// what the async runtime does not do, each refusal saying what to use
 // instead.
 func (c Config) validateAsync(bad func(key string, val any, allowed string)) {
 	p, t := c.Pipeline, c.Train
@@ -251,14 +251,6 @@ func (c Config) validateAsync(bad func(key string, val any, allowed string)) {
 	}
 	if m := c.Compression.Method; m == compression.MethodTopK || m == compression.MethodLowRank || m == compression.MethodSubspaceTC {
 		bad("compression.method", strconv.Quote(m.String()), `with pipeline.schedule = "async" must be a codec without state across messages: "none", "fp16", "bf16", "int8" or "subspace"`)
-	}
-	// Recovery after a failure is not designed for async yet (stages are
-	// several steps apart; the ones ahead would have to roll back).
-	if p.Spares > 0 {
-		bad("pipeline.spares", p.Spares, `must be 0 with pipeline.schedule = "async": failure recovery is not done for async yet (docs/async.md); use "1f1b" for runs that must survive a failure`)
-	}
-	if len(c.Faults.Events) > 0 {
-		bad("faults.event", len(c.Faults.Events), `must be empty with pipeline.schedule = "async": failure recovery is not done for async yet (docs/async.md)`)
 	}
 }
 

@@ -50,14 +50,24 @@ type LinkStats struct {
 
 // Span is one interval of a stage's timeline: what it did from Start to End
 // (seconds since the run started). Kind is "forward", "backward", "send",
-// "recv_wait", "optimizer" or "idle".
+// "recv_wait", "optimizer" or "idle", and under the async schedule also
+// "stash" (a weight version copied before an optimizer step overwrites
+// it) and "drop" (a stashed version freed after its last backward).
 type Span struct {
-	Stage int     `json:"stage"`
-	Kind  string  `json:"kind"`
+	Stage int    `json:"stage"`
+	Kind  string `json:"kind"`
+	// Step is the step whose record carries the span (1-based).
 	Step  int     `json:"step"`
 	Micro int     `json:"micro"`
 	Start float64 `json:"start"`
 	End   float64 `json:"end"`
+	// Async only. Of is the step (1-based) the micro-batch belongs to:
+	// stages run several steps apart, so a step's record holds spans of
+	// later steps' micro-batches. Version is the weight version a
+	// forward or backward ran on, or a stash or drop is of ("the weights
+	// after Version optimizer steps", the same on every stage).
+	Of      int  `json:"of,omitempty"`
+	Version *int `json:"version,omitempty"`
 }
 
 // Event is a non-step occurrence worth recording: a compression rank change,

@@ -96,6 +96,9 @@ type ctrlMsg struct {
 	Duration float64  `json:"duration,omitempty"`
 	Mbps     float64  `json:"mbps,omitempty"`
 	Frames   int      `json:"frames,omitempty"`
+	// Origin (async restore): the step the stream began at, 0 or the
+	// step the run resumed from; a restart goes on as if from there.
+	Origin int `json:"origin,omitempty"`
 
 	blob []byte
 }
@@ -120,6 +123,10 @@ type spanRec struct {
 	Micro int     `json:"m"`
 	Start float64 `json:"s"`
 	End   float64 `json:"e"`
+	// Async: the micro-batch's step (1-based) and the weight version
+	// (metrics.Span's Of and Version).
+	Of  int  `json:"of,omitempty"`
+	Ver *int `json:"v,omitempty"`
 }
 
 // maxControl bounds one control message; a whole stage's state (weights

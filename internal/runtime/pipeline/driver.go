@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,6 +54,7 @@ type Driver struct {
 	faults      metrics.Summary // recovery times and the fault log
 	snap        *stages.State
 	snapStep    int
+	snapHist    [][]stages.Tensor // async: each stage's weight versions a restart at snapStep needs
 	lastStep    time.Duration
 	killMu      sync.Mutex
 	killedAt    map[int]time.Time
@@ -71,6 +73,7 @@ func New(cfg config.Config, layout scheduler.Layout, corpus *data.Corpus, place 
 		Layout: layout, Holders: place.Holders(),
 		TimeoutTicks: int(math.Ceil(f.PeerTimeout/hb - 1e-9)), MaxRejects: f.MaxRejects,
 		SnapshotEvery: f.SnapshotEvery, CanHandOver: place.CanHandOver(),
+		Async: cfg.Pipeline.Schedule == scheduler.Async,
 	})
 	if err != nil {
 		place.Close()
@@ -146,25 +149,18 @@ func (p *Driver) batchBlob(step int) []byte {
 }
 
 func (p *Driver) Step(ctx context.Context, step int, lr float64) (engine.StepResult, error) {
-	if p.async != nil {
-		// No membership snapshots: async has no failure recovery yet
-		// (config refuses spares and fault events with it).
-		t := time.Now()
-		res, err := p.asyncStep(ctx, step, lr)
-		p.lastStep = time.Since(t)
-		return res, err
-	}
 	p.m.Step(scheduler.Report{Kind: scheduler.ReportStepBegins, Step: step})
 	for _, c := range p.m.Ready().Commands {
 		if c.Kind != scheduler.CmdSnapshot {
 			return engine.StepResult{}, fmt.Errorf("pipeline: the membership machine asked for %v before step %d (a bug)", c, step+1)
 		}
-		// The point every stage rolls back to if one changes hands.
-		st, err := p.State(ctx)
+		// The point every stage rolls back to if one changes hands
+		// (async: after any failure).
+		st, hist, err := p.gather(ctx, p.async != nil)
 		if err != nil {
 			return engine.StepResult{}, err
 		}
-		p.snap, p.snapStep = st, step
+		p.snap, p.snapStep, p.snapHist = st, step, hist
 		p.m.Step(scheduler.Report{Kind: scheduler.ReportSnapshot, Step: step})
 	}
 	var res engine.StepResult
@@ -176,6 +172,13 @@ func (p *Driver) Step(ctx context.Context, step int, lr float64) (engine.StepRes
 			if err := p.injectFaults(ctx, step); err != nil {
 				return false, err
 			}
+		}
+		if p.async != nil {
+			// Applied, always: the stages are in the middle of several
+			// steps (the membership machine knows, and rolls back).
+			var err error
+			res, err = p.asyncStep(ctx, step, lr)
+			return true, err
 		}
 		var applied bool
 		var err error
@@ -250,7 +253,7 @@ func (p *Driver) result(step int, loss, sumsq float64, dones []ctrlMsg) (engine.
 		res.WireTied += s.SentTiedBytes
 		res.Events = append(res.Events, s.Events...)
 		for _, sp := range s.Spans {
-			res.Spans = append(res.Spans, metrics.Span{Stage: i, Kind: sp.Kind, Step: step + 1, Micro: sp.Micro, Start: sp.Start, End: sp.End})
+			res.Spans = append(res.Spans, metrics.Span{Stage: i, Kind: sp.Kind, Step: step + 1, Micro: sp.Micro, Start: sp.Start, End: sp.End, Of: sp.Of, Version: sp.Ver})
 		}
 		if i+1 < S {
 			l := metrics.LinkStats{From: i, To: i + 1, BytesForward: s.SentFwdBytes, BytesBackward: dones[i+1].Stats.SentBwdBytes, Messages: s.SentMessages + dones[i+1].Stats.SentMessages, Candidate: s.Candidate, RTTMillis: s.RTTMs}
@@ -286,7 +289,7 @@ func (p *Driver) Eval(ctx context.Context, windows [][]int32) (float64, error) {
 	putIDs(blob, tok, w)
 	putIDs(blob[len(tok)*w:], tgt, w)
 	var res []ctrlMsg
-	err := p.guard(ctx, p.snapStep, func() (bool, error) {
+	err := p.guard(ctx, p.between(), func() (bool, error) {
 		for i := 0; i < S; i++ {
 			m := ctrlMsg{Kind: ctrlEval, Shapes: shapes}
 			if p.async != nil {
@@ -314,16 +317,26 @@ func (p *Driver) Eval(ctx context.Context, windows [][]int32) (float64, error) {
 }
 
 func (p *Driver) State(ctx context.Context) (*stages.State, error) {
+	st, _, err := p.gather(ctx, false)
+	return st, err
+}
+
+// gather is State; with history (an async snapshot) also each stage's
+// weight versions that a restart at the next step runs its first forwards
+// on, kept apart from the state (a checkpoint never holds them).
+func (p *Driver) gather(ctx context.Context, history bool) (*stages.State, [][]stages.Tensor, error) {
 	var st *stages.State
-	err := p.guard(ctx, p.snapStep, func() (bool, error) {
+	var hist [][]stages.Tensor
+	err := p.guard(ctx, p.between(), func() (bool, error) {
 		st = &stages.State{Model: engine.ModelConfig(p.cfg)}
+		hist = make([][]stages.Tensor, len(p.ctrl))
 		// One stage at a time, each stage's bytes copied into st and let
 		// go before the next is asked for: a stage's state is weights and
 		// two moments (170 MB a stage for a GPT-2-small in 8 stages), and
 		// all of them at once would burst into the coordinator together,
 		// starving the links' keepalives and doubling its memory.
 		for i := range p.ctrl {
-			req := ctrlMsg{Kind: ctrlState}
+			req := ctrlMsg{Kind: ctrlState, Hold: history}
 			if p.async != nil {
 				req.Step = p.async.next - 1 // the copy of the last step done
 			}
@@ -334,9 +347,17 @@ func (p *Driver) State(ctx context.Context) (*stages.State, error) {
 			if err != nil {
 				return false, err
 			}
-			ts, err := decodeTensors(got[i].blob)
+			all, err := decodeTensors(got[i].blob)
 			if err != nil {
 				return false, fmt.Errorf("stage %d state: %w", i, err)
+			}
+			var ts []stages.Tensor
+			for _, t := range all {
+				if strings.HasPrefix(t.Name, asyncPrefix) {
+					hist[i] = append(hist[i], t)
+				} else {
+					ts = append(ts, t)
+				}
 			}
 			if i == 0 {
 				st.OptimStep = got[i].OptimStep
@@ -355,23 +376,37 @@ func (p *Driver) State(ctx context.Context) (*stages.State, error) {
 		return false, nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return st, nil
+	return st, hist, nil
 }
 
 func (p *Driver) Restore(ctx context.Context, st *stages.State) error {
-	err := p.guard(ctx, st.Step, func() (bool, error) {
-		return false, p.restoreAll(ctx, st)
-	})
 	if p.async != nil {
-		p.async.sent, p.async.done = -1, map[int][]ctrlMsg{} // the stream restarts at the next step
+		// A resumed async run: the stream begins again here, its pipe
+		// refilled from scratch (docs/async.md, "Resume").
+		p.async.origin = st.Step
+		p.async.restart()
 	}
-	if err == nil && p.place.CanHandOver() {
-		p.snap, p.snapStep = st, st.Step
+	err := p.guard(ctx, st.Step, func() (bool, error) {
+		return false, p.restoreAll(ctx, st, nil)
+	})
+	if err == nil && (p.place.CanHandOver() || p.async != nil) {
+		p.snap, p.snapStep, p.snapHist = st, st.Step, nil
 		p.m.Step(scheduler.Report{Kind: scheduler.ReportSnapshot, Step: st.Step})
 	}
 	return err
+}
+
+// between is the step an operation between steps (evaluation, state)
+// counts as for recovery: under async the stream runs on meanwhile, so the
+// next step awaited (a rollback redoes from the snapshot up to it);
+// otherwise the snapshot's.
+func (p *Driver) between() int {
+	if p.async != nil && p.async.sent >= 0 {
+		return p.async.next
+	}
+	return p.snapStep
 }
 
 // Snapshot is the copy of every stage the driver keeps to roll back to

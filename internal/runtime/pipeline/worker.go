@@ -398,6 +398,9 @@ func (w *Worker) serve(ctx context.Context, m ctrlMsg) (ctrlMsg, error) {
 		}
 		return ctrlMsg{Kind: ctrlStateIs, OptimStep: step, blob: encodeTensors(all)}, nil
 	case ctrlRestore:
+		if w.asy != nil {
+			return w.asyncRestore(m)
+		}
 		return w.restore(m)
 	case ctrlAbort:
 		w.ctl.epoch = m.Epoch
@@ -1144,9 +1147,6 @@ func (w *Worker) restore(cmd ctrlMsg) (ctrlMsg, error) {
 		}
 	}
 	w.started = false
-	if w.asy != nil {
-		w.asy.begun = false // the stream restarts at the next step command's step
-	}
 	return ctrlMsg{Kind: ctrlOK}, nil
 }
 
