@@ -23,6 +23,9 @@ type ClientOptions struct {
 	Key []byte
 	// MaxMessageBytes bounds one incoming message (default 64 KiB).
 	MaxMessageBytes int
+	// JoinToken, if set, authenticates as a guest with the room's join
+	// token (JoinToken) instead of the secret, which is then ignored.
+	JoinToken string
 	// ServerTimeout is how long the client waits without hearing from the
 	// server (messages or pings, sent every Config.PingInterval) before it
 	// declares the connection dead (default 45 s).
@@ -69,7 +72,7 @@ func DialOptions(ctx context.Context, rawURL, peerID, secret string, opt ClientO
 		return nil, fmt.Errorf("signaling: dial: peer ID: %w", err)
 	}
 	key := opt.Key
-	if key == nil {
+	if key == nil && opt.JoinToken == "" {
 		if key, err = DeriveKey(secret); err != nil {
 			return nil, err
 		}
@@ -94,7 +97,7 @@ func DialOptions(ctx context.Context, rawURL, peerID, secret string, opt ClientO
 	ws.SetReadLimit(int64(opt.MaxMessageBytes))
 	c := &Client{ws: ws, id: peerID, room: room, max: opt.MaxMessageBytes,
 		in: newInbox(opt.Logger.With("room", room, "peer", peerID)), rdone: make(chan struct{})}
-	welcome, err := c.handshake(ctx, key)
+	welcome, err := c.handshake(ctx, key, opt.JoinToken)
 	if err != nil {
 		_ = ws.Close()
 		return nil, fmt.Errorf("signaling: join room %s as %s: %w", room, peerID, err)
@@ -113,7 +116,7 @@ func DialOptions(ctx context.Context, rawURL, peerID, secret string, opt ClientO
 	return c, nil
 }
 
-func (c *Client) handshake(ctx context.Context, key []byte) (Message, error) {
+func (c *Client) handshake(ctx context.Context, key []byte, token string) (Message, error) {
 	deadline := time.Now().Add(10 * time.Second)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
@@ -138,6 +141,12 @@ func (c *Client) handshake(ctx context.Context, key []byte) (Message, error) {
 		return Message{}, err
 	}
 	auth := Message{Type: TypeAuth, From: c.id, Proof: Proof(key, nonce, c.room, c.id)}
+	if token != "" {
+		if auth.Proof, err = GuestProof(token, nonce, c.room, c.id); err != nil {
+			return Message{}, err
+		}
+		auth.Scope = ScopeJoin
+	}
 	if err := c.ws.WriteJSON(auth); err != nil {
 		return Message{}, fmt.Errorf("send proof: %w", err)
 	}

@@ -46,11 +46,14 @@ const maxPeersListed = 4096
 // Message is one signaling message (one JSON object in one websocket text
 // frame). Fields unused by a type are left empty.
 type Message struct {
-	Type  string          `json:"type"`
-	From  string          `json:"from,omitempty"`
-	To    string          `json:"to,omitempty"`
-	Nonce string          `json:"nonce,omitempty"` // challenge
-	Proof string          `json:"proof,omitempty"` // auth
+	Type  string `json:"type"`
+	From  string `json:"from,omitempty"`
+	To    string `json:"to,omitempty"`
+	Nonce string `json:"nonce,omitempty"` // challenge
+	Proof string `json:"proof,omitempty"` // auth
+	// Scope is "join" on an auth proved with a join token (JoinToken)
+	// instead of the run's secret; "" is the secret.
+	Scope string          `json:"scope,omitempty"` // auth
 	Peers []string        `json:"peers,omitempty"` // welcome: other members
 	Code  string          `json:"code,omitempty"`  // error
 	Error string          `json:"error,omitempty"` // error

@@ -74,7 +74,7 @@ func (o RetryOptions) withDefaults() RetryOptions {
 // attempt's error; when ctx ends it wraps ctx's error and the last one.
 func DialRetry(ctx context.Context, rawURL, peerID, secret string, opt RetryOptions) (*Client, error) {
 	opt = opt.withDefaults()
-	if opt.Client.Key == nil {
+	if opt.Client.Key == nil && opt.Client.JoinToken == "" {
 		// Derive once, not per attempt (it costs milliseconds of CPU), and
 		// fail on an empty secret before any network traffic.
 		k, err := DeriveKey(secret)

@@ -70,6 +70,16 @@ type Config struct {
 	// dropped and its leave announced, so a vanished machine does not stay
 	// a member until TCP gives up (default 10 s).
 	PingInterval time.Duration
+	// JoinTokens lets members authenticate with a room's join token
+	// (JoinToken) instead of the secret: a guest, such as a browser tab
+	// that contributes a stage, which may only join the room the token
+	// names, under a name not in ReservedIDs. Off, a join token is refused
+	// like a wrong secret.
+	JoinTokens bool
+	// ReservedIDs are names a guest may not take (e.g. the coordinator's),
+	// so a token cannot be used to impersonate a member that holds the
+	// secret.
+	ReservedIDs []string
 	// OnMembership, if set, is called for every join and leave. It runs on
 	// the joining or leaving connection's goroutine: do not block in it.
 	OnMembership func(Event)
@@ -583,7 +593,13 @@ func (s *Server) runPeer(ws *websocket.Conn, roomName string, t *ticket) {
 		refuse(ws, CodeAuth, fmt.Sprintf("authentication failed: no proof of the secret for room %s; the peer must be started with the run secret", roomName))
 		return
 	}
-	if !checkProof(s.cfg.Key, nonce, roomName, auth.From, auth.Proof) {
+	if auth.Scope != "" {
+		if err := s.checkGuest(nonce, roomName, auth); err != nil {
+			s.limits.note(limitAuthFailed, t.addr, 0, auth.From)
+			refuse(ws, CodeAuth, fmt.Sprintf("authentication failed: %v", err))
+			return
+		}
+	} else if !checkProof(s.cfg.Key, nonce, roomName, auth.From, auth.Proof) {
 		// Rate-limited: guessing secrets must not also flood the log.
 		s.limits.note(limitAuthFailed, t.addr, 0, auth.From)
 		refuse(ws, CodeAuth, fmt.Sprintf("authentication failed: wrong secret for room %s", roomName))

@@ -57,6 +57,9 @@ type Options struct {
 	// "localhost" and loopback IPs on a loopback connection, and the IP a
 	// request came in on; any other Host gets 421 (see Handler).
 	AllowedHosts []string
+	// WasmDir, if set, serves /static/wasm/ (the tab's peer) from this
+	// folder instead of the files embedded at build time.
+	WasmDir string
 }
 
 func (o Options) withDefaults() Options {
@@ -112,6 +115,9 @@ type Server struct {
 	closed    bool
 	done      chan struct{}
 	lastStep  int
+
+	cmu     sync.Mutex
+	contrib *Contribute // nil: visitors cannot contribute
 }
 
 // New returns a server with no run yet; the page shows "waiting" until the
@@ -159,6 +165,9 @@ func (s *Server) Handler() http.Handler {
 	}
 	files := http.FileServerFS(sub)
 	mux.Handle("GET /static/", http.StripPrefix("/static/", files))
+	wsub, _ := fs.Sub(sub, "wasm")
+	mux.Handle("GET /static/wasm/", newWasmFiles(s.opts.WasmDir, wsub))
+	mux.HandleFunc("GET /api/contribute", s.serveContribute)
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		r2 := r.Clone(r.Context())
 		r2.URL.Path = "/"
@@ -166,13 +175,13 @@ func (s *Server) Handler() http.Handler {
 	})
 	mux.HandleFunc("GET /events", s.serveEvents)
 	mux.HandleFunc("GET /api/snapshot", s.serveSnapshot)
-	return newHostGuard(s.opts.AllowedHosts, s.opts.Logger).wrap(secure(mux))
+	return newHostGuard(s.opts.AllowedHosts, s.opts.Logger).wrap(secure(mux, s.contentPolicy))
 }
 
 // secure adds headers that keep the page self-contained: the content
 // security policy forbids loading anything from another origin, so a page
 // that works here works offline.
-func secure(h http.Handler) http.Handler {
+func secure(h http.Handler, policy func() string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			w.Header().Set("Allow", "GET, HEAD")
@@ -180,7 +189,7 @@ func secure(h http.Handler) http.Handler {
 			return
 		}
 		hd := w.Header()
-		hd.Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+		hd.Set("Content-Security-Policy", policy())
 		hd.Set("X-Content-Type-Options", "nosniff")
 		hd.Set("Referrer-Policy", "no-referrer")
 		h.ServeHTTP(w, r)

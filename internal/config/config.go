@@ -310,6 +310,12 @@ type Simulate struct {
 // Web is the live view.
 type Web struct {
 	Addr string `toml:"addr"` // e.g. "127.0.0.1:8080"; "" disables; "127.0.0.1:0" picks a free port on loopback (a wider bind shows the run to the network)
+	// Contribute lets the view's visitors contribute: the page offers a
+	// Contribute control, and a tab that takes it joins the run's room as
+	// a peer with a join token scoped to the room (not the secret); it
+	// computes a vacant stage or waits as a spare (docs/browser.md). Needs
+	// pipeline.transport = "webrtc".
+	Contribute bool `toml:"contribute"`
 }
 
 // Default is the configuration every file starts from: a small GPT on the Go

@@ -164,6 +164,9 @@ func (c Config) Validate() error {
 	if p.Spares < 0 {
 		bad("pipeline.spares", p.Spares, "must be at least 0")
 	}
+	if c.Web.Contribute && p.Transport != "webrtc" {
+		bad("web.contribute", true, fmt.Sprintf("needs pipeline.transport = \"webrtc\" (a tab joins the run's signaling room as a peer), not %q", p.Transport))
+	}
 	if p.RelayOnly && p.TURNAddr == "" && !slices.ContainsFunc(p.ICEServers, IsTURNURL) {
 		bad("pipeline.relay_only", true, "needs a TURN server: set pipeline.turn_addr (host one beside signaling) or add a turn: URL to pipeline.ice_servers")
 	}

@@ -123,6 +123,7 @@ type room struct {
 	name    string                     // the room's name: what a join proof is for
 	keys    map[string]identity.Public // holder → the key it proved
 	allow   map[identity.Public]bool   // pipeline.allow_keys; empty admits every key
+	onRoom  func(Room)
 	spawner
 }
 
@@ -131,7 +132,27 @@ type room struct {
 // gives every stage to a peer, writing the run's secret (if none is
 // configured) and signal.json into out.
 func WebRTC(ctx context.Context, cfg config.Config, layout scheduler.Layout, out string, log *slog.Logger) (pipeline.Placement, error) {
-	p := &room{cfg: cfg, layout: layout, log: log, procOf: map[string]*exec.Cmd{}, keys: map[string]identity.Public{}, allow: map[identity.Public]bool{}}
+	return WebRTCWith(ctx, cfg, layout, out, log, nil)
+}
+
+// Room is what a guest needs to join a run's room: the signaling URL, the
+// room's join token (signaling.JoinToken; only where web.contribute is
+// on) and the STUN/TURN servers; and how many stages its local peers leave
+// vacant.
+type Room struct {
+	URL        string
+	JoinToken  string
+	ICEServers []string
+	// Vacant is the first stage no local peer will take (-1: the local
+	// peers fill every stage, a guest would be a spare).
+	Vacant int
+}
+
+// WebRTCWith is WebRTC that calls onRoom, if set, as soon as the room is
+// open, before it waits for peers: the web view offers the room to its
+// visitors from then on.
+func WebRTCWith(ctx context.Context, cfg config.Config, layout scheduler.Layout, out string, log *slog.Logger, onRoom func(Room)) (pipeline.Placement, error) {
+	p := &room{onRoom: onRoom, cfg: cfg, layout: layout, log: log, procOf: map[string]*exec.Cmd{}, keys: map[string]identity.Public{}, allow: map[identity.Public]bool{}}
 	for _, k := range cfg.Pipeline.AllowKeys {
 		p.allow[identity.Public(k)] = true
 	}
@@ -164,7 +185,9 @@ func (p *room) start(ctx context.Context, out string) error {
 	if err != nil {
 		return err
 	}
-	srv, err := signaling.NewServer(signaling.Config{Key: key, Logger: p.log})
+	// Join tokens only where the run lets its web view's visitors in, and
+	// never under the coordinator's name.
+	srv, err := signaling.NewServer(signaling.Config{Key: key, Logger: p.log, JoinTokens: cfg.Web.Contribute, ReservedIDs: []string{CoordinatorID}})
 	if err != nil {
 		return err
 	}
@@ -218,6 +241,16 @@ func (p *room) start(ctx context.Context, out string) error {
 	local := cfg.Pipeline.LocalPeers
 	if local < 0 {
 		local = S + cfg.Pipeline.Spares
+	}
+	if p.onRoom != nil {
+		r := Room{URL: url, ICEServers: servers, Vacant: -1}
+		if cfg.Web.Contribute {
+			r.JoinToken = signaling.JoinToken(key, room)
+		}
+		if local < S {
+			r.Vacant = local
+		}
+		p.onRoom(r)
 	}
 	for i := 0; i < local; i++ {
 		// Each local peer stands for a machine of its own: it gets a key
@@ -495,6 +528,18 @@ func RunPeer(ctx context.Context, a PeerArgs, log *slog.Logger) error {
 		return err
 	}
 	rc := rtcConfig(a.ICEServers, a.Loopback, a.RelayOnly, key, a.ID)
+	room := a.Signal[strings.LastIndexByte(a.Signal, '/')+1:]
+	return ServePeer(ctx, client, room, idKey, rc, nil, log)
+}
+
+// ServePeer is a peer after it joined the room (through sig, as a process
+// with the secret or as a browser tab with a join token): it waits for the
+// coordinator to give it a stage (a spare waits until it is needed), proves
+// idKey, links to its neighbours and serves commands until the run ends.
+// meter, if set, counts its steps and bytes (for a caller that shows its
+// progress).
+func ServePeer(ctx context.Context, client rtc.Signaler, room string, idKey *identity.Key, rc rtc.Config, meter *Meter, log *slog.Logger) error {
+	id := client.ID()
 	// The coordinator connects when it gives this peer a stage; a spare
 	// keeps waiting, until the run ends and the room closes.
 	var ctrl *rtc.Conn
@@ -517,35 +562,43 @@ func RunPeer(ctx context.Context, a PeerArgs, log *slog.Logger) error {
 	// name and its challenge.
 	var jc joinChallenge
 	if err := recvJSON(ctx, ctrl, &jc); err != nil {
-		return fmt.Errorf("peer %s: join challenge: %w", a.ID, err)
+		return fmt.Errorf("peer %s: join challenge: %w", id, err)
 	}
-	room := a.Signal[strings.LastIndexByte(a.Signal, '/')+1:]
-	if err := sendJSON(ctx, ctrl, joinProof{Key: idKey.Public(), Proof: idKey.Prove(room, a.ID, jc.Challenge)}); err != nil {
-		return fmt.Errorf("peer %s: join proof: %w", a.ID, err)
+	if err := sendJSON(ctx, ctrl, joinProof{Key: idKey.Public(), Proof: idKey.Prove(room, id, jc.Challenge)}); err != nil {
+		return fmt.Errorf("peer %s: join proof: %w", id, err)
 	}
 	var su rtcSetup
 	if err := recvJSON(ctx, ctrl, &su); err != nil {
-		return fmt.Errorf("peer %s: setup: %w", a.ID, err)
+		return fmt.Errorf("peer %s: setup: %w", id, err)
 	}
 	if su.Err != "" {
-		return fmt.Errorf("peer %s (key %s): the run refused it: %s", a.ID, idKey.Public().Short(), su.Err)
+		return fmt.Errorf("peer %s (key %s): the run refused it: %s", id, idKey.Public().Short(), su.Err)
 	}
-	w, closers, err := setupRTCWorker(ctx, client, rc, su, ctrl)
-	return serveWorker(ctx, ctrl, w, closers, err, log.With("peer", a.ID, "stage", su.Stage))
+	var link transport.Conn = ctrl
+	if meter != nil {
+		link = meteredCtrl{ctrl, meter}
+	}
+	w, links, closers, err := setupRTCWorker(ctx, client, rc, su, link)
+	if err == nil && meter != nil {
+		if cfg, cerr := config.Parse(su.Config, "setup"); cerr == nil {
+			meter.started(su.Stage, cfg.Train.BatchSize*cfg.Model.BlockSize, links.Prev, links.Next, links.Tied)
+		}
+	}
+	return serveWorker(ctx, link, w, closers, err, log.With("peer", id, "stage", su.Stage))
 }
 
-func setupRTCWorker(ctx context.Context, client *signaling.Client, rc rtc.Config, su rtcSetup, ctrl transport.Conn) (*pipeline.Worker, []func() error, error) {
+func setupRTCWorker(ctx context.Context, client rtc.Signaler, rc rtc.Config, su rtcSetup, ctrl transport.Conn) (*pipeline.Worker, pipeline.Links, []func() error, error) {
 	cfg, err := workerConfig(su.Config)
 	if err != nil {
-		return nil, nil, err
+		return nil, pipeline.Links{}, nil, err
 	}
 	layout, err := scheduler.NewLayout(su.Ranges)
 	if err != nil {
-		return nil, nil, fmt.Errorf("setup: %w", err)
+		return nil, pipeline.Links{}, nil, fmt.Errorf("setup: %w", err)
 	}
 	S, i := layout.Stages(), su.Stage
 	if len(su.Peers) != S || i < 0 || i >= S {
-		return nil, nil, fmt.Errorf("setup for %d stages with %d peers, stage %d", S, len(su.Peers), i)
+		return nil, pipeline.Links{}, nil, fmt.Errorf("setup for %d stages with %d peers, stage %d", S, len(su.Peers), i)
 	}
 	type want struct {
 		peer int
@@ -594,7 +647,7 @@ func setupRTCWorker(ctx context.Context, client *signaling.Client, rc rtc.Config
 	wg.Wait()
 	for _, e := range errs {
 		if e != nil {
-			return nil, closers, e
+			return nil, links, closers, e
 		}
 	}
 	if S == 2 {
@@ -610,7 +663,7 @@ func setupRTCWorker(ctx context.Context, client *signaling.Client, rc rtc.Config
 		limitMemory(cfg, layout, i)
 	}
 	if err != nil {
-		return nil, closers, err
+		return nil, links, closers, err
 	}
 	// A failed link, or a neighbour that moved to another peer, is
 	// re-established through signaling: a new ICE session.
@@ -624,5 +677,5 @@ func setupRTCWorker(ctx context.Context, client *signaling.Client, rc rtc.Config
 		}
 		return pipeline.ShapeLink(cfg, layout, i, peer, c)
 	})
-	return w, closers, err
+	return w, links, closers, err
 }

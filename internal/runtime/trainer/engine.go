@@ -14,7 +14,7 @@ import (
 // newEngine picks the engine the config asks for: one process for a
 // single in-process stage, otherwise a pipeline whose stages are placed in
 // goroutines, in processes of their own, or on WebRTC peers.
-func newEngine(ctx context.Context, cfg config.Config, corpus *data.Corpus, log *slog.Logger, out string) (engine.Engine, error) {
+func newEngine(ctx context.Context, cfg config.Config, corpus *data.Corpus, log *slog.Logger, out string, onRoom func(launch.Room)) (engine.Engine, error) {
 	if cfg.Pipeline.Stages == 1 && cfg.Pipeline.Transport == "inproc" && !cfg.Pipeline.Processes {
 		return engine.NewLocal(cfg, corpus)
 	}
@@ -25,7 +25,7 @@ func newEngine(ctx context.Context, cfg config.Config, corpus *data.Corpus, log 
 	var place pipeline.Placement
 	switch {
 	case cfg.Pipeline.Transport == "webrtc":
-		place, err = launch.WebRTC(ctx, cfg, layout, out, log)
+		place, err = launch.WebRTCWith(ctx, cfg, layout, out, log, onRoom)
 	case cfg.Pipeline.Processes:
 		place, err = launch.Processes(ctx, cfg, layout)
 	default:

@@ -29,5 +29,8 @@ func TestMain(m *testing.M) {
 	os.Setenv("XDG_CONFIG_HOME", cfgHome)
 	code := m.Run()
 	os.RemoveAll(cfgHome)
+	if wasmOnce.dir != "" {
+		os.RemoveAll(wasmOnce.dir) // the tab's peer, built by wasmDir
+	}
 	os.Exit(code)
 }

@@ -172,6 +172,8 @@ func Run(ctx context.Context, o Options) (_ *metrics.Summary, err error) {
 	defer r.ledger.Close()
 	if o.Web != nil {
 		defer func() {
+			// The room is gone: a tab has nothing left to join.
+			o.Web.SetContribute(nil)
 			if err != nil {
 				o.Web.SetStatus("stopped: " + err.Error())
 			} else {
@@ -349,7 +351,7 @@ func (r *run) setup(ctx context.Context) error {
 		}
 		r.o.Observer = append(obs, o.Web)
 	}
-	if r.eng, err = newEngine(ctx, cfg, r.corpus, r.log, o.Out); err != nil {
+	if r.eng, err = newEngine(ctx, cfg, r.corpus, r.log, o.Out, offerRoom(cfg, o.Web)); err != nil {
 		return err
 	}
 	if h, ok := r.eng.(engine.Hooked); ok {

@@ -19,7 +19,7 @@ import (
 
 // tinyConfig is a model small enough to train a few steps in a second, on
 // real text: a package of the Go standard library.
-func tinyConfig(t *testing.T) config.Config {
+func tinyConfig(t testing.TB) config.Config {
 	t.Helper()
 	c := config.Default()
 	c.Run.Name = "tiny"
