@@ -444,6 +444,14 @@ func (w *Worker) asyncOptimize(ctx context.Context, act scheduler.Action, b asyn
 		if err := w.codec.con.projectWeights(); err != nil {
 			return err
 		}
+		if corr, _ := w.opt.DelayCorrection(); corr == stages.DelayNesterov {
+			// The iterate too (the sync rule W ← U·Uᵀ·W after every
+			// step is on the iterate): AdamW's elementwise update leaves
+			// the subspace, and evaluation and checkpoints read it.
+			if err := w.codec.con.projectMaster(w.opt.Master()); err != nil {
+				return err
+			}
+		}
 	}
 	if b.hold {
 		if err := a.hold(w, s); err != nil {

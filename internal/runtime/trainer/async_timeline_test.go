@@ -2,11 +2,15 @@ package trainer
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
+	"math"
 	"os"
 	"path/filepath"
 	"testing"
 
+	"github.com/narrowband/narrowband/compression"
+	"github.com/narrowband/narrowband/internal/data"
 	"github.com/narrowband/narrowband/internal/metrics"
 	"github.com/narrowband/narrowband/scheduler"
 	"github.com/narrowband/narrowband/stages"
@@ -81,4 +85,36 @@ func TestAsyncTimelineNamesWeightVersions(t *testing.T) {
 		t.Errorf("%d forward/backward pairs, %d versions among stage 0's forwards, spans %v: want many pairs, several versions, stashes and drops", pairs, len(versions), kinds)
 	}
 	t.Logf("%d forward/backward pairs with their versions; span kinds %v", pairs, kinds)
+}
+
+// TestAsyncSubspaceEvaluatesWhatItSaves: with the subspace codec and the
+// Nesterov correction, the held-out loss an async run reports (its stages
+// evaluating their iterates through the codec) is the loss of the model
+// it saves, evaluated in one process without any codec: the iterate, not
+// only the look-ahead the forwards run on, stays in span(U).
+func TestAsyncSubspaceEvaluatesWhatItSaves(t *testing.T) {
+	c := asyncConfig(t, stages.DelayNesterov)
+	c.Compression.Method, c.Compression.Rank = compression.MethodSubspace, 8
+	c.Train.EvalInterval = 0
+	dir := t.TempDir()
+	sum := runTiny(t, c, dir)
+	corpus, err := data.Load(context.Background(), data.Options{Paths: c.Data.Path, ValFraction: c.Data.ValFraction, MinTokens: c.Model.BlockSize + 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var text []int32
+	for _, w := range data.EvalWindows(corpus.Val, uint64(c.Run.Seed), c.Train.EvalBatches*c.Train.BatchSize, c.Model.BlockSize) {
+		text = append(text, w...)
+	}
+	st, err := stages.LoadModel(filepath.Join(dir, CheckpointFile), 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := stages.EvalLoss(context.Background(), st, 0, 3, data.Chunks(text, c.Model.BlockSize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if math.Abs(got-sum.FinalValLoss) > 1e-5*sum.FinalValLoss {
+		t.Fatalf("the saved model evaluates to %v on the held-out windows; the run reported %v", got, sum.FinalValLoss)
+	}
 }
