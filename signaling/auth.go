@@ -53,3 +53,12 @@ func newNonce() ([]byte, string) {
 	_, _ = rand.Read(b) // crypto/rand.Read never fails (Go ≥ 1.24)
 	return b, base64.StdEncoding.EncodeToString(b)
 }
+
+// decodeNonce parses a challenge's nonce.
+func decodeNonce(s string) ([]byte, error) {
+	b, err := base64.StdEncoding.DecodeString(s)
+	if err != nil || len(b) < 16 || len(b) > 64 {
+		return nil, fmt.Errorf("%w: challenge nonce is not 16–64 bytes of base64", ErrBadMessage)
+	}
+	return b, nil
+}

@@ -1,3 +1,5 @@
+//go:build !js
+
 package signaling
 
 import (
@@ -15,24 +17,6 @@ import (
 
 	"github.com/gorilla/websocket"
 )
-
-// ClientOptions tunes Dial; the zero value is fine.
-type ClientOptions struct {
-	// Key, if set, is used instead of deriving it from the secret (saves the
-	// key derivation when one process dials many times).
-	Key []byte
-	// MaxMessageBytes bounds one incoming message (default 64 KiB).
-	MaxMessageBytes int
-	// JoinToken, if set, authenticates as a guest with the room's join
-	// token (JoinToken) instead of the secret, which is then ignored.
-	JoinToken string
-	// ServerTimeout is how long the client waits without hearing from the
-	// server (messages or pings, sent every Config.PingInterval) before it
-	// declares the connection dead (default 45 s).
-	ServerTimeout time.Duration
-	// Logger defaults to slog.Default().
-	Logger *slog.Logger
-}
 
 // Client is a peer's connection to the signaling server, joined to one room.
 type Client struct {
@@ -177,13 +161,6 @@ func httpError(resp *http.Response) *HTTPError {
 		e.RetryAfter = time.Duration(secs) * time.Second
 	}
 	return e
-}
-
-func serverError(m Message) error {
-	if m.Code == CodeAuth {
-		return &refusal{sentinel: ErrAuth, code: m.Code, text: m.Error}
-	}
-	return &refusal{sentinel: ErrRefused, code: m.Code, text: m.Error}
 }
 
 func (c *Client) read() (Message, error) {

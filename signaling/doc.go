@@ -64,4 +64,20 @@
 // client, DialRetry the client that waits for the server. Both Client and Local offer Recv for membership and "message"
 // traffic and Signals(peer) for the WebRTC offer/answer/candidate traffic
 // from one peer, so signaling/rtc can run on either.
+//
+// # Guests: join tokens
+//
+// With Config.JoinTokens a member may prove JoinToken(key, room) instead
+// of the secret (auth with "scope": "join"): a guest, such as a browser
+// tab that the run's web view lets contribute. The token is bound to its
+// room, cannot take a name in Config.ReservedIDs (the coordinator's), and
+// is not the secret (no other room, no TURN credentials). Without
+// JoinTokens even the right token is refused.
+//
+// # In a browser
+//
+// Under js/wasm only the client side is built (message, auth, inbox,
+// token): BrowserClient speaks the same protocol over the browser's
+// WebSocket. The server, the gorilla client, Local, retries and TURN are
+// native only (//go:build !js), which keeps them out of the tab's wasm.
 package signaling

@@ -63,3 +63,11 @@ func (e *refusal) Error() string {
 }
 
 func (e *refusal) Unwrap() error { return e.sentinel }
+
+// serverError is the error a client returns for the server's error message.
+func serverError(m Message) error {
+	if m.Code == CodeAuth {
+		return &refusal{sentinel: ErrAuth, code: m.Code, text: m.Error}
+	}
+	return &refusal{sentinel: ErrRefused, code: m.Code, text: m.Error}
+}

@@ -1,9 +1,10 @@
+//go:build !js
+
 package signaling
 
 import (
 	"container/list"
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -783,13 +784,4 @@ func (b *tokenBucket) take(now time.Time) bool {
 	}
 	b.tokens--
 	return true
-}
-
-// decodeNonce parses a challenge's nonce.
-func decodeNonce(s string) ([]byte, error) {
-	b, err := base64.StdEncoding.DecodeString(s)
-	if err != nil || len(b) < 16 || len(b) > 64 {
-		return nil, fmt.Errorf("%w: challenge nonce is not 16–64 bytes of base64", ErrBadMessage)
-	}
-	return b, nil
 }

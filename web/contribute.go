@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"encoding/json"
 	"io/fs"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -26,7 +27,7 @@ type Contribute struct {
 	// -1 when every stage is held and a tab would wait as a spare.
 	Stage  int    `json:"stage"`
 	Stages int    `json:"stages"`
-	Layers string `json:"layers,omitempty"` // the stage's blocks, e.g. "2–3"
+	Layers string `json:"layers,omitempty"` // the stage's blocks, e.g. "blocks 2–3"
 	// MemoryBytes is the run's estimate of a stage peer's memory.
 	MemoryBytes int64 `json:"memory_bytes"`
 	// TokensPerStep is batch × context: what one step of any stage covers.
@@ -73,6 +74,7 @@ func (s *Server) serveContribute(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNoContent)
 		return
 	}
+	c.Signal = signalFor(c.Signal, r)
 	if c.Stage >= 0 {
 		c.StageTokensPerSecond = s.stageRate(c.Stage, c.TokensPerStep)
 	}
@@ -109,17 +111,40 @@ func (s *Server) stageRate(stage, tokens int) float64 {
 // contentPolicy is the page's content security policy. A page that may
 // contribute also runs WebAssembly in a worker and opens a websocket to
 // the run's signaling server, which listens on another port.
-func (s *Server) contentPolicy() string {
+func (s *Server) contentPolicy(r *http.Request) string {
 	base := "default-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 	c := s.contribute()
 	if c == nil {
 		return base
 	}
 	connect := "'self'"
-	if u, err := url.Parse(c.Signal); err == nil && (u.Scheme == "ws" || u.Scheme == "wss") && u.Host != "" {
+	if u, err := url.Parse(signalFor(c.Signal, r)); err == nil && (u.Scheme == "ws" || u.Scheme == "wss") && u.Host != "" {
 		connect += " " + u.Scheme + "://" + u.Host
 	}
 	return base + "; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self'; connect-src " + connect
+}
+
+// signalFor is the signaling URL as a visitor reaches it: a server bound
+// to all interfaces (signal_addr = "0.0.0.0:…" without public_ip) has no
+// address a tab could dial, but the visitor reached this page at some
+// name of this machine, and the signaling port is on the same machine.
+func signalFor(signal string, r *http.Request) string {
+	u, err := url.Parse(signal)
+	if err != nil {
+		return signal
+	}
+	if ip := net.ParseIP(u.Hostname()); ip == nil || !ip.IsUnspecified() {
+		return signal
+	}
+	host := r.Host
+	if h, _, err := net.SplitHostPort(r.Host); err == nil {
+		host = h
+	}
+	if host == "" {
+		return signal
+	}
+	u.Host = net.JoinHostPort(host, u.Port())
+	return u.String()
 }
 
 // wasmFiles serves the tab's peer (narrowband.wasm and the Go runtime's

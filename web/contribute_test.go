@@ -70,3 +70,29 @@ func TestContributeOffer(t *testing.T) {
 		t.Errorf("a file not built: %s, want 404", r.Status)
 	}
 }
+
+// TestContributeOfferOnAllInterfaces: a signaling server bound to every
+// interface has no address of its own to offer; the tab is sent to the
+// name it reached the page by, in the offer and in the content policy.
+func TestContributeOfferOnAllInterfaces(t *testing.T) {
+	srv := web.New(web.Options{})
+	hs := httptest.NewServer(srv.Handler())
+	defer hs.Close()
+	defer srv.Close()
+	srv.SetContribute(&web.Contribute{Signal: "ws://0.0.0.0:8700/run-1", Token: "tok", Stage: -1})
+	resp, err := http.Get(hs.URL + "/api/contribute")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var c web.Contribute
+	if err := json.NewDecoder(resp.Body).Decode(&c); err != nil {
+		t.Fatal(err)
+	}
+	if c.Signal != "ws://127.0.0.1:8700/run-1" {
+		t.Errorf("offered %q, want the page's host with the signaling port", c.Signal)
+	}
+	if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "connect-src 'self' ws://127.0.0.1:8700") {
+		t.Errorf("policy %q does not allow the socket the tab will open", csp)
+	}
+}

@@ -181,7 +181,7 @@ func (s *Server) Handler() http.Handler {
 // secure adds headers that keep the page self-contained: the content
 // security policy forbids loading anything from another origin, so a page
 // that works here works offline.
-func secure(h http.Handler, policy func() string) http.Handler {
+func secure(h http.Handler, policy func(*http.Request) string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			w.Header().Set("Allow", "GET, HEAD")
@@ -189,7 +189,7 @@ func secure(h http.Handler, policy func() string) http.Handler {
 			return
 		}
 		hd := w.Header()
-		hd.Set("Content-Security-Policy", policy())
+		hd.Set("Content-Security-Policy", policy(r))
 		hd.Set("X-Content-Type-Options", "nosniff")
 		hd.Set("Referrer-Policy", "no-referrer")
 		h.ServeHTTP(w, r)

@@ -242,3 +242,24 @@ func TestAsyncKeys(t *testing.T) {
 		})
 	}
 }
+
+// TestContributeNeedsWebRTC: web.contribute lets browser tabs join the
+// run's signaling room, which only a WebRTC run has; a file that asks for
+// it in another run is refused, naming the key, and a WebRTC run takes it.
+func TestContributeNeedsWebRTC(t *testing.T) {
+	_, err := Parse("[run]\nname = \"x\"\n\n[web]\ncontribute = true\n", "exp.toml")
+	if err == nil {
+		c, _ := Parse("[run]\nname = \"x\"\n\n[web]\ncontribute = true\n", "exp.toml")
+		err = c.Validate()
+	}
+	if err == nil || !strings.Contains(err.Error(), "web.contribute") || !strings.Contains(err.Error(), `pipeline.transport = "webrtc"`) {
+		t.Fatalf("got %v, want web.contribute refused without pipeline.transport = \"webrtc\"", err)
+	}
+	c, err := Parse("[run]\nname = \"x\"\n\n[pipeline]\nstages = 2\ntransport = \"webrtc\"\n\n[web]\ncontribute = true\n", "exp.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil || !c.Web.Contribute {
+		t.Fatalf("a WebRTC run with web.contribute: %v (contribute %v)", err, c.Web.Contribute)
+	}
+}

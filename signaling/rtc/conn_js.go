@@ -137,13 +137,15 @@ func (b *bridge) dispatch(ev js.Value) {
 	case "ack":
 		// Handled here, not queued: a Send waiting for room must not wait
 		// behind received messages the application has not read yet.
-		if c := s.conn.Load(); c != nil {
-			c.inflight.Add(-int64(ev.Get("n").Int()))
-			notifyLow(c.low)
+		if n := ev.Get("n"); n.Type() == js.TypeNumber {
+			if c := s.conn.Load(); c != nil {
+				c.inflight.Add(-int64(n.Int()))
+				notifyLow(c.low)
+			}
 		}
 		return
 	case "path":
-		if c := s.conn.Load(); c != nil {
+		if c := s.conn.Load(); c != nil && ev.Get("kind").Type() == js.TypeString {
 			c.candidate.Store(ev.Get("kind").String())
 			if r := ev.Get("rtt"); r.Type() == js.TypeNumber {
 				c.rtt.Store(int64(r.Float() * float64(time.Second)))
@@ -151,7 +153,13 @@ func (b *bridge) dispatch(ev js.Value) {
 		}
 		return
 	case "msg":
-		u8 := js.Global().Get("Uint8Array").New(ev.Get("buf"))
+		// Anything but an ArrayBuffer would make the Uint8Array
+		// constructor throw, which panics here: drop it.
+		buf := ev.Get("buf")
+		if !buf.InstanceOf(js.Global().Get("ArrayBuffer")) {
+			return
+		}
+		u8 := js.Global().Get("Uint8Array").New(buf)
 		e.data = make([]byte, u8.Length())
 		js.CopyBytesToGo(e.data, u8)
 	default:

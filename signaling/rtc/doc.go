@@ -49,4 +49,12 @@
 // (the server drops messages for absent peers), so it waits for it; an
 // answerer that sees a newer offer (the offerer retried) starts over with
 // it. Only one Connect per pair of peers may run at a time.
+//
+// Under js/wasm (conn_js.go) the same Connect and Conn drive peer
+// connections that the browser page owns, through a bridge the page's
+// JavaScript provides (nbrtcPost / nbrtcEvent; web/static/contribute.js):
+// a Web Worker, where the wasm peer computes, has no RTCPeerConnection.
+// The signaling messages, chunk format and receive queue are this
+// package's own, so a tab and a native peer cannot tell each other apart
+// (docs/browser.md).
 package rtc

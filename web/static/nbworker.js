@@ -6,11 +6,19 @@
 'use strict';
 importScripts('wasm/wasm_exec.js');
 
-// Go → page: peer-connection operations, and reports for the page to show.
-self.nbrtcPost = (msg, transfer) => postMessage({rtc: msg}, transfer || []);
-self.nbReport = (r) => postMessage({report: r});
-
 let ready = false, pending = null;
+
+// Go → page: peer-connection operations, and reports for the page to show.
+// The join waits for the Go side's "ready" (nbJoin exists from then on).
+self.nbrtcPost = (msg, transfer) => postMessage({rtc: msg}, transfer || []);
+self.nbReport = (r) => {
+  if (r.ev === 'ready') {
+    ready = true;
+    if (pending) { self.nbJoin(pending); pending = null; }
+  }
+  postMessage({report: r});
+};
+
 onmessage = (e) => {
   const d = e.data;
   if (d.rtc) { if (self.nbrtcEvent) self.nbrtcEvent(d.rtc); return; }
@@ -19,14 +27,6 @@ onmessage = (e) => {
 };
 
 const go = new Go();
-const origReport = self.nbReport;
-self.nbReport = (r) => {
-  if (r.ev === 'ready') {
-    ready = true;
-    if (pending) { self.nbJoin(pending); pending = null; }
-  }
-  origReport(r);
-};
 WebAssembly.instantiateStreaming(fetch('wasm/narrowband.wasm'), go.importObject)
   .then((res) => go.run(res.instance))
   .catch((err) => postMessage({report: {ev: 'error', text: 'loading the peer (static/wasm/narrowband.wasm): ' + err}}));

@@ -1,3 +1,5 @@
+//go:build !js
+
 package launch
 
 import (
@@ -11,7 +13,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"runtime"
 	"time"
 
 	"github.com/narrowband/narrowband/internal/config"
@@ -19,7 +20,6 @@ import (
 	"github.com/narrowband/narrowband/internal/runtime/pipeline"
 	"github.com/narrowband/narrowband/internal/transport"
 	"github.com/narrowband/narrowband/scheduler"
-	"github.com/narrowband/narrowband/stages/kernels"
 )
 
 // With pipeline.processes = true every stage runs in its own OS process
@@ -73,22 +73,6 @@ var WorkerCommand = func() ([]string, error) {
 		return nil, err
 	}
 	return []string{exe, "worker"}, nil
-}
-
-func sendJSON(ctx context.Context, c transport.Conn, v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	return c.Send(ctx, b)
-}
-
-func recvJSON(ctx context.Context, c transport.Conn, v any) error {
-	b, err := c.Recv(ctx)
-	if err != nil {
-		return err
-	}
-	return json.Unmarshal(b, v)
 }
 
 // procs is the placement of pipeline.processes = true: one worker process
@@ -276,39 +260,6 @@ func RunWorker(ctx context.Context, log *slog.Logger) error {
 	return serveWorker(ctx, ctrl, w, closers, err, log.With("stage", a.Stage))
 }
 
-// serveWorker tells the driver whether setup worked, then serves its
-// commands until the run ends; closers run at the end either way.
-func serveWorker(ctx context.Context, ctrl transport.Conn, w *pipeline.Worker, closers []func() error, setupErr error, log *slog.Logger) error {
-	defer func() {
-		for _, c := range closers {
-			c()
-		}
-	}()
-	if setupErr != nil {
-		sendJSON(ctx, ctrl, map[string]string{"err": setupErr.Error()})
-		return setupErr
-	}
-	if err := sendJSON(ctx, ctrl, map[string]string{}); err != nil {
-		return err
-	}
-	log.Info("stage ready")
-	return w.Run(ctx)
-}
-
-// workerConfig reads the config a driver sent in its setup and bounds this
-// process's threads by it.
-func workerConfig(text string) (config.Config, error) {
-	cfg, err := config.Parse(text, "setup")
-	if err != nil {
-		return cfg, err
-	}
-	if err := cfg.Validate(); err != nil {
-		return cfg, err
-	}
-	applyThreads(cfg)
-	return cfg, nil
-}
-
 func setupWorker(ctx context.Context, a workerArgs, su setup, ln net.Listener, ctrl transport.Conn) (*pipeline.Worker, []func() error, error) {
 	cfg, err := workerConfig(su.Config)
 	if err != nil {
@@ -410,14 +361,4 @@ func setupWorker(ctx context.Context, a workerArgs, su setup, ln net.Listener, c
 		limitMemory(cfg, layout, i)
 	}
 	return w, closers, err
-}
-
-// applyThreads bounds this process's compute threads (train.threads): the
-// Go scheduler, the stages' worker pool and Sgemm's. Call it before any
-// compute, in a process that runs one stage.
-func applyThreads(cfg config.Config) {
-	if n := cfg.Train.Threads; n > 0 {
-		runtime.GOMAXPROCS(n)
-		kernels.SetThreads(n)
-	}
 }

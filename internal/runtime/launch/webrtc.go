@@ -1,3 +1,5 @@
+//go:build !js
+
 package launch
 
 import (
@@ -41,17 +43,6 @@ import (
 //	peer ↔ neighbours   data channels to stage±1 (and 0 ↔ S-1 for the
 //	                    tied embedding when S > 2)
 //	peer → coordinator  ready; then the same commands as in-process.
-
-// CoordinatorID is the coordinator's name in the room.
-const CoordinatorID = "coordinator"
-
-type rtcSetup struct {
-	Config string            `json:"config"`
-	Ranges []scheduler.Range `json:"ranges"`
-	Peers  []string          `json:"peers"` // stage → peer ID
-	Stage  int               `json:"stage"`
-	Err    string            `json:"err,omitempty"` // the run refuses this peer
-}
 
 // PeerArgs is how a peer process finds its run.
 type PeerArgs struct {
@@ -384,18 +375,6 @@ func (p *room) Claim(ctx context.Context, spare string) (transport.Conn, error) 
 	return c, nil
 }
 
-// joinChallenge is the coordinator's first message on a control channel;
-// joinProof the peer's answer: its key, and its signature of the room, its
-// name and the challenge.
-type joinChallenge struct {
-	Challenge []byte `json:"challenge"`
-}
-
-type joinProof struct {
-	Key   identity.Public `json:"key"`
-	Proof []byte          `json:"proof"`
-}
-
 // admit has the peer on c prove its key, and refuses a key the run's
 // allow-list does not name (telling the peer why).
 func (p *room) admit(ctx context.Context, c transport.Conn, peer string) error {
@@ -530,152 +509,4 @@ func RunPeer(ctx context.Context, a PeerArgs, log *slog.Logger) error {
 	rc := rtcConfig(a.ICEServers, a.Loopback, a.RelayOnly, key, a.ID)
 	room := a.Signal[strings.LastIndexByte(a.Signal, '/')+1:]
 	return ServePeer(ctx, client, room, idKey, rc, nil, log)
-}
-
-// ServePeer is a peer after it joined the room (through sig, as a process
-// with the secret or as a browser tab with a join token): it waits for the
-// coordinator to give it a stage (a spare waits until it is needed), proves
-// idKey, links to its neighbours and serves commands until the run ends.
-// meter, if set, counts its steps and bytes (for a caller that shows its
-// progress).
-func ServePeer(ctx context.Context, client rtc.Signaler, room string, idKey *identity.Key, rc rtc.Config, meter *Meter, log *slog.Logger) error {
-	id := client.ID()
-	// The coordinator connects when it gives this peer a stage; a spare
-	// keeps waiting, until the run ends and the room closes.
-	var ctrl *rtc.Conn
-	for ctrl == nil {
-		c, err := rtc.Connect(ctx, client, CoordinatorID, rc)
-		if err == nil {
-			ctrl = c
-			break
-		}
-		select {
-		case <-client.Done():
-			return nil // the run is over
-		case <-ctx.Done():
-			return ctx.Err()
-		default:
-		}
-	}
-	defer ctrl.Close()
-	// The coordinator asks who we are: our key, signed for this room,
-	// name and its challenge.
-	var jc joinChallenge
-	if err := recvJSON(ctx, ctrl, &jc); err != nil {
-		return fmt.Errorf("peer %s: join challenge: %w", id, err)
-	}
-	if err := sendJSON(ctx, ctrl, joinProof{Key: idKey.Public(), Proof: idKey.Prove(room, id, jc.Challenge)}); err != nil {
-		return fmt.Errorf("peer %s: join proof: %w", id, err)
-	}
-	var su rtcSetup
-	if err := recvJSON(ctx, ctrl, &su); err != nil {
-		return fmt.Errorf("peer %s: setup: %w", id, err)
-	}
-	if su.Err != "" {
-		return fmt.Errorf("peer %s (key %s): the run refused it: %s", id, idKey.Public().Short(), su.Err)
-	}
-	var link transport.Conn = ctrl
-	if meter != nil {
-		link = meteredCtrl{ctrl, meter}
-	}
-	w, links, closers, err := setupRTCWorker(ctx, client, rc, su, link)
-	if err == nil && meter != nil {
-		if cfg, cerr := config.Parse(su.Config, "setup"); cerr == nil {
-			meter.started(su.Stage, cfg.Train.BatchSize*cfg.Model.BlockSize, links.Prev, links.Next, links.Tied)
-		}
-	}
-	return serveWorker(ctx, link, w, closers, err, log.With("peer", id, "stage", su.Stage))
-}
-
-func setupRTCWorker(ctx context.Context, client rtc.Signaler, rc rtc.Config, su rtcSetup, ctrl transport.Conn) (*pipeline.Worker, pipeline.Links, []func() error, error) {
-	cfg, err := workerConfig(su.Config)
-	if err != nil {
-		return nil, pipeline.Links{}, nil, err
-	}
-	layout, err := scheduler.NewLayout(su.Ranges)
-	if err != nil {
-		return nil, pipeline.Links{}, nil, fmt.Errorf("setup: %w", err)
-	}
-	S, i := layout.Stages(), su.Stage
-	if len(su.Peers) != S || i < 0 || i >= S {
-		return nil, pipeline.Links{}, nil, fmt.Errorf("setup for %d stages with %d peers, stage %d", S, len(su.Peers), i)
-	}
-	type want struct {
-		peer int
-		dst  *transport.Conn
-	}
-	links := pipeline.Links{Ctrl: ctrl}
-	var wants []want
-	if i > 0 {
-		wants = append(wants, want{i - 1, &links.Prev})
-	}
-	if i+1 < S {
-		wants = append(wants, want{i + 1, &links.Next})
-	}
-	if t := layout.Tied(i); t >= 0 && layout.TiedOwnLink() {
-		wants = append(wants, want{t, &links.Tied})
-	}
-	var closers []func() error
-	var mu sync.Mutex
-	errs := make([]error, len(wants))
-	var wg sync.WaitGroup
-	for k, wnt := range wants {
-		if su.Peers[wnt.peer] == "" {
-			// The neighbour's stage is vacant: it links to this peer
-			// when its own hand-over comes.
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c, err := rtc.Connect(ctx, client, su.Peers[wnt.peer], rc)
-			if err != nil {
-				errs[k] = fmt.Errorf("link to stage %d (%s): %w", wnt.peer, su.Peers[wnt.peer], err)
-				return
-			}
-			mu.Lock()
-			closers = append(closers, c.Close)
-			mu.Unlock()
-			sc, err := pipeline.ShapeLink(cfg, layout, i, wnt.peer, c)
-			if err != nil {
-				errs[k] = err
-				return
-			}
-			*wnt.dst = sc
-		}()
-	}
-	wg.Wait()
-	for _, e := range errs {
-		if e != nil {
-			return nil, links, closers, e
-		}
-	}
-	if S == 2 {
-		if i == 0 {
-			links.Tied = links.Next
-		} else {
-			links.Tied = links.Prev
-		}
-	}
-	w, err := pipeline.NewWorker(cfg, layout, i, links)
-	if err == nil {
-		w.SetOwnProcess()
-		limitMemory(cfg, layout, i)
-	}
-	if err != nil {
-		return nil, links, closers, err
-	}
-	// A failed link, or a neighbour that moved to another peer, is
-	// re-established through signaling: a new ICE session.
-	w.SetRelink(func(ctx context.Context, peer int, peers []string) (transport.Conn, error) {
-		if peer < 0 || peer >= S || len(peers) != S {
-			return nil, fmt.Errorf("relink to stage %d of %d peers", peer, len(peers))
-		}
-		c, err := rtc.Connect(ctx, client, peers[peer], rc)
-		if err != nil {
-			return nil, err
-		}
-		return pipeline.ShapeLink(cfg, layout, i, peer, c)
-	})
-	return w, links, closers, err
 }

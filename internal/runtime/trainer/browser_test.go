@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 
 	"github.com/narrowband/narrowband/internal/config"
@@ -254,6 +255,9 @@ func TestBrowserTabTrainsAStage(t *testing.T) {
 	if err != nil {
 		t.Error(err)
 	}
+	if err := webtest.Screenshot(r.tab, filepath.Join(webtest.ArtifactDir(t), "contribute.png")); err != nil {
+		t.Error(err)
+	}
 	if st.Stage != "1" || st.Sent <= 0 || st.Rate <= 0 {
 		t.Errorf("the tab shows stage %q, %v bytes sent, %v tokens/s; want stage 1 and both counted", st.Stage, st.Sent, st.Rate)
 	}
@@ -274,7 +278,8 @@ func TestBrowserTabTrainsAStage(t *testing.T) {
 // TestClosedTabIsTakenOverBySpare: a tab computes stage 1 and is closed
 // mid-run; the run goes on, a native spare takes the stage over, and it
 // finishes every step. Closing the tab is a clean leave: the run learns of
-// it from the links' ends, not by waiting out faults.peer_timeout.
+// it from the links' ends, not by waiting out faults.peer_timeout
+// (detection is timed from the close to the run's peer_dead event).
 func TestClosedTabIsTakenOverBySpare(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the wasm peer and starts a browser")
@@ -319,6 +324,7 @@ func TestClosedTabIsTakenOverBySpare(t *testing.T) {
 	time.Sleep(2 * time.Second)
 	closed := time.Now()
 	closeTab()
+	detect := untilEvent(t, r.out, "peer_dead", time.Minute)
 	r.wait(t, 4*time.Minute)
 	sum := r.sum
 	if len(sum.FaultLog) != 1 {
@@ -328,8 +334,8 @@ func TestClosedTabIsTakenOverBySpare(t *testing.T) {
 	if f.Stage != 1 || !strings.HasPrefix(f.Peer, "tab-") || f.ReplacedBy != "spare-native" {
 		t.Errorf("fault %+v: want stage 1's tab replaced by spare-native", f)
 	}
-	if f.DetectSeconds > c.Faults.PeerTimeout/2 {
-		t.Errorf("the run took %.1f s to notice the closed tab; a clean leave should not wait for the peer timeout (%g s)", f.DetectSeconds, c.Faults.PeerTimeout)
+	if detect.Seconds() > c.Faults.PeerTimeout/2 {
+		t.Errorf("the run took %.1f s to notice the closed tab; a clean leave should not wait for the peer timeout (%g s)", detect.Seconds(), c.Faults.PeerTimeout)
 	}
 	recs, err := metrics.ReadJSONL(filepath.Join(r.out, "metrics.jsonl"))
 	if err != nil {
@@ -345,7 +351,7 @@ func TestClosedTabIsTakenOverBySpare(t *testing.T) {
 		}
 	}
 	js, _ := json.Marshal(f)
-	t.Logf("run finished %.1f s after the tab closed; fault: %s", time.Since(closed).Seconds(), js)
+	t.Logf("the run saw the tab gone %.2f s after it closed and finished %.1f s after; fault: %s", detect.Seconds(), time.Since(closed).Seconds(), js)
 	cancel()
 	<-spareDone
 }
@@ -508,4 +514,96 @@ func TestTabSpareTakesOverAKilledStage(t *testing.T) {
 	}
 	js, _ := json.Marshal(f)
 	t.Logf("kill at step 120: %s; held-out loss %.7f vs %.7f clean; the tab: %s", js, sum.FinalValLoss, cleanSum.FinalValLoss, st.Text)
+}
+
+// TestFrozenTabIsReplacedBySpare: a tab the browser freezes (as it does to
+// a background tab it wants to save power on: Page.setWebLifecycleState
+// "frozen", which stops its scripts and its worker but not its links) is a
+// silent peer, and the run's existing rules handle it: it is declared dead
+// after faults.peer_timeout (the time is logged) and a native spare takes
+// its stage over.
+func TestFrozenTabIsReplacedBySpare(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the wasm peer and starts a browser")
+	}
+	c := contributeConfig(t)
+	c.Run.Steps = 400
+	c.Pipeline.LocalPeers = 1
+	c.Faults.PeerTimeout = 3
+	c.Faults.SnapshotEvery = 5
+	r := startBrowserRun(t, c)
+	tab, closeTab := chromedp.NewContext(r.b.Tab())
+	defer closeTab()
+	if _, err := chromedp.Run(tab, chromedp.Title()); err != nil {
+		t.Fatal(err)
+	}
+	r.contribute(t, tab)
+	if _, err := waitContrib(tab, 2*time.Minute, "the tab computing 10 steps", func(s contribState) bool { return s.State == "computing" && s.Steps >= 10 }); err != nil {
+		t.Fatal(err)
+	}
+	stopSpare := startSpare(t, r.out)
+	defer stopSpare()
+	time.Sleep(2 * time.Second)
+	if _, err := chromedp.Call(tab, page.SetWebLifecycleState, page.SetWebLifecycleStateParams{State: page.SetWebLifecycleStateStateFrozen}); err != nil {
+		t.Fatalf("freeze the tab: %v", err)
+	}
+	detect := untilEvent(t, r.out, "peer_dead", time.Minute)
+	r.wait(t, 4*time.Minute)
+	sum := r.sum
+	if len(sum.FaultLog) != 1 {
+		t.Fatalf("fault log %+v: want the frozen tab declared dead once", sum.FaultLog)
+	}
+	f := sum.FaultLog[0]
+	if f.Kind != "peer_dead" || f.Stage != 1 || !strings.HasPrefix(f.Peer, "tab-") || f.ReplacedBy != "spare-native" {
+		t.Errorf("fault %+v: want stage 1's frozen tab dead and replaced by spare-native", f)
+	}
+	recs, err := metrics.ReadJSONL(filepath.Join(r.out, "metrics.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if last := recs[len(recs)-1]; last.Step != c.Run.Steps {
+		t.Errorf("last step %d, want %d", last.Step, c.Run.Steps)
+	}
+	js, _ := json.Marshal(f)
+	t.Logf("the run declared the frozen tab dead %.2f s after the freeze (faults.peer_timeout = %g s): %s", detect.Seconds(), c.Faults.PeerTimeout, js)
+}
+
+// startSpare starts a native peer (`narrowband peer`'s body) that joins
+// the run in out with its secret, and returns a function that stops it.
+func startSpare(t *testing.T, out string) func() {
+	t.Helper()
+	var sig struct {
+		URL        string `json:"url"`
+		SecretFile string `json:"secret_file"`
+	}
+	b, err := os.ReadFile(filepath.Join(out, "signal.json"))
+	if err != nil || json.Unmarshal(b, &sig) != nil {
+		t.Fatalf("signal.json: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	key := filepath.Join(t.TempDir(), "spare.key")
+	go func() {
+		done <- launch.RunPeer(ctx, launch.PeerArgs{Signal: sig.URL, SecretFile: sig.SecretFile, ID: "spare-native", Loopback: true, KeyFile: key},
+			slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
+	}()
+	return sync.OnceFunc(func() {
+		cancel()
+		<-done
+	})
+}
+
+// untilEvent returns how long it took, from now, until the run in dir
+// logged an event of kind.
+func untilEvent(t *testing.T, dir, kind string, timeout time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for time.Since(start) < timeout {
+		if n, _ := eventKinds(dir); n[kind] > 0 {
+			return time.Since(start)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("no %s event within %v", kind, timeout)
+	return 0
 }

@@ -11,12 +11,13 @@ import (
 )
 
 // tabSpeed is how fast a browser tab computes a stage relative to a native
-// peer on the same machine, measured by BenchmarkTabStage (docs/browser.md:
-// 889 vs 11,197 tokens/s, a 4-layer d=128 model, on the 2-vCPU development
-// machine whose native peers use the AVX-512 kernel; against a -tags
-// purego native build it is 0.81): the page multiplies a stage's current
-// native rate by it to tell a visitor what to expect.
-const tabSpeed = 0.08
+// peer on the same machine, measured by BenchmarkTabStage (docs/browser.md):
+// median 0.047 (0.032–0.079) over five rounds with a 4-layer d=128 model on
+// the 2-vCPU development machine, whose native peers use the AVX-512
+// kernel; against a -tags purego native build it is 0.95. The page
+// multiplies a stage's current native rate by it to tell a visitor what to
+// expect.
+const tabSpeed = 0.05
 
 // offerRoom returns what the WebRTC placement calls once its room is open:
 // with web.contribute on, it hands the web view what a visitor's tab needs
@@ -51,7 +52,10 @@ func offerRoom(cfg config.Config, view *web.Server) func(launch.Room) {
 			}
 			if r.Vacant >= 0 && r.Vacant < layout.Stages() {
 				rg := layout.Range(r.Vacant)
-				c.Layers = fmt.Sprintf("%d–%d", rg.Lo, rg.Hi-1)
+				c.Layers = fmt.Sprintf("blocks %d–%d", rg.Lo, rg.Hi-1)
+				if rg.Len() == 1 {
+					c.Layers = fmt.Sprintf("block %d", rg.Lo)
+				}
 			}
 		}
 		view.SetContribute(c)
