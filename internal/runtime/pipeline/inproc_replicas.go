@@ -78,24 +78,14 @@ func inProcessReplicas(cfg config.Config, layout scheduler.Layout) (Placement, e
 		}
 	}
 	// The chain of each stage's replicas: replica r's upper end meets
-	// replica r+1's lower end. Shaped with the run's base profile, as one
-	// more home link between two peers.
+	// replica r+1's lower end.
 	lower := make([]transport.Conn, S*R)
 	upper := make([]transport.Conn, S*R)
 	for i := 0; i < S; i++ {
 		for r := 0; r+1 < R; r++ {
 			a, b := pipe()
-			seed := func(from, to int) uint64 {
-				return uint64(cfg.Run.Seed) ^ (0x5e9<<32 | uint64(i)<<16 | uint64(from)<<8 | uint64(to))
-			}
 			shape := func(from, to int) func(transport.Conn) (transport.Conn, error) {
-				return func(c transport.Conn) (transport.Conn, error) {
-					prof := cfg.LinkProfile(-1, -1) // no per-link override names a replica link
-					if !prof.Shaped() {
-						return c, nil
-					}
-					return transport.Shape(c, prof, transport.ShapeOptions{Seed: seed(from, to), CloseGrace: -1})
-				}
+				return func(c transport.Conn) (transport.Conn, error) { return ShapeReplicaLink(cfg, i, from, to, c) }
 			}
 			up, down, err := shaped(a, b, shape(r, r+1), shape(r+1, r))
 			if err != nil {
@@ -109,12 +99,8 @@ func inProcessReplicas(cfg config.Config, layout scheduler.Layout) (Placement, e
 	p.cancel = cancel
 	for k := range links {
 		i, r := plan.StageOf(k), plan.ReplicaOf(k)
-		w, err := NewWorker(laneConfig(cfg, plan, r), layout, i, links[k])
+		w, err := NewReplica(cfg, layout, i, r, links[k], lower[k], upper[k])
 		if err != nil {
-			p.Close()
-			return nil, err
-		}
-		if err := w.SetReplica(r, R, plan.Micro(), lower[k], upper[k]); err != nil {
 			p.Close()
 			return nil, err
 		}

@@ -8,8 +8,10 @@ import (
 	"math"
 	"time"
 
+	"github.com/narrowband/narrowband/internal/config"
 	"github.com/narrowband/narrowband/internal/transport"
 	"github.com/narrowband/narrowband/internal/wire"
+	"github.com/narrowband/narrowband/scheduler"
 )
 
 // A worker's part in a stage held by several replicas (docs/swarm.md,
@@ -221,4 +223,46 @@ func (w *Worker) stateReply(m ctrlMsg, step int, blob []byte) ctrlMsg {
 		}
 	}
 	return out
+}
+
+// NewReplica builds the worker of replica r of stage id (cfg's whole
+// step; the worker runs its lane's share of the micro-batches), linked to
+// its lane by links and to its stage's replicas r-1 and r+1 by lower and
+// upper (nil at the chain's ends). With one replica a stage it is
+// NewWorker.
+func NewReplica(cfg config.Config, layout scheduler.Layout, id, r int, links Links, lower, upper transport.Conn) (*Worker, error) {
+	plan, err := replicaPlan(cfg, layout)
+	if err != nil {
+		return nil, err
+	}
+	if plan == nil {
+		if r != 0 || lower != nil || upper != nil {
+			return nil, fmt.Errorf("stage %d: replica %d, but pipeline.replicas = 1", id, r)
+		}
+		return NewWorker(cfg, layout, id, links)
+	}
+	if r < 0 || r >= plan.Count() {
+		return nil, fmt.Errorf("stage %d: replica %d of %d", id, r, plan.Count())
+	}
+	w, err := NewWorker(laneConfig(cfg, plan, r), layout, id, links)
+	if err != nil {
+		return nil, err
+	}
+	if err := w.SetReplica(r, plan.Count(), plan.Micro(), lower, upper); err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+// ShapeReplicaLink shapes what replica from of stage sends to replica to
+// over c: with the run's base profile (a replica link is one more home
+// link between two peers; no per-link override names one), and a seed of
+// its own per direction.
+func ShapeReplicaLink(cfg config.Config, stage, from, to int, c transport.Conn) (transport.Conn, error) {
+	prof := cfg.LinkProfile(-1, -1)
+	if !prof.Shaped() {
+		return c, nil
+	}
+	seed := uint64(cfg.Run.Seed) ^ (0x5e9<<32 | uint64(stage)<<16 | uint64(from)<<8 | uint64(to))
+	return transport.Shape(c, prof, transport.ShapeOptions{Seed: seed, CloseGrace: -1})
 }

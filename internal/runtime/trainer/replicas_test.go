@@ -72,3 +72,42 @@ func TestReplicasEqualOneChain(t *testing.T) {
 		})
 	}
 }
+
+// TestReplicasOverProcesses: 2 stages × 2 replicas in four processes of
+// their own (loopback TCP, one thread each) train as 2 stages × 1 in
+// goroutines do: the process boundary and the sockets change nothing.
+func TestReplicasOverProcesses(t *testing.T) {
+	c := tinyConfig(t)
+	c.Run.Steps = 20
+	c.Train.BatchSize = 8
+	c.Train.MicroBatches = 4
+	c.Train.EvalInterval = 10
+	c.Pipeline.Stages = 2
+	refLoss, ref := stateOf(t, c)
+	c.Pipeline.Replicas = 2
+	c.Pipeline.Processes = true
+	c.Train.Threads = 1
+	dir := t.TempDir()
+	runTiny(t, c, dir)
+	got, err := LoadState(filepath.Join(dir, StateFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameLosses(t, "2 replicas in processes", losses(t, dir), "1 replica in goroutines", refLoss)
+	compareStates(t, ref, got, 1e-5)
+	// Every replica reported its own process's memory: four processes.
+	recs, err := metrics.ReadJSONL(filepath.Join(dir, "metrics.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	peers := map[string]bool{}
+	for _, s := range recs[len(recs)-1].Stages {
+		if s.PeakRSS <= 0 {
+			t.Errorf("stage %d (%s) reported no process memory: not a process of its own", s.Stage, s.Peer)
+		}
+		peers[s.Peer] = true
+	}
+	if len(peers) != 4 {
+		t.Errorf("the last step names %d holders (%v), want 4", len(peers), peers)
+	}
+}
