@@ -78,8 +78,9 @@ func New(cfg config.Config, layout scheduler.Layout, corpus *data.Corpus, place 
 		place.Close()
 		return nil, err
 	}
+	first, more := replicaHolders(reps, place.Holders())
 	m, err := scheduler.NewMembership(scheduler.MembershipConfig{
-		Layout: layout, Holders: replicaHolders(reps, place.Holders()),
+		Layout: layout, Holders: first, Replicas: more,
 		TimeoutTicks: int(math.Ceil(f.PeerTimeout/hb - 1e-9)), MaxRejects: f.MaxRejects,
 		SnapshotEvery: f.SnapshotEvery, CanHandOver: place.CanHandOver(),
 		Async: cfg.Pipeline.Schedule == scheduler.Async,

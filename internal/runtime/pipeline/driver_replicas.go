@@ -192,12 +192,19 @@ func (p *Driver) checkReplicaStates(ctx context.Context, i int, req ctrlMsg, got
 	return nil
 }
 
-// replicaHolders are the holders the membership machine is told about:
-// the first replica of each stage. It decides nothing about the further
-// replicas yet (docs/swarm.md).
-func replicaHolders(plan *scheduler.Replicas, holders []string) []string {
+// replicaHolders splits the placement's holders (every worker, numbered
+// by plan) into what the membership machine takes: each stage's first
+// replica, and its further ones. The machine then counts every replica's
+// silence; what it would do about a dead one the driver does not carry out
+// yet (errReplicaFailure).
+func replicaHolders(plan *scheduler.Replicas, holders []string) ([]string, [][]string) {
 	if plan == nil {
-		return holders
+		return holders, nil
 	}
-	return slices.Clone(holders[:plan.Stages()])
+	S := plan.Stages()
+	more := make([][]string, S)
+	for k := S; k < len(holders); k++ {
+		more[plan.StageOf(k)] = append(more[plan.StageOf(k)], holders[k])
+	}
+	return slices.Clone(holders[:S]), more
 }
