@@ -37,9 +37,6 @@ func (c Config) validateReplicas(bad func(key string, val any, allowed string)) 
 	if m := c.Compression.Method; m == compression.MethodSubspaceTC {
 		bad("pipeline.replicas", R, fmt.Sprintf(`does not run with compression.method = %s yet: its coders' state (predictors, rotations) is kept per stage link, not per replica's link; use "subspace", "lowrank", "int8" or another codec`, strconv.Quote(m.String())))
 	}
-	if p.Transport != "inproc" {
-		bad("pipeline.replicas", R, `runs with pipeline.transport = "inproc" only so far (goroutines, or processes = true): the WebRTC placement does not place replicas yet (docs/swarm.md)`)
-	}
 	if len(c.Faults.Events) > 0 {
 		bad("pipeline.replicas", R, "does not take [[faults.event]] yet: a replica's failure is not recovered (joins, leaves and deaths of replicas are the next part of docs/swarm.md)")
 	}

@@ -26,7 +26,6 @@ func TestReplicasKey(t *testing.T) {
 		{"more than micro-batches", "[train]\nmicro_batches = 2\nbatch_size = 4\n[pipeline]\nreplicas = 3\n", "r.toml:5: pipeline.replicas = 3: must be at most train.micro_batches = 2"},
 		{"async", mb + "[model]\nn_layer = 2\n[pipeline]\nstages = 2\nschedule = \"async\"\nreplicas = 2\n", "async schedule's stream"},
 		{"subspace-tc", mb + "[pipeline]\nreplicas = 2\n[compression]\nmethod = \"subspace-tc\"\nrank = 8\n", "per replica's link"},
-		{"webrtc", mb + "[pipeline]\nreplicas = 2\ntransport = \"webrtc\"\n", "WebRTC placement does not place replicas yet"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "r.toml")

@@ -48,9 +48,12 @@ const CoordinatorID = "coordinator"
 type rtcSetup struct {
 	Config string            `json:"config"`
 	Ranges []scheduler.Range `json:"ranges"`
-	Peers  []string          `json:"peers"` // stage → peer ID
-	Stage  int               `json:"stage"`
-	Err    string            `json:"err,omitempty"` // the run refuses this peer
+	// Peers names every worker's peer, numbered as scheduler.Replicas
+	// numbers workers (stage → peer without replicas).
+	Peers   []string `json:"peers"`
+	Stage   int      `json:"stage"`
+	Replica int      `json:"replica,omitempty"` // of the stage (pipeline.replicas; docs/swarm.md)
+	Err     string   `json:"err,omitempty"`     // the run refuses this peer
 }
 
 // PeerArgs is how a peer process finds its run.
@@ -166,6 +169,7 @@ func WebRTCWith(ctx context.Context, cfg config.Config, layout scheduler.Layout,
 func (p *room) start(ctx context.Context, out string) error {
 	cfg, ranges := p.cfg, p.layout.Ranges()
 	S := len(ranges)
+	n := S * cfg.Pipeline.ReplicaCount() // workers: every replica of every stage
 	secret, secretFile := "", cfg.Pipeline.SecretFile
 	if secretFile != "" {
 		var err error
@@ -240,14 +244,14 @@ func (p *room) start(ctx context.Context, out string) error {
 
 	local := cfg.Pipeline.LocalPeers
 	if local < 0 {
-		local = S + cfg.Pipeline.Spares
+		local = n + cfg.Pipeline.Spares
 	}
 	if p.onRoom != nil {
 		r := Room{URL: url, ICEServers: servers, Vacant: -1}
 		if cfg.Web.Contribute {
 			r.JoinToken = signaling.JoinToken(key, room)
 		}
-		if local < S {
+		if local < n {
 			r.Vacant = local
 		}
 		p.onRoom(r)
@@ -281,17 +285,17 @@ func (p *room) start(ctx context.Context, out string) error {
 	rc := rtcConfig(servers, cfg.Pipeline.Loopback, cfg.Pipeline.RelayOnly, key, CoordinatorID)
 	p.coord, p.rc, p.join = coord, rc, join
 	tried := map[string]bool{}
-	for len(p.holders) < S {
+	for len(p.holders) < n {
 		var batch []string
 		for _, id := range sortedPeers(coord.Peers()) {
-			if id != CoordinatorID && !tried[id] && len(p.holders)+len(batch) < S {
+			if id != CoordinatorID && !tried[id] && len(p.holders)+len(batch) < n {
 				batch = append(batch, id)
 			}
 		}
 		if len(batch) == 0 {
 			select {
 			case <-wctx.Done():
-				return fmt.Errorf("webrtc: %d of %d peers joined %s and were admitted before the timeout; start more with `narrowband peer --signal %s --secret-file %s`", len(p.holders), S, room, url, secretFile)
+				return fmt.Errorf("webrtc: %d of %d peers joined %s and were admitted before the timeout; start more with `narrowband peer --signal %s --secret-file %s`", len(p.holders), n, room, url, secretFile)
 			case <-time.After(50 * time.Millisecond):
 			}
 			continue
@@ -335,7 +339,7 @@ func (p *room) start(ctx context.Context, out string) error {
 		return err
 	}
 	for i, c := range p.ctrl {
-		if err := sendJSON(wctx, c, rtcSetup{Config: string(text), Ranges: ranges, Peers: p.holders, Stage: i}); err != nil {
+		if err := sendJSON(wctx, c, rtcSetup{Config: string(text), Ranges: ranges, Peers: p.holders, Stage: i % S, Replica: i / S}); err != nil {
 			return fmt.Errorf("webrtc: setup of stage %d: %w", i, err)
 		}
 	}
@@ -597,30 +601,47 @@ func setupRTCWorker(ctx context.Context, client rtc.Signaler, rc rtc.Config, su 
 		return nil, pipeline.Links{}, nil, fmt.Errorf("setup: %w", err)
 	}
 	S, i := layout.Stages(), su.Stage
-	if len(su.Peers) != S || i < 0 || i >= S {
-		return nil, pipeline.Links{}, nil, fmt.Errorf("setup for %d stages with %d peers, stage %d", S, len(su.Peers), i)
+	R, r := cfg.Pipeline.ReplicaCount(), su.Replica
+	if len(su.Peers) != S*R || i < 0 || i >= S || r < 0 || r >= R {
+		return nil, pipeline.Links{}, nil, fmt.Errorf("setup for %d stages × %d replicas with %d peers, stage %d replica %d", S, R, len(su.Peers), i, r)
 	}
+	// want is a link to stage peer's worker in this peer's lane, or (with
+	// replica ≥ 0) to that replica of this stage, the chain of the
+	// gradient sum.
 	type want struct {
-		peer int
-		dst  *transport.Conn
+		peer, replica int
+		dst           *transport.Conn
 	}
 	links := pipeline.Links{Ctrl: ctrl}
+	var lower, upper transport.Conn
 	var wants []want
 	if i > 0 {
-		wants = append(wants, want{i - 1, &links.Prev})
+		wants = append(wants, want{i - 1, -1, &links.Prev})
 	}
 	if i+1 < S {
-		wants = append(wants, want{i + 1, &links.Next})
+		wants = append(wants, want{i + 1, -1, &links.Next})
 	}
 	if t := layout.Tied(i); t >= 0 && layout.TiedOwnLink() {
-		wants = append(wants, want{t, &links.Tied})
+		wants = append(wants, want{t, -1, &links.Tied})
+	}
+	if r > 0 {
+		wants = append(wants, want{i, r - 1, &lower})
+	}
+	if r+1 < R {
+		wants = append(wants, want{i, r + 1, &upper})
+	}
+	peerOf := func(wnt want) string {
+		if wnt.replica >= 0 {
+			return su.Peers[wnt.replica*S+i]
+		}
+		return su.Peers[r*S+wnt.peer]
 	}
 	var closers []func() error
 	var mu sync.Mutex
 	errs := make([]error, len(wants))
 	var wg sync.WaitGroup
 	for k, wnt := range wants {
-		if su.Peers[wnt.peer] == "" {
+		if peerOf(wnt) == "" {
 			// The neighbour's stage is vacant: it links to this peer
 			// when its own hand-over comes.
 			continue
@@ -628,15 +649,20 @@ func setupRTCWorker(ctx context.Context, client rtc.Signaler, rc rtc.Config, su 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c, err := rtc.Connect(ctx, client, su.Peers[wnt.peer], rc)
+			c, err := rtc.Connect(ctx, client, peerOf(wnt), rc)
 			if err != nil {
-				errs[k] = fmt.Errorf("link to stage %d (%s): %w", wnt.peer, su.Peers[wnt.peer], err)
+				errs[k] = fmt.Errorf("link to stage %d (%s): %w", wnt.peer, peerOf(wnt), err)
 				return
 			}
 			mu.Lock()
 			closers = append(closers, c.Close)
 			mu.Unlock()
-			sc, err := pipeline.ShapeLink(cfg, layout, i, wnt.peer, c)
+			var sc transport.Conn
+			if wnt.replica >= 0 {
+				sc, err = pipeline.ShapeReplicaLink(cfg, i, r, wnt.replica, c)
+			} else {
+				sc, err = pipeline.ShapeLink(cfg, layout, i, wnt.peer, c)
+			}
 			if err != nil {
 				errs[k] = err
 				return
@@ -657,7 +683,7 @@ func setupRTCWorker(ctx context.Context, client rtc.Signaler, rc rtc.Config, su 
 			links.Tied = links.Prev
 		}
 	}
-	w, err := pipeline.NewWorker(cfg, layout, i, links)
+	w, err := pipeline.NewReplica(cfg, layout, i, r, links, lower, upper)
 	if err == nil {
 		w.SetOwnProcess()
 		limitMemory(cfg, layout, i)
@@ -668,10 +694,10 @@ func setupRTCWorker(ctx context.Context, client rtc.Signaler, rc rtc.Config, su 
 	// A failed link, or a neighbour that moved to another peer, is
 	// re-established through signaling: a new ICE session.
 	w.SetRelink(func(ctx context.Context, peer int, peers []string) (transport.Conn, error) {
-		if peer < 0 || peer >= S || len(peers) != S {
+		if peer < 0 || peer >= S || len(peers) != S*R {
 			return nil, fmt.Errorf("relink to stage %d of %d peers", peer, len(peers))
 		}
-		c, err := rtc.Connect(ctx, client, peers[peer], rc)
+		c, err := rtc.Connect(ctx, client, peers[r*S+peer], rc)
 		if err != nil {
 			return nil, err
 		}

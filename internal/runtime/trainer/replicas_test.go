@@ -111,3 +111,38 @@ func TestReplicasOverProcesses(t *testing.T) {
 		t.Errorf("the last step names %d holders (%v), want 4", len(peers), peers)
 	}
 }
+
+// TestReplicasOverWebRTC: 2 stages × 2 replicas on four WebRTC peer
+// processes (lanes and each stage's chain of replicas on data channels)
+// train as 2 stages × 1 in goroutines do. The run snapshots as WebRTC runs
+// do, so the driver compared the replicas' state digests along the way.
+func TestReplicasOverWebRTC(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts four WebRTC peer processes")
+	}
+	c := tinyConfig(t)
+	c.Run.Steps = 20
+	c.Train.BatchSize = 8
+	c.Train.MicroBatches = 4
+	c.Train.EvalInterval = 10
+	c.Pipeline.Stages = 2
+	refLoss, ref := stateOf(t, c)
+	c.Pipeline.Replicas = 2
+	c.Pipeline.Transport = "webrtc"
+	c.Train.Threads = 1
+	dir := t.TempDir()
+	runTiny(t, c, dir)
+	got, err := LoadState(filepath.Join(dir, StateFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameLosses(t, "2 replicas over WebRTC", losses(t, dir), "1 replica in goroutines", refLoss)
+	compareStates(t, ref, got, 1e-5)
+	recs, err := metrics.ReadJSONL(filepath.Join(dir, "metrics.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if last := recs[len(recs)-1]; len(last.Stages) != 4 || last.ReplicaBytes == 0 {
+		t.Errorf("last step: %d stage records and %d replica-sum bytes, want 4 and some", len(last.Stages), last.ReplicaBytes)
+	}
+}
