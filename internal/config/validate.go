@@ -150,6 +150,7 @@ func (c Config) Validate() error {
 		bad("pipeline.schedule", p.Schedule, `must be "gpipe", "1f1b" or "async"`)
 	}
 	c.validateAsync(bad)
+	c.validateReplicas(bad)
 	switch p.Transport {
 	case "inproc", "webrtc":
 	default:

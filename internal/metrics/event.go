@@ -16,6 +16,9 @@ type StepRecord struct {
 	// tokenizers; equal to ValLoss in byte runs.
 	ValLossPerByte *float64 `json:"val_loss_per_byte,omitempty"`
 	GradNorm       float64  `json:"grad_norm,omitempty"`
+	// ReplicaBytes is the wire bytes of this step's gradient sum among
+	// each stage's replicas, over every link and direction (docs/swarm.md).
+	ReplicaBytes int64 `json:"replica_bytes,omitempty"`
 
 	Stages []StageStats `json:"stages,omitempty"`
 	Links  []LinkStats  `json:"links,omitempty"`

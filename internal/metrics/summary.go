@@ -30,6 +30,10 @@ type Summary struct {
 	// last stage, both ways together) per token: a per-step cost, so it
 	// falls with tokens per step; not part of the boundary's figures above.
 	TiedBytesPerToken float64 `json:"tied_embedding_bytes_per_token,omitempty"`
+	// ReplicaBytesPerStep is the gradient sum among each stage's replicas
+	// (docs/swarm.md), every link and direction, per optimizer step: its
+	// size is the stages' weights, whatever the tokens per step.
+	ReplicaBytesPerStep float64 `json:"replica_bytes_per_step,omitempty"`
 
 	// Fault handling (issue: survive chaos).
 	Failures        int     `json:"failures"`

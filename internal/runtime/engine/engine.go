@@ -42,7 +42,10 @@ type StepResult struct {
 	RawForward, RawBackward   int64
 	// WireTied is the tied-embedding gradient exchange between the first
 	// and last stage, both ways: once per step, not per token.
-	WireTied            int64
+	WireTied int64
+	// WireReplicas is the gradient sum among each stage's replicas, every
+	// link and direction: once per step (docs/swarm.md).
+	WireReplicas        int64
 	NetWait, Busy, Idle float64 // seconds summed over stages
 }
 
@@ -53,6 +56,7 @@ func (t *StepResult) Add(r StepResult) {
 	t.RawForward += r.RawForward
 	t.RawBackward += r.RawBackward
 	t.WireTied += r.WireTied
+	t.WireReplicas += r.WireReplicas
 	t.NetWait += r.NetWait
 	t.Busy += r.Busy
 	t.Idle += r.Idle

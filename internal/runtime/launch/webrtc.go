@@ -157,6 +157,7 @@ func WebRTCWith(ctx context.Context, cfg config.Config, layout scheduler.Layout,
 func (p *room) start(ctx context.Context, out string) error {
 	cfg, ranges := p.cfg, p.layout.Ranges()
 	S := len(ranges)
+	n := S * cfg.Pipeline.ReplicaCount() // workers: every replica of every stage
 	secret, secretFile := "", cfg.Pipeline.SecretFile
 	if secretFile != "" {
 		var err error
@@ -231,14 +232,14 @@ func (p *room) start(ctx context.Context, out string) error {
 
 	local := cfg.Pipeline.LocalPeers
 	if local < 0 {
-		local = S + cfg.Pipeline.Spares
+		local = n + cfg.Pipeline.Spares
 	}
 	if p.onRoom != nil {
 		r := Room{URL: url, ICEServers: servers, Vacant: -1}
 		if cfg.Web.Contribute {
 			r.JoinToken = signaling.JoinToken(key, room)
 		}
-		if local < S {
+		if local < n {
 			r.Vacant = local
 		}
 		p.onRoom(r)
@@ -272,17 +273,17 @@ func (p *room) start(ctx context.Context, out string) error {
 	rc := rtcConfig(servers, cfg.Pipeline.Loopback, cfg.Pipeline.RelayOnly, key, CoordinatorID)
 	p.coord, p.rc, p.join = coord, rc, join
 	tried := map[string]bool{}
-	for len(p.holders) < S {
+	for len(p.holders) < n {
 		var batch []string
 		for _, id := range sortedPeers(coord.Peers()) {
-			if id != CoordinatorID && !tried[id] && len(p.holders)+len(batch) < S {
+			if id != CoordinatorID && !tried[id] && len(p.holders)+len(batch) < n {
 				batch = append(batch, id)
 			}
 		}
 		if len(batch) == 0 {
 			select {
 			case <-wctx.Done():
-				return fmt.Errorf("webrtc: %d of %d peers joined %s and were admitted before the timeout; start more with `narrowband peer --signal %s --secret-file %s`", len(p.holders), S, room, url, secretFile)
+				return fmt.Errorf("webrtc: %d of %d peers joined %s and were admitted before the timeout; start more with `narrowband peer --signal %s --secret-file %s`", len(p.holders), n, room, url, secretFile)
 			case <-time.After(50 * time.Millisecond):
 			}
 			continue
@@ -326,7 +327,7 @@ func (p *room) start(ctx context.Context, out string) error {
 		return err
 	}
 	for i, c := range p.ctrl {
-		if err := sendJSON(wctx, c, rtcSetup{Config: string(text), Ranges: ranges, Peers: p.holders, Stage: i}); err != nil {
+		if err := sendJSON(wctx, c, rtcSetup{Config: string(text), Ranges: ranges, Peers: p.holders, Stage: i % S, Replica: i / S}); err != nil {
 			return fmt.Errorf("webrtc: setup of stage %d: %w", i, err)
 		}
 	}

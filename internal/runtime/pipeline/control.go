@@ -99,6 +99,11 @@ type ctrlMsg struct {
 	// Origin (async restore): the step the stream began at, 0 or the
 	// step the run resumed from; a restart goes on as if from there.
 	Origin int `json:"origin,omitempty"`
+	// Hash (state reply, a stage with replicas) is a digest of the
+	// stage's weights and optimizer state, which must be the same on every
+	// replica; HashOnly asks for it without the state itself.
+	Hash     uint64 `json:"hash,omitempty"`
+	HashOnly bool   `json:"hash_only,omitempty"`
 
 	blob []byte
 }
@@ -110,6 +115,7 @@ type workerStats struct {
 	RawFwdBytes, RawBwdBytes   int64   // fp32 bytes they stand for
 	SentMessages               int64
 	SentTiedBytes              int64 // wire bytes of the tied-embedding gradient exchange
+	SentReplicaBytes           int64 `json:",omitempty"` // wire bytes of the gradient sum among the stage's replicas
 	Spans                      []spanRec
 	// The link to the next stage: its path type and round-trip time.
 	Candidate string

@@ -61,6 +61,10 @@ type Driver struct {
 	killTimers  []*time.Timer
 	fired       map[int]bool // fault events already injected
 	async       *asyncDrive  // the async schedule's bookkeeping (driver_async.go); nil otherwise
+	// reps: the stages' replicas (driver_replicas.go); nil with one a
+	// stage. ctrl and holders then list every replica, first replicas
+	// first.
+	reps *scheduler.Replicas
 }
 
 // New drives the stages place set up for cfg's layout; it takes place
@@ -69,8 +73,14 @@ func New(cfg config.Config, layout scheduler.Layout, corpus *data.Corpus, place 
 	N := cfg.Train.BatchSize / cfg.Train.MicroBatches * cfg.Model.BlockSize
 	f := cfg.Faults
 	hb := f.HeartbeatSeconds()
+	reps, err := replicaPlan(cfg, layout)
+	if err != nil {
+		place.Close()
+		return nil, err
+	}
+	first, more := replicaHolders(reps, place.Holders())
 	m, err := scheduler.NewMembership(scheduler.MembershipConfig{
-		Layout: layout, Holders: place.Holders(),
+		Layout: layout, Holders: first, Replicas: more,
 		TimeoutTicks: int(math.Ceil(f.PeerTimeout/hb - 1e-9)), MaxRejects: f.MaxRejects,
 		SnapshotEvery: f.SnapshotEvery, CanHandOver: place.CanHandOver(),
 		Async: cfg.Pipeline.Schedule == scheduler.Async,
@@ -86,7 +96,7 @@ func New(cfg config.Config, layout scheduler.Layout, corpus *data.Corpus, place 
 		x:      make([]int32, N), y: make([]int32, N),
 		hb:       time.Duration(hb * float64(time.Second)),
 		killedAt: map[int]time.Time{}, fired: map[int]bool{},
-		lastStep: 100 * time.Millisecond,
+		lastStep: 100 * time.Millisecond, reps: reps,
 	}
 	if cfg.Pipeline.Schedule == scheduler.Async {
 		p.async = newAsyncDrive(scheduler.Pipeline{Schedule: scheduler.Async, Stages: layout.Stages(), Micro: cfg.Train.MicroBatches, InFlight: InFlight(cfg)})
@@ -182,6 +192,10 @@ func (p *Driver) Step(ctx context.Context, step int, lr float64) (engine.StepRes
 		}
 		var applied bool
 		var err error
+		if p.reps != nil {
+			res, applied, err = p.tryStepReplicas(ctx, step, lr)
+			return applied, err
+		}
 		res, applied, err = p.tryStep(ctx, step, lr)
 		return applied, err
 	})
@@ -230,7 +244,13 @@ func (p *Driver) tryStep(ctx context.Context, step int, lr float64) (engine.Step
 
 // result is a step's record from every stage's ctrlDone.
 func (p *Driver) result(step int, loss, sumsq float64, dones []ctrlMsg) (engine.StepResult, error) {
-	S := len(p.ctrl)
+	return p.laneResult(step, loss, sumsq, dones, p.holders)
+}
+
+// laneResult is result for one lane of replicas (every stage without
+// them), held by holders.
+func (p *Driver) laneResult(step int, loss, sumsq float64, dones []ctrlMsg, holders []string) (engine.StepResult, error) {
+	S := len(dones)
 	res := engine.StepResult{Loss: loss, GradNorm: math.Sqrt(sumsq)}
 	for i, d := range dones {
 		s := d.Stats
@@ -242,7 +262,7 @@ func (p *Driver) result(step int, loss, sumsq float64, dones []ctrlMsg) (engine.
 			idle = 0
 		}
 		res.Stages = append(res.Stages, metrics.StageStats{Stage: i, BusySeconds: s.Busy, IdleSeconds: idle, NetWait: s.NetWait,
-			Peer: p.holders[i], Key: string(p.place.Key(p.holders[i])), BytesSent: s.SentFwdBytes + s.SentBwdBytes, PeakRSS: s.PeakRSS})
+			Peer: holders[i], Key: string(p.place.Key(holders[i])), BytesSent: s.SentFwdBytes + s.SentBwdBytes, PeakRSS: s.PeakRSS})
 		res.Busy += s.Busy
 		res.Idle += idle
 		res.NetWait += s.NetWait
@@ -267,7 +287,7 @@ func (p *Driver) result(step int, loss, sumsq float64, dones []ctrlMsg) (engine.
 }
 
 func (p *Driver) Eval(ctx context.Context, windows [][]int32) (float64, error) {
-	S := len(p.ctrl)
+	S := p.layout.Stages()
 	maxB := p.cfg.Train.BatchSize / p.cfg.Train.MicroBatches
 	var shapes [][2]int
 	var tok, tgt []int32
@@ -303,7 +323,9 @@ func (p *Driver) Eval(ctx context.Context, windows [][]int32) (float64, error) {
 			}
 		}
 		var err error
-		res, err = p.collect(ctx, ctrlEvalDone)
+		// With replicas the first ones evaluate: every replica of a stage
+		// holds the same weights.
+		res, err = p.collectFrom(ctx, ctrlEvalDone, p.firstReplicas())
 		return false, err
 	})
 	if err != nil {
@@ -329,13 +351,14 @@ func (p *Driver) gather(ctx context.Context, history bool) (*stages.State, [][]s
 	var hist [][]stages.Tensor
 	err := p.guard(ctx, p.between(), func() (bool, error) {
 		st = &stages.State{Model: engine.ModelConfig(p.cfg)}
-		hist = make([][]stages.Tensor, len(p.ctrl))
+		S := p.layout.Stages()
+		hist = make([][]stages.Tensor, S)
 		// One stage at a time, each stage's bytes copied into st and let
 		// go before the next is asked for: a stage's state is weights and
 		// two moments (170 MB a stage for a GPT-2-small in 8 stages), and
 		// all of them at once would burst into the coordinator together,
 		// starving the links' keepalives and doubling its memory.
-		for i := range p.ctrl {
+		for i := 0; i < S; i++ {
 			req := ctrlMsg{Kind: ctrlState, Hold: history}
 			if p.async != nil {
 				req.Step = p.async.next - 1 // the copy of the last step done
@@ -350,6 +373,9 @@ func (p *Driver) gather(ctx context.Context, history bool) (*stages.State, [][]s
 			all, err := decodeTensors(got[i].blob)
 			if err != nil {
 				return false, fmt.Errorf("stage %d state: %w", i, err)
+			}
+			if err := p.checkReplicaStates(ctx, i, req, got[i]); err != nil {
+				return false, err
 			}
 			var ts []stages.Tensor
 			for _, t := range all {
@@ -366,7 +392,7 @@ func (p *Driver) gather(ctx context.Context, history bool) (*stages.State, [][]s
 			}
 			// A tied head is the embedding, already in stage 0's part.
 			tied := !engine.UntiedHead(p.cfg)
-			if tied && i == len(p.ctrl)-1 && i > 0 && p.async == nil {
+			if tied && i == S-1 && i > 0 && p.async == nil {
 				if err := sameTiedCopies(st.Tensors, ts); err != nil {
 					return false, err
 				}

@@ -37,6 +37,9 @@ func (p *Driver) guard(ctx context.Context, step int, op func() (applied bool, e
 	for {
 		applied, err := op()
 		var f *failure
+		if p.reps != nil && (errors.As(err, &f) || errors.Is(err, errPending)) {
+			return fmt.Errorf("%w: %v", errReplicaFailure, err)
+		}
 		switch {
 		case errors.As(err, &f):
 			p.beginRecovery(step, f.at)

@@ -69,6 +69,10 @@ type Worker struct {
 	// reported with every step to be held against the memory plan.
 	ownProcess bool
 
+	// rep: this worker is one of several replicas of its stage
+	// (worker_replicas.go); nil when it holds the stage alone.
+	rep *replicaSet
+
 	codec workerCodecs
 	ctl   workerControl
 	net   workerNet
@@ -396,7 +400,7 @@ func (w *Worker) serve(ctx context.Context, m ctrlMsg) (ctrlMsg, error) {
 		if w.codec.tc != nil {
 			all = append(all, w.codec.tc.tensors(w.id)...)
 		}
-		return ctrlMsg{Kind: ctrlStateIs, OptimStep: step, blob: encodeTensors(all)}, nil
+		return w.stateReply(m, step, encodeTensors(all)), nil
 	case ctrlRestore:
 		if w.asy != nil {
 			return w.asyncRestore(m)
@@ -868,7 +872,7 @@ func (w *Worker) step(ctx context.Context, cmd ctrlMsg) (ctrlMsg, error) {
 				dout = w.rx.grads[key]
 				delete(w.rx.grads, key)
 			}
-			din, err := w.st.Backward(a.Slot, dout, 1/float32(w.M))
+			din, err := w.st.Backward(a.Slot, dout, 1/float32(w.microTotal()))
 			if err != nil {
 				return ctrlMsg{}, err
 			}
@@ -1019,6 +1023,11 @@ func (w *Worker) optimize(ctx context.Context, cmd ctrlMsg, loss float64) (time.
 			w.codec.con.expand(g, own) // the projected sum, identical at both ends
 		}
 	}
+	// After the tied sum: each lane's two copies then hold the same
+	// value, and the stage's sum keeps them equal (docs/swarm.md).
+	if err := w.timedSum(ctx, cmd.Step); err != nil {
+		return 0, err
+	}
 	if w.codec.con != nil {
 		if err := w.codec.con.projectGrads(); err != nil {
 			return 0, err
@@ -1026,7 +1035,7 @@ func (w *Worker) optimize(ctx context.Context, cmd ctrlMsg, loss float64) (time.
 	}
 	rep := ctrlMsg{Kind: ctrlReport, Step: cmd.Step, SumSq: w.st.GradSumSquares()}
 	if w.last {
-		rep.Loss = loss / float64(w.M)
+		rep.Loss = loss / float64(w.microTotal())
 	}
 	if err := w.sendCtrl(ctx, rep); err != nil {
 		return 0, err
