@@ -300,7 +300,112 @@ func (c *tcCore) check(n int, ids []int32, rows, cols int) error {
 
 // TCEncoder is the sending end of one transform-coded link direction. Use
 // one per link direction; it is not safe for concurrent use.
-type TCEncoder struct{ tcCore }
+type TCEncoder struct {
+	tcCore
+	budget *tcBudget
+}
+
+// tcBudget steers an encoder's step to a byte budget (SetBudget). Only the
+// sender has it: the step of every message is in its payload, so the
+// receiver follows whatever the sender chose and needs no state for it.
+type tcBudget struct {
+	target   float64 // bytes per row, overhead included
+	overhead int     // bytes per message outside the payload (frame header, stamp)
+	scale    float64 // the step is o.Step × scale
+}
+
+// tcScaleMin, tcScaleMax bound the budget's step multiplier, and the step
+// stays within the options' range: a budget far below what the signal
+// allows then sends at the coarsest step rather than diverging.
+const (
+	tcScaleMin = 1.0 / 64
+	tcScaleMax = 64
+)
+
+// SetBudget makes the encoder meet bytesPerRow bytes per row (token) on
+// average, counting overhead extra bytes per message (the frame around the
+// payload), by steering its step; 0 turns it off (the options' step). The
+// controller is deterministic (it sees only the bytes it produced), so a
+// redone message codes the same bytes, and its state is in Snapshot.
+func (e *TCEncoder) SetBudget(bytesPerRow float64, overhead int) error {
+	if bytesPerRow == 0 {
+		e.budget = nil
+		return nil
+	}
+	if !(bytesPerRow > 0 && bytesPerRow <= 1<<20) || overhead < 0 {
+		return &KeyError{Key: "compression.target_bytes_per_token", Value: bytesPerRow, Allowed: "want a budget in bytes per token > 0"}
+	}
+	e.budget = &tcBudget{target: bytesPerRow, overhead: overhead, scale: 1}
+	return nil
+}
+
+// Step is the step (relative to the coefficients' RMS) the next message
+// will use.
+func (e *TCEncoder) Step() float64 {
+	if e.budget == nil {
+		return e.o.Step
+	}
+	return e.o.Step * e.budget.scale
+}
+
+// steer moves the budget's step after a message of n bytes and rows rows
+// with nonzero non-zero levels. Model: each coefficient coded at level ≠ 0
+// costs one bit more per halving of the step, so bytes per row fall by
+// about nonzero/rows/8 per doubling; the controller closes half of the gap
+// per message (at most a doubling), which converges without overshoot
+// where the model holds and more slowly where it overstates the slope.
+func (b *tcBudget) steer(step float64, n, rows int, nonzero int64) {
+	got := float64(n+b.overhead) / float64(rows)
+	slope := max(float64(nonzero)/float64(rows), 1) / 8
+	d := max(-1, min(1, 0.5*(got-b.target)/slope))
+	b.scale = max(tcScaleMin, min(tcScaleMax, b.scale*math.Exp2(d)))
+	// Keep o.Step × scale inside the options' range (0, 16].
+	b.scale = min(b.scale, 16/step)
+}
+
+// tcBudgetMagic marks the budget's part of an encoder's snapshot.
+const tcBudgetMagic = "NBTB"
+
+// Snapshot returns the state, and the budget's step when one is set.
+func (e *TCEncoder) Snapshot() []byte {
+	b := e.tcCore.Snapshot()
+	if e.budget != nil {
+		b = append(b, tcBudgetMagic...)
+		b = binary.LittleEndian.AppendUint64(b, math.Float64bits(e.budget.scale))
+	}
+	return b
+}
+
+// Restore replaces the state (and the budget's step) by a Snapshot's.
+func (e *TCEncoder) Restore(b []byte) error {
+	scale := 1.0
+	if e.budget != nil {
+		n := len(tcBudgetMagic) + 8
+		if len(b) < n || string(b[len(b)-n:len(b)-8]) != tcBudgetMagic {
+			return fmt.Errorf("%w: subspace-tc snapshot: taken without a byte budget, this encoder has one", ErrCorrupt)
+		}
+		scale = math.Float64frombits(binary.LittleEndian.Uint64(b[len(b)-8:]))
+		if !(scale >= tcScaleMin && scale <= tcScaleMax) {
+			return fmt.Errorf("%w: subspace-tc snapshot: budget step multiplier %g out of range", ErrCorrupt, scale)
+		}
+		b = b[:len(b)-n]
+	}
+	if err := e.tcCore.Restore(b); err != nil {
+		return err
+	}
+	if e.budget != nil {
+		e.budget.scale = scale
+	}
+	return nil
+}
+
+// Reset returns the state, and the budget's step, to a new encoder's.
+func (e *TCEncoder) Reset() {
+	e.tcCore.Reset()
+	if e.budget != nil {
+		e.budget.scale = 1
+	}
+}
 
 // NewTCEncoder builds a sender over sub (which fixes U, E0 and the vocab).
 func NewTCEncoder(sub *Subspace, dir Direction, o TCOptions) (*TCEncoder, error) {
@@ -308,7 +413,7 @@ func NewTCEncoder(sub *Subspace, dir Direction, o TCOptions) (*TCEncoder, error)
 	if err != nil {
 		return nil, err
 	}
-	return &TCEncoder{c}, nil
+	return &TCEncoder{tcCore: c}, nil
 }
 
 // TCDecoder is the receiving end of one transform-coded link direction.
@@ -395,9 +500,10 @@ func (e *TCEncoder) Encode(dst []byte, x []float32, ids []int32, rows, cols int)
 		}
 		ss += float64(v) * float64(v)
 	}
+	step := e.Step()
 	var delta float32
 	if n > 0 {
-		delta = float32(e.o.Step * math.Sqrt(ss/float64(n)))
+		delta = float32(step * math.Sqrt(ss/float64(n)))
 	}
 	if !(float64(delta)*tcMaxLevel*float64(k) <= tcLimit/4) {
 		return dst, fmt.Errorf("subspace-tc: encode: coefficient RMS %g: %w", math.Sqrt(ss/float64(max(n, 1))), ErrNonFinite)
@@ -430,7 +536,7 @@ func (e *TCEncoder) Encode(dst []byte, x []float32, ids []int32, rows, cols int)
 	if delta == 0 && rs > 0 && n > 0 {
 		// A zero message after non-zero ones: the step cannot be relative
 		// to a signal of 0, or the predictor's guess could not be undone.
-		delta = float32(e.o.Step * math.Sqrt(rs/float64(n)))
+		delta = float32(step * math.Sqrt(rs/float64(n)))
 		if !(float64(delta)*tcMaxLevel*float64(k) <= tcLimit/4) {
 			return dst, fmt.Errorf("subspace-tc: encode: residual RMS %g: %w", math.Sqrt(rs/float64(n)), ErrNonFinite)
 		}
@@ -554,14 +660,19 @@ func (e *TCEncoder) Encode(dst []byte, x []float32, ids []int32, rows, cols int)
 	e.stats.ModelBytes += int64(k)
 	e.stats.StreamBytes += int64(len(dst) - mid)
 	e.stats.Levels += int64(n)
+	var nonzero int64
 	for _, q := range e.lv {
 		if q != 0 {
-			e.stats.NonZero++
+			nonzero++
 		}
 	}
+	e.stats.NonZero += nonzero
 	// Advance the state exactly as the receiver will.
 	if err := e.tcCore.commit(flags, ids, delta, rows, sendRot); err != nil {
 		return dst[:start], fmt.Errorf("subspace-tc: encode: %w", err)
+	}
+	if e.budget != nil && rows > 0 {
+		e.budget.steer(e.o.Step, len(dst)-start, rows, nonzero)
 	}
 	return dst, nil
 }

@@ -705,3 +705,79 @@ func TestTCOutliers(t *testing.T) {
 		}
 	}
 }
+
+// TestTCBudget: with a byte budget the encoder steers its step until its
+// messages cost what was asked (within 10% over the last 32 of 96
+// messages, each way, for budgets on both sides of the fixed step's cost),
+// the receiver decodes every message (it follows the sent step), and a
+// snapshot taken mid-run restores the controller too: the restored encoder
+// codes the next message byte for byte as the original did.
+func TestTCBudget(t *testing.T) {
+	const d, k, vocab, rows, overhead = 64, 16, 64, 256, 42
+	for _, dir := range []Direction{DirForward, DirBackward} {
+		for _, target := range []float64{2, 6} {
+			t.Run(fmt.Sprintf("%v/target=%g", dir, target), func(t *testing.T) {
+				s := newTCStream(t, d, k, vocab)
+				o := DefaultTCOptions()
+				o.SendIDs = true
+				enc, dec := tcPair(t, s.sub, dir, o)
+				if err := enc.SetBudget(target, overhead); err != nil {
+					t.Fatal(err)
+				}
+				out := make([]float32, rows*d)
+				got := make([]int32, rows)
+				var p []byte
+				var late float64
+				var snap []byte
+				var h []float32
+				var ids []int32
+				for m := 0; m < 96; m++ {
+					h, ids, _ = s.next(rows)
+					if m == 80 {
+						snap = enc.Snapshot()
+					}
+					var err error
+					if p, err = enc.Encode(p[:0], h, ids, rows, d); err != nil {
+						t.Fatal(err)
+					}
+					if err := dec.Decode(out, got, p, rows, d); err != nil {
+						t.Fatalf("message %d: %v", m, err)
+					}
+					if m >= 64 {
+						late += float64(len(p)+overhead) / rows / 32
+					}
+				}
+				if math.Abs(late-target)/target > 0.1 {
+					t.Errorf("last 32 messages cost %.3f B/row, budget %g (step now %.3f)", late, target, enc.Step())
+				}
+				// Replay message 80 onwards from the snapshot on a fresh encoder.
+				re, _ := tcPair(t, s.sub, dir, o)
+				if err := re.SetBudget(target, overhead); err != nil {
+					t.Fatal(err)
+				}
+				if err := re.Restore(snap); err != nil {
+					t.Fatal(err)
+				}
+				s2 := newTCStream(t, d, k, vocab)
+				var want, again []byte
+				enc2, _ := tcPair(t, s2.sub, dir, o)
+				if err := enc2.SetBudget(target, overhead); err != nil {
+					t.Fatal(err)
+				}
+				for m := 0; m <= 80; m++ {
+					h, ids, _ = s2.next(rows)
+					if m == 80 {
+						break
+					}
+					want, _ = enc2.Encode(want[:0], h, ids, rows, d)
+				}
+				want, _ = enc2.Encode(want[:0], h, ids, rows, d)
+				again, _ = re.Encode(again[:0], h, ids, rows, d)
+				if !bytes.Equal(want, again) {
+					t.Error("an encoder restored from a snapshot codes another message than the original did")
+				}
+				t.Logf("budget %g B/row: last 32 messages %.3f B/row at step %.3f", target, late, enc.Step())
+			})
+		}
+	}
+}

@@ -140,16 +140,30 @@ type Config struct {
 	// (count mean, then moving average); 0 turns the predictor off.
 	// Default 0.02: an id's mean follows its last ~50 rows.
 	PredictorDecay float64 `toml:"predictor_decay"`
+	// TargetBytesPerToken, if > 0, is a byte budget per token for each
+	// direction of each link, frames counted whole: the sender steers its
+	// step (step and grad_step are then where it starts) so that the
+	// bytes of its messages meet it. 0 (default): a fixed step.
+	TargetBytesPerToken float64 `toml:"target_bytes_per_token"`
+	// TiedPrecision is the format of the tied-embedding gradient the first
+	// and last stage exchange once per step (vocab × n_embd values, or
+	// vocab × k coefficients under a subspace codec): fp32 (default, the
+	// exact sum), bf16, or int8 (blocks of block_size values with a float32
+	// scale, rounded to nearest). Both ends add the two decoded halves, so
+	// their copies of the embedding stay identical whatever the format.
+	TiedPrecision Precision `toml:"tied_precision"`
 }
 
 // DefaultConfig returns the defaults documented on Config: no compression.
 func DefaultConfig() Config {
 	return Config{
-		Method:     MethodNone,
-		KFraction:  0.1,
-		BlockSize:  64,
-		Precision:  FP32,
-		PowerIters: 1,
+		Method:    MethodNone,
+		KFraction: 0.1,
+		BlockSize: 64,
+		Precision: FP32,
+
+		TiedPrecision: FP32,
+		PowerIters:    1,
 
 		Step:             0.5,
 		GradStep:         1.6,
@@ -261,11 +275,22 @@ func (c Config) Validate() error {
 	default:
 		bad("precision", c.Precision, "want fp32, fp16, bf16 (or int8, int6, int4, int3, int2 for subspace)")
 	}
+	switch c.TiedPrecision {
+	case FP32, BF16, Int8:
+	default:
+		bad("tied_precision", strconv.Quote(c.TiedPrecision.String()), "want fp32, bf16 or int8")
+	}
 	if c.PowerIters < 1 || c.PowerIters > 8 {
 		bad("power_iters", c.PowerIters, "want 1..8")
 	}
 	if c.UntieHead && c.Method != MethodSubspace {
 		bad("untie_head", true, `works only with method = "subspace" (other methods leave the LM head tied and free)`)
+	}
+	switch {
+	case c.TargetBytesPerToken != 0 && c.Method != MethodSubspaceTC:
+		bad("target_bytes_per_token", c.TargetBytesPerToken, fmt.Sprintf(`works only with method = "subspace-tc" (method is %q); lowrank steers by the link with rank = "auto"`, c.Method))
+	case !(c.TargetBytesPerToken >= 0 && c.TargetBytesPerToken <= 1<<20):
+		bad("target_bytes_per_token", c.TargetBytesPerToken, "want 0 (a fixed step) or a budget in bytes per token, each way")
 	}
 	if c.Method == MethodSubspaceTC {
 		for _, dir := range []Direction{DirForward, DirBackward} {
@@ -324,7 +349,7 @@ func New(cfg Config, d, vocab int, seed uint64) (Codec, error) {
 		s.LZ4Tokens = cfg.LZ4
 		return s, nil
 	case MethodSubspaceTC:
-		return nil, fmt.Errorf("%w: compression.method = \"subspace-tc\" keeps state at both ends of each link: build them with NewTCPair (the runtime does not drive it yet)", ErrConfig)
+		return nil, fmt.Errorf("%w: compression.method = \"subspace-tc\" keeps state at both ends of each link: it is not a stateless Codec: build its ends with NewTCEncoder and NewTCDecoder (the pipeline runtime does, per link direction)", ErrConfig)
 	}
 	return nil, fmt.Errorf("%w: compression.method = %v", ErrConfig, cfg.Method)
 }
@@ -377,8 +402,12 @@ func (c *Config) Set(key, value string) error {
 		c.RotationInterval, err = strconv.Atoi(strings.TrimSpace(value))
 	case "predictor_decay":
 		c.PredictorDecay, err = strconv.ParseFloat(strings.TrimSpace(value), 64)
+	case "tied_precision":
+		c.TiedPrecision, err = ParsePrecision(value)
+	case "target_bytes_per_token":
+		c.TargetBytesPerToken, err = strconv.ParseFloat(strings.TrimSpace(value), 64)
 	default:
-		return fmt.Errorf("%w: unknown key compression.%s (known: method, rank, topk, block_size, precision, power_iters, error_feedback, lz4, untie_head, step, grad_step, rotation, rotation_interval, predictor_decay)", ErrConfig, key)
+		return fmt.Errorf("%w: unknown key compression.%s (known: method, rank, topk, block_size, precision, power_iters, error_feedback, lz4, untie_head, step, grad_step, rotation, rotation_interval, predictor_decay, target_bytes_per_token, tied_precision)", ErrConfig, key)
 	}
 	if err != nil && !errors.Is(err, ErrConfig) {
 		err = fmt.Errorf("%w: compression.%s = %q: %v", ErrConfig, key, value, err)

@@ -110,13 +110,15 @@ func TestConfigSet(t *testing.T) {
 		{"method", "topk"}, {"rank", ""}, {"topk", "0.05"}, {"block_size", "128"},
 		{"precision", "bf16"}, {"power_iters", "2"}, {"error_feedback", "false"}, {"lz4", "true"},
 		{"step", "0.25"}, {"grad_step", "1.25"}, {"rotation", "sent"}, {"rotation_interval", "8"}, {"predictor_decay", "0.05"},
+		{"target_bytes_per_token", "9.5"}, {"tied_precision", "int8"},
 	} {
 		if err := c.Set(kv[0], kv[1]); err != nil {
 			t.Fatalf("Set(%q, %q): %v", kv[0], kv[1], err)
 		}
 	}
 	want := Config{Method: MethodTopK, Rank: 0, KFraction: 0.05, BlockSize: 128, Precision: BF16, PowerIters: 2, LZ4: true,
-		Step: 0.25, GradStep: 1.25, Rotation: RotationSent, RotationInterval: 8, PredictorDecay: 0.05}
+		Step: 0.25, GradStep: 1.25, Rotation: RotationSent, RotationInterval: 8, PredictorDecay: 0.05,
+		TargetBytesPerToken: 9.5, TiedPrecision: Int8}
 	if c != want {
 		t.Errorf("after Set: %+v, want %+v", c, want)
 	}

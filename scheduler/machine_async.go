@@ -41,6 +41,7 @@ type AsyncMachine struct {
 	p            Pipeline
 	stage, steps int
 	start        int // the step the run (re)starts at
+	origin       int // the step the stream began at: versions before it do not exist
 	n            int // steps·M: micro-batches in the run
 	window       int // W = w+1
 	lag          int // λ: extra backwards before an OptimizerStep (tied last stage)
@@ -74,6 +75,22 @@ func NewAsyncMachine(p Pipeline, stage, steps int) (*AsyncMachine, error) {
 // again, so the first steps after it are less stale than in an
 // uninterrupted run; every stage must restart from the same first.
 func NewAsyncMachineFrom(p Pipeline, stage, first, steps int) (*AsyncMachine, error) {
+	return NewAsyncMachineAt(p, stage, first, first, steps)
+}
+
+// NewAsyncMachineAt restarts at step first the stream of a run that began
+// at step origin (0, or the step it resumed from a checkpoint at) as if
+// the stream had never stopped: every stage redoes all micro-batches of
+// steps first and up, and the forwards that refill the pipe run on the
+// weight versions the uninterrupted stream gave them (VersionOf, older than
+// first), not on version first. So its Forwards, Backwards and
+// OptimizerSteps are the uninterrupted machine's from stream micro-batch
+// first·M on, in the same order and on the same versions, and a run rolled
+// back to a snapshot after a failure computes exactly what it would have
+// without the failure. The runtime supplies the older versions (History)
+// as stashed copies, kept with the snapshot; the machine drops each after
+// its last backward.
+func NewAsyncMachineAt(p Pipeline, stage, origin, first, steps int) (*AsyncMachine, error) {
 	if err := p.checkStage(stage); err != nil {
 		return nil, fmt.Errorf("new async machine: %w", err)
 	}
@@ -86,14 +103,18 @@ func NewAsyncMachineFrom(p Pipeline, stage, first, steps int) (*AsyncMachine, er
 	if first < 0 || first >= steps {
 		return nil, fmt.Errorf("new async machine: first step = %d, want 0 ≤ first < steps (%d): %w", first, steps, ErrBadShape)
 	}
+	if origin < 0 || origin > first {
+		return nil, fmt.Errorf("new async machine: origin = %d, want 0 ≤ origin ≤ first (%d): %w", origin, first, ErrBadShape)
+	}
 	W := p.warmup(stage) + 1
 	g0 := first * p.Micro
-	m := &AsyncMachine{p: p, stage: stage, start: first, steps: steps, n: steps * p.Micro, window: W, drop: -1,
+	m := &AsyncMachine{p: p, stage: stage, start: first, origin: origin, steps: steps, n: steps * p.Micro, window: W, drop: -1,
 		f: g0, b: g0, live: first, nextApply: first}
 	w0 := p.warmup(0) + 1
 	if m.tied() && m.last() {
 		m.lag = w0
 	}
+	m.stashed = len(m.History())
 	m.ver = make([]int, W)
 	m.grad = make([]bool, W)
 	if stage > 0 {
@@ -162,8 +183,38 @@ func (m *AsyncMachine) Delay() float64 { return float64(m.window-1+m.lag) / floa
 // order fixes it: forward g runs right after backward g-W and the
 // OptimizerSteps that backward makes due.
 func (m *AsyncMachine) VersionOf(g int) int {
-	return max(m.start, floorDiv(g-(m.window-1)-m.lag, m.p.Micro))
+	return max(m.origin, floorDiv(g-(m.window-1)-m.lag, m.p.Micro))
 }
+
+// Origin is the step the stream began at (NewAsyncMachineAt); First for a
+// machine that starts a stream.
+func (m *AsyncMachine) Origin() int { return m.origin }
+
+// History lists the weight versions older than First that the refill's
+// forwards run on, oldest first: empty for a machine that starts a stream,
+// at most ⌈(w+λ)/M⌉ versions after a restart (NewAsyncMachineAt). The
+// runtime holds them, as they were, before the first action.
+func (m *AsyncMachine) History() []int {
+	return m.HistoryAt(m.start)
+}
+
+// HistoryAt is History of a restart of this stream at step first: the
+// versions a stage must keep (from before first) so that a snapshot of
+// step first can be rolled back to exactly.
+func (m *AsyncMachine) HistoryAt(first int) []int {
+	var out []int
+	end := min(m.n, first*m.p.Micro+m.window-1+m.lag)
+	for g := first * m.p.Micro; g < end; g++ {
+		if v := m.VersionOf(g); v < first && (len(out) == 0 || out[len(out)-1] != v) {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// fwdVersion is the version forward g runs on: the live one, or in a
+// restart's refill the older one the uninterrupted stream used.
+func (m *AsyncMachine) fwdVersion(g int) int { return min(m.live, m.VersionOf(g)) }
 
 func ceilDiv(a, b int) int { return (a + b - 1) / b }
 
@@ -219,7 +270,7 @@ func (m *AsyncMachine) Next() Action {
 		if !m.first() && !m.act[g%len(m.act)] {
 			return Action{Kind: ActionWait, Step: g / M, Micro: g % M, Slot: -1, WaitFor: MessageActivation}
 		}
-		return Action{Kind: ActionForward, Step: g / M, Micro: g % M, Slot: g % m.window, Version: m.live}
+		return Action{Kind: ActionForward, Step: g / M, Micro: g % M, Slot: g % m.window, Version: m.fwdVersion(g)}
 	}
 	if m.b < m.f {
 		g := m.b
@@ -312,7 +363,7 @@ func (m *AsyncMachine) complete(a Action) error {
 	switch a.Kind {
 	case ActionForward:
 		g := m.f
-		m.ver[g%m.window] = m.live
+		m.ver[g%m.window] = m.fwdVersion(g)
 		if !m.first() {
 			m.act[g%len(m.act)] = false
 		}
@@ -325,8 +376,9 @@ func (m *AsyncMachine) complete(a Action) error {
 		}
 		m.b++
 		// Versions never decrease along the stream, so v is still needed
-		// only if the next in-flight micro-batch has it.
-		if v != m.live && (m.b == m.f || m.ver[m.b%m.window] != v) {
+		// only if the next in-flight micro-batch has it, or (in a
+		// restart's refill) the next forward.
+		if v != m.live && (m.b == m.f || m.ver[m.b%m.window] != v) && (m.f == m.n || m.fwdVersion(m.f) != v) {
 			m.drop = v
 		}
 	case ActionDropVersion:

@@ -37,17 +37,28 @@ func newAsyncRun(t *testing.T, p Pipeline, steps int) *asyncRun {
 
 func newAsyncRunFrom(t *testing.T, p Pipeline, first, steps int) *asyncRun {
 	t.Helper()
+	return newAsyncRunAt(t, p, first, first, steps)
+}
+
+// newAsyncRunAt is a run of a stream begun at origin, restarted at first
+// (NewAsyncMachineAt), holding each stage's History as stashed copies.
+func newAsyncRunAt(t *testing.T, p Pipeline, origin, first, steps int) *asyncRun {
+	t.Helper()
 	S := p.Stages
 	r := &asyncRun{t: t, log: make([][]Action, S), live: make([]int, S),
 		maxStash: make([]int, S), maxHeld: make([]int, S), maxGrads: make([]int, S)}
 	for s := range S {
-		m, err := NewAsyncMachineFrom(p, s, first, steps)
+		m, err := NewAsyncMachineAt(p, s, origin, first, steps)
 		if err != nil {
 			t.Fatal(err)
 		}
 		r.m = append(r.m, m)
 		r.live[s] = first
-		r.stash = append(r.stash, map[int]bool{})
+		hist := map[int]bool{}
+		for _, v := range m.History() {
+			hist[v] = true
+		}
+		r.stash = append(r.stash, hist)
 		r.fwdVer = append(r.fwdVer, map[int]int{})
 		r.grads = append(r.grads, map[int]bool{})
 		r.slots = append(r.slots, slices.Repeat([]int{-1}, m.MaxInFlight()))
@@ -115,8 +126,8 @@ func (r *asyncRun) check(s int, a Action) {
 	g := a.Step*M + a.Micro
 	switch a.Kind {
 	case ActionForward:
-		if a.Version != r.live[s] {
-			t.Fatalf("stage %d: F%d (step %d) with v%d, live is v%d", s, a.Micro, a.Step, a.Version, r.live[s])
+		if a.Version != r.live[s] && !(a.Version < m.First() && r.stash[s][a.Version]) {
+			t.Fatalf("stage %d: F%d (step %d) with v%d, live is v%d and v%d is no history version held", s, a.Micro, a.Step, a.Version, r.live[s], a.Version)
 		}
 		if want := m.VersionOf(g); a.Version != want {
 			t.Fatalf("stage %d: F of stream %d with v%d, VersionOf says v%d", s, g, a.Version, want)
@@ -151,8 +162,8 @@ func (r *asyncRun) check(s int, a Action) {
 		}
 		r.stash[s][a.Version] = true
 		r.maxStash[s] = max(r.maxStash[s], len(r.stash[s]))
-		if len(r.stash[s]) > m.StashBound() {
-			t.Fatalf("stage %d: %d versions stashed, bound %d", s, len(r.stash[s]), m.StashBound())
+		if bound := max(m.StashBound(), len(m.History())); len(r.stash[s]) > bound {
+			t.Fatalf("stage %d: %d versions stashed, bound %d (StashBound %d, history %d)", s, len(r.stash[s]), bound, m.StashBound(), len(m.History()))
 		}
 	case ActionDropVersion:
 		if !r.stash[s][a.Version] {
@@ -531,4 +542,69 @@ func TestAsyncRestart(t *testing.T) {
 			t.Errorf("first %d: %v, want ErrBadShape", first, err)
 		}
 	}
+}
+
+// A stream restarted at step k as if it never stopped (NewAsyncMachineAt:
+// what a rollback to a snapshot does) runs exactly the uninterrupted
+// stream's Forwards, Backwards and OptimizerSteps from micro-batch k·M on,
+// in the same order and on the same weight versions, on every stage: so a
+// run rolled back after a failure computes what it would have without it.
+// The history it needs is what HistoryAt(k) of the uninterrupted machine
+// names, and it is dropped by the end.
+func TestAsyncRestartAsIfUninterrupted(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 5))
+	for _, S := range []int{1, 2, 3, 4} {
+		for _, M := range []int{1, 2, 4} {
+			for _, D := range []int{1, 2, 3} {
+				for _, origin := range []int{0, 2} {
+					for _, first := range []int{origin, origin + 1, origin + 3, origin + 7} {
+						p := Pipeline{Schedule: Async, Stages: S, Micro: M, InFlight: D}
+						const steps = 14
+						name := fmt.Sprintf("S=%d/M=%d/D=%d/origin=%d/first=%d", S, M, D, origin, first)
+						whole := newAsyncRunFrom(t, p, origin, steps)
+						whole.run(nil)
+						again := newAsyncRunAt(t, p, origin, first, steps)
+						again.run(rng)
+						for s := range S {
+							if got, want := again.m[s].History(), whole.m[s].HistoryAt(first); !slices.Equal(got, want) {
+								t.Fatalf("%s stage %d: history %v, the uninterrupted machine says %v", name, s, got, want)
+							}
+							want := computeFrom(whole.log[s], M, first)
+							got := computeFrom(again.log[s], M, first)
+							if len(got) != len(want) {
+								t.Fatalf("%s stage %d: %d compute actions from step %d, uninterrupted %d", name, s, len(got), first, len(want))
+							}
+							for i := range want {
+								if got[i] != want[i] {
+									t.Fatalf("%s stage %d: action %d is %v step %d micro %d v%d, uninterrupted %v step %d micro %d v%d",
+										name, s, i, got[i].Kind, got[i].Step, got[i].Micro, got[i].Version, want[i].Kind, want[i].Step, want[i].Micro, want[i].Version)
+								}
+							}
+							if again.m[s].Stashed() != 0 || len(again.stash[s]) != 0 {
+								t.Fatalf("%s stage %d: ends with %d stashed (%v)", name, s, again.m[s].Stashed(), again.stash[s])
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+	if _, err := NewAsyncMachineAt(Pipeline{Schedule: Async, Stages: 2, Micro: 2}, 0, 4, 3, 6); !errors.Is(err, ErrBadShape) {
+		t.Errorf("origin after first: %v, want ErrBadShape", err)
+	}
+}
+
+// computeFrom is the Forwards, Backwards and OptimizerSteps of log from
+// step first on: what decides the numbers (stashing only decides memory).
+func computeFrom(log []Action, M, first int) []Action {
+	var out []Action
+	for _, a := range log {
+		switch a.Kind {
+		case ActionForward, ActionBackward, ActionOptimizerStep:
+			if a.Step >= first {
+				out = append(out, a)
+			}
+		}
+	}
+	return out
 }

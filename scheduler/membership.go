@@ -72,6 +72,13 @@ type MembershipConfig struct {
 	// CanHandOver: whether a failed stage can go to a spare (WebRTC
 	// rooms); otherwise a dead or evicted holder ends the run.
 	CanHandOver bool
+	// Async: the pipeline never flushes (the async schedule), so its
+	// stages are always in the middle of optimizer steps, several steps
+	// apart: no failure can be redone in place. Every recovery restores
+	// the snapshot and rolls back to it, and snapshots are taken wherever
+	// the run can fail (a bad frame or a cut link too), not only where
+	// stages change hands.
+	Async bool
 
 	// Replicas lists each stage's further replicas at the start, beside
 	// Holders' first ones (nil: one replica per stage).
@@ -549,7 +556,7 @@ func (m *Membership) Step(r Report) error {
 		if m.rec == nil {
 			m.boundary(r.Step)
 		}
-		if m.cfg.CanHandOver && m.rec == nil && (m.snap < 0 || (r.Step%m.cfg.SnapshotEvery == 0 && m.snap != r.Step)) {
+		if (m.cfg.CanHandOver || m.cfg.Async) && m.rec == nil && (m.snap < 0 || (r.Step%m.cfg.SnapshotEvery == 0 && m.snap != r.Step)) {
 			m.issue(Command{Kind: CmdSnapshot, Step: r.Step})
 		}
 	case ReportSnapshot:
@@ -625,7 +632,7 @@ func (m *Membership) begin(r Report) {
 			}
 		}
 	}
-	rec.applied = rec.applied || r.Applied
+	rec.applied = rec.applied || r.Applied || m.cfg.Async
 	rec.needAbort = true
 }
 

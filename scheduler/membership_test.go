@@ -37,6 +37,7 @@ type membershipScenario struct {
 	stages   int
 	spares   []string
 	handOver bool
+	async    bool // MembershipConfig.Async
 	script   string
 	// The swarm's settings: further replicas per stage (named
 	// peer-<stage>-<k>), joiners placed on stages, slow demotion.
@@ -139,6 +140,56 @@ synced newcomer
 step 2
 done
 route 4`,
+	},
+	{
+		name: "async_corrupt_in_process", stages: 2, async: true,
+		what: "async pipeline in one process (no hand-over): snapshots are taken all the same; a rejected frame during step 6 cannot be redone in place (other steps are half applied), so every stage restores the snapshot of step 4 and the run goes back to it",
+		script: `
+step 0
+snapshot 0
+step 4
+snapshot 4
+step 6
+rejected 1 0 @6
+done
+done`,
+	},
+	{
+		name: "async_cut_link", stages: 3, async: true,
+		what: "async pipeline over processes: the link 1-2 fails during step 5; it is re-established and every stage rolls back to the snapshot of step 4",
+		script: `
+step 0
+snapshot 0
+step 4
+snapshot 4
+step 5
+linkdown 1 2 @5
+done
+done
+done`,
+	},
+	{
+		name: "async_kill_with_spare", stages: 4, spares: []string{"spare-a"}, handOver: true, async: true,
+		what: "async pipeline over WebRTC: stage 2's peer dies during step 6; the spare takes the stage over and every stage rolls back to the snapshot of step 4, as with 1F1B",
+		script: `
+step 0
+snapshot 0
+step 4
+snapshot 4
+step 6
+lost 2 @6
+done
+done
+done`,
+	},
+	{
+		name: "async_kill_in_process", stages: 2, async: true,
+		what: "async pipeline over processes: a dead stage cannot be handed over, and the run fails saying so",
+		script: `
+step 0
+snapshot 0
+step 2
+lost 1 @2`,
 	},
 	{
 		name: "kill_with_spare", stages: 4, spares: []string{"spare-a"}, handOver: true,
@@ -311,7 +362,7 @@ func runMembership(t *testing.T, sc membershipScenario) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := MembershipConfig{Layout: layout, Holders: holders, TimeoutTicks: 4, MaxRejects: 3, SnapshotEvery: 4, CanHandOver: sc.handOver,
+	cfg := MembershipConfig{Layout: layout, Holders: holders, TimeoutTicks: 4, MaxRejects: 3, SnapshotEvery: 4, CanHandOver: sc.handOver, Async: sc.async,
 		Join: sc.join, SlowFraction: sc.slow, SlowSteps: 2}
 	for i := 0; i < sc.stages && sc.replicas > 1; i++ {
 		var extra []string
@@ -327,6 +378,9 @@ func runMembership(t *testing.T, sc membershipScenario) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# %s\n", sc.what)
 	fmt.Fprintf(&b, "# %d stages held by %s; spares %v; stages can change hands: %v\n", sc.stages, strings.Join(holders, ", "), sc.spares, sc.handOver)
+	if sc.async {
+		fmt.Fprintf(&b, "# async schedule: every recovery rolls back to the snapshot\n")
+	}
 	fmt.Fprintf(&b, "# dead after %d silent ticks; evicted after %d bad frames; snapshots every %d steps\n", cfg.TimeoutTicks, cfg.MaxRejects, cfg.SnapshotEvery)
 	var last *Command
 	bg := map[string]int{} // holder → its running background sync

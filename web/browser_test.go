@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
 	"github.com/narrowband/narrowband/web"
 	"github.com/narrowband/narrowband/web/webtest"
 )
@@ -44,6 +45,9 @@ func TestBrowserLiveView(t *testing.T) {
 	if res.Last.RunName != "synthetic-gpt4x256" {
 		t.Errorf("run name shown %q", res.Last.RunName)
 	}
+	if res.Last.Versions != 0 || res.Last.Stashes != 0 || res.Last.Drops != 0 {
+		t.Errorf("a 1F1B run's timeline shows %d weight versions, %d stashes, %d drops: it has none", res.Last.Versions, res.Last.Stashes, res.Last.Drops)
+	}
 
 	// A second tab opened mid-run gets the history from the snapshot.
 	tab2 := b.NewTab(t)
@@ -69,6 +73,48 @@ func TestBrowserLiveView(t *testing.T) {
 		t.Error(err)
 	}
 	t.Logf("first tab at step %d, second tab at step %d (from step %d)", st1.Step, st2.Step, st2.FirstStep)
+	if errs := b.ConsoleErrors(); len(errs) > 0 {
+		t.Errorf("console errors: %v", errs)
+	}
+	cancel()
+	<-simDone
+}
+
+// TestBrowserAsyncTimeline: for an async run the timeline shows which
+// weight version each forward and backward ran on (a stripe per version)
+// and marks where versions are stashed and dropped.
+func TestBrowserAsyncTimeline(t *testing.T) {
+	b := webtest.NewBrowser(t)
+	srv := web.New(web.Options{})
+	hs := httptest.NewServer(srv.Handler())
+	defer hs.Close()
+	defer srv.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	simDone := make(chan error, 1)
+	go func() {
+		simDone <- webtest.Simulate(ctx, srv, webtest.SimConfig{Steps: 200, StepEvery: 40 * time.Millisecond, Seed: 3, Stages: 4, Async: true})
+	}()
+	res := b.Watch(t, hs.URL, webtest.WatchOptions{WantSteps: 10, Timeout: 40 * time.Second, StayOnPage: true})
+	// Three steps are drawn; stage i runs 3-i steps stale, so stage 0
+	// alone shows three versions, and the stages together more.
+	st, err := webtest.WaitPage(b.Tab(), 20*time.Second, func(s webtest.PageState) bool { return s.Versions >= 4 && s.Stashes > 0 && s.Drops > 0 })
+	if err != nil {
+		t.Fatalf("timeline after step %d shows %d weight versions, %d stashes, %d drops: want several versions and both marks: %v", res.Last.Step, st.Versions, st.Stashes, st.Drops, err)
+	}
+	legend, err := chromedp.Run(b.Tab(), chromedp.Evaluate[string](`document.querySelector('#timeline-legend').textContent`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"weight version", "stash", "drop"} {
+		if !strings.Contains(legend, want) {
+			t.Errorf("legend %q does not explain %q", legend, want)
+		}
+	}
+	if err := webtest.Screenshot(b.Tab(), filepath.Join(webtest.ArtifactDir(t), "web-async-timeline.png")); err != nil {
+		t.Error(err)
+	}
+	t.Logf("step %d: %d versions, %d stashes, %d drops drawn", st.Step, st.Versions, st.Stashes, st.Drops)
 	if errs := b.ConsoleErrors(); len(errs) > 0 {
 		t.Errorf("console errors: %v", errs)
 	}

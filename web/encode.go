@@ -170,6 +170,14 @@ func appendSpan(b []byte, s *metrics.Span) []byte {
 	b = appendFloat(b, s.Start)
 	b = append(b, `,"end":`...)
 	b = appendFloat(b, s.End)
+	if s.Of != 0 {
+		b = append(b, `,"of":`...)
+		b = strconv.AppendInt(b, int64(s.Of), 10)
+	}
+	if s.Version != nil {
+		b = append(b, `,"version":`...)
+		b = strconv.AppendInt(b, int64(*s.Version), 10)
+	}
 	return append(b, '}')
 }
 

@@ -37,12 +37,18 @@ func TestAppendStepMatchesEncodingJSON(t *testing.T) {
 			t.Errorf("appendStep:\n got %v\nwant %v", a, b)
 		}
 	}
-	sp := metrics.Span{Stage: 2, Kind: "recv_wait", Step: 3, Micro: 1, Start: 0.5, End: 0.75}
-	var a, b any
-	want, _ := json.Marshal(sp)
-	_ = json.Unmarshal(want, &b)
-	if err := json.Unmarshal(appendSpan(nil, &sp), &a); err != nil || !reflect.DeepEqual(a, b) {
-		t.Errorf("appendSpan = %v (%v), want %v", a, err, b)
+	v0, v3 := 0, 3
+	for _, sp := range []metrics.Span{
+		{Stage: 2, Kind: "recv_wait", Step: 3, Micro: 1, Start: 0.5, End: 0.75},
+		{Stage: 0, Kind: "forward", Step: 3, Micro: 2, Start: 0.5, End: 0.75, Of: 5, Version: &v3}, // async
+		{Stage: 0, Kind: "stash", Step: 1, Micro: -1, Of: 1, Version: &v0},                         // version 0 is a version
+	} {
+		var a, b any
+		want, _ := json.Marshal(sp)
+		_ = json.Unmarshal(want, &b)
+		if err := json.Unmarshal(appendSpan(nil, &sp), &a); err != nil || !reflect.DeepEqual(a, b) {
+			t.Errorf("appendSpan = %v (%v), want %v", a, err, b)
+		}
 	}
 }
 

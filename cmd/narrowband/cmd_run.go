@@ -17,16 +17,19 @@ import (
 )
 
 func cmdRun(ctx context.Context, argv []string, stdout, stderr io.Writer) error {
-	a, err := parseArgs(argv, map[string]bool{"set": true, "out": true, "resume": true, "force": false})
+	a, err := parseArgs(argv, map[string]bool{"set": true, "out": true, "resume": true, "force": false, "only": true})
 	if err != nil {
 		return err
 	}
 	if len(a.pos) != 1 {
-		return fmt.Errorf("run: want exactly one experiment file, got %d (usage: narrowband run FILE.toml [--set k=v] [--out DIR] [--resume DIR] [--force])", len(a.pos))
+		return fmt.Errorf("run: want exactly one experiment file, got %d (usage: narrowband run FILE.toml [--set k=v] [--only VARIANT] [--out DIR] [--resume DIR] [--force])", len(a.pos))
 	}
 	cfg, err := config.LoadRun(a.pos[0], a.all("set"))
 	if err != nil {
 		return err
+	}
+	if err := cfg.OnlyVariants(a.all("only")); err != nil {
+		return fmt.Errorf("%s: %w", a.pos[0], err)
 	}
 	out := a.str("out", cfg.Run.Out)
 	resume := a.str("resume", "")

@@ -8,7 +8,7 @@ import (
 
 // helps is each subcommand's --help text: what it does and every flag.
 var helps = map[string]string{
-	"run": `usage: narrowband run FILE.toml [--set section.key=value ...] [--out DIR] [--resume DIR] [--force]
+	"run": `usage: narrowband run FILE.toml [--set section.key=value ...] [--only VARIANT ...] [--out DIR] [--resume DIR] [--force]
 
 Trains the experiment FILE.toml describes (every key: docs/config.md) and writes its folder:
 config.toml, metrics.jsonl, summary.json, checkpoint.safetensors, train_state.safetensors,
@@ -18,6 +18,8 @@ plots and report.md. A [sweep] runs every variant into its own subfolder.
   --out DIR                the run's folder (default run.out, else runs/<run.name>); it must be
                            new, empty, or the run being resumed
   --resume DIR             continue the run in DIR from its train_state.safetensors
+  --only VARIANT           run only the [[variant]] of that name (repeatable, or comma-separated), each
+                           over the file's [sweep] lists as usual
   --force                  use a --out that holds something else (another run's files are removed)
 
 Ctrl-C (or SIGTERM) finishes the step in progress, saves a checkpoint and prints the command that

@@ -226,7 +226,13 @@ type Pipeline struct {
 	// InFlight (async): the in-flight depth per hop, D; stage i keeps
 	// D·(S-i-1)+1 micro-batches in flight. 0 picks it from the link round
 	// trip and the compute time (scheduler.InFlightFor; docs/async.md).
-	InFlight  int    `toml:"in_flight"`
+	InFlight int `toml:"in_flight"`
+	// Replicas is how many peers hold each stage (docs/swarm.md): each
+	// computes its share of the step's micro-batches (micro-batch m on
+	// replica m mod R), and the replicas of a stage sum their weight
+	// gradients among themselves before the optimizer step. 1 (default):
+	// one holder a stage.
+	Replicas  int    `toml:"replicas"`
 	Transport string `toml:"transport"` // "inproc" or "webrtc"
 	Processes bool   `toml:"processes"` // one OS process per stage
 
@@ -332,7 +338,7 @@ func Default() Config {
 			Optimizer: "adamw", MomentumDecay: 0.004,
 			EvalInterval: 100, EvalBatches: 8, CheckpointInterval: 0, CheckpointMinutes: 10, LogInterval: 10,
 		},
-		Pipeline:    Pipeline{Stages: 1, Schedule: scheduler.OneFOneB, Transport: "inproc", SignalAddr: "127.0.0.1:0", LocalPeers: -1, Loopback: true},
+		Pipeline:    Pipeline{Stages: 1, Replicas: 1, Schedule: scheduler.OneFOneB, Transport: "inproc", SignalAddr: "127.0.0.1:0", LocalPeers: -1, Loopback: true},
 		Simulate:    Simulate{Speedup: 1, Steps: 4},
 		Faults:      defaultFaults(),
 		Compression: compression.DefaultConfig(),

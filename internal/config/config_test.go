@@ -198,8 +198,8 @@ name = "sub16"
 }
 
 // The async keys parse, round-trip, and are refused where they do not
-// apply or where the async runtime cannot run them yet, at the line that
-// set them.
+// apply or where the async runtime cannot run them (stateful codecs), at
+// the line that set them.
 func TestAsyncKeys(t *testing.T) {
 	const ok = "[model]\nn_layer = 4\n[pipeline]\nstages = 4\nschedule = \"async\"\nin_flight = 3\n[train]\noptimizer = \"nadamw\"\ndelay_correction = \"nesterov\"\n"
 	c, err := Parse(ok, "a.toml")
@@ -216,13 +216,18 @@ func TestAsyncKeys(t *testing.T) {
 	if back, err := Parse(b.String(), "resolved.toml"); err != nil || back.Train.DelayCorrection != stages.DelayNesterov {
 		t.Fatalf("resolved config does not round-trip: %v", err)
 	}
+	// Async runs recover from failures like the others (docs/faults.md):
+	// spares and injected faults are accepted.
+	const faulty = "[pipeline]\nstages = 2\nschedule = \"async\"\ntransport = \"webrtc\"\nspares = 1\n[[faults.event]]\nat_step = 3\nkind = \"kill\"\nstage = 1\n"
+	if c, err := Parse(faulty, "f.toml"); err != nil || c.Pipeline.Spares != 1 || len(c.Faults.Events) != 1 {
+		t.Fatalf("async with a spare and a fault event: %v", err)
+	}
 	for _, tc := range []struct{ name, text, want string }{
 		{"in_flight with 1f1b", "[pipeline]\nin_flight = 2\n", "a.toml:2: pipeline.in_flight = 2"},
 		{"correction with 1f1b", "[train]\ndelay_correction = \"nesterov\"\n", "a.toml:2: train.delay_correction"},
 		{"unknown correction", "[train]\ndelay_correction = \"magic\"\n", "nesterov"},
 		{"unknown optimizer", "[train]\noptimizer = \"sgd\"\n", `"adamw" or "nadamw"`},
 		{"stateful codec", "[pipeline]\nschedule = \"async\"\n[compression]\nmethod = \"topk\"\n", "without state across messages"},
-		{"spares", "[pipeline]\nschedule = \"async\"\ntransport = \"webrtc\"\nspares = 1\n", "recovery is not done for async"},
 		{"negative depth", "[pipeline]\nschedule = \"async\"\nin_flight = -1\n", "pipeline.in_flight = -1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

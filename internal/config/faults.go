@@ -27,7 +27,7 @@ type Faults struct {
 	// SnapshotEvery is the number of steps between snapshots of every
 	// stage's shard (weights, optimizer state, step) kept by the
 	// coordinator, the point a run rolls back to when a stage changes
-	// hands. WebRTC runs only.
+	// hands. WebRTC runs, and async runs (any failure rolls them back).
 	SnapshotEvery int `toml:"snapshot_every"`
 	// Events are failures to inject, executed for real.
 	Events []FaultEvent `toml:"event"`

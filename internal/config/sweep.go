@@ -18,6 +18,43 @@ type Variant struct {
 	Config Config
 }
 
+// OnlyVariants keeps the [[variant]] entries named in names (in the file's
+// order), for running part of a sweep; a name the file does not have is an
+// error that lists the names it has.
+func (c *Config) OnlyVariants(names []string) error {
+	if len(names) == 0 {
+		return nil
+	}
+	want := map[string]bool{}
+	for _, n := range names {
+		for _, part := range strings.Split(n, ",") {
+			if part = strings.TrimSpace(part); part != "" {
+				want[part] = true
+			}
+		}
+	}
+	var kept []map[string]any
+	var have []string
+	for _, v := range c.Variant {
+		name := fmt.Sprint(v["name"])
+		have = append(have, name)
+		if want[name] {
+			kept = append(kept, v)
+			delete(want, name)
+		}
+	}
+	if len(want) > 0 {
+		var missing []string
+		for n := range want {
+			missing = append(missing, n)
+		}
+		sort.Strings(missing)
+		return fmt.Errorf("--only %s: no such [[variant]] (this file has: %s)", strings.Join(missing, ", "), strings.Join(have, ", "))
+	}
+	c.Variant = kept
+	return nil
+}
+
 // MaxVariants bounds how many runs one config's sweep may ask for: a
 // sweep past it is almost surely a typo, and each variant is a run of its
 // own.

@@ -150,6 +150,7 @@ func (c Config) Validate() error {
 		bad("pipeline.schedule", p.Schedule, `must be "gpipe", "1f1b" or "async"`)
 	}
 	c.validateAsync(bad)
+	c.validateReplicas(bad)
 	switch p.Transport {
 	case "inproc", "webrtc":
 	default:
@@ -225,7 +226,7 @@ func (c Config) Validate() error {
 }
 
 // validateAsync checks the keys of the async schedule (docs/async.md) and
-// what the async runtime does not do yet, each refusal saying what to use
+// what the async runtime does not do, each refusal saying what to use
 // instead.
 func (c Config) validateAsync(bad func(key string, val any, allowed string)) {
 	p, t := c.Pipeline, c.Train
@@ -249,16 +250,11 @@ func (c Config) validateAsync(bad func(key string, val any, allowed string)) {
 	// Codecs with state across messages (error feedback, warm-started
 	// factors) would see micro-batches of different weight versions
 	// interleaved; the async runtime does not key their state per version.
-	if m := c.Compression.Method; m == compression.MethodTopK || m == compression.MethodLowRank {
+	if c.Compression.TiedPrecision != compression.FP32 {
+		bad("compression.tied_precision", strconv.Quote(c.Compression.TiedPrecision.String()), `must be "fp32" with pipeline.schedule = "async" (its tied-embedding exchange is kept per step in fp32)`)
+	}
+	if m := c.Compression.Method; m == compression.MethodTopK || m == compression.MethodLowRank || m == compression.MethodSubspaceTC {
 		bad("compression.method", strconv.Quote(m.String()), `with pipeline.schedule = "async" must be a codec without state across messages: "none", "fp16", "bf16", "int8" or "subspace"`)
-	}
-	// Recovery after a failure is not designed for async yet (stages are
-	// several steps apart; the ones ahead would have to roll back).
-	if p.Spares > 0 {
-		bad("pipeline.spares", p.Spares, `must be 0 with pipeline.schedule = "async": failure recovery is not done for async yet (docs/async.md); use "1f1b" for runs that must survive a failure`)
-	}
-	if len(c.Faults.Events) > 0 {
-		bad("faults.event", len(c.Faults.Events), `must be empty with pipeline.schedule = "async": failure recovery is not done for async yet (docs/async.md)`)
 	}
 }
 

@@ -16,6 +16,9 @@ type StepRecord struct {
 	// tokenizers; equal to ValLoss in byte runs.
 	ValLossPerByte *float64 `json:"val_loss_per_byte,omitempty"`
 	GradNorm       float64  `json:"grad_norm,omitempty"`
+	// ReplicaBytes is the wire bytes of this step's gradient sum among
+	// each stage's replicas, over every link and direction (docs/swarm.md).
+	ReplicaBytes int64 `json:"replica_bytes,omitempty"`
 
 	Stages []StageStats `json:"stages,omitempty"`
 	Links  []LinkStats  `json:"links,omitempty"`
@@ -50,14 +53,24 @@ type LinkStats struct {
 
 // Span is one interval of a stage's timeline: what it did from Start to End
 // (seconds since the run started). Kind is "forward", "backward", "send",
-// "recv_wait", "optimizer" or "idle".
+// "recv_wait", "optimizer" or "idle", and under the async schedule also
+// "stash" (a weight version copied before an optimizer step overwrites
+// it) and "drop" (a stashed version freed after its last backward).
 type Span struct {
-	Stage int     `json:"stage"`
-	Kind  string  `json:"kind"`
+	Stage int    `json:"stage"`
+	Kind  string `json:"kind"`
+	// Step is the step whose record carries the span (1-based).
 	Step  int     `json:"step"`
 	Micro int     `json:"micro"`
 	Start float64 `json:"start"`
 	End   float64 `json:"end"`
+	// Async only. Of is the step (1-based) the micro-batch belongs to:
+	// stages run several steps apart, so a step's record holds spans of
+	// later steps' micro-batches. Version is the weight version a
+	// forward or backward ran on, or a stash or drop is of ("the weights
+	// after Version optimizer steps", the same on every stage).
+	Of      int  `json:"of,omitempty"`
+	Version *int `json:"version,omitempty"`
 }
 
 // Event is a non-step occurrence worth recording: a compression rank change,

@@ -26,6 +26,14 @@ type Summary struct {
 	WireBytesPerTokenBackward float64 `json:"wire_bytes_per_token_backward"`
 	CompressionRatioForward   float64 `json:"compression_ratio_forward,omitempty"`
 	CompressionRatioBackward  float64 `json:"compression_ratio_backward,omitempty"`
+	// TiedBytesPerToken is the tied-embedding gradient exchange (first ↔
+	// last stage, both ways together) per token: a per-step cost, so it
+	// falls with tokens per step; not part of the boundary's figures above.
+	TiedBytesPerToken float64 `json:"tied_embedding_bytes_per_token,omitempty"`
+	// ReplicaBytesPerStep is the gradient sum among each stage's replicas
+	// (docs/swarm.md), every link and direction, per optimizer step: its
+	// size is the stages' weights, whatever the tokens per step.
+	ReplicaBytesPerStep float64 `json:"replica_bytes_per_step,omitempty"`
 
 	// Fault handling (issue: survive chaos).
 	Failures        int     `json:"failures"`

@@ -49,7 +49,7 @@ func markdown(runs []Run, figs []*figure, errs []error) string {
 		// The figure that compares runs with different tokenizers.
 		hdr = append(hdr, "per byte")
 	}
-	hdr = append(hdr, "tokens/s", "bytes/token fwd", "bytes/token bwd", "ratio vs fp32")
+	hdr = append(hdr, "tokens/s", "bytes/token fwd", "bytes/token bwd", "ratio vs fp32 fwd / bwd")
 	if hasNone {
 		hdr = append(hdr, "gap vs none")
 	}
@@ -73,7 +73,8 @@ func markdown(runs []Run, figs []*figure, errs []error) string {
 		}
 		row = append(row, num(s.TokensPerSecond, "%.0f"))
 		if r.Config.Pipeline.Stages > 1 {
-			row = append(row, num(s.WireBytesPerTokenForward, "%.1f"), num(s.WireBytesPerTokenBackward, "%.1f"), num(ratioVsFP32(r), "%.1f×"))
+			row = append(row, num(s.WireBytesPerTokenForward, "%.1f"), num(s.WireBytesPerTokenBackward, "%.1f"),
+				num(ratioVsFP32(r), "%.1f×")+" / "+num(ratioVsFP32Backward(r), "%.1f×"))
 		} else {
 			row = append(row, "—", "—", "—") // one stage: nothing crosses a link
 		}
@@ -81,6 +82,9 @@ func markdown(runs []Run, figs []*figure, errs []error) string {
 			gap := "—"
 			if ref, ok := reference(runs, r); ok && finite(s.FinalValLoss) {
 				gap = fmtGap(s.FinalValLoss - ref.Summary.FinalValLoss)
+				if ref.Summary.FinalValLoss > 0 {
+					gap += fmt.Sprintf(" (%+.2f%%)", 100*(s.FinalValLoss-ref.Summary.FinalValLoss)/ref.Summary.FinalValLoss)
+				}
 			}
 			row = append(row, gap)
 		}
@@ -88,7 +92,7 @@ func markdown(runs []Run, figs []*figure, errs []error) string {
 		fmt.Fprintf(&b, "| %s |\n", strings.Join(row, " | "))
 	}
 	b.WriteString("\n")
-	b.WriteString("Bytes per token are per link and direction; ratio vs fp32 is 4·n_embd bytes over the forward bytes per token.")
+	b.WriteString("Bytes per token are per link and direction; ratio vs fp32 is 4·n_embd bytes over the bytes per token, each way.")
 	if hasNone {
 		b.WriteString(" The gap is the final held-out loss minus that of the `none` run trained the same way (negative: better).")
 	}

@@ -485,33 +485,53 @@ func paretoFigure(runs []Run, st styles) (*figure, error) {
 		}
 	}
 	pts = kept
-	p := newPlot("Compression vs quality", "compression ratio vs fp32 activations (×, log scale)", "held-out loss gap vs none (nats/byte)")
+	// The gap in percent of none's loss, on an axis that the codecs near
+	// none decide: one far-off point (topk at +62%) would otherwise squash
+	// every other gap into a line. Points beyond the top are drawn on the
+	// top edge as triangles, their value in the label: a broken axis.
+	for i := range pts {
+		ref, _ := reference(runs, pts[i].r)
+		pts[i].gap = 100 * pts[i].gap / ref.Summary.FinalValLoss
+	}
+	gaps, names := make([]float64, len(pts)), make([]string, len(pts))
+	for i, q := range pts {
+		gaps[i], names[i] = q.gap, q.label
+	}
+	ys, names, top, pad := paretoAxis(gaps, names)
+	clipped := false
+	for i, q := range pts {
+		clipped = clipped || q.gap > top
+		pts[i].label = names[i]
+	}
+	p := newPlot("Compression vs quality", "compression ratio vs fp32 activations (×, log scale)", "held-out loss gap vs none (%)")
 	grid(p)
 	p.X.Scale = plot.LogScale{}
 	p.X.Tick.Marker = plot.LogTicks{Prec: -1}
 	lo, hi := math.Inf(1), math.Inf(-1)
-	ylo, yhi := 0.0, 0.0
 	leg := newLegend()
 	seen := map[string]bool{}
 	var lab plotter.XYLabels
-	for _, q := range pts {
+	for i, q := range pts {
 		lo, hi = math.Min(lo, q.ratio), math.Max(hi, q.ratio)
-		ylo, yhi = math.Min(ylo, q.gap), math.Max(yhi, q.gap)
 		col := st.codec[q.codec]
-		sc, err := plotter.NewScatter(plotter.XYs{{X: q.ratio, Y: q.gap}})
+		y, shape, label := ys[i], draw.GlyphDrawer(draw.CircleGlyph{}), q.label
+		if q.gap > top {
+			shape = draw.TriangleGlyph{}
+		}
+		sc, err := plotter.NewScatter(plotter.XYs{{X: q.ratio, Y: y}})
 		if err != nil {
 			return nil, err
 		}
-		sc.GlyphStyle = draw.GlyphStyle{Color: col, Radius: vg.Points(4.5), Shape: draw.CircleGlyph{}}
+		sc.GlyphStyle = draw.GlyphStyle{Color: col, Radius: vg.Points(4.5), Shape: shape}
 		p.Add(sc)
 		if !seen[q.codec] {
 			seen[q.codec] = true
-			leg.Add(q.codec, glyphThumb{sc.GlyphStyle})
+			leg.Add(q.codec, glyphThumb{draw.GlyphStyle{Color: col, Radius: vg.Points(4.5), Shape: draw.CircleGlyph{}}})
 		}
-		lab.XYs = append(lab.XYs, plotter.XY{X: q.ratio, Y: q.gap})
-		lab.Labels = append(lab.Labels, q.label)
+		lab.XYs = append(lab.XYs, plotter.XY{X: q.ratio, Y: y})
+		lab.Labels = append(lab.Labels, label)
 	}
-	if len(pts) <= 12 {
+	if len(pts) <= 16 {
 		labels, err := plotter.NewLabels(lab)
 		if err != nil {
 			return nil, err
@@ -524,22 +544,65 @@ func paretoFigure(runs []Run, st styles) (*figure, error) {
 		p.Add(labels)
 	}
 	p.X.Min, p.X.Max = lo/1.6, hi*2
-	pad := 0.12 * (yhi - ylo)
-	if pad == 0 {
-		pad = 0.05
-	}
-	p.Y.Min, p.Y.Max = ylo-pad, yhi+pad
+	p.Y.Min, p.Y.Max = ys0(ys, pad), top+pad/2
 	zero, err := plotter.NewLine(plotter.XYs{{X: p.X.Min, Y: 0}, {X: p.X.Max, Y: 0}})
 	if err != nil {
 		return nil, err
 	}
 	zero.LineStyle = lineStyle(grey, 0.8, dashes[1])
 	p.Add(zero)
+	bar, err := plotter.NewLine(plotter.XYs{{X: p.X.Min, Y: 3}, {X: p.X.Max, Y: 3}})
+	if err != nil {
+		return nil, err
+	}
+	bar.LineStyle = lineStyle(grey, 0.8, dashes[2])
+	p.Add(bar)
 	leg.Add("")
 	leg.Add("same loss as none", lineThumb{zero.LineStyle})
+	leg.Add("3% gap", lineThumb{bar.LineStyle})
 	leg.Add("below: better")
+	if clipped {
+		leg.Add("▲ off scale: gap in label")
+	}
 	return &figure{name: "pareto", title: "Compression vs quality", p: p, legend: leg, w: 7 * vg.Inch, h: 4.5 * vg.Inch}, nil
 }
+
+// paretoAxis places the Pareto plot's points on its gap axis (percent):
+// the axis runs from the lowest gap (or 0) to the highest gap of at most
+// paretoClip (or the 3% bar), padded; gaps above that top are drawn on it,
+// their value added to their label. It returns each point's y and label,
+// the top and the padding.
+func paretoAxis(gaps []float64, labels []string) (ys []float64, out []string, top, pad float64) {
+	yhi, ylo := 3.0, 0.0
+	for _, g := range gaps {
+		if g <= paretoClip {
+			yhi, ylo = math.Max(yhi, g), math.Min(ylo, g)
+		}
+	}
+	pad = 0.12 * (yhi - ylo)
+	top = yhi + pad
+	ys, out = make([]float64, len(gaps)), make([]string, len(gaps))
+	for i, g := range gaps {
+		ys[i], out[i] = g, labels[i]
+		if g > top {
+			ys[i], out[i] = top, fmt.Sprintf("%s (%+.0f%%, off scale)", labels[i], g)
+		}
+	}
+	return ys, out, top, pad
+}
+
+// ys0 is the bottom of the gap axis: the lowest point (or 0), padded.
+func ys0(ys []float64, pad float64) float64 {
+	lo := 0.0
+	for _, y := range ys {
+		lo = math.Min(lo, y)
+	}
+	return lo - pad
+}
+
+// paretoClip is the largest gap (percent) that sets the Pareto plot's axis;
+// larger gaps are drawn on its top edge.
+const paretoClip = 10.0
 
 // ratioVsFP32 is fp32 activation bytes per token (4·n_embd) over the run's
 // forward wire bytes per token; 0 when the run has no link.
@@ -549,6 +612,15 @@ func ratioVsFP32(r Run) float64 {
 		return 0
 	}
 	return 4 * float64(r.Config.Model.NEmbd) / f
+}
+
+// ratioVsFP32Backward is ratioVsFP32 for the gradients.
+func ratioVsFP32Backward(r Run) float64 {
+	b := r.Summary.WireBytesPerTokenBackward
+	if b <= 0 || !finite(b) || r.Config.Model.NEmbd <= 0 {
+		return 0
+	}
+	return 4 * float64(r.Config.Model.NEmbd) / b
 }
 
 // reference picks the `none` run to compare r against: one that trained the

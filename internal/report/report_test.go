@@ -58,8 +58,8 @@ func TestWriteSweep(t *testing.T) {
 		row := findRow(t, md, label)
 		cells := []string{
 			fmt.Sprintf("%.4f", f.finalVal), fmt.Sprintf("%.0f", f.tps),
-			fmt.Sprintf("%.1f", f.bytesFwd), fmt.Sprintf("%.1f×", 4*fakeEmbd/f.bytesFwd),
-			fmt.Sprintf("%+.4f", f.finalVal-2.30), "20.0%", "5.0%",
+			fmt.Sprintf("%.1f", f.bytesFwd), fmt.Sprintf("%.1f× / %.1f×", 4*fakeEmbd/f.bytesFwd, 4*fakeEmbd/f.bytesBwd),
+			fmt.Sprintf("%+.4f (%+.2f%%)", f.finalVal-2.30, 100*(f.finalVal-2.30)/2.30), "20.0%", "5.0%",
 		}
 		for _, c := range cells {
 			if !strings.Contains(row, "| "+c+" |") {

@@ -43,19 +43,20 @@ var (
 type Type uint8
 
 const (
-	TypeUnknown    Type = iota
-	TypeActivation      // forward: a stage's output for the next stage
-	TypeGradient        // backward: the gradient w.r.t. that activation
-	TypeTiedGrad        // gradient of the tied embedding from the last stage to the first
-	TypeTokens          // token ids (targets, or ids a receiver needs to rebuild activations)
-	TypeControl         // coordinator commands and replies
-	TypeHeartbeat       // liveness and RTT probes
-	TypeMetrics         // metrics events forwarded to the coordinator
+	TypeUnknown     Type = iota
+	TypeActivation       // forward: a stage's output for the next stage
+	TypeGradient         // backward: the gradient w.r.t. that activation
+	TypeTiedGrad         // gradient of the tied embedding from the last stage to the first
+	TypeTokens           // token ids (targets, or ids a receiver needs to rebuild activations)
+	TypeControl          // coordinator commands and replies
+	TypeHeartbeat        // liveness and RTT probes
+	TypeMetrics          // metrics events forwarded to the coordinator
+	TypeReplicaGrad      // a chunk of a stage's weight gradient, summed among its replicas
 
 	typeEnd // one past the last valid type
 )
 
-var typeNames = [...]string{"unknown", "activation", "gradient", "tied-grad", "tokens", "control", "heartbeat", "metrics"}
+var typeNames = [...]string{"unknown", "activation", "gradient", "tied-grad", "tokens", "control", "heartbeat", "metrics", "replica-grad"}
 
 func (t Type) String() string {
 	if int(t) < len(typeNames) {

@@ -10,6 +10,11 @@
   const MAX_EVENTS = 300;
   const KINDS = ['forward', 'backward', 'send', 'recv_wait', 'optimizer', 'idle'];
   const KIND_LABEL = { forward: 'forward', backward: 'backward', send: 'send', recv_wait: 'wait (recv)', optimizer: 'optimizer', idle: 'idle' };
+  // Async runs: the weight version each forward and backward ran on is a
+  // stripe under its bar, one colour per version (cycling: neighbouring
+  // versions always differ), and stashes and drops of a version are marks.
+  const VERSION_COLORS = ['#1b9e77', '#d95f02', '#7570b3', '#e7298a', '#66a61e', '#e6ab02'];
+  const versionColor = (v) => VERSION_COLORS[((v % VERSION_COLORS.length) + VERSION_COLORS.length) % VERSION_COLORS.length];
 
   const S = { run: null, peers: [], status: '', steps: [], recent: [], spans: [], events: [], connected: false };
   const $ = (id) => document.getElementById(id);
@@ -24,7 +29,11 @@
     }
     return r;
   }
-  function normSpan(s) { s.start = num(s.start); s.end = num(s.end); return s; }
+  function normSpan(s) {
+    s.start = num(s.start); s.end = num(s.end);
+    if (s.version != null) { s.version = num(s.version); if (!Number.isInteger(s.version)) delete s.version; }
+    return s;
+  }
 
   // ---- state updates ----
   function thinSteps() {
@@ -284,6 +293,18 @@
     const { g, w, h } = setupCanvas(c, Math.max(90, T + B + lane * Math.max(1, stages.length)));
     c.dataset.spans = String(shown.length);
     c.dataset.stages = String(stages.length);
+    const marks = shown.filter((s) => (s.kind === 'stash' || s.kind === 'drop') && s.version != null);
+    const versions = new Set(shown.filter((s) => (s.kind === 'forward' || s.kind === 'backward') && s.version != null).map((s) => s.version));
+    c.dataset.versions = String(versions.size);
+    c.dataset.stashes = String(marks.filter((s) => s.kind === 'stash').length);
+    c.dataset.drops = String(marks.filter((s) => s.kind === 'drop').length);
+    if ((versions.size || marks.length) && !legend.dataset.async) {
+      legend.dataset.async = '1';
+      const v = el('span'); v.append(el('i', 'sw versions'), document.createTextNode('stripe: weight version'));
+      const st = el('span'); st.append(el('i', 'mark stash'), document.createTextNode('stash version'));
+      const dr = el('span'); dr.append(el('i', 'mark drop'), document.createTextNode('drop version'));
+      legend.append(v, st, dr);
+    }
     if (!shown.length) {
       g.fillStyle = '#6b7280'; g.textAlign = 'center'; g.textBaseline = 'middle';
       g.fillText('no timeline spans yet', w / 2, h / 2);
@@ -321,13 +342,36 @@
     }
     g.textAlign = 'center';
     for (const s of shown) {
+      if (s.kind === 'stash' || s.kind === 'drop') continue; // marks, drawn on top below
       const x = X(s.start), x2 = X(s.end), y = T + laneOf.get(s.stage) * lane + 3;
-      const bw = Math.max(1, x2 - x);
+      const bw = Math.max(1, x2 - x), bh = lane - 6;
       g.fillStyle = color(KINDS.includes(s.kind) ? s.kind : 'other');
-      g.fillRect(x, y, bw, lane - 6);
-      if (bw > 15 && (s.kind === 'forward' || s.kind === 'backward')) {
-        g.fillStyle = '#fff'; g.font = (bw > 22 ? '11px' : '9px') + ' system-ui, sans-serif'; g.fillText((s.kind === 'forward' ? 'F' : 'B') + s.micro, x + bw / 2, y + (lane - 6) / 2);
+      g.fillRect(x, y, bw, bh);
+      const fb = s.kind === 'forward' || s.kind === 'backward';
+      if (fb && s.version != null) {
+        g.fillStyle = versionColor(s.version);
+        g.fillRect(x, y + bh - 5, bw, 5);
       }
+      let label = '';
+      if (fb && bw > 15) label = (s.kind === 'forward' ? 'F' : 'B') + s.micro + (s.version != null && bw > 40 ? ' v' + s.version : '');
+      else if (s.kind === 'optimizer' && s.version != null && bw > 24) label = '→v' + s.version;
+      if (label) {
+        g.fillStyle = '#fff'; g.font = (bw > 22 ? '11px' : '9px') + ' system-ui, sans-serif'; g.fillText(label, x + bw / 2, y + (bh - 5) / 2);
+      }
+    }
+    // A stash (▼ at the lane's top) copies version v before the optimizer
+    // step overwrites it; a drop (△ at its bottom) frees it after its last
+    // backward. Between the two, backwards of older micro-batches run on it.
+    g.font = '9px system-ui, sans-serif';
+    for (const s of marks) {
+      const x = X(s.start), y = T + laneOf.get(s.stage) * lane;
+      g.fillStyle = versionColor(s.version); g.strokeStyle = '#1d2330'; g.lineWidth = 1;
+      g.beginPath();
+      if (s.kind === 'stash') { g.moveTo(x - 4, y); g.lineTo(x + 4, y); g.lineTo(x, y + 7); }
+      else { g.moveTo(x - 4, y + lane); g.lineTo(x + 4, y + lane); g.lineTo(x, y + lane - 7); }
+      g.closePath();
+      if (s.kind === 'stash') g.fill();
+      g.stroke();
     }
   }
 

@@ -155,6 +155,9 @@ type PageState struct {
 	Points    int    `json:"points"`     // #loss-chart[data-points]
 	ValPoints int    `json:"val_points"` // #loss-chart[data-val-points]
 	Spans     int    `json:"spans"`      // #timeline[data-spans]: spans drawn
+	Versions  int    `json:"versions"`   // #timeline[data-versions]: weight versions shown (async)
+	Stashes   int    `json:"stashes"`    // #timeline[data-stashes]: stash marks drawn
+	Drops     int    `json:"drops"`      // #timeline[data-drops]: drop marks drawn
 	Links     int    `json:"links"`      // #links[data-links]: links listed
 	LinkRows  int    `json:"link_rows"`  // rows in #links tbody
 	Stages    int    `json:"stages"`     // #stages[data-stages]: stage bars
@@ -176,6 +179,9 @@ const pageStateJS = `(() => {
     points: n(q('#loss-chart').dataset.points),
     val_points: n(q('#loss-chart').dataset.valPoints),
     spans: n(q('#timeline').dataset.spans),
+    versions: n(q('#timeline').dataset.versions),
+    stashes: n(q('#timeline').dataset.stashes),
+    drops: n(q('#timeline').dataset.drops),
     links: n(q('#links').dataset.links),
     link_rows: q('#links tbody').querySelectorAll('tr:not(:has(.empty))').length,
     stages: q('#stages').querySelectorAll('.stage-row').length,

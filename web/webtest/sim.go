@@ -20,6 +20,10 @@ type SimConfig struct {
 	ValEvery   int           // a val_loss every this many steps; default 10
 	Seed       uint64
 	TokensStep int64 // tokens per step; default 16*128
+	// Async: spans name weight versions as the async schedule's do
+	// (stage i's forwards and backwards run S-1-i steps stale) and the
+	// timeline has stash and drop marks.
+	Async bool
 }
 
 // Simulate publishes a synthetic run into s, like the runtime would: run
@@ -60,6 +64,14 @@ func Simulate(ctx context.Context, s *web.Server, cfg SimConfig) error {
 	s.SetPeers(peers)
 	s.SetStatus("training")
 
+	// version names the weight version a forward or backward ran on.
+	version := func(s metrics.Span, st int) metrics.Span {
+		if cfg.Async {
+			v := max(0, s.Step-1-(cfg.Stages-1-st))
+			s.Of, s.Version = s.Step, &v
+		}
+		return s
+	}
 	tick := time.NewTicker(cfg.StepEvery)
 	defer tick.Stop()
 	wall := 0.0
@@ -82,7 +94,7 @@ func Simulate(ctx context.Context, s *web.Server, cfg SimConfig) error {
 			busy := 0.0
 			for m := 0; m < cfg.Micro; m++ {
 				f = fwd * (0.9 + 0.2*rng.Float64())
-				spans = append(spans, metrics.Span{Stage: st, Kind: "forward", Step: step, Micro: m, Start: t, End: t + f})
+				spans = append(spans, version(metrics.Span{Stage: st, Kind: "forward", Step: step, Micro: m, Start: t, End: t + f}, st))
 				t += f
 				busy += f
 				if st < cfg.Stages-1 {
@@ -95,11 +107,26 @@ func Simulate(ctx context.Context, s *web.Server, cfg SimConfig) error {
 			t += w
 			for m := 0; m < cfg.Micro; m++ {
 				b = bwd * (0.9 + 0.2*rng.Float64())
-				spans = append(spans, metrics.Span{Stage: st, Kind: "backward", Step: step, Micro: m, Start: t, End: t + b})
+				spans = append(spans, version(metrics.Span{Stage: st, Kind: "backward", Step: step, Micro: m, Start: t, End: t + b}, st))
 				t += b
 				busy += b
 			}
-			spans = append(spans, metrics.Span{Stage: st, Kind: "optimizer", Step: step, Start: t, End: t + 0.003})
+			if stale := cfg.Stages - 1 - st; cfg.Async && stale > 0 {
+				// The live version is stashed before the step overwrites
+				// it; the oldest one goes after its last backward.
+				live, old := step-1, step-1-stale
+				spans = append(spans, metrics.Span{Stage: st, Kind: "stash", Step: step, Micro: -1, Of: step, Version: &live, Start: t, End: t + 0.0005})
+				if old >= 0 {
+					spans = append(spans, metrics.Span{Stage: st, Kind: "drop", Step: step, Micro: -1, Of: step, Version: &old, Start: t, End: t})
+				}
+				t += 0.0005
+			}
+			opt := metrics.Span{Stage: st, Kind: "optimizer", Step: step, Start: t, End: t + 0.003}
+			if cfg.Async {
+				v := step
+				opt.Of, opt.Version = step, &v
+			}
+			spans = append(spans, opt)
 			busy += 0.003
 			idle := math.Max(0, stepDur-busy)
 			stages[st] = metrics.StageStats{Stage: st, BusySeconds: busy, IdleSeconds: idle, NetWait: idle * 0.6}

@@ -40,7 +40,13 @@ type StepResult struct {
 	// boundaries, and the fp32 bytes they stand for.
 	WireForward, WireBackward int64
 	RawForward, RawBackward   int64
-	NetWait, Busy, Idle       float64 // seconds summed over stages
+	// WireTied is the tied-embedding gradient exchange between the first
+	// and last stage, both ways: once per step, not per token.
+	WireTied int64
+	// WireReplicas is the gradient sum among each stage's replicas, every
+	// link and direction: once per step (docs/swarm.md).
+	WireReplicas        int64
+	NetWait, Busy, Idle float64 // seconds summed over stages
 }
 
 // Add accumulates r's byte and time counters (not its losses) into t.
@@ -49,6 +55,8 @@ func (t *StepResult) Add(r StepResult) {
 	t.WireBackward += r.WireBackward
 	t.RawForward += r.RawForward
 	t.RawBackward += r.RawBackward
+	t.WireTied += r.WireTied
+	t.WireReplicas += r.WireReplicas
 	t.NetWait += r.NetWait
 	t.Busy += r.Busy
 	t.Idle += r.Idle

@@ -68,6 +68,7 @@ func PlanMemory(cfg config.Config, layout scheduler.Layout) (MemoryPlan, error) 
 	M := cfg.Train.MicroBatches
 	B := cfg.Train.BatchSize / M
 	var p MemoryPlan
+	var weights []float64 // each stage's weights, once
 	for i := 0; i < layout.Stages(); i++ {
 		r := layout.Range(i)
 		slots := 1
@@ -80,6 +81,7 @@ func PlanMemory(cfg config.Config, layout scheduler.Layout) (MemoryPlan, error) 
 			slots = w + 1 // and one for evaluation
 		}
 		est := stages.EstimateMemory(m, r.Lo, r.Hi, layout.First(i), layout.Last(i), B, slots)
+		weights = append(weights, est.Params)
 		if cfg.Pipeline.Schedule == scheduler.Async && layout.Stages() > 1 {
 			asyncMemory(&est, cfg, layout, i)
 		}
@@ -89,9 +91,18 @@ func PlanMemory(cfg config.Config, layout scheduler.Layout) (MemoryPlan, error) 
 			p.Process = append(p.Process, est.Total()+StateCopy(est)+Overhead(cfg))
 		}
 	}
-	if cfg.Pipeline.Transport == "webrtc" {
+	if cfg.Pipeline.Transport == "webrtc" || snapshots(cfg) {
 		// Weights and both moments, and their encoding for a restore.
 		p.Snapshot = 2 * 3 * 4 * float64(m.NumParams())
+	}
+	if snapshots(cfg) && cfg.Faults.SnapshotEvery < cfg.Run.Steps {
+		// Each stage's weight versions for a restart (and their encoding).
+		for i, w := range weights {
+			spec := scheduler.Pipeline{Schedule: scheduler.Async, Stages: layout.Stages(), Micro: M, InFlight: cfg.Pipeline.InFlight}
+			if am, err := scheduler.NewAsyncMachine(spec, i, cfg.Run.Steps); err == nil {
+				p.Snapshot += 2 * float64(asyncHistory(am)) * w
+			}
+		}
 	}
 	return p, nil
 }
@@ -168,7 +179,31 @@ func asyncMemory(est *stages.Memory, cfg config.Config, layout scheduler.Layout,
 		copies++ // the master iterate
 		opt++    // and its held copy
 	}
+	if snapshots(cfg) && cfg.Faults.SnapshotEvery < cfg.Run.Steps {
+		// The held copy at a snapshot also holds the weight versions a
+		// restart there runs its first forwards on, and until then the
+		// stage keeps those versions past their use (at most as many
+		// again); under the correction also the look-ahead.
+		d := float64(asyncHistory(am))
+		copies += 2 * d
+		if cfg.Train.DelayCorrection == stages.DelayNesterov {
+			copies++
+		}
+	}
 	est.Params += copies * w
 	est.Grads += float64(am.GradBuffers()-1) * est.Grads
 	est.AdamW += opt * w
+}
+
+// asyncHistory is the most weight versions a restart of stage am's stream
+// runs its first forwards on (scheduler.AsyncMachine.HistoryAt).
+func asyncHistory(am *scheduler.AsyncMachine) int {
+	M := am.Micro()
+	return (am.MaxInFlight() - 1 + am.Lag() + M - 1) / M
+}
+
+// snapshots reports whether an async run's driver keeps snapshots: at
+// its first step, and every faults.snapshot_every steps (SnapshotAt).
+func snapshots(cfg config.Config) bool {
+	return cfg.Pipeline.Schedule == scheduler.Async && cfg.Pipeline.Stages > 1
 }

@@ -4,6 +4,7 @@ import (
 	"math"
 
 	"github.com/narrowband/narrowband/internal/config"
+	"github.com/narrowband/narrowband/scheduler"
 )
 
 // LearningRate is nanoGPT's schedule: linear warm-up from 0 over warmup
@@ -40,5 +41,17 @@ func StepLR(c config.Config, step int) float64 {
 func KeepsState(c config.Config, done int) bool {
 	t := c.Train
 	return done == c.Run.Steps || (t.EvalInterval > 0 && done%t.EvalInterval == 0) ||
-		(t.CheckpointInterval > 0 && done%t.CheckpointInterval == 0)
+		(t.CheckpointInterval > 0 && done%t.CheckpointInterval == 0) || SnapshotAt(c, done)
+}
+
+// SnapshotAt reports whether an async pipeline's driver snapshots every
+// stage before step done (0-based: after done steps), to roll back to
+// after a failure: every faults.snapshot_every steps, as the membership
+// machine asks (scheduler.MembershipConfig.Async; the run's first step is
+// the other snapshot, taken before anything ran). The stages need to know
+// in advance: a snapshot there also holds the older weight versions a
+// restart at done runs its first forwards on (scheduler.NewAsyncMachineAt).
+func SnapshotAt(c config.Config, done int) bool {
+	return c.Pipeline.Schedule == scheduler.Async && done > 0 && done < c.Run.Steps &&
+		c.Faults.SnapshotEvery > 0 && done%c.Faults.SnapshotEvery == 0
 }

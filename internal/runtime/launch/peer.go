@@ -24,9 +24,12 @@ const CoordinatorID = "coordinator"
 type rtcSetup struct {
 	Config string            `json:"config"`
 	Ranges []scheduler.Range `json:"ranges"`
-	Peers  []string          `json:"peers"` // stage → peer ID
-	Stage  int               `json:"stage"`
-	Err    string            `json:"err,omitempty"` // the run refuses this peer
+	// Peers names every worker's peer, numbered as scheduler.Replicas
+	// numbers workers (stage → peer without replicas).
+	Peers   []string `json:"peers"`
+	Stage   int      `json:"stage"`
+	Replica int      `json:"replica,omitempty"` // of the stage (pipeline.replicas; docs/swarm.md)
+	Err     string   `json:"err,omitempty"`     // the run refuses this peer
 }
 
 // joinChallenge is the coordinator's first message on a control channel;
@@ -106,30 +109,47 @@ func setupRTCWorker(ctx context.Context, client rtc.Signaler, rc rtc.Config, su 
 		return nil, pipeline.Links{}, nil, fmt.Errorf("setup: %w", err)
 	}
 	S, i := layout.Stages(), su.Stage
-	if len(su.Peers) != S || i < 0 || i >= S {
-		return nil, pipeline.Links{}, nil, fmt.Errorf("setup for %d stages with %d peers, stage %d", S, len(su.Peers), i)
+	R, r := cfg.Pipeline.ReplicaCount(), su.Replica
+	if len(su.Peers) != S*R || i < 0 || i >= S || r < 0 || r >= R {
+		return nil, pipeline.Links{}, nil, fmt.Errorf("setup for %d stages × %d replicas with %d peers, stage %d replica %d", S, R, len(su.Peers), i, r)
 	}
+	// want is a link to stage peer's worker in this peer's lane, or (with
+	// replica ≥ 0) to that replica of this stage, the chain of the
+	// gradient sum.
 	type want struct {
-		peer int
-		dst  *transport.Conn
+		peer, replica int
+		dst           *transport.Conn
 	}
 	links := pipeline.Links{Ctrl: ctrl}
+	var lower, upper transport.Conn
 	var wants []want
 	if i > 0 {
-		wants = append(wants, want{i - 1, &links.Prev})
+		wants = append(wants, want{i - 1, -1, &links.Prev})
 	}
 	if i+1 < S {
-		wants = append(wants, want{i + 1, &links.Next})
+		wants = append(wants, want{i + 1, -1, &links.Next})
 	}
 	if t := layout.Tied(i); t >= 0 && layout.TiedOwnLink() {
-		wants = append(wants, want{t, &links.Tied})
+		wants = append(wants, want{t, -1, &links.Tied})
+	}
+	if r > 0 {
+		wants = append(wants, want{i, r - 1, &lower})
+	}
+	if r+1 < R {
+		wants = append(wants, want{i, r + 1, &upper})
+	}
+	peerOf := func(wnt want) string {
+		if wnt.replica >= 0 {
+			return su.Peers[wnt.replica*S+i]
+		}
+		return su.Peers[r*S+wnt.peer]
 	}
 	var closers []func() error
 	var mu sync.Mutex
 	errs := make([]error, len(wants))
 	var wg sync.WaitGroup
 	for k, wnt := range wants {
-		if su.Peers[wnt.peer] == "" {
+		if peerOf(wnt) == "" {
 			// The neighbour's stage is vacant: it links to this peer
 			// when its own hand-over comes.
 			continue
@@ -137,15 +157,20 @@ func setupRTCWorker(ctx context.Context, client rtc.Signaler, rc rtc.Config, su 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c, err := rtc.Connect(ctx, client, su.Peers[wnt.peer], rc)
+			c, err := rtc.Connect(ctx, client, peerOf(wnt), rc)
 			if err != nil {
-				errs[k] = fmt.Errorf("link to stage %d (%s): %w", wnt.peer, su.Peers[wnt.peer], err)
+				errs[k] = fmt.Errorf("link to stage %d (%s): %w", wnt.peer, peerOf(wnt), err)
 				return
 			}
 			mu.Lock()
 			closers = append(closers, c.Close)
 			mu.Unlock()
-			sc, err := pipeline.ShapeLink(cfg, layout, i, wnt.peer, c)
+			var sc transport.Conn
+			if wnt.replica >= 0 {
+				sc, err = pipeline.ShapeReplicaLink(cfg, i, r, wnt.replica, c)
+			} else {
+				sc, err = pipeline.ShapeLink(cfg, layout, i, wnt.peer, c)
+			}
 			if err != nil {
 				errs[k] = err
 				return
@@ -166,7 +191,7 @@ func setupRTCWorker(ctx context.Context, client rtc.Signaler, rc rtc.Config, su 
 			links.Tied = links.Prev
 		}
 	}
-	w, err := pipeline.NewWorker(cfg, layout, i, links)
+	w, err := pipeline.NewReplica(cfg, layout, i, r, links, lower, upper)
 	if err == nil {
 		w.SetOwnProcess()
 		limitMemory(cfg, layout, i)
@@ -177,10 +202,10 @@ func setupRTCWorker(ctx context.Context, client rtc.Signaler, rc rtc.Config, su 
 	// A failed link, or a neighbour that moved to another peer, is
 	// re-established through signaling: a new ICE session.
 	w.SetRelink(func(ctx context.Context, peer int, peers []string) (transport.Conn, error) {
-		if peer < 0 || peer >= S || len(peers) != S {
+		if peer < 0 || peer >= S || len(peers) != S*R {
 			return nil, fmt.Errorf("relink to stage %d of %d peers", peer, len(peers))
 		}
-		c, err := rtc.Connect(ctx, client, peers[peer], rc)
+		c, err := rtc.Connect(ctx, client, peers[r*S+peer], rc)
 		if err != nil {
 			return nil, err
 		}

@@ -43,25 +43,30 @@ const WorkerEnv = "NARROWBAND_WORKER"
 type workerArgs struct {
 	Connect string `json:"connect"`
 	Stage   int    `json:"stage"`
+	Replica int    `json:"replica,omitempty"` // of the stage (pipeline.replicas; docs/swarm.md)
 	Token   string `json:"token"`
 }
 
 type hello struct {
-	Stage int    `json:"stage"`
-	Token string `json:"token"`
-	Addr  string `json:"addr"`
+	Stage   int    `json:"stage"`
+	Replica int    `json:"replica,omitempty"`
+	Token   string `json:"token"`
+	Addr    string `json:"addr"`
 }
 
 type setup struct {
 	Config string            `json:"config"`
 	Ranges []scheduler.Range `json:"ranges"`
-	Addrs  []string          `json:"addrs"`
+	// Addrs is every worker's link address, numbered as
+	// scheduler.Replicas numbers workers (stage order without replicas).
+	Addrs []string `json:"addrs"`
 }
 
 type linkHello struct {
-	From  int    `json:"from"`
-	Kind  string `json:"kind"` // "next" or "tied"
-	Token string `json:"token"`
+	From    int    `json:"from"`
+	Replica int    `json:"replica,omitempty"` // the dialler's replica of stage From
+	Kind    string `json:"kind"`              // "next", "tied", or "replica" (the chain of From's replicas)
+	Token   string `json:"token"`
 }
 
 // WorkerCommand is how the driver starts a worker process: the program
@@ -84,8 +89,9 @@ type procs struct {
 	spawner
 }
 
-// Processes launches one worker process per stage of layout and returns
-// once every worker is set up and linked to its neighbours.
+// Processes launches one worker process per stage of layout (per replica
+// of each stage with pipeline.replicas > 1) and returns once every worker
+// is set up and linked to its neighbours.
 func Processes(ctx context.Context, cfg config.Config, layout scheduler.Layout) (pipeline.Placement, error) {
 	p := &procs{}
 	if err := p.start(ctx, cfg, layout); err != nil {
@@ -96,7 +102,8 @@ func Processes(ctx context.Context, cfg config.Config, layout scheduler.Layout) 
 }
 
 func (p *procs) start(ctx context.Context, cfg config.Config, layout scheduler.Layout) error {
-	S := layout.Stages()
+	S, R := layout.Stages(), cfg.Pipeline.ReplicaCount()
+	n := S * R // workers, replica-major (scheduler.Replicas.Worker)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return fmt.Errorf("processes: control listener: %w", err)
@@ -105,29 +112,36 @@ func (p *procs) start(ctx context.Context, cfg config.Config, layout scheduler.L
 	var tok [16]byte
 	rand.Read(tok[:])
 	token := hex.EncodeToString(tok[:])
-	for i := 0; i < S; i++ {
-		if _, err := p.spawn("NARROWBAND_WORKER_ARGS", workerArgs{Connect: ln.Addr().String(), Stage: i, Token: token}); err != nil {
+	for k := 0; k < n; k++ {
+		i, r := k%S, k/S
+		if _, err := p.spawn("NARROWBAND_WORKER_ARGS", workerArgs{Connect: ln.Addr().String(), Stage: i, Replica: r, Token: token}); err != nil {
 			return fmt.Errorf("processes: start stage %d: %w", i, err)
 		}
-		p.holders = append(p.holders, fmt.Sprintf("stage-%d", i))
+		name := fmt.Sprintf("stage-%d", i)
+		if r > 0 {
+			name = fmt.Sprintf("stage-%d-replica-%d", i, r)
+		}
+		p.holders = append(p.holders, name)
 	}
 	setupCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	go func() { <-setupCtx.Done(); ln.Close() }()
-	p.ctrl = make([]transport.Conn, S)
-	addrs := make([]string, S)
-	for n := 0; n < S; n++ {
+	p.ctrl = make([]transport.Conn, n)
+	addrs := make([]string, n)
+	for got := 0; got < n; got++ {
 		c, err := ln.Accept()
 		if err != nil {
-			return fmt.Errorf("processes: waiting for %d workers to connect: %w", S-n, err)
+			return fmt.Errorf("processes: waiting for %d workers to connect: %w", n-got, err)
 		}
 		conn := transport.Stream(c, "host")
 		var h hello
-		if err := recvJSON(setupCtx, conn, &h); err != nil || h.Token != token || h.Stage < 0 || h.Stage >= S || p.ctrl[h.Stage] != nil {
+		err = recvJSON(setupCtx, conn, &h)
+		k := h.Replica*S + h.Stage
+		if err != nil || h.Token != token || h.Stage < 0 || h.Stage >= S || h.Replica < 0 || h.Replica >= R || p.ctrl[k] != nil {
 			conn.Close()
 			return fmt.Errorf("processes: a connection that is not one of this run's workers (err %v)", err)
 		}
-		p.ctrl[h.Stage], addrs[h.Stage] = conn, h.Addr
+		p.ctrl[k], addrs[k] = conn, h.Addr
 	}
 	text, err := cfg.TOML()
 	if err != nil {
@@ -249,7 +263,7 @@ func RunWorker(ctx context.Context, log *slog.Logger) error {
 	}
 	ctrl := transport.Stream(c, "host")
 	defer ctrl.Close()
-	if err := sendJSON(ctx, ctrl, hello{Stage: a.Stage, Token: a.Token, Addr: ln.Addr().String()}); err != nil {
+	if err := sendJSON(ctx, ctrl, hello{Stage: a.Stage, Replica: a.Replica, Token: a.Token, Addr: ln.Addr().String()}); err != nil {
 		return err
 	}
 	var su setup
@@ -270,22 +284,26 @@ func setupWorker(ctx context.Context, a workerArgs, su setup, ln net.Listener, c
 		return nil, nil, fmt.Errorf("worker %d: setup: %w", a.Stage, err)
 	}
 	S, i := layout.Stages(), a.Stage
-	if len(su.Addrs) != S || i < 0 || i >= S {
-		return nil, nil, fmt.Errorf("worker %d: setup for %d stages with %d addresses", i, S, len(su.Addrs))
+	R, r := cfg.Pipeline.ReplicaCount(), a.Replica
+	if len(su.Addrs) != S*R || i < 0 || i >= S || r < 0 || r >= R {
+		return nil, nil, fmt.Errorf("worker %d: setup for %d stages × %d replicas with %d addresses (this is replica %d)", i, S, R, len(su.Addrs), r)
 	}
+	// at is the address of stage j's worker in this worker's lane, or of
+	// replica q of this stage (scheduler.Replicas numbering).
+	at := func(j, q int) string { return su.Addrs[q*S+j] }
 	links := pipeline.Links{Ctrl: ctrl}
 	var closers []func() error
 	shape := func(c transport.Conn, peer int) (transport.Conn, error) {
 		return pipeline.ShapeLink(cfg, layout, i, peer, c)
 	}
-	dial := func(to int, kind string) (transport.Conn, error) {
-		c, err := net.Dial("tcp", su.Addrs[to])
+	dial := func(addr string, kind string) (transport.Conn, error) {
+		c, err := net.Dial("tcp", addr)
 		if err != nil {
-			return nil, fmt.Errorf("worker %d: dial stage %d at %s: %w", i, to, su.Addrs[to], err)
+			return nil, fmt.Errorf("worker %d: dial a %s link at %s: %w", i, kind, addr, err)
 		}
 		conn := transport.Stream(c, "host")
 		closers = append(closers, conn.Close)
-		if err := sendJSON(ctx, conn, linkHello{From: i, Kind: kind, Token: a.Token}); err != nil {
+		if err := sendJSON(ctx, conn, linkHello{From: i, Replica: r, Kind: kind, Token: a.Token}); err != nil {
 			return nil, err
 		}
 		return conn, nil
@@ -298,8 +316,21 @@ func setupWorker(ctx context.Context, a workerArgs, su setup, ln net.Listener, c
 	if i == S-1 && S > 2 {
 		want++ // tied, from stage 0
 	}
+	if r > 0 {
+		want++ // the chain, from replica r-1
+	}
+	var lower, upper transport.Conn // the chain of this stage's replicas
+	if r+1 < R {
+		c, err := dial(at(i, r+1), "replica")
+		if err != nil {
+			return nil, closers, err
+		}
+		if upper, err = pipeline.ShapeReplicaLink(cfg, i, r, r+1, c); err != nil {
+			return nil, closers, err
+		}
+	}
 	if i+1 < S {
-		c, err := dial(i+1, "next")
+		c, err := dial(at(i+1, r), "next")
 		if err != nil {
 			return nil, closers, err
 		}
@@ -308,7 +339,7 @@ func setupWorker(ctx context.Context, a workerArgs, su setup, ln net.Listener, c
 		}
 	}
 	if i == 0 && S > 2 {
-		c, err := dial(S-1, "tied")
+		c, err := dial(at(S-1, r), "tied")
 		if err != nil {
 			return nil, closers, err
 		}
@@ -331,6 +362,12 @@ func setupWorker(ctx context.Context, a workerArgs, su setup, ln net.Listener, c
 			return nil, closers, fmt.Errorf("worker %d: a link connection that is not from this run (err %v)", i, err)
 		}
 		switch {
+		case lh.Kind == "replica" && lh.From == i && lh.Replica == r-1:
+			if lower, err = pipeline.ShapeReplicaLink(cfg, i, r, r-1, conn); err != nil {
+				return nil, closers, err
+			}
+		case lh.Replica != r:
+			return nil, closers, fmt.Errorf("worker %d replica %d: a %s link from replica %d of stage %d, which is not in this lane", i, r, lh.Kind, lh.Replica, lh.From)
 		case lh.Kind == "next" && lh.From == i-1:
 			if links.Prev, err = shape(conn, i-1); err != nil {
 				return nil, closers, err
@@ -350,12 +387,12 @@ func setupWorker(ctx context.Context, a workerArgs, su setup, ln net.Listener, c
 			links.Tied = links.Prev
 		}
 	}
-	for _, c := range []transport.Conn{links.Next, links.Prev, links.Tied} {
+	for _, c := range []transport.Conn{links.Next, links.Prev, links.Tied, lower, upper} {
 		if c != nil {
 			closers = append([]func() error{c.Close}, closers...)
 		}
 	}
-	w, err := pipeline.NewWorker(cfg, layout, i, links)
+	w, err := pipeline.NewReplica(cfg, layout, i, r, links, lower, upper)
 	if err == nil {
 		w.SetOwnProcess()
 		limitMemory(cfg, layout, i)

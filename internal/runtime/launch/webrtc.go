@@ -159,6 +159,7 @@ func WebRTCWith(ctx context.Context, cfg config.Config, layout scheduler.Layout,
 func (p *room) start(ctx context.Context, out string) error {
 	cfg, ranges := p.cfg, p.layout.Ranges()
 	S := len(ranges)
+	n := S * cfg.Pipeline.ReplicaCount() // workers: every replica of every stage
 	secret, secretFile := "", cfg.Pipeline.SecretFile
 	if secretFile != "" {
 		var err error
@@ -233,15 +234,16 @@ func (p *room) start(ctx context.Context, out string) error {
 
 	local := cfg.Pipeline.LocalPeers
 	if local < 0 {
-		local = S + cfg.Pipeline.Spares
+		local = n + cfg.Pipeline.Spares
 	}
 	offer := Room{URL: url, ICEServers: servers, Vacant: -1}
 	if cfg.Web.Contribute {
 		offer.JoinToken = signaling.JoinToken(key, room)
 	}
 	if p.onRoom != nil {
-		if local < S {
-			offer.Vacant = local
+		if local < n {
+			// Worker i holds stage i mod S (replica i / S).
+			offer.Vacant = local % S
 		}
 		p.onRoom(offer)
 	}
@@ -274,17 +276,17 @@ func (p *room) start(ctx context.Context, out string) error {
 	rc := rtcConfig(servers, cfg.Pipeline.Loopback, cfg.Pipeline.RelayOnly, key, CoordinatorID)
 	p.coord, p.rc, p.join = coord, rc, join
 	tried := map[string]bool{}
-	for len(p.holders) < S {
+	for len(p.holders) < n {
 		var batch []string
 		for _, id := range sortedPeers(coord.Peers()) {
-			if id != CoordinatorID && !tried[id] && len(p.holders)+len(batch) < S {
+			if id != CoordinatorID && !tried[id] && len(p.holders)+len(batch) < n {
 				batch = append(batch, id)
 			}
 		}
 		if len(batch) == 0 {
 			select {
 			case <-wctx.Done():
-				return fmt.Errorf("webrtc: %d of %d peers joined %s and were admitted before the timeout; start more with `narrowband peer --signal %s --secret-file %s`", len(p.holders), S, room, url, secretFile)
+				return fmt.Errorf("webrtc: %d of %d peers joined %s and were admitted before the timeout; start more with `narrowband peer --signal %s --secret-file %s`", len(p.holders), n, room, url, secretFile)
 			case <-time.After(50 * time.Millisecond):
 			}
 			continue
@@ -326,8 +328,8 @@ func (p *room) start(ctx context.Context, out string) error {
 			// Stages go in join order: the next newcomer gets the next
 			// one, or waits as a spare once all are held.
 			offer.Vacant = -1
-			if len(p.holders) < S {
-				offer.Vacant = len(p.holders)
+			if len(p.holders) < n {
+				offer.Vacant = len(p.holders) % S
 			}
 			p.onRoom(offer)
 		}
@@ -337,7 +339,7 @@ func (p *room) start(ctx context.Context, out string) error {
 		return err
 	}
 	for i, c := range p.ctrl {
-		if err := sendJSON(wctx, c, rtcSetup{Config: string(text), Ranges: ranges, Peers: p.holders, Stage: i}); err != nil {
+		if err := sendJSON(wctx, c, rtcSetup{Config: string(text), Ranges: ranges, Peers: p.holders, Stage: i % S, Replica: i / S}); err != nil {
 			return fmt.Errorf("webrtc: setup of stage %d: %w", i, err)
 		}
 	}

@@ -77,24 +77,49 @@ func writesResidual(name string) bool {
 // projectWeights moves the constrained weights into the subspace (the token
 // embedding to E0 + its projected offset from E0).
 func (c *constraint) projectWeights() error {
+	return c.project(func(p *stages.Param) []float32 { return p.Data })
+}
+
+// projectMaster projects the optimizer's own copy of the iterate (the
+// async Nesterov correction keeps it apart from the look-ahead in Data):
+// it is what evaluation and checkpoints read, so it must be the model the
+// codec carries exactly. master is AdamW.Master(): views, in param order.
+func (c *constraint) projectMaster(master []stages.Tensor) error {
+	byName := make(map[string][]float32, len(master))
+	for _, t := range master {
+		byName[t.Name] = t.Data
+	}
+	return c.project(func(p *stages.Param) []float32 { return byName[p.Name] })
+}
+
+// project keeps data(p) of every constrained param in span(U).
+func (c *constraint) project(data func(p *stages.Param) []float32) error {
 	for _, p := range c.rows {
+		x := data(p)
+		if len(x) != len(p.Data) {
+			return fmt.Errorf("constrain %s: %d values, the param has %d", p.Name, len(x), len(p.Data))
+		}
 		off := isTokenEmbedding(p)
 		if off {
-			for i := range p.Data {
-				p.Data[i] -= c.e0[i]
+			for i := range x {
+				x[i] -= c.e0[i]
 			}
 		}
-		if err := c.basis.ProjectRows(p.Data, len(p.Data)/c.C, c.C); err != nil {
+		if err := c.basis.ProjectRows(x, len(x)/c.C, c.C); err != nil {
 			return fmt.Errorf("constrain %s: %w", p.Name, err)
 		}
 		if off {
-			for i := range p.Data {
-				p.Data[i] += c.e0[i]
+			for i := range x {
+				x[i] += c.e0[i]
 			}
 		}
 	}
 	for _, p := range c.cols {
-		if err := c.basis.ProjectCols(p.Data, c.C, len(p.Data)/c.C); err != nil {
+		x := data(p)
+		if len(x) != len(p.Data) {
+			return fmt.Errorf("constrain %s: %d values, the param has %d", p.Name, len(x), len(p.Data))
+		}
+		if err := c.basis.ProjectCols(x, c.C, len(x)/c.C); err != nil {
 			return fmt.Errorf("constrain %s: %w", p.Name, err)
 		}
 	}

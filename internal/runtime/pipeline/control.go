@@ -96,6 +96,14 @@ type ctrlMsg struct {
 	Duration float64  `json:"duration,omitempty"`
 	Mbps     float64  `json:"mbps,omitempty"`
 	Frames   int      `json:"frames,omitempty"`
+	// Origin (async restore): the step the stream began at, 0 or the
+	// step the run resumed from; a restart goes on as if from there.
+	Origin int `json:"origin,omitempty"`
+	// Hash (state reply, a stage with replicas) is a digest of the
+	// stage's weights and optimizer state, which must be the same on every
+	// replica; HashOnly asks for it without the state itself.
+	Hash     uint64 `json:"hash,omitempty"`
+	HashOnly bool   `json:"hash_only,omitempty"`
 
 	blob []byte
 }
@@ -106,6 +114,8 @@ type workerStats struct {
 	SentFwdBytes, SentBwdBytes int64   // wire bytes this stage sent forward / backward
 	RawFwdBytes, RawBwdBytes   int64   // fp32 bytes they stand for
 	SentMessages               int64
+	SentTiedBytes              int64 // wire bytes of the tied-embedding gradient exchange
+	SentReplicaBytes           int64 `json:",omitempty"` // wire bytes of the gradient sum among the stage's replicas
 	Spans                      []spanRec
 	// The link to the next stage: its path type and round-trip time.
 	Candidate string
@@ -119,6 +129,10 @@ type spanRec struct {
 	Micro int     `json:"m"`
 	Start float64 `json:"s"`
 	End   float64 `json:"e"`
+	// Async: the micro-batch's step (1-based) and the weight version
+	// (metrics.Span's Of and Version).
+	Of  int  `json:"of,omitempty"`
+	Ver *int `json:"v,omitempty"`
 }
 
 // maxControl bounds one control message; a whole stage's state (weights

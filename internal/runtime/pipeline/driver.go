@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,12 +54,17 @@ type Driver struct {
 	faults      metrics.Summary // recovery times and the fault log
 	snap        *stages.State
 	snapStep    int
+	snapHist    [][]stages.Tensor // async: each stage's weight versions a restart at snapStep needs
 	lastStep    time.Duration
 	killMu      sync.Mutex
 	killedAt    map[int]time.Time
 	killTimers  []*time.Timer
 	fired       map[int]bool // fault events already injected
 	async       *asyncDrive  // the async schedule's bookkeeping (driver_async.go); nil otherwise
+	// reps: the stages' replicas (driver_replicas.go); nil with one a
+	// stage. ctrl and holders then list every replica, first replicas
+	// first.
+	reps *scheduler.Replicas
 }
 
 // New drives the stages place set up for cfg's layout; it takes place
@@ -67,10 +73,17 @@ func New(cfg config.Config, layout scheduler.Layout, corpus *data.Corpus, place 
 	N := cfg.Train.BatchSize / cfg.Train.MicroBatches * cfg.Model.BlockSize
 	f := cfg.Faults
 	hb := f.HeartbeatSeconds()
+	reps, err := replicaPlan(cfg, layout)
+	if err != nil {
+		place.Close()
+		return nil, err
+	}
+	first, more := replicaHolders(reps, place.Holders())
 	m, err := scheduler.NewMembership(scheduler.MembershipConfig{
-		Layout: layout, Holders: place.Holders(),
+		Layout: layout, Holders: first, Replicas: more,
 		TimeoutTicks: int(math.Ceil(f.PeerTimeout/hb - 1e-9)), MaxRejects: f.MaxRejects,
 		SnapshotEvery: f.SnapshotEvery, CanHandOver: place.CanHandOver(),
+		Async: cfg.Pipeline.Schedule == scheduler.Async,
 	})
 	if err != nil {
 		place.Close()
@@ -83,7 +96,7 @@ func New(cfg config.Config, layout scheduler.Layout, corpus *data.Corpus, place 
 		x:      make([]int32, N), y: make([]int32, N),
 		hb:       time.Duration(hb * float64(time.Second)),
 		killedAt: map[int]time.Time{}, fired: map[int]bool{},
-		lastStep: 100 * time.Millisecond,
+		lastStep: 100 * time.Millisecond, reps: reps,
 	}
 	if cfg.Pipeline.Schedule == scheduler.Async {
 		p.async = newAsyncDrive(scheduler.Pipeline{Schedule: scheduler.Async, Stages: layout.Stages(), Micro: cfg.Train.MicroBatches, InFlight: InFlight(cfg)})
@@ -146,25 +159,18 @@ func (p *Driver) batchBlob(step int) []byte {
 }
 
 func (p *Driver) Step(ctx context.Context, step int, lr float64) (engine.StepResult, error) {
-	if p.async != nil {
-		// No membership snapshots: async has no failure recovery yet
-		// (config refuses spares and fault events with it).
-		t := time.Now()
-		res, err := p.asyncStep(ctx, step, lr)
-		p.lastStep = time.Since(t)
-		return res, err
-	}
 	p.m.Step(scheduler.Report{Kind: scheduler.ReportStepBegins, Step: step})
 	for _, c := range p.m.Ready().Commands {
 		if c.Kind != scheduler.CmdSnapshot {
 			return engine.StepResult{}, fmt.Errorf("pipeline: the membership machine asked for %v before step %d (a bug)", c, step+1)
 		}
-		// The point every stage rolls back to if one changes hands.
-		st, err := p.State(ctx)
+		// The point every stage rolls back to if one changes hands
+		// (async: after any failure).
+		st, hist, err := p.gather(ctx, p.async != nil)
 		if err != nil {
 			return engine.StepResult{}, err
 		}
-		p.snap, p.snapStep = st, step
+		p.snap, p.snapStep, p.snapHist = st, step, hist
 		p.m.Step(scheduler.Report{Kind: scheduler.ReportSnapshot, Step: step})
 	}
 	var res engine.StepResult
@@ -177,8 +183,19 @@ func (p *Driver) Step(ctx context.Context, step int, lr float64) (engine.StepRes
 				return false, err
 			}
 		}
+		if p.async != nil {
+			// Applied, always: the stages are in the middle of several
+			// steps (the membership machine knows, and rolls back).
+			var err error
+			res, err = p.asyncStep(ctx, step, lr)
+			return true, err
+		}
 		var applied bool
 		var err error
+		if p.reps != nil {
+			res, applied, err = p.tryStepReplicas(ctx, step, lr)
+			return applied, err
+		}
 		res, applied, err = p.tryStep(ctx, step, lr)
 		return applied, err
 	})
@@ -227,7 +244,13 @@ func (p *Driver) tryStep(ctx context.Context, step int, lr float64) (engine.Step
 
 // result is a step's record from every stage's ctrlDone.
 func (p *Driver) result(step int, loss, sumsq float64, dones []ctrlMsg) (engine.StepResult, error) {
-	S := len(p.ctrl)
+	return p.laneResult(step, loss, sumsq, dones, p.holders)
+}
+
+// laneResult is result for one lane of replicas (every stage without
+// them), held by holders.
+func (p *Driver) laneResult(step int, loss, sumsq float64, dones []ctrlMsg, holders []string) (engine.StepResult, error) {
+	S := len(dones)
 	res := engine.StepResult{Loss: loss, GradNorm: math.Sqrt(sumsq)}
 	for i, d := range dones {
 		s := d.Stats
@@ -239,7 +262,7 @@ func (p *Driver) result(step int, loss, sumsq float64, dones []ctrlMsg) (engine.
 			idle = 0
 		}
 		res.Stages = append(res.Stages, metrics.StageStats{Stage: i, BusySeconds: s.Busy, IdleSeconds: idle, NetWait: s.NetWait,
-			Peer: p.holders[i], Key: string(p.place.Key(p.holders[i])), BytesSent: s.SentFwdBytes + s.SentBwdBytes, PeakRSS: s.PeakRSS})
+			Peer: holders[i], Key: string(p.place.Key(holders[i])), BytesSent: s.SentFwdBytes + s.SentBwdBytes, PeakRSS: s.PeakRSS})
 		res.Busy += s.Busy
 		res.Idle += idle
 		res.NetWait += s.NetWait
@@ -247,9 +270,10 @@ func (p *Driver) result(step int, loss, sumsq float64, dones []ctrlMsg) (engine.
 		res.RawForward += s.RawFwdBytes
 		res.WireBackward += s.SentBwdBytes
 		res.RawBackward += s.RawBwdBytes
+		res.WireTied += s.SentTiedBytes
 		res.Events = append(res.Events, s.Events...)
 		for _, sp := range s.Spans {
-			res.Spans = append(res.Spans, metrics.Span{Stage: i, Kind: sp.Kind, Step: step + 1, Micro: sp.Micro, Start: sp.Start, End: sp.End})
+			res.Spans = append(res.Spans, metrics.Span{Stage: i, Kind: sp.Kind, Step: step + 1, Micro: sp.Micro, Start: sp.Start, End: sp.End, Of: sp.Of, Version: sp.Ver})
 		}
 		if i+1 < S {
 			l := metrics.LinkStats{From: i, To: i + 1, BytesForward: s.SentFwdBytes, BytesBackward: dones[i+1].Stats.SentBwdBytes, Messages: s.SentMessages + dones[i+1].Stats.SentMessages, Candidate: s.Candidate, RTTMillis: s.RTTMs}
@@ -263,7 +287,7 @@ func (p *Driver) result(step int, loss, sumsq float64, dones []ctrlMsg) (engine.
 }
 
 func (p *Driver) Eval(ctx context.Context, windows [][]int32) (float64, error) {
-	S := len(p.ctrl)
+	S := p.layout.Stages()
 	maxB := p.cfg.Train.BatchSize / p.cfg.Train.MicroBatches
 	var shapes [][2]int
 	var tok, tgt []int32
@@ -285,7 +309,7 @@ func (p *Driver) Eval(ctx context.Context, windows [][]int32) (float64, error) {
 	putIDs(blob, tok, w)
 	putIDs(blob[len(tok)*w:], tgt, w)
 	var res []ctrlMsg
-	err := p.guard(ctx, p.snapStep, func() (bool, error) {
+	err := p.guard(ctx, p.between(), func() (bool, error) {
 		for i := 0; i < S; i++ {
 			m := ctrlMsg{Kind: ctrlEval, Shapes: shapes}
 			if p.async != nil {
@@ -299,7 +323,9 @@ func (p *Driver) Eval(ctx context.Context, windows [][]int32) (float64, error) {
 			}
 		}
 		var err error
-		res, err = p.collect(ctx, ctrlEvalDone)
+		// With replicas the first ones evaluate: every replica of a stage
+		// holds the same weights.
+		res, err = p.collectFrom(ctx, ctrlEvalDone, p.firstReplicas())
 		return false, err
 	})
 	if err != nil {
@@ -313,16 +339,27 @@ func (p *Driver) Eval(ctx context.Context, windows [][]int32) (float64, error) {
 }
 
 func (p *Driver) State(ctx context.Context) (*stages.State, error) {
+	st, _, err := p.gather(ctx, false)
+	return st, err
+}
+
+// gather is State; with history (an async snapshot) also each stage's
+// weight versions that a restart at the next step runs its first forwards
+// on, kept apart from the state (a checkpoint never holds them).
+func (p *Driver) gather(ctx context.Context, history bool) (*stages.State, [][]stages.Tensor, error) {
 	var st *stages.State
-	err := p.guard(ctx, p.snapStep, func() (bool, error) {
+	var hist [][]stages.Tensor
+	err := p.guard(ctx, p.between(), func() (bool, error) {
 		st = &stages.State{Model: engine.ModelConfig(p.cfg)}
+		S := p.layout.Stages()
+		hist = make([][]stages.Tensor, S)
 		// One stage at a time, each stage's bytes copied into st and let
 		// go before the next is asked for: a stage's state is weights and
 		// two moments (170 MB a stage for a GPT-2-small in 8 stages), and
 		// all of them at once would burst into the coordinator together,
 		// starving the links' keepalives and doubling its memory.
-		for i := range p.ctrl {
-			req := ctrlMsg{Kind: ctrlState}
+		for i := 0; i < S; i++ {
+			req := ctrlMsg{Kind: ctrlState, Hold: history}
 			if p.async != nil {
 				req.Step = p.async.next - 1 // the copy of the last step done
 			}
@@ -333,9 +370,20 @@ func (p *Driver) State(ctx context.Context) (*stages.State, error) {
 			if err != nil {
 				return false, err
 			}
-			ts, err := decodeTensors(got[i].blob)
+			all, err := decodeTensors(got[i].blob)
 			if err != nil {
 				return false, fmt.Errorf("stage %d state: %w", i, err)
+			}
+			if err := p.checkReplicaStates(ctx, i, req, got[i]); err != nil {
+				return false, err
+			}
+			var ts []stages.Tensor
+			for _, t := range all {
+				if strings.HasPrefix(t.Name, asyncPrefix) {
+					hist[i] = append(hist[i], t)
+				} else {
+					ts = append(ts, t)
+				}
 			}
 			if i == 0 {
 				st.OptimStep = got[i].OptimStep
@@ -343,28 +391,48 @@ func (p *Driver) State(ctx context.Context) (*stages.State, error) {
 				return false, fmt.Errorf("async: stage %d holds its copy of step %d, stage 0 of step %d: a checkpoint needs every stage at one step (async keeps copies only at the steps engine.KeepsState names: eval and checkpoint intervals and the end)", i, got[i].OptimStep, st.OptimStep)
 			}
 			// A tied head is the embedding, already in stage 0's part.
-			st.AddTensors(ts, st.OptimStep, !engine.UntiedHead(p.cfg))
+			tied := !engine.UntiedHead(p.cfg)
+			if tied && i == S-1 && i > 0 && p.async == nil {
+				if err := sameTiedCopies(st.Tensors, ts); err != nil {
+					return false, err
+				}
+			}
+			st.AddTensors(ts, st.OptimStep, tied)
 		}
 		return false, nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return st, nil
+	return st, hist, nil
 }
 
 func (p *Driver) Restore(ctx context.Context, st *stages.State) error {
-	err := p.guard(ctx, st.Step, func() (bool, error) {
-		return false, p.restoreAll(ctx, st)
-	})
 	if p.async != nil {
-		p.async.sent, p.async.done = -1, map[int][]ctrlMsg{} // the stream restarts at the next step
+		// A resumed async run: the stream begins again here, its pipe
+		// refilled from scratch (docs/async.md, "Resume").
+		p.async.origin = st.Step
+		p.async.restart()
 	}
-	if err == nil && p.place.CanHandOver() {
-		p.snap, p.snapStep = st, st.Step
+	err := p.guard(ctx, st.Step, func() (bool, error) {
+		return false, p.restoreAll(ctx, st, nil)
+	})
+	if err == nil && (p.place.CanHandOver() || p.async != nil) {
+		p.snap, p.snapStep, p.snapHist = st, st.Step, nil
 		p.m.Step(scheduler.Report{Kind: scheduler.ReportSnapshot, Step: st.Step})
 	}
 	return err
+}
+
+// between is the step an operation between steps (evaluation, state)
+// counts as for recovery: under async the stream runs on meanwhile, so the
+// next step awaited (a rollback redoes from the snapshot up to it);
+// otherwise the snapshot's.
+func (p *Driver) between() int {
+	if p.async != nil && p.async.sent >= 0 {
+		return p.async.next
+	}
+	return p.snapStep
 }
 
 // Snapshot is the copy of every stage the driver keeps to roll back to
@@ -391,4 +459,34 @@ func (p *Driver) Faults() metrics.Summary {
 func (p *Driver) SetHooks(h engine.Hooks) {
 	p.hooks = h
 	p.publishPeers()
+}
+
+// sameTiedCopies checks that the last stage's LM head is bit for bit the
+// first stage's token embedding, as tying means: the two stages each apply
+// the same summed gradient to their own copy, and a codec or exchange that
+// let the copies drift would train a model that no longer exists.
+func sameTiedCopies(first, last []stages.Tensor) error {
+	var emb, head *stages.Tensor
+	for i := range first {
+		if n := first[i].Name; n == "transformer.wte.weight" || n == "model.embed_tokens.weight" {
+			emb = &first[i]
+		}
+	}
+	for i := range last {
+		if last[i].Name == "lm_head.weight" {
+			head = &last[i]
+		}
+	}
+	if emb == nil || head == nil {
+		return nil // a split without both (nothing to compare)
+	}
+	if len(emb.Data) != len(head.Data) {
+		return fmt.Errorf("tied embedding: the first stage's %s has %d values, the last stage's lm_head.weight %d", emb.Name, len(emb.Data), len(head.Data))
+	}
+	for j := range emb.Data {
+		if math.Float32bits(emb.Data[j]) != math.Float32bits(head.Data[j]) {
+			return fmt.Errorf("tied embedding: the last stage's lm_head.weight differs from the first stage's %s at value %d (%v vs %v): the two copies drifted apart (a bug: please report it)", emb.Name, j, head.Data[j], emb.Data[j])
+		}
+	}
+	return nil
 }

@@ -2,7 +2,6 @@ package pipeline
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"time"
@@ -17,10 +16,11 @@ import (
 // every stage has reported applying it. The order of every update is the
 // machines', so nothing here can change a loss.
 type asyncDrive struct {
-	sent  int               // the next step to send; -1: none yet (or restored)
-	next  int               // the next step to wait for
-	ahead int               // steps sent beyond the one awaited
-	done  map[int][]ctrlMsg // step → each stage's ctrlDone (Kind 0: not yet)
+	origin int               // the step the stream began at: 0, or the step a resumed run restored
+	sent   int               // the next step to send; -1: none yet (or restored)
+	next   int               // the next step to wait for
+	ahead  int               // steps sent beyond the one awaited
+	done   map[int][]ctrlMsg // step → each stage's ctrlDone (Kind 0: not yet)
 }
 
 func newAsyncDrive(spec scheduler.Pipeline) *asyncDrive {
@@ -30,6 +30,12 @@ func newAsyncDrive(spec scheduler.Pipeline) *asyncDrive {
 	w0 := max(spec.InFlight, 1) * (spec.Stages - 1)
 	ahead := (2*w0+1+spec.Micro-1)/spec.Micro + 2
 	return &asyncDrive{sent: -1, ahead: ahead, done: map[int][]ctrlMsg{}}
+}
+
+// restart forgets the stream sent so far: it begins again at the next
+// step asked for (after a restore or a rollback).
+func (a *asyncDrive) restart() {
+	a.sent, a.done = -1, map[int][]ctrlMsg{}
 }
 
 // file keeps stage i's report of a step.
@@ -82,13 +88,13 @@ func (p *Driver) asyncStep(ctx context.Context, step int, lr float64) (engine.St
 				m.blob = blob
 			}
 			if err := p.send(ctx, i, m); err != nil {
-				return engine.StepResult{}, p.asyncFailed(err)
+				return engine.StepResult{}, err
 			}
 		}
 		a.sent++
 	}
 	if err := p.awaitDone(ctx, step); err != nil {
-		return engine.StepResult{}, p.asyncFailed(err)
+		return engine.StepResult{}, err
 	}
 	dones := a.done[step]
 	delete(a.done, step)
@@ -117,12 +123,19 @@ func (p *Driver) awaitDone(ctx context.Context, step int) error {
 				return lost(i, fmt.Errorf("control link: %w", ev.err))
 			}
 			m := ev.m
+			if m.Epoch != p.epoch {
+				continue // from an aborted stream
+			}
 			switch m.Kind {
 			case ctrlDone:
 				if err := p.async.file(S, i, m); err != nil {
 					return err
 				}
-			case ctrlError, ctrlLinkDown, ctrlReject:
+			case ctrlLinkDown:
+				return &failure{rep: scheduler.Report{Kind: scheduler.ReportLinkDown, Stage: i, Peer: m.Peer, Err: m.Err}, at: time.Now()}
+			case ctrlReject:
+				return &failure{rep: scheduler.Report{Kind: scheduler.ReportRejected, Stage: i, Peer: m.Peer, Err: m.Err}, at: time.Now()}
+			case ctrlError:
 				return fmt.Errorf("stage %d: %s", i, m.Err)
 			default:
 				return fmt.Errorf("stage %d sent %q while streaming", i, m.Kind)
@@ -136,13 +149,4 @@ func (p *Driver) awaitDone(ctx context.Context, step int) error {
 		}
 	}
 	return nil
-}
-
-// asyncFailed says that an async run cannot recover from a failure yet.
-func (p *Driver) asyncFailed(err error) error {
-	var f *failure
-	if errors.Is(err, errPending) || errors.As(err, &f) {
-		return fmt.Errorf("async pipeline: %w (failure recovery is not done for the async schedule yet: restart from the last checkpoint with -resume, or use pipeline.schedule = \"1f1b\")", err)
-	}
-	return err
 }

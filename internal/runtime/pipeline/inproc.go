@@ -26,6 +26,9 @@ type inProcess struct {
 // InProcess builds a worker per stage of layout in goroutines and links
 // them with pipes.
 func InProcess(cfg config.Config, layout scheduler.Layout) (Placement, error) {
+	if cfg.Pipeline.ReplicaCount() > 1 {
+		return inProcessReplicas(cfg, layout)
+	}
 	S := layout.Stages()
 	p := &inProcess{}
 	links := make([]Links, S)

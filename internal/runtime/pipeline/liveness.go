@@ -118,6 +118,11 @@ func (p *Driver) tick() {
 	for i := range p.seen {
 		if s := p.seen[i].Load(); s > p.fed[i] {
 			p.fed[i] = s
+			if p.reps != nil && i >= p.reps.Stages() {
+				// A further replica: the machine knows it by name.
+				p.m.Step(scheduler.Report{Kind: scheduler.ReportHeard, Stage: p.reps.StageOf(i), Holder: p.holders[i]})
+				continue
+			}
 			p.m.Step(scheduler.Report{Kind: scheduler.ReportHeard, Stage: i})
 		}
 	}

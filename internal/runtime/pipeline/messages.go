@@ -21,6 +21,37 @@ func MessageBytes(cfg config.Config) (act, grad, emb int64, err error) {
 	for i := range x {
 		x[i] = float32(r.NormFloat64())
 	}
+	if cc.Method == compression.MethodSubspaceTC {
+		// A stateful coder: code a few random micro-batches through one
+		// direction's encoder. White noise has nothing for its predictors
+		// and rotation to find, so this is an upper bound of what trained
+		// activations cost (docs/compression-tc.md measures those).
+		size := func(dir compression.Direction) (int64, error) {
+			enc, _, err := compression.NewTCPair(cc, C, cfg.Model.VocabSize, uint64(cfg.Run.Seed), dir, true, cfg.Model.BlockSize)
+			if err != nil {
+				return 0, err
+			}
+			ids := make([]int32, rows)
+			for i := range ids {
+				ids[i] = int32(r.IntN(cfg.Model.VocabSize))
+			}
+			var p []byte
+			for k := 0; k < 4; k++ {
+				if p, err = enc.Encode(p[:0], x, ids, rows, C); err != nil {
+					return 0, err
+				}
+			}
+			return int64(len(p) + wire.HeaderSize + stampSize), nil
+		}
+		if act, err = size(compression.DirForward); err != nil {
+			return
+		}
+		if grad, err = size(compression.DirBackward); err != nil {
+			return
+		}
+		emb = tiedBytes(cfg, int(cc.Rank))
+		return
+	}
 	size := func() (int64, error) {
 		lc, err := compression.NewLink(cc, cfg.Model.NEmbd, cfg.Model.VocabSize, uint64(cfg.Run.Seed))
 		if err != nil {
@@ -44,12 +75,30 @@ func MessageBytes(cfg config.Config) (act, grad, emb int64, err error) {
 	// The tied embedding's gradient: d values per row, or k coefficients
 	// under the subspace constraint, or nothing with an untied head.
 	width := C
-	switch {
-	case engine.UntiedHead(cfg):
-		width = 0
-	case cc.Method == compression.MethodSubspace:
+	if cc.Method == compression.MethodSubspace {
 		width = int(cc.Rank)
 	}
-	emb = int64(cfg.Model.VocabSize*width*4 + wire.HeaderSize + stampSize)
+	emb = tiedBytes(cfg, width)
 	return
+}
+
+// tiedBytes is the tied-embedding gradient message of vocab × width values
+// in compression.tied_precision: 4 bytes a value in fp32, 2 in bf16, int8's
+// one a value plus a float32 scale per block.
+func tiedBytes(cfg config.Config, width int) int64 {
+	if engine.UntiedHead(cfg) {
+		width = 0
+	}
+	n := int64(cfg.Model.VocabSize * width)
+	var b int64
+	switch cfg.Compression.TiedPrecision {
+	case compression.BF16:
+		b = 2 * n
+	case compression.Int8:
+		blk := int64(max(cfg.Compression.BlockSize, 1))
+		b = n + 4*((n+blk-1)/blk)
+	default:
+		b = 4 * n
+	}
+	return b + wire.HeaderSize + stampSize
 }

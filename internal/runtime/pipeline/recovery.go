@@ -37,6 +37,9 @@ func (p *Driver) guard(ctx context.Context, step int, op func() (applied bool, e
 	for {
 		applied, err := op()
 		var f *failure
+		if p.reps != nil && (errors.As(err, &f) || errors.Is(err, errPending)) {
+			return fmt.Errorf("%w: %v", errReplicaFailure, err)
+		}
 		switch {
 		case errors.As(err, &f):
 			p.beginRecovery(step, f.at)
@@ -54,6 +57,9 @@ func (p *Driver) guard(ctx context.Context, step int, op func() (applied bool, e
 			return err
 		}
 		if !redo {
+			if p.async != nil {
+				p.async.restart() // the stream begins again at the rollback's step
+			}
 			return &engine.RollbackError{To: to}
 		}
 	}
@@ -157,7 +163,7 @@ func (p *Driver) carryOut(ctx context.Context, c scheduler.Command) error {
 		if p.snap == nil || p.snapStep != c.Step {
 			return fmt.Errorf("pipeline: asked to restore the snapshot of step %d, but the driver holds none of it (a bug)", c.Step)
 		}
-		err := p.restoreAll(ctx, p.snap)
+		err := p.restoreAll(ctx, p.snap, p.snapHist)
 		var f *failure
 		if err != nil && !errors.As(err, &f) && !errors.Is(err, errPending) {
 			return fmt.Errorf("roll back to step %d: %w", c.Step, err)
@@ -252,11 +258,19 @@ func (p *Driver) handOver(ctx context.Context, c scheduler.Command) error {
 	return err
 }
 
-// restoreAll loads st on every stage.
-func (p *Driver) restoreAll(ctx context.Context, st *stages.State) error {
+// restoreAll loads st on every stage, and on each its part of hist (an
+// async snapshot's weight versions; nil for none).
+func (p *Driver) restoreAll(ctx context.Context, st *stages.State, hist [][]stages.Tensor) error {
 	blob := encodeTensors(st.Tensors)
 	for i := range p.ctrl {
-		if err := p.send(ctx, i, ctrlMsg{Kind: ctrlRestore, OptimStep: st.OptimStep, blob: blob}); err != nil {
+		m := ctrlMsg{Kind: ctrlRestore, OptimStep: st.OptimStep, blob: blob}
+		if p.async != nil {
+			m.Origin = p.async.origin
+		}
+		if i < len(hist) && len(hist[i]) > 0 {
+			m.blob = encodeTensors(append(slices.Clip(st.Tensors), hist[i]...))
+		}
+		if err := p.send(ctx, i, m); err != nil {
 			return err
 		}
 	}

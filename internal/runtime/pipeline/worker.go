@@ -69,6 +69,10 @@ type Worker struct {
 	// reported with every step to be held against the memory plan.
 	ownProcess bool
 
+	// rep: this worker is one of several replicas of its stage
+	// (worker_replicas.go); nil when it holds the stage alone.
+	rep *replicaSet
+
 	codec workerCodecs
 	ctl   workerControl
 	net   workerNet
@@ -87,6 +91,12 @@ type workerCodecs struct {
 	con                                *constraint // subspace: keeps residual writes in span(U)
 	untied                             bool        // the LM head is not tied to the embedding: no tied-gradient sum
 	tiedOwn                            []float32   // subspace: this stage's tied-gradient coefficients (V×k)
+	// tc: the transform codec's stateful ends (codec_tc.go); when set,
+	// the LinkCodecs above are nil and frames pick their coder by type.
+	tc *tcLinks
+	// tied codes the tied-embedding gradient exchange
+	// (compression.tied_precision); nil: raw fp32.
+	tied *compression.LinkCodec
 }
 
 // workerControl is the worker's side of the control link: replies and
@@ -129,8 +139,13 @@ type workerNet struct {
 type received struct {
 	acts, grads map[[2]int][]float32
 	toks        map[[2]int][]int32 // token ids that came with an activation (subspace)
-	tiedIn      []float32
-	free        [][]float32
+	tgts        map[[2]int][]int32 // target ids that came with a gradient (subspace-tc)
+	// The step's tokens and targets (first and last stage: from the
+	// driver's batch; empty elsewhere), which a subspace-tc decoder reads
+	// when the payload does not carry them.
+	batchTok, batchTgt []int32
+	tiedIn             []float32
+	free               [][]float32
 }
 
 // feedback is the throughput of what this stage received, per direction,
@@ -229,7 +244,7 @@ func NewWorker(cfg config.Config, layout scheduler.Layout, id int, links Links) 
 			linkTimeout: time.Duration(cfg.Faults.LinkTimeoutSeconds() * float64(time.Second)),
 			prevID:      layout.Prev(id), nextID: layout.Next(id), tiedID: layout.Tied(id),
 		},
-		rx: received{acts: map[[2]int][]float32{}, grads: map[[2]int][]float32{}, toks: map[[2]int][]int32{}},
+		rx: received{acts: map[[2]int][]float32{}, grads: map[[2]int][]float32{}, toks: map[[2]int][]int32{}, tgts: map[[2]int][]int32{}},
 	}
 	if am != nil {
 		if w.asy, err = newAsyncRun(cfg, spec, id, st); err != nil {
@@ -237,6 +252,33 @@ func NewWorker(cfg config.Config, layout scheduler.Layout, id int, links Links) 
 		}
 	}
 	cc := cfg.Compression
+	if p := cc.TiedPrecision; p != compression.FP32 && S > 1 && (first || last) && !engine.UntiedHead(cfg) {
+		m := compression.MethodBF16
+		if p == compression.Int8 {
+			m = compression.MethodInt8
+		}
+		tc := compression.DefaultConfig()
+		tc.Method, tc.BlockSize = m, cc.BlockSize
+		if w.codec.tied, err = compression.NewLink(tc, cfg.Model.NEmbd, cfg.Model.VocabSize, uint64(cfg.Run.Seed)); err != nil {
+			return nil, err
+		}
+	}
+	if cc.Method == compression.MethodSubspaceTC {
+		if w.asy != nil {
+			return nil, fmt.Errorf("stage %d: compression.method = \"subspace-tc\" does not run under pipeline.schedule = \"async\" yet (its coders are not kept per weight version); use \"1f1b\" or \"gpipe\"", id)
+		}
+		if w.codec.tc, err = newTCLinks(cfg, id, S); err != nil {
+			return nil, fmt.Errorf("stage %d: %w", id, err)
+		}
+		w.codec.untied = engine.UntiedHead(cfg)
+		w.codec.con = newConstraint(st, w.codec.tc.sub, id, S, w.codec.untied)
+		if w.codec.con != nil {
+			if err := w.codec.con.projectWeights(); err != nil {
+				return nil, err
+			}
+		}
+		return w, nil
+	}
 	mk := func() (*compression.LinkCodec, error) {
 		return compression.NewLink(cc, cfg.Model.NEmbd, cfg.Model.VocabSize, uint64(cfg.Run.Seed))
 	}
@@ -355,8 +397,14 @@ func (w *Worker) serve(ctx context.Context, m ctrlMsg) (ctrlMsg, error) {
 		}
 		step, ts := w.opt.State()
 		all := append(w.st.StateDict(), ts...)
-		return ctrlMsg{Kind: ctrlStateIs, OptimStep: step, blob: encodeTensors(all)}, nil
+		if w.codec.tc != nil {
+			all = append(all, w.codec.tc.tensors(w.id)...)
+		}
+		return w.stateReply(m, step, encodeTensors(all)), nil
 	case ctrlRestore:
+		if w.asy != nil {
+			return w.asyncRestore(m)
+		}
 		return w.restore(m)
 	case ctrlAbort:
 		w.ctl.epoch = m.Epoch
@@ -484,10 +532,26 @@ func (w *Worker) send(peer int, enc *compression.LinkCodec, typ wire.Type, step,
 	var flags wire.Flags
 	var err error
 	var lz4 bool
-	if tc, ok := enc.Codec.(compression.TokenCodec); ok && typ == wire.TypeActivation {
+	id := compression.IDSubspaceTC
+	if w.codec.tc != nil {
+		// tokens are the rows' input ids forward, their target ids backward.
+		e := w.codec.tc.encoderFor(typ, step)
+		if p, err = e.Encode(p, x, tokens, rows, w.C); err == nil {
+			if s, moved := w.codec.tc.stepMoved(e); moved {
+				dir := "forward"
+				if typ == wire.TypeGradient {
+					dir = "backward"
+				}
+				w.stats.Events = append(w.stats.Events, metrics.Event{Type: "event", Kind: "codec_step", Step: step + 1, WallSeconds: time.Since(w.t0).Seconds(),
+					Detail: map[string]any{"stage": w.id, "direction": dir, "step": s, "target_bytes_per_token": w.codec.tc.target}})
+			}
+		}
+	} else if tc, ok := enc.Codec.(compression.TokenCodec); ok && typ == wire.TypeActivation {
 		// The forward path of the subspace codec carries the token ids.
+		id = enc.Codec.ID()
 		p, err = tc.EncodeWithTokens(p, x, tokens, rows, w.C)
 	} else {
+		id = enc.Codec.ID()
 		p, lz4, err = enc.Encode(p, x, rows, w.C)
 	}
 	if err != nil {
@@ -497,7 +561,7 @@ func (w *Worker) send(peer int, enc *compression.LinkCodec, typ wire.Type, step,
 		flags |= wire.FlagLZ4
 	}
 	w.encBuf = p
-	frame := wire.Append(nil, wire.Header{Type: typ, Codec: uint8(enc.Codec.ID()), Flags: flags, Stage: uint16(w.id), Step: frameStep(w.ctl.epoch, step), Micro: uint32(micro)}, p)
+	frame := wire.Append(nil, wire.Header{Type: typ, Codec: uint8(id), Flags: flags, Stage: uint16(w.id), Step: frameStep(w.ctl.epoch, step), Micro: uint32(micro)}, p)
 	l := w.linkTo(peer)
 	if l == nil {
 		return 0, fmt.Errorf("no link to stage %d", peer)
@@ -511,11 +575,24 @@ func (w *Worker) decode(dec *compression.LinkCodec, m inMsg, dst []float32, toks
 	if len(m.payload) < stampSize {
 		return time.Time{}, fmt.Errorf("%v frame of step %d: payload too short", m.h.Type, m.h.Step)
 	}
-	if m.h.Codec != uint8(dec.Codec.ID()) {
-		return time.Time{}, fmt.Errorf("%v frame of step %d: codec %d, this run uses %v", m.h.Type, m.h.Step, m.h.Codec, dec.Codec.ID())
+	id := compression.IDSubspaceTC
+	if w.codec.tc == nil {
+		id = dec.Codec.ID()
+	}
+	if m.h.Codec != uint8(id) {
+		return time.Time{}, fmt.Errorf("%v frame of step %d: codec %d, this run uses %v", m.h.Type, m.h.Step, m.h.Codec, id)
 	}
 	sent := time.Unix(0, int64(binary.LittleEndian.Uint64(m.payload)))
-	if tc, ok := dec.Codec.(compression.TokenCodec); ok && m.h.Type == wire.TypeActivation {
+	if w.codec.tc != nil {
+		if m.h.Flags != 0 {
+			return sent, fmt.Errorf("%v frame of step %d: flags %v on a subspace-tc payload", m.h.Type, m.h.Step, m.h.Flags)
+		}
+		// toks: filled from the payload where the sender sent ids, else
+		// the receiver's own copy (the batch's tokens or targets).
+		if err := w.codec.tc.decoderFor(m).Decode(dst[:rows*w.C], toks[:rows], m.payload[stampSize:], rows, w.C); err != nil {
+			return sent, err
+		}
+	} else if tc, ok := dec.Codec.(compression.TokenCodec); ok && m.h.Type == wire.TypeActivation {
 		if m.h.Flags != 0 {
 			return sent, fmt.Errorf("activation frame of step %d: flags %v on a subspace payload", m.h.Step, m.h.Flags)
 		}
@@ -583,6 +660,21 @@ func (w *Worker) take(ctx context.Context) error {
 			}
 			w.rx.tiedIn = make([]float32, n)
 		}
+		if tc := w.codec.tied; tc != nil {
+			if m.h.Codec != uint8(tc.Codec.ID()) || len(m.payload) < stampSize {
+				return reject(fmt.Errorf("tied gradient of step %d: codec %d, %d bytes; this run codes it as %v", step, m.h.Codec, len(m.payload), tc.Codec.ID()))
+			}
+			if err := tc.Decode(w.rx.tiedIn, m.payload[stampSize:], false, w.V, len(w.rx.tiedIn)/w.V); err != nil {
+				return reject(fmt.Errorf("tied gradient of step %d: %w", step, err))
+			}
+			for _, v := range w.rx.tiedIn {
+				if !(v >= -maxAbsValue && v <= maxAbsValue) {
+					return reject(fmt.Errorf("tied gradient of step %d holds %v", step, v))
+				}
+			}
+			w.netWait(w0, m)
+			return w.sm.Step(scheduler.EmbeddingGradArrived(step - w.base))
+		}
 		if len(m.payload) != stampSize+4*len(w.rx.tiedIn) {
 			return reject(fmt.Errorf("tied gradient of step %d: %d bytes, want %d", step, len(m.payload), stampSize+4*len(w.rx.tiedIn)))
 		}
@@ -599,8 +691,17 @@ func (w *Worker) take(ctx context.Context) error {
 		return reject(fmt.Errorf("unexpected %v frame on a stage link", m.h.Type))
 	}
 	var toks []int32
-	if m.h.Type == wire.TypeActivation {
+	if m.h.Type == wire.TypeActivation || w.codec.tc != nil {
 		toks = make([]int32, rows)
+		// A subspace-tc payload into the last stage (forward) or the first
+		// (backward) carries no ids: the receiver has them.
+		own := w.rx.batchTok
+		if m.h.Type == wire.TypeGradient {
+			own = w.rx.batchTgt
+		}
+		if w.codec.tc != nil && len(own) > 0 {
+			copy(toks, own[int(m.h.Micro)*rows:])
+		}
 	}
 	if _, err := w.decode(dec, m, dst, toks, rows); err != nil {
 		w.release(dst)
@@ -614,6 +715,9 @@ func (w *Worker) take(ctx context.Context) error {
 		return w.sm.Step(scheduler.ActivationArrived(step-w.base, int(m.h.Micro)))
 	}
 	w.rx.grads[key] = dst
+	if w.codec.tc != nil {
+		w.rx.tgts[key] = toks
+	}
 	return w.sm.Step(scheduler.GradientArrived(step-w.base, int(m.h.Micro)))
 }
 
@@ -692,6 +796,18 @@ func (w *Worker) step(ctx context.Context, cmd ctrlMsg) (ctrlMsg, error) {
 			return ctrlMsg{}, fmt.Errorf("step %d: batch: %w", cmd.Step, err)
 		}
 	}
+	w.rx.batchTok, w.rx.batchTgt = nil, nil
+	if len(cmd.blob) > 0 {
+		w.rx.batchTok, w.rx.batchTgt = tokens, targets
+	}
+	if w.codec.tc != nil {
+		if err := w.codec.tc.begin(cmd.Step); err != nil {
+			return ctrlMsg{}, err
+		}
+		if n := w.codec.tc.note; n != nil {
+			w.stats.Events, w.codec.tc.note = append(w.stats.Events, *n), nil
+		}
+	}
 	var loss float64
 	for {
 		a := w.sm.Next()
@@ -756,12 +872,21 @@ func (w *Worker) step(ctx context.Context, cmd ctrlMsg) (ctrlMsg, error) {
 				dout = w.rx.grads[key]
 				delete(w.rx.grads, key)
 			}
-			din, err := w.st.Backward(a.Slot, dout, 1/float32(w.M))
+			din, err := w.st.Backward(a.Slot, dout, 1/float32(w.microTotal()))
 			if err != nil {
 				return ctrlMsg{}, err
 			}
 			if !w.first {
-				if err := w.sendGradient(step, a.Micro, din, N); err != nil {
+				var tgt []int32 // the rows' target ids, for subspace-tc
+				if w.codec.tc != nil {
+					if w.last {
+						tgt = targets[a.Micro*N : (a.Micro+1)*N]
+					} else {
+						tgt = w.rx.tgts[key]
+						delete(w.rx.tgts, key)
+					}
+				}
+				if err := w.sendGradient(step, a.Micro, din, tgt, N); err != nil {
 					return ctrlMsg{}, err
 				}
 			}
@@ -770,7 +895,9 @@ func (w *Worker) step(ctx context.Context, cmd ctrlMsg) (ctrlMsg, error) {
 			}
 			for _, msg := range w.sm.Sends(a) {
 				if msg.Kind == scheduler.MessageEmbeddingGrad {
-					w.sendTied(step)
+					if err := w.sendTied(step); err != nil {
+						return ctrlMsg{}, err
+					}
 				}
 			}
 			w.span("backward", a.Micro, t)
@@ -808,9 +935,10 @@ func (w *Worker) sendActivation(step, micro int, out []float32, tok []int32, N i
 }
 
 // sendGradient sends the gradient of a micro-batch's input (N rows) to
-// the previous stage and counts it.
-func (w *Worker) sendGradient(step, micro int, din []float32, N int) error {
-	n, err := w.send(w.net.prevID, w.codec.encPrev, wire.TypeGradient, step, micro, din, nil, N)
+// the previous stage and counts it; tgt are the rows' target ids where the
+// codec wants them (subspace-tc), else nil.
+func (w *Worker) sendGradient(step, micro int, din []float32, tgt []int32, N int) error {
+	n, err := w.send(w.net.prevID, w.codec.encPrev, wire.TypeGradient, step, micro, din, tgt, N)
 	if err != nil {
 		return err
 	}
@@ -820,10 +948,11 @@ func (w *Worker) sendGradient(step, micro int, din []float32, N int) error {
 	return nil
 }
 
-// sendTied sends this stage's tied-embedding gradient, raw fp32: it is
-// small (vocab×d) and once per step, and the sum must be exact for the two
-// copies to stay identical.
-func (w *Worker) sendTied(step int) {
+// sendTied sends this stage's tied-embedding gradient: raw fp32 (the exact
+// sum), or coded by compression.tied_precision, and then this stage's own
+// half is replaced by its decoded value, so that both ends add the same two
+// halves and their copies of the embedding stay identical.
+func (w *Worker) sendTied(step int) error {
 	var g []float32
 	switch {
 	case w.codec.untied:
@@ -840,13 +969,32 @@ func (w *Worker) sendTied(step int) {
 	p := make([]byte, stampSize, stampSize+4*len(g))
 	binary.LittleEndian.PutUint64(p, uint64(time.Now().UnixNano()))
 	binary.LittleEndian.PutUint32(p[8:], 0)
-	for _, v := range g {
-		p = binary.LittleEndian.AppendUint32(p, math.Float32bits(v))
+	codec := uint8(compression.IDNone)
+	if tc := w.codec.tied; tc != nil && len(g) > 0 {
+		rows := w.V
+		var err error
+		var lz4 bool
+		if p, lz4, err = tc.Encode(p, g, rows, len(g)/rows); err != nil {
+			return fmt.Errorf("step %d: tied-embedding gradient: %w", step, err)
+		}
+		if lz4 {
+			return fmt.Errorf("step %d: tied-embedding gradient: lz4 is not used on it", step)
+		}
+		if err := tc.Decode(g, p[stampSize:], false, rows, len(g)/rows); err != nil {
+			return fmt.Errorf("step %d: tied-embedding gradient: %w", step, err)
+		}
+		codec = uint8(tc.Codec.ID())
+	} else {
+		for _, v := range g {
+			p = binary.LittleEndian.AppendUint32(p, math.Float32bits(v))
+		}
 	}
-	frame := wire.Append(nil, wire.Header{Type: wire.TypeTiedGrad, Stage: uint16(w.id), Step: frameStep(w.ctl.epoch, step), Micro: 0}, p)
+	frame := wire.Append(nil, wire.Header{Type: wire.TypeTiedGrad, Codec: codec, Stage: uint16(w.id), Step: frameStep(w.ctl.epoch, step), Micro: 0}, p)
 	if l := w.linkTo(w.net.tiedID); l != nil {
 		l.out <- frame
+		w.stats.SentTiedBytes += int64(len(frame))
 	}
+	return nil
 }
 
 // optimize finishes the step's gradients and applies AdamW once the driver
@@ -875,6 +1023,11 @@ func (w *Worker) optimize(ctx context.Context, cmd ctrlMsg, loss float64) (time.
 			w.codec.con.expand(g, own) // the projected sum, identical at both ends
 		}
 	}
+	// After the tied sum: each lane's two copies then hold the same
+	// value, and the stage's sum keeps them equal (docs/swarm.md).
+	if err := w.timedSum(ctx, cmd.Step); err != nil {
+		return 0, err
+	}
 	if w.codec.con != nil {
 		if err := w.codec.con.projectGrads(); err != nil {
 			return 0, err
@@ -882,7 +1035,7 @@ func (w *Worker) optimize(ctx context.Context, cmd ctrlMsg, loss float64) (time.
 	}
 	rep := ctrlMsg{Kind: ctrlReport, Step: cmd.Step, SumSq: w.st.GradSumSquares()}
 	if w.last {
-		rep.Loss = loss / float64(w.M)
+		rep.Loss = loss / float64(w.microTotal())
 	}
 	if err := w.sendCtrl(ctx, rep); err != nil {
 		return 0, err
@@ -916,6 +1069,11 @@ func (w *Worker) eval(ctx context.Context, cmd ctrlMsg) (ctrlMsg, error) {
 	}
 	if (w.first || w.last) && len(cmd.blob) != 2*total*w.idw {
 		return ctrlMsg{}, fmt.Errorf("eval: blob has %d bytes, want %d", len(cmd.blob), 2*total*w.idw)
+	}
+	if w.codec.tc != nil {
+		if err := w.codec.tc.forEval(); err != nil {
+			return ctrlMsg{}, err
+		}
 	}
 	var lossSum float64
 	var count int64
@@ -988,10 +1146,16 @@ func (w *Worker) restore(cmd ctrlMsg) (ctrlMsg, error) {
 	if err := st.RestoreStage(w.st, w.opt); err != nil {
 		return ctrlMsg{}, err
 	}
-	w.started = false
-	if w.asy != nil {
-		w.asy.begun = false // the stream restarts at the next step command's step
+	if w.codec.tc != nil {
+		if err := w.codec.tc.restore(ts, w.id); err != nil {
+			// Every stage reads the same state, so every end of every link
+			// finds the same and resets with its other end.
+			w.codec.tc.reset()
+			w.codec.tc.note = &metrics.Event{Type: "event", Kind: "codec_reset", Step: cmd.OptimStep,
+				Detail: map[string]any{"stage": w.id, "reason": err.Error()}}
+		}
 	}
+	w.started = false
 	return ctrlMsg{Kind: ctrlOK}, nil
 }
 

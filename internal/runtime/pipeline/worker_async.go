@@ -6,10 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/narrowband/narrowband/compression"
 	"github.com/narrowband/narrowband/internal/config"
+	"github.com/narrowband/narrowband/internal/runtime/engine"
 	"github.com/narrowband/narrowband/internal/wire"
 	"github.com/narrowband/narrowband/scheduler"
 	"github.com/narrowband/narrowband/stages"
@@ -48,6 +52,25 @@ type asyncRun struct {
 	spare *asyncHeld // a dropped copy's buffers, reused
 	begun bool
 	since time.Time // the last ctrlDone: a step's stats cover the time since
+
+	// Recovery (docs/async.md, "Recovery"). past keeps, by version, the
+	// weights forwards ran on that a coming snapshot's restart will run
+	// its first forwards on again (HistoryAt), once neither live nor
+	// stashed; snapAt says which steps are snapshots (engine.SnapshotAt).
+	// After an abort the stream is abandoned (stale) until a restore
+	// gives the state to restart from (restart).
+	past    map[int][][]float32
+	snapAt  func(k int) bool
+	stale   bool
+	restart *asyncRestart
+}
+
+// asyncRestart is what a restore leaves for the next stream to start
+// from: the stream's origin, the older weight versions its refill runs on
+// (History), by version.
+type asyncRestart struct {
+	origin int
+	hist   map[int][][]float32
 }
 
 // asyncBatch is one step's command: its batch (first and last stage), its
@@ -68,6 +91,12 @@ type asyncHeld struct {
 	optStep int
 	weights [][]float32
 	opt     []stages.Tensor
+	// At a snapshot (engine.SnapshotAt(step+1)): the weights the forwards
+	// ran on at each version a restart at step+1 needs (HistoryAt), and
+	// the live weights (under the Nesterov correction the look-ahead,
+	// which the state's iterate does not give back).
+	hist map[int][][]float32
+	live [][]float32
 }
 
 func newAsyncRun(cfg config.Config, spec scheduler.Pipeline, id int, st *stages.Stage) (*asyncRun, error) {
@@ -75,7 +104,8 @@ func newAsyncRun(cfg config.Config, spec scheduler.Pipeline, id int, st *stages.
 	if err != nil {
 		return nil, fmt.Errorf("stage %d: %w", id, err)
 	}
-	a := &asyncRun{m: m, spec: spec, steps: cfg.Run.Steps, clip: cfg.Train.GradClip / math.Sqrt(float64(spec.Stages))}
+	a := &asyncRun{m: m, spec: spec, steps: cfg.Run.Steps, clip: cfg.Train.GradClip / math.Sqrt(float64(spec.Stages)),
+		past: map[int][][]float32{}, snapAt: func(k int) bool { return engine.SnapshotAt(cfg, k) }}
 	ps := st.Params()
 	var own [][]float32
 	for _, p := range ps {
@@ -89,7 +119,7 @@ func newAsyncRun(cfg config.Config, spec scheduler.Pipeline, id int, st *stages.
 	for range m.StashBound() {
 		a.free = append(a.free, allocLike(ps, false))
 	}
-	a.restart(m)
+	a.reset(m)
 	return a, nil
 }
 
@@ -105,12 +135,16 @@ func allocLike(ps []*stages.Param, grad bool) [][]float32 {
 	return out
 }
 
-// restart empties the pipe: m starts at its First step.
-func (a *asyncRun) restart(m *scheduler.AsyncMachine) {
+// reset empties the pipe: m starts at its First step.
+func (a *asyncRun) reset(m *scheduler.AsyncMachine) {
 	a.m = m
 	for v, w := range a.stash {
 		a.free = append(a.free, w)
 		delete(a.stash, v)
+	}
+	for v, w := range a.past {
+		a.free = append(a.free, w)
+		delete(a.past, v)
 	}
 	for _, g := range a.grads {
 		for _, x := range g {
@@ -144,14 +178,33 @@ func (a *asyncRun) useWeights(st *stages.Stage, w [][]float32) {
 func (w *Worker) runAsync(ctx context.Context, first ctrlMsg) (ctrlMsg, error) {
 	a := w.asy
 	if !a.begun {
-		if first.Step != a.m.First() {
-			// A resumed run: every stage restarts the stream at the
-			// checkpoint's step with an empty pipe.
-			m, err := scheduler.NewAsyncMachineFrom(a.spec, w.id, first.Step, a.steps)
+		switch r := a.restart; {
+		case r != nil:
+			// Restored: a resumed run (the origin is the checkpoint's
+			// step: the pipe refills from scratch) or a rollback to a
+			// snapshot (the stream goes on as if it never stopped, its
+			// refill on the older versions the snapshot kept).
+			m, err := scheduler.NewAsyncMachineAt(a.spec, w.id, r.origin, first.Step, a.steps)
 			if err != nil {
 				return ctrlMsg{}, err
 			}
-			a.restart(m)
+			a.reset(m)
+			for _, v := range m.History() {
+				h, ok := r.hist[v]
+				if !ok {
+					return ctrlMsg{}, fmt.Errorf("async: the restart at step %d runs its first forwards on weight version %d, which the restored state does not hold (restore the snapshot of that step, or resume a checkpoint)", first.Step+1, v)
+				}
+				a.stash[v] = h
+				delete(r.hist, v)
+			}
+			for _, h := range r.hist {
+				a.free = append(a.free, h)
+			}
+			a.restart, a.stale = nil, false
+		case a.stale:
+			return ctrlMsg{}, errors.New("async: a step command after an abort without a restore: the stream cannot go on from the middle of its steps (a bug: recovery restores a snapshot)")
+		case first.Step != a.m.First():
+			return ctrlMsg{}, fmt.Errorf("async: the stream starts at step %d, but the driver began with step %d (a bug: restore first)", a.m.First()+1, first.Step+1)
 		}
 		a.begun = true
 		w.t0 = time.Unix(0, first.T0)
@@ -200,14 +253,25 @@ func (w *Worker) runAsync(ctx context.Context, first ctrlMsg) (ctrlMsg, error) {
 					tok = make([]int32, N)
 				}
 			}
+			if act.Version != a.m.Version() {
+				// A restart's refill: the forward runs on the older version
+				// the uninterrupted stream gave it.
+				sw, ok := a.stash[act.Version]
+				if !ok {
+					return ctrlMsg{}, fmt.Errorf("forward of step %d micro %d needs weight version %d, which is not held (a bug)", act.Step, act.Micro, act.Version)
+				}
+				a.useWeights(w.st, sw)
+			}
 			if w.last {
 				v, err := w.st.ForwardLoss(act.Slot, w.B, w.T, tok, in, b.targets[act.Micro*N:(act.Micro+1)*N])
+				a.useWeights(w.st, nil)
 				if err != nil {
 					return ctrlMsg{}, err
 				}
 				a.losses[act.Step] += float64(v)
 			} else {
 				out, err := w.st.Forward(act.Slot, w.B, w.T, tok, in)
+				a.useWeights(w.st, nil)
 				if err != nil {
 					return ctrlMsg{}, err
 				}
@@ -218,7 +282,7 @@ func (w *Worker) runAsync(ctx context.Context, first ctrlMsg) (ctrlMsg, error) {
 			if in != nil {
 				w.release(in)
 			}
-			w.span("forward", act.Micro, t)
+			w.vspan("forward", act, t)
 		case scheduler.ActionBackward:
 			key := [2]int{act.Step, act.Micro}
 			var dout []float32
@@ -242,7 +306,7 @@ func (w *Worker) runAsync(ctx context.Context, first ctrlMsg) (ctrlMsg, error) {
 				return ctrlMsg{}, err
 			}
 			if !w.first {
-				if err := w.sendGradient(act.Step, act.Micro, din, N); err != nil {
+				if err := w.sendGradient(act.Step, act.Micro, din, nil, N); err != nil {
 					return ctrlMsg{}, err
 				}
 			}
@@ -251,26 +315,32 @@ func (w *Worker) runAsync(ctx context.Context, first ctrlMsg) (ctrlMsg, error) {
 			}
 			for _, msg := range a.m.Sends(act) {
 				if msg.Kind == scheduler.MessageEmbeddingGrad {
-					w.sendTied(act.Step) // step's buffer: Grad points at it
+					if err := w.sendTied(act.Step); err != nil { // step's buffer: Grad points at it
+						return ctrlMsg{}, err
+					}
 					if w.codec.con != nil {
 						a.tiedOwn[act.Step] = append([]float32(nil), w.codec.tiedOwn...)
 					}
 				}
 			}
-			w.span("backward", act.Micro, t)
+			w.vspan("backward", act, t)
 		case scheduler.ActionStash:
-			if len(a.free) == 0 {
-				return ctrlMsg{}, fmt.Errorf("stash of version %d: all %d stash buffers in use (a bug: StashBound)", act.Version, a.m.StashBound())
-			}
-			buf := a.free[len(a.free)-1]
-			a.free = a.free[:len(a.free)-1]
+			// StashBound buffers were allocated up front; more are made
+			// only where a snapshot's versions took some.
+			buf := a.buffer(w.st.Params())
 			for k, p := range w.st.Params() {
 				copy(buf[k], p.Data)
 			}
 			a.stash[act.Version] = buf
+			w.vspan("stash", act, t)
 		case scheduler.ActionDropVersion:
-			a.free = append(a.free, a.stash[act.Version])
+			if a.keepsPast(act.Version, a.m.Version()) {
+				a.past[act.Version] = a.stash[act.Version]
+			} else {
+				a.free = append(a.free, a.stash[act.Version])
+			}
 			delete(a.stash, act.Version)
+			w.vspan("drop", act, t)
 		case scheduler.ActionOptimizerStep:
 			if !have { // the learning rate comes with the step's command
 				if err := w.awaitAsync(ctx); err != nil {
@@ -278,6 +348,15 @@ func (w *Worker) runAsync(ctx context.Context, first ctrlMsg) (ctrlMsg, error) {
 				}
 				w.stats.Wait += time.Since(t).Seconds()
 				continue
+			}
+			if v := a.m.Version(); a.keepsPast(v, v) && a.stash[v] == nil {
+				// The version this step overwrites: a coming snapshot's
+				// restart runs forwards on it again.
+				buf := a.buffer(w.st.Params())
+				for k, p := range w.st.Params() {
+					copy(buf[k], p.Data)
+				}
+				a.past[v] = buf
 			}
 			if err := w.asyncOptimize(ctx, act, b); err != nil {
 				return ctrlMsg{}, fmt.Errorf("step %d: %w", act.Step, err)
@@ -292,6 +371,15 @@ func (w *Worker) runAsync(ctx context.Context, first ctrlMsg) (ctrlMsg, error) {
 			return ctrlMsg{}, err
 		}
 	}
+}
+
+// vspan records a span of act with the step its micro-batch belongs to and
+// the weight version it ran on (or stashed, or dropped): the web view
+// shows them, and they let a test check that each backward used its
+// forward's version.
+func (w *Worker) vspan(kind string, act scheduler.Action, start time.Time) {
+	v := act.Version
+	w.stats.Spans = append(w.stats.Spans, spanRec{Kind: kind, Micro: act.Micro, Start: start.Sub(w.t0).Seconds(), End: time.Since(w.t0).Seconds(), Of: act.Step + 1, Ver: &v})
 }
 
 // asyncOptimize applies OptimizerStep{s}: the step's gradient buffer plus
@@ -356,12 +444,22 @@ func (w *Worker) asyncOptimize(ctx context.Context, act scheduler.Action, b asyn
 		if err := w.codec.con.projectWeights(); err != nil {
 			return err
 		}
+		if corr, _ := w.opt.DelayCorrection(); corr == stages.DelayNesterov {
+			// The iterate too (the sync rule W ← U·Uᵀ·W after every
+			// step is on the iterate): AdamW's elementwise update leaves
+			// the subspace, and evaluation and checkpoints read it.
+			if err := w.codec.con.projectMaster(w.opt.Master()); err != nil {
+				return err
+			}
+		}
 	}
 	if b.hold {
-		a.hold(w, s)
+		if err := a.hold(w, s); err != nil {
+			return err
+		}
 	}
 	delete(a.batches, s)
-	w.span("optimizer", -1, t)
+	w.vspan("optimizer", act, t) // Version: the one it makes
 	w.stats.Busy += time.Since(t).Seconds()
 	w.stats.Wall = time.Since(a.since).Seconds()
 	a.since = time.Now()
@@ -382,8 +480,34 @@ func (w *Worker) asyncOptimize(ctx context.Context, act scheduler.Action, b asyn
 	return w.sendCtrl(ctx, rep)
 }
 
-// hold copies the stage's iterate and optimizer state after step.
-func (a *asyncRun) hold(w *Worker, step int) {
+// buffer is a free weight buffer, allocated like ps if none is free (past
+// versions kept for a snapshot come on top of StashBound).
+func (a *asyncRun) buffer(ps []*stages.Param) [][]float32 {
+	if n := len(a.free); n > 0 {
+		buf := a.free[n-1]
+		a.free = a.free[:n-1]
+		return buf
+	}
+	return allocLike(ps, false)
+}
+
+// keepsPast reports whether version v, about to be overwritten or
+// dropped, is one a coming snapshot's restart will run forwards on again:
+// v is in HistoryAt(k) of a snapshot step k whose copy is not taken yet
+// (k-1 ≥ after, the next step to be held).
+func (a *asyncRun) keepsPast(v, after int) bool {
+	d := (a.m.MaxInFlight() - 1 + a.m.Lag() + a.spec.Micro - 1) / a.spec.Micro
+	for k := v + 1; k <= v+d+1; k++ {
+		if k-1 >= after && a.snapAt(k) && slices.Contains(a.m.HistoryAt(k), v) {
+			return true
+		}
+	}
+	return false
+}
+
+// hold copies the stage's iterate and optimizer state after step, and at
+// a snapshot the weight versions a restart at step+1 needs.
+func (a *asyncRun) hold(w *Worker, step int) error {
 	if a.held == nil {
 		a.held = map[int]*asyncHeld{}
 	}
@@ -410,6 +534,46 @@ func (a *asyncRun) hold(w *Worker, step int) {
 		copy(h.opt[i].Data, t.Data)
 	}
 	h.step, h.optStep = step, optStep
+	for _, buf := range h.hist {
+		a.free = append(a.free, buf)
+	}
+	h.hist = nil
+	if !a.snapAt(step + 1) {
+		h.live = nil
+		return nil
+	}
+	ps := w.st.Params()
+	h.hist = map[int][][]float32{}
+	for _, v := range a.m.HistoryAt(step + 1) {
+		src := a.stash[v]
+		if src == nil {
+			src = a.past[v]
+		}
+		if src == nil {
+			return fmt.Errorf("snapshot of step %d: weight version %d is neither stashed nor kept (a bug: keepsPast)", step+1, v)
+		}
+		buf := a.buffer(ps)
+		for k := range buf {
+			copy(buf[k], src[k])
+		}
+		h.hist[v] = buf
+	}
+	// Versions kept for this snapshot and no later one go back.
+	for v, buf := range a.past {
+		if !a.keepsPast(v, step+1) {
+			a.free = append(a.free, buf)
+			delete(a.past, v)
+		}
+	}
+	if corr, _ := w.opt.DelayCorrection(); corr != stages.DelayNone {
+		if h.live == nil {
+			h.live = allocLike(ps, false)
+		}
+		for k, p := range ps {
+			copy(h.live[k], p.Data)
+		}
+	}
+	return nil
 }
 
 // addBatch files a step command: the batch (first and last stage), the
@@ -481,11 +645,15 @@ func (w *Worker) asyncCtrl(ctx context.Context, m ctrlMsg) error {
 		reply, err = w.asyncEval(ctx, m)
 	case ctrlState:
 		reply, err = w.asyncState(m)
+	case ctrlAbort:
+		// The stream stops here; Run serves the abort (readCtrl has
+		// cancelled this command already).
+		w.ctl.pendingAbort = &m
+		return context.Canceled
+	case ctrlFault:
+		reply, err = w.serve(ctx, m)
 	default:
-		// Aborts, relinks and faults belong to failure recovery, which
-		// the async schedule does not have yet (config refuses spares and
-		// fault events with it).
-		return fmt.Errorf("async: control message %q while streaming: failure recovery is not done for the async schedule", m.Kind)
+		return fmt.Errorf("async: control message %q while streaming (restores and relinks come after an abort)", m.Kind)
 	}
 	if err != nil {
 		return err
@@ -522,17 +690,137 @@ func (w *Worker) asyncEval(ctx context.Context, m ctrlMsg) (ctrlMsg, error) {
 	return r, err
 }
 
-// asyncState sends the copy held at the step the driver names.
+// asyncState sends the copy held at the step the driver names; with Hold
+// (a snapshot) also the weight versions a restart there needs, as
+// "async.v<version>.<param>" and "async.live.<param>" tensors. Before the
+// stream began it sends the stage as it is (the run's first snapshot).
 func (w *Worker) asyncState(m ctrlMsg) (ctrlMsg, error) {
-	h, err := w.asy.heldAt("state", m.Step)
+	a := w.asy
+	if !a.begun && !a.stale {
+		step, ts := w.opt.State()
+		return ctrlMsg{Kind: ctrlStateIs, Step: m.Step, OptimStep: step, blob: encodeTensors(append(w.st.StateDict(), ts...))}, nil
+	}
+	h, err := a.heldAt("state", m.Step)
 	if err != nil {
 		return ctrlMsg{}, err
 	}
-	w.asy.useWeights(w.st, h.weights)
+	a.useWeights(w.st, h.weights)
 	all := append(w.st.StateDict(), h.opt...)
-	blob := encodeTensors(all)
-	w.asy.useWeights(w.st, nil)
-	return ctrlMsg{Kind: ctrlStateIs, Step: h.step, OptimStep: h.optStep, blob: blob}, nil
+	a.useWeights(w.st, nil)
+	if m.Hold {
+		if !a.snapAt(m.Step + 1) {
+			return ctrlMsg{}, fmt.Errorf("async: snapshot of step %d asked for, but snapshots are every faults.snapshot_every steps (the stages keep the versions they need only there)", m.Step+1)
+		}
+		ps := w.st.Params()
+		for v, buf := range h.hist {
+			for k, p := range ps {
+				all = append(all, stages.Tensor{Name: fmt.Sprintf("%s%d.%s", asyncVersionPrefix, v, p.Name), Shape: p.Shape, Data: buf[k]})
+			}
+		}
+		for k, p := range ps {
+			if h.live != nil {
+				all = append(all, stages.Tensor{Name: asyncLivePrefix + p.Name, Shape: p.Shape, Data: h.live[k]})
+			}
+		}
+	}
+	return ctrlMsg{Kind: ctrlStateIs, Step: h.step, OptimStep: h.optStep, blob: encodeTensors(all)}, nil
+}
+
+// The names of a snapshot's extra tensors: weight versions and the live
+// weights. They never go into a checkpoint (Driver.State leaves them out).
+const (
+	asyncPrefix        = "async."
+	asyncVersionPrefix = "async.v"
+	asyncLivePrefix    = "async.live."
+)
+
+// asyncRestore loads a state (a checkpoint, or the snapshot recovery rolls
+// back to) and leaves the restart for the next step command: the stream's
+// origin (m.Origin) and the weight versions the snapshot holds.
+func (w *Worker) asyncRestore(m ctrlMsg) (ctrlMsg, error) {
+	ts, err := decodeTensors(m.blob)
+	if err != nil {
+		return ctrlMsg{}, err
+	}
+	ps := w.st.Params()
+	index := map[string]int{}
+	for k, p := range ps {
+		index[p.Name] = k
+	}
+	r := &asyncRestart{origin: m.Origin, hist: map[int][][]float32{}}
+	var live [][]float32
+	var rest []stages.Tensor
+	take := func(dst *[][]float32, name string, t stages.Tensor) error {
+		k, ok := index[name]
+		if !ok {
+			return nil // another stage's
+		}
+		if len(t.Data) != len(ps[k].Data) {
+			return fmt.Errorf("restore: %s has %d values, the stage's %s %d", t.Name, len(t.Data), name, len(ps[k].Data))
+		}
+		if *dst == nil {
+			*dst = make([][]float32, len(ps))
+		}
+		(*dst)[k] = t.Data
+		return nil
+	}
+	for _, t := range ts {
+		switch {
+		case strings.HasPrefix(t.Name, asyncLivePrefix):
+			if err := take(&live, strings.TrimPrefix(t.Name, asyncLivePrefix), t); err != nil {
+				return ctrlMsg{}, err
+			}
+		case strings.HasPrefix(t.Name, asyncVersionPrefix):
+			vs, name, ok := strings.Cut(strings.TrimPrefix(t.Name, asyncVersionPrefix), ".")
+			v, err := strconv.Atoi(vs)
+			if !ok || err != nil || v < m.Origin {
+				return ctrlMsg{}, fmt.Errorf("restore: tensor %q: want %s<version>.<param> with a version from the stream's origin up", t.Name, asyncVersionPrefix)
+			}
+			h := r.hist[v]
+			if err := take(&h, name, t); err != nil {
+				return ctrlMsg{}, err
+			}
+			if h != nil { // nil: none of this stage's params yet
+				r.hist[v] = h
+			}
+		case strings.HasPrefix(t.Name, asyncPrefix):
+			return ctrlMsg{}, fmt.Errorf("restore: unknown tensor %q", t.Name)
+		default:
+			rest = append(rest, t)
+		}
+	}
+	for v, h := range r.hist {
+		for k := range h {
+			if h[k] == nil {
+				return ctrlMsg{}, fmt.Errorf("restore: weight version %d lacks %s", v, ps[k].Name)
+			}
+		}
+	}
+	st := &stages.State{Model: w.st.Config(), OptimStep: m.OptimStep, Tensors: rest}
+	if err := st.RestoreStage(w.st, w.opt); err != nil {
+		return ctrlMsg{}, err
+	}
+	if live != nil {
+		for k, p := range ps {
+			if live[k] == nil {
+				return ctrlMsg{}, fmt.Errorf("restore: the live weights lack %s", p.Name)
+			}
+			copy(p.Data, live[k])
+		}
+	}
+	w.started = false
+	w.asy.begun, w.asy.restart = false, r
+	return ctrlMsg{Kind: ctrlOK}, nil
+}
+
+// abandon drops the stream after an abort: the pipe, received tensors and
+// gradients. The weights are somewhere in the middle of several steps, so
+// the stream cannot go on until a restore (Membership.Async: every
+// recovery restores the snapshot).
+func (a *asyncRun) abandon(w *Worker) {
+	a.useWeights(w.st, nil)
+	a.reset(a.m)
+	a.begun, a.stale, a.restart = false, true, nil
 }
 
 // fileAsync decodes a frame that came while streaming and tells the

@@ -291,13 +291,19 @@ func (w *Worker) beginOp(ctx context.Context, epoch uint64) (context.Context, fu
 
 // reset forgets the aborted attempt: schedule, received tensors, gradients.
 // Weights and optimizer state are untouched (an attempt is aborted only
-// before its optimizer step; later failures restore a snapshot).
+// before its optimizer step; later failures restore a snapshot). An async
+// stream is abandoned: recovery always restores a snapshot after it.
 func (w *Worker) reset() error {
-	sm, err := scheduler.NewStage(w.spec, w.id)
-	if err != nil {
-		return err
+	if w.asy != nil {
+		w.asy.abandon(w)
+	} else {
+		sm, err := scheduler.NewStage(w.spec, w.id)
+		if err != nil {
+			return err
+		}
+		w.sm = sm
 	}
-	w.sm, w.started = sm, false
+	w.started = false
 	for k, b := range w.rx.acts {
 		w.release(b)
 		delete(w.rx.acts, k)

@@ -15,7 +15,7 @@ import (
 // single in-process stage, otherwise a pipeline whose stages are placed in
 // goroutines, in processes of their own, or on WebRTC peers.
 func newEngine(ctx context.Context, cfg config.Config, corpus *data.Corpus, log *slog.Logger, out string, onRoom func(launch.Room)) (engine.Engine, error) {
-	if cfg.Pipeline.Stages == 1 && cfg.Pipeline.Transport == "inproc" && !cfg.Pipeline.Processes {
+	if cfg.Pipeline.Stages == 1 && cfg.Pipeline.ReplicaCount() == 1 && cfg.Pipeline.Transport == "inproc" && !cfg.Pipeline.Processes {
 		return engine.NewLocal(cfg, corpus)
 	}
 	layout, err := engine.Layout(cfg)

@@ -431,7 +431,7 @@ func (r *run) step(ctx context.Context, step int) (int, error) {
 	rec := metrics.StepRecord{
 		Step: done, Tokens: int64(done) * tokensPerStep, Loss: res.Loss, LR: lr,
 		TokensPerSecond: float64(tokensPerStep) / dt, WallSeconds: wall, GradNorm: res.GradNorm,
-		Stages: res.Stages, Links: res.Links,
+		Stages: res.Stages, Links: res.Links, ReplicaBytes: res.WireReplicas,
 	}
 	for _, s := range res.Stages {
 		if s.Stage >= 0 && s.Stage < len(r.peakRSS) {
@@ -640,7 +640,9 @@ func (r *run) finish() (*metrics.Summary, error) {
 			if tot.WireBackward > 0 {
 				sum.CompressionRatioBackward = float64(tot.RawBackward) / float64(tot.WireBackward)
 			}
+			sum.TiedBytesPerToken = float64(tot.WireTied) / tokens
 		}
+		sum.ReplicaBytesPerStep = float64(tot.WireReplicas) / float64(r.measured)
 		if all := tot.Busy + tot.Idle; all > 0 {
 			sum.BubbleFraction = tot.Idle / all
 			sum.NetworkWaitFraction = tot.NetWait / all

@@ -1,0 +1,268 @@
+package pipeline
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"hash/fnv"
+	"math"
+	"time"
+
+	"github.com/narrowband/narrowband/internal/config"
+	"github.com/narrowband/narrowband/internal/transport"
+	"github.com/narrowband/narrowband/internal/wire"
+	"github.com/narrowband/narrowband/scheduler"
+)
+
+// A worker's part in a stage held by several replicas (docs/swarm.md,
+// scheduler.Replicas): it runs its lane's share of the step's micro-batches
+// as an ordinary pipeline stage, and before the optimizer step it sums its
+// weight gradients with the stage's other replicas over a chain of links
+// among them, so that every replica applies the same step to the same
+// weights.
+
+// replicaSet is where a worker sits among its stage's replicas.
+type replicaSet struct {
+	r, R int // this replica, and the stage's replicas
+	// M is the whole step's micro-batches (the worker's own M is its
+	// lane's share): losses and gradients are means over all of them.
+	M int
+	// lower and upper are the links to replicas r-1 and r+1 of this
+	// stage, nil at the chain's ends.
+	lower, upper transport.Conn
+}
+
+// replicaChunk is the floats of one gradient-sum frame: 64 KB, well under
+// a data channel's message limit, and small enough that the chain's pass
+// up and its pass back down overlap.
+const replicaChunk = 16 << 10
+
+// SetReplica makes w replica r of the R replicas of its stage in a step of
+// M micro-batches (w itself was built for its lane's share), summing its
+// gradients with replica r-1 over lower and replica r+1 over upper (nil at
+// the ends). Call it before Run.
+func (w *Worker) SetReplica(r, R, M int, lower, upper transport.Conn) error {
+	if R < 1 || r < 0 || r >= R || M < w.M {
+		return fmt.Errorf("stage %d: replica %d of %d with %d micro-batches a step (this lane has %d)", w.id, r, R, M, w.M)
+	}
+	if (r > 0) != (lower != nil) || (r+1 < R) != (upper != nil) {
+		return fmt.Errorf("stage %d replica %d of %d: a chain link is missing or extra", w.id, r, R)
+	}
+	w.rep = &replicaSet{r: r, R: R, M: M, lower: lower, upper: upper}
+	return nil
+}
+
+// microTotal is the step's micro-batches, over every replica of the stage.
+func (w *Worker) microTotal() int {
+	if w.rep != nil {
+		return w.rep.M
+	}
+	return w.M
+}
+
+// sumReplicas replaces this replica's weight gradients by the sum over
+// the stage's replicas, in the chain order of scheduler.Replicas: the
+// partial sum of replicas 0..r-1 arrives from below and this replica's
+// gradient is added after it; the last replica's total comes back down.
+// Every element is summed in that one order, so all replicas end with the
+// same bits. It returns the wire bytes it sent.
+func (w *Worker) sumReplicas(ctx context.Context, step int) (int64, error) {
+	rp := w.rep
+	if rp == nil || rp.R == 1 {
+		return 0, nil
+	}
+	// The chunks follow the stage's parameters in their fixed order; every
+	// replica of a stage has the same parameters, so the same chunks.
+	var chunks [][]float32
+	for _, p := range w.st.Params() {
+		for g := p.Grad; len(g) > 0; {
+			n := min(len(g), replicaChunk)
+			chunks = append(chunks, g[:n])
+			g = g[n:]
+		}
+	}
+	fstep := frameStep(w.ctl.epoch, step)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var sent int64
+	send := func(c transport.Conn, k int, v []float32) (int64, error) {
+		f := replicaFrame(w.id, fstep, k, v)
+		if err := c.Send(ctx, f); err != nil {
+			return 0, err
+		}
+		return int64(len(f)), nil
+	}
+	// The total coming back down is received (and passed on) beside the
+	// pass up: chunk k's total can only arrive after this replica sent its
+	// partial sum of chunk k up, so the two never touch the same chunk at
+	// once.
+	type result struct {
+		sent int64
+		err  error
+	}
+	down := make(chan result, 1)
+	if rp.upper != nil {
+		go func() {
+			var res result
+			for k, c := range chunks {
+				if res.err = w.recvReplica(ctx, rp.upper, rp.r+1, fstep, k, c, false); res.err != nil {
+					break
+				}
+				if rp.lower != nil {
+					n, err := send(rp.lower, k, c)
+					if res.sent += n; err != nil {
+						res.err = fmt.Errorf("replica %d: pass gradient chunk %d down: %w", rp.r, k, err)
+						break
+					}
+				}
+			}
+			down <- res
+		}()
+	}
+	for k, c := range chunks {
+		if rp.lower != nil {
+			if err := w.recvReplica(ctx, rp.lower, rp.r-1, fstep, k, c, true); err != nil {
+				return sent, err
+			}
+		}
+		to := rp.upper
+		if to == nil {
+			to = rp.lower // the last replica: c is the total, back down
+		}
+		n, err := send(to, k, c)
+		if sent += n; err != nil {
+			return sent, fmt.Errorf("replica %d: send gradient chunk %d: %w", rp.r, k, err)
+		}
+	}
+	if rp.upper != nil {
+		res := <-down
+		return sent + res.sent, res.err
+	}
+	return sent, nil
+}
+
+func replicaFrame(stage int, fstep uint64, k int, v []float32) []byte {
+	p := make([]byte, 0, 4*len(v))
+	for _, x := range v {
+		p = binary.LittleEndian.AppendUint32(p, math.Float32bits(x))
+	}
+	return wire.Append(nil, wire.Header{Type: wire.TypeReplicaGrad, Stage: uint16(stage), Step: fstep, Micro: uint32(k)}, p)
+}
+
+// recvReplica reads chunk k of this attempt's sum from replica from into
+// dst: added before dst's own values (add, on the way up: the partial sum
+// of the replicas below comes first) or in place of them (the total, on
+// the way down). Frames of an aborted attempt are skipped; anything else
+// out of place is an error, never a panic.
+func (w *Worker) recvReplica(ctx context.Context, c transport.Conn, from int, fstep uint64, k int, dst []float32, add bool) error {
+	for {
+		raw, err := c.Recv(ctx)
+		if err != nil {
+			return fmt.Errorf("replica %d of stage %d: link from replica %d: %w", w.rep.r, w.id, from, err)
+		}
+		h, p, err := wire.Decode(raw, transport.MaxMessage)
+		if err != nil {
+			return fmt.Errorf("replica %d of stage %d: bad gradient frame from replica %d: %w", w.rep.r, w.id, from, err)
+		}
+		if h.Type == wire.TypeHeartbeat {
+			continue
+		}
+		if ep, _ := splitStep(h.Step); h.Type == wire.TypeReplicaGrad && ep < w.ctl.epoch {
+			continue // of an aborted attempt
+		}
+		if h.Type != wire.TypeReplicaGrad || h.Step != fstep || int(h.Micro) != k || int(h.Stage) != w.id {
+			_, st := splitStep(h.Step)
+			_, want := splitStep(fstep)
+			return fmt.Errorf("replica %d of stage %d: got a %v frame of stage %d step %d chunk %d from replica %d, want gradient chunk %d of step %d", w.rep.r, w.id, h.Type, h.Stage, st, h.Micro, from, k, want)
+		}
+		if len(p) != 4*len(dst) {
+			return fmt.Errorf("replica %d of stage %d: gradient chunk %d from replica %d has %d bytes, want %d", w.rep.r, w.id, k, from, len(p), 4*len(dst))
+		}
+		for i := range dst {
+			v := math.Float32frombits(binary.LittleEndian.Uint32(p[4*i:]))
+			if add {
+				dst[i] = v + dst[i]
+			} else {
+				dst[i] = v
+			}
+		}
+		return nil
+	}
+}
+
+// replicaSpan is the timeline's name for the gradient sum.
+const replicaSpan = "replica_sum"
+
+// timedSum is sumReplicas with its span on the timeline and its bytes and
+// time in the step's statistics.
+func (w *Worker) timedSum(ctx context.Context, step int) error {
+	if w.rep == nil || w.rep.R == 1 {
+		return nil
+	}
+	t := time.Now()
+	n, err := w.sumReplicas(ctx, step)
+	w.stats.SentReplicaBytes += n
+	w.span(replicaSpan, -1, t)
+	if err != nil {
+		return fmt.Errorf("step %d: sum gradients with the stage's replicas: %w", step, err)
+	}
+	return nil
+}
+
+// stateReply answers a state request: the state blob, and for a replica
+// its digest (alone if the driver asked for the digest only: it compares
+// the replicas of a stage, and needs one copy of the state).
+func (w *Worker) stateReply(m ctrlMsg, step int, blob []byte) ctrlMsg {
+	out := ctrlMsg{Kind: ctrlStateIs, OptimStep: step, blob: blob}
+	if w.rep != nil {
+		h := fnv.New64a()
+		h.Write(blob)
+		out.Hash = h.Sum64()
+		if m.HashOnly {
+			out.blob = nil
+		}
+	}
+	return out
+}
+
+// NewReplica builds the worker of replica r of stage id (cfg's whole
+// step; the worker runs its lane's share of the micro-batches), linked to
+// its lane by links and to its stage's replicas r-1 and r+1 by lower and
+// upper (nil at the chain's ends). With one replica a stage it is
+// NewWorker.
+func NewReplica(cfg config.Config, layout scheduler.Layout, id, r int, links Links, lower, upper transport.Conn) (*Worker, error) {
+	plan, err := replicaPlan(cfg, layout)
+	if err != nil {
+		return nil, err
+	}
+	if plan == nil {
+		if r != 0 || lower != nil || upper != nil {
+			return nil, fmt.Errorf("stage %d: replica %d, but pipeline.replicas = 1", id, r)
+		}
+		return NewWorker(cfg, layout, id, links)
+	}
+	if r < 0 || r >= plan.Count() {
+		return nil, fmt.Errorf("stage %d: replica %d of %d", id, r, plan.Count())
+	}
+	w, err := NewWorker(laneConfig(cfg, plan, r), layout, id, links)
+	if err != nil {
+		return nil, err
+	}
+	if err := w.SetReplica(r, plan.Count(), plan.Micro(), lower, upper); err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+// ShapeReplicaLink shapes what replica from of stage sends to replica to
+// over c: with the run's base profile (a replica link is one more home
+// link between two peers; no per-link override names one), and a seed of
+// its own per direction.
+func ShapeReplicaLink(cfg config.Config, stage, from, to int, c transport.Conn) (transport.Conn, error) {
+	prof := cfg.LinkProfile(-1, -1)
+	if !prof.Shaped() {
+		return c, nil
+	}
+	seed := uint64(cfg.Run.Seed) ^ (0x5e9<<32 | uint64(stage)<<16 | uint64(from)<<8 | uint64(to))
+	return transport.Shape(c, prof, transport.ShapeOptions{Seed: seed, CloseGrace: -1})
+}
