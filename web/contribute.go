@@ -25,9 +25,13 @@ type Contribute struct {
 	ICE    []string `json:"ice,omitempty"` // STUN servers the tab may use
 	// Stage is the stage a tab would compute (the first vacant one), or
 	// -1 when every stage is held and a tab would wait as a spare.
-	Stage  int    `json:"stage"`
-	Stages int    `json:"stages"`
-	Layers string `json:"layers,omitempty"` // the stage's blocks, e.g. "blocks 2–3"
+	Stage  int `json:"stage"`
+	Stages int `json:"stages"`
+	// Replica is which of the stage's Replicas (data-parallel copies) the
+	// tab would be; 0 with one replica per stage.
+	Replica  int    `json:"replica"`
+	Replicas int    `json:"replicas"`
+	Layers   string `json:"layers,omitempty"` // the stage's blocks, e.g. "blocks 2–3"
 	// MemoryBytes is the run's estimate of a stage peer's memory.
 	MemoryBytes int64 `json:"memory_bytes"`
 	// TokensPerStep is batch × context: what one step of any stage covers.

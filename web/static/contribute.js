@@ -23,8 +23,11 @@
   function mb(n) { return (n / 1e6).toFixed(n < 1e7 ? 2 : 0) + ' MB'; }
 
   function describe(o) {
-    const what = o.stage >= 0 ? 'stage ' + (o.stage + 1) + ' of ' + o.stages + (o.layers ? ' (' + o.layers + ')' : '')
-      : 'a spare: it waits, and takes over a stage whose peer leaves';
+    let what = 'a spare: it waits, and takes over a stage whose peer leaves';
+    if (o.stage >= 0) {
+      what = 'stage ' + (o.stage + 1) + ' of ' + o.stages + (o.layers ? ' (' + o.layers + ')' : '');
+      if (o.replicas > 1) what = 'replica ' + (o.replica + 1) + ' of ' + o.replicas + ' of ' + what;
+    }
     let rate = 'rate: measured once it runs';
     if (o.stage_tokens_per_second > 0 && o.tab_speed > 0) {
       rate = 'expected ~' + Math.round(o.stage_tokens_per_second * o.tab_speed) + ' tokens/s';

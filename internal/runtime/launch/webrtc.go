@@ -136,8 +136,8 @@ type Room struct {
 	ICEServers []string
 	// Vacant is the stage the next peer to join would get (-1: every
 	// stage is held or promised to a local peer; a guest would be a
-	// spare).
-	Vacant int
+	// spare), and Replica which of the stage's replicas it would be.
+	Vacant, Replica int
 }
 
 // WebRTCWith is WebRTC that calls onRoom, if set, as soon as the room is
@@ -242,8 +242,8 @@ func (p *room) start(ctx context.Context, out string) error {
 	}
 	if p.onRoom != nil {
 		if local < n {
-			// Worker i holds stage i mod S (replica i / S).
-			offer.Vacant = local % S
+			// Worker i holds stage i mod S, replica i / S.
+			offer.Vacant, offer.Replica = local%S, local/S
 		}
 		p.onRoom(offer)
 	}
@@ -327,9 +327,9 @@ func (p *room) start(ctx context.Context, out string) error {
 		if p.onRoom != nil {
 			// Stages go in join order: the next newcomer gets the next
 			// one, or waits as a spare once all are held.
-			offer.Vacant = -1
-			if len(p.holders) < n {
-				offer.Vacant = len(p.holders) % S
+			offer.Vacant, offer.Replica = -1, 0
+			if k := len(p.holders); k < n {
+				offer.Vacant, offer.Replica = k%S, k/S
 			}
 			p.onRoom(offer)
 		}

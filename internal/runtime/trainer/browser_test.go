@@ -628,3 +628,46 @@ func untilEvent(t *testing.T, dir, kind string, timeout time.Duration) time.Dura
 	t.Fatalf("no %s event within %v", kind, timeout)
 	return 0
 }
+
+// TestTabJoinsAsReplica: in a run of 2 stages × 2 replicas whose last
+// worker (stage 1, replica 1) is left to a visitor, the offer says so, the
+// tab takes it, and the run's losses equal the same run on four native
+// peers: a tab is as good a replica as it is a stage.
+func TestTabJoinsAsReplica(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the wasm peer and starts a browser")
+	}
+	c := contributeConfig(t)
+	c.Run.Steps = 10
+	c.Train.BatchSize = 8
+	c.Train.MicroBatches = 4
+	c.Pipeline.Replicas = 2
+	native := t.TempDir()
+	runTiny(t, c, native)
+	want := losses(t, native)
+
+	c.Pipeline.LocalPeers = 3
+	r := startBrowserRun(t, c)
+	offer := r.contribute(t, r.tab)
+	if !strings.Contains(offer.Offer, "replica 2 of 2 of stage 2 of 2") {
+		t.Errorf("the offer reads %q, want replica 2 of 2 of stage 2 of 2", offer.Offer)
+	}
+	r.wait(t, 4*time.Minute)
+	sameLosses(t, "tab as stage 1's second replica", losses(t, r.out), "four native peers", want)
+	recs, err := metrics.ReadJSONL(filepath.Join(r.out, "metrics.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tabs := 0
+	for _, s := range recs[len(recs)-1].Stages {
+		if strings.HasPrefix(s.Peer, "tab-") {
+			tabs++
+			if s.Stage != 1 {
+				t.Errorf("the tab computed stage %d, want 1", s.Stage)
+			}
+		}
+	}
+	if tabs != 1 {
+		t.Errorf("%d of the last step's stage records are the tab's, want 1", tabs)
+	}
+}

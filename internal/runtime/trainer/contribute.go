@@ -28,6 +28,7 @@ func offerRoom(cfg config.Config, view *web.Server) func(launch.Room) {
 	}
 	return func(r launch.Room) {
 		c := &web.Contribute{Signal: r.URL, Token: r.JoinToken, Stage: r.Vacant, Stages: cfg.Pipeline.Stages,
+			Replica: r.Replica, Replicas: cfg.Pipeline.ReplicaCount(),
 			TokensPerStep: cfg.Train.BatchSize * cfg.Model.BlockSize, TabSpeed: tabSpeed}
 		for _, s := range r.ICEServers {
 			// TURN credentials come from the run key, which a tab never
