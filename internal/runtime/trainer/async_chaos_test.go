@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/narrowband/narrowband/compression"
 	"github.com/narrowband/narrowband/internal/config"
 	"github.com/narrowband/narrowband/stages"
 )
@@ -37,20 +38,27 @@ func sameBits(t *testing.T, name string, got, want []float64) {
 // async run in one process, with and without the delay correction.
 func TestAsyncFaultsEndAsTheCleanRun(t *testing.T) {
 	for _, tc := range []struct {
-		name  string
-		corr  stages.DelayCorrection
-		event config.FaultEvent
+		name     string
+		corr     stages.DelayCorrection
+		subspace bool
+		event    config.FaultEvent
 	}{
 		// Step 7 lies past the snapshot of step 4, with stages several
 		// steps apart: the rollback has to undo applied steps, and the
 		// restart needs the older versions (stage 0 stashes, the last
 		// stage runs its lag on them).
-		{"corrupt/nesterov", stages.DelayNesterov, config.FaultEvent{AtStep: 7, Kind: "corrupt", Stage: 1, Frames: 3}},
-		{"cut/none", stages.DelayNone, config.FaultEvent{AtStep: 6, Kind: "cut", Stage: 2, Duration: 1}},
+		{"corrupt/nesterov", stages.DelayNesterov, false, config.FaultEvent{AtStep: 7, Kind: "corrupt", Stage: 1, Frames: 3}},
+		{"cut/none", stages.DelayNone, false, config.FaultEvent{AtStep: 6, Kind: "cut", Stage: 2, Duration: 1}},
+		// The subspace codec keeps the weights (and the iterate) in
+		// span(U); the snapshot's versions are such weights.
+		{"corrupt/nesterov/subspace", stages.DelayNesterov, true, config.FaultEvent{AtStep: 10, Kind: "corrupt", Stage: 0, Frames: 2}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := asyncConfig(t, tc.corr)
 			c.Run.Steps = 12
+			if tc.subspace {
+				c.Compression.Method, c.Compression.Rank = compression.MethodSubspace, 8
+			}
 			c.Faults.SnapshotEvery = 4
 			cleanLoss, clean := stateOf(t, c)
 
