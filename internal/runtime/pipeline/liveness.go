@@ -106,8 +106,14 @@ func (p *Driver) heartbeats() {
 		case <-p.readCtx.Done():
 			return
 		}
+		// Without an epoch (send would read it while recovery changes
+		// it): readers drop heartbeats of any epoch.
+		b, err := encodeCtrl(ctrlMsg{Kind: ctrlHeartbeat})
+		if err != nil {
+			return
+		}
 		for i := range p.ctrl {
-			p.send(p.readCtx, i, ctrlMsg{Kind: ctrlHeartbeat})
+			sendControl(p.readCtx, p.ctrl[i], b, i)
 		}
 	}
 }
