@@ -112,8 +112,13 @@ func (p *Driver) heartbeats() {
 		if err != nil {
 			return
 		}
-		for i := range p.ctrl {
-			sendControl(p.readCtx, p.ctrl[i], b, i)
+		p.ctrlMu.Lock()
+		conns := slices.Clone(p.ctrl)
+		p.ctrlMu.Unlock()
+		for i, c := range conns {
+			if c != nil {
+				sendControl(p.readCtx, c, b, i)
+			}
 		}
 	}
 }
