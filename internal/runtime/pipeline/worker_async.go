@@ -724,6 +724,9 @@ func (w *Worker) fileAsync(m inMsg) error {
 		dec, ev = w.codec.decNext, scheduler.GradientArrived(step, int(m.h.Micro))
 	case wire.TypeTiedGrad:
 		ev = scheduler.EmbeddingGradArrived(step)
+		if a.m.Duplicate(ev) {
+			return nil // a copy the network made
+		}
 		var in []float32
 		if !w.codec.untied {
 			n := len(w.st.TiedWeight().Data)
@@ -752,6 +755,9 @@ func (w *Worker) fileAsync(m inMsg) error {
 		return nil
 	default:
 		return reject(fmt.Errorf("unexpected %v frame on a stage link", m.h.Type))
+	}
+	if a.m.Duplicate(ev) {
+		return nil // a copy the network made: its micro-batch has it already
 	}
 	dst := w.buf()
 	var toks []int32
