@@ -301,6 +301,38 @@ func (m *AsyncMachine) Step(ev Event) error {
 	return nil
 }
 
+// Duplicate reports whether arrival ev is one the machine already took: a
+// message that came before, or whose micro-batch (or step, for an
+// embedding gradient) the stage has already used. Each message is sent
+// once per attempt, so such a frame is a copy the network made; the
+// runtime drops it. Step would refuse it (ErrBadEvent) like a forged one.
+func (m *AsyncMachine) Duplicate(ev Event) bool {
+	if ev.Step < m.start || ev.Step >= m.steps {
+		return false
+	}
+	M := m.p.Micro
+	switch ev.Kind {
+	case EventEmbeddingGradArrived:
+		if !m.tied() {
+			return false
+		}
+		return ev.Step < m.nextApply || (ev.Step < m.nextApply+len(m.emb) && m.emb[ev.Step%len(m.emb)])
+	case EventActivationArrived:
+		if m.first() || ev.Micro < 0 || ev.Micro >= M {
+			return false
+		}
+		g := ev.Step*M + ev.Micro
+		return g < m.f || (g < m.f+len(m.act) && m.act[g%len(m.act)])
+	case EventGradientArrived:
+		if m.last() || ev.Micro < 0 || ev.Micro >= M {
+			return false
+		}
+		g := ev.Step*M + ev.Micro
+		return g < m.b || (g < m.f && m.grad[g%m.window])
+	}
+	return false
+}
+
 func (m *AsyncMachine) arrive(ev Event) error {
 	if ev.Step < m.start || ev.Step >= m.steps {
 		return fmt.Errorf("step %d outside the run's [%d,%d): %w", ev.Step, m.start, m.steps, ErrBadEvent)

@@ -608,3 +608,52 @@ func computeFrom(log []Action, M, first int) []Action {
 	}
 	return out
 }
+
+// A message that arrives twice (the network copied it) is told apart from
+// a forged or stale one: Duplicate says so while it waits and after its
+// micro-batch used it; a message ahead of the window is no duplicate, and
+// Step refuses both.
+func TestAsyncDuplicate(t *testing.T) {
+	p := Pipeline{Schedule: Async, Stages: 2, Micro: 2, InFlight: 1}
+	m, err := NewAsyncMachine(p, 1, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	act := ActivationArrived(0, 0)
+	if m.Duplicate(act) {
+		t.Fatal("a first activation is no duplicate")
+	}
+	if err := m.Step(act); err != nil {
+		t.Fatal(err)
+	}
+	if !m.Duplicate(act) || !errors.Is(m.Step(act), ErrBadEvent) {
+		t.Fatal("the same activation again: want Duplicate, and Step to refuse it")
+	}
+	a := m.Next()
+	if a.Kind != ActionForward {
+		t.Fatalf("next %v, want the forward", a)
+	}
+	if err := m.Step(Completed(a)); err != nil {
+		t.Fatal(err)
+	}
+	if !m.Duplicate(act) {
+		t.Error("an activation whose micro-batch was forwarded: want Duplicate")
+	}
+	if far := ActivationArrived(3, 1); m.Duplicate(far) || !errors.Is(m.Step(far), ErrBadEvent) {
+		t.Error("an activation beyond the window: want no duplicate, refused")
+	}
+	if m.Duplicate(GradientArrived(0, 0)) {
+		t.Error("the last stage receives no gradients: no duplicate either")
+	}
+	first, _ := NewAsyncMachine(p, 0, 4)
+	emb := EmbeddingGradArrived(0)
+	if first.Duplicate(emb) {
+		t.Fatal("a first embedding gradient is no duplicate")
+	}
+	if err := first.Step(emb); err != nil {
+		t.Fatal(err)
+	}
+	if !first.Duplicate(emb) {
+		t.Error("the same embedding gradient again: want Duplicate")
+	}
+}

@@ -112,6 +112,7 @@ type room struct {
 	procOf  map[string]*exec.Cmd
 	closers []func() error
 	name    string                     // the room's name: what a join proof is for
+	keysMu  sync.Mutex                 // admit runs for the first peers at once
 	keys    map[string]identity.Public // holder → the key it proved
 	allow   map[identity.Public]bool   // pipeline.allow_keys; empty admits every key
 	onRoom  func(Room)
@@ -406,12 +407,18 @@ func (p *room) admit(ctx context.Context, c transport.Conn, peer string) error {
 		sendJSON(ctx, c, map[string]string{"err": fmt.Sprintf("this run admits only the keys in pipeline.allow_keys, and %s is not one of them", jp.Key)})
 		return fmt.Errorf("%w: peer %s's key %s is not in pipeline.allow_keys", pipeline.ErrNotAllowed, peer, jp.Key.Short())
 	}
+	p.keysMu.Lock()
 	p.keys[peer] = jp.Key
+	p.keysMu.Unlock()
 	return nil
 }
 
 // Key is the key holder proved when it joined.
-func (p *room) Key(holder string) identity.Public { return p.keys[holder] }
+func (p *room) Key(holder string) identity.Public {
+	p.keysMu.Lock()
+	defer p.keysMu.Unlock()
+	return p.keys[holder]
+}
 
 func (p *room) Setup(ctx context.Context, c transport.Conn, stage int, holders []string) error {
 	text, err := p.cfg.TOML()

@@ -31,6 +31,7 @@ type Driver struct {
 	log     *slog.Logger
 	place   Placement
 	ctrl    []transport.Conn // driver's end of each worker's control link
+	ctrlMu  sync.Mutex       // ctrl's elements: a hand-over replaces one while heartbeats go out
 	holders []string         // stage → who holds it
 	closers []func() error
 	t0      time.Time

@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"math"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"github.com/narrowband/narrowband/internal/config"
 	"github.com/narrowband/narrowband/internal/data"
 	"github.com/narrowband/narrowband/internal/runtime/engine"
+	"github.com/narrowband/narrowband/scheduler"
 	"github.com/narrowband/narrowband/stages"
 )
 
@@ -65,7 +67,11 @@ func trainSteps(t *testing.T, d *Driver, n int) *stages.State {
 	t.Helper()
 	ctx := context.Background()
 	for step := 0; step < n; step++ {
-		if _, err := d.Step(ctx, step, 1e-3); err != nil {
+		lr := 1e-3
+		if d.async != nil {
+			lr = engine.StepLR(d.cfg, step) // the rate the driver sends ahead
+		}
+		if _, err := d.Step(ctx, step, lr); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -157,24 +163,34 @@ func TestTiedCopiesStayIdentical(t *testing.T) {
 // twice on both directions of a link; the copies are dropped and training
 // is exactly that of clean links.
 func TestDuplicateFramesAreIgnored(t *testing.T) {
-	c := tinyConfig(t)
-	c.Pipeline.Stages = 2
-	c.Train.EvalInterval = 0
-	clean := trainSteps(t, testPipeline(t, c), c.Run.Steps)
-	ctx := context.Background()
-	p := testPipeline(t, c)
-	eng := p
-	for stage, peer := range map[int]int{0: 1, 1: 0} {
-		if err := p.send(ctx, stage, ctrlMsg{Kind: ctrlFault, Peer: peer, Fault: "duplicate", Duration: 600}); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := p.collectFrom(ctx, ctrlOK, []int{stage}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	got := trainSteps(t, eng, c.Run.Steps)
-	equalStates(t, clean, got)
-	if f := p.Faults(); f.RejectedFrames != 0 || f.StepsRedone != 0 {
-		t.Errorf("duplicates caused %d rejections and %d redone steps; they should simply be dropped", f.RejectedFrames, f.StepsRedone)
+	for _, async := range []bool{false, true} {
+		t.Run(fmt.Sprintf("async=%v", async), func(t *testing.T) {
+			c := tinyConfig(t)
+			c.Pipeline.Stages = 2
+			c.Train.EvalInterval = 0
+			if async {
+				// A duplicate under async is a frame the machine already
+				// took (or its stage already used): dropped, not a bad
+				// frame that rolls every stage back.
+				c.Pipeline.Schedule, c.Pipeline.InFlight = scheduler.Async, 1
+			}
+			clean := trainSteps(t, testPipeline(t, c), c.Run.Steps)
+			ctx := context.Background()
+			p := testPipeline(t, c)
+			eng := p
+			for stage, peer := range map[int]int{0: 1, 1: 0} {
+				if err := p.send(ctx, stage, ctrlMsg{Kind: ctrlFault, Peer: peer, Fault: "duplicate", Duration: 600}); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := p.collectFrom(ctx, ctrlOK, []int{stage}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got := trainSteps(t, eng, c.Run.Steps)
+			equalStates(t, clean, got)
+			if f := p.Faults(); f.RejectedFrames != 0 || f.StepsRedone != 0 {
+				t.Errorf("duplicates caused %d rejections and %d redone steps; they should simply be dropped", f.RejectedFrames, f.StepsRedone)
+			}
+		})
 	}
 }

@@ -106,8 +106,19 @@ func (p *Driver) heartbeats() {
 		case <-p.readCtx.Done():
 			return
 		}
-		for i := range p.ctrl {
-			p.send(p.readCtx, i, ctrlMsg{Kind: ctrlHeartbeat})
+		// Without an epoch (send would read it while recovery changes
+		// it): readers drop heartbeats of any epoch.
+		b, err := encodeCtrl(ctrlMsg{Kind: ctrlHeartbeat})
+		if err != nil {
+			return
+		}
+		p.ctrlMu.Lock()
+		conns := slices.Clone(p.ctrl)
+		p.ctrlMu.Unlock()
+		for i, c := range conns {
+			if c != nil {
+				sendControl(p.readCtx, c, b, i)
+			}
 		}
 	}
 }

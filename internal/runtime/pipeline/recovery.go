@@ -250,7 +250,9 @@ func (p *Driver) handOver(ctx context.Context, c scheduler.Command) error {
 		}
 		return &spareFailure{spare: spare, err: fmt.Errorf("setup: %w", err)}
 	}
+	p.ctrlMu.Lock()
 	p.ctrl[i] = conn
+	p.ctrlMu.Unlock()
 	p.closers = append(p.closers, conn.Close)
 	p.holders = slices.Clone(c.Holders)
 	p.startReader(i)

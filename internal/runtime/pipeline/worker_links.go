@@ -223,7 +223,16 @@ func (w *Worker) heartbeats(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		}
-		if err := w.sendCtrl(ctx, ctrlMsg{Kind: ctrlHeartbeat}); err != nil {
+		// Not sendCtrl: it reads the epoch, which Run changes meanwhile;
+		// the driver drops heartbeats of any epoch.
+		b, err := encodeCtrl(ctrlMsg{Kind: ctrlHeartbeat, Stage: w.id})
+		if err != nil {
+			return
+		}
+		w.ctl.ctrlMu.Lock()
+		err = sendControl(ctx, w.links.Ctrl, b, w.id)
+		w.ctl.ctrlMu.Unlock()
+		if err != nil {
 			return
 		}
 		frame := wire.Append(nil, wire.Header{Type: wire.TypeHeartbeat, Stage: uint16(w.id)}, nil)

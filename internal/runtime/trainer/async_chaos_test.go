@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/narrowband/narrowband/compression"
 	"github.com/narrowband/narrowband/internal/config"
 	"github.com/narrowband/narrowband/stages"
 )
@@ -31,30 +32,39 @@ func sameBits(t *testing.T, name string, got, want []float64) {
 	}
 }
 
-// TestAsyncFaultsEndAsTheCleanRun: over one process per stage, a burst of
-// corrupt frames and a link cut mid-stream; each is caught, every stage
+// TestAsyncFaultsEndAsTheCleanRun: over one process per stage (and once in
+// goroutines), a burst of corrupt frames and a link cut mid-stream; each is caught, every stage
 // rolls back to the snapshot, and the run ends bit-identical to the clean
 // async run in one process, with and without the delay correction.
 func TestAsyncFaultsEndAsTheCleanRun(t *testing.T) {
 	for _, tc := range []struct {
-		name  string
-		corr  stages.DelayCorrection
-		event config.FaultEvent
+		name     string
+		corr     stages.DelayCorrection
+		subspace bool
+		inproc   bool // stages in goroutines, not processes
+		event    config.FaultEvent
 	}{
 		// Step 7 lies past the snapshot of step 4, with stages several
 		// steps apart: the rollback has to undo applied steps, and the
 		// restart needs the older versions (stage 0 stashes, the last
 		// stage runs its lag on them).
-		{"corrupt/nesterov", stages.DelayNesterov, config.FaultEvent{AtStep: 7, Kind: "corrupt", Stage: 1, Frames: 3}},
-		{"cut/none", stages.DelayNone, config.FaultEvent{AtStep: 6, Kind: "cut", Stage: 2, Duration: 1}},
+		{"corrupt/nesterov", stages.DelayNesterov, false, false, config.FaultEvent{AtStep: 7, Kind: "corrupt", Stage: 1, Frames: 3}},
+		{"corrupt/none/in-process", stages.DelayNone, false, true, config.FaultEvent{AtStep: 7, Kind: "corrupt", Stage: 2, Frames: 2}},
+		{"cut/none", stages.DelayNone, false, false, config.FaultEvent{AtStep: 6, Kind: "cut", Stage: 2, Duration: 1}},
+		// The subspace codec keeps the weights (and the iterate) in
+		// span(U); the snapshot's versions are such weights.
+		{"corrupt/nesterov/subspace", stages.DelayNesterov, true, false, config.FaultEvent{AtStep: 10, Kind: "corrupt", Stage: 0, Frames: 2}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := asyncConfig(t, tc.corr)
 			c.Run.Steps = 12
+			if tc.subspace {
+				c.Compression.Method, c.Compression.Rank = compression.MethodSubspace, 8
+			}
 			c.Faults.SnapshotEvery = 4
 			cleanLoss, clean := stateOf(t, c)
 
-			c.Pipeline.Processes, c.Train.Threads = true, 1
+			c.Pipeline.Processes, c.Train.Threads = !tc.inproc, 1
 			c.Faults.MaxRejects = 100 // keep the peer: this is about the stream
 			c.Faults.PeerTimeout, c.Faults.Heartbeat, c.Faults.LinkTimeout = 20, 0.1, 0.5
 			c.Faults.Events = []config.FaultEvent{tc.event}
