@@ -9,9 +9,10 @@ import (
 	"github.com/narrowband/narrowband/scheduler"
 )
 
-// TestReplicasEqualOneChain: S stages × 2 replicas train the same model as
+// TestReplicasEqualOneChain: S stages × R replicas train the same model as
 // S stages × 1 with the same global batch and seed — each replica computes
-// half the micro-batches and the replicas of a stage sum their gradients —
+// its share of the micro-batches (2, 1, 1 of 4 with R = 3) and the
+// replicas of a stage sum their gradients —
 // so the losses agree within 1e-5 relative over 20 steps (the additions
 // run in another order, nothing else differs) and so do the final weights;
 // the run's driver checked at the end that the replicas of every stage
@@ -24,15 +25,15 @@ func TestReplicasEqualOneChain(t *testing.T) {
 	c.Train.MicroBatches = 4
 	c.Train.EvalInterval = 10
 	for _, tc := range []struct {
-		S     int
+		S, R  int
 		sched scheduler.Schedule
-	}{{2, scheduler.OneFOneB}, {2, scheduler.GPipe}, {1, scheduler.OneFOneB}} {
-		t.Run(fmt.Sprintf("stages=%d/schedule=%v", tc.S, tc.sched), func(t *testing.T) {
+	}{{2, 2, scheduler.OneFOneB}, {2, 2, scheduler.GPipe}, {2, 3, scheduler.OneFOneB}, {1, 2, scheduler.OneFOneB}} {
+		t.Run(fmt.Sprintf("stages=%d/replicas=%d/schedule=%v", tc.S, tc.R, tc.sched), func(t *testing.T) {
 			one := c
 			one.Pipeline.Stages, one.Pipeline.Schedule = tc.S, tc.sched
 			refLoss, ref := stateOf(t, one)
 			two := one
-			two.Pipeline.Replicas = 2
+			two.Pipeline.Replicas = tc.R
 			if err := two.Validate(); err != nil {
 				t.Fatal(err)
 			}
@@ -42,12 +43,12 @@ func TestReplicasEqualOneChain(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			sameLosses(t, "2 replicas", losses(t, dir), "1 replica", refLoss)
+			sameLosses(t, fmt.Sprintf("%d replicas", tc.R), losses(t, dir), "1 replica", refLoss)
 			compareStates(t, ref, got, 1e-5)
-			// Each stage's replicas send their gradient both ways over
-			// one chain link: 2 × 4 bytes a parameter, plus frame headers
-			// (under 1%); the last stage's copy of the tied embedding is
-			// a parameter of its own there (the state holds it once).
+			// Each of a stage's R-1 chain links carries its gradient once
+			// each way: 2 × 4 bytes a parameter, plus frame headers (under
+			// 1%); the last stage's copy of the tied embedding is a
+			// parameter of its own there (the state holds it once).
 			recs, err := metrics.ReadJSONL(filepath.Join(dir, "metrics.jsonl"))
 			if err != nil {
 				t.Fatal(err)
@@ -61,9 +62,10 @@ func TestReplicasEqualOneChain(t *testing.T) {
 			if tc.S > 1 {
 				params += int64(c.Model.VocabSize * c.Model.NEmbd)
 			}
+			want := int64(8*(tc.R-1)) * params
 			for _, r := range recs {
-				if r.ReplicaBytes < 8*params || r.ReplicaBytes > 8*params+8*params/100 {
-					t.Fatalf("step %d: %d bytes of replica sums, want about 2 × 4 × %d parameters", r.Step, r.ReplicaBytes, params)
+				if r.ReplicaBytes < want || r.ReplicaBytes > want+want/100 {
+					t.Fatalf("step %d: %d bytes of replica sums, want about %d links × 2 × 4 × %d parameters", r.Step, r.ReplicaBytes, tc.R-1, params)
 				}
 			}
 			if sum.ReplicaBytesPerStep != float64(recs[0].ReplicaBytes) {
