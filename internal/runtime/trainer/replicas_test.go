@@ -1,7 +1,9 @@
 package trainer
 
 import (
+	"context"
 	"fmt"
+	"math"
 	"path/filepath"
 	"testing"
 
@@ -146,5 +148,35 @@ func TestReplicasOverWebRTC(t *testing.T) {
 	}
 	if last := recs[len(recs)-1]; len(last.Stages) != 4 || last.ReplicaBytes == 0 {
 		t.Errorf("last step: %d stage records and %d replica-sum bytes, want 4 and some", len(last.Stages), last.ReplicaBytes)
+	}
+}
+
+// TestReplicasResume: a run with replicas resumes from its checkpoint
+// exactly — every replica of a stage loads the one copy the checkpoint
+// holds, and goes on bit for bit as the uninterrupted run.
+func TestReplicasResume(t *testing.T) {
+	c := tinyConfig(t)
+	c.Pipeline.Stages = 2
+	c.Pipeline.Replicas = 2
+	whole := t.TempDir()
+	runTiny(t, c, whole)
+	c.Train.CheckpointInterval = 3
+	broken := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if _, err := Run(ctx, Options{Config: c, Out: broken, Observer: &stopAfter{n: 4, cancel: cancel}}); err == nil {
+		t.Fatal("interrupted run reported success")
+	}
+	if _, err := Run(context.Background(), Options{Config: c, Out: broken, Resume: broken}); err != nil {
+		t.Fatal(err)
+	}
+	lw, lr := losses(t, whole), losses(t, broken)
+	if len(lw) != len(lr) {
+		t.Fatalf("resumed run logged %d losses, uninterrupted %d", len(lr), len(lw))
+	}
+	for i := range lw {
+		if math.Float64bits(lw[i]) != math.Float64bits(lr[i]) {
+			t.Fatalf("value %d: resumed %v, uninterrupted %v", i, lr[i], lw[i])
+		}
 	}
 }
