@@ -77,6 +77,10 @@ func BenchmarkReplicas(b *testing.B) {
 	b.ReportMetric(t1/s1, "tokens/s-1replica")
 	b.ReportMetric(t2/s2, "tokens/s-2replicas")
 	b.ReportMetric((t2/s2)/(t1/s1), "ratio")
+	// Tokens per CPU-second, two replicas over one: what the replicas
+	// cost beyond the cores they were given (each its own optimizer step,
+	// the sum, the caches they share when they share a core).
+	b.ReportMetric((t2/s2/(k2/float64(b.N)))/(t1/s1/(k1/float64(b.N))), "ratio-per-core")
 	b.ReportMetric(float64(bytes2), "replica-bytes/step")
 }
 
