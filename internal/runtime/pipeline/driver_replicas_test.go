@@ -2,8 +2,10 @@ package pipeline
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestDriverFindsDriftedReplica: a replica whose state differs from its
@@ -49,5 +51,25 @@ func TestDriverFindsDriftedReplica(t *testing.T) {
 	}
 	if _, err := d.State(ctx); err == nil || !strings.Contains(err.Error(), "stage 1: replica 1 holds a different state") {
 		t.Fatalf("a drifted replica: got %v, want the driver to name stage 1's replica 1", err)
+	}
+}
+
+// TestReplicaFailureEndsTheRun: a replica whose control link breaks ends
+// the step with errReplicaFailure (naming what happened), not a hang nor a
+// recovery the driver cannot carry out for replicas yet.
+func TestReplicaFailureEndsTheRun(t *testing.T) {
+	c := tinyConfig(t)
+	c.Pipeline.Stages = 2
+	c.Pipeline.Replicas = 2
+	d := testPipeline(t, c)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := d.Step(ctx, 0, 1e-3); err != nil {
+		t.Fatal(err)
+	}
+	d.ctrl[d.reps.Worker(1, 1)].Close()
+	_, err := d.Step(ctx, 1, 1e-3)
+	if !errors.Is(err, errReplicaFailure) || ctx.Err() != nil {
+		t.Fatalf("step after a replica's control link broke: %v (context %v), want errReplicaFailure", err, ctx.Err())
 	}
 }
