@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/narrowband/narrowband/compression"
 	"github.com/narrowband/narrowband/internal/metrics"
 	"github.com/narrowband/narrowband/scheduler"
 )
@@ -190,5 +191,30 @@ func TestSimulateRefusesReplicas(t *testing.T) {
 	c.Pipeline.Replicas = 2
 	if _, err := Predict(c, nil); err == nil || !strings.Contains(err.Error(), "pipeline.replicas = 2 is not projected yet") {
 		t.Fatalf("got %v, want a refusal naming pipeline.replicas", err)
+	}
+}
+
+// TestReplicasWithStatelessCodecs: with a codec that codes each message on
+// its own (the subspace codec and its constraint on the model; int8), a
+// micro-batch is coded the same whichever lane carries it, so 2 × 2 still
+// trains as 2 × 1 with the same codec.
+func TestReplicasWithStatelessCodecs(t *testing.T) {
+	for _, m := range []compression.Method{compression.MethodSubspace, compression.MethodInt8} {
+		t.Run(fmt.Sprintf("method=%v", m), func(t *testing.T) {
+			c := tinyConfig(t)
+			c.Run.Steps = 10
+			c.Train.BatchSize = 8
+			c.Train.MicroBatches = 4
+			c.Pipeline.Stages = 2
+			c.Compression.Method = m
+			if m == compression.MethodSubspace {
+				c.Compression.Rank = 8
+			}
+			refLoss, ref := stateOf(t, c)
+			c.Pipeline.Replicas = 2
+			gotLoss, got := stateOf(t, c)
+			sameLosses(t, "2 replicas", gotLoss, "1 replica", refLoss)
+			compareStates(t, ref, got, 1e-5)
+		})
 	}
 }
