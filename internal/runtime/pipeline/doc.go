@@ -23,7 +23,11 @@
 // tensors; each worker → driver "report" (its gradients' sum of squares);
 // driver → every worker "apply" (the global clipping scale); worker →
 // driver "done" (its timings and byte counts). "eval", "state" and
-// "restore" work alike. "abort" starts a new epoch (frames and replies of
+// "restore" work alike. With replicas per stage (docs/swarm.md) the driver
+// has a control link to every replica and each gets its lane's
+// micro-batches; the replicas of a stage sum their gradients among
+// themselves before "report", and a "state" request to a further replica
+// asks only for its state's digest, which must match the first replica's. "abort" starts a new epoch (frames and replies of
 // older ones are stale everywhere); "relink" re-establishes a link; both
 // ways, "hb" every faults.heartbeat.
 //

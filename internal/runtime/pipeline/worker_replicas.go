@@ -119,26 +119,38 @@ func (w *Worker) sumReplicas(ctx context.Context, step int) (int64, error) {
 			down <- res
 		}()
 	}
-	for k, c := range chunks {
-		if rp.lower != nil {
-			if err := w.recvReplica(ctx, rp.lower, rp.r-1, fstep, k, c, true); err != nil {
-				return sent, err
+	up := func() error {
+		for k, c := range chunks {
+			if rp.lower != nil {
+				if err := w.recvReplica(ctx, rp.lower, rp.r-1, fstep, k, c, true); err != nil {
+					return err
+				}
+			}
+			to := rp.upper
+			if to == nil {
+				to = rp.lower // the last replica: c is the total, back down
+			}
+			n, err := send(to, k, c)
+			if sent += n; err != nil {
+				return fmt.Errorf("replica %d: send gradient chunk %d: %w", rp.r, k, err)
 			}
 		}
-		to := rp.upper
-		if to == nil {
-			to = rp.lower // the last replica: c is the total, back down
-		}
-		n, err := send(to, k, c)
-		if sent += n; err != nil {
-			return sent, fmt.Errorf("replica %d: send gradient chunk %d: %w", rp.r, k, err)
-		}
+		return nil
 	}
-	if rp.upper != nil {
-		res := <-down
-		return sent + res.sent, res.err
+	err := up()
+	if rp.upper == nil {
+		return sent, err
 	}
-	return sent, nil
+	// The pass down must have stopped before this returns: it writes into
+	// the gradients, which the next attempt owns.
+	if err != nil {
+		cancel()
+	}
+	res := <-down
+	if err == nil {
+		err = res.err
+	}
+	return sent + res.sent, err
 }
 
 func replicaFrame(stage int, fstep uint64, k int, v []float32) []byte {
@@ -155,6 +167,7 @@ func replicaFrame(stage int, fstep uint64, k int, v []float32) []byte {
 // the way down). Frames of an aborted attempt are skipped; anything else
 // out of place is an error, never a panic.
 func (w *Worker) recvReplica(ctx context.Context, c transport.Conn, from int, fstep uint64, k int, dst []float32, add bool) error {
+	epoch, _ := splitStep(fstep) // not w.ctl's: the pass down reads it beside the worker's loop
 	for {
 		raw, err := c.Recv(ctx)
 		if err != nil {
@@ -167,7 +180,7 @@ func (w *Worker) recvReplica(ctx context.Context, c transport.Conn, from int, fs
 		if h.Type == wire.TypeHeartbeat {
 			continue
 		}
-		if ep, _ := splitStep(h.Step); h.Type == wire.TypeReplicaGrad && ep < w.ctl.epoch {
+		if ep, _ := splitStep(h.Step); h.Type == wire.TypeReplicaGrad && ep < epoch {
 			continue // of an aborted attempt
 		}
 		if h.Type != wire.TypeReplicaGrad || h.Step != fstep || int(h.Micro) != k || int(h.Stage) != w.id {

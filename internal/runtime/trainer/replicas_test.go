@@ -1,17 +1,22 @@
 package trainer
 
 import (
+	"context"
 	"fmt"
+	"math"
 	"path/filepath"
+	"strings"
 	"testing"
 
+	"github.com/narrowband/narrowband/compression"
 	"github.com/narrowband/narrowband/internal/metrics"
 	"github.com/narrowband/narrowband/scheduler"
 )
 
-// TestReplicasEqualOneChain: S stages × 2 replicas train the same model as
+// TestReplicasEqualOneChain: S stages × R replicas train the same model as
 // S stages × 1 with the same global batch and seed — each replica computes
-// half the micro-batches and the replicas of a stage sum their gradients —
+// its share of the micro-batches (2, 1, 1 of 4 with R = 3) and the
+// replicas of a stage sum their gradients —
 // so the losses agree within 1e-5 relative over 20 steps (the additions
 // run in another order, nothing else differs) and so do the final weights;
 // the run's driver checked at the end that the replicas of every stage
@@ -24,15 +29,15 @@ func TestReplicasEqualOneChain(t *testing.T) {
 	c.Train.MicroBatches = 4
 	c.Train.EvalInterval = 10
 	for _, tc := range []struct {
-		S     int
+		S, R  int
 		sched scheduler.Schedule
-	}{{2, scheduler.OneFOneB}, {2, scheduler.GPipe}, {1, scheduler.OneFOneB}} {
-		t.Run(fmt.Sprintf("stages=%d/schedule=%v", tc.S, tc.sched), func(t *testing.T) {
+	}{{2, 2, scheduler.OneFOneB}, {2, 2, scheduler.GPipe}, {2, 3, scheduler.OneFOneB}, {1, 2, scheduler.OneFOneB}} {
+		t.Run(fmt.Sprintf("stages=%d/replicas=%d/schedule=%v", tc.S, tc.R, tc.sched), func(t *testing.T) {
 			one := c
 			one.Pipeline.Stages, one.Pipeline.Schedule = tc.S, tc.sched
 			refLoss, ref := stateOf(t, one)
 			two := one
-			two.Pipeline.Replicas = 2
+			two.Pipeline.Replicas = tc.R
 			if err := two.Validate(); err != nil {
 				t.Fatal(err)
 			}
@@ -42,12 +47,12 @@ func TestReplicasEqualOneChain(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			sameLosses(t, "2 replicas", losses(t, dir), "1 replica", refLoss)
+			sameLosses(t, fmt.Sprintf("%d replicas", tc.R), losses(t, dir), "1 replica", refLoss)
 			compareStates(t, ref, got, 1e-5)
-			// Each stage's replicas send their gradient both ways over
-			// one chain link: 2 × 4 bytes a parameter, plus frame headers
-			// (under 1%); the last stage's copy of the tied embedding is
-			// a parameter of its own there (the state holds it once).
+			// Each of a stage's R-1 chain links carries its gradient once
+			// each way: 2 × 4 bytes a parameter, plus frame headers (under
+			// 1%); the last stage's copy of the tied embedding is a
+			// parameter of its own there (the state holds it once).
 			recs, err := metrics.ReadJSONL(filepath.Join(dir, "metrics.jsonl"))
 			if err != nil {
 				t.Fatal(err)
@@ -61,9 +66,10 @@ func TestReplicasEqualOneChain(t *testing.T) {
 			if tc.S > 1 {
 				params += int64(c.Model.VocabSize * c.Model.NEmbd)
 			}
+			want := int64(8*(tc.R-1)) * params
 			for _, r := range recs {
-				if r.ReplicaBytes < 8*params || r.ReplicaBytes > 8*params+8*params/100 {
-					t.Fatalf("step %d: %d bytes of replica sums, want about 2 × 4 × %d parameters", r.Step, r.ReplicaBytes, params)
+				if r.ReplicaBytes < want || r.ReplicaBytes > want+want/100 {
+					t.Fatalf("step %d: %d bytes of replica sums, want about %d links × 2 × 4 × %d parameters", r.Step, r.ReplicaBytes, tc.R-1, params)
 				}
 			}
 			if sum.ReplicaBytesPerStep != float64(recs[0].ReplicaBytes) {
@@ -144,5 +150,71 @@ func TestReplicasOverWebRTC(t *testing.T) {
 	}
 	if last := recs[len(recs)-1]; len(last.Stages) != 4 || last.ReplicaBytes == 0 {
 		t.Errorf("last step: %d stage records and %d replica-sum bytes, want 4 and some", len(last.Stages), last.ReplicaBytes)
+	}
+}
+
+// TestReplicasResume: a run with replicas resumes from its checkpoint
+// exactly — every replica of a stage loads the one copy the checkpoint
+// holds, and goes on bit for bit as the uninterrupted run.
+func TestReplicasResume(t *testing.T) {
+	c := tinyConfig(t)
+	c.Pipeline.Stages = 2
+	c.Pipeline.Replicas = 2
+	whole := t.TempDir()
+	runTiny(t, c, whole)
+	c.Train.CheckpointInterval = 3
+	broken := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if _, err := Run(ctx, Options{Config: c, Out: broken, Observer: &stopAfter{n: 4, cancel: cancel}}); err == nil {
+		t.Fatal("interrupted run reported success")
+	}
+	if _, err := Run(context.Background(), Options{Config: c, Out: broken, Resume: broken}); err != nil {
+		t.Fatal(err)
+	}
+	lw, lr := losses(t, whole), losses(t, broken)
+	if len(lw) != len(lr) {
+		t.Fatalf("resumed run logged %d losses, uninterrupted %d", len(lr), len(lw))
+	}
+	for i := range lw {
+		if math.Float64bits(lw[i]) != math.Float64bits(lr[i]) {
+			t.Fatalf("value %d: resumed %v, uninterrupted %v", i, lr[i], lw[i])
+		}
+	}
+}
+
+// TestSimulateRefusesReplicas: the simulator's projection of a chain would
+// be wrong for a run with replicas; it says so instead of printing one.
+func TestSimulateRefusesReplicas(t *testing.T) {
+	c := tinyConfig(t)
+	c.Pipeline.Stages = 2
+	c.Pipeline.Replicas = 2
+	if _, err := Predict(c, nil); err == nil || !strings.Contains(err.Error(), "pipeline.replicas = 2 is not projected yet") {
+		t.Fatalf("got %v, want a refusal naming pipeline.replicas", err)
+	}
+}
+
+// TestReplicasWithStatelessCodecs: with a codec that codes each message on
+// its own (the subspace codec and its constraint on the model; int8), a
+// micro-batch is coded the same whichever lane carries it, so 2 × 2 still
+// trains as 2 × 1 with the same codec.
+func TestReplicasWithStatelessCodecs(t *testing.T) {
+	for _, m := range []compression.Method{compression.MethodSubspace, compression.MethodInt8} {
+		t.Run(fmt.Sprintf("method=%v", m), func(t *testing.T) {
+			c := tinyConfig(t)
+			c.Run.Steps = 10
+			c.Train.BatchSize = 8
+			c.Train.MicroBatches = 4
+			c.Pipeline.Stages = 2
+			c.Compression.Method = m
+			if m == compression.MethodSubspace {
+				c.Compression.Rank = 8
+			}
+			refLoss, ref := stateOf(t, c)
+			c.Pipeline.Replicas = 2
+			gotLoss, got := stateOf(t, c)
+			sameLosses(t, "2 replicas", gotLoss, "1 replica", refLoss)
+			compareStates(t, ref, got, 1e-5)
+		})
 	}
 }

@@ -110,6 +110,11 @@ func MeasureCompute(ctx context.Context, cfg config.Config, steps int) ([]sim.Co
 
 // Predict simulates cfg with the given per-stage compute times.
 func Predict(cfg config.Config, comp []sim.Compute) (Prediction, error) {
+	if R := cfg.Pipeline.ReplicaCount(); R > 1 {
+		// A chain's projection would be wrong by the lanes and the sum:
+		// better none than a misleading one.
+		return Prediction{}, fmt.Errorf("simulate: pipeline.replicas = %d is not projected yet (scheduler/sim.RunSwarm models replicas, the command does not call it: docs/swarm.md); simulate the same config with replicas = 1", R)
+	}
 	kind := cfg.Pipeline.Schedule
 	S, M := cfg.Pipeline.Stages, cfg.Train.MicroBatches
 	act, grad, emb, err := pipeline.MessageBytes(cfg)
