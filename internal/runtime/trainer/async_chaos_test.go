@@ -104,10 +104,8 @@ func TestAsyncKilledStageIsTakenOverBySpare(t *testing.T) {
 	c.Faults.SnapshotEvery = 4
 	cleanLoss, clean := stateOf(t, c)
 
-	c.Pipeline.Transport, c.Train.Threads = "webrtc", 1
-	c.Pipeline.Spares = 1
-	c.Faults.PeerTimeout = 3
-	c.Faults.Events = []config.FaultEvent{{AtStep: 7, Kind: "kill", Stage: 2}}
+	killStage2AtStep7(&c)
+	c.Train.Threads = 1
 	dir := t.TempDir()
 	sum := runTiny(t, c, dir)
 	if sum.Failures != 1 || sum.Recoveries != 1 || len(sum.FaultLog) != 1 {

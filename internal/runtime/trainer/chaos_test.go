@@ -180,6 +180,17 @@ func TestCutLinkRecoversWithoutDeclaringDead(t *testing.T) {
 	t.Logf("10 s cut: %d link failures, %d recoveries, %d step attempts redone, run took %v", sum.Failures, sum.Recoveries, sum.StepsRedone, took.Round(time.Millisecond))
 }
 
+// killStage2AtStep7 arms c for the kill tests: WebRTC peers and one
+// spare, a 3 s peer timeout, snapshots every 4 steps, and stage 2's process
+// SIGKILLed at step 7, so the spare takes over from the snapshot of step 4.
+func killStage2AtStep7(c *config.Config) {
+	c.Pipeline.Transport = "webrtc"
+	c.Pipeline.Spares = 1
+	c.Faults.PeerTimeout = 3
+	c.Faults.SnapshotEvery = 4
+	c.Faults.Events = []config.FaultEvent{{AtStep: 7, Kind: "kill", Stage: 2}}
+}
+
 // TestKilledStageIsTakenOverBySpare is the test: a WebRTC run with
 // 4 stages and 1 spare peer; one stage's process gets SIGKILL mid-run from
 // the scenario. The spare takes the stage over from the latest snapshot,
@@ -194,11 +205,7 @@ func TestKilledStageIsTakenOverBySpare(t *testing.T) {
 	c.Pipeline.Transport = "inproc"
 	cleanDir := t.TempDir()
 	cleanSum := runTiny(t, c, cleanDir)
-	c.Pipeline.Transport = "webrtc"
-	c.Pipeline.Spares = 1
-	c.Faults.PeerTimeout = 3
-	c.Faults.SnapshotEvery = 4
-	c.Faults.Events = []config.FaultEvent{{AtStep: 7, Kind: "kill", Stage: 2}}
+	killStage2AtStep7(&c)
 	dir := t.TempDir()
 	sum := runTiny(t, c, dir)
 	if sum.Failures != 1 || sum.Recoveries != 1 || len(sum.FaultLog) != 1 {

@@ -161,11 +161,7 @@ func TestSubspaceTCKilledStageIsExact(t *testing.T) {
 	c.Compression.Rank = 16
 	c.Pipeline.Transport = "inproc"
 	cleanLoss, clean := stateOf(t, c)
-	c.Pipeline.Transport = "webrtc"
-	c.Pipeline.Spares = 1
-	c.Faults.PeerTimeout = 3
-	c.Faults.SnapshotEvery = 4
-	c.Faults.Events = []config.FaultEvent{{AtStep: 7, Kind: "kill", Stage: 2}}
+	killStage2AtStep7(&c)
 	dir := t.TempDir()
 	sum := runTiny(t, c, dir)
 	if sum.Failures != 1 || sum.Recoveries != 1 || len(sum.FaultLog) != 1 || sum.FaultLog[0].RolledBackTo != 4 {
