@@ -606,22 +606,19 @@ const paretoClip = 10.0
 
 // ratioVsFP32 is fp32 activation bytes per token (4·n_embd) over the run's
 // forward wire bytes per token; 0 when the run has no link.
-func ratioVsFP32(r Run) float64 {
-	f := r.Summary.WireBytesPerTokenForward
-	if f <= 0 || !finite(f) || r.Config.Model.NEmbd <= 0 {
-		return 0
-	}
-	return 4 * float64(r.Config.Model.NEmbd) / f
-}
+func ratioVsFP32(r Run) float64 { return fp32Over(r, r.Summary.WireBytesPerTokenForward) }
 
-// ratioVsFP32Backward is ratioVsFP32 for the gradients.
-func ratioVsFP32Backward(r Run) float64 {
-	b := r.Summary.WireBytesPerTokenBackward
+// fp32Over is fp32 bytes per token (4·n_embd) over b wire bytes per token;
+// 0 when there is no such traffic.
+func fp32Over(r Run, b float64) float64 {
 	if b <= 0 || !finite(b) || r.Config.Model.NEmbd <= 0 {
 		return 0
 	}
 	return 4 * float64(r.Config.Model.NEmbd) / b
 }
+
+// ratioVsFP32Backward is ratioVsFP32 for the gradients.
+func ratioVsFP32Backward(r Run) float64 { return fp32Over(r, r.Summary.WireBytesPerTokenBackward) }
 
 // reference picks the `none` run to compare r against: one that trained the
 // same model on the same data for as long, if any, else the first `none`.
