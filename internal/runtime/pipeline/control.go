@@ -116,6 +116,7 @@ type workerStats struct {
 	SentMessages               int64
 	SentTiedBytes              int64 // wire bytes of the tied-embedding gradient exchange
 	SentReplicaBytes           int64 `json:",omitempty"` // wire bytes of the gradient sum among the stage's replicas
+	RawReplicaBytes            int64 `json:",omitempty"` // the fp32 bytes they stand for
 	Spans                      []spanRec
 	// The link to the next stage: its path type and round-trip time.
 	Candidate string

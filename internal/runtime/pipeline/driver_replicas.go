@@ -156,6 +156,7 @@ func (p *Driver) tryStepReplicas(ctx context.Context, step int, lr float64) (eng
 	}
 	for _, d := range dones {
 		res.WireReplicas += d.Stats.SentReplicaBytes
+		res.RawReplicas += d.Stats.RawReplicaBytes
 	}
 	return res, true, nil
 }

@@ -1146,6 +1146,9 @@ func (w *Worker) restore(cmd ctrlMsg) (ctrlMsg, error) {
 	if err := st.RestoreStage(w.st, w.opt); err != nil {
 		return ctrlMsg{}, err
 	}
+	if w.rep != nil {
+		w.rep.codec.reset() // not in the state: every replica starts it afresh (replica_codec.go)
+	}
 	if w.codec.tc != nil {
 		if err := w.codec.tc.restore(ts, w.id); err != nil {
 			// Every stage reads the same state, so every end of every link
