@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"fmt"
+	"sync/atomic"
 
 	"github.com/narrowband/narrowband/compression"
 	"github.com/narrowband/narrowband/internal/wire"
@@ -247,6 +248,11 @@ func (c *replicaCodec) coder(m compression.ReduceMethod, fb *compression.Feedbac
 	return &c.cc
 }
 
+// keepUndecodedTotal (tests only) makes the last replica keep its own
+// undecoded total instead of what it sent: the bug that leaves the
+// replicas with different bits, which the driver must catch.
+var keepUndecodedTotal atomic.Bool
+
 // chainCoder codes the chunks of one pass.
 type chainCoder struct {
 	method compression.ReduceMethod
@@ -269,7 +275,7 @@ func (cc *chainCoder) frame(stage int, fstep uint64, k int, c replicaPart, last 
 	if cc.fb != nil && c.tensor >= 0 {
 		cc.fb.Keep(c.tensor, c.off, c.v, cc.got)
 	}
-	if last {
+	if last && !keepUndecodedTotal.Load() {
 		copy(c.v, cc.got)
 	}
 	return wire.Append(nil, wire.Header{Type: wire.TypeReplicaGrad, Codec: uint8(cc.method.ChunkID()), Stage: uint16(stage), Step: fstep, Micro: uint32(k)}, p), nil

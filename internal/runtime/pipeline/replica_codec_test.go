@@ -6,6 +6,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -207,5 +208,31 @@ func TestReplicaCodecBytes(t *testing.T) {
 		if ratio < tc.lo || ratio > tc.hi {
 			t.Errorf("%v: %.3f× under fp32, want %g..%g", tc.m, ratio, tc.lo, tc.hi)
 		}
+	}
+}
+
+// TestDriverCatchesUndecodedTotal: with a lossy codec the last replica must
+// use the decoded total like every other replica. One that keeps its own
+// undecoded sum holds other bits, and the driver stops the run at that
+// step, naming the stage, instead of letting the replicas drift apart.
+func TestDriverCatchesUndecodedTotal(t *testing.T) {
+	c := tinyConfig(t)
+	c.Pipeline.Stages = 2
+	c.Pipeline.Replicas = 2
+	c.Compression.Replicas.Method = compression.ReduceInt8
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { keepUndecodedTotal.Store(false) }) // after the pipeline's own cleanup
+	d := testPipeline(t, c)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := d.Step(ctx, 0, 1e-3); err != nil {
+		t.Fatalf("a step of a sound int8 sum: %v", err)
+	}
+	keepUndecodedTotal.Store(true)
+	_, err := d.Step(ctx, 1, 1e-3)
+	if err == nil || !strings.Contains(err.Error(), "replicas disagree on their summed gradient") {
+		t.Fatalf("a last replica that kept its undecoded total: %v, want the driver to find the replicas disagree", err)
 	}
 }
