@@ -72,8 +72,8 @@ func appendString(b []byte, s string) []byte {
 }
 
 // appendStep writes r as a JSON object. With full false it leaves out the
-// per-stage and per-link stats: the long-term history only needs the
-// curves.
+// per-stage and per-link stats and the replicas' sum: the long-term
+// history only needs the curves.
 func appendStep(b []byte, r *metrics.StepRecord, full bool) []byte {
 	b, _ = appendStepSplit(b, r, full)
 	return b
@@ -153,6 +153,14 @@ func appendStepSplit(b []byte, r *metrics.StepRecord, full bool) ([]byte, int) {
 			b = append(b, '}')
 		}
 		b = append(b, ']')
+	}
+	if full && r.ReplicaBytes != 0 {
+		b = append(b, `,"replica_bytes":`...)
+		b = strconv.AppendInt(b, r.ReplicaBytes, 10)
+	}
+	if full && r.ReplicaRawBytes != 0 {
+		b = append(b, `,"replica_raw_bytes":`...)
+		b = strconv.AppendInt(b, r.ReplicaRawBytes, 10)
 	}
 	return append(b, '}'), split
 }

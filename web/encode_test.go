@@ -20,6 +20,7 @@ func TestAppendStepMatchesEncodingJSON(t *testing.T) {
 		{Step: 7, Tokens: 1 << 40, Loss: 1e-9, ValLoss: &v, GradNorm: 0.5,
 			Stages: []metrics.StageStats{{Stage: 0, BusySeconds: 1, IdleSeconds: 0.5, NetWait: 0.25}, {Stage: 1}},
 			Links:  []metrics.LinkStats{{From: 0, To: 1, BytesForward: 1e6, BytesBackward: 9e5, Messages: 8, Ratio: 12.5, RTTMillis: 31, Candidate: "srflx \"é\" \x01"}, {From: 1, To: 2}}},
+		{Step: 9, ReplicaBytes: 7076840, ReplicaRawBytes: 26587136},
 	}
 	for _, r := range recs {
 		want, err := json.Marshal(r)

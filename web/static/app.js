@@ -424,7 +424,24 @@
     return c;
   }
 
+  // renderReplicaSum shows the latest step's gradient sum among each
+  // stage's replicas ([compression.replicas]): its wire bytes, and how
+  // many fewer than fp32 would have been.
+  function renderReplicaSum() {
+    const p = $('replica-sum');
+    const last = S.recent[S.recent.length - 1];
+    const n = last ? num(last.replica_bytes) : NaN;
+    p.dataset.bytes = isFinite(n) ? String(n) : '0';
+    p.hidden = !(n > 0);
+    if (p.hidden) return;
+    const raw = num(last.replica_raw_bytes);
+    let text = 'gradient sum among each stage\'s replicas: ' + si(n) + 'B a step';
+    if (raw > 0) text += ', ' + (raw / n).toFixed(raw / n >= 10 ? 0 : 1) + '× under fp32\'s ' + si(raw) + 'B';
+    p.textContent = text;
+  }
+
   function renderLinks() {
+    renderReplicaSum();
     const table = $('links'), tb = table.tBodies[0];
     tb.replaceChildren();
     const withLinks = S.recent.filter((r) => r.links && r.links.length);

@@ -162,9 +162,13 @@ type PageState struct {
 	LinkRows  int    `json:"link_rows"`  // rows in #links tbody
 	Stages    int    `json:"stages"`     // #stages[data-stages]: stage bars
 	Peers     int    `json:"peers"`      // rows in #peers tbody with a peer
-	RunName   string `json:"run_name"`
-	Status    string `json:"status"`
-	Connected bool   `json:"connected"`
+	// ReplicaBytes is the latest step's gradient sum among replicas as
+	// shown (#replica-sum[data-bytes]; 0 when hidden), ReplicaText its line.
+	ReplicaBytes int64  `json:"replica_bytes"`
+	ReplicaText  string `json:"replica_text"`
+	RunName      string `json:"run_name"`
+	Status       string `json:"status"`
+	Connected    bool   `json:"connected"`
 }
 
 const pageStateJS = `(() => {
@@ -186,6 +190,8 @@ const pageStateJS = `(() => {
     link_rows: q('#links tbody').querySelectorAll('tr:not(:has(.empty))').length,
     stages: q('#stages').querySelectorAll('.stage-row').length,
     peers: q('#peers tbody').querySelectorAll('tr:not(:has(.empty))').length,
+    replica_bytes: q('#replica-sum').hidden ? 0 : n(q('#replica-sum').dataset.bytes),
+    replica_text: q('#replica-sum').hidden ? '' : q('#replica-sum').textContent,
     run_name: q('#run-name').textContent,
     status: q('#status').textContent,
     connected: q('#conn').classList.contains('live'),
