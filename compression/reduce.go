@@ -21,10 +21,9 @@ import (
 // What is here is the pure part: the coding of one chunk of a sum
 // (AppendReduceChunk, DecodeReduceChunk), the error-feedback memory of one
 // replica (Feedback), and, in reduce_powersgd.go, one replica's side of a
-// PowerSGD sum (PowerSGD),
-// which is two sums over the chain (the P factors, then the Q factors) with
-// local work before, between and after. The chain itself, its links and
-// its frames belong to the runtime.
+// PowerSGD sum (PowerSGD), which is two sums over the chain (the P
+// factors, then the Q factors) with local work before, between and after.
+// The chain itself, its links and its frames belong to the runtime.
 
 // ReduceMethod is the codec of the replicas' gradient sum. The zero value is
 // unknown.
