@@ -72,14 +72,19 @@ func (k *ctrlKind) UnmarshalText(b []byte) error {
 }
 
 type ctrlMsg struct {
-	Kind      ctrlKind     `json:"kind"`
-	Stage     int          `json:"stage"`
-	Step      int          `json:"step,omitempty"`
-	LR        float64      `json:"lr,omitempty"`
-	Scale     float32      `json:"scale,omitempty"`
-	T0        int64        `json:"t0,omitempty"`   // run start, unix ns, for timeline spans
-	Hold      bool         `json:"hold,omitempty"` // async step: keep a copy of the stage once it applied Step (to evaluate or checkpoint)
-	Shapes    [][2]int     `json:"shapes,omitempty"`
+	Kind   ctrlKind `json:"kind"`
+	Stage  int      `json:"stage"`
+	Step   int      `json:"step,omitempty"`
+	LR     float64  `json:"lr,omitempty"`
+	Scale  float32  `json:"scale,omitempty"`
+	T0     int64    `json:"t0,omitempty"`   // run start, unix ns, for timeline spans
+	Hold   bool     `json:"hold,omitempty"` // async step: keep a copy of the stage once it applied Step (to evaluate or checkpoint)
+	Shapes [][2]int `json:"shapes,omitempty"`
+	// Route and Chains (a swarm's step and evaluation, worker_swarm.go):
+	// Route[i][j] is the node computing micro-batch j on stage i, Chains[i]
+	// stage i's replicas in summing order.
+	Route     [][]int      `json:"route,omitempty"`
+	Chains    [][]int      `json:"chains,omitempty"`
 	SumSq     float64      `json:"sumsq,omitempty"`
 	Loss      float64      `json:"loss,omitempty"`
 	LossSum   float64      `json:"loss_sum,omitempty"`
@@ -116,6 +121,7 @@ type workerStats struct {
 	SentMessages               int64
 	SentTiedBytes              int64 // wire bytes of the tied-embedding gradient exchange
 	SentReplicaBytes           int64 `json:",omitempty"` // wire bytes of the gradient sum among the stage's replicas
+	Micros                     int   `json:",omitempty"` // a swarm's replica: the micro-batches it computed
 	Spans                      []spanRec
 	// The link to the next stage: its path type and round-trip time.
 	Candidate string

@@ -10,9 +10,8 @@ import (
 )
 
 // inProcessReplicas is InProcess for stages held by several replicas
-// (docs/swarm.md): R lanes of S workers, each lane linked as a pipeline
-// without replicas is (its own tied link too), and the replicas of each
-// stage linked in a chain for their gradient sum. Workers are numbered as
+// (docs/swarm.md): S·R swarm workers (NewSwarmWorker), each linked to
+// every worker it may exchange anything with whatever the route. Workers are numbered as
 // scheduler.Replicas says: the first replicas, in stage order, are
 // "stage-0" … "stage-{S-1}", as without replicas.
 func inProcessReplicas(cfg config.Config, layout scheduler.Layout) (Placement, error) {
@@ -40,19 +39,18 @@ func inProcessReplicas(cfg config.Config, layout scheduler.Layout) (Placement, e
 		p.closers = append([]func() error{sa.Close, sb.Close}, p.closers...)
 		return sa, sb, nil
 	}
-	// link joins stages i and j of one lane, each end shaped as on a real
-	// link between them.
-	link := func(i, j int) (transport.Conn, transport.Conn, error) {
-		a, b := pipe()
-		return shaped(a, b,
-			func(c transport.Conn) (transport.Conn, error) { return ShapeLink(cfg, layout, i, j, c) },
-			func(c transport.Conn) (transport.Conn, error) { return ShapeLink(cfg, layout, j, i, c) })
-	}
-	links := make([]Links, S*R)
-	for k := range links {
+	// Every node gets a link to every node it may exchange anything with
+	// in some route: the replicas of the stages beside its own, of its own
+	// stage (the summing chain), and of the other end of the tied
+	// embedding. Routes and chains change as replicas come and go; the
+	// links are all there.
+	ctrl := make([]transport.Conn, S*R)
+	mesh := make([]map[int]transport.Conn, S*R)
+	for k := range mesh {
 		a, b := pipe()
 		p.ctrl = append(p.ctrl, a)
-		links[k].Ctrl = b
+		ctrl[k] = b
+		mesh[k] = map[int]transport.Conn{}
 		i, r := plan.StageOf(k), plan.ReplicaOf(k)
 		name := fmt.Sprintf("stage-%d", i)
 		if r > 0 {
@@ -60,46 +58,34 @@ func inProcessReplicas(cfg config.Config, layout scheduler.Layout) (Placement, e
 		}
 		p.holders = append(p.holders, name)
 	}
-	for r := 0; r < R; r++ {
-		at := func(i int) *Links { return &links[plan.Worker(i, r)] }
-		for i := 0; i+1 < S; i++ {
-			if at(i).Next, at(i + 1).Prev, err = link(i, i+1); err != nil {
-				p.Close()
-				return nil, err
-			}
-		}
-		if S > 1 {
-			if !layout.TiedOwnLink() {
-				at(0).Tied, at(S-1).Tied = at(0).Next, at(S-1).Prev
-			} else if at(0).Tied, at(S - 1).Tied, err = link(0, S-1); err != nil {
-				p.Close()
-				return nil, err
-			}
-		}
+	linked := func(i, j int) bool {
+		d := i - j
+		return d == 1 || d == -1 || d == 0 || (S > 1 && (i == 0 && j == S-1 || i == S-1 && j == 0))
 	}
-	// The chain of each stage's replicas: replica r's upper end meets
-	// replica r+1's lower end.
-	lower := make([]transport.Conn, S*R)
-	upper := make([]transport.Conn, S*R)
-	for i := 0; i < S; i++ {
-		for r := 0; r+1 < R; r++ {
-			a, b := pipe()
-			shape := func(from, to int) func(transport.Conn) (transport.Conn, error) {
-				return func(c transport.Conn) (transport.Conn, error) { return ShapeReplicaLink(cfg, i, from, to, c) }
+	for a := range mesh {
+		for b := a + 1; b < len(mesh); b++ {
+			i, j := plan.StageOf(a), plan.StageOf(b)
+			if !linked(i, j) {
+				continue
 			}
-			up, down, err := shaped(a, b, shape(r, r+1), shape(r+1, r))
-			if err != nil {
+			ra, rb := plan.ReplicaOf(a), plan.ReplicaOf(b)
+			shapeA := func(c transport.Conn) (transport.Conn, error) { return ShapeLink(cfg, layout, i, j, c) }
+			shapeB := func(c transport.Conn) (transport.Conn, error) { return ShapeLink(cfg, layout, j, i, c) }
+			if i == j {
+				shapeA = func(c transport.Conn) (transport.Conn, error) { return ShapeReplicaLink(cfg, i, ra, rb, c) }
+				shapeB = func(c transport.Conn) (transport.Conn, error) { return ShapeReplicaLink(cfg, i, rb, ra, c) }
+			}
+			x, y := pipe()
+			if mesh[a][b], mesh[b][a], err = shaped(x, y, shapeA, shapeB); err != nil {
 				p.Close()
 				return nil, err
 			}
-			upper[plan.Worker(i, r)], lower[plan.Worker(i, r+1)] = up, down
 		}
 	}
 	wctx, cancel := context.WithCancel(context.Background())
 	p.cancel = cancel
-	for k := range links {
-		i, r := plan.StageOf(k), plan.ReplicaOf(k)
-		w, err := NewReplica(cfg, layout, i, r, links[k], lower[k], upper[k])
+	for k := range mesh {
+		w, err := NewSwarmWorker(cfg, layout, plan.StageOf(k), k, ctrl[k], mesh[k])
 		if err != nil {
 			p.Close()
 			return nil, err

@@ -129,9 +129,11 @@ func (p *Driver) tick() {
 	for i := range p.seen {
 		if s := p.seen[i].Load(); s > p.fed[i] {
 			p.fed[i] = s
-			if p.reps != nil && i >= p.reps.Stages() {
-				// A further replica: the machine knows it by name.
-				p.m.Step(scheduler.Report{Kind: scheduler.ReportHeard, Stage: p.reps.StageOf(i), Holder: p.holders[i]})
+			if p.sw != nil {
+				// A swarm's node: the machine knows it by name.
+				if !p.sw.gone[i] {
+					p.m.Step(scheduler.Report{Kind: scheduler.ReportHeard, Stage: p.sw.stage[i], Holder: p.holders[i]})
+				}
 				continue
 			}
 			p.m.Step(scheduler.Report{Kind: scheduler.ReportHeard, Stage: i})
@@ -150,6 +152,9 @@ func (p *Driver) tick() {
 // errPending.
 func (p *Driver) collectFrom(ctx context.Context, want ctrlKind, from []int) ([]ctrlMsg, error) {
 	S := len(p.ctrl)
+	if from == nil && p.sw != nil {
+		from = p.live()
+	}
 	if from == nil {
 		from = make([]int, S)
 		for i := range from {
