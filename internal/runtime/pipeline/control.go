@@ -42,10 +42,19 @@ const (
 	ctrlReject    // worker→driver: rejected a bad frame from stage Peer
 	ctrlRelink    // driver→worker: re-establish the link to stage Peer (Peers: stage → holder); reply ok
 	ctrlFault     // driver→worker: inject Fault on the link to stage Peer for Duration; reply ok
+
+	// A swarm's joins (worker_sync.go).
+	ctrlSyncServe // driver→replica: send node Peer this stage's state, then every step to replay until ctrlSyncStop; reply ok: OptimStep, Count (bytes)
+	ctrlSyncFetch // driver→joiner: download the state of OptimStep (Count bytes) from node Peer; reply ok; ctrlSynced once it holds it
+	ctrlSynced    // joiner→driver: the download is done: Count bytes in Duration seconds (Frames: restarts)
+	ctrlSyncStop  // driver→replica: stop replaying steps to node Peer; reply ok
+	ctrlAdmit     // driver→joiner: replay up to optimizer step OptimStep and train from it; reply ok with Hash
+	ctrlLeave     // driver→replica: you are dropped from your stage (Err why): stop; reply ok
 )
 
 var ctrlNames = [...]string{"unknown", "step", "report", "apply", "done", "eval", "evaldone", "state", "stateis", "restore", "ok", "error",
-	"hb", "abort", "aborted", "linkdown", "reject", "relink", "fault"}
+	"hb", "abort", "aborted", "linkdown", "reject", "relink", "fault",
+	"syncserve", "syncfetch", "synced", "syncstop", "admit", "leave"}
 
 func (k ctrlKind) String() string {
 	if int(k) < len(ctrlNames) {
@@ -122,6 +131,7 @@ type workerStats struct {
 	SentTiedBytes              int64 // wire bytes of the tied-embedding gradient exchange
 	SentReplicaBytes           int64 `json:",omitempty"` // wire bytes of the gradient sum among the stage's replicas
 	Micros                     int   `json:",omitempty"` // a swarm's replica: the micro-batches it computed
+	SentSyncBytes              int64 `json:",omitempty"` // steps replayed to joiners syncing from this replica
 	Spans                      []spanRec
 	// The link to the next stage: its path type and round-trip time.
 	Candidate string

@@ -75,6 +75,13 @@ type Worker struct {
 	// rep: this worker is one of several replicas of its stage
 	// (worker_replicas.go); nil when it holds the stage alone.
 	rep *replicaSet
+	// A swarm's joins (worker_sync.go): the nodes this replica sends each
+	// step to replay; the download of a joiner; and a dropped replica's
+	// last word.
+	replayTo     map[int]bool
+	sync         *syncer
+	syncRestarts int
+	leaving      bool
 
 	codec workerCodecs
 	ctl   workerControl
@@ -381,6 +388,9 @@ func (w *Worker) Run(ctx context.Context) error {
 		if err := w.sendCtrl(ctx, reply); err != nil {
 			return err
 		}
+		if w.leaving {
+			return nil // dropped from the swarm: this peer's part is over
+		}
 	}
 }
 
@@ -429,6 +439,18 @@ func (w *Worker) serve(ctx context.Context, m ctrlMsg) (ctrlMsg, error) {
 		return ctrlMsg{Kind: ctrlOK}, nil
 	case ctrlError:
 		return ctrlMsg{}, fmt.Errorf("control link: %s", m.Err)
+	case ctrlSyncServe:
+		return w.syncServe(ctx, m)
+	case ctrlSyncFetch:
+		return w.syncFetch(m)
+	case ctrlSyncStop:
+		delete(w.replayTo, m.Peer)
+		return ctrlMsg{Kind: ctrlOK}, nil
+	case ctrlAdmit:
+		return w.admit(ctx, m)
+	case ctrlLeave:
+		w.leaving = true
+		return ctrlMsg{Kind: ctrlOK}, nil
 	}
 	return ctrlMsg{}, fmt.Errorf("unexpected control message %q", m.Kind)
 }
@@ -1068,6 +1090,7 @@ func (w *Worker) optimize(ctx context.Context, cmd ctrlMsg, loss float64) (time.
 	waited := time.Since(t)
 	w.span("sync_wait", -1, t)
 	t = time.Now()
+	w.replay(cmd.LR, ap.Scale)
 	stages.ScaleGrads(w.st.Params(), ap.Scale)
 	w.opt.Step(float32(cmd.LR))
 	w.st.ZeroGrad()
