@@ -73,7 +73,8 @@ func appendString(b []byte, s string) []byte {
 
 // appendStep writes r as a JSON object. With full false it leaves out the
 // per-stage and per-link stats: the long-term history only needs the
-// curves.
+// curves. It writes what the page shows and leaves out the rest
+// (val_loss_per_byte, a stage's key and peak_rss_bytes).
 func appendStep(b []byte, r *metrics.StepRecord, full bool) []byte {
 	b, _ = appendStepSplit(b, r, full)
 	return b
@@ -103,6 +104,10 @@ func appendStepSplit(b []byte, r *metrics.StepRecord, full bool) ([]byte, int) {
 		b = append(b, `,"grad_norm":`...)
 		b = appendFloat(b, r.GradNorm)
 	}
+	if r.ReplicaBytes != 0 {
+		b = append(b, `,"replica_bytes":`...)
+		b = strconv.AppendInt(b, r.ReplicaBytes, 10)
+	}
 	split := len(b)
 	if full && len(r.Stages) > 0 {
 		b = append(b, `,"stages":[`...)
@@ -118,6 +123,18 @@ func appendStepSplit(b []byte, r *metrics.StepRecord, full bool) ([]byte, int) {
 			b = appendFloat(b, s.IdleSeconds)
 			b = append(b, `,"net_wait_seconds":`...)
 			b = appendFloat(b, s.NetWait)
+			if s.Peer != "" {
+				b = append(b, `,"peer":`...)
+				b = appendString(b, s.Peer)
+			}
+			if s.BytesSent != 0 {
+				b = append(b, `,"bytes_sent":`...)
+				b = strconv.AppendInt(b, s.BytesSent, 10)
+			}
+			if s.MicroBatches != 0 {
+				b = append(b, `,"micro_batches":`...)
+				b = strconv.AppendInt(b, int64(s.MicroBatches), 10)
+			}
 			b = append(b, '}')
 		}
 		b = append(b, ']')

@@ -162,6 +162,8 @@ type PageState struct {
 	LinkRows  int    `json:"link_rows"`  // rows in #links tbody
 	Stages    int    `json:"stages"`     // #stages[data-stages]: stage bars
 	Peers     int    `json:"peers"`      // rows in #peers tbody with a peer
+	Swarm     int    `json:"swarm"`      // stage columns in the swarm panel; 0 while it is hidden
+	Replicas  int    `json:"replicas"`   // replica cards in the swarm panel
 	RunName   string `json:"run_name"`
 	Status    string `json:"status"`
 	Connected bool   `json:"connected"`
@@ -186,6 +188,8 @@ const pageStateJS = `(() => {
     link_rows: q('#links tbody').querySelectorAll('tr:not(:has(.empty))').length,
     stages: q('#stages').querySelectorAll('.stage-row').length,
     peers: q('#peers tbody').querySelectorAll('tr:not(:has(.empty))').length,
+    swarm: q('#swarm-panel') && !q('#swarm-panel').hidden ? n(q('#swarm').dataset.columns) : 0,
+    replicas: q('#swarm') ? q('#swarm').querySelectorAll('.replica').length : 0,
     run_name: q('#run-name').textContent,
     status: q('#status').textContent,
     connected: q('#conn').classList.contains('live'),
