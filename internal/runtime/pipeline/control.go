@@ -92,8 +92,11 @@ type ctrlMsg struct {
 	// Route and Chains (a swarm's step and evaluation, worker_swarm.go):
 	// Route[i][j] is the node computing micro-batch j on stage i, Chains[i]
 	// stage i's replicas in summing order.
-	Route     [][]int      `json:"route,omitempty"`
-	Chains    [][]int      `json:"chains,omitempty"`
+	Route  [][]int `json:"route,omitempty"`
+	Chains [][]int `json:"chains,omitempty"`
+	// Gone (a swarm's step) are the nodes that left the swarm for good:
+	// their links are let go.
+	Gone      []int        `json:"gone,omitempty"`
 	SumSq     float64      `json:"sumsq,omitempty"`
 	Loss      float64      `json:"loss,omitempty"`
 	LossSum   float64      `json:"loss_sum,omitempty"`

@@ -45,9 +45,9 @@ type Driver struct {
 	rec         *recovering // the recovery in progress
 	cev         chan ctrlEvent
 	gen         []int
-	seen        []atomic.Int64
-	fed         []int64   // seen values already reported to the machine
-	pendingAt   time.Time // when a tick found a failure
+	seen        []*atomic.Int64 // pointers: a swarm appends nodes while readers run
+	fed         []int64         // seen values already reported to the machine
+	pendingAt   time.Time       // when a tick found a failure
 	readCtx     context.Context
 	stopReaders context.CancelFunc
 	epoch       uint64
@@ -86,6 +86,9 @@ func New(cfg config.Config, layout scheduler.Layout, corpus *data.Corpus, place 
 		TimeoutTicks: int(math.Ceil(f.PeerTimeout/hb - 1e-9)), MaxRejects: f.MaxRejects,
 		SnapshotEvery: f.SnapshotEvery, CanHandOver: place.CanHandOver(),
 		Async: cfg.Pipeline.Schedule == scheduler.Async,
+		// A swarm places peers that join on its stages.
+		Join: reps != nil, RouteByRate: cfg.Pipeline.Routing == "throughput",
+		SlowFraction: cfg.Pipeline.SlowFraction, SlowSteps: cfg.Pipeline.SlowSteps,
 	})
 	if err != nil {
 		place.Close()
@@ -166,15 +169,18 @@ func (p *Driver) batchBlob(step int) []byte {
 func (p *Driver) Step(ctx context.Context, step int, lr float64) (engine.StepResult, error) {
 	p.m.Step(scheduler.Report{Kind: scheduler.ReportStepBegins, Step: step})
 	rd := p.m.Ready()
+	cmds := rd.Commands
 	if p.sw != nil {
 		for _, n := range rd.Notes {
 			p.swarmNote(n, step)
 		}
-	}
-	for _, c := range rd.Commands {
-		if p.sw != nil && (c.Kind == scheduler.CmdAdmit || c.Kind == scheduler.CmdDrop) {
-			continue // the step's route and chains say it; swarmNote carried out a drop
+		p.sw.bg = append(p.sw.bg, rd.Background...)
+		var err error
+		if cmds, err = p.swarmBoundary(ctx, step, cmds); err != nil {
+			return engine.StepResult{}, err
 		}
+	}
+	for _, c := range cmds {
 		if c.Kind != scheduler.CmdSnapshot {
 			return engine.StepResult{}, fmt.Errorf("pipeline: the membership machine asked for %v before step %d (a bug)", c, step+1)
 		}
@@ -473,6 +479,7 @@ func (p *Driver) Faults() metrics.Summary {
 	f := p.faults
 	c := p.m.Counts()
 	f.Failures, f.Recoveries, f.RejectedFrames, f.StepsRedone = c.Failures, c.Recoveries, c.RejectedFrames, c.StepsRedone
+	f.Swarm = p.swarmCounts()
 	return f
 }
 

@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sync/atomic"
+	"time"
 
 	"github.com/narrowband/narrowband/internal/metrics"
 	"github.com/narrowband/narrowband/internal/runtime/engine"
+	"github.com/narrowband/narrowband/internal/transport"
 	"github.com/narrowband/narrowband/scheduler"
 	"github.com/narrowband/narrowband/stages"
 )
@@ -32,6 +35,12 @@ type swarmDrive struct {
 	partial   *engine.StepResult
 	continued *engine.StepResult
 	lost      int // replicas lost
+	// bg are the background commands to start at the next step boundary
+	// (a download begins between steps, at the source's boundary);
+	// syncing the downloads in progress by joiner node.
+	bg      []scheduler.Command
+	syncing map[int]*joinSync
+	counts  metrics.SwarmCounts
 }
 
 func newSwarmDrive(plan *scheduler.Replicas, holders []string) *swarmDrive {
@@ -107,9 +116,15 @@ func (p *Driver) tryStepSwarm(ctx context.Context, step int, lr float64) (engine
 	chains, route := p.chains(), p.route()
 	blob := p.batchBlob(step)
 	live := p.live()
+	var gone []int
+	for k, g := range p.sw.gone {
+		if g {
+			gone = append(gone, k)
+		}
+	}
 	for i, ch := range chains {
 		for _, k := range ch {
-			m := ctrlMsg{Kind: ctrlStep, Step: step, LR: lr, T0: p.t0.UnixNano(), Route: route, Chains: chains}
+			m := ctrlMsg{Kind: ctrlStep, Step: step, LR: lr, T0: p.t0.UnixNano(), Route: route, Chains: chains, Gone: gone}
 			if i == 0 || i == S-1 {
 				m.blob = blob
 			}
@@ -195,6 +210,7 @@ func (p *Driver) swarmResult(step int, loss, sumsq float64, chains [][]int, done
 			res.RawBackward += s.RawBwdBytes
 			res.WireTied += s.SentTiedBytes
 			res.WireReplicas += s.SentReplicaBytes
+			p.sw.counts.ReplayBytes += s.SentSyncBytes
 			res.Events = append(res.Events, s.Events...)
 			for _, sp := range s.Spans {
 				res.Spans = append(res.Spans, metrics.Span{Stage: i, Kind: sp.Kind, Step: step + 1, Micro: sp.Micro, Start: sp.Start, End: sp.End})
@@ -288,9 +304,14 @@ func (p *Driver) dropNode(holder string) {
 // swarmNote records a swarm note of the membership machine as an event.
 func (p *Driver) swarmNote(n scheduler.Note, step int) {
 	kind := map[scheduler.NoteKind]string{
-		scheduler.NoteReplicaLost: "replica_dead", scheduler.NoteJoining: "replica_joining", scheduler.NoteJoined: "replica_joined",
+		// NoteJoining's event comes when the download starts (startSync),
+		// with its source and size.
+		scheduler.NoteReplicaLost: "replica_dead", scheduler.NoteJoined: "replica_joined",
 		scheduler.NoteLeft: "replica_left", scheduler.NoteDropped: "replica_dropped", scheduler.NoteDemoted: "replica_demoted",
 	}[n.Kind]
+	if n.Kind == scheduler.NoteRolledBack {
+		p.sw.counts.Rollbacks++
+	}
 	if kind == "" {
 		return
 	}
@@ -318,4 +339,220 @@ func (d *swarmDrive) discard() {
 	if d != nil {
 		d.partial, d.continued = nil, nil
 	}
+}
+
+// joinSync is a joiner's download in progress.
+type joinSync struct {
+	cmd, stage, src int
+	since           time.Time
+}
+
+// addNode gives a claimed peer the next node number.
+func (p *Driver) addNode(holder string, stage int, c transport.Conn) int {
+	p.ctrlMu.Lock()
+	k := len(p.ctrl)
+	p.ctrl = append(p.ctrl, c)
+	p.ctrlMu.Unlock()
+	p.holders = append(p.holders, holder)
+	p.gen = append(p.gen, 0)
+	p.seen = append(p.seen, new(atomic.Int64))
+	p.fed = append(p.fed, 0)
+	p.sw.node[holder] = k
+	p.sw.stage = append(p.sw.stage, stage)
+	p.sw.gone = append(p.sw.gone, false)
+	p.closers = append(p.closers, c.Close)
+	p.startReader(k)
+	return k
+}
+
+// linkPeers are the nodes a new replica of stage links to: the live
+// replicas of the stages beside it, of its own, and of the other end of
+// the tied embedding.
+func (p *Driver) linkPeers(stage int) map[int]string {
+	S := p.layout.Stages()
+	out := map[int]string{}
+	for i, ch := range p.chains() {
+		d := i - stage
+		if d == 1 || d == -1 || d == 0 || (S > 1 && (stage == 0 && i == S-1 || stage == S-1 && i == 0)) {
+			for _, k := range ch {
+				out[k] = p.holders[k]
+			}
+		}
+	}
+	return out
+}
+
+// boundary carries out what the membership machine decided between two
+// steps: admissions and drops, joiners found, and downloads to start.
+func (p *Driver) swarmBoundary(ctx context.Context, step int, cmds []scheduler.Command) ([]scheduler.Command, error) {
+	var rest []scheduler.Command
+	for _, c := range cmds {
+		switch c.Kind {
+		case scheduler.CmdAdmit:
+			if err := p.admitNode(ctx, c); err != nil {
+				return nil, err
+			}
+		case scheduler.CmdDrop:
+			// Dropped (left, or too slow): told to go, it stops. Its
+			// link closing is no failure: the routes no longer name it.
+			if k, ok := p.sw.node[c.Holder]; ok && !p.sw.gone[k] {
+				if err := p.send(ctx, k, ctrlMsg{Kind: ctrlLeave, Err: c.Err}); err == nil {
+					p.collectFrom(ctx, ctrlOK, []int{k}) // a peer that died meanwhile is gone all the same
+				}
+			}
+			if c.Err == "left" {
+				p.sw.counts.Leaves++
+			} else {
+				p.sw.counts.Drops++
+			}
+			p.dropNode(c.Holder)
+		default:
+			rest = append(rest, c)
+		}
+	}
+	p.syncSpares()
+	rd := p.m.Ready()
+	for _, n := range rd.Notes {
+		p.swarmNote(n, step)
+	}
+	p.sw.bg = append(p.sw.bg, rd.Background...)
+	rest = append(rest, rd.Commands...)
+	bg := p.sw.bg
+	p.sw.bg = nil
+	for _, c := range bg {
+		if c.Kind != scheduler.CmdSync {
+			return nil, fmt.Errorf("pipeline: the membership machine asked for %v in the background (a bug)", c)
+		}
+		if err := p.startSync(ctx, c); err != nil {
+			return nil, err
+		}
+	}
+	return rest, nil
+}
+
+// startSync starts joiner c.Holder's download of stage c.Stage from
+// replica c.Holders[0]: claimed and set up as a node first if it is new.
+func (p *Driver) startSync(ctx context.Context, c scheduler.Command) error {
+	sp, ok := p.place.(SwarmPlacement)
+	if !ok {
+		return fmt.Errorf("pipeline: %s joined, but this placement (%s) cannot add replicas to a running swarm", c.Holder, p.place.Address())
+	}
+	src, ok := p.sw.node[c.Holders[0]]
+	if !ok || p.sw.gone[src] {
+		p.m.Step(scheduler.Report{Kind: scheduler.ReportSyncFailed, Holder: c.Holder, Err: fmt.Sprintf("its source %s is gone", c.Holders[0])})
+		return nil
+	}
+	k, known := p.sw.node[c.Holder]
+	if !known {
+		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		conn, err := p.place.Claim(cctx, c.Holder)
+		cancel()
+		if err != nil {
+			p.log.Warn("a joining peer could not be claimed", "peer", c.Holder, "err", err)
+			p.m.Step(scheduler.Report{Kind: scheduler.ReportSpareFailed, Holder: c.Holder, Err: err.Error()})
+			return nil
+		}
+		k = p.addNode(c.Holder, c.Stage, conn)
+		wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		err = sp.SetupReplica(wctx, conn, c.Stage, k, p.linkPeers(c.Stage))
+		cancel()
+		if err != nil {
+			p.log.Warn("a joining peer could not be set up", "peer", c.Holder, "err", err)
+			p.sw.gone[k] = true
+			p.m.Step(scheduler.Report{Kind: scheduler.ReportSpareFailed, Holder: c.Holder, Err: err.Error()})
+			return nil
+		}
+	}
+	if err := p.send(ctx, src, ctrlMsg{Kind: ctrlSyncServe, Peer: k}); err != nil {
+		return err
+	}
+	got, err := p.collectFrom(ctx, ctrlOK, []int{src})
+	if err != nil {
+		return err
+	}
+	if err := p.send(ctx, k, ctrlMsg{Kind: ctrlSyncFetch, Peer: src, OptimStep: got[src].OptimStep, Count: got[src].Count}); err != nil {
+		return err
+	}
+	if _, err := p.collectFrom(ctx, ctrlOK, []int{k}); err != nil {
+		return err
+	}
+	if p.sw.syncing == nil {
+		p.sw.syncing = map[int]*joinSync{}
+	}
+	p.sw.syncing[k] = &joinSync{cmd: c.ID, stage: c.Stage, src: src, since: time.Now()}
+	p.event("replica_joining", p.snapStep, map[string]any{"stage": c.Stage, "peer": c.Holder, "from": c.Holders[0], "bytes": got[src].Count})
+	return nil
+}
+
+// synced is a joiner's word that its download ended (m.Err: it broke).
+func (p *Driver) synced(k int, m ctrlMsg) {
+	js := p.sw.syncing[k]
+	if js == nil {
+		return
+	}
+	if m.Err != "" {
+		p.m.Step(scheduler.Report{Kind: scheduler.ReportSyncFailed, Holder: p.holders[k], Err: m.Err})
+		return
+	}
+	p.sw.counts.StateDownloadBytes += m.Count
+	p.sw.counts.StateDownloadSeconds += m.Duration
+	p.sw.counts.DownloadRestarts += m.Frames
+	p.event("state_download", p.snapStep, map[string]any{"stage": js.stage, "peer": p.holders[k], "from": p.holders[js.src], "bytes": m.Count, "seconds": m.Duration, "resumed": m.Frames})
+	p.m.Step(scheduler.Report{Kind: scheduler.ReportDone, Cmd: js.cmd})
+}
+
+// admitNode makes a synced joiner a replica from this step on: it has
+// replayed every step before it, and its state must then be its source's
+// bit for bit.
+func (p *Driver) admitNode(ctx context.Context, c scheduler.Command) error {
+	k, ok := p.sw.node[c.Holder]
+	js := p.sw.syncing[k]
+	if !ok || js == nil {
+		return fmt.Errorf("pipeline: the membership machine admits %s, which is not syncing (a bug)", c.Holder)
+	}
+	delete(p.sw.syncing, k)
+	src := js.src
+	if p.sw.gone[src] {
+		// Its source died after the download: any live replica will do.
+		src = p.chains()[c.Stage][0]
+	}
+	req := ctrlMsg{Kind: ctrlState, HashOnly: true}
+	if err := p.send(ctx, src, req); err != nil {
+		return err
+	}
+	ref, err := p.collectFrom(ctx, ctrlStateIs, []int{src})
+	if err != nil {
+		return err
+	}
+	if err := p.send(ctx, k, ctrlMsg{Kind: ctrlAdmit, OptimStep: ref[src].OptimStep}); err != nil {
+		return err
+	}
+	got, err := p.collectFrom(ctx, ctrlOK, []int{k})
+	if err != nil {
+		return err
+	}
+	if got[k].Hash != ref[src].Hash || got[k].OptimStep != ref[src].OptimStep {
+		return fmt.Errorf("pipeline: %s joined stage %d with a state (digest %016x at optimizer step %d) that is not its replicas' (%016x at %d): the download or its replay went wrong (a bug: please report it)",
+			c.Holder, c.Stage, got[k].Hash, got[k].OptimStep, ref[src].Hash, ref[src].OptimStep)
+	}
+	if !p.sw.gone[js.src] {
+		if err := p.send(ctx, js.src, ctrlMsg{Kind: ctrlSyncStop, Peer: k}); err != nil {
+			return err
+		}
+		if _, err := p.collectFrom(ctx, ctrlOK, []int{js.src}); err != nil {
+			return err
+		}
+	}
+	p.sw.counts.Joins++
+	return nil
+}
+
+// Swarm is the run's churn so far; nil without replicas.
+func (p *Driver) swarmCounts() *metrics.SwarmCounts {
+	if p.sw == nil {
+		return nil
+	}
+	c := p.sw.counts
+	c.Deaths = p.sw.lost
+	return &c
 }

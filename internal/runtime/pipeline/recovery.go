@@ -91,12 +91,19 @@ func (p *Driver) recover(ctx context.Context) (redo bool, to int, err error) {
 		p.syncSpares()
 		rd := p.m.Ready()
 		p.record(rd.Notes)
+		if p.sw != nil {
+			p.sw.bg = append(p.sw.bg, rd.Background...)
+		}
 		if len(rd.Commands) == 0 {
 			return false, 0, errors.New("pipeline: the membership machine stopped mid-recovery with nothing to do (a bug)")
 		}
 		for _, c := range rd.Commands {
 			switch c.Kind {
 			case scheduler.CmdRedo:
+				if p.sw != nil {
+					// Every stage's replicas compute the step's micro-batches again.
+					p.sw.counts.MicroBatchesRedone += p.cfg.Train.MicroBatches * p.layout.Stages()
+				}
 				p.sw.discard()
 				return true, 0, nil
 			case scheduler.CmdContinue:

@@ -42,6 +42,12 @@ func NewSwarmWorker(cfg config.Config, layout scheduler.Layout, id, node int, ct
 	return w, nil
 }
 
+// AddLink links the running worker to node over c (a replica that
+// joined the swarm): it is attached as the links it started with are.
+func (w *Worker) AddLink(node int, c transport.Conn) {
+	w.attach(w.net.runCtx, node, c)
+}
+
 // routeStep takes the step's route: the machine runs this node's
 // micro-batches, and the chain links are this step's neighbours.
 func (w *Worker) routeStep(cmd ctrlMsg) error {
@@ -64,11 +70,13 @@ func (w *Worker) routeStep(cmd ctrlMsg) error {
 		return err
 	}
 	rp.route, rp.chains = cmd.Route, cmd.Chains
-	// A node in no chain is gone for good (dead, left, dropped): its link
-	// goes, so that its silence or its closing is no failure of this step.
-	for _, l := range w.allLinks() {
-		if !slices.ContainsFunc(cmd.Chains, func(ch []int) bool { return slices.Contains(ch, l.peer) }) {
+	// A node gone for good (dead, left, dropped): its link goes, so that
+	// its silence or its closing is no failure of this step. (A node in
+	// no chain may be a joiner syncing from this one: it stays.)
+	for _, k := range cmd.Gone {
+		if l := w.linkTo(k); l != nil {
 			w.detach(l)
+			delete(w.replayTo, k)
 		}
 	}
 	rp.r, rp.R = pos, len(cmd.Chains[w.id])

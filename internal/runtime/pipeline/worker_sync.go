@@ -179,12 +179,18 @@ func (w *Worker) fetch(ctx context.Context, s *syncer, c transport.Conn, from, s
 	t0 := time.Now()
 	fail := func(err error) {
 		s.mu.Lock()
-		if s.err == nil {
+		first := s.err == nil
+		if first {
 			s.err = fmt.Errorf("sync from node %d: %w", from, err)
 		}
 		s.done = true
 		s.cond.Broadcast()
 		s.mu.Unlock()
+		if first && ctx.Err() == nil {
+			// The driver hears it and has the download go on from
+			// another replica. (Epoch set: the attempt does not matter.)
+			w.sendCtrl(w.net.runCtx, ctrlMsg{Kind: ctrlSynced, Epoch: 1, Err: s.err.Error()})
+		}
 	}
 	blob := make([]byte, size)
 	n := (size + syncChunk - 1) / syncChunk
@@ -238,7 +244,7 @@ func (w *Worker) fetch(ctx context.Context, s *syncer, c transport.Conn, from, s
 	s.applied = step0
 	s.cond.Broadcast()
 	s.mu.Unlock()
-	w.sendCtrl(ctx, ctrlMsg{Kind: ctrlSynced, Count: int64(size), Duration: time.Since(t0).Seconds(), Frames: restarts})
+	w.sendCtrl(ctx, ctrlMsg{Kind: ctrlSynced, Epoch: 1, Count: int64(size), Duration: time.Since(t0).Seconds(), Frames: restarts})
 	next := func() ([]byte, error) {
 		if len(early) > 0 {
 			raw := early[0]
