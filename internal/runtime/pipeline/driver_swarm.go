@@ -38,6 +38,7 @@ type swarmDrive struct {
 	// bg are the background commands to start at the next step boundary
 	// (a download begins between steps, at the source's boundary);
 	// syncing the downloads in progress by joiner node.
+	step    int // the step in progress, for events between reports
 	bg      []scheduler.Command
 	syncing map[int]*joinSync
 	counts  metrics.SwarmCounts
@@ -112,6 +113,7 @@ func (p *Driver) tryStepSwarm(ctx context.Context, step int, lr float64) (engine
 		p.sw.continued, p.sw.partial = nil, nil
 		return *c, true, nil
 	}
+	p.sw.step = step
 	S := p.layout.Stages()
 	chains, route := p.chains(), p.route()
 	blob := p.batchBlob(step)
@@ -423,7 +425,7 @@ func (p *Driver) swarmBoundary(ctx context.Context, step int, cmds []scheduler.C
 		if c.Kind != scheduler.CmdSync {
 			return nil, fmt.Errorf("pipeline: the membership machine asked for %v in the background (a bug)", c)
 		}
-		if err := p.startSync(ctx, c); err != nil {
+		if err := p.startSync(ctx, c, step); err != nil {
 			return nil, err
 		}
 	}
@@ -432,7 +434,7 @@ func (p *Driver) swarmBoundary(ctx context.Context, step int, cmds []scheduler.C
 
 // startSync starts joiner c.Holder's download of stage c.Stage from
 // replica c.Holders[0]: claimed and set up as a node first if it is new.
-func (p *Driver) startSync(ctx context.Context, c scheduler.Command) error {
+func (p *Driver) startSync(ctx context.Context, c scheduler.Command, step int) error {
 	sp, ok := p.place.(SwarmPlacement)
 	if !ok {
 		return fmt.Errorf("pipeline: %s joined, but this placement (%s) cannot add replicas to a running swarm", c.Holder, p.place.Address())
@@ -480,7 +482,7 @@ func (p *Driver) startSync(ctx context.Context, c scheduler.Command) error {
 		p.sw.syncing = map[int]*joinSync{}
 	}
 	p.sw.syncing[k] = &joinSync{cmd: c.ID, stage: c.Stage, src: src, since: time.Now()}
-	p.event("replica_joining", p.snapStep, map[string]any{"stage": c.Stage, "peer": c.Holder, "from": c.Holders[0], "bytes": got[src].Count})
+	p.event("replica_joining", step, map[string]any{"stage": c.Stage, "peer": c.Holder, "from": c.Holders[0], "bytes": got[src].Count})
 	return nil
 }
 
@@ -497,7 +499,7 @@ func (p *Driver) synced(k int, m ctrlMsg) {
 	p.sw.counts.StateDownloadBytes += m.Count
 	p.sw.counts.StateDownloadSeconds += m.Duration
 	p.sw.counts.DownloadRestarts += m.Frames
-	p.event("state_download", p.snapStep, map[string]any{"stage": js.stage, "peer": p.holders[k], "from": p.holders[js.src], "bytes": m.Count, "seconds": m.Duration, "resumed": m.Frames})
+	p.event("state_download", p.sw.step, map[string]any{"stage": js.stage, "peer": p.holders[k], "from": p.holders[js.src], "bytes": m.Count, "seconds": m.Duration, "resumed": m.Frames})
 	p.m.Step(scheduler.Report{Kind: scheduler.ReportDone, Cmd: js.cmd})
 }
 

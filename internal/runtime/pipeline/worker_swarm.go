@@ -269,20 +269,20 @@ func (w *Worker) fromRoute(m inMsg) error {
 // link, Recv takes the next gradient-sum frame that arrived on it.
 type sideConn struct{ l *link }
 
+// A closed link is a linkFailure naming the node at its far end, so that
+// the driver drops that node, not this one.
 func (c sideConn) Send(ctx context.Context, msg []byte) error {
-	select {
-	case c.l.out <- msg:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
+	if err := push(ctx, c.l, msg); err != nil && ctx.Err() == nil {
+		return &linkFailure{peer: c.l.peer, err: err}
 	}
+	return ctx.Err()
 }
 
 func (c sideConn) Recv(ctx context.Context) ([]byte, error) {
 	select {
 	case raw, ok := <-c.l.side:
 		if !ok {
-			return nil, errors.New("the link closed")
+			return nil, &linkFailure{peer: c.l.peer, err: errors.New("the link closed")}
 		}
 		return raw, nil
 	case <-ctx.Done():

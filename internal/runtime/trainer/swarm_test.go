@@ -105,3 +105,43 @@ func TestSwarmChurn(t *testing.T) {
 		}
 	}
 }
+
+// TestJoinWhileSourceIsKilled: a peer joins a 1 stage × 3 replicas swarm
+// on 4 Mbps links, so that its download takes several steps, and the
+// replica it downloads from is killed mid-download. The replica is lost
+// without a rollback, the download starts again from another replica,
+// and the joiner is admitted with its digest checked against its new
+// source. (Three replicas, not two: a lone replica sums with nobody and
+// steps faster than a 4 Mbps link carries a step to replay, so a joiner
+// could never catch up; docs/swarm.md, "Joining".)
+func TestJoinWhileSourceIsKilled(t *testing.T) {
+	c := swarmConfig(t)
+	c.Run.Steps = 12
+	c.Train.MicroBatches = 6
+	c.Train.BatchSize = 12
+	c.Pipeline.Stages = 1
+	c.Pipeline.Replicas = 3
+	c.Network.BandwidthMbps = 4
+	c.Faults.Events = []config.FaultEvent{
+		{AtStep: 3, Kind: "join"},
+		{AtStep: 4, Kind: "kill", Stage: 0, Replica: 0},
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	sum := runTiny(t, c, dir)
+	s := sum.Swarm
+	t.Logf("swarm: %+v; deaths %v", *s, events(t, dir, "replica_dead"))
+	if s.Joins != 1 || s.Deaths != 1 || s.Rollbacks != 0 {
+		t.Errorf("joins %d, deaths %d, rollbacks %d; want 1, 1, 0", s.Joins, s.Deaths, s.Rollbacks)
+	}
+	if s.DownloadRestarts < 1 {
+		t.Errorf("the download was never restarted: its source was killed after it had finished (%g s)", s.StateDownloadSeconds)
+	}
+	join := events(t, dir, "replica_joining")
+	dead := events(t, dir, "replica_dead")
+	if len(join) < 2 || len(dead) != 1 || join[0].Detail["from"] != dead[0].Detail["peer"] || join[1].Detail["from"] == dead[0].Detail["peer"] {
+		t.Errorf("downloads %v, death %v: want the first from the replica that died, the next from the other", join, dead)
+	}
+}
