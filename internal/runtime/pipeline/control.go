@@ -50,11 +50,12 @@ const (
 	ctrlSyncStop  // driver→replica: stop replaying steps to node Peer; reply ok
 	ctrlAdmit     // driver→joiner: replay up to optimizer step OptimStep and train from it; reply ok with Hash
 	ctrlLeave     // driver→replica: you are dropped from your stage (Err why): stop; reply ok
+	ctrlLinkTo    // driver→replica: link to node Peer of stage PeerStage, peer Peers[0] (it joins); reply ok once heard
 )
 
 var ctrlNames = [...]string{"unknown", "step", "report", "apply", "done", "eval", "evaldone", "state", "stateis", "restore", "ok", "error",
 	"hb", "abort", "aborted", "linkdown", "reject", "relink", "fault",
-	"syncserve", "syncfetch", "synced", "syncstop", "admit", "leave"}
+	"syncserve", "syncfetch", "synced", "syncstop", "admit", "leave", "linkto"}
 
 func (k ctrlKind) String() string {
 	if int(k) < len(ctrlNames) {
@@ -96,7 +97,9 @@ type ctrlMsg struct {
 	Chains [][]int `json:"chains,omitempty"`
 	// Gone (a swarm's step) are the nodes that left the swarm for good:
 	// their links are let go.
-	Gone      []int        `json:"gone,omitempty"`
+	Gone []int `json:"gone,omitempty"`
+	// PeerStage (ctrlLinkTo) is the stage of node Peer.
+	PeerStage int          `json:"peer_stage,omitempty"`
 	SumSq     float64      `json:"sumsq,omitempty"`
 	Loss      float64      `json:"loss,omitempty"`
 	LossSum   float64      `json:"loss_sum,omitempty"`

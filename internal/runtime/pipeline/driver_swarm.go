@@ -370,14 +370,12 @@ func (p *Driver) addNode(holder string, stage int, c transport.Conn) int {
 // linkPeers are the nodes a new replica of stage links to: the live
 // replicas of the stages beside it, of its own, and of the other end of
 // the tied embedding.
-func (p *Driver) linkPeers(stage int) map[int]string {
-	S := p.layout.Stages()
-	out := map[int]string{}
+func (p *Driver) linkPeers(stage int) map[int]SwarmPeer {
+	out := map[int]SwarmPeer{}
 	for i, ch := range p.chains() {
-		d := i - stage
-		if d == 1 || d == -1 || d == 0 || (S > 1 && (stage == 0 && i == S-1 || stage == S-1 && i == 0)) {
+		if SwarmLinked(p.layout, i, stage) {
 			for _, k := range ch {
-				out[k] = p.holders[k]
+				out[k] = SwarmPeer{Name: p.holders[k], Stage: i}
 			}
 		}
 	}
@@ -445,6 +443,10 @@ func (p *Driver) startSync(ctx context.Context, c scheduler.Command, step int) e
 		return nil
 	}
 	k, known := p.sw.node[c.Holder]
+	if known && p.sw.gone[k] {
+		p.m.Step(scheduler.Report{Kind: scheduler.ReportSpareFailed, Holder: c.Holder, Err: "it left the swarm"})
+		return nil
+	}
 	if !known {
 		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		conn, err := p.place.Claim(cctx, c.Holder)
@@ -454,15 +456,46 @@ func (p *Driver) startSync(ctx context.Context, c scheduler.Command, step int) e
 			p.m.Step(scheduler.Report{Kind: scheduler.ReportSpareFailed, Holder: c.Holder, Err: err.Error()})
 			return nil
 		}
-		k = p.addNode(c.Holder, c.Stage, conn)
+		// Its node number is the next; it becomes a node (control link
+		// read, heartbeats sent) once set up: until then the setup owns
+		// the link.
+		k = len(p.ctrl)
+		peers := p.linkPeers(c.Stage)
+		var dialers []int
+		if sp.DialsPeers() {
+			// Both ends open a WebRTC link: the nodes it links to dial
+			// it while it dials them.
+			for n := range peers {
+				if err := p.send(ctx, n, ctrlMsg{Kind: ctrlLinkTo, Peer: k, PeerStage: c.Stage, Peers: []string{c.Holder}}); err != nil {
+					return err
+				}
+				dialers = append(dialers, n)
+			}
+		}
 		wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-		err = sp.SetupReplica(wctx, conn, c.Stage, k, p.linkPeers(c.Stage))
+		err = sp.SetupReplica(wctx, conn, c.Stage, k, peers)
 		cancel()
 		if err != nil {
 			p.log.Warn("a joining peer could not be set up", "peer", c.Holder, "err", err)
-			p.sw.gone[k] = true
+			conn.Close()
+			// The nodes dialling it give up (their dial times out):
+			// their answers are moot, but must not be read as a later
+			// command's.
+			for _, n := range dialers {
+				if _, derr := p.collectFrom(ctx, ctrlOK, []int{n}); derr != nil && ctx.Err() != nil {
+					return ctx.Err()
+				}
+			}
 			p.m.Step(scheduler.Report{Kind: scheduler.ReportSpareFailed, Holder: c.Holder, Err: err.Error()})
 			return nil
+		}
+		if got := p.addNode(c.Holder, c.Stage, conn); got != k {
+			return fmt.Errorf("pipeline: joiner %s set up as node %d but numbered %d (a bug)", c.Holder, k, got)
+		}
+		if len(dialers) > 0 {
+			if _, err := p.collectFrom(ctx, ctrlOK, dialers); err != nil {
+				return err
+			}
 		}
 	}
 	if err := p.send(ctx, src, ctrlMsg{Kind: ctrlSyncServe, Peer: k}); err != nil {

@@ -22,8 +22,18 @@ type SwarmPlacement interface {
 	// among Spares.
 	StartPeer(ctx context.Context) (string, error)
 	// SetupReplica makes the peer claimed on c node of stage, linked to
-	// every node in peers (node → holder).
-	SetupReplica(ctx context.Context, c transport.Conn, stage, node int, peers map[int]string) error
+	// every node in peers.
+	SetupReplica(ctx context.Context, c transport.Conn, stage, node int, peers map[int]SwarmPeer) error
+	// DialsPeers reports whether the nodes a joiner links to must each
+	// be told to link to it (ctrlLinkTo), as both ends of a WebRTC link
+	// open it.
+	DialsPeers() bool
+}
+
+// SwarmPeer is a node a joiner links to: its holder and stage.
+type SwarmPeer struct {
+	Name  string
+	Stage int
 }
 
 // inSwarm is InProcess for stages held by several replicas: S·R swarm
@@ -108,8 +118,14 @@ func (p *inSwarm) pipe() (transport.Conn, transport.Conn) {
 }
 
 // linked reports whether nodes of stages i and j may exchange anything.
-func (p *inSwarm) linked(i, j int) bool {
-	S := p.layout.Stages()
+func (p *inSwarm) linked(i, j int) bool { return SwarmLinked(p.layout, i, j) }
+
+// SwarmLinked reports whether replicas of stages i and j of a swarm may
+// exchange anything in some route: they are the same stage (the summing
+// chain), neighbours (activations and gradients), or the two ends of the
+// tied embedding.
+func SwarmLinked(layout scheduler.Layout, i, j int) bool {
+	S := layout.Stages()
 	d := i - j
 	return d == 1 || d == -1 || d == 0 || (S > 1 && (i == 0 && j == S-1 || i == S-1 && j == 0))
 }
@@ -205,7 +221,9 @@ func (p *inSwarm) Setup(context.Context, transport.Conn, int, []string) error {
 	return errors.New("in-process stages cannot change hands: a peer that joins a swarm becomes a replica (SetupReplica)")
 }
 
-func (p *inSwarm) SetupReplica(_ context.Context, c transport.Conn, stage, node int, peers map[int]string) error {
+func (p *inSwarm) DialsPeers() bool { return false }
+
+func (p *inSwarm) SetupReplica(_ context.Context, c transport.Conn, stage, node int, peers map[int]SwarmPeer) error {
 	p.mu.Lock()
 	holder, ok := p.claimed[c]
 	end := p.ctrlEnd[holder]
@@ -216,9 +234,9 @@ func (p *inSwarm) SetupReplica(_ context.Context, c transport.Conn, stage, node 
 		return errors.New("set up a replica: that control link was not claimed here")
 	}
 	mesh := map[int]transport.Conn{}
-	for k, h := range peers {
+	for k, sp := range peers {
 		p.mu.Lock()
-		w, i := p.workers[h], p.stageOf[h]
+		w, i := p.workers[sp.Name], p.stageOf[sp.Name]
 		p.mu.Unlock()
 		if w == nil {
 			continue // gone meanwhile: nothing to link

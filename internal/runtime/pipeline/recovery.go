@@ -305,6 +305,11 @@ func (p *Driver) restoreAll(ctx context.Context, st *stages.State, hist [][]stag
 // syncSpares tells the machine of peers that joined the placement.
 func (p *Driver) syncSpares() {
 	for _, id := range p.place.Spares() {
+		if p.sw != nil {
+			if _, ever := p.sw.node[id]; ever {
+				continue // a swarm's node that left or died: not a newcomer
+			}
+		}
 		if !p.m.Knows(id) {
 			p.m.Step(scheduler.Report{Kind: scheduler.ReportJoined, Holder: id})
 		}

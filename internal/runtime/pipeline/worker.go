@@ -82,6 +82,7 @@ type Worker struct {
 	sync         *syncer
 	syncRestarts int
 	leaving      bool
+	dial         func(ctx context.Context, node, stage int, peer string) (transport.Conn, error)
 
 	codec workerCodecs
 	ctl   workerControl
@@ -451,6 +452,8 @@ func (w *Worker) serve(ctx context.Context, m ctrlMsg) (ctrlMsg, error) {
 	case ctrlLeave:
 		w.leaving = true
 		return ctrlMsg{Kind: ctrlOK}, nil
+	case ctrlLinkTo:
+		return w.linkToJoiner(ctx, m)
 	}
 	return ctrlMsg{}, fmt.Errorf("unexpected control message %q", m.Kind)
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/narrowband/narrowband/internal/config"
 	"github.com/narrowband/narrowband/internal/transport"
@@ -40,6 +41,33 @@ func NewSwarmWorker(cfg config.Config, layout scheduler.Layout, id, node int, ct
 	w.net.prevID, w.net.nextID, w.net.tiedID = -1, -1, -1
 	w.rep = &replicaSet{node: node, M: cfg.Train.MicroBatches, R: 1}
 	return w, nil
+}
+
+// SetDial sets how a swarm's worker links to a node that joins (WebRTC: a
+// new ICE session to it through signaling); without one it cannot.
+func (w *Worker) SetDial(f func(ctx context.Context, node, stage int, peer string) (transport.Conn, error)) {
+	w.dial = f
+}
+
+// linkToJoiner carries out ctrlLinkTo: link to node m.Peer, which joins
+// the swarm.
+func (w *Worker) linkToJoiner(ctx context.Context, m ctrlMsg) (ctrlMsg, error) {
+	if w.rep == nil || w.dial == nil || len(m.Peers) != 1 || m.Peer < 0 {
+		return ctrlMsg{}, fmt.Errorf("link to node %d: this worker cannot dial joiners", m.Peer)
+	}
+	// A joiner that never comes (its setup failed) must not hold this
+	// replica: the driver waits for the answer.
+	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	c, err := w.dial(dctx, m.Peer, m.PeerStage, m.Peers[0])
+	if err != nil {
+		return ctrlMsg{}, &linkFailure{peer: m.Peer, err: fmt.Errorf("link to a joiner: %w", err)}
+	}
+	if old := w.linkTo(m.Peer); old != nil {
+		w.detach(old)
+	}
+	w.AddLink(m.Peer, c)
+	return ctrlMsg{Kind: ctrlOK}, nil
 }
 
 // AddLink links the running worker to node over c (a replica that

@@ -56,8 +56,22 @@ func stepRecords(t *testing.T, dir string) []metrics.StepRecord {
 // step 7 and another is killed mid-step at step 11. The run completes
 // every step, nothing rolls back, the summary counts each, and the final
 // held-out loss is within 2% of the same run without the events.
-func TestSwarmChurn(t *testing.T) {
+func TestSwarmChurn(t *testing.T) { swarmChurn(t, swarmConfig(t)) }
+
+// TestSwarmChurnOverWebRTC is TestSwarmChurn on WebRTC peer processes:
+// the joiner is a new process, linked to its neighbours by new ICE
+// sessions; the killed replica is SIGKILLed; the one that leaves exits.
+func TestSwarmChurnOverWebRTC(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts five WebRTC peer processes")
+	}
 	c := swarmConfig(t)
+	c.Pipeline.Transport = "webrtc"
+	c.Train.Threads = 1
+	swarmChurn(t, c)
+}
+
+func swarmChurn(t *testing.T, c config.Config) {
 	calm := runTiny(t, c, t.TempDir())
 	c.Faults.Events = []config.FaultEvent{
 		{AtStep: 3, Kind: "join"},
