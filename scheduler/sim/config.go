@@ -75,6 +75,14 @@ type Config struct {
 	Barrier        bool
 	BarrierLatency float64
 
+	// ReplicaSum is, per stage (one entry: every stage; empty: none), the
+	// seconds the stage spends after its step's backwards (and the
+	// tied-embedding exchange) summing its weight gradients with the
+	// stage's other replicas, before its optimizer step and the Barrier,
+	// as the runtime's sum does; RunSwarm sets it from the chain's cost.
+	// The sync schedules only: the runtime refuses replicas with async.
+	ReplicaSum []float64
+
 	// TokensPerStep, if > 0, gives Result.TokensPerSecond.
 	TokensPerStep int64
 	// Spans asks for the timeline in Result.Spans.
@@ -141,6 +149,19 @@ func (c Config) Validate() error {
 			}
 		}
 	}
+	if len(c.ReplicaSum) > 0 {
+		if len(c.ReplicaSum) != 1 && len(c.ReplicaSum) != c.Stages {
+			return bad("ReplicaSum has %d entries, want 0, 1 or Stages (%d)", len(c.ReplicaSum), c.Stages)
+		}
+		for i, d := range c.ReplicaSum {
+			if !okDuration(d) {
+				return bad("ReplicaSum[%d] = %v, want finite ≥ 0 seconds", i, d)
+			}
+		}
+		if c.Schedule == scheduler.Async {
+			return bad("ReplicaSum with the async schedule: the runtime does not run replicas with it (docs/swarm.md)")
+		}
+	}
 	if c.TokensPerStep < 0 {
 		return bad("TokensPerStep = %d, want ≥ 0", c.TokensPerStep)
 	}
@@ -156,6 +177,16 @@ func (c Config) compute(stage int) Compute {
 		return c.Compute[0]
 	}
 	return c.Compute[stage]
+}
+
+func (c Config) replicaSum(stage int) float64 {
+	switch len(c.ReplicaSum) {
+	case 0:
+		return 0
+	case 1:
+		return c.ReplicaSum[0]
+	}
+	return c.ReplicaSum[stage]
 }
 
 func (c Config) link(i int) Link {

@@ -45,7 +45,8 @@ type StageStats struct {
 	Busy float64
 	// NetWait is the fraction of time waiting for a message that its sender
 	// had already produced: queued behind other messages on the link, being
-	// serialized, or in flight (latency). Faster links shrink it.
+	// serialized, or in flight (latency); and summing gradients with the
+	// stage's replicas (Config.ReplicaSum). Faster links shrink it.
 	NetWait float64
 	// Bubble is the fraction of time idle for other reasons: waiting for
 	// another stage's compute (the pipeline bubble), or finished early.
@@ -168,6 +169,9 @@ type stageState struct {
 	// the step until every stage is there; released lets the optimizer
 	// run.
 	atOpt, atDone, released bool
+	// With Config.ReplicaSum: summing is the sum in progress, summed that
+	// it is done and the optimizer step may start.
+	summing, summed bool
 }
 
 type run struct {
@@ -254,6 +258,13 @@ func (r *run) kick(s int, now float64) error {
 		a := st.m.Next()
 		switch a.Kind {
 		case scheduler.ActionOptimizerStep:
+			if d := r.c.replicaSum(s); d > 0 && !st.summed {
+				// The runtime sums before it reports its norm, so the
+				// sum comes before the barrier.
+				st.busy, st.summing, st.cur, st.start = true, true, a, now
+				r.push(event{t: now + d, stage: s})
+				return nil
+			}
 			if r.c.Barrier && !st.released {
 				st.atOpt = true
 				for j := range r.st {
@@ -272,7 +283,7 @@ func (r *run) kick(s int, now float64) error {
 				}
 				return nil
 			}
-			st.released = false
+			st.released, st.summed = false, false
 			st.busy, st.cur, st.start = true, a, now
 			r.push(event{t: now + r.c.compute(s).Optimizer, stage: s})
 			return nil
@@ -343,6 +354,11 @@ func (r *run) complete(ev event) error {
 	s := ev.stage
 	st := &r.st[s]
 	a := st.cur
+	if st.summing {
+		st.busy, st.summing, st.summed = false, false, true
+		st.spans = append(st.spans, Span{Stage: s, Kind: SpanReplicaSum, Step: a.Step, Micro: -1, Start: st.start, End: ev.t})
+		return r.kick(s, ev.t)
+	}
 	if err := st.m.Step(scheduler.Completed(a)); err != nil {
 		return fmt.Errorf("sim: %w", err)
 	}
@@ -430,7 +446,7 @@ func (r *run) result() Result {
 			if d <= 0 {
 				continue
 			}
-			if sp.Kind == SpanNetWait {
+			if sp.Kind == SpanNetWait || sp.Kind == SpanReplicaSum {
 				net += d
 			} else {
 				busy += d
