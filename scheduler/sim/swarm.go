@@ -21,16 +21,17 @@ import (
 // the partial sum on, up to replica R−1, which sends the total back down
 // the same links; the gradient goes in frames of ChunkBytes, each passed
 // on as soon as it has arrived, and the pass down runs beside the pass up
-// on the other direction of each link. Each link direction carries the
-// gradient once, and on links of equal speed the last frame reaches
-// replica 0 after
+// on the other direction of each link. So the sum is 2(R−1) store-and-
+// forward hops in a row, each link direction carrying the gradient once,
+// and on links of equal speed the last frame reaches replica 0 after
 //
 //	T + (2R−3)·c + 2(R−1)·L
 //
 // where T is the gradient's serialization time (GradientBytes·8 /
-// ReplicaBPS), c one frame's and L the one-way latency: the pass up is one
-// gradient's time plus R−2 frame hops, the pass down R−1 more (store and
-// forward of one frame each), every hop a latency. Each stage's sum runs
+// ReplicaBPS), c the largest frame's and L the one-way latency: the
+// frames queue behind the largest at every hop after the first, whatever
+// their order (ChainSum; TestChainSum checks it against the chain worked
+// out frame by frame). Each stage's sum runs
 // in Config.ReplicaSum, after its last backward and before the barrier of
 // the optimizer step, so one stage's sum overlaps the backwards still
 // running upstream and the slowest stage's sum is what the step waits on.
@@ -50,9 +51,10 @@ type Swarm struct {
 	// one link of the stage's chain carries each way: one replica's
 	// gradient as the sum sends it (framed, after its codec).
 	GradientBytes []int64
-	// ChunkBytes is one frame of the sum; 0 sends the gradient as one
-	// frame (no pipelining).
-	ChunkBytes int64
+	// FrameBytes is, per stage (one entry: every stage), the largest frame
+	// of the stage's sum; 0 or none: the gradient goes as one frame (no
+	// pipelining).
+	FrameBytes []int64
 	// Replica links between the replicas of a stage, each direction.
 	ReplicaBPS     float64 // bits/s; math.Inf(1) = unlimited
 	ReplicaLatency float64 // one-way, seconds
@@ -73,19 +75,19 @@ type SwarmResult struct {
 }
 
 // ChainSum is the seconds the chain takes to sum a gradient of gradBytes
-// over R replicas in frames of chunkBytes (0: one frame) on links of bps
-// bits/s and latency seconds one way: see Swarm.
-func ChainSum(R int, gradBytes, chunkBytes int64, bps, latency float64) float64 {
+// over R replicas in frames of at most frameBytes (0: one frame) on links
+// of bps bits/s and latency seconds one way: see Swarm.
+func ChainSum(R int, gradBytes, frameBytes int64, bps, latency float64) float64 {
 	if R < 2 || gradBytes <= 0 {
 		return 0
 	}
 	T, c := 0.0, 0.0
 	if !math.IsInf(bps, 1) {
-		chunk := gradBytes
-		if chunkBytes > 0 {
-			chunk = min(chunk, chunkBytes)
+		frame := gradBytes
+		if frameBytes > 0 {
+			frame = min(frame, frameBytes)
 		}
-		T, c = float64(gradBytes)*8/bps, float64(chunk)*8/bps
+		T, c = float64(gradBytes)*8/bps, float64(frame)*8/bps
 	}
 	return T + float64(2*R-3)*c + float64(2*(R-1))*latency
 }
@@ -112,8 +114,13 @@ func (s Swarm) Validate() error {
 			return bad("GradientBytes[%d] = %d, want ≥ 0", i, g)
 		}
 	}
-	if s.ChunkBytes < 0 {
-		return bad("ChunkBytes = %d, want ≥ 0 (0: one frame)", s.ChunkBytes)
+	if len(s.FrameBytes) > 1 && len(s.FrameBytes) != s.Lane.Stages {
+		return bad("FrameBytes has %d entries, want 0, 1 or Stages (%d)", len(s.FrameBytes), s.Lane.Stages)
+	}
+	for i, f := range s.FrameBytes {
+		if f < 0 {
+			return bad("FrameBytes[%d] = %d, want ≥ 0 (0: one frame)", i, f)
+		}
 	}
 	if !okRate(s.ReplicaBPS) || !okDuration(s.ReplicaLatency) {
 		return bad("ReplicaBPS = %v, ReplicaLatency = %v, want BPS > 0 (math.Inf(1) for unlimited) and finite latency ≥ 0 seconds", s.ReplicaBPS, s.ReplicaLatency)
@@ -141,8 +148,11 @@ func RunSwarm(s Swarm) (SwarmResult, error) {
 		return out, nil
 	}
 	for i := range out.ReplicaSums {
-		g := s.GradientBytes[min(i, len(s.GradientBytes)-1)]
-		out.ReplicaSums[i] = ChainSum(R, g, s.ChunkBytes, s.ReplicaBPS, s.ReplicaLatency)
+		g, f := s.GradientBytes[min(i, len(s.GradientBytes)-1)], int64(0)
+		if len(s.FrameBytes) > 0 {
+			f = s.FrameBytes[min(i, len(s.FrameBytes)-1)]
+		}
+		out.ReplicaSums[i] = ChainSum(R, g, f, s.ReplicaBPS, s.ReplicaLatency)
 		out.ReplicaSum = max(out.ReplicaSum, out.ReplicaSums[i])
 		out.ReplicaBytes += 2 * int64(R-1) * g
 	}

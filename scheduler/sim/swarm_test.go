@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"path/filepath"
 	"testing"
 
@@ -25,42 +26,63 @@ func swarmLane(S, M int) Config {
 // serializer plus latency as in Run, and every frame passed on as soon as
 // it has arrived; the sum is done when the last frame reaches replica 0.
 // Slow and obviously the runtime's order; ChainSum is its closed form.
-func chainReference(R int, grad, chunk int64, bps, latency float64) float64 {
-	if chunk <= 0 {
-		chunk = grad
-	}
+func chainReference(R int, frames []int64, bps, latency float64) float64 {
 	free := make([]float64, 2*(R-1))
 	done := 0.0
-	for off := int64(0); off < grad; off += chunk {
-		d := float64(min(chunk, grad-off)) * 8 / bps
+	for _, n := range frames {
+		d := float64(n) * 8 / bps
 		t := 0.0 // every frame is ready at replica 0 when the sum starts
 		for h := range free {
 			free[h] = math.Max(t, free[h]) + d
 			t = free[h] + latency
 		}
-		done = t
+		done = math.Max(done, t)
 	}
 	return done
 }
 
-// TestChainSum: the chain's closed form is the frame-by-frame chain: one
-// gradient's time plus 2R−3 frame hops plus 2(R−1) latencies; without
-// frames every hop is the whole gradient; it grows by one gradient's
-// serialization per gradient, not by R of them.
+// TestChainSum: the chain's closed form is the frame-by-frame chain, for
+// frames of any sizes in any order (the runtime cuts each tensor into
+// frames of its own, so small ones sit between full ones): one gradient's
+// time plus 2R−3 hops of the largest frame plus 2(R−1) latencies; without
+// frames every hop is the whole gradient; twice the gradient costs one
+// more gradient's serialization, not R of them.
 func TestChainSum(t *testing.T) {
-	const bps, lat, chunk = 60e6, 0.025, 65_566
+	const bps, lat, full = 60e6, 0.025, 65_566
+	rng := rand.New(rand.NewPCG(1, 2))
+	random := func(n int) []int64 {
+		f := make([]int64, n)
+		for i := range f {
+			f[i] = 30 + rng.Int64N(full-30)
+		}
+		f[rng.IntN(n)] = full
+		return f
+	}
+	fulls := func(n int, tail ...int64) []int64 {
+		f := make([]int64, n)
+		for i := range f {
+			f[i] = full
+		}
+		return append(f, tail...)
+	}
 	for _, tc := range []struct {
-		R           int
-		grad, chunk int64
+		name   string
+		R      int
+		frames []int64
 	}{
-		{2, 10 * chunk, chunk}, {3, 10 * chunk, chunk}, {8, 100 * chunk, chunk},
-		{8, 100 * chunk, 0}, {4, chunk / 3, chunk}, // one frame: no pipelining either way
-		{32, 7 * chunk, chunk},
-		{8, 10*chunk + chunk/2, chunk}, // a short last frame follows the full one at every hop
+		{"equal", 2, fulls(10)}, {"equal", 3, fulls(10)}, {"equal", 8, fulls(100)}, {"equal", 32, fulls(7)},
+		{"short last", 8, fulls(10, full/2)},
+		{"short first", 8, append([]int64{100, 4126}, fulls(10)...)},
+		{"full first", 4, append([]int64{full}, 4126, 158, 4126, 4126)},
+		{"one frame", 4, []int64{6_000_000}},
+		{"random", 2, random(50)}, {"random", 8, random(300)}, {"random", 16, random(7)},
 	} {
-		t.Run(fmt.Sprintf("R=%d/grad=%d/chunk=%d", tc.R, tc.grad, tc.chunk), func(t *testing.T) {
-			got := ChainSum(tc.R, tc.grad, tc.chunk, bps, lat)
-			want := chainReference(tc.R, tc.grad, tc.chunk, bps, lat)
+		t.Run(fmt.Sprintf("%s/R=%d", tc.name, tc.R), func(t *testing.T) {
+			var g, big int64
+			for _, n := range tc.frames {
+				g, big = g+n, max(big, n)
+			}
+			got, want := ChainSum(tc.R, g, big, bps, lat), chainReference(tc.R, tc.frames, bps, lat)
 			if math.Abs(got-want) > 1e-9*want {
 				t.Errorf("ChainSum %.6f s, frame by frame %.6f s", got, want)
 			}
@@ -70,17 +92,16 @@ func TestChainSum(t *testing.T) {
 	if got, want := ChainSum(4, 6e6, 0, bps, lat), 6*(6e6*8/bps+lat); math.Abs(got-want) > 1e-12 {
 		t.Errorf("one frame, R=4: %v s, want 6 × (gradient + latency) = %v s", got, want)
 	}
-	// Twice the gradient costs one more gradient's serialization, whatever R.
 	for _, R := range []int{2, 8, 32} {
-		d := ChainSum(R, 2<<24, chunk, bps, lat) - ChainSum(R, 1<<24, chunk, bps, lat)
+		d := ChainSum(R, 2<<24, full, bps, lat) - ChainSum(R, 1<<24, full, bps, lat)
 		if want := float64(1<<24) * 8 / bps; math.Abs(d-want) > 1e-9 {
 			t.Errorf("R=%d: doubling the gradient adds %v s, want its serialization %v s", R, d, want)
 		}
 	}
-	if got := ChainSum(5, 1<<30, chunk, math.Inf(1), lat); got != 8*lat {
+	if got := ChainSum(5, 1<<30, full, math.Inf(1), lat); got != 8*lat {
 		t.Errorf("unlimited links: %v s, want 2(R−1) latencies = %v s", got, 8*lat)
 	}
-	if ChainSum(1, 1<<30, chunk, bps, lat) != 0 || ChainSum(4, 0, chunk, bps, lat) != 0 {
+	if ChainSum(1, 1<<30, full, bps, lat) != 0 || ChainSum(4, 0, full, bps, lat) != 0 {
 		t.Error("one replica or nothing to sum should take no time")
 	}
 }
@@ -93,7 +114,7 @@ func TestSwarmOneReplicaIsThePipeline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sw, err := RunSwarm(Swarm{Lane: lane, Replicas: 1, GradientBytes: []int64{4 << 20}, ChunkBytes: 65_566, ReplicaBPS: 60e6, ReplicaLatency: 0.025})
+	sw, err := RunSwarm(Swarm{Lane: lane, Replicas: 1, GradientBytes: []int64{4 << 20}, FrameBytes: []int64{65_566}, ReplicaBPS: 60e6, ReplicaLatency: 0.025})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +152,7 @@ func TestSwarmReplicasSplitTheMicroBatches(t *testing.T) {
 		}
 		prev = free.TokensPerSecond
 
-		sw, err := RunSwarm(Swarm{Lane: lane, Replicas: R, GradientBytes: []int64{grad}, ChunkBytes: 65_566, ReplicaBPS: 60e6, ReplicaLatency: 0.025})
+		sw, err := RunSwarm(Swarm{Lane: lane, Replicas: R, GradientBytes: []int64{grad}, FrameBytes: []int64{65_566}, ReplicaBPS: 60e6, ReplicaLatency: 0.025})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -159,7 +180,7 @@ func TestSwarmSumOverlapsUpstream(t *testing.T) {
 	one := func(stage int) SwarmResult {
 		g := make([]int64, 8)
 		g[stage] = 600_000 // 80 ms at 60 Mbit/s
-		sw, err := RunSwarm(Swarm{Lane: lane, Replicas: R, GradientBytes: g, ChunkBytes: 65_566, ReplicaBPS: 60e6, ReplicaLatency: 0.025})
+		sw, err := RunSwarm(Swarm{Lane: lane, Replicas: R, GradientBytes: g, FrameBytes: []int64{65_566}, ReplicaBPS: 60e6, ReplicaLatency: 0.025})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -177,7 +198,7 @@ func TestSwarmSumOverlapsUpstream(t *testing.T) {
 }
 
 func TestSwarmBadConfig(t *testing.T) {
-	ok := Swarm{Lane: swarmLane(4, 8), Replicas: 2, GradientBytes: []int64{1 << 20}, ChunkBytes: 65_566, ReplicaBPS: 60e6, ReplicaLatency: 0.025}
+	ok := Swarm{Lane: swarmLane(4, 8), Replicas: 2, GradientBytes: []int64{1 << 20}, FrameBytes: []int64{65_566}, ReplicaBPS: 60e6, ReplicaLatency: 0.025}
 	async := ok
 	async.Lane.Schedule, async.Lane.Barrier = scheduler.Async, false
 	for name, mod := range map[string]func(s *Swarm){
@@ -187,7 +208,8 @@ func TestSwarmBadConfig(t *testing.T) {
 			s.GradientBytes = []int64{1, 2, 3}
 		},
 		"negative gradient":  func(s *Swarm) { s.GradientBytes = []int64{-1} },
-		"negative chunk":     func(s *Swarm) { s.ChunkBytes = -1 },
+		"negative frame":     func(s *Swarm) { s.FrameBytes = []int64{-1} },
+		"2 frames, 4 stages": func(s *Swarm) { s.FrameBytes = []int64{1, 2} },
 		"zero bandwidth":     func(s *Swarm) { s.ReplicaBPS = 0 },
 		"NaN bandwidth":      func(s *Swarm) { s.ReplicaBPS = math.NaN() },
 		"negative latency":   func(s *Swarm) { s.ReplicaLatency = -0.001 },
@@ -223,7 +245,7 @@ func TestSwarm32x8(t *testing.T) {
 	big := swarmLane(32, 64)
 	var tps [2]float64
 	for i, R := range []int{1, 8} {
-		sw, err := RunSwarm(Swarm{Lane: big, Replicas: R, GradientBytes: []int64{4 * 30_000_000}, ChunkBytes: 65_566, ReplicaBPS: 60e6, ReplicaLatency: 0.03})
+		sw, err := RunSwarm(Swarm{Lane: big, Replicas: R, GradientBytes: []int64{4 * 30_000_000}, FrameBytes: []int64{65_566}, ReplicaBPS: 60e6, ReplicaLatency: 0.03})
 		if err != nil || !(sw.TokensPerSecond > 0) {
 			t.Fatalf("32 stages × %d replicas: %+v, %v", R, sw, err)
 		}
