@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/narrowband/narrowband/scheduler"
 )
@@ -82,6 +83,14 @@ type Config struct {
 	// as the runtime's sum does; RunSwarm sets it from the chain's cost.
 	// The sync schedules only: the runtime refuses replicas with async.
 	ReplicaSum []float64
+	// Mine, if set (one flag per micro-batch), runs every stage's machine
+	// on the flagged micro-batches only, in the whole stage's order
+	// (scheduler.StageMachine.Restrict), as a swarm's replica runs its
+	// share: one lane of a swarm (RunSwarm sets it). The two ends then
+	// exchange the tied-embedding gradient after their ReplicaSum, inside
+	// the optimizer step as the swarm runtime does, not after their last
+	// backward. The sync schedules only.
+	Mine []bool
 
 	// TokensPerStep, if > 0, gives Result.TokensPerSecond.
 	TokensPerStep int64
@@ -160,6 +169,17 @@ func (c Config) Validate() error {
 		}
 		if c.Schedule == scheduler.Async {
 			return bad("ReplicaSum with the async schedule: the runtime does not run replicas with it (docs/swarm.md)")
+		}
+	}
+	if c.Mine != nil {
+		if len(c.Mine) != c.Micro {
+			return bad("Mine has %d flags, want one per micro-batch (Micro = %d)", len(c.Mine), c.Micro)
+		}
+		if !slices.Contains(c.Mine, true) {
+			return bad("Mine flags no micro-batch: a lane needs one")
+		}
+		if c.Schedule == scheduler.Async {
+			return bad("Mine with the async schedule: the runtime does not run replicas with it (docs/swarm.md)")
 		}
 	}
 	if c.TokensPerStep < 0 {

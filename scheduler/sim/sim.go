@@ -172,6 +172,9 @@ type stageState struct {
 	// With Config.ReplicaSum: summing is the sum in progress, summed that
 	// it is done and the optimizer step may start.
 	summing, summed bool
+	// With Config.Mine, on the two ends: this step's tied-embedding
+	// gradient has been sent (after the sum).
+	tiedSent bool
 }
 
 type run struct {
@@ -200,6 +203,15 @@ func Run(c Config) (Result, error) {
 		m, err := scheduler.NewMachine(c.pipeline(), s, c.Steps)
 		if err != nil {
 			return Result{}, fmt.Errorf("sim: %w", err)
+		}
+		if c.Mine != nil {
+			sm, ok := m.(*scheduler.StageMachine)
+			if !ok {
+				return Result{}, fmt.Errorf("sim: stage %d: %T cannot be restricted to a lane: %w", s, m, ErrBadConfig)
+			}
+			if err := sm.Restrict(c.Mine); err != nil {
+				return Result{}, fmt.Errorf("sim: %w", err)
+			}
 		}
 		r.st[s].m = m
 	}
@@ -265,6 +277,23 @@ func (r *run) kick(s int, now float64) error {
 				r.push(event{t: now + d, stage: s})
 				return nil
 			}
+			if r.c.Mine != nil && r.tied(s) {
+				// A swarm's ends exchange the tied gradient after the
+				// sum: send it once, then wait for the other end's.
+				if !st.tiedSent {
+					st.tiedSent = true
+					m := scheduler.Message{Kind: scheduler.MessageEmbeddingGrad, Step: a.Step, Micro: -1, From: s, To: r.c.Stages - 1 - s}
+					ser, n := r.route(m)
+					r.push(event{t: ser.send(now, n), stage: m.To, arrive: true, msg: m, sent: now})
+				}
+				if !st.m.(*scheduler.StageMachine).HasEmbeddingGrad() {
+					if !st.waiting {
+						w := scheduler.Action{Kind: scheduler.ActionWait, Step: a.Step, Micro: -1, Slot: -1, WaitFor: scheduler.MessageEmbeddingGrad}
+						st.waiting, st.wait, st.waitFrom = true, w, now
+					}
+					return nil
+				}
+			}
 			if r.c.Barrier && !st.released {
 				st.atOpt = true
 				for j := range r.st {
@@ -283,7 +312,7 @@ func (r *run) kick(s int, now float64) error {
 				}
 				return nil
 			}
-			st.released, st.summed = false, false
+			st.released, st.summed, st.tiedSent = false, false, false
 			st.busy, st.cur, st.start = true, a, now
 			r.push(event{t: now + r.c.compute(s).Optimizer, stage: s})
 			return nil
@@ -373,6 +402,9 @@ func (r *run) complete(ev event) error {
 	}
 	return r.kick(s, ev.t)
 }
+
+// tied reports whether stage s is an end of the tied embedding.
+func (r *run) tied(s int) bool { return r.c.Stages > 1 && (s == 0 || s == r.c.Stages-1) }
 
 // route picks the serializer and the size of m.
 func (r *run) route(m scheduler.Message) (*serializer, int64) {

@@ -14,9 +14,10 @@ import (
 // step.
 //
 // It is projected as the runtime runs it. The lanes: lane r (the replicas
-// r of every stage) is an ordinary pipeline of its share of the
-// micro-batches, all lanes in parallel, so the swarm's step is the step of
-// Lane with Micro replaced by the largest share, ceil(M / R). The sum:
+// r of every stage) runs micro-batches r, r+R, … in the order the whole
+// stage's schedule runs them (Config.Mine), all lanes in parallel, so the
+// swarm's step is the step of lane 0, which has the most, ceil(M / R). The
+// sum:
 // replica 0 sends its gradient to replica 1, which adds its own and passes
 // the partial sum on, up to replica R−1, which sends the total back down
 // the same links; the gradient goes in frames of ChunkBytes, each passed
@@ -34,7 +35,8 @@ import (
 // out frame by frame). Each stage's sum runs
 // in Config.ReplicaSum, after its last backward and before the barrier of
 // the optimizer step, so one stage's sum overlaps the backwards still
-// running upstream and the slowest stage's sum is what the step waits on.
+// running upstream and the slowest stage's sum is what the step waits on;
+// the two ends exchange the tied-embedding gradient after theirs.
 //
 // Not modelled: the CPU time of adding and framing the chunks; a peer's
 // links sharing one uplink (a middle replica sends the gradient on two
@@ -125,8 +127,8 @@ func (s Swarm) Validate() error {
 	if !okRate(s.ReplicaBPS) || !okDuration(s.ReplicaLatency) {
 		return bad("ReplicaBPS = %v, ReplicaLatency = %v, want BPS > 0 (math.Inf(1) for unlimited) and finite latency ≥ 0 seconds", s.ReplicaBPS, s.ReplicaLatency)
 	}
-	if len(s.Lane.ReplicaSum) > 0 {
-		return bad("Lane.ReplicaSum is set; RunSwarm sets it from the chain")
+	if len(s.Lane.ReplicaSum) > 0 || s.Lane.Mine != nil {
+		return bad("Lane.ReplicaSum or Lane.Mine is set; RunSwarm sets them")
 	}
 	return nil
 }
@@ -138,12 +140,17 @@ func RunSwarm(s Swarm) (SwarmResult, error) {
 	}
 	S, R := s.Lane.Stages, s.Replicas
 	lane := s.Lane
-	lane.Micro = (lane.Micro + R - 1) / R
+	if R > 1 {
+		lane.Mine = make([]bool, lane.Micro)
+		for j := 0; j < lane.Micro; j += R {
+			lane.Mine[j] = true
+		}
+	}
 	alone, err := Run(lane)
 	if err != nil {
 		return SwarmResult{}, err
 	}
-	out := SwarmResult{Result: alone, LaneStepTime: alone.StepTime, LaneMicro: lane.Micro, ReplicaSums: make([]float64, S)}
+	out := SwarmResult{Result: alone, LaneStepTime: alone.StepTime, LaneMicro: (lane.Micro + R - 1) / R, ReplicaSums: make([]float64, S)}
 	if R == 1 {
 		return out, nil
 	}

@@ -125,55 +125,67 @@ func TestSwarmOneReplicaIsThePipeline(t *testing.T) {
 }
 
 // TestSwarmReplicasSplitTheMicroBatches: doubling the replicas halves each
-// lane's micro-batches; with a free sum (unlimited, instant replica links)
-// the swarm is exactly the pipeline of the lane's share, and the whole
-// step's tokens over its time grow; with 60 Mbps replica links the sum
-// adds its chain time and the bytes are 2(R−1) gradients a stage.
+// lane's micro-batches. A lane runs its share in the whole stage's order:
+// under GPipe that is exactly the pipeline of the share; under 1F1B each
+// replica holds about 1/R of the stage's in-flight micro-batches, so a
+// lane is no faster than the pipeline of its share. Either way, with a
+// free sum (unlimited, instant replica links) the tokens/s grow with R;
+// with 60 Mbps replica links the step adds the chain's time, and the bytes
+// are 2(R−1) gradients a stage.
 func TestSwarmReplicasSplitTheMicroBatches(t *testing.T) {
 	const M, S, grad = 16, 4, 2 << 20
-	lane := swarmLane(S, M)
-	var prev float64
-	for _, R := range []int{1, 2, 4, 8} {
-		free, err := RunSwarm(Swarm{Lane: lane, Replicas: R, GradientBytes: []int64{grad}, ReplicaBPS: math.Inf(1)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		share := lane
-		share.Micro = M / R
-		want, err := Run(share)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if free.LaneMicro != M/R || free.StepTime != want.StepTime {
-			t.Errorf("R=%d, free sum: %d micro-batches a lane, step %v s; the pipeline of %d: %v s", R, free.LaneMicro, free.StepTime, M/R, want.StepTime)
-		}
-		if R > 1 && free.TokensPerSecond <= prev {
-			t.Errorf("R=%d, free sum: %.0f tokens/s, no more than R=%d's %.0f", R, free.TokensPerSecond, R/2, prev)
-		}
-		prev = free.TokensPerSecond
+	for _, kind := range []scheduler.Schedule{scheduler.GPipe, scheduler.OneFOneB} {
+		lane := swarmLane(S, M)
+		lane.Schedule = kind
+		var prev float64
+		for _, R := range []int{1, 2, 4, 8} {
+			free, err := RunSwarm(Swarm{Lane: lane, Replicas: R, GradientBytes: []int64{grad}, ReplicaBPS: math.Inf(1)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			share := lane
+			share.Micro = M / R
+			want, err := Run(share)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("%v R=%d, free sum: lane of %d micro-batches %.4f s, the pipeline of %d %.4f s", kind, R, free.LaneMicro, free.StepTime, M/R, want.StepTime)
+			if free.LaneMicro != M/R {
+				t.Errorf("%v R=%d: %d micro-batches a lane, want %d", kind, R, free.LaneMicro, M/R)
+			}
+			if kind == scheduler.GPipe && math.Abs(free.StepTime-want.StepTime) > 1e-9 {
+				t.Errorf("GPipe R=%d, free sum: step %v s; the pipeline of %d: %v s", R, free.StepTime, M/R, want.StepTime)
+			}
+			if free.StepTime < want.StepTime-1e-9 {
+				t.Errorf("%v R=%d, free sum: step %v s, faster than the pipeline of %d (%v s)", kind, R, free.StepTime, M/R, want.StepTime)
+			}
+			if R > 1 && free.TokensPerSecond <= prev {
+				t.Errorf("%v R=%d, free sum: %.0f tokens/s, no more than R=%d's %.0f", kind, R, free.TokensPerSecond, R/2, prev)
+			}
+			prev = free.TokensPerSecond
 
-		sw, err := RunSwarm(Swarm{Lane: lane, Replicas: R, GradientBytes: []int64{grad}, FrameBytes: []int64{65_566}, ReplicaBPS: 60e6, ReplicaLatency: 0.025})
-		if err != nil {
-			t.Fatal(err)
-		}
-		sum := ChainSum(R, grad, 65_566, 60e6, 0.025)
-		if sw.ReplicaSum != sum || sw.LaneStepTime != want.StepTime || sw.ReplicaBytes != int64(S*2*(R-1)*grad) {
-			t.Errorf("R=%d: sum %v s (chain %v), lanes %v s (want %v), %d B (want %d)", R, sw.ReplicaSum, sum, sw.LaneStepTime, want.StepTime, sw.ReplicaBytes, S*2*(R-1)*grad)
-		}
-		// Every stage's sum is alike here, and stage 0 finishes its
-		// backwards last: the step waits for the whole of its sum.
-		if d := sw.StepTime - (sw.LaneStepTime + sw.ReplicaSum); math.Abs(d) > 1e-9 {
-			t.Errorf("R=%d: step %v s, want lanes %v + sum %v", R, sw.StepTime, sw.LaneStepTime, sw.ReplicaSum)
+			sw, err := RunSwarm(Swarm{Lane: lane, Replicas: R, GradientBytes: []int64{grad}, FrameBytes: []int64{65_566}, ReplicaBPS: 60e6, ReplicaLatency: 0.025})
+			if err != nil {
+				t.Fatal(err)
+			}
+			sum := ChainSum(R, grad, 65_566, 60e6, 0.025)
+			if sw.ReplicaSum != sum || sw.LaneStepTime != free.StepTime || sw.ReplicaBytes != int64(S*2*(R-1)*grad) {
+				t.Errorf("%v R=%d: sum %v s (chain %v), lanes %v s (want %v), %d B (want %d)", kind, R, sw.ReplicaSum, sum, sw.LaneStepTime, free.StepTime, sw.ReplicaBytes, S*2*(R-1)*grad)
+			}
+			// Every stage's sum is alike here, and stage 0 finishes its
+			// backwards last: the step waits for the whole of its sum.
+			if d := sw.StepTime - (sw.LaneStepTime + sw.ReplicaSum); math.Abs(d) > 1e-9 {
+				t.Errorf("%v R=%d: step %v s, want lanes %v + sum %v", kind, R, sw.StepTime, sw.LaneStepTime, sw.ReplicaSum)
+			}
 		}
 	}
 }
 
-// TestSwarmSumOverlapsUpstream: a middle stage's sum runs as soon as its
-// own backwards are done, beside the backwards still running upstream, so
-// a big gradient there costs the step less than its sum; on the first
-// stage, which finishes last, all of it, and on the last too: it sums
-// after the tied-embedding exchange, which waits for the first stage's
-// last backward (as the runtime does).
+// TestSwarmSumOverlapsUpstream: a stage's sum runs as soon as its own
+// backwards are done, beside the backwards still running upstream, so a
+// big gradient on a later stage costs the step less than its sum — the
+// last stage's too, since a swarm's ends exchange the tied gradient after
+// their sums; on the first stage, which finishes last, all of it.
 func TestSwarmSumOverlapsUpstream(t *testing.T) {
 	lane := swarmLane(8, 8)
 	const R = 2
@@ -186,14 +198,13 @@ func TestSwarmSumOverlapsUpstream(t *testing.T) {
 		}
 		return sw
 	}
-	if mid := one(6); mid.StepTime < mid.LaneStepTime || mid.StepTime-mid.LaneStepTime > mid.ReplicaSum/2 {
-		t.Errorf("sum on stage 6 of 8: the step grows %.4f s, want under half its %.4f s sum", mid.StepTime-mid.LaneStepTime, mid.ReplicaSum)
-	}
-	for _, stage := range []int{0, 7} {
-		end := one(stage)
-		if extra := end.StepTime - end.LaneStepTime; math.Abs(extra-end.ReplicaSum) > 1e-9 {
-			t.Errorf("sum on stage %d of 8: the step grows %.4f s, want all of its %.4f s sum", stage, extra, end.ReplicaSum)
+	for _, stage := range []int{4, 7} {
+		if sw := one(stage); sw.StepTime < sw.LaneStepTime || sw.StepTime-sw.LaneStepTime > sw.ReplicaSum/2 {
+			t.Errorf("sum on stage %d of 8: the step grows %.4f s, want under half its %.4f s sum", stage, sw.StepTime-sw.LaneStepTime, sw.ReplicaSum)
 		}
+	}
+	if first := one(0); math.Abs(first.StepTime-first.LaneStepTime-first.ReplicaSum) > 1e-9 {
+		t.Errorf("sum on stage 0 of 8: the step grows %.4f s, want all of its %.4f s sum", first.StepTime-first.LaneStepTime, first.ReplicaSum)
 	}
 }
 
@@ -214,6 +225,7 @@ func TestSwarmBadConfig(t *testing.T) {
 		"NaN bandwidth":      func(s *Swarm) { s.ReplicaBPS = math.NaN() },
 		"negative latency":   func(s *Swarm) { s.ReplicaLatency = -0.001 },
 		"sum set by hand":    func(s *Swarm) { s.Lane.ReplicaSum = []float64{1} },
+		"lane set by hand":   func(s *Swarm) { s.Lane.Mine = make([]bool, 8) },
 		"bad lane":           func(s *Swarm) { s.Lane.Steps = 0 },
 		"async with replica": func(s *Swarm) { *s = async },
 	} {
@@ -234,6 +246,13 @@ func TestSwarmBadConfig(t *testing.T) {
 		c.ReplicaSum = sum
 		if _, err := Run(c); !errors.Is(err, ErrBadConfig) {
 			t.Errorf("ReplicaSum %v: %v, want ErrBadConfig", sum, err)
+		}
+	}
+	for _, mine := range [][]bool{make([]bool, 8), {true, false}} {
+		c := swarmLane(4, 8)
+		c.Mine = mine
+		if _, err := Run(c); !errors.Is(err, ErrBadConfig) {
+			t.Errorf("Mine %v: %v, want ErrBadConfig", mine, err)
 		}
 	}
 }
@@ -258,13 +277,16 @@ func TestSwarm32x8(t *testing.T) {
 	}
 }
 
-// TestGoldenReplicaSum: the timeline of a 1F1B lane whose stages each sum
-// for 3 units before the barrier ('='): the middle stages sum while the
-// earlier ones still run backwards; the first and last only after the
-// tied-embedding exchange, so the step waits for all of theirs.
+// TestGoldenReplicaSum: the timeline of lane 0 of a 1F1B swarm of 2
+// replicas a stage, M=4 (micro-batches a and c here, in the whole stage's
+// order), each stage summing for 3 units before the barrier ('='): the
+// later stages sum while the earlier ones still run backwards, the ends
+// exchange the tied gradient after their sums (zero time here), and the
+// step waits for stage 0's.
 func TestGoldenReplicaSum(t *testing.T) {
-	c := Config{Schedule: scheduler.OneFOneB, Stages: 4, Micro: 2, Steps: 2, Compute: []Compute{{1, 2, 1}},
-		Links: []Link{Unlimited}, Embedding: Embedding{BPS: math.Inf(1)}, Barrier: true, ReplicaSum: []float64{3}}
-	got := goldenRun(t, "1f1b S=4 M=2, tf=1 tb=2 opt=1, barrier, replica sum 3 units a stage (= on the timeline), zero latency, unlimited bandwidth", c)
-	checkGolden(t, filepath.Join("testdata", "1f1b_s4_m2_barrier_replicasum3.txt"), got)
+	c := Config{Schedule: scheduler.OneFOneB, Stages: 4, Micro: 4, Steps: 2, Compute: []Compute{{1, 2, 1}},
+		Links: []Link{Unlimited}, Embedding: Embedding{BPS: math.Inf(1)}, Barrier: true,
+		ReplicaSum: []float64{3}, Mine: []bool{true, false, true, false}}
+	got := goldenRun(t, "1f1b S=4 M=4, lane 0 of 2 replicas, tf=1 tb=2 opt=1, barrier, replica sum 3 units a stage (= on the timeline), zero latency, unlimited bandwidth", c)
+	checkGolden(t, filepath.Join("testdata", "1f1b_s4_m4_lane0of2_replicasum3.txt"), got)
 }

@@ -65,8 +65,9 @@ func (s *spanCollector) PublishSpans(sp []metrics.Span) { s.spans = append(s.spa
 
 // ComputeFromSpans averages each stage's forward, backward and optimizer
 // spans over the steps after the first (which warms up), and over a
-// stage's replicas; the gradient sum among replicas is taken out of the
-// optimizer's time (the simulator projects it from the links).
+// stage's replicas; the gradient sum among replicas and a swarm end's wait
+// for the tied gradient are taken out of the optimizer's time (the
+// simulator projects both from the links).
 func ComputeFromSpans(spans []metrics.Span, stages int) []sim.Compute {
 	type acc struct{ f, b, o, nf, nb, no float64 }
 	a := make([]acc, stages)
@@ -85,7 +86,7 @@ func ComputeFromSpans(spans []metrics.Span, stages int) []sim.Compute {
 		case "optimizer": // recorded in two parts around the norm barrier
 			a[s.Stage].o += d
 			a[s.Stage].no += 0.5
-		case "replica_sum": // inside the first part: network time, not compute
+		case "replica_sum", "tied_wait": // inside the first part: network time, not compute
 			a[s.Stage].o -= d
 		}
 	}
