@@ -16,15 +16,15 @@ import (
 // It is projected as the runtime runs it. The lanes: lane r (the replicas
 // r of every stage) runs micro-batches r, r+R, … in the order the whole
 // stage's schedule runs them (Config.Mine), all lanes in parallel, so the
-// swarm's step is the step of lane 0, which has the most, ceil(M / R). The
-// sum:
-// replica 0 sends its gradient to replica 1, which adds its own and passes
-// the partial sum on, up to replica R−1, which sends the total back down
-// the same links; the gradient goes in frames of ChunkBytes, each passed
-// on as soon as it has arrived, and the pass down runs beside the pass up
-// on the other direction of each link. So the sum is 2(R−1) store-and-
-// forward hops in a row, each link direction carrying the gradient once,
-// and on links of equal speed the last frame reaches replica 0 after
+// swarm's step is the step of lane 0, which has the most, ceil(M / R).
+// The sum: replica 0 sends its gradient to replica 1, which adds its own
+// and passes the partial sum on, up to replica R−1, which sends the total
+// back down the same links; the gradient goes in frames (of at most
+// FrameBytes), each passed on as soon as it has arrived, and the pass down
+// runs beside the pass up on the other direction of each link. So the sum
+// is 2(R−1) store-and-forward hops in a row, each link direction carrying
+// the gradient once, and on links of equal speed the last frame reaches
+// replica 0 after
 //
 //	T + (2R−3)·c + 2(R−1)·L
 //
@@ -32,11 +32,11 @@ import (
 // ReplicaBPS), c the largest frame's and L the one-way latency: the
 // frames queue behind the largest at every hop after the first, whatever
 // their order (ChainSum; TestChainSum checks it against the chain worked
-// out frame by frame). Each stage's sum runs
-// in Config.ReplicaSum, after its last backward and before the barrier of
-// the optimizer step, so one stage's sum overlaps the backwards still
-// running upstream and the slowest stage's sum is what the step waits on;
-// the two ends exchange the tied-embedding gradient after theirs.
+// out frame by frame). Each stage's sum runs in Config.ReplicaSum, after
+// its last backward and before the barrier of the optimizer step, so one
+// stage's sum overlaps the backwards still running upstream and the
+// slowest stage's sum is what the step waits on; the two ends exchange the
+// tied-embedding gradient after theirs.
 //
 // Not modelled: the CPU time of adding and framing the chunks; a peer's
 // links sharing one uplink (a middle replica sends the gradient on two
