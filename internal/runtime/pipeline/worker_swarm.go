@@ -227,6 +227,10 @@ func (w *Worker) tiedPeers() (to []int, from int) {
 	return to, other[a%len(other)]
 }
 
+// tiedWaitSpan is the timeline's name for a swarm end's wait for the other
+// end's tied-embedding gradient.
+const tiedWaitSpan = "tied_wait"
+
 // swarmTied is a swarm's tied-embedding exchange, after the stage's sum:
 // this end sends its summed gradient (or its coefficients, as sendTied
 // codes it) to its partners and adds the one it takes from its own.
@@ -237,11 +241,15 @@ func (w *Worker) swarmTied(ctx context.Context, step int) error {
 	if err := w.sendTied(step); err != nil {
 		return err
 	}
+	// Inside the optimizer's span, as the sum is: its own span lets a
+	// measurement of compute (simulate) take the wait out.
+	t := time.Now()
 	for !w.sm.HasEmbeddingGrad() {
 		if err := w.take(ctx); err != nil {
 			return fmt.Errorf("step %d: waiting for the tied-embedding gradient: %w", step, err)
 		}
 	}
+	w.span(tiedWaitSpan, -1, t)
 	g := w.st.TiedWeight().Grad
 	own := g
 	if w.codec.con != nil {
