@@ -39,6 +39,7 @@ type StageMachine struct {
 	stages, micro, stage int
 	window               int      // MaxInFlight
 	order                []Action // compute order of one step, Step = 0
+	spec                 Pipeline // what the machine was built for (RestrictLane rebuilds its order)
 	full                 []Action // the whole stage's order, once Restrict narrowed order
 	routed               bool     // Restrict: the runtime exchanges the tied gradient itself
 
@@ -67,7 +68,7 @@ func NewStage(p Pipeline, stage int) (*StageMachine, error) {
 		return nil, fmt.Errorf("new stage machine: %w", err)
 	}
 	w, _ := p.MaxInFlight(stage) // cannot fail: Order checked
-	m := &StageMachine{kind: p.Schedule, stages: p.Stages, micro: p.Micro, stage: stage, window: w, order: order}
+	m := &StageMachine{kind: p.Schedule, stages: p.Stages, micro: p.Micro, stage: stage, window: w, order: order, spec: p}
 	for i := range 2 {
 		m.act[i] = make([]bool, p.Micro)
 		m.grad[i] = make([]bool, p.Micro)

@@ -45,6 +45,40 @@ func (m *StageMachine) Restrict(mine []bool) error {
 	return nil
 }
 
+// RestrictLane is Restrict for a route of lanes: every stage has the same
+// number of replicas and micro-batch j runs on the same place in every
+// stage's chain, so the replicas at one place are a pipeline of their
+// own, and each runs the schedule of a pipeline of its share (a 1F1B warm-up
+// of its own, not its stage's order filtered, which under 1F1B would
+// leave a replica of R with about 1/R of the micro-batches in flight and
+// wait a round trip between them). Its slots are its share's, which never
+// exceed the stage's.
+func (m *StageMachine) RestrictLane(mine []bool) error {
+	if err := m.Restrict(mine); err != nil {
+		return err
+	}
+	var ids []int
+	for j, ok := range mine {
+		if ok {
+			ids = append(ids, j)
+		}
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	p := m.spec
+	p.Micro = len(ids)
+	order, err := p.Order(m.stage)
+	if err != nil {
+		return fmt.Errorf("stage %d step %d: a lane of %d micro-batches: %w", m.stage, m.step, len(ids), err)
+	}
+	for i := range order {
+		order[i].Micro = ids[order[i].Micro]
+	}
+	m.order = order
+	return nil
+}
+
 // HasEmbeddingGrad reports whether the current step's tied-embedding
 // gradient arrived (a routed machine does not wait for it itself).
 func (m *StageMachine) HasEmbeddingGrad() bool { return m.emb[m.step&1] }

@@ -13,15 +13,25 @@ import (
 func TestRoutedReplicasNeverDeadlock(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	for _, kind := range []Schedule{OneFOneB, GPipe} {
-		for trial := 0; trial < 300; trial++ {
+		for trial := 0; trial < 600; trial++ {
 			S, M := 2+rng.IntN(4), 2+rng.IntN(9)
 			reps := make([]int, S)
 			route := make([][]int, S)
+			// Every other trial routes by lanes (RestrictLane).
+			lanes := trial%2 == 1
+			R := 1 + rng.IntN(3)
+			lane := make([]int, M)
+			for j := range lane {
+				lane[j] = rng.IntN(R)
+			}
 			for i := range reps {
 				reps[i] = 1 + rng.IntN(3)
 				route[i] = make([]int, M)
 				for j := range route[i] {
 					route[i][j] = rng.IntN(reps[i])
+				}
+				if lanes {
+					reps[i], route[i] = R, lane
 				}
 			}
 			p := Pipeline{Schedule: kind, Stages: S, Micro: M}
@@ -36,8 +46,17 @@ func TestRoutedReplicasNeverDeadlock(t *testing.T) {
 					for j := range mine {
 						mine[j] = route[i][j] == r
 					}
-					if err := sm.Restrict(mine); err != nil {
+					restrict := sm.Restrict
+					if lanes {
+						restrict = sm.RestrictLane
+					}
+					if err := restrict(mine); err != nil {
 						t.Fatal(err)
+					}
+					for _, a := range sm.Order() {
+						if a.Slot >= sm.MaxInFlight() {
+							t.Fatalf("micro-batch %d in slot %d of %d", a.Micro, a.Slot, sm.MaxInFlight())
+						}
 					}
 					ms[i] = append(ms[i], sm)
 				}
@@ -69,7 +88,7 @@ func TestRoutedReplicasNeverDeadlock(t *testing.T) {
 					break
 				}
 				if !acted {
-					t.Fatalf("%v S=%d M=%d replicas %v route %v: deadlock", kind, S, M, reps, route)
+					t.Fatalf("%v S=%d M=%d replicas %v route %v (lanes %v): deadlock", kind, S, M, reps, route, lanes)
 				}
 			}
 		}

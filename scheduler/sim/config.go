@@ -84,9 +84,10 @@ type Config struct {
 	// The sync schedules only: the runtime refuses replicas with async.
 	ReplicaSum []float64
 	// Mine, if set (one flag per micro-batch), runs every stage's machine
-	// on the flagged micro-batches only, in the whole stage's order
-	// (scheduler.StageMachine.Restrict), as a swarm's replica runs its
-	// share: one lane of a swarm (RunSwarm sets it). The two ends then
+	// on the flagged micro-batches only, as the schedule of a pipeline of
+	// that share (scheduler.StageMachine.RestrictLane), as a swarm's
+	// replica runs its lane when every stage has R replicas and routing
+	// is round-robin: one lane of a swarm (RunSwarm sets it). The two ends then
 	// exchange the tied-embedding gradient after their ReplicaSum, inside
 	// the optimizer step as the swarm runtime does, not after their last
 	// backward. The sync schedules only.

@@ -22,8 +22,8 @@
 // it enough of them (TestAsyncHidesLatency uses 24).
 //
 // RunSwarm projects stages held by several replicas each (docs/swarm.md):
-// the busiest lane, every stage's replica running its micro-batches in the
-// whole stage's order (Config.Mine), and each stage's gradient sum over
+// the busiest lane, run as a pipeline of its share (Config.Mine), as the
+// runtime runs a round-robin route, and each stage's gradient sum over
 // the chain of its replicas (ChainSum) as Config.ReplicaSum, a stretch of
 // each stage's timeline between its last backward and its optimizer step.
 package sim

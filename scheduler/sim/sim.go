@@ -209,7 +209,7 @@ func Run(c Config) (Result, error) {
 			if !ok {
 				return Result{}, fmt.Errorf("sim: stage %d: %T cannot be restricted to a lane: %w", s, m, ErrBadConfig)
 			}
-			if err := sm.Restrict(c.Mine); err != nil {
+			if err := sm.RestrictLane(c.Mine); err != nil {
 				return Result{}, fmt.Errorf("sim: %w", err)
 			}
 		}

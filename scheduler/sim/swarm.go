@@ -14,8 +14,8 @@ import (
 // step.
 //
 // It is projected as the runtime runs it. The lanes: lane r (the replicas
-// r of every stage) runs micro-batches r, r+R, … in the order the whole
-// stage's schedule runs them (Config.Mine), all lanes in parallel, so the
+// r of every stage) runs micro-batches r, r+R, … as a pipeline of its own
+// (Config.Mine: its own 1F1B warm-up), all lanes in parallel, so the
 // swarm's step is the step of lane 0, which has the most, ceil(M / R).
 // The sum: replica 0 sends its gradient to replica 1, which adds its own
 // and passes the partial sum on, up to replica R−1, which sends the total

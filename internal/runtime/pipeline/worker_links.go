@@ -49,6 +49,11 @@ type link struct {
 	heard atomic.Int64 // unix ns of the last frame received
 	stop  context.CancelFunc
 	sent  sync.WaitGroup
+	// outMu and closed let goroutines other than the worker's own (a
+	// download being served, a gradient sum's pass down) queue frames
+	// without racing detach's close of out.
+	outMu  sync.Mutex
+	closed bool
 }
 
 // linkFailure is a link that went silent while this stage waited on it.
@@ -114,7 +119,10 @@ func (w *Worker) detach(l *link) {
 	}
 	w.net.linkMu.Unlock()
 	l.stop()
+	l.outMu.Lock()
+	l.closed = true
 	close(l.out)
+	l.outMu.Unlock()
 	l.sent.Wait()
 	l.conn.Close()
 }

@@ -94,7 +94,11 @@ func (w *Worker) routeStep(cmd ctrlMsg) error {
 	if pos < 0 {
 		return fmt.Errorf("node %d is not among stage %d's replicas %v", rp.node, w.id, cmd.Chains[w.id])
 	}
-	if err := w.sm.Restrict(mine); err != nil {
+	restrict := w.sm.Restrict
+	if isLanes(cmd.Route, cmd.Chains) {
+		restrict = w.sm.RestrictLane
+	}
+	if err := restrict(mine); err != nil {
 		return err
 	}
 	rp.route, rp.chains = cmd.Route, cmd.Chains
@@ -123,6 +127,26 @@ func (w *Worker) routeStep(cmd ctrlMsg) error {
 	}
 	w.stats.Micros = n
 	return nil
+}
+
+// isLanes reports whether a route is lanes: as many replicas on every
+// stage, and each micro-batch at the same place in every stage's chain.
+// Every worker decides it from the same route, so all agree.
+func isLanes(route, chains [][]int) bool {
+	for i := range chains {
+		if len(chains[i]) != len(chains[0]) {
+			return false
+		}
+	}
+	for j := range route[0] {
+		at := slices.Index(chains[0], route[0][j])
+		for i := range route {
+			if slices.Index(chains[i], route[i][j]) != at {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // checkRoute refuses a route that does not fit the run (a driver bug or a

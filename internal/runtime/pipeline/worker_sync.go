@@ -48,14 +48,16 @@ type syncer struct {
 	cancel  context.CancelFunc
 }
 
-// push queues frame on l unless the link was closed meanwhile (a send on
-// a detached link's closed queue must not bring the worker down).
-func push(ctx context.Context, l *link, frame []byte) (err error) {
-	defer func() {
-		if recover() != nil {
-			err = fmt.Errorf("link to node %d closed", l.peer)
-		}
-	}()
+// push queues frame on l from a goroutine of its own, unless the link was
+// detached meanwhile. (It holds outMu while the queue is full: the link's
+// sender drains it even after a failure, so detach waits at most that
+// long.)
+func push(ctx context.Context, l *link, frame []byte) error {
+	l.outMu.Lock()
+	defer l.outMu.Unlock()
+	if l.closed {
+		return fmt.Errorf("link to node %d closed", l.peer)
+	}
 	select {
 	case l.out <- frame:
 		return nil
