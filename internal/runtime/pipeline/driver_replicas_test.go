@@ -2,9 +2,12 @@ package pipeline
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/narrowband/narrowband/internal/config"
 )
 
 // TestDriverFindsDriftedReplica: a replica whose state differs from its
@@ -90,5 +93,42 @@ func TestReplicaLostIsDropped(t *testing.T) {
 	}
 	if f := d.Faults(); f.StepsRedone > 1 {
 		t.Fatalf("steps redone %d: only the interrupted one should be", f.StepsRedone)
+	}
+}
+
+// TestJoinerMustMatchItsReplicas: a peer joins a 2 × 2 swarm in
+// goroutines and is admitted; with its replay of the steps it missed off
+// by 1e-4 of the learning rate, the driver's comparison of its state with
+// a replica's stops the run at its admission instead.
+func TestJoinerMustMatchItsReplicas(t *testing.T) {
+	for _, broken := range []bool{false, true} {
+		t.Run(fmt.Sprintf("broken=%v", broken), func(t *testing.T) {
+			if broken {
+				breakReplay = 1.0001
+				defer func() { breakReplay = 1 }()
+			}
+			c := tinyConfig(t)
+			c.Pipeline.Stages = 2
+			c.Pipeline.Replicas = 2
+			c.Run.Steps = 8
+			c.Faults.Events = []config.FaultEvent{{AtStep: 2, Kind: "join"}}
+			if err := c.Validate(); err != nil {
+				t.Fatal(err)
+			}
+			d := testPipeline(t, c)
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			var err error
+			for step := 0; step < c.Run.Steps && err == nil; step++ {
+				_, err = d.Step(ctx, step, 1e-3)
+			}
+			joined := d.swarmCounts().Joins
+			switch {
+			case !broken && (err != nil || joined != 1):
+				t.Fatalf("joins %d, err %v: want the joiner admitted", joined, err)
+			case broken && (err == nil || !strings.Contains(err.Error(), "that is not its replicas'")):
+				t.Fatalf("a joiner whose replay is off: joins %d, err %v; want the admission refused", joined, err)
+			}
+		})
 	}
 }

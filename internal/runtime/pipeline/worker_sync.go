@@ -37,6 +37,11 @@ const (
 	syncChunk = 64 << 10
 )
 
+// breakReplay scales the learning rate a joiner replays with: 1, except
+// in the test that shows the driver's admission check catches a replay
+// that is not the replicas' steps.
+var breakReplay float32 = 1
+
 // syncer is a joiner's download in progress.
 type syncer struct {
 	mu      sync.Mutex
@@ -269,7 +274,7 @@ func (w *Worker) fetch(ctx context.Context, s *syncer, c transport.Conn, from, s
 			return
 		}
 		stages.ScaleGrads(w.st.Params(), scale)
-		w.opt.Step(float32(lr))
+		w.opt.Step(float32(lr) * breakReplay)
 		w.st.ZeroGrad()
 		if w.codec.con != nil {
 			if err := w.codec.con.projectWeights(); err != nil {
