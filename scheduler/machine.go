@@ -39,6 +39,9 @@ type StageMachine struct {
 	stages, micro, stage int
 	window               int      // MaxInFlight
 	order                []Action // compute order of one step, Step = 0
+	spec                 Pipeline // what the machine was built for (RestrictLane rebuilds its order)
+	full                 []Action // the whole stage's order, once Restrict narrowed order
+	routed               bool     // Restrict: the runtime exchanges the tied gradient itself
 
 	step int
 	pos  int // index into order; len(order) = optimizer next; len(order)+1 = done
@@ -65,7 +68,7 @@ func NewStage(p Pipeline, stage int) (*StageMachine, error) {
 		return nil, fmt.Errorf("new stage machine: %w", err)
 	}
 	w, _ := p.MaxInFlight(stage) // cannot fail: Order checked
-	m := &StageMachine{kind: p.Schedule, stages: p.Stages, micro: p.Micro, stage: stage, window: w, order: order}
+	m := &StageMachine{kind: p.Schedule, stages: p.Stages, micro: p.Micro, stage: stage, window: w, order: order, spec: p}
 	for i := range 2 {
 		m.act[i] = make([]bool, p.Micro)
 		m.grad[i] = make([]bool, p.Micro)
@@ -127,7 +130,7 @@ func (m *StageMachine) Next() Action {
 		}
 		return a
 	case m.pos == len(m.order):
-		if m.tied() && !m.emb[cur] {
+		if m.tied() && !m.routed && !m.emb[cur] {
 			return Action{Kind: ActionWait, Step: m.step, Micro: -1, Slot: -1, WaitFor: MessageEmbeddingGrad}
 		}
 		return Action{Kind: ActionOptimizerStep, Step: m.step, Micro: -1, Slot: -1}
@@ -244,7 +247,7 @@ func (m *StageMachine) Sends(a Action) []Message {
 		if !m.first() {
 			out = append(out, Message{Kind: MessageGradient, Step: a.Step, Micro: a.Micro, From: m.stage, To: m.stage - 1})
 		}
-		if m.tied() && a.Micro == m.order[len(m.order)-1].Micro {
+		if m.tied() && !m.routed && a.Micro == m.order[len(m.order)-1].Micro {
 			out = append(out, Message{Kind: MessageEmbeddingGrad, Step: a.Step, Micro: -1, From: m.stage, To: m.peer()})
 		}
 	}

@@ -364,12 +364,24 @@ func sameData(a, b []float32) bool {
 // allocating it.
 func StageParams(cfg Config, lo, hi int, first, last bool) int64 {
 	var n int64
+	for _, k := range StageParamSizes(cfg, lo, hi, first, last) {
+		n += k
+	}
+	return n
+}
+
+// StageParamSizes is the length of each parameter tensor of that stage, in
+// the order of Stage.Params, without allocating it: what a transfer that
+// cuts every tensor into frames of its own (the gradient sum among
+// replicas) needs to count its frames.
+func StageParamSizes(cfg Config, lo, hi int, first, last bool) []int64 {
+	var out []int64
 	for _, sp := range paramLayout(cfg, lo, hi, first, last) {
 		k := int64(1)
 		for _, d := range sp.shape {
 			k *= int64(d)
 		}
-		n += k
+		out = append(out, k)
 	}
-	return n
+	return out
 }

@@ -2,17 +2,21 @@ package web_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/narrowband/narrowband/internal/metrics"
 	"github.com/narrowband/narrowband/web"
 	"github.com/narrowband/narrowband/web/webtest"
 )
@@ -41,6 +45,9 @@ func TestBrowserLiveView(t *testing.T) {
 	}
 	if res.Last.Stages != 3 || res.Last.Links != 2 {
 		t.Errorf("got %d stage bars and %d links, want 3 and 2", res.Last.Stages, res.Last.Links)
+	}
+	if res.Last.Swarm != 0 {
+		t.Errorf("a chain of one peer a stage shows the swarm panel (%d columns, %d cards): it is for runs with replicas", res.Last.Swarm, res.Last.Replicas)
 	}
 	if res.Last.RunName != "synthetic-gpt4x256" {
 		t.Errorf("run name shown %q", res.Last.RunName)
@@ -191,5 +198,260 @@ func TestBrowserHostCheck(t *testing.T) {
 		if strings.Contains(text, "private-run") || strings.Contains(text, "/home/me") || !strings.Contains(text, "does not answer to host") {
 			t.Fatalf("%s through a rebound name shows %.300q; want the refusal, not the run", foreign, text)
 		}
+	}
+}
+
+// swarmCard and swarmColumn are what the swarm panel shows, read from the
+// page (swarmViewJS).
+type swarmCard struct {
+	Peer  string `json:"peer"`
+	State string `json:"state"`
+	Path  string `json:"path"`
+	Slow  bool   `json:"slow"`
+	Text  string `json:"text"`
+}
+
+type swarmColumn struct {
+	Stage int         `json:"stage"`
+	Cards []swarmCard `json:"cards"`
+	Gone  []string    `json:"gone"`
+}
+
+type swarmView struct {
+	Shown     bool          `json:"shown"`
+	Sub       string        `json:"sub"`
+	Averaging string        `json:"averaging"`
+	Columns   []swarmColumn `json:"columns"`
+}
+
+const swarmViewJS = `(() => {
+  const panel = document.querySelector('#swarm-panel');
+  return {
+    shown: !panel.hidden,
+    sub: document.querySelector('#swarm-sub').textContent,
+    averaging: document.querySelector('#swarm-avg').textContent,
+    columns: [...document.querySelectorAll('#swarm .swarm-col')].map((c) => ({
+      stage: Number(c.dataset.stage),
+      cards: [...c.querySelectorAll('.replica')].map((r) => ({
+        peer: r.dataset.peer, state: r.dataset.state,
+        path: (r.querySelector('[data-path]') || {dataset: {}}).dataset.path || '',
+        slow: !!r.querySelector('.badge.slow'), text: r.textContent,
+      })),
+      gone: [...c.querySelectorAll('.gone')].map((g) => g.textContent),
+    })),
+  };
+})()`
+
+// card finds peer's card in v, and the stage of its column.
+func (v swarmView) card(peer string) (swarmCard, int, bool) {
+	for _, c := range v.Columns {
+		for _, r := range c.Cards {
+			if r.Peer == peer {
+				return r, c.Stage, true
+			}
+		}
+	}
+	return swarmCard{}, 0, false
+}
+
+// layout is the columns as "stage: peer/state …" lines, for messages
+// and comparisons.
+func (v swarmView) layout() []string {
+	var out []string
+	for _, c := range v.Columns {
+		s := fmt.Sprintf("stage %d:", c.Stage)
+		for _, r := range c.Cards {
+			s += " " + r.Peer + "/" + r.State
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+func waitSwarm(t *testing.T, tab context.Context, what string, cond func(swarmView) bool) swarmView {
+	t.Helper()
+	var last swarmView
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(tab, 5*time.Second)
+		v, err := chromedp.Run(ctx, chromedp.Evaluate[swarmView](swarmViewJS))
+		cancel()
+		if err == nil {
+			last = v
+			if cond(v) {
+				return v
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("swarm panel: %s: not seen after 15s (read error %v); it shows %q, averaging %q", what, err, last.layout(), last.Averaging)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// recorded reads the step records of a recorded metrics.jsonl.
+func recorded(t *testing.T, path string) []metrics.StepRecord {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var recs []metrics.StepRecord
+	for i, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		var r metrics.StepRecord
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatalf("%s:%d: %v", path, i+1, err)
+		}
+		if r.Type == "" || r.Type == "step" {
+			recs = append(recs, r)
+		}
+	}
+	return recs
+}
+
+// TestBrowserSwarm replays the metrics stream of a real run of 2 stages ×
+// 2 replicas on four WebRTC peers (testdata/swarm-2x2.jsonl; how to record
+// it again is in testdata/swarm-2x2.toml) into the view, and then the
+// replica events of a join, a demotion and a death as the runtime
+// publishes them (PublishEvent, the path of every metrics event). The
+// swarm panel must show the stages as two columns of two named cards
+// with the runs's path and averaging traffic, move the joiner from
+// syncing to training, mark the demoted replica, take the dead one out of
+// its column, and show a tab opened afterwards the same swarm.
+func TestBrowserSwarm(t *testing.T) {
+	recs := recorded(t, filepath.Join("testdata", "swarm-2x2.jsonl"))
+	if len(recs) != 8 {
+		t.Fatalf("testdata has %d step records, want 8", len(recs))
+	}
+	b := webtest.NewBrowser(t)
+	srv := web.New(web.Options{})
+	hs := httptest.NewServer(srv.Handler())
+	defer hs.Close()
+	defer srv.Close()
+	srv.SetRun(web.RunInfo{Name: "swarm-2x2", Seed: 7, TotalSteps: 8, Start: time.Now()})
+	srv.SetStatus("training")
+	for _, r := range recs[:3] {
+		srv.PublishStep(r)
+	}
+	tab := b.Tab()
+	if err := webtest.Navigate(tab, hs.URL); err != nil {
+		t.Fatal(err)
+	}
+
+	// The recorded run: replicas peer-0 and peer-2 hold stage 0, peer-1
+	// and peer-3 stage 1 (workers are numbered replica-major).
+	v := waitSwarm(t, tab, "2 columns of 2 training replicas", func(v swarmView) bool {
+		return v.Shown && len(v.Columns) == 2 && len(v.Columns[0].Cards) == 2 && len(v.Columns[1].Cards) == 2
+	})
+	if want := []string{"stage 0: peer-0/training peer-2/training", "stage 1: peer-1/training peer-3/training"}; !reflect.DeepEqual(v.layout(), want) {
+		t.Errorf("swarm shows %q, want %q", v.layout(), want)
+	}
+	if v.Sub != "2 stages × 2 replicas" {
+		t.Errorf("panel title says %q", v.Sub)
+	}
+	// Every record of the run summed 344,780 bytes among the replicas.
+	if !strings.Contains(v.Averaging, "344.8 kB a step") || !strings.Contains(v.Averaging, "mean 86.2 kB a step per replica") || !strings.Contains(v.Averaging, "/s") {
+		t.Errorf("averaging traffic shown as %q; want 344.8 kB a step, its rate and 86.2 kB a replica", v.Averaging)
+	}
+	for _, c := range v.Columns {
+		for _, r := range c.Cards {
+			if r.Path != "host" || !strings.Contains(r.Text, "sends") || !strings.Contains(r.Text, "busy") {
+				t.Errorf("card %s shows %q (path %q): want its path host, busy share and send rate", r.Peer, r.Text, r.Path)
+			}
+		}
+	}
+
+	// A fifth peer joins stage 1: it syncs from peer-1, its download is
+	// done, a step passes without it, and it is admitted.
+	srv.PublishEvent(metrics.Event{Kind: "replica_joining", Step: 4, WallSeconds: 0.3, Detail: map[string]any{"stage": 1, "peer": "peer-4", "from": "peer-1"}})
+	v = waitSwarm(t, tab, "peer-4 syncing on stage 1", func(v swarmView) bool {
+		c, st, ok := v.card("peer-4")
+		return ok && st == 1 && c.State == "syncing"
+	})
+	if c, _, _ := v.card("peer-4"); !strings.Contains(c.Text, "downloading state from peer-1") {
+		t.Errorf("syncing card says %q", c.Text)
+	}
+	srv.PublishEvent(metrics.Event{Kind: "state_download", Step: 4, WallSeconds: 0.35, Detail: map[string]any{"stage": 1, "peer": "peer-4", "from": "peer-1", "bytes": 3300000, "seconds": 0.42, "resumed": 1}})
+	srv.PublishStep(recs[3])
+	v = waitSwarm(t, tab, "peer-4's download done", func(v swarmView) bool {
+		c, _, ok := v.card("peer-4")
+		return ok && strings.Contains(c.Text, "state downloaded from peer-1: 3.30 MB in 0.42 s (resumed 1×)")
+	})
+	if c, _, _ := v.card("peer-4"); c.State != "syncing" {
+		t.Errorf("peer-4 is %s after its download, before replica_joined; want syncing", c.State)
+	}
+	srv.PublishEvent(metrics.Event{Kind: "replica_joined", Step: 5, WallSeconds: 0.4, Detail: map[string]any{"stage": 1, "peer": "peer-4", "step": 5}})
+	// From step 5 the records name peer-4 too (a copy of peer-3's stats),
+	// and, as the runtime will, how many micro-batches each replica
+	// computed; a dead replica is in no record after its death.
+	micro := map[string]int{"peer-0": 2, "peer-2": 2, "peer-1": 2, "peer-3": 1, "peer-4": 1}
+	withJoiner := func(r metrics.StepRecord, dead string) metrics.StepRecord {
+		var out []metrics.StageStats
+		for _, s := range r.Stages {
+			if s.Peer == dead {
+				continue
+			}
+			s.MicroBatches = micro[s.Peer]
+			if s.Peer == "peer-0" && dead != "" {
+				s.MicroBatches = 4
+			}
+			out = append(out, s)
+			if s.Peer == "peer-3" {
+				s.Peer, s.MicroBatches = "peer-4", micro["peer-4"]
+				out = append(out, s)
+			}
+		}
+		r.Stages = out
+		return r
+	}
+	srv.PublishStep(withJoiner(recs[4], ""))
+	v = waitSwarm(t, tab, "peer-4 training with a compute rate", func(v swarmView) bool {
+		c, st, ok := v.card("peer-4")
+		return ok && st == 1 && c.State == "training" && strings.Contains(c.Text, "micro-batches/s")
+	})
+	if c, _, _ := v.card("peer-4"); !strings.Contains(c.Text, "training since step 5") || !strings.Contains(c.Text, "1 micro-batch ") {
+		t.Errorf("joined card says %q; want training since step 5 with 1 micro-batch this step", c.Text)
+	}
+
+	// peer-3 is demoted, then peer-2 dies.
+	srv.PublishEvent(metrics.Event{Kind: "replica_demoted", Step: 6, WallSeconds: 0.5, Detail: map[string]any{"stage": 1, "peer": "peer-3", "reason": "3.1× slower than its stage's median"}})
+	srv.PublishStep(withJoiner(recs[5], ""))
+	waitSwarm(t, tab, "peer-3 marked slow", func(v swarmView) bool {
+		c, _, ok := v.card("peer-3")
+		return ok && c.Slow && strings.Contains(c.Text, "slow: half the micro-batches") && c.State == "training"
+	})
+	srv.PublishEvent(metrics.Event{Kind: "replica_dead", Step: 7, WallSeconds: 0.6, Detail: map[string]any{"stage": 0, "peer": "peer-2", "reason": "no heartbeat for 10 s", "step": 7}})
+	for _, r := range recs[6:] {
+		srv.PublishStep(withJoiner(r, "peer-2"))
+	}
+	v = waitSwarm(t, tab, "peer-2 out of stage 0", func(v swarmView) bool {
+		_, _, there := v.card("peer-2")
+		return !there && len(v.Columns) == 2 && len(v.Columns[0].Gone) == 1
+	})
+	if want := []string{"stage 0: peer-0/training", "stage 1: peer-1/training peer-3/training peer-4/training"}; !reflect.DeepEqual(v.layout(), want) {
+		t.Errorf("after peer-2 died the swarm shows %q, want %q", v.layout(), want)
+	}
+	if g := v.Columns[0].Gone[0]; g != "peer-2 · dead at step 7 (no heartbeat for 10 s)" {
+		t.Errorf("stage 0's departure line says %q", g)
+	}
+	if err := webtest.Screenshot(tab, filepath.Join(webtest.ArtifactDir(t), "web-swarm.png")); err != nil {
+		t.Error(err)
+	}
+
+	// A tab opened now gets the same swarm from its snapshot, though it
+	// saw none of the events live.
+	tab2 := b.NewTab(t)
+	if err := webtest.Navigate(tab2, hs.URL); err != nil {
+		t.Fatal(err)
+	}
+	v2 := waitSwarm(t, tab2, "the same swarm in a second tab", func(v2 swarmView) bool { return reflect.DeepEqual(v2.layout(), v.layout()) })
+	if c, _, _ := v2.card("peer-3"); !c.Slow {
+		t.Errorf("second tab does not mark peer-3 slow: %q", c.Text)
+	}
+	if len(v2.Columns[0].Gone) != 1 || v2.Averaging != v.Averaging {
+		t.Errorf("second tab shows departures %q and averaging %q; first tab %q and %q", v2.Columns[0].Gone, v2.Averaging, v.Columns[0].Gone, v.Averaging)
+	}
+	if errs := b.ConsoleErrors(); len(errs) > 0 {
+		t.Errorf("console errors: %v", errs)
 	}
 }

@@ -16,10 +16,13 @@
 // snapshot instead.
 //
 // A new observer of /events first receives a "snapshot" event (run info,
-// peers, status, the whole step history so far, recent full step records,
-// recent spans and events), then live deltas: "step", "spans", "event",
-// "peers", "run" and "status". GET /api/snapshot returns the same snapshot
-// as JSON. Every endpoint is read-only; other methods get 405. Requests
+// peers, status, the swarm, the whole step history so far, recent full
+// step records, recent spans and events), then live deltas: "step",
+// "spans", "event", "peers", "swarm", "run" and "status". GET
+// /api/snapshot returns the same snapshot as JSON. The swarm (swarm.go)
+// is each stage's replicas and their states, folded by the server from
+// step records, replica events and the peer list, so that a tab opened
+// late shows replicas whose events the bounded event ring has dropped. Every endpoint is read-only; other methods get 405. Requests
 // whose Host header is not a name of this server get 421 (DNS rebinding
 // would otherwise let any web page read the run); Options.AllowedHosts
 // adds names.

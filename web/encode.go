@@ -72,8 +72,9 @@ func appendString(b []byte, s string) []byte {
 }
 
 // appendStep writes r as a JSON object. With full false it leaves out the
-// per-stage and per-link stats and the replicas' sum: the long-term
-// history only needs the curves.
+// per-stage and per-link stats: the long-term history only needs the
+// curves. It writes what the page shows and leaves out the rest
+// (val_loss_per_byte, a stage's key and peak_rss_bytes).
 func appendStep(b []byte, r *metrics.StepRecord, full bool) []byte {
 	b, _ = appendStepSplit(b, r, full)
 	return b
@@ -103,6 +104,14 @@ func appendStepSplit(b []byte, r *metrics.StepRecord, full bool) ([]byte, int) {
 		b = append(b, `,"grad_norm":`...)
 		b = appendFloat(b, r.GradNorm)
 	}
+	if r.ReplicaBytes != 0 {
+		b = append(b, `,"replica_bytes":`...)
+		b = strconv.AppendInt(b, r.ReplicaBytes, 10)
+	}
+	if r.ReplicaRawBytes != 0 {
+		b = append(b, `,"replica_raw_bytes":`...)
+		b = strconv.AppendInt(b, r.ReplicaRawBytes, 10)
+	}
 	split := len(b)
 	if full && len(r.Stages) > 0 {
 		b = append(b, `,"stages":[`...)
@@ -118,6 +127,18 @@ func appendStepSplit(b []byte, r *metrics.StepRecord, full bool) ([]byte, int) {
 			b = appendFloat(b, s.IdleSeconds)
 			b = append(b, `,"net_wait_seconds":`...)
 			b = appendFloat(b, s.NetWait)
+			if s.Peer != "" {
+				b = append(b, `,"peer":`...)
+				b = appendString(b, s.Peer)
+			}
+			if s.BytesSent != 0 {
+				b = append(b, `,"bytes_sent":`...)
+				b = strconv.AppendInt(b, s.BytesSent, 10)
+			}
+			if s.MicroBatches != 0 {
+				b = append(b, `,"micro_batches":`...)
+				b = strconv.AppendInt(b, int64(s.MicroBatches), 10)
+			}
 			b = append(b, '}')
 		}
 		b = append(b, ']')
@@ -153,14 +174,6 @@ func appendStepSplit(b []byte, r *metrics.StepRecord, full bool) ([]byte, int) {
 			b = append(b, '}')
 		}
 		b = append(b, ']')
-	}
-	if full && r.ReplicaBytes != 0 {
-		b = append(b, `,"replica_bytes":`...)
-		b = strconv.AppendInt(b, r.ReplicaBytes, 10)
-	}
-	if full && r.ReplicaRawBytes != 0 {
-		b = append(b, `,"replica_raw_bytes":`...)
-		b = strconv.AppendInt(b, r.ReplicaRawBytes, 10)
 	}
 	return append(b, '}'), split
 }

@@ -109,6 +109,8 @@ type Server struct {
 	recent    ring[[]byte] // full encodings of the latest steps
 	spans     ring[metrics.Span]
 	events    ring[[]byte]
+	swarm     swarm  // the stages' replicas and their states (swarm.go)
+	swarmJSON []byte // its encoding, sent in every snapshot
 	observers map[*observer]struct{}
 	frames    [][]byte // ring of the last QueueLen frames, frame i at i%QueueLen
 	seq       uint64   // frames published so far
@@ -124,9 +126,12 @@ type Server struct {
 // runtime calls SetRun or PublishStep.
 func New(opts Options) *Server {
 	opts = opts.withDefaults()
+	sw := newSwarm()
 	return &Server{
 		opts:      opts,
 		peersJSON: []byte("[]"),
+		swarm:     sw,
+		swarmJSON: appendSwarm(nil, &sw),
 		hist:      history{max: opts.MaxSteps},
 		recent:    newRing[[]byte](opts.RecentSteps),
 		spans:     newRing[metrics.Span](opts.MaxSpans),
@@ -211,6 +216,9 @@ func (s *Server) SetPeers(peers []Peer) {
 	s.mu.Lock()
 	s.peersJSON = p
 	s.broadcast(frame("peers", p))
+	if s.swarm.peers(peers) {
+		s.swarmChangedLocked()
+	}
 	s.mu.Unlock()
 }
 
@@ -239,6 +247,9 @@ func (s *Server) PublishStep(r metrics.StepRecord) {
 		s.lastStep = r.Step
 	}
 	s.broadcast(f)
+	if s.swarm.step(&r) {
+		s.swarmChangedLocked()
+	}
 	s.mu.Unlock()
 }
 
@@ -265,7 +276,18 @@ func (s *Server) PublishEvent(e metrics.Event) {
 	s.mu.Lock()
 	s.events.push(p)
 	s.broadcast(frame("event", p))
+	if s.swarm.event(&e) {
+		s.swarmChangedLocked()
+	}
 	s.mu.Unlock()
+}
+
+// swarmChangedLocked re-encodes the swarm and sends it to every observer,
+// after the frame that changed it. Called with s.mu held; the swarm
+// changes only when replicas come, go or change state, so this is rare.
+func (s *Server) swarmChangedLocked() {
+	s.swarmJSON = appendSwarm(nil, &s.swarm)
+	s.broadcast(frame("swarm", s.swarmJSON))
 }
 
 // broadcast appends f to the frame ring that observers read from. Called
@@ -281,6 +303,7 @@ func (s *Server) broadcast(f []byte) {
 // held up by a big history.
 type snapshotParts struct {
 	run, peers []byte
+	swarm      []byte
 	status     string
 	steps      [][]byte
 	recent     [][]byte
@@ -290,7 +313,7 @@ type snapshotParts struct {
 
 // partsLocked copies the state; s.mu must be held.
 func (s *Server) partsLocked() snapshotParts {
-	p := snapshotParts{run: s.runJSON, peers: s.peersJSON, status: s.status}
+	p := snapshotParts{run: s.runJSON, peers: s.peersJSON, swarm: s.swarmJSON, status: s.status}
 	p.steps = make([][]byte, len(s.hist.entries))
 	for i, e := range s.hist.entries {
 		p.steps[i] = e.json
@@ -302,7 +325,7 @@ func (s *Server) partsLocked() snapshotParts {
 }
 
 func (p *snapshotParts) encode() []byte {
-	n := 256 + len(p.run) + len(p.peers) + 100*len(p.spans)
+	n := 256 + len(p.run) + len(p.peers) + len(p.swarm) + 100*len(p.spans)
 	for _, b := range p.steps {
 		n += len(b) + 1
 	}
@@ -323,6 +346,10 @@ func (p *snapshotParts) encode() []byte {
 	b = append(b, p.peers...)
 	b = append(b, `,"status":`...)
 	b = appendString(b, p.status)
+	if p.swarm != nil {
+		b = append(b, `,"swarm":`...)
+		b = append(b, p.swarm...)
+	}
 	list := func(name string, items [][]byte) {
 		b = append(b, `,"`...)
 		b = append(b, name...)

@@ -7,6 +7,7 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"runtime"
 	"strings"
 	"sync"
@@ -482,4 +483,101 @@ func TestManyObservers(t *testing.T) {
 		t.Errorf("%d observers connected, want %d", n, observers)
 	}
 	wg.Wait()
+}
+
+// TestSnapshotKeepsTheSwarm: a tab opened long after a replica joined
+// must still show it, though the event ring has dropped the events that
+// said so; and a live observer gets the swarm again right after the event
+// that changed it.
+func TestSnapshotKeepsTheSwarm(t *testing.T) {
+	srv := web.New(web.Options{MaxEvents: 2})
+	hs := httptest.NewServer(srv.Handler())
+	defer hs.Close()
+	defer srv.Close()
+	rec := func(i int) metrics.StepRecord {
+		r := step(i)
+		r.ReplicaBytes = 344780
+		r.Stages = nil
+		for k, p := range []string{"peer-0", "peer-1", "peer-2", "peer-3"} {
+			r.Stages = append(r.Stages, metrics.StageStats{Stage: k % 2, Peer: p, BusySeconds: 0.03, BytesSent: 16468})
+		}
+		return r
+	}
+	srv.PublishStep(rec(1))
+	srv.PublishEvent(metrics.Event{Kind: "replica_joining", Step: 2, Detail: map[string]any{"stage": 1, "peer": "peer-4", "from": "peer-1"}})
+	srv.PublishEvent(metrics.Event{Kind: "replica_joined", Step: 2, Detail: map[string]any{"stage": 1, "peer": "peer-4", "step": 2}})
+	for i := 2; i <= 10; i++ {
+		srv.PublishStep(rec(i))
+		srv.PublishEvent(metrics.Event{Kind: "rank_change", Step: i, Detail: map[string]any{"rank": i}})
+	}
+
+	type card struct {
+		Stage int    `json:"stage"`
+		Peer  string `json:"peer"`
+		State string `json:"state"`
+		Since int    `json:"since"`
+	}
+	type swarmJSON struct {
+		Shown    bool   `json:"shown"`
+		Replicas []card `json:"replicas"`
+		Gone     []struct {
+			Peer string `json:"peer"`
+			Kind string `json:"kind"`
+			Step int    `json:"step"`
+		} `json:"gone"`
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r := stream(t, ctx, hs.URL)
+	ev := next(t, r)
+	var snap struct {
+		Swarm  swarmJSON         `json:"swarm"`
+		Events []metrics.Event   `json:"events"`
+		Recent []json.RawMessage `json:"recent"`
+	}
+	if err := json.Unmarshal(ev.Data, &snap); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range snap.Events {
+		if strings.HasPrefix(e.Kind, "replica_") {
+			t.Fatalf("the event ring still holds %s: the test proves nothing", e.Kind)
+		}
+	}
+	want := []card{{0, "peer-0", "training", 1}, {1, "peer-1", "training", 1}, {0, "peer-2", "training", 1}, {1, "peer-3", "training", 1}, {1, "peer-4", "training", 2}}
+	if !snap.Swarm.Shown || !reflect.DeepEqual(snap.Swarm.Replicas, want) {
+		t.Errorf("snapshot swarm = %+v, want shown with %+v", snap.Swarm, want)
+	}
+	// The step records the page computes the cards' rates from carry the
+	// replicas' names and the averaging traffic.
+	var last metrics.StepRecord
+	if err := json.Unmarshal(snap.Recent[len(snap.Recent)-1], &last); err != nil {
+		t.Fatal(err)
+	}
+	if last.ReplicaBytes != 344780 || len(last.Stages) != 4 || last.Stages[2].Peer != "peer-2" || last.Stages[2].BytesSent != 16468 {
+		t.Errorf("recent step record = %+v; want replica_bytes and each replica's peer and bytes_sent", last)
+	}
+
+	srv.PublishEvent(metrics.Event{Kind: "replica_dead", Step: 11, Detail: map[string]any{"stage": 0, "peer": "peer-2", "reason": "no heartbeat", "step": 11}})
+	if ev := next(t, r); ev.Name != "event" {
+		t.Fatalf("got %q, want the event first", ev.Name)
+	}
+	ev = next(t, r)
+	if ev.Name != "swarm" {
+		t.Fatalf("got %q after a replica_dead event, want swarm", ev.Name)
+	}
+	var live swarmJSON
+	if err := json.Unmarshal(ev.Data, &live); err != nil {
+		t.Fatal(err)
+	}
+	if len(live.Replicas) != 4 || len(live.Gone) != 1 || live.Gone[0].Peer != "peer-2" || live.Gone[0].Kind != "replica_dead" || live.Gone[0].Step != 11 {
+		t.Errorf("swarm after replica_dead = %+v; want peer-2 gone at step 11 and 4 cards", live)
+	}
+	// A step with the same replicas sends no swarm frame.
+	srv.PublishStep(rec(11))
+	srv.SetStatus("done")
+	for _, w := range []string{"step", "status"} {
+		if ev := next(t, r); ev.Name != w {
+			t.Fatalf("got %q, want %q", ev.Name, w)
+		}
+	}
 }

@@ -79,6 +79,8 @@ Draws loss, throughput, compression and timeline plots and report.md for run or 
 
 Predicts the experiment's step time and tokens/s from per-stage compute times (measured on this
 machine, or simulate.forward_ms/backward_ms) and the link profile, with a timeline of one step.
+With pipeline.replicas = R it projects the swarm: R lanes of the micro-batches, and each stage's
+fp32 gradient sum over the chain of its replicas on the base [network] profile (docs/swarm.md).
 
   --set section.key=value  override one config key (repeatable)
   --json                   print the prediction as JSON

@@ -232,9 +232,19 @@ type Pipeline struct {
 	// replica m mod R), and the replicas of a stage sum their weight
 	// gradients among themselves before the optimizer step. 1 (default):
 	// one holder a stage.
-	Replicas  int    `toml:"replicas"`
-	Transport string `toml:"transport"` // "inproc" or "webrtc"
-	Processes bool   `toml:"processes"` // one OS process per stage
+	Replicas int `toml:"replicas"`
+	// Routing spreads each step's micro-batches over a stage's replicas:
+	// "round-robin" (default: micro-batch m to replica m mod R, so a run
+	// is reproducible) or "throughput" (SWARM's: in proportion to each
+	// replica's measured rate).
+	Routing string `toml:"routing"`
+	// SlowFraction and SlowSteps: a replica below SlowFraction of its
+	// stage's median rate for SlowSteps steps gets half the micro-batches;
+	// as long again, it is dropped. 0 (default): never.
+	SlowFraction float64 `toml:"slow_fraction"`
+	SlowSteps    int     `toml:"slow_steps"`
+	Transport    string  `toml:"transport"` // "inproc" or "webrtc"
+	Processes    bool    `toml:"processes"` // one OS process per stage
 
 	// WebRTC runs (transport = "webrtc"):
 	// SignalAddr is where this run's signaling server listens

@@ -48,6 +48,10 @@ type FaultEvent struct {
 	// is what a reproducible test needs: how many frames a time window
 	// holds depends on how fast the machine redoes the step.
 	Frames int `toml:"frames"`
+	// Replica (a swarm's kill or leave): which of the stage's replicas,
+	// by its place in the stage's summing order at that step (0: the
+	// first).
+	Replica int `toml:"replica"`
 }
 
 // HeartbeatSeconds is the effective heartbeat interval.
@@ -98,8 +102,18 @@ func (c Config) validateFaults(bad func(key string, val any, allowed string)) {
 			bad(key+"stage", e.Stage, fmt.Sprintf("must be in [0, pipeline.stages = %d)", S))
 		}
 		switch e.Kind {
+		case "join", "leave":
+			if c.Pipeline.ReplicaCount() < 2 {
+				bad(key+"kind", strconv.Quote(e.Kind), "needs pipeline.replicas ≥ 2: peers join and leave a swarm's stages (docs/swarm.md)")
+			}
+			if e.Replica < 0 {
+				bad(key+"replica", e.Replica, "must be at least 0")
+			}
 		case "kill":
-			if c.Pipeline.Transport != "webrtc" {
+			if e.Replica < 0 {
+				bad(key+"replica", e.Replica, "must be at least 0")
+			}
+			if c.Pipeline.Transport != "webrtc" && c.Pipeline.ReplicaCount() < 2 {
 				bad(key+"kind", `"kill"`, `needs pipeline.transport = "webrtc" (a killed stage is taken over by a spare peer)`)
 			}
 		case "cut", "slow", "corrupt":
@@ -116,7 +130,7 @@ func (c Config) validateFaults(bad func(key string, val any, allowed string)) {
 				bad(key+"bandwidth_mbps", e.BandwidthMbps, "must be positive (0 = 1 Mbps)")
 			}
 		default:
-			bad(key+"kind", strconv.Quote(e.Kind), "must be kill, cut, slow or corrupt")
+			bad(key+"kind", strconv.Quote(e.Kind), "must be kill, cut, slow, corrupt, join or leave")
 		}
 	}
 }

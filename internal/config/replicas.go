@@ -37,7 +37,25 @@ func (c Config) validateReplicas(bad func(key string, val any, allowed string)) 
 	if m := c.Compression.Method; m == compression.MethodSubspaceTC {
 		bad("pipeline.replicas", R, fmt.Sprintf(`does not run with compression.method = %s yet: its coders' state (predictors, rotations) is kept per stage link, not per replica's link; use "subspace", "lowrank", "int8" or another codec`, strconv.Quote(m.String())))
 	}
-	if len(c.Faults.Events) > 0 {
-		bad("pipeline.replicas", R, "does not take [[faults.event]] yet: a replica's failure is not recovered (joins, leaves and deaths of replicas are the next part of docs/swarm.md)")
+	for i, e := range c.Faults.Events {
+		if e.Kind == "cut" || e.Kind == "slow" || e.Kind == "corrupt" {
+			bad(fmt.Sprintf("faults.event[%d].kind", i), strconv.Quote(e.Kind), "with pipeline.replicas > 1 only kill, join and leave: a link fault names a stage's link, and a swarm's links are between replicas")
+		}
+	}
+	if p.Processes {
+		for i, e := range c.Faults.Events {
+			if e.Kind == "join" || e.Kind == "kill" || e.Kind == "leave" {
+				bad(fmt.Sprintf("faults.event[%d].kind", i), strconv.Quote(e.Kind), `needs goroutines or WebRTC peers (pipeline.processes = false): stage processes of a swarm are linked by lanes only, and a peer cannot join them`)
+				break
+			}
+		}
+	}
+	switch p.Routing {
+	case "", "round-robin", "throughput":
+	default:
+		bad("pipeline.routing", strconv.Quote(p.Routing), `must be "round-robin" or "throughput"`)
+	}
+	if p.SlowFraction < 0 || p.SlowFraction >= 1 || (p.SlowFraction > 0 && p.SlowSteps < 1) {
+		bad("pipeline.slow_fraction", p.SlowFraction, "must be in [0, 1) (0: off), with pipeline.slow_steps ≥ 1")
 	}
 }

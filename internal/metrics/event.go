@@ -40,6 +40,10 @@ type StageStats struct {
 	// PeakRSS is the peak resident memory of the stage's process, where it
 	// has one of its own (stage processes, WebRTC peers).
 	PeakRSS int64 `json:"peak_rss_bytes,omitempty"`
+	// MicroBatches is how many of the step's micro-batches this replica
+	// computed (a swarm's replica: the route decides, docs/swarm.md); 0
+	// where the runtime does not say.
+	MicroBatches int `json:"micro_batches,omitempty"`
 }
 
 // LinkStats is one link between two stages during a step, per direction.

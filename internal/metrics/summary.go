@@ -46,6 +46,8 @@ type Summary struct {
 	StepsRedone     int     `json:"steps_redone"`
 	// FaultLog is every failure with its detection and recovery times.
 	FaultLog []Fault `json:"fault_log,omitempty"`
+	// Swarm is a swarm's churn (docs/swarm.md): nil without replicas.
+	Swarm *SwarmCounts `json:"swarm,omitempty"`
 
 	// Memory is each stage's planned memory (printed before the run) and,
 	// where the stage had a process of its own, that process's peak RSS.
@@ -61,6 +63,27 @@ type Summary struct {
 	ConfigHash  string `json:"config_sha256,omitempty"`
 	DataHash    string `json:"data_sha256,omitempty"`
 	CodeVersion string `json:"code_version,omitempty"`
+}
+
+// SwarmCounts are a swarm's comings and goings over a run.
+type SwarmCounts struct {
+	Joins  int `json:"joins"`  // peers admitted as replicas
+	Leaves int `json:"leaves"` // replicas that left cleanly
+	Drops  int `json:"drops"`  // replicas dropped for being slow
+	Deaths int `json:"deaths"` // replicas lost (dead, unreachable)
+	// MicroBatchesRedone counts micro-batch computations thrown away by
+	// interrupted steps and done again (per stage, per micro-batch).
+	MicroBatchesRedone int `json:"micro_batches_redone"`
+	// State downloads by joiners: the bytes of state and of steps to
+	// replay, the seconds the state took, and downloads restarted from
+	// another replica.
+	StateDownloadBytes   int64   `json:"state_download_bytes"`
+	ReplayBytes          int64   `json:"replay_bytes"`
+	StateDownloadSeconds float64 `json:"state_download_seconds"`
+	DownloadRestarts     int     `json:"download_restarts"`
+	// Rollbacks is how many times every stage went back to a snapshot
+	// (only when a stage's last replica was lost).
+	Rollbacks int `json:"rollbacks"`
 }
 
 // StageMemory is one stage's memory plan against what its process used.

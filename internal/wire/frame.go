@@ -52,11 +52,12 @@ const (
 	TypeHeartbeat        // liveness and RTT probes
 	TypeMetrics          // metrics events forwarded to the coordinator
 	TypeReplicaGrad      // a chunk of a stage's weight gradient, summed among its replicas
+	TypeSync             // a joining replica's download: a chunk of its stage's state, or of a step to replay
 
 	typeEnd // one past the last valid type
 )
 
-var typeNames = [...]string{"unknown", "activation", "gradient", "tied-grad", "tokens", "control", "heartbeat", "metrics", "replica-grad"}
+var typeNames = [...]string{"unknown", "activation", "gradient", "tied-grad", "tokens", "control", "heartbeat", "metrics", "replica-grad", "sync"}
 
 func (t Type) String() string {
 	if int(t) < len(typeNames) {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/narrowband/narrowband/scheduler"
 )
@@ -75,6 +76,23 @@ type Config struct {
 	Barrier        bool
 	BarrierLatency float64
 
+	// ReplicaSum is, per stage (one entry: every stage; empty: none), the
+	// seconds the stage spends after its step's backwards (and the
+	// tied-embedding exchange) summing its weight gradients with the
+	// stage's other replicas, before its optimizer step and the Barrier,
+	// as the runtime's sum does; RunSwarm sets it from the chain's cost.
+	// The sync schedules only: the runtime refuses replicas with async.
+	ReplicaSum []float64
+	// Mine, if set (one flag per micro-batch), runs every stage's machine
+	// on the flagged micro-batches only, as the schedule of a pipeline of
+	// that share (scheduler.StageMachine.RestrictLane), as a swarm's
+	// replica runs its lane when every stage has R replicas and routing
+	// is round-robin: one lane of a swarm (RunSwarm sets it). The two ends then
+	// exchange the tied-embedding gradient after their ReplicaSum, inside
+	// the optimizer step as the swarm runtime does, not after their last
+	// backward. The sync schedules only.
+	Mine []bool
+
 	// TokensPerStep, if > 0, gives Result.TokensPerSecond.
 	TokensPerStep int64
 	// Spans asks for the timeline in Result.Spans.
@@ -141,6 +159,30 @@ func (c Config) Validate() error {
 			}
 		}
 	}
+	if len(c.ReplicaSum) > 0 {
+		if len(c.ReplicaSum) != 1 && len(c.ReplicaSum) != c.Stages {
+			return bad("ReplicaSum has %d entries, want 0, 1 or Stages (%d)", len(c.ReplicaSum), c.Stages)
+		}
+		for i, d := range c.ReplicaSum {
+			if !okDuration(d) {
+				return bad("ReplicaSum[%d] = %v, want finite ≥ 0 seconds", i, d)
+			}
+		}
+		if c.Schedule == scheduler.Async {
+			return bad("ReplicaSum with the async schedule: the runtime does not run replicas with it (docs/swarm.md)")
+		}
+	}
+	if c.Mine != nil {
+		if len(c.Mine) != c.Micro {
+			return bad("Mine has %d flags, want one per micro-batch (Micro = %d)", len(c.Mine), c.Micro)
+		}
+		if !slices.Contains(c.Mine, true) {
+			return bad("Mine flags no micro-batch: a lane needs one")
+		}
+		if c.Schedule == scheduler.Async {
+			return bad("Mine with the async schedule: the runtime does not run replicas with it (docs/swarm.md)")
+		}
+	}
 	if c.TokensPerStep < 0 {
 		return bad("TokensPerStep = %d, want ≥ 0", c.TokensPerStep)
 	}
@@ -156,6 +198,16 @@ func (c Config) compute(stage int) Compute {
 		return c.Compute[0]
 	}
 	return c.Compute[stage]
+}
+
+func (c Config) replicaSum(stage int) float64 {
+	switch len(c.ReplicaSum) {
+	case 0:
+		return 0
+	case 1:
+		return c.ReplicaSum[0]
+	}
+	return c.ReplicaSum[stage]
 }
 
 func (c Config) link(i int) Link {

@@ -20,4 +20,10 @@
 // simulated time, it has no step barrier (Config.Barrier is refused), and
 // its steady state is measured over the middle half of the steps, so give
 // it enough of them (TestAsyncHidesLatency uses 24).
+//
+// RunSwarm projects stages held by several replicas each (docs/swarm.md):
+// the busiest lane, run as a pipeline of its share (Config.Mine), as the
+// runtime runs a round-robin route, and each stage's gradient sum over
+// the chain of its replicas (ChainSum) as Config.ReplicaSum, a stretch of
+// each stage's timeline between its last backward and its optimizer step.
 package sim

@@ -45,7 +45,8 @@ type StageStats struct {
 	Busy float64
 	// NetWait is the fraction of time waiting for a message that its sender
 	// had already produced: queued behind other messages on the link, being
-	// serialized, or in flight (latency). Faster links shrink it.
+	// serialized, or in flight (latency); and summing gradients with the
+	// stage's replicas (Config.ReplicaSum). Faster links shrink it.
 	NetWait float64
 	// Bubble is the fraction of time idle for other reasons: waiting for
 	// another stage's compute (the pipeline bubble), or finished early.
@@ -168,6 +169,12 @@ type stageState struct {
 	// the step until every stage is there; released lets the optimizer
 	// run.
 	atOpt, atDone, released bool
+	// With Config.ReplicaSum: summing is the sum in progress, summed that
+	// it is done and the optimizer step may start.
+	summing, summed bool
+	// With Config.Mine, on the two ends: this step's tied-embedding
+	// gradient has been sent (after the sum).
+	tiedSent bool
 }
 
 type run struct {
@@ -196,6 +203,15 @@ func Run(c Config) (Result, error) {
 		m, err := scheduler.NewMachine(c.pipeline(), s, c.Steps)
 		if err != nil {
 			return Result{}, fmt.Errorf("sim: %w", err)
+		}
+		if c.Mine != nil {
+			sm, ok := m.(*scheduler.StageMachine)
+			if !ok {
+				return Result{}, fmt.Errorf("sim: stage %d: %T cannot be restricted to a lane: %w", s, m, ErrBadConfig)
+			}
+			if err := sm.RestrictLane(c.Mine); err != nil {
+				return Result{}, fmt.Errorf("sim: %w", err)
+			}
 		}
 		r.st[s].m = m
 	}
@@ -254,6 +270,30 @@ func (r *run) kick(s int, now float64) error {
 		a := st.m.Next()
 		switch a.Kind {
 		case scheduler.ActionOptimizerStep:
+			if d := r.c.replicaSum(s); d > 0 && !st.summed {
+				// The runtime sums before it reports its norm, so the
+				// sum comes before the barrier.
+				st.busy, st.summing, st.cur, st.start = true, true, a, now
+				r.push(event{t: now + d, stage: s})
+				return nil
+			}
+			if r.c.Mine != nil && r.tied(s) {
+				// A swarm's ends exchange the tied gradient after the
+				// sum: send it once, then wait for the other end's.
+				if !st.tiedSent {
+					st.tiedSent = true
+					m := scheduler.Message{Kind: scheduler.MessageEmbeddingGrad, Step: a.Step, Micro: -1, From: s, To: r.c.Stages - 1 - s}
+					ser, n := r.route(m)
+					r.push(event{t: ser.send(now, n), stage: m.To, arrive: true, msg: m, sent: now})
+				}
+				if !st.m.(*scheduler.StageMachine).HasEmbeddingGrad() {
+					if !st.waiting {
+						w := scheduler.Action{Kind: scheduler.ActionWait, Step: a.Step, Micro: -1, Slot: -1, WaitFor: scheduler.MessageEmbeddingGrad}
+						st.waiting, st.wait, st.waitFrom = true, w, now
+					}
+					return nil
+				}
+			}
 			if r.c.Barrier && !st.released {
 				st.atOpt = true
 				for j := range r.st {
@@ -272,7 +312,7 @@ func (r *run) kick(s int, now float64) error {
 				}
 				return nil
 			}
-			st.released = false
+			st.released, st.summed, st.tiedSent = false, false, false
 			st.busy, st.cur, st.start = true, a, now
 			r.push(event{t: now + r.c.compute(s).Optimizer, stage: s})
 			return nil
@@ -343,6 +383,11 @@ func (r *run) complete(ev event) error {
 	s := ev.stage
 	st := &r.st[s]
 	a := st.cur
+	if st.summing {
+		st.busy, st.summing, st.summed = false, false, true
+		st.spans = append(st.spans, Span{Stage: s, Kind: SpanReplicaSum, Step: a.Step, Micro: -1, Start: st.start, End: ev.t})
+		return r.kick(s, ev.t)
+	}
 	if err := st.m.Step(scheduler.Completed(a)); err != nil {
 		return fmt.Errorf("sim: %w", err)
 	}
@@ -357,6 +402,9 @@ func (r *run) complete(ev event) error {
 	}
 	return r.kick(s, ev.t)
 }
+
+// tied reports whether stage s is an end of the tied embedding.
+func (r *run) tied(s int) bool { return r.c.Stages > 1 && (s == 0 || s == r.c.Stages-1) }
 
 // route picks the serializer and the size of m.
 func (r *run) route(m scheduler.Message) (*serializer, int64) {
@@ -430,7 +478,7 @@ func (r *run) result() Result {
 			if d <= 0 {
 				continue
 			}
-			if sp.Kind == SpanNetWait {
+			if sp.Kind == SpanNetWait || sp.Kind == SpanReplicaSum {
 				net += d
 			} else {
 				busy += d

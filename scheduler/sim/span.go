@@ -19,6 +19,9 @@ const (
 	SpanOptimizer
 	// SpanNetWait: waiting for a message its sender had already produced.
 	SpanNetWait
+	// SpanReplicaSum: summing the step's gradients with the stage's other
+	// replicas (Config.ReplicaSum).
+	SpanReplicaSum
 )
 
 func (k SpanKind) String() string {
@@ -31,6 +34,8 @@ func (k SpanKind) String() string {
 		return "optimizer"
 	case SpanNetWait:
 		return "recv_wait"
+	case SpanReplicaSum:
+		return "replica_sum" // the runtime's name
 	}
 	return fmt.Sprintf("SpanKind(%d)", int(k))
 }
@@ -65,7 +70,7 @@ func (s Span) Metrics() metrics.Span {
 // Timeline draws spans as text, one row per stage and one character per
 // unit seconds: forward of micro-batch j is the lowercase letter 'a'+j,
 // its backward the uppercase letter, '#' the optimizer step, '~' waiting on
-// the network, '.' idle. Micro-batches past 'z' are drawn as '*' and '+'.
+// the network, '=' the gradient sum among replicas, '.' idle. Micro-batches past 'z' are drawn as '*' and '+'.
 // A cell shows whatever covers its midpoint.
 func Timeline(spans []Span, stages int, unit float64) string {
 	end := 0.0
@@ -103,6 +108,8 @@ func Timeline(spans []Span, stages int, unit float64) string {
 			ch = '#'
 		case SpanNetWait:
 			ch = '~'
+		case SpanReplicaSum:
+			ch = '='
 		}
 		for c := max(0, int(s.Start/unit)); c < cells; c++ {
 			mid := (float64(c) + 0.5) * unit

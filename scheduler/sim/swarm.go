@@ -3,27 +3,60 @@ package sim
 import (
 	"fmt"
 	"math"
+
+	"github.com/narrowband/narrowband/scheduler"
 )
 
-// Swarm is a pipeline whose stages are held by several replicas each: the
-// step's micro-batches are spread over a stage's replicas (round-robin),
-// and after its backwards each stage's replicas average their weight
-// gradients by a ring all-reduce among themselves before the optimizer
+// Swarm is a pipeline whose every stage is held by R replicas
+// (docs/swarm.md): micro-batch j of a step goes to replica j mod R of
+// every stage, and after its backwards each stage's replicas sum their
+// weight gradients over a chain among themselves before the optimizer
 // step.
 //
-// It is projected as lanes: with round-robin routing micro-batch j crosses
-// the pipeline on replica j mod R of every stage, so each lane is the
-// pipeline of Lane (Config, with Micro replaced by its share
-// ceil(M / min R)), all lanes in parallel; then the slowest stage's ring
-// all-reduce, 2(R−1) hops of a 1/R slice of its gradient each, is added
-// before the optimizer step. Overlap of one stage's all-reduce with other
-// stages' backwards is ignored, so the projection errs towards slow.
+// It is projected as the runtime runs it. The lanes: lane r (the replicas
+// r of every stage) runs micro-batches r, r+R, … as a pipeline of its own
+// (Config.Mine: its own 1F1B warm-up), all lanes in parallel, so the
+// swarm's step is the step of lane 0, which has the most, ceil(M / R).
+// The sum: replica 0 sends its gradient to replica 1, which adds its own
+// and passes the partial sum on, up to replica R−1, which sends the total
+// back down the same links; the gradient goes in frames (of at most
+// FrameBytes), each passed on as soon as it has arrived, and the pass down
+// runs beside the pass up on the other direction of each link. So the sum
+// is 2(R−1) store-and-forward hops in a row, each link direction carrying
+// the gradient once, and on links of equal speed the last frame reaches
+// replica 0 after
+//
+//	T + (2R−3)·c + 2(R−1)·L
+//
+// where T is the gradient's serialization time (GradientBytes·8 /
+// ReplicaBPS), c the largest frame's and L the one-way latency: the
+// frames queue behind the largest at every hop after the first, whatever
+// their order (ChainSum; TestChainSum checks it against the chain worked
+// out frame by frame). Each stage's sum runs in Config.ReplicaSum, after
+// its last backward and before the barrier of the optimizer step, so one
+// stage's sum overlaps the backwards still running upstream and the
+// slowest stage's sum is what the step waits on; the two ends exchange the
+// tied-embedding gradient after theirs.
+//
+// Not modelled: the CPU time of adding and framing the chunks; a peer's
+// links sharing one uplink (a middle replica sends the gradient on two
+// links, its lane's activations on a third: the runtime shapes each link on
+// its own, and so does this); jitter and loss. A ring all-reduce, which
+// the runtime does not do, is not modelled either: on full-duplex links
+// of one speed per link it would send 2(R−1)/R of the gradient on each
+// link direction, more than the chain's once for R > 2, with as many
+// latencies.
 type Swarm struct {
-	Lane     Config
-	Replicas []int // per stage (one entry: every stage)
-	// GradientBytes is one replica's weight gradient as the all-reduce
-	// sends it (after its codec), per stage (one entry: every stage).
+	Lane     Config // one lane, with the whole step's Micro and TokensPerStep
+	Replicas int    // R ≥ 1, every stage
+	// GradientBytes is, per stage (one entry: every stage), the wire bytes
+	// one link of the stage's chain carries each way: one replica's
+	// gradient as the sum sends it (framed, after its codec).
 	GradientBytes []int64
+	// FrameBytes is, per stage (one entry: every stage), the largest frame
+	// of the stage's sum; 0 or none: the gradient goes as one frame (no
+	// pipelining).
+	FrameBytes []int64
 	// Replica links between the replicas of a stage, each direction.
 	ReplicaBPS     float64 // bits/s; math.Inf(1) = unlimited
 	ReplicaLatency float64 // one-way, seconds
@@ -31,61 +64,108 @@ type Swarm struct {
 
 // SwarmResult is the projection.
 type SwarmResult struct {
-	Result               // of one lane, with StepTime and TokensPerSecond of the whole swarm
-	LaneStepTime float64 // one lane's step, without the all-reduce
-	AllReduce    float64 // the slowest stage's ring all-reduce, seconds
-	LaneMicro    int     // micro-batches per lane
+	Result               // of the swarm: the lanes with the sums; tokens/s of the whole step
+	LaneStepTime float64 // the lanes' step alone, without the sums
+	// ReplicaSum is the slowest stage's gradient sum, seconds; ReplicaSums
+	// every stage's.
+	ReplicaSum  float64
+	ReplicaSums []float64
+	LaneMicro   int // micro-batches of the busiest lane
+	// ReplicaBytes is the wire bytes of the sums per step, over every
+	// stage, link and direction (the runtime's replica_bytes).
+	ReplicaBytes int64
+}
+
+// ChainSum is the seconds the chain takes to sum a gradient of gradBytes
+// over R replicas in frames of at most frameBytes (0: one frame) on links
+// of bps bits/s and latency seconds one way: see Swarm.
+func ChainSum(R int, gradBytes, frameBytes int64, bps, latency float64) float64 {
+	if R < 2 || gradBytes <= 0 {
+		return 0
+	}
+	T, c := 0.0, 0.0
+	if !math.IsInf(bps, 1) {
+		frame := gradBytes
+		if frameBytes > 0 {
+			frame = min(frame, frameBytes)
+		}
+		T, c = float64(gradBytes)*8/bps, float64(frame)*8/bps
+	}
+	return T + float64(2*R-3)*c + float64(2*(R-1))*latency
+}
+
+// Validate checks s's swarm fields (RunSwarm checks Lane itself).
+func (s Swarm) Validate() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("sim swarm: "+format+": %w", append(args, ErrBadConfig)...)
+	}
+	if s.Replicas < 1 {
+		return bad("Replicas = %d, want ≥ 1", s.Replicas)
+	}
+	if s.Replicas > 1 && s.Lane.Schedule == scheduler.Async {
+		return bad("Replicas = %d with the async schedule: the runtime does not run replicas with it (docs/swarm.md)", s.Replicas)
+	}
+	if s.Replicas > s.Lane.Micro {
+		return bad("Replicas = %d with Lane.Micro = %d: each replica needs a micro-batch", s.Replicas, s.Lane.Micro)
+	}
+	if len(s.GradientBytes) != 1 && len(s.GradientBytes) != s.Lane.Stages {
+		return bad("GradientBytes has %d entries, want 1 or Stages (%d)", len(s.GradientBytes), s.Lane.Stages)
+	}
+	for i, g := range s.GradientBytes {
+		if g < 0 {
+			return bad("GradientBytes[%d] = %d, want ≥ 0", i, g)
+		}
+	}
+	if len(s.FrameBytes) > 1 && len(s.FrameBytes) != s.Lane.Stages {
+		return bad("FrameBytes has %d entries, want 0, 1 or Stages (%d)", len(s.FrameBytes), s.Lane.Stages)
+	}
+	for i, f := range s.FrameBytes {
+		if f < 0 {
+			return bad("FrameBytes[%d] = %d, want ≥ 0 (0: one frame)", i, f)
+		}
+	}
+	if !okRate(s.ReplicaBPS) || !okDuration(s.ReplicaLatency) {
+		return bad("ReplicaBPS = %v, ReplicaLatency = %v, want BPS > 0 (math.Inf(1) for unlimited) and finite latency ≥ 0 seconds", s.ReplicaBPS, s.ReplicaLatency)
+	}
+	if len(s.Lane.ReplicaSum) > 0 || s.Lane.Mine != nil {
+		return bad("Lane.ReplicaSum or Lane.Mine is set; RunSwarm sets them")
+	}
+	return nil
 }
 
 // RunSwarm projects a swarm's step time and tokens/s.
 func RunSwarm(s Swarm) (SwarmResult, error) {
-	S := s.Lane.Stages
-	pick := func(v []int, i int) int {
-		if len(v) == 1 {
-			return v[0]
-		}
-		return v[i]
+	if err := s.Validate(); err != nil {
+		return SwarmResult{}, err
 	}
-	if len(s.Replicas) != 1 && len(s.Replicas) != S {
-		return SwarmResult{}, fmt.Errorf("sim: %d replica counts for %d stages (want 1 or %d): %w", len(s.Replicas), S, S, ErrBadConfig)
-	}
-	if len(s.GradientBytes) != 1 && len(s.GradientBytes) != S {
-		return SwarmResult{}, fmt.Errorf("sim: %d gradient sizes for %d stages (want 1 or %d): %w", len(s.GradientBytes), S, S, ErrBadConfig)
-	}
-	minR := math.MaxInt
-	for i := 0; i < S; i++ {
-		r := pick(s.Replicas, i)
-		if r < 1 {
-			return SwarmResult{}, fmt.Errorf("sim: stage %d has %d replicas: %w", i, r, ErrBadConfig)
-		}
-		minR = min(minR, r)
-	}
+	S, R := s.Lane.Stages, s.Replicas
 	lane := s.Lane
-	M := lane.Micro
-	lane.Micro = (M + minR - 1) / minR
-	tokens := lane.TokensPerStep
-	lane.TokensPerStep = 0
-	res, err := Run(lane)
+	if R > 1 {
+		lane.Mine = make([]bool, lane.Micro)
+		for j := 0; j < lane.Micro; j += R {
+			lane.Mine[j] = true
+		}
+	}
+	alone, err := Run(lane)
 	if err != nil {
 		return SwarmResult{}, err
 	}
-	var ar float64
-	for i := 0; i < S; i++ {
-		r := pick(s.Replicas, i)
-		if r < 2 {
-			continue
-		}
-		slice := float64(s.GradientBytes[min(i, len(s.GradientBytes)-1)]) / float64(r)
-		hop := s.ReplicaLatency
-		if !math.IsInf(s.ReplicaBPS, 1) && s.ReplicaBPS > 0 {
-			hop += slice * 8 / s.ReplicaBPS
-		}
-		ar = max(ar, float64(2*(r-1))*hop)
+	out := SwarmResult{Result: alone, LaneStepTime: alone.StepTime, LaneMicro: (lane.Micro + R - 1) / R, ReplicaSums: make([]float64, S)}
+	if R == 1 {
+		return out, nil
 	}
-	out := SwarmResult{Result: res, LaneStepTime: res.StepTime, AllReduce: ar, LaneMicro: lane.Micro}
-	out.StepTime = res.StepTime + ar
-	if tokens > 0 && out.StepTime > 0 {
-		out.TokensPerSecond = float64(tokens) / out.StepTime
+	for i := range out.ReplicaSums {
+		g, f := s.GradientBytes[min(i, len(s.GradientBytes)-1)], int64(0)
+		if len(s.FrameBytes) > 0 {
+			f = s.FrameBytes[min(i, len(s.FrameBytes)-1)]
+		}
+		out.ReplicaSums[i] = ChainSum(R, g, f, s.ReplicaBPS, s.ReplicaLatency)
+		out.ReplicaSum = max(out.ReplicaSum, out.ReplicaSums[i])
+		out.ReplicaBytes += 2 * int64(R-1) * g
+	}
+	lane.ReplicaSum = out.ReplicaSums
+	if out.Result, err = Run(lane); err != nil {
+		return SwarmResult{}, err
 	}
 	return out, nil
 }

@@ -16,7 +16,11 @@
   const VERSION_COLORS = ['#1b9e77', '#d95f02', '#7570b3', '#e7298a', '#66a61e', '#e6ab02'];
   const versionColor = (v) => VERSION_COLORS[((v % VERSION_COLORS.length) + VERSION_COLORS.length) % VERSION_COLORS.length];
 
-  const S = { run: null, peers: [], status: '', steps: [], recent: [], spans: [], events: [], connected: false };
+  // swarm is the server's account of each stage's replicas (web/swarm.go):
+  // { shown, replicas: [{stage, peer, state, since, from?, download?,
+  // demoted?, candidate?}], gone: [{stage, peer, kind, reason, step}] }.
+  const NO_SWARM = { shown: false, replicas: [], gone: [] };
+  const S = { run: null, peers: [], status: '', steps: [], recent: [], spans: [], events: [], swarm: NO_SWARM, connected: false };
   const $ = (id) => document.getElementById(id);
   const css = getComputedStyle(document.documentElement);
   const color = (name) => css.getPropertyValue('--' + name).trim() || '#888';
@@ -27,6 +31,7 @@
     for (const k of ['loss', 'lr', 'tokens_per_second', 'wall_seconds', 'val_loss', 'grad_norm']) {
       if (k in r) r[k] = num(r[k]);
     }
+    if (r.stages) for (const s of r.stages) for (const k of ['busy_seconds', 'idle_seconds', 'net_wait_seconds']) s[k] = num(s[k]);
     return r;
   }
   function normSpan(s) {
@@ -61,6 +66,7 @@
     S.recent = (d.recent || []).map(normStep);
     S.spans = (d.spans || []).map(normSpan);
     S.events = d.events || [];
+    S.swarm = d.swarm || NO_SWARM;
   }
 
   let es = null;
@@ -79,6 +85,7 @@
     });
     on('event', (e) => { S.events.push(e); if (S.events.length > MAX_EVENTS) S.events.shift(); });
     on('peers', (p) => { S.peers = p; });
+    on('swarm', (w) => { S.swarm = w; });
     on('run', (r) => { S.run = r; });
     on('status', (s) => { S.status = s; });
     es.onopen = () => { S.connected = true; invalidate(); };
@@ -106,6 +113,13 @@
       }
     }
     return String(v);
+  }
+  function bytes(v) {
+    if (!isFinite(v)) return '–';
+    if (v >= 1e9) return (v / 1e9).toFixed(2) + ' GB';
+    if (v >= 1e6) return (v / 1e6).toFixed(2) + ' MB';
+    if (v >= 1e3) return (v / 1e3).toFixed(1) + ' kB';
+    return v.toFixed(0) + ' B';
   }
   function bytesRate(v) {
     if (!isFinite(v)) return '–';
@@ -424,24 +438,7 @@
     return c;
   }
 
-  // renderReplicaSum shows the latest step's gradient sum among each
-  // stage's replicas ([compression.replicas]): its wire bytes, and how
-  // many fewer than fp32 would have been.
-  function renderReplicaSum() {
-    const p = $('replica-sum');
-    const last = S.recent[S.recent.length - 1];
-    const n = last ? num(last.replica_bytes) : NaN;
-    p.dataset.bytes = isFinite(n) ? String(n) : '0';
-    p.hidden = !(n > 0);
-    if (p.hidden) return;
-    const raw = num(last.replica_raw_bytes);
-    let text = 'gradient sum among each stage\'s replicas: ' + si(n) + 'B a step';
-    if (raw > 0) text += ', ' + (raw / n).toFixed(raw / n >= 10 ? 0 : 1) + '× under fp32\'s ' + si(raw) + 'B';
-    p.textContent = text;
-  }
-
   function renderLinks() {
-    renderReplicaSum();
     const table = $('links'), tb = table.tBodies[0];
     tb.replaceChildren();
     const withLinks = S.recent.filter((r) => r.links && r.links.length);
@@ -471,6 +468,160 @@
     }
   }
 
+  // ---- swarm: stages as columns of replicas ----
+  const REPLICA_STATES = new Set(['joining', 'syncing', 'training', 'leaving']);
+  const GONE_LABEL = { replica_left: 'left', replica_dropped: 'dropped', replica_dead: 'dead' };
+
+  // replicaStats sums each replica's stage entries over the recent records:
+  // busy and idle seconds, micro-batches (where the runtime counts them),
+  // bytes sent on its lane's links, and the seconds of those steps.
+  function replicaStats(recs) {
+    const out = new Map();
+    for (const r of recs) {
+      const dt = stepSeconds(r, S.recent.indexOf(r), S.recent);
+      for (const s of r.stages) {
+        if (!s.peer) continue;
+        let a = out.get(s.peer);
+        if (!a) { a = { busy: 0, idle: 0, micro: 0, microBusy: 0, microSteps: 0, sent: 0, secs: 0, steps: 0, last: null }; out.set(s.peer, a); }
+        const busy = s.busy_seconds || 0;
+        a.busy += busy; a.idle += s.idle_seconds || 0; a.steps++;
+        if (s.micro_batches != null) { a.micro += num(s.micro_batches); a.microBusy += busy; a.microSteps++; }
+        if (isFinite(dt)) { a.sent += num(s.bytes_sent) || 0; a.secs += dt; }
+        a.last = s;
+      }
+    }
+    return out;
+  }
+
+  // stagePath is the candidate types of the stage's boundary links in the
+  // latest record, e.g. "host" or "host / relay", with a line a link.
+  function stagePath(stage) {
+    const rec = S.recent.filter((r) => r.links && r.links.length).pop();
+    if (!rec) return null;
+    const ls = rec.links.filter((l) => l.from === stage || l.to === stage);
+    if (!ls.length) return null;
+    const cands = [...new Set(ls.map((l) => l.candidate || '?'))];
+    const lines = ls.map((l) => 'link ' + l.from + '→' + l.to + ': ' + (l.candidate || 'unknown') + (num(l.rtt_ms) > 0 ? ', RTT ' + num(l.rtt_ms).toFixed(1) + ' ms' : ''));
+    return { text: cands.join(' / '), title: 'the ICE candidate type of this stage\'s links (per stage boundary: the records do not split a link by replica)\n' + lines.join('\n') };
+  }
+
+  function replicaCard(r, a) {
+    const state = REPLICA_STATES.has(r.state) ? r.state : 'unknown';
+    const card = el('div', 'replica ' + state);
+    card.dataset.peer = r.peer; card.dataset.state = state;
+    const head = el('div', 'head');
+    head.append(el('span', 'peer', r.peer), el('span', 'state ' + state, state));
+    card.append(head);
+    const line = (label, value, title, cls) => {
+      const d = el('div', 'line' + (cls ? ' ' + cls : ''));
+      d.append(el('span', 'label', label), el('span', 'value', value));
+      if (title) d.title = title;
+      card.append(d);
+      return d;
+    };
+    // Stats count only while the replica is in the records: a syncing
+    // replica computes nothing yet.
+    const fresh = a && a.last && (state === 'training' || state === 'leaving');
+    if (fresh) {
+      const busyFrac = a.busy / (a.busy + a.idle || 1);
+      if (a.microSteps > 0 && a.microBusy > 0) {
+        const rate = a.micro / a.microBusy;
+        line('compute', rate.toPrecision(3) + ' micro-batches/s', 'micro-batches computed per second of busy time, over the last ' + a.microSteps + ' step' + (a.microSteps === 1 ? '' : 's') + '; busy ' + (100 * busyFrac).toFixed(0) + '% of the step', 'rate');
+        line('this step', num(a.last.micro_batches) + ' micro-batch' + (num(a.last.micro_batches) === 1 ? '' : 'es') + ' · busy ' + (100 * busyFrac).toFixed(0) + '%');
+      } else {
+        line('busy', (100 * busyFrac).toFixed(0) + '% of the step', 'computing (forward, backward, optimizer) over the last ' + a.steps + ' step' + (a.steps === 1 ? '' : 's') + '; the runtime does not count this replica\'s micro-batches', 'rate');
+      }
+      line('sends', a.secs > 0 ? bytesRate(a.sent / a.secs) : '–', 'activations and gradients it sent on its lane\'s stage links (not the averaging traffic)');
+    }
+    const path = r.candidate ? { text: r.candidate, title: 'the ICE candidate type of its connection (from the peer list)' } : stagePath(r.stage);
+    const pl = line('path', path ? path.text : '–', path ? path.title : 'no candidate type reported');
+    pl.dataset.path = path ? path.text : '';
+    let note = '';
+    if (state === 'joining') note = 'known, not syncing yet';
+    else if (state === 'syncing') {
+      note = 'downloading state' + (r.from ? ' from ' + r.from : '');
+      if (r.download) {
+        const d = r.download;
+        note = 'state downloaded' + (r.from ? ' from ' + r.from : '') + ': ' + bytes(num(d.bytes)) + ' in ' + num(d.seconds).toFixed(2) + ' s' +
+          (num(d.resumed) > 0 ? ' (resumed ' + d.resumed + '×)' : '') + '; waiting for a step boundary';
+      }
+    } else if (r.since > 0) note = state + ' since step ' + r.since;
+    if (note) card.append(el('div', 'note', note));
+    if (r.demoted != null) {
+      const b = el('span', 'badge slow', 'slow: half the micro-batches');
+      if (r.demoted) b.title = r.demoted;
+      card.append(b);
+    }
+    return card;
+  }
+
+  function renderSwarm() {
+    const panel = $('swarm-panel'), box = $('swarm');
+    const w = S.swarm || NO_SWARM;
+    panel.hidden = !w.shown;
+    if (!w.shown) { box.dataset.columns = '0'; return; }
+    const recs = S.recent.filter((r) => r.stages && r.stages.length).slice(-10);
+    const stats = replicaStats(recs);
+    const last = recs[recs.length - 1];
+    const byStage = new Map();
+    const col = (st) => { if (!byStage.has(st)) byStage.set(st, { replicas: [], gone: [] }); return byStage.get(st); };
+    for (const r of w.replicas) col(r.stage).replicas.push(r);
+    for (const g of w.gone) col(g.stage).gone.push(g);
+    // A stage no replica holds now still gets its column, from the records.
+    if (last) for (const s of last.stages) col(s.stage);
+    const stages = [...byStage.keys()].sort((a, b) => (a < 0) - (b < 0) || a - b);
+    box.replaceChildren();
+    box.dataset.columns = String(stages.length);
+    for (const st of stages) {
+      const c = byStage.get(st);
+      const column = el('div', 'swarm-col'); column.dataset.stage = String(st);
+      const counts = {};
+      for (const r of c.replicas) counts[r.state] = (counts[r.state] || 0) + 1;
+      const h = el('h3', '', st >= 0 ? 'stage ' + st : 'stage ?');
+      const parts = [c.replicas.length + ' replica' + (c.replicas.length === 1 ? '' : 's')];
+      for (const k of ['joining', 'syncing', 'leaving']) if (counts[k]) parts.push(counts[k] + ' ' + k);
+      h.append(el('span', 'sub', parts.join(' · ')));
+      column.append(h);
+      for (const r of c.replicas) column.append(replicaCard(r, stats.get(r.peer)));
+      if (!c.replicas.length) column.append(el('p', 'empty', 'no replica'));
+      // The latest departures of the stage, newest first, faded.
+      for (const g of c.gone.slice(-3).reverse()) {
+        const d = el('div', 'gone ' + (GONE_LABEL[g.kind] || 'left'), g.peer + ' · ' + (GONE_LABEL[g.kind] || g.kind) + ' at step ' + g.step + (g.reason ? ' (' + g.reason + ')' : ''));
+        d.dataset.peer = g.peer;
+        column.append(d);
+      }
+      box.append(column);
+    }
+    const n = w.replicas.length;
+    const uniform = stages.length > 0 && stages.every((st) => byStage.get(st).replicas.length === byStage.get(stages[0]).replicas.length);
+    $('swarm-sub').textContent = uniform && stages.length ? stages.length + ' stage' + (stages.length === 1 ? '' : 's') + ' × ' + byStage.get(stages[0]).replicas.length + ' replicas' : stages.length + ' stages, ' + n + ' replicas';
+    renderAveraging(recs);
+  }
+
+  // renderAveraging shows the gradient sum among each stage's replicas:
+  // the step's wire bytes over every chain link and direction
+  // (replica_bytes), as bytes a step, as a rate, and as the mean a replica
+  // sends. Its split among stages is not in the records.
+  function renderAveraging(recs) {
+    const box = $('swarm-avg');
+    box.replaceChildren();
+    const withBytes = recs.filter((r) => r.replica_bytes > 0);
+    const last = withBytes[withBytes.length - 1];
+    box.append(el('span', 'label', 'averaging'));
+    if (!last) { box.append(el('span', 'value', 'no gradient-sum traffic reported yet')); box.dataset.bytes = '0'; return; }
+    const dt = stepSeconds(last, S.recent.indexOf(last), S.recent);
+    const reps = last.stages.filter((s) => s.peer).length || last.stages.length;
+    // replica_raw_bytes: what fp32 would have sent ([compression.replicas]
+    // codes the sum); the ratio shows the codec at work.
+    const raw = num(last.replica_raw_bytes), ratio = raw / last.replica_bytes;
+    const coded = raw > 0 ? ' · ' + ratio.toFixed(ratio >= 10 ? 0 : 1) + '× under fp32' : '';
+    const v = el('span', 'value', bytes(last.replica_bytes) + ' a step' + coded + ' · ' + bytesRate(last.replica_bytes / dt) + ' · mean ' + bytes(last.replica_bytes / reps) + ' a step per replica');
+    v.title = 'the gradient sum among each stage\'s replicas at step ' + last.step + ': ' + last.replica_bytes + ' wire bytes over every link and direction' + (raw > 0 ? ' (' + raw + ' in fp32)' : '') + ', sent by ' + reps + ' replicas (the records do not split it by stage)';
+    box.dataset.bytes = String(last.replica_bytes);
+    const hist = withBytes.map((r) => r.replica_bytes / stepSeconds(r, S.recent.indexOf(r), S.recent));
+    box.append(v, sparkline(hist, color('send')));
+  }
+
   function renderEvents() {
     const ul = $('events');
     ul.replaceChildren();
@@ -495,7 +646,7 @@
   }
   function render() {
     pending = false;
-    for (const f of [renderOverview, renderPeers, renderLoss, renderTimeline, renderStages, renderLinks, renderEvents]) {
+    for (const f of [renderOverview, renderPeers, renderLoss, renderSwarm, renderTimeline, renderStages, renderLinks, renderEvents]) {
       try { f(); } catch (err) { console.error('narrowband: render ' + f.name, err); }
     }
   }

@@ -162,13 +162,15 @@ type PageState struct {
 	LinkRows  int    `json:"link_rows"`  // rows in #links tbody
 	Stages    int    `json:"stages"`     // #stages[data-stages]: stage bars
 	Peers     int    `json:"peers"`      // rows in #peers tbody with a peer
-	// ReplicaBytes is the latest step's gradient sum among replicas as
-	// shown (#replica-sum[data-bytes]; 0 when hidden), ReplicaText its line.
-	ReplicaBytes int64  `json:"replica_bytes"`
-	ReplicaText  string `json:"replica_text"`
-	RunName      string `json:"run_name"`
-	Status       string `json:"status"`
-	Connected    bool   `json:"connected"`
+	Swarm     int    `json:"swarm"`      // stage columns in the swarm panel; 0 while it is hidden
+	Replicas  int    `json:"replicas"`   // replica cards in the swarm panel
+	// Averaging is the swarm panel's gradient-sum line (#swarm-avg), and
+	// AveragingBytes the bytes a step it shows (its data-bytes).
+	Averaging      string `json:"averaging"`
+	AveragingBytes int64  `json:"averaging_bytes"`
+	RunName        string `json:"run_name"`
+	Status         string `json:"status"`
+	Connected      bool   `json:"connected"`
 }
 
 const pageStateJS = `(() => {
@@ -190,8 +192,10 @@ const pageStateJS = `(() => {
     link_rows: q('#links tbody').querySelectorAll('tr:not(:has(.empty))').length,
     stages: q('#stages').querySelectorAll('.stage-row').length,
     peers: q('#peers tbody').querySelectorAll('tr:not(:has(.empty))').length,
-    replica_bytes: q('#replica-sum').hidden ? 0 : n(q('#replica-sum').dataset.bytes),
-    replica_text: q('#replica-sum').hidden ? '' : q('#replica-sum').textContent,
+    swarm: q('#swarm-panel') && !q('#swarm-panel').hidden ? n(q('#swarm').dataset.columns) : 0,
+    replicas: q('#swarm') ? q('#swarm').querySelectorAll('.replica').length : 0,
+    averaging: q('#swarm-avg') ? q('#swarm-avg').textContent : '',
+    averaging_bytes: q('#swarm-avg') ? n(q('#swarm-avg').dataset.bytes) : 0,
     run_name: q('#run-name').textContent,
     status: q('#status').textContent,
     connected: q('#conn').classList.contains('live'),

@@ -30,6 +30,12 @@ type rtcSetup struct {
 	Stage   int      `json:"stage"`
 	Replica int      `json:"replica,omitempty"` // of the stage (pipeline.replicas; docs/swarm.md)
 	Err     string   `json:"err,omitempty"`     // the run refuses this peer
+	// A peer that joins a running swarm: its node, and the nodes it links
+	// to (node → peer) with their stages.
+	Node  int            `json:"node,omitempty"`
+	Mesh  map[int]string `json:"mesh,omitempty"`
+	Ofs   map[int]int    `json:"stages,omitempty"`
+	Joins bool           `json:"joins,omitempty"`
 }
 
 // joinChallenge is the coordinator's first message on a control channel;
@@ -110,6 +116,9 @@ func setupRTCWorker(ctx context.Context, client rtc.Signaler, rc rtc.Config, su 
 	}
 	S, i := layout.Stages(), su.Stage
 	R, r := cfg.Pipeline.ReplicaCount(), su.Replica
+	if R > 1 {
+		return setupSwarmWorker(ctx, client, rc, cfg, layout, su, ctrl)
+	}
 	if len(su.Peers) != S*R || i < 0 || i >= S || r < 0 || r >= R {
 		return nil, pipeline.Links{}, nil, fmt.Errorf("setup for %d stages × %d replicas with %d peers, stage %d replica %d", S, R, len(su.Peers), i, r)
 	}
@@ -212,4 +221,91 @@ func setupRTCWorker(ctx context.Context, client rtc.Signaler, rc rtc.Config, su 
 		return pipeline.ShapeLink(cfg, layout, i, peer, c)
 	})
 	return w, links, closers, err
+}
+
+// setupSwarmWorker is setupRTCWorker for a swarm's replica (docs/swarm.md):
+// it links to every node it may exchange anything with whatever the route
+// (the replicas of the stages beside its own, of its own, and of the other
+// end of the tied embedding), each side dialling the other, and later to
+// nodes that join, when the coordinator says (Worker.SetDial).
+func setupSwarmWorker(ctx context.Context, client rtc.Signaler, rc rtc.Config, cfg config.Config, layout scheduler.Layout, su rtcSetup, ctrl transport.Conn) (*pipeline.Worker, pipeline.Links, []func() error, error) {
+	S, i := layout.Stages(), su.Stage
+	R := cfg.Pipeline.ReplicaCount()
+	if i < 0 || i >= S {
+		return nil, pipeline.Links{}, nil, fmt.Errorf("setup for stage %d of %d", i, S)
+	}
+	node := su.Node
+	mesh, stageOf := su.Mesh, su.Ofs
+	if !su.Joins {
+		// The initial swarm: nodes numbered r·S + stage, every one named.
+		if len(su.Peers) != S*R || su.Replica < 0 || su.Replica >= R {
+			return nil, pipeline.Links{}, nil, fmt.Errorf("setup for %d stages × %d replicas with %d peers, replica %d", S, R, len(su.Peers), su.Replica)
+		}
+		node = su.Replica*S + i
+		mesh, stageOf = map[int]string{}, map[int]int{}
+		for k, id := range su.Peers {
+			if k != node && id != "" && pipeline.SwarmLinked(layout, i, k%S) {
+				mesh[k], stageOf[k] = id, k%S
+			}
+		}
+	}
+	shape := func(j, other int, c transport.Conn) (transport.Conn, error) {
+		if j == i {
+			return pipeline.ShapeReplicaLink(cfg, i, node, other, c)
+		}
+		return pipeline.ShapeLink(cfg, layout, i, j, c)
+	}
+	conns := map[int]transport.Conn{}
+	var closers []func() error
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	var first error
+	for k, id := range mesh {
+		j, ok := stageOf[k]
+		if !ok || j < 0 || j >= S {
+			return nil, pipeline.Links{}, nil, fmt.Errorf("setup: node %d (%s) of no stage", k, id)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := rtc.Connect(ctx, client, id, rc)
+			var sc transport.Conn
+			if err == nil {
+				sc, err = shape(j, k, c)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if c != nil {
+				closers = append(closers, c.Close)
+			}
+			if err != nil {
+				if first == nil {
+					first = fmt.Errorf("link to node %d (%s, stage %d): %w", k, id, j, err)
+				}
+				return
+			}
+			conns[k] = sc
+		}()
+	}
+	wg.Wait()
+	if first != nil {
+		return nil, pipeline.Links{}, closers, first
+	}
+	w, err := pipeline.NewSwarmWorker(cfg, layout, i, node, ctrl, conns)
+	if err != nil {
+		return nil, pipeline.Links{}, closers, err
+	}
+	w.SetOwnProcess()
+	limitMemory(cfg, layout, i)
+	w.SetDial(func(ctx context.Context, k, stage int, id string) (transport.Conn, error) {
+		if stage < 0 || stage >= S {
+			return nil, fmt.Errorf("link to node %d of stage %d", k, stage)
+		}
+		c, err := rtc.Connect(ctx, client, id, rc)
+		if err != nil {
+			return nil, err
+		}
+		return shape(stage, k, c)
+	})
+	return w, pipeline.Links{Ctrl: ctrl, Mesh: conns}, closers, nil
 }

@@ -117,6 +117,11 @@ type room struct {
 	allow   map[identity.Public]bool   // pipeline.allow_keys; empty admits every key
 	onRoom  func(Room)
 	spawner
+	// startPeer starts local peer i (pipeline.local_peers, or one that
+	// joins a swarm: a [[faults.event]] of kind "join").
+	startPeer func(i int) (string, error)
+	procMu    sync.Mutex
+	started   int
 }
 
 // WebRTC starts the run's signaling server (and its STUN/TURN server if
@@ -248,7 +253,7 @@ func (p *room) start(ctx context.Context, out string) error {
 		}
 		p.onRoom(offer)
 	}
-	for i := 0; i < local; i++ {
+	p.startPeer = func(i int) (string, error) {
 		// Each local peer stands for a machine of its own: it gets a key
 		// of its own, kept in the run folder.
 		id := fmt.Sprintf("peer-%d", i)
@@ -257,17 +262,28 @@ func (p *room) start(ctx context.Context, out string) error {
 		// The run made this peer's key, so an allow-list admits it.
 		k, _, err := identity.LoadOrCreate(args.KeyFile)
 		if err != nil {
-			return fmt.Errorf("webrtc: key of local peer %s: %w", id, err)
+			return "", fmt.Errorf("webrtc: key of local peer %s: %w", id, err)
 		}
+		p.keysMu.Lock()
 		if len(p.allow) > 0 {
 			p.allow[k.Public()] = true
 		}
+		p.keysMu.Unlock()
 		cmd, err := p.spawn("NARROWBAND_PEER_ARGS", args)
 		if err != nil {
-			return fmt.Errorf("webrtc: start peer %d: %w", i, err)
+			return "", fmt.Errorf("webrtc: start peer %d: %w", i, err)
 		}
+		p.procMu.Lock()
 		p.procOf[args.ID] = cmd
+		p.procMu.Unlock()
+		return id, nil
 	}
+	for i := 0; i < local; i++ {
+		if _, err := p.startPeer(i); err != nil {
+			return err
+		}
+	}
+	p.started = local
 
 	// Wait for enough peers that prove their key (and are allowed); stages
 	// go to them by name. A peer refused (or unreachable) is skipped, and
@@ -440,9 +456,51 @@ func (p *room) Setup(ctx context.Context, c transport.Conn, stage int, holders [
 	return nil
 }
 
+// StartPeer starts one more local peer, which joins the room (a swarm's
+// [[faults.event]] of kind "join").
+func (p *room) StartPeer(context.Context) (string, error) {
+	p.procMu.Lock()
+	i := p.started
+	p.started++
+	p.procMu.Unlock()
+	return p.startPeer(i)
+}
+
+// SetupReplica sets the peer claimed on c up as node of stage, linked to
+// peers (node → peer): it dials each, as each dials it when the driver
+// says (ctrlLinkTo).
+func (p *room) SetupReplica(ctx context.Context, c transport.Conn, stage, node int, peers map[int]pipeline.SwarmPeer) error {
+	text, err := p.cfg.TOML()
+	if err != nil {
+		return err
+	}
+	mesh, ofs := map[int]string{}, map[int]int{}
+	for k, sp := range peers {
+		mesh[k], ofs[k] = sp.Name, sp.Stage
+	}
+	if err := sendJSON(ctx, c, rtcSetup{Config: string(text), Ranges: p.layout.Ranges(), Stage: stage, Node: node, Mesh: mesh, Ofs: ofs, Joins: true}); err != nil {
+		return err
+	}
+	var ok struct {
+		Err string `json:"err"`
+	}
+	if err := recvJSON(ctx, c, &ok); err != nil {
+		return fmt.Errorf("did not get ready: %w", err)
+	}
+	if ok.Err != "" {
+		return fmt.Errorf("%w: %s", pipeline.ErrSpareRefused, ok.Err)
+	}
+	return nil
+}
+
+// DialsPeers: a joiner's links are new ICE sessions, which both ends open.
+func (p *room) DialsPeers() bool { return true }
+
 // Kill SIGKILLs a local peer process.
 func (p *room) Kill(holder string) error {
+	p.procMu.Lock()
 	cmd := p.procOf[holder]
+	p.procMu.Unlock()
 	if cmd == nil {
 		return pipeline.ErrCannotKill
 	}

@@ -42,10 +42,20 @@ const (
 	ctrlReject    // worker→driver: rejected a bad frame from stage Peer
 	ctrlRelink    // driver→worker: re-establish the link to stage Peer (Peers: stage → holder); reply ok
 	ctrlFault     // driver→worker: inject Fault on the link to stage Peer for Duration; reply ok
+
+	// A swarm's joins (worker_sync.go).
+	ctrlSyncServe // driver→replica: send node Peer this stage's state, then every step to replay until ctrlSyncStop; reply ok: OptimStep, Count (bytes)
+	ctrlSyncFetch // driver→joiner: download the state of OptimStep (Count bytes) from node Peer; reply ok; ctrlSynced once it holds it
+	ctrlSynced    // joiner→driver: the download is done: Count bytes in Duration seconds (Frames: restarts)
+	ctrlSyncStop  // driver→replica: stop replaying steps to node Peer; reply ok
+	ctrlAdmit     // driver→joiner: replay up to optimizer step OptimStep and train from it; reply ok with Hash
+	ctrlLeave     // driver→replica: you are dropped from your stage (Err why): stop; reply ok
+	ctrlLinkTo    // driver→replica: link to node Peer of stage PeerStage, peer Peers[0] (it joins); reply ok once heard
 )
 
 var ctrlNames = [...]string{"unknown", "step", "report", "apply", "done", "eval", "evaldone", "state", "stateis", "restore", "ok", "error",
-	"hb", "abort", "aborted", "linkdown", "reject", "relink", "fault"}
+	"hb", "abort", "aborted", "linkdown", "reject", "relink", "fault",
+	"syncserve", "syncfetch", "synced", "syncstop", "admit", "leave", "linkto"}
 
 func (k ctrlKind) String() string {
 	if int(k) < len(ctrlNames) {
@@ -72,14 +82,24 @@ func (k *ctrlKind) UnmarshalText(b []byte) error {
 }
 
 type ctrlMsg struct {
-	Kind      ctrlKind     `json:"kind"`
-	Stage     int          `json:"stage"`
-	Step      int          `json:"step,omitempty"`
-	LR        float64      `json:"lr,omitempty"`
-	Scale     float32      `json:"scale,omitempty"`
-	T0        int64        `json:"t0,omitempty"`   // run start, unix ns, for timeline spans
-	Hold      bool         `json:"hold,omitempty"` // async step: keep a copy of the stage once it applied Step (to evaluate or checkpoint)
-	Shapes    [][2]int     `json:"shapes,omitempty"`
+	Kind   ctrlKind `json:"kind"`
+	Stage  int      `json:"stage"`
+	Step   int      `json:"step,omitempty"`
+	LR     float64  `json:"lr,omitempty"`
+	Scale  float32  `json:"scale,omitempty"`
+	T0     int64    `json:"t0,omitempty"`   // run start, unix ns, for timeline spans
+	Hold   bool     `json:"hold,omitempty"` // async step: keep a copy of the stage once it applied Step (to evaluate or checkpoint)
+	Shapes [][2]int `json:"shapes,omitempty"`
+	// Route and Chains (a swarm's step and evaluation, worker_swarm.go):
+	// Route[i][j] is the node computing micro-batch j on stage i, Chains[i]
+	// stage i's replicas in summing order.
+	Route  [][]int `json:"route,omitempty"`
+	Chains [][]int `json:"chains,omitempty"`
+	// Gone (a swarm's step) are the nodes that left the swarm for good:
+	// their links are let go.
+	Gone []int `json:"gone,omitempty"`
+	// PeerStage (ctrlLinkTo) is the stage of node Peer.
+	PeerStage int          `json:"peer_stage,omitempty"`
 	SumSq     float64      `json:"sumsq,omitempty"`
 	Loss      float64      `json:"loss,omitempty"`
 	LossSum   float64      `json:"loss_sum,omitempty"`
@@ -117,6 +137,8 @@ type workerStats struct {
 	SentTiedBytes              int64 // wire bytes of the tied-embedding gradient exchange
 	SentReplicaBytes           int64 `json:",omitempty"` // wire bytes of the gradient sum among the stage's replicas
 	RawReplicaBytes            int64 `json:",omitempty"` // the fp32 bytes they stand for
+	Micros                     int   `json:",omitempty"` // a swarm's replica: the micro-batches it computed
+	SentSyncBytes              int64 `json:",omitempty"` // steps replayed to joiners syncing from this replica
 	Spans                      []spanRec
 	// The link to the next stage: its path type and round-trip time.
 	Candidate string

@@ -45,9 +45,9 @@ type Driver struct {
 	rec         *recovering // the recovery in progress
 	cev         chan ctrlEvent
 	gen         []int
-	seen        []atomic.Int64
-	fed         []int64   // seen values already reported to the machine
-	pendingAt   time.Time // when a tick found a failure
+	seen        []*atomic.Int64 // pointers: a swarm appends nodes while readers run
+	fed         []int64         // seen values already reported to the machine
+	pendingAt   time.Time       // when a tick found a failure
 	readCtx     context.Context
 	stopReaders context.CancelFunc
 	epoch       uint64
@@ -66,6 +66,7 @@ type Driver struct {
 	// stage. ctrl and holders then list every replica, first replicas
 	// first.
 	reps *scheduler.Replicas
+	sw   *swarmDrive // the swarm's nodes (driver_swarm.go); nil without replicas
 }
 
 // New drives the stages place set up for cfg's layout; it takes place
@@ -85,6 +86,9 @@ func New(cfg config.Config, layout scheduler.Layout, corpus *data.Corpus, place 
 		TimeoutTicks: int(math.Ceil(f.PeerTimeout/hb - 1e-9)), MaxRejects: f.MaxRejects,
 		SnapshotEvery: f.SnapshotEvery, CanHandOver: place.CanHandOver(),
 		Async: cfg.Pipeline.Schedule == scheduler.Async,
+		// A swarm places peers that join on its stages.
+		Join: reps != nil, RouteByRate: cfg.Pipeline.Routing == "throughput",
+		SlowFraction: cfg.Pipeline.SlowFraction, SlowSteps: cfg.Pipeline.SlowSteps,
 	})
 	if err != nil {
 		place.Close()
@@ -98,6 +102,9 @@ func New(cfg config.Config, layout scheduler.Layout, corpus *data.Corpus, place 
 		hb:       time.Duration(hb * float64(time.Second)),
 		killedAt: map[int]time.Time{}, fired: map[int]bool{},
 		lastStep: 100 * time.Millisecond, reps: reps,
+	}
+	if reps != nil {
+		p.sw = newSwarmDrive(reps, p.holders)
 	}
 	if cfg.Pipeline.Schedule == scheduler.Async {
 		p.async = newAsyncDrive(scheduler.Pipeline{Schedule: scheduler.Async, Stages: layout.Stages(), Micro: cfg.Train.MicroBatches, InFlight: InFlight(cfg)})
@@ -161,7 +168,19 @@ func (p *Driver) batchBlob(step int) []byte {
 
 func (p *Driver) Step(ctx context.Context, step int, lr float64) (engine.StepResult, error) {
 	p.m.Step(scheduler.Report{Kind: scheduler.ReportStepBegins, Step: step})
-	for _, c := range p.m.Ready().Commands {
+	rd := p.m.Ready()
+	cmds := rd.Commands
+	if p.sw != nil {
+		for _, n := range rd.Notes {
+			p.swarmNote(n, step)
+		}
+		p.sw.bg = append(p.sw.bg, rd.Background...)
+		var err error
+		if cmds, err = p.swarmBoundary(ctx, step, cmds); err != nil {
+			return engine.StepResult{}, err
+		}
+	}
+	for _, c := range cmds {
 		if c.Kind != scheduler.CmdSnapshot {
 			return engine.StepResult{}, fmt.Errorf("pipeline: the membership machine asked for %v before step %d (a bug)", c, step+1)
 		}
@@ -193,8 +212,8 @@ func (p *Driver) Step(ctx context.Context, step int, lr float64) (engine.StepRes
 		}
 		var applied bool
 		var err error
-		if p.reps != nil {
-			res, applied, err = p.tryStepReplicas(ctx, step, lr)
+		if p.sw != nil {
+			res, applied, err = p.tryStepSwarm(ctx, step, lr)
 			return applied, err
 		}
 		res, applied, err = p.tryStep(ctx, step, lr)
@@ -310,29 +329,35 @@ func (p *Driver) Eval(ctx context.Context, windows [][]int32) (float64, error) {
 	putIDs(blob, tok, w)
 	putIDs(blob[len(tok)*w:], tgt, w)
 	var res []ctrlMsg
+	var nodes []int
 	err := p.guard(ctx, p.between(), func() (bool, error) {
+		nodes = p.stageNodes()
+		var chains [][]int
+		if p.sw != nil {
+			chains = p.chains()
+		}
 		for i := 0; i < S; i++ {
-			m := ctrlMsg{Kind: ctrlEval, Shapes: shapes}
+			m := ctrlMsg{Kind: ctrlEval, Shapes: shapes, Chains: chains}
 			if p.async != nil {
 				m.Step = p.async.next - 1 // the copy of the last step done
 			}
 			if i == 0 || i == S-1 {
 				m.blob = blob
 			}
-			if err := p.send(ctx, i, m); err != nil {
+			if err := p.send(ctx, nodes[i], m); err != nil {
 				return false, err
 			}
 		}
 		var err error
 		// With replicas the first ones evaluate: every replica of a stage
 		// holds the same weights.
-		res, err = p.collectFrom(ctx, ctrlEvalDone, p.firstReplicas())
+		res, err = p.collectFrom(ctx, ctrlEvalDone, nodes)
 		return false, err
 	})
 	if err != nil {
 		return 0, err
 	}
-	last := res[S-1]
+	last := res[nodes[S-1]]
 	if last.Count == 0 {
 		return 0, fmt.Errorf("evaluate: no bytes to predict")
 	}
@@ -359,23 +384,25 @@ func (p *Driver) gather(ctx context.Context, history bool) (*stages.State, [][]s
 		// two moments (170 MB a stage for a GPT-2-small in 8 stages), and
 		// all of them at once would burst into the coordinator together,
 		// starving the links' keepalives and doubling its memory.
+		nodes := p.stageNodes()
 		for i := 0; i < S; i++ {
 			req := ctrlMsg{Kind: ctrlState, Hold: history}
 			if p.async != nil {
 				req.Step = p.async.next - 1 // the copy of the last step done
 			}
-			if err := p.send(ctx, i, req); err != nil {
+			k := nodes[i]
+			if err := p.send(ctx, k, req); err != nil {
 				return false, err
 			}
-			got, err := p.collectFrom(ctx, ctrlStateIs, []int{i})
+			got, err := p.collectFrom(ctx, ctrlStateIs, []int{k})
 			if err != nil {
 				return false, err
 			}
-			all, err := decodeTensors(got[i].blob)
+			all, err := decodeTensors(got[k].blob)
 			if err != nil {
 				return false, fmt.Errorf("stage %d state: %w", i, err)
 			}
-			if err := p.checkReplicaStates(ctx, i, req, got[i]); err != nil {
+			if err := p.checkReplicaStates(ctx, i, req, got[k]); err != nil {
 				return false, err
 			}
 			var ts []stages.Tensor
@@ -387,9 +414,9 @@ func (p *Driver) gather(ctx context.Context, history bool) (*stages.State, [][]s
 				}
 			}
 			if i == 0 {
-				st.OptimStep = got[i].OptimStep
-			} else if p.async != nil && got[i].OptimStep != st.OptimStep {
-				return false, fmt.Errorf("async: stage %d holds its copy of step %d, stage 0 of step %d: a checkpoint needs every stage at one step (async keeps copies only at the steps engine.KeepsState names: eval and checkpoint intervals and the end)", i, got[i].OptimStep, st.OptimStep)
+				st.OptimStep = got[k].OptimStep
+			} else if p.async != nil && got[k].OptimStep != st.OptimStep {
+				return false, fmt.Errorf("async: stage %d holds its copy of step %d, stage 0 of step %d: a checkpoint needs every stage at one step (async keeps copies only at the steps engine.KeepsState names: eval and checkpoint intervals and the end)", i, got[k].OptimStep, st.OptimStep)
 			}
 			// A tied head is the embedding, already in stage 0's part.
 			tied := !engine.UntiedHead(p.cfg)
@@ -452,6 +479,7 @@ func (p *Driver) Faults() metrics.Summary {
 	f := p.faults
 	c := p.m.Counts()
 	f.Failures, f.Recoveries, f.RejectedFrames, f.StepsRedone = c.Failures, c.Recoveries, c.RejectedFrames, c.StepsRedone
+	f.Swarm = p.swarmCounts()
 	return f
 }
 

@@ -2,7 +2,11 @@ package pipeline
 
 import (
 	"context"
+	"fmt"
 	"time"
+
+	"github.com/narrowband/narrowband/internal/config"
+	"github.com/narrowband/narrowband/scheduler"
 )
 
 // injectFaults carries out the scenario's faults for this step: link faults
@@ -16,6 +20,12 @@ func (p *Driver) injectFaults(ctx context.Context, step int) error {
 		p.fired[k] = true
 		p.log.Warn("injecting fault", "kind", e.Kind, "stage", e.Stage, "step", step+1, "duration_s", e.Duration)
 		p.event("fault_injected", step, map[string]any{"kind": e.Kind, "stage": e.Stage, "duration": e.Duration})
+		if p.sw != nil {
+			if err := p.injectSwarm(ctx, step, e); err != nil {
+				return err
+			}
+			continue
+		}
 		switch e.Kind {
 		case "kill":
 			delay := p.lastStep * 2 / 5
@@ -38,6 +48,45 @@ func (p *Driver) injectFaults(ctx context.Context, step int) error {
 				return err
 			}
 		}
+	}
+	return nil
+}
+
+// injectSwarm carries out a swarm's fault event: a replica killed
+// mid-step, a replica that asks to leave, a peer that joins.
+func (p *Driver) injectSwarm(ctx context.Context, step int, e config.FaultEvent) error {
+	holder := ""
+	if e.Kind == "kill" || e.Kind == "leave" {
+		ch := p.chains()[e.Stage]
+		if e.Replica >= len(ch) {
+			p.log.Warn("fault event names a replica the stage does not have; skipped", "kind", e.Kind, "stage", e.Stage, "replica", e.Replica, "replicas", len(ch))
+			return nil
+		}
+		holder = p.holders[ch[e.Replica]]
+	}
+	switch e.Kind {
+	case "kill":
+		delay := p.lastStep * 2 / 5
+		p.killTimers = append(p.killTimers, time.AfterFunc(delay, func() {
+			if err := p.place.Kill(holder); err != nil {
+				p.log.Error("cannot kill a replica", "stage", e.Stage, "holder", holder, "err", err)
+			}
+		}))
+	case "leave":
+		p.event("replica_leaving", step, map[string]any{"stage": e.Stage, "peer": holder, "reason": "left"})
+		p.m.Step(scheduler.Report{Kind: scheduler.ReportLeft, Holder: holder})
+	case "join":
+		sp, ok := p.place.(SwarmPlacement)
+		if !ok {
+			return fmt.Errorf("faults: a join at step %d, but this placement (%s) cannot start peers", step+1, p.place.Address())
+		}
+		name, err := sp.StartPeer(ctx)
+		if err != nil {
+			return fmt.Errorf("faults: start a peer to join at step %d: %w", step+1, err)
+		}
+		p.log.Info("a peer joins", "peer", name, "step", step+1)
+	default:
+		return fmt.Errorf("faults: %q at step %d: not a fault a swarm takes", e.Kind, step+1)
 	}
 	return nil
 }

@@ -58,7 +58,10 @@ func (p *Driver) startReaders() {
 	S := len(p.ctrl)
 	p.cev = make(chan ctrlEvent, 64*S)
 	p.gen = make([]int, S)
-	p.seen = make([]atomic.Int64, S)
+	p.seen = make([]*atomic.Int64, S)
+	for i := range p.seen {
+		p.seen[i] = new(atomic.Int64)
+	}
 	p.fed = make([]int64, S)
 	var rctx context.Context
 	rctx, p.stopReaders = context.WithCancel(context.Background())
@@ -71,9 +74,10 @@ func (p *Driver) startReaders() {
 func (p *Driver) startReader(i int) {
 	p.gen[i]++
 	gen, c := p.gen[i], p.ctrl[i]
-	p.seen[i].Store(time.Now().UnixNano())
+	seen := p.seen[i]
+	seen.Store(time.Now().UnixNano())
 	go func() {
-		parts := controlReader{heard: func() { p.seen[i].Store(time.Now().UnixNano()) }}
+		parts := controlReader{heard: func() { seen.Store(time.Now().UnixNano()) }}
 		for {
 			raw, err := parts.read(p.readCtx, c)
 			var m ctrlMsg
@@ -129,9 +133,11 @@ func (p *Driver) tick() {
 	for i := range p.seen {
 		if s := p.seen[i].Load(); s > p.fed[i] {
 			p.fed[i] = s
-			if p.reps != nil && i >= p.reps.Stages() {
-				// A further replica: the machine knows it by name.
-				p.m.Step(scheduler.Report{Kind: scheduler.ReportHeard, Stage: p.reps.StageOf(i), Holder: p.holders[i]})
+			if p.sw != nil {
+				// A swarm's node: the machine knows it by name.
+				if !p.sw.gone[i] {
+					p.m.Step(scheduler.Report{Kind: scheduler.ReportHeard, Stage: p.sw.stage[i], Holder: p.holders[i]})
+				}
 				continue
 			}
 			p.m.Step(scheduler.Report{Kind: scheduler.ReportHeard, Stage: i})
@@ -150,6 +156,9 @@ func (p *Driver) tick() {
 // errPending.
 func (p *Driver) collectFrom(ctx context.Context, want ctrlKind, from []int) ([]ctrlMsg, error) {
 	S := len(p.ctrl)
+	if from == nil && p.sw != nil {
+		from = p.live()
+	}
 	if from == nil {
 		from = make([]int, S)
 		for i := range from {
@@ -173,6 +182,10 @@ func (p *Driver) collectFrom(ctx context.Context, want ctrlKind, from []int) ([]
 				return out, lost(i, fmt.Errorf("control link: %w", ev.err))
 			}
 			m := ev.m
+			if m.Kind == ctrlSynced && p.sw != nil {
+				p.synced(i, m) // a joiner's download, whatever the attempt
+				continue
+			}
 			if m.Epoch != p.epoch {
 				continue // from an aborted attempt
 			}

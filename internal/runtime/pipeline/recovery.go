@@ -37,12 +37,12 @@ func (p *Driver) guard(ctx context.Context, step int, op func() (applied bool, e
 	for {
 		applied, err := op()
 		var f *failure
-		if p.reps != nil && (errors.As(err, &f) || errors.Is(err, errPending)) {
-			return fmt.Errorf("%w: %v", errReplicaFailure, err)
-		}
 		switch {
 		case errors.As(err, &f):
 			p.beginRecovery(step, f.at)
+			if p.sw != nil {
+				f.rep = p.swarmReport(f)
+			}
 			f.rep.Step, f.rep.Applied = step, applied
 			p.m.Step(f.rep)
 		case errors.Is(err, errPending):
@@ -91,12 +91,28 @@ func (p *Driver) recover(ctx context.Context) (redo bool, to int, err error) {
 		p.syncSpares()
 		rd := p.m.Ready()
 		p.record(rd.Notes)
+		if p.sw != nil {
+			p.sw.bg = append(p.sw.bg, rd.Background...)
+		}
 		if len(rd.Commands) == 0 {
 			return false, 0, errors.New("pipeline: the membership machine stopped mid-recovery with nothing to do (a bug)")
 		}
 		for _, c := range rd.Commands {
 			switch c.Kind {
 			case scheduler.CmdRedo:
+				if p.sw != nil {
+					// Every stage's replicas compute the step's micro-batches again.
+					p.sw.counts.MicroBatchesRedone += p.cfg.Train.MicroBatches * p.layout.Stages()
+				}
+				p.sw.discard()
+				return true, 0, nil
+			case scheduler.CmdContinue:
+				// The step stands (applied on every survivor): the redo
+				// returns its result instead of running it again.
+				if p.sw == nil || p.sw.partial == nil {
+					return false, 0, errors.New("pipeline: the membership machine says a step stands, but no step's result is known (a bug)")
+				}
+				p.sw.continued = p.sw.partial
 				return true, 0, nil
 			case scheduler.CmdRollback:
 				return false, c.Step, nil
@@ -105,6 +121,9 @@ func (p *Driver) recover(ctx context.Context) (redo bool, to int, err error) {
 			}
 			err := p.carryOut(ctx, c)
 			var f *failure
+			if p.sw != nil && errors.As(err, &f) {
+				f.rep = p.swarmReport(f)
+			}
 			var sf *spareFailure
 			switch {
 			case err == nil:
@@ -179,7 +198,7 @@ func (p *Driver) abort(ctx context.Context, c scheduler.Command) error {
 	p.epoch = c.Epoch
 	var live []int
 	for i := range p.ctrl {
-		if slices.Contains(c.Skip, i) {
+		if slices.Contains(c.Skip, i) || (p.sw != nil && p.sw.gone[i]) {
 			continue
 		}
 		live = append(live, i)
@@ -265,6 +284,9 @@ func (p *Driver) handOver(ctx context.Context, c scheduler.Command) error {
 func (p *Driver) restoreAll(ctx context.Context, st *stages.State, hist [][]stages.Tensor) error {
 	blob := encodeTensors(st.Tensors)
 	for i := range p.ctrl {
+		if p.sw != nil && p.sw.gone[i] {
+			continue
+		}
 		m := ctrlMsg{Kind: ctrlRestore, OptimStep: st.OptimStep, blob: blob}
 		if p.async != nil {
 			m.Origin = p.async.origin
@@ -283,6 +305,11 @@ func (p *Driver) restoreAll(ctx context.Context, st *stages.State, hist [][]stag
 // syncSpares tells the machine of peers that joined the placement.
 func (p *Driver) syncSpares() {
 	for _, id := range p.place.Spares() {
+		if p.sw != nil {
+			if _, ever := p.sw.node[id]; ever {
+				continue // a swarm's node that left or died: not a newcomer
+			}
+		}
 		if !p.m.Knows(id) {
 			p.m.Step(scheduler.Report{Kind: scheduler.ReportJoined, Holder: id})
 		}
@@ -295,6 +322,9 @@ func (p *Driver) record(notes []scheduler.Note) {
 	rec := p.rec
 	for _, n := range notes {
 		step := rec.step
+		if p.sw != nil {
+			p.swarmNote(n, step)
+		}
 		switch n.Kind {
 		case scheduler.NoteRejected:
 			p.event(n.Kind.String(), step, map[string]any{"stage": n.Stage, "from": n.Peer, "err": n.Err, "count": n.Count})

@@ -18,7 +18,8 @@ import (
 )
 
 // codedReplicas builds the R replicas of a 1-stage pipeline whose sum is
-// coded by method, linked in their chain by pipes.
+// coded by method, linked in their chain by pipes (as replicaWorkers: not
+// run, the tests call their sum directly).
 func codedReplicas(t *testing.T, R int, method compression.ReduceMethod) []*Worker {
 	t.Helper()
 	c := tinyConfig(t)
@@ -41,9 +42,12 @@ func codedReplicas(t *testing.T, R int, method compression.ReduceMethod) []*Work
 	}
 	ws := make([]*Worker, R)
 	for r := range ws {
-		if ws[r], err = NewReplica(c, layout, 0, r, Links{}, lower[r], upper[r]); err != nil {
+		if ws[r], err = NewSwarmWorker(c, layout, 0, r, nil, nil); err != nil {
 			t.Fatal(err)
 		}
+		// The chain a step's route would give them (routeStep).
+		rp := ws[r].rep
+		rp.r, rp.R, rp.lower, rp.upper = r, R, lower[r], upper[r]
 	}
 	return ws
 }

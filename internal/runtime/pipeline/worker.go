@@ -43,6 +43,9 @@ const stampSize = 12
 // connects the first and last stage (nil for a 1-stage pipeline).
 type Links struct {
 	Ctrl, Prev, Next, Tied transport.Conn
+	// Mesh (a swarm's worker, worker_swarm.go) are its links to other
+	// nodes by node number, in place of Prev, Next and Tied.
+	Mesh map[int]transport.Conn
 }
 
 // Worker runs one pipeline stage: it carries out what its StageMachine
@@ -72,6 +75,14 @@ type Worker struct {
 	// rep: this worker is one of several replicas of its stage
 	// (worker_replicas.go); nil when it holds the stage alone.
 	rep *replicaSet
+	// A swarm's joins (worker_sync.go): the nodes this replica sends each
+	// step to replay; the download of a joiner; and a dropped replica's
+	// last word.
+	replayTo     map[int]bool
+	sync         *syncer
+	syncRestarts int
+	leaving      bool
+	dial         func(ctx context.Context, node, stage int, peer string) (transport.Conn, error)
 
 	codec workerCodecs
 	ctl   workerControl
@@ -326,6 +337,9 @@ func (w *Worker) Run(ctx context.Context) error {
 			w.attach(ctx, peer, c)
 		}
 	}
+	for node, c := range w.links.Mesh {
+		w.attach(ctx, node, c)
+	}
 	defer func() {
 		for _, l := range w.allLinks() {
 			w.detach(l)
@@ -375,6 +389,9 @@ func (w *Worker) Run(ctx context.Context) error {
 		if err := w.sendCtrl(ctx, reply); err != nil {
 			return err
 		}
+		if w.leaving {
+			return nil // dropped from the swarm: this peer's part is over
+		}
 	}
 }
 
@@ -423,6 +440,20 @@ func (w *Worker) serve(ctx context.Context, m ctrlMsg) (ctrlMsg, error) {
 		return ctrlMsg{Kind: ctrlOK}, nil
 	case ctrlError:
 		return ctrlMsg{}, fmt.Errorf("control link: %s", m.Err)
+	case ctrlSyncServe:
+		return w.syncServe(ctx, m)
+	case ctrlSyncFetch:
+		return w.syncFetch(m)
+	case ctrlSyncStop:
+		delete(w.replayTo, m.Peer)
+		return ctrlMsg{Kind: ctrlOK}, nil
+	case ctrlAdmit:
+		return w.admit(ctx, m)
+	case ctrlLeave:
+		w.leaving = true
+		return ctrlMsg{Kind: ctrlOK}, nil
+	case ctrlLinkTo:
+		return w.linkToJoiner(ctx, m)
 	}
 	return ctrlMsg{}, fmt.Errorf("unexpected control message %q", m.Kind)
 }
@@ -639,6 +670,9 @@ func (w *Worker) take(ctx context.Context) error {
 	if m.h.Micro >= uint32(w.M) || step > w.sm.CurrentStep()+w.base {
 		return reject(fmt.Errorf("%v frame for step %d micro %d, outside this step", m.h.Type, step, m.h.Micro))
 	}
+	if err := w.fromRoute(m); err != nil {
+		return reject(err)
+	}
 	switch m.h.Type {
 	case wire.TypeActivation:
 		dst, dec = w.buf(), w.codec.decPrev
@@ -800,6 +834,11 @@ func (w *Worker) step(ctx context.Context, cmd ctrlMsg) (ctrlMsg, error) {
 	if len(cmd.blob) > 0 {
 		w.rx.batchTok, w.rx.batchTgt = tokens, targets
 	}
+	if w.rep != nil {
+		if err := w.routeStep(cmd); err != nil {
+			return ctrlMsg{}, fmt.Errorf("step %d: %w", cmd.Step, err)
+		}
+	}
 	if w.codec.tc != nil {
 		if err := w.codec.tc.begin(cmd.Step); err != nil {
 			return ctrlMsg{}, err
@@ -827,7 +866,7 @@ func (w *Worker) step(ctx context.Context, cmd ctrlMsg) (ctrlMsg, error) {
 				return ctrlMsg{}, err
 			}
 			w.stats.Wall = time.Since(start).Seconds()
-			if l := w.linkTo(w.net.nextID); l != nil {
+			if l := w.linkTo(w.statsPeer()); l != nil {
 				ls := l.conn.Stats()
 				w.stats.Candidate, w.stats.RTTMs = ls.Candidate, float64(ls.RTT)/1e6
 			}
@@ -924,7 +963,7 @@ func (w *Worker) step(ctx context.Context, cmd ctrlMsg) (ctrlMsg, error) {
 // sendActivation sends a micro-batch's output of N rows to the next stage
 // and counts it in the step's statistics.
 func (w *Worker) sendActivation(step, micro int, out []float32, tok []int32, N int) error {
-	n, err := w.send(w.net.nextID, w.codec.encNext, wire.TypeActivation, step, micro, out, tok, N)
+	n, err := w.send(w.nextOf(micro), w.codec.encNext, wire.TypeActivation, step, micro, out, tok, N)
 	if err != nil {
 		return err
 	}
@@ -938,7 +977,7 @@ func (w *Worker) sendActivation(step, micro int, out []float32, tok []int32, N i
 // the previous stage and counts it; tgt are the rows' target ids where the
 // codec wants them (subspace-tc), else nil.
 func (w *Worker) sendGradient(step, micro int, din []float32, tgt []int32, N int) error {
-	n, err := w.send(w.net.prevID, w.codec.encPrev, wire.TypeGradient, step, micro, din, tgt, N)
+	n, err := w.send(w.prevOf(micro), w.codec.encPrev, wire.TypeGradient, step, micro, din, tgt, N)
 	if err != nil {
 		return err
 	}
@@ -990,9 +1029,11 @@ func (w *Worker) sendTied(step int) error {
 		}
 	}
 	frame := wire.Append(nil, wire.Header{Type: wire.TypeTiedGrad, Codec: codec, Stage: uint16(w.id), Step: frameStep(w.ctl.epoch, step), Micro: 0}, p)
-	if l := w.linkTo(w.net.tiedID); l != nil {
-		l.out <- frame
-		w.stats.SentTiedBytes += int64(len(frame))
+	for _, to := range w.tiedTo() {
+		if l := w.linkTo(to); l != nil {
+			l.out <- frame
+			w.stats.SentTiedBytes += int64(len(frame))
+		}
 	}
 	return nil
 }
@@ -1001,7 +1042,7 @@ func (w *Worker) sendTied(step int) error {
 // has the global norm.
 func (w *Worker) optimize(ctx context.Context, cmd ctrlMsg, loss float64) (time.Duration, error) {
 	t := time.Now()
-	if w.S > 1 && (w.first || w.last) && !w.codec.untied {
+	if w.rep == nil && w.S > 1 && (w.first || w.last) && !w.codec.untied {
 		// Both ends hold the sum afterwards, added in the same order
 		// (first stage's gradient + last stage's) so the copies stay
 		// bit-identical.
@@ -1028,6 +1069,9 @@ func (w *Worker) optimize(ctx context.Context, cmd ctrlMsg, loss float64) (time.
 	if err := w.timedSum(ctx, cmd.Step); err != nil {
 		return 0, err
 	}
+	if err := w.swarmTied(ctx, cmd.Step); err != nil {
+		return 0, err
+	}
 	if w.codec.con != nil {
 		if err := w.codec.con.projectGrads(); err != nil {
 			return 0, err
@@ -1049,6 +1093,7 @@ func (w *Worker) optimize(ctx context.Context, cmd ctrlMsg, loss float64) (time.
 	waited := time.Since(t)
 	w.span("sync_wait", -1, t)
 	t = time.Now()
+	w.replay(cmd.LR, ap.Scale)
 	stages.ScaleGrads(w.st.Params(), ap.Scale)
 	w.opt.Step(float32(cmd.LR))
 	w.st.ZeroGrad()
@@ -1069,6 +1114,12 @@ func (w *Worker) eval(ctx context.Context, cmd ctrlMsg) (ctrlMsg, error) {
 	}
 	if (w.first || w.last) && len(cmd.blob) != 2*total*w.idw {
 		return ctrlMsg{}, fmt.Errorf("eval: blob has %d bytes, want %d", len(cmd.blob), 2*total*w.idw)
+	}
+	if w.rep != nil {
+		if len(cmd.Chains) != w.S || len(cmd.Chains[w.id]) == 0 || (!w.last && len(cmd.Chains[w.id+1]) == 0) {
+			return ctrlMsg{}, fmt.Errorf("eval: chains %v for %d stages", cmd.Chains, w.S)
+		}
+		w.rep.chains = cmd.Chains
 	}
 	if w.codec.tc != nil {
 		if err := w.codec.tc.forEval(); err != nil {
@@ -1123,7 +1174,7 @@ func (w *Worker) eval(ctx context.Context, cmd ctrlMsg) (ctrlMsg, error) {
 			if err != nil {
 				return ctrlMsg{}, err
 			}
-			if _, err := w.send(w.net.nextID, w.codec.evalEnc, wire.TypeActivation, evalStep, k, out, tok, n); err != nil {
+			if _, err := w.send(w.evalNext(), w.codec.evalEnc, wire.TypeActivation, evalStep, k, out, tok, n); err != nil {
 				return ctrlMsg{}, err
 			}
 		}

@@ -40,12 +40,20 @@ const maxAbsValue = 1e6
 // link is one neighbour link: the connection (through its fault layer),
 // the queue its sender goroutine drains, and when anything last arrived.
 type link struct {
-	peer  int // the neighbour's stage
-	conn  transport.Conn
-	out   chan []byte
+	peer int // the neighbour's stage
+	conn transport.Conn
+	out  chan []byte
+	// side carries a swarm's gradient-sum frames (worker_swarm.go) to
+	// the sum, which reads them by link, beside the step's inbox.
+	side  chan []byte
 	heard atomic.Int64 // unix ns of the last frame received
 	stop  context.CancelFunc
 	sent  sync.WaitGroup
+	// outMu and closed let goroutines other than the worker's own (a
+	// download being served, a gradient sum's pass down) queue frames
+	// without racing detach's close of out.
+	outMu  sync.Mutex
+	closed bool
 }
 
 // linkFailure is a link that went silent while this stage waited on it.
@@ -79,7 +87,7 @@ func (w *Worker) attach(ctx context.Context, peer int, c transport.Conn) *link {
 		w.net.faults[peer] = newLinkFaults(uint64(w.id)<<16 | uint64(peer))
 	}
 	lctx, stop := context.WithCancel(ctx)
-	l := &link{peer: peer, conn: faultConn{Conn: c, f: w.net.faults[peer]}, out: make(chan []byte, 1024), stop: stop}
+	l := &link{peer: peer, conn: faultConn{Conn: c, f: w.net.faults[peer]}, out: make(chan []byte, 1024), side: make(chan []byte, 4096), stop: stop}
 	l.heard.Store(time.Now().UnixNano())
 	w.net.linkMu.Lock()
 	w.net.nbr[peer] = l
@@ -111,7 +119,10 @@ func (w *Worker) detach(l *link) {
 	}
 	w.net.linkMu.Unlock()
 	l.stop()
+	l.outMu.Lock()
+	l.closed = true
 	close(l.out)
+	l.outMu.Unlock()
 	l.sent.Wait()
 	l.conn.Close()
 }
@@ -139,6 +150,7 @@ func (w *Worker) receive(ctx context.Context, l *link) {
 	for {
 		raw, err := l.conn.Recv(ctx)
 		if err != nil {
+			close(l.side) // a sum reading this link stops too
 			select {
 			case w.net.inbox <- inMsg{from: l, err: err}:
 			case <-ctx.Done():
@@ -148,6 +160,14 @@ func (w *Worker) receive(ctx context.Context, l *link) {
 		l.heard.Store(time.Now().UnixNano())
 		h, p, err := wire.Decode(raw, transport.MaxMessage)
 		if err == nil && h.Type == wire.TypeHeartbeat {
+			continue
+		}
+		if err == nil && w.rep != nil && (h.Type == wire.TypeReplicaGrad || h.Type == wire.TypeSync) {
+			select {
+			case l.side <- raw:
+			case <-ctx.Done():
+				return
+			}
 			continue
 		}
 		if err != nil && len(raw) >= wire.HeaderSize {

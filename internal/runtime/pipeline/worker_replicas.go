@@ -10,9 +10,11 @@ import (
 
 	"github.com/narrowband/narrowband/compression"
 	"github.com/narrowband/narrowband/internal/config"
+	"github.com/narrowband/narrowband/internal/runtime/engine"
 	"github.com/narrowband/narrowband/internal/transport"
 	"github.com/narrowband/narrowband/internal/wire"
 	"github.com/narrowband/narrowband/scheduler"
+	"github.com/narrowband/narrowband/stages"
 )
 
 // A worker's part in a stage held by several replicas (docs/swarm.md,
@@ -22,14 +24,21 @@ import (
 // among them, so that every replica applies the same step to the same
 // weights.
 
-// replicaSet is where a worker sits among its stage's replicas.
+// replicaSet is where a worker sits in a swarm (worker_swarm.go): its
+// node, the route of the step in progress, and its place in its stage's
+// summing chain.
 type replicaSet struct {
-	r, R int // this replica, and the stage's replicas
-	// M is the whole step's micro-batches (the worker's own M is its
-	// lane's share): losses and gradients are means over all of them.
+	node int // this worker's node: the driver's number for it
+	// M is the whole step's micro-batches: losses and gradients are means
+	// over all of them, whichever replicas compute them.
 	M int
+	// route[i][j] is the node computing micro-batch j on stage i this
+	// step; chains[i] are stage i's replicas in summing order.
+	route, chains [][]int
+	// r, R: this replica's place in its chain and the chain's length;
 	// lower and upper are the links to replicas r-1 and r+1 of this
 	// stage, nil at the chain's ends.
+	r, R         int
 	lower, upper transport.Conn
 	// codec: how the gradients travel in the sum (replica_codec.go).
 	codec *replicaCodec
@@ -39,23 +48,6 @@ type replicaSet struct {
 // a data channel's message limit, and small enough that the chain's pass
 // up and its pass back down overlap.
 const replicaChunk = 16 << 10
-
-// SetReplica makes w replica r of the R replicas of its stage in a step of
-// M micro-batches (w itself was built for its lane's share), summing its
-// gradients with replica r-1 over lower and replica r+1 over upper (nil at
-// the ends). Call it before Run.
-func (w *Worker) SetReplica(r, R, M int, lower, upper transport.Conn) error {
-	if R < 1 || r < 0 || r >= R || M < w.M {
-		return fmt.Errorf("stage %d: replica %d of %d with %d micro-batches a step (this lane has %d)", w.id, r, R, M, w.M)
-	}
-	if (r > 0) != (lower != nil) || (r+1 < R) != (upper != nil) {
-		return fmt.Errorf("stage %d replica %d of %d: a chain link is missing or extra", w.id, r, R)
-	}
-	w.rep = &replicaSet{r: r, R: R, M: M, lower: lower, upper: upper}
-	var err error
-	w.rep.codec, err = newReplicaCodec(compression.DefaultReduceConfig(), 0, w) // raw float32, until NewReplica says otherwise
-	return err
-}
 
 // microTotal is the step's micro-batches, over every replica of the stage.
 func (w *Worker) microTotal() int {
@@ -172,6 +164,26 @@ func (w *Worker) chainPass(ctx context.Context, fstep uint64, k0 int, chunks []r
 	return sent + res.sent, err
 }
 
+// ReplicaSumBytes is, per stage of layout, the wire bytes one link of the
+// stage's chain carries each way in a step (one replica's whole gradient,
+// cut tensor by tensor into frames as sumReplicas cuts it), and the
+// largest of those frames (what each hop of the chain holds back before
+// passing a frame on). The gradient is raw fp32, the only encoding of the
+// sum today; a [compression.replicas] codec would change the payloads
+// here, not the chain.
+func ReplicaSumBytes(cfg config.Config, layout scheduler.Layout) (perLink, largestFrame []int64) {
+	perLink, largestFrame = make([]int64, layout.Stages()), make([]int64, layout.Stages())
+	for i := range perLink {
+		r := layout.Range(i)
+		for _, n := range stages.StageParamSizes(engine.ModelConfig(cfg), r.Lo, r.Hi, layout.First(i), layout.Last(i)) {
+			frames := (n + replicaChunk - 1) / replicaChunk
+			perLink[i] += 4*n + frames*wire.HeaderSize
+			largestFrame[i] = max(largestFrame[i], 4*min(n, replicaChunk)+wire.HeaderSize)
+		}
+	}
+	return perLink, largestFrame
+}
+
 // replicaFrame is chunk k of a raw float32 sum (as the none codec sends it).
 func replicaFrame(stage int, fstep uint64, k int, v []float32) []byte {
 	p := make([]byte, 0, 4*len(v))
@@ -255,11 +267,12 @@ func (w *Worker) stateReply(m ctrlMsg, step int, blob []byte) ctrlMsg {
 	return out
 }
 
-// NewReplica builds the worker of replica r of stage id (cfg's whole
-// step; the worker runs its lane's share of the micro-batches), linked to
+// NewReplica builds the worker of replica r of stage id in the lanes of
+// the initial plan (scheduler.Replicas: nodes numbered r·S + i), linked to
 // its lane by links and to its stage's replicas r-1 and r+1 by lower and
-// upper (nil at the chain's ends). With one replica a stage it is
-// NewWorker.
+// upper (nil at the chain's ends): the links of stage processes and
+// WebRTC peers, which join each replica to its lane's neighbours only, so
+// such runs route by lanes. With one replica a stage it is NewWorker.
 func NewReplica(cfg config.Config, layout scheduler.Layout, id, r int, links Links, lower, upper transport.Conn) (*Worker, error) {
 	plan, err := replicaPlan(cfg, layout)
 	if err != nil {
@@ -274,17 +287,23 @@ func NewReplica(cfg config.Config, layout scheduler.Layout, id, r int, links Lin
 	if r < 0 || r >= plan.Count() {
 		return nil, fmt.Errorf("stage %d: replica %d of %d", id, r, plan.Count())
 	}
-	w, err := NewWorker(laneConfig(cfg, plan, r), layout, id, links)
-	if err != nil {
-		return nil, err
+	if (r > 0) != (lower != nil) || (r+1 < plan.Count()) != (upper != nil) {
+		return nil, fmt.Errorf("stage %d replica %d of %d: a chain link is missing or extra", id, r, plan.Count())
 	}
-	if err := w.SetReplica(r, plan.Count(), plan.Micro(), lower, upper); err != nil {
-		return nil, err
+	mesh := map[int]transport.Conn{}
+	add := func(i, rr int, c transport.Conn) {
+		if c != nil {
+			mesh[plan.Worker(i, rr)] = c
+		}
 	}
-	if w.rep.codec, err = newReplicaCodec(cfg.Compression.Replicas, uint64(cfg.Run.Seed), w); err != nil {
-		return nil, err
+	add(layout.Prev(id), r, links.Prev)
+	add(layout.Next(id), r, links.Next)
+	if t := layout.Tied(id); t >= 0 {
+		add(t, r, links.Tied)
 	}
-	return w, nil
+	add(id, r-1, lower)
+	add(id, r+1, upper)
+	return NewSwarmWorker(cfg, layout, id, plan.Worker(id, r), links.Ctrl, mesh)
 }
 
 // ShapeReplicaLink shapes what replica from of stage sends to replica to

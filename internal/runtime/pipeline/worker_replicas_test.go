@@ -15,7 +15,8 @@ import (
 )
 
 // replicaWorkers builds the R replicas of a 1-stage pipeline linked in
-// their chain by pipes (not run: the tests call their sum directly).
+// their chain by pipes (not run: the tests call their sum directly, on
+// the pipes themselves rather than the links a running worker reads).
 func replicaWorkers(t *testing.T, R int) ([]*Worker, config.Config) {
 	t.Helper()
 	c := tinyConfig(t)
@@ -37,9 +38,12 @@ func replicaWorkers(t *testing.T, R int) ([]*Worker, config.Config) {
 	}
 	ws := make([]*Worker, R)
 	for r := range ws {
-		if ws[r], err = NewReplica(c, layout, 0, r, Links{}, lower[r], upper[r]); err != nil {
+		if ws[r], err = NewSwarmWorker(c, layout, 0, r, nil, nil); err != nil {
 			t.Fatal(err)
 		}
+		// The chain a step's route would give them (routeStep).
+		rp := ws[r].rep
+		rp.r, rp.R, rp.lower, rp.upper = r, R, lower[r], upper[r]
 	}
 	return ws, c
 }

@@ -104,8 +104,14 @@ func compareStates(t *testing.T, want, got *stages.State, tol float64) {
 		}
 		allDiff += diff
 		allNorm += norm
-		if rel := math.Sqrt(diff / math.Max(norm, 1e-30)); rel > 10*tol {
-			t.Errorf("%s: relative distance %.3g > %g", w.Name, rel, 10*tol)
+		// Per tensor the bar is 100× the whole model's: a small tensor
+		// (a 96-value bias) whose gradient elements sit near zero turns
+		// reassociation noise into different AdamW steps (g/√v is ±1
+		// whatever g's size), so after a few steps it differs by ~1e-4
+		// relative when the model differs by ~5e-7; a tensor that is
+		// really wrong (not summed, not exchanged) is off by far more.
+		if rel := math.Sqrt(diff / math.Max(norm, 1e-30)); rel > 100*tol {
+			t.Errorf("%s: relative distance %.3g > %g (norm %.3g, distance %.3g)", w.Name, rel, 100*tol, math.Sqrt(norm), math.Sqrt(diff))
 		}
 		n++
 	}

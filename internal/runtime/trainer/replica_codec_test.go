@@ -71,12 +71,12 @@ func runCodec(t *testing.T, c config.Config) codecResult {
 // TestReplicaCodecsTrain: each codec of [compression.replicas] trains a
 // 2 stages × 2 replicas run as the exact sum does, within a stated gap of
 // its final held-out loss, for the bytes it saves. Measured on this tiny
-// model (d = 32, 200 steps) against none's 3.2516: fp16 3.2517 (+0.003%),
-// int8 3.2509 (−0.02%), powersgd rank 4 3.3198 (+2.1%; its factors are an
-// eighth of the model's width here); the tolerances below are 30×, 25×
-// and 2× those. The sum's bytes shrink by 1.98× (fp16), 3.69× (int8) and
-// 5.56× (powersgd: 32-wide matrices give rank-4 factors little room; at
-// the quickstart's d = 256 it is far more, docs/swarm.md). The runs
+// model (d = 32, 200 steps) against none's 3.2516: fp16 3.2519 (+0.008%),
+// int8 3.2564 (+0.15%), powersgd rank 4 3.3589 (+3.3%; its factors are an
+// eighth of the model's width here); the tolerances below are about 12×,
+// 3× and 1.5× those. The sum's bytes shrink by 1.98× (fp16), 3.69× (int8)
+// and 5.56× (powersgd: 32-wide matrices give rank-4 factors little room;
+// at the quickstart's d = 256 it is 39×, docs/swarm.md). The runs
 // finishing at all says the replicas stayed bit-identical: the driver
 // compares their gradients' sums of squares every step and their state
 // digests and tied copies at the end (TestDriverCatchesUndecodedTotal
@@ -85,7 +85,8 @@ func runCodec(t *testing.T, c config.Config) codecResult {
 // Under the subspace codec the constrained weights' gradients travel as
 // k = 8 coefficients instead of d = 32 values, so even none sends 1.64×
 // less (and still trains as 2 × 1 does: TestReplicasWithStatelessCodecs),
-// and the other codecs code those coefficients.
+// and the other codecs code those coefficients (gaps −0.001%, +0.007%,
+// +0.56%).
 func TestReplicaCodecsTrain(t *testing.T) {
 	for _, sub := range []bool{false, true} {
 		t.Run(fmt.Sprintf("subspace=%v", sub), func(t *testing.T) {
@@ -105,7 +106,7 @@ func TestReplicaCodecsTrain(t *testing.T) {
 			}{
 				{compression.ReduceFP16, 0.001, 1.95, 2.0},
 				{compression.ReduceInt8, 0.005, 3.6, 3.77},
-				{compression.ReducePowerSGD, 0.04, 3.5, 6},
+				{compression.ReducePowerSGD, 0.05, 3.5, 6},
 			} {
 				t.Run(fmt.Sprintf("method=%v", tc.m), func(t *testing.T) {
 					got := runCodec(t, codecRun(t, tc.m, sub))

@@ -10,6 +10,7 @@ import (
 
 	"github.com/narrowband/narrowband/internal/config"
 	"github.com/narrowband/narrowband/internal/metrics"
+	"github.com/narrowband/narrowband/internal/runtime/engine"
 	"github.com/narrowband/narrowband/internal/runtime/pipeline"
 	"github.com/narrowband/narrowband/scheduler"
 	"github.com/narrowband/narrowband/scheduler/sim"
@@ -38,6 +39,21 @@ type Prediction struct {
 	NetworkWait     []float64     `json:"network_wait_fraction"`
 	Bubble          float64       `json:"bubble_fraction"`
 	Timeline        string        `json:"timeline"`
+
+	// With pipeline.replicas > 1 (docs/swarm.md): the busiest lane's
+	// micro-batches, the lanes' step without the gradient sums, the
+	// slowest stage's sum over its chain of replicas, each stage's
+	// gradient as one chain link carries it each way, and the wire bytes
+	// of every sum of a step (the runtime's replica_bytes).
+	Replicas             int     `json:"replicas,omitempty"`
+	LaneMicro            int     `json:"lane_micro_batches,omitempty"`
+	LaneStepSeconds      float64 `json:"lane_step_seconds,omitempty"`
+	ReplicaSumSeconds    float64 `json:"replica_sum_seconds,omitempty"`
+	ReplicaSumStage      int     `json:"replica_sum_stage,omitempty"` // the slowest
+	ReplicaGradientBytes []int64 `json:"replica_gradient_bytes,omitempty"`
+	ReplicaBytesPerStep  int64   `json:"replica_bytes_per_step,omitempty"`
+	ReplicaMbps          float64 `json:"replica_link_mbps,omitempty"` // 0: unlimited
+	ReplicaLatencyMs     float64 `json:"replica_link_latency_ms,omitempty"`
 }
 
 // spanCollector is an Observer that keeps every span.
@@ -48,7 +64,10 @@ func (s *spanCollector) PublishEvent(metrics.Event)     {}
 func (s *spanCollector) PublishSpans(sp []metrics.Span) { s.spans = append(s.spans, sp...) }
 
 // ComputeFromSpans averages each stage's forward, backward and optimizer
-// spans over the steps after the first (which warms up).
+// spans over the steps after the first (which warms up), and over a
+// stage's replicas; the gradient sum among replicas and a swarm end's wait
+// for the tied gradient are taken out of the optimizer's time (the
+// simulator projects both from the links).
 func ComputeFromSpans(spans []metrics.Span, stages int) []sim.Compute {
 	type acc struct{ f, b, o, nf, nb, no float64 }
 	a := make([]acc, stages)
@@ -67,6 +86,8 @@ func ComputeFromSpans(spans []metrics.Span, stages int) []sim.Compute {
 		case "optimizer": // recorded in two parts around the norm barrier
 			a[s.Stage].o += d
 			a[s.Stage].no += 0.5
+		case "replica_sum", "tied_wait": // inside the first part: network time, not compute
+			a[s.Stage].o -= d
 		}
 	}
 	out := make([]sim.Compute, stages)
@@ -77,7 +98,9 @@ func ComputeFromSpans(spans []metrics.Span, stages int) []sim.Compute {
 }
 
 // MeasureCompute runs cfg for a few steps on this machine with unshaped
-// links and returns each stage's compute times.
+// links and returns each stage's compute times. Every stage and replica
+// runs here, sharing this machine's cores as the real in-process run
+// does: to project peers of their own, give the times or a speedup.
 func MeasureCompute(ctx context.Context, cfg config.Config, steps int) ([]sim.Compute, error) {
 	c := cfg
 	c.Run.Steps = steps
@@ -97,9 +120,10 @@ func MeasureCompute(ctx context.Context, cfg config.Config, steps int) ([]sim.Co
 	}
 	defer os.RemoveAll(dir)
 	col := &spanCollector{}
-	if c.Pipeline.Stages == 1 {
+	if c.Pipeline.Stages == 1 && c.Pipeline.ReplicaCount() == 1 {
 		// The single-process engine records no spans; a 1-stage pipeline
-		// does the same work through the worker, which does.
+		// does the same work through the worker, which does (and so do
+		// the replicas of one stage).
 		return nil, fmt.Errorf("simulate: give simulate.forward_ms/backward_ms for a 1-stage run (nothing crosses a link)")
 	}
 	if _, err := Run(ctx, Options{Config: c, Out: dir, Observer: col}); err != nil {
@@ -110,11 +134,6 @@ func MeasureCompute(ctx context.Context, cfg config.Config, steps int) ([]sim.Co
 
 // Predict simulates cfg with the given per-stage compute times.
 func Predict(cfg config.Config, comp []sim.Compute) (Prediction, error) {
-	if R := cfg.Pipeline.ReplicaCount(); R > 1 {
-		// A chain's projection would be wrong by the lanes and the sum:
-		// better none than a misleading one.
-		return Prediction{}, fmt.Errorf("simulate: pipeline.replicas = %d is not projected yet (scheduler/sim.RunSwarm models replicas, the command does not call it: docs/swarm.md); simulate the same config with replicas = 1", R)
-	}
 	kind := cfg.Pipeline.Schedule
 	S, M := cfg.Pipeline.Stages, cfg.Train.MicroBatches
 	act, grad, emb, err := pipeline.MessageBytes(cfg)
@@ -164,12 +183,16 @@ func Predict(cfg config.Config, comp []sim.Compute) (Prediction, error) {
 			sc.InFlight = sim.InFlightFor(sc) // what the runtime would choose
 		}
 	}
-	res, err := sim.Run(sc)
-	if err != nil {
+	p := Prediction{Stages: S, Micro: M, Schedule: kind.String(), InFlight: sc.InFlight, Steps: steps, Compute: scaled, ActivationBytes: act, GradientBytes: grad, EmbeddingBytes: emb}
+	var res sim.Result
+	if R := cfg.Pipeline.ReplicaCount(); R > 1 {
+		if res, err = predictSwarm(cfg, sc, &p); err != nil {
+			return Prediction{}, err
+		}
+	} else if res, err = sim.Run(sc); err != nil {
 		return Prediction{}, err
 	}
-	p := Prediction{Stages: S, Micro: M, Schedule: kind.String(), InFlight: sc.InFlight, Steps: steps, Compute: scaled, ActivationBytes: act, GradientBytes: grad, EmbeddingBytes: emb,
-		StepSeconds: res.StepTime, TokensPerSecond: res.TokensPerSecond}
+	p.StepSeconds, p.TokensPerSecond = res.StepTime, res.TokensPerSecond
 	var busy, all float64
 	for _, st := range res.Stages {
 		p.Busy = append(p.Busy, st.Busy)
@@ -204,6 +227,38 @@ func Predict(cfg config.Config, comp []sim.Compute) (Prediction, error) {
 	return p, nil
 }
 
+// predictSwarm projects cfg's replicas (docs/swarm.md) over the lane sc:
+// each stage's gradient sum runs on a chain of links with the run's base
+// [network] profile, as pipeline.ShapeReplicaLink shapes them, carrying
+// the raw fp32 gradient (pipeline.ReplicaSumBytes, where a
+// [compression.replicas] codec's size would go).
+func predictSwarm(cfg config.Config, sc sim.Config, p *Prediction) (sim.Result, error) {
+	layout, err := engine.Layout(cfg)
+	if err != nil {
+		return sim.Result{}, err
+	}
+	prof := cfg.LinkProfile(-1, -1)
+	grad, frame := pipeline.ReplicaSumBytes(cfg, layout)
+	sw := sim.Swarm{Lane: sc, Replicas: cfg.Pipeline.ReplicaCount(), GradientBytes: grad, FrameBytes: frame,
+		ReplicaBPS: math.Inf(1), ReplicaLatency: prof.LatencyMs / 1000}
+	if prof.BandwidthMbps > 0 {
+		sw.ReplicaBPS = prof.BandwidthMbps * 1e6
+	}
+	r, err := sim.RunSwarm(sw)
+	if err != nil {
+		return sim.Result{}, fmt.Errorf("simulate: %w", err)
+	}
+	p.Replicas, p.LaneMicro, p.LaneStepSeconds = sw.Replicas, r.LaneMicro, r.LaneStepTime
+	p.ReplicaSumSeconds, p.ReplicaGradientBytes, p.ReplicaBytesPerStep = r.ReplicaSum, sw.GradientBytes, r.ReplicaBytes
+	p.ReplicaMbps, p.ReplicaLatencyMs = prof.BandwidthMbps, prof.LatencyMs
+	for i, d := range r.ReplicaSums {
+		if d > r.ReplicaSums[p.ReplicaSumStage] {
+			p.ReplicaSumStage = i
+		}
+	}
+	return r.Result, nil
+}
+
 // String renders a prediction for the terminal.
 func (p Prediction) String() string {
 	var b strings.Builder
@@ -217,9 +272,22 @@ func (p Prediction) String() string {
 		fmt.Fprintf(&b, "stage %d: forward %.2f ms, backward %.2f ms, optimizer %.2f ms per micro-batch/step; busy %.0f%%, network wait %.0f%%\n",
 			i, 1e3*c.Forward, 1e3*c.Backward, 1e3*c.Optimizer, 100*p.Busy[i], 100*p.NetworkWait[i])
 	}
+	if p.Replicas > 1 {
+		link := "unlimited"
+		if p.ReplicaMbps > 0 {
+			link = fmt.Sprintf("%g Mbit/s", p.ReplicaMbps)
+		}
+		fmt.Fprintf(&b, "replicas: %d a stage, %d micro-batches on the busiest lane; lane step %.3f s without the sums\n", p.Replicas, p.LaneMicro, p.LaneStepSeconds)
+		fmt.Fprintf(&b, "gradient sum (chain of %d, fp32, %s, %g ms): %.3f s on the slowest stage (stage %d, %.1f MB each way a link); %.1f MB a step of replica traffic\n",
+			p.Replicas, link, p.ReplicaLatencyMs, p.ReplicaSumSeconds, p.ReplicaSumStage, float64(p.ReplicaGradientBytes[p.ReplicaSumStage])/1e6, float64(p.ReplicaBytesPerStep)/1e6)
+	}
 	fmt.Fprintf(&b, "predicted step %.3f s, %.0f tokens/s, bubble %.0f%%\n", p.StepSeconds, p.TokensPerSecond, 100*p.Bubble)
 	if p.Timeline != "" {
-		fmt.Fprintf(&b, "one steady-state step (lowercase forward, UPPERCASE backward, # optimizer, ~ network wait, . idle):\n%s", p.Timeline)
+		legend := "lowercase forward, UPPERCASE backward, # optimizer, ~ network wait, . idle"
+		if p.Replicas > 1 {
+			legend = "lane 0; lowercase forward, UPPERCASE backward, = gradient sum, # optimizer, ~ network wait, . idle"
+		}
+		fmt.Fprintf(&b, "one steady-state step (%s):\n%s", legend, p.Timeline)
 	}
 	return b.String()
 }

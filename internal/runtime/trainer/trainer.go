@@ -627,6 +627,7 @@ func (r *run) finish() (*metrics.Summary, error) {
 		fs := f.Faults()
 		sum.Failures, sum.Recoveries, sum.RecoverySeconds = fs.Failures, fs.Recoveries, fs.RecoverySeconds
 		sum.RejectedFrames, sum.StepsRedone, sum.FaultLog = fs.RejectedFrames, fs.StepsRedone, fs.FaultLog
+		sum.Swarm = fs.Swarm
 	}
 	if r.measured > 0 {
 		tot := r.tot

@@ -2,6 +2,7 @@ package trainer
 
 import (
 	"context"
+	"fmt"
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
@@ -53,10 +54,10 @@ func TestWebViewOfRealRun(t *testing.T) {
 	stop() // before the deferred closes of the view it publishes to
 }
 
-// TestWebViewOfReplicaRun: the live view of a 2 stages × 2 replicas run
-// whose sum is int8-coded shows the replicas' sum bytes of the latest step
-// (the step records' replica_bytes) and how many times fewer than fp32's
-// they are.
+// TestWebViewOfReplicaRun: the swarm panel of a 2 stages × 2 replicas
+// run whose sum is int8-coded shows the replicas' sum bytes of the latest
+// step (the step records' replica_bytes) and how many times fewer than
+// fp32's they are.
 func TestWebViewOfReplicaRun(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a browser")
@@ -85,8 +86,8 @@ func TestWebViewOfReplicaRun(t *testing.T) {
 	b := webtest.NewBrowser(t)
 	res := b.Watch(t, hs.URL, webtest.WatchOptions{WantSteps: 5, StayOnPage: true, Timeout: time.Minute})
 	st := res.Last
-	if st.ReplicaBytes == 0 {
-		if st, _ = webtest.WaitPage(b.Tab(), 10*time.Second, func(s webtest.PageState) bool { return s.ReplicaBytes > 0 }); st.ReplicaBytes == 0 {
+	if st.AveragingBytes == 0 {
+		if st, _ = webtest.WaitPage(b.Tab(), 10*time.Second, func(s webtest.PageState) bool { return s.AveragingBytes > 0 }); st.AveragingBytes == 0 {
 			t.Fatalf("the page shows no replica sum: %+v", st)
 		}
 	}
@@ -98,11 +99,11 @@ func TestWebViewOfReplicaRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.ReplicaBytes != recs[0].ReplicaBytes {
-		t.Errorf("the page shows %d bytes of replica sum a step, the step records say %d", st.ReplicaBytes, recs[0].ReplicaBytes)
+	if st.AveragingBytes != recs[0].ReplicaBytes {
+		t.Errorf("the page shows %d bytes of replica sum a step, the step records say %d", st.AveragingBytes, recs[0].ReplicaBytes)
 	}
-	if !strings.Contains(st.ReplicaText, "× under fp32's") {
-		t.Errorf("replica sum line %q: want its ratio to fp32", st.ReplicaText)
+	if want := fmt.Sprintf("%.1f× under fp32", float64(recs[0].ReplicaRawBytes)/float64(recs[0].ReplicaBytes)); !strings.Contains(st.Averaging, want) {
+		t.Errorf("averaging line %q: want %q in it", st.Averaging, want)
 	}
-	t.Logf("the page says %q", st.ReplicaText)
+	t.Logf("the page says %q", st.Averaging)
 }
