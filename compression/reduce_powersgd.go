@@ -58,6 +58,16 @@ type psgdMatrix struct {
 	p         []float32 // this step's orthonormal P
 }
 
+// PowerSGDRank is the rank a rows×cols matrix travels at in a PowerSGD sum
+// of rank r: min(r, rows, cols), or 0 (sent whole) when its factors would
+// not be smaller than itself.
+func PowerSGDRank(rows, cols, r int) int {
+	if k := min(r, rows, cols); k > 0 && (rows+cols)*k < rows*cols {
+		return k
+	}
+	return 0
+}
+
 // NewPowerSGD sets up the sum of mats at rank r, with or without error
 // feedback.
 func NewPowerSGD(mats []Matrix, r int, feedback bool, seed uint64) (*PowerSGD, error) {
@@ -71,7 +81,7 @@ func NewPowerSGD(mats []Matrix, r int, feedback bool, seed uint64) (*PowerSGD, e
 			return nil, fmt.Errorf("%w: powersgd matrix %s is %d×%d", ErrShape, m.Key, m.Rows, m.Cols)
 		}
 		pm := psgdMatrix{Matrix: m}
-		if k := min(r, m.Rows, m.Cols); k > 0 && (m.Rows+m.Cols)*k < m.Rows*m.Cols {
+		if k := PowerSGDRank(m.Rows, m.Cols, r); k > 0 {
 			pm.r = k
 			pm.pOff, pm.qOff = s.pLen, s.qLen
 			s.pLen += m.Rows * k

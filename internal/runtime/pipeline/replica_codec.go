@@ -5,7 +5,10 @@ import (
 	"sync/atomic"
 
 	"github.com/narrowband/narrowband/compression"
+	"github.com/narrowband/narrowband/internal/config"
+	"github.com/narrowband/narrowband/internal/runtime/engine"
 	"github.com/narrowband/narrowband/internal/wire"
+	"github.com/narrowband/narrowband/scheduler"
 	"github.com/narrowband/narrowband/stages"
 )
 
@@ -86,35 +89,27 @@ func newReplicaCodec(rc compression.ReduceConfig, seed uint64, w *Worker) (*repl
 		}
 	}
 	tied := w.st.TiedWeight()
+	C, K := w.C, 0
+	if c.con != nil {
+		K = c.con.basis.K
+	}
 	var mats []compression.Matrix
 	var sizes []int
 	for _, p := range w.st.Params() {
-		t := replicaTensor{p: p, coef: rowsOf[p], buf: p.Grad}
-		n := len(p.Grad)
-		switch t.coef {
-		case coefRows:
-			t.rows, t.cols = n/c.con.C, c.con.basis.K
-		case coefCols:
-			t.rows, t.cols = c.con.basis.K, n/c.con.C
-		default:
-			t.rows, t.cols = 1, n
-			if len(p.Shape) == 2 {
-				t.rows, t.cols = p.Shape[0], p.Shape[1]
-			}
+		sh, err := replicaShapeOf(p.Name, p.Shape, rowsOf[p], C, K, p == tied)
+		if err != nil {
+			return nil, fmt.Errorf("stage %d: %w", w.id, err)
 		}
-		if t.rows*t.cols != n && t.coef == coefNone {
-			return nil, fmt.Errorf("stage %d: %s has %d values, shape %v", w.id, p.Name, n, p.Shape)
+		if sh.n != len(p.Grad) {
+			return nil, fmt.Errorf("stage %d: %s has %d values, shape %v", w.id, p.Name, len(p.Grad), p.Shape)
 		}
+		t := replicaTensor{p: p, coef: sh.coef, rows: sh.rows, cols: sh.cols, buf: p.Grad}
 		if t.coef != coefNone {
 			t.buf = make([]float32, t.rows*t.cols)
 		}
-		key := p.Name
-		if p == tied {
-			key = "tied" // the first and last stage hold it under two names
-		}
-		mats = append(mats, compression.Matrix{Rows: t.rows, Cols: t.cols, Key: key})
+		mats = append(mats, compression.Matrix{Rows: t.rows, Cols: t.cols, Key: sh.key})
 		sizes = append(sizes, len(t.buf))
-		c.values += int64(n)
+		c.values += int64(sh.n)
 		c.tensors = append(c.tensors, t)
 	}
 	var err error
@@ -132,6 +127,113 @@ func newReplicaCodec(rc compression.ReduceConfig, seed uint64, w *Worker) (*repl
 		c.fb = compression.NewFeedback(sizes)
 	}
 	return c, nil
+}
+
+// replicaShape is how one parameter's gradient travels in the sum.
+type replicaShape struct {
+	coef       coefKind
+	rows, cols int    // as it travels: the gradient's, or its coefficients'
+	n          int    // the gradient's values
+	key        string // names it in PowerSGD's warm start
+}
+
+// replicaShapeOf is how the parameter called name, of shape shape, travels:
+// whole as a rows×cols matrix (a 1-D one as 1×n), or under the subspace
+// constraint (role) as its coefficients in span(U) (C the model width, K
+// the subspace's). The tied embedding is keyed alike on both ends.
+func replicaShapeOf(name string, shape []int, role coefKind, C, K int, tied bool) (replicaShape, error) {
+	n := 1
+	for _, d := range shape {
+		n *= d
+	}
+	sh := replicaShape{coef: role, n: n, key: name, rows: 1, cols: n}
+	if tied {
+		sh.key = "tied" // the first and last stage hold it under two names
+	}
+	switch role {
+	case coefRows:
+		sh.rows, sh.cols = n/C, K
+	case coefCols:
+		sh.rows, sh.cols = K, n/C
+	default:
+		if len(shape) == 2 {
+			sh.rows, sh.cols = shape[0], shape[1]
+		} else if len(shape) > 2 {
+			return sh, fmt.Errorf("%s has shape %v: the replicas' sum takes tensors of 1 or 2 dimensions", name, shape)
+		}
+	}
+	if role != coefNone && (C < 1 || K < 1 || n%C != 0) {
+		return sh, fmt.Errorf("%s: %d values are not residual vectors of width %d in a subspace of %d", name, n, C, K)
+	}
+	return sh, nil
+}
+
+// ReplicaSumBytes is, per stage of layout, the wire bytes one link of the
+// stage's chain carries each way in a step (one replica's whole gradient
+// as cfg's [compression.replicas] codec sends it, in the frames the sum
+// cuts: every pass of it together), and the largest of those frames (what
+// each hop of the chain holds back before passing a frame on). It counts
+// from the stages' tensor shapes, without building them, exactly what
+// sumReplicas sends (TestReplicaSumBytesIsWhatRunsSend).
+func ReplicaSumBytes(cfg config.Config, layout scheduler.Layout) (perLink, largestFrame []int64) {
+	rc := cfg.Compression.Replicas
+	method := rc.Method
+	if method == compression.ReduceUnknown {
+		method = compression.ReduceNone
+	}
+	cm := cfg.Compression.Method
+	S := layout.Stages()
+	constrained := S >= 2 && (cm == compression.MethodSubspace || cm == compression.MethodSubspaceTC)
+	untied := engine.UntiedHead(cfg)
+	model := engine.ModelConfig(cfg)
+	perLink, largestFrame = make([]int64, S), make([]int64, S)
+	for i := range perLink {
+		r := layout.Range(i)
+		first, last := layout.First(i), layout.Last(i)
+		chunkM := method
+		var parts []int // the floats of each part of every pass, as pass() lists them
+		var pLen, qLen int
+		for _, ps := range stages.StageParamShapes(model, r.Lo, r.Hi, first, last) {
+			role := coefNone
+			if constrained {
+				role = constraintRole(ps.Name, last, untied)
+			}
+			sh, err := replicaShapeOf(ps.Name, ps.Shape, role, cfg.Model.NEmbd, int(cfg.Compression.Rank), false)
+			if err != nil {
+				continue // NewSwarmWorker refuses it
+			}
+			if method != compression.ReducePowerSGD {
+				parts = append(parts, sh.rows*sh.cols)
+				continue
+			}
+			if rk := compression.PowerSGDRank(sh.rows, sh.cols, rc.RankOrDefault()); rk > 0 {
+				pLen += sh.rows * rk
+				qLen += sh.cols * rk
+			} else {
+				parts = append(parts, sh.rows*sh.cols)
+			}
+		}
+		if method == compression.ReducePowerSGD {
+			parts = append([]int{pLen}, append(parts, qLen)...)
+		}
+		for _, n := range parts {
+			for ; n > 0; n -= min(n, replicaChunk) {
+				f := int64(wire.HeaderSize + compression.ReduceChunkLen(min(n, replicaChunk), chunkM))
+				perLink[i] += f
+				largestFrame[i] = max(largestFrame[i], f)
+			}
+		}
+	}
+	return perLink, largestFrame
+}
+
+// ReplicaSumPasses is how many sums over the chain one step's sum takes:
+// 2 for PowerSGD (its P factors, then its Q), 1 for the others.
+func ReplicaSumPasses(cfg config.Config) int {
+	if cfg.Compression.Replicas.Method == compression.ReducePowerSGD {
+		return 2
+	}
+	return 1
 }
 
 // rawBytes is what this replica's part of a sum would send in raw

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/narrowband/narrowband/compression"
+	"github.com/narrowband/narrowband/internal/config"
 	"github.com/narrowband/narrowband/internal/runtime/engine"
 	"github.com/narrowband/narrowband/internal/transport"
 	"github.com/narrowband/narrowband/internal/wire"
@@ -20,7 +21,7 @@ import (
 // codedReplicas builds the R replicas of a 1-stage pipeline whose sum is
 // coded by method, linked in their chain by pipes (as replicaWorkers: not
 // run, the tests call their sum directly).
-func codedReplicas(t *testing.T, R int, method compression.ReduceMethod) []*Worker {
+func codedReplicas(t *testing.T, R int, method compression.ReduceMethod) ([]*Worker, config.Config) {
 	t.Helper()
 	c := tinyConfig(t)
 	c.Train.MicroBatches, c.Train.BatchSize = R, 2*R
@@ -49,7 +50,7 @@ func codedReplicas(t *testing.T, R int, method compression.ReduceMethod) []*Work
 		rp := ws[r].rep
 		rp.r, rp.R, rp.lower, rp.upper = r, R, lower[r], upper[r]
 	}
-	return ws
+	return ws, c
 }
 
 // sumAll runs every replica's sum of step at once.
@@ -105,7 +106,7 @@ func TestReplicaCodecSameBits(t *testing.T) {
 	const R = 3
 	for _, m := range []compression.ReduceMethod{compression.ReduceNone, compression.ReduceFP16, compression.ReduceInt8, compression.ReducePowerSGD} {
 		t.Run(fmt.Sprintf("method=%v", m), func(t *testing.T) {
-			ws := codedReplicas(t, R, m)
+			ws, _ := codedReplicas(t, R, m)
 			for step := range 2 {
 				g := fillGrads(ws, uint64(step+1))
 				sent := sumAll(t, ws, step)
@@ -161,7 +162,8 @@ func TestReplicaCodecSameBits(t *testing.T) {
 }
 
 // TestReplicaCodecBytes: what each end of a 2-replica chain sends per
-// step is exactly its chunks' frames — fp16 2 bytes a value and a 2-byte
+// step is exactly its chunks' frames (and what ReplicaSumBytes counts for
+// the simulator) — fp16 2 bytes a value and a 2-byte
 // scale a chunk, int8 1 byte a value and a 4-byte scale a 64-value block,
 // powersgd the float32 factors of every matrix (and whole the 1-D
 // tensors), each chunk with a 30-byte frame header — and so about 2×, 4×
@@ -176,9 +178,16 @@ func TestReplicaCodecBytes(t *testing.T) {
 		{compression.ReduceInt8, 3.6, 3.77},
 		{compression.ReducePowerSGD, 5, 6},
 	} {
-		ws := codedReplicas(t, 2, tc.m)
+		ws, c := codedReplicas(t, 2, tc.m)
 		fillGrads(ws, 9)
 		sent := sumAll(t, ws, 0)
+		layout, err := engine.Layout(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if perLink, _ := ReplicaSumBytes(c, layout); perLink[0] != sent[0] {
+			t.Errorf("%v: sent %d bytes, ReplicaSumBytes (the simulator's count) says %d", tc.m, sent[0], perLink[0])
+		}
 		rc := ws[0].rep.codec
 		var lens []int // the float32 counts of every chunk, every pass
 		add := func(n int) {

@@ -10,11 +10,9 @@ import (
 
 	"github.com/narrowband/narrowband/compression"
 	"github.com/narrowband/narrowband/internal/config"
-	"github.com/narrowband/narrowband/internal/runtime/engine"
 	"github.com/narrowband/narrowband/internal/transport"
 	"github.com/narrowband/narrowband/internal/wire"
 	"github.com/narrowband/narrowband/scheduler"
-	"github.com/narrowband/narrowband/stages"
 )
 
 // A worker's part in a stage held by several replicas (docs/swarm.md,
@@ -162,26 +160,6 @@ func (w *Worker) chainPass(ctx context.Context, fstep uint64, k0 int, chunks []r
 		err = res.err
 	}
 	return sent + res.sent, err
-}
-
-// ReplicaSumBytes is, per stage of layout, the wire bytes one link of the
-// stage's chain carries each way in a step (one replica's whole gradient,
-// cut tensor by tensor into frames as sumReplicas cuts it), and the
-// largest of those frames (what each hop of the chain holds back before
-// passing a frame on). The gradient is raw fp32, the only encoding of the
-// sum today; a [compression.replicas] codec would change the payloads
-// here, not the chain.
-func ReplicaSumBytes(cfg config.Config, layout scheduler.Layout) (perLink, largestFrame []int64) {
-	perLink, largestFrame = make([]int64, layout.Stages()), make([]int64, layout.Stages())
-	for i := range perLink {
-		r := layout.Range(i)
-		for _, n := range stages.StageParamSizes(engine.ModelConfig(cfg), r.Lo, r.Hi, layout.First(i), layout.Last(i)) {
-			frames := (n + replicaChunk - 1) / replicaChunk
-			perLink[i] += 4*n + frames*wire.HeaderSize
-			largestFrame[i] = max(largestFrame[i], 4*min(n, replicaChunk)+wire.HeaderSize)
-		}
-	}
-	return perLink, largestFrame
 }
 
 // replicaFrame is chunk k of a raw float32 sum (as the none codec sends it).

@@ -11,6 +11,8 @@ import (
 	"github.com/narrowband/narrowband/compression"
 	"github.com/narrowband/narrowband/internal/config"
 	"github.com/narrowband/narrowband/internal/metrics"
+	"github.com/narrowband/narrowband/internal/runtime/engine"
+	"github.com/narrowband/narrowband/internal/runtime/pipeline"
 )
 
 // codecRun is a 2 stages × 2 replicas run of the tiny model, long enough
@@ -64,6 +66,21 @@ func runCodec(t *testing.T, c config.Config) codecResult {
 	}
 	if sum.ReplicaBytesPerStep != float64(recs[0].ReplicaBytes) {
 		t.Errorf("summary: %v replica bytes a step, step records %d", sum.ReplicaBytesPerStep, recs[0].ReplicaBytes)
+	}
+	// What the simulator counts (pipeline.ReplicaSumBytes, from the
+	// tensors' shapes) is what the run sent: every stage's chain link,
+	// both ways.
+	layout, err := engine.Layout(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	perLink, _ := pipeline.ReplicaSumBytes(c, layout)
+	var want int64
+	for _, b := range perLink {
+		want += 2 * int64(c.Pipeline.Replicas-1) * b
+	}
+	if recs[0].ReplicaBytes != want {
+		t.Errorf("the run sent %d replica bytes a step, pipeline.ReplicaSumBytes counts %d", recs[0].ReplicaBytes, want)
 	}
 	return res
 }
@@ -249,4 +266,76 @@ func TestReplicaCodecOverProcesses(t *testing.T) {
 		t.Errorf("replica sum: %v bytes a step (%.2f× under fp32) in processes, %v in goroutines; want the same, PowerSGD's", sum.ReplicaBytesPerStep, sum.ReplicaCompressionRatio, ref.ReplicaBytesPerStep)
 	}
 	t.Logf("powersgd over processes: %.1f× fewer bytes than fp32, %d losses the same", sum.ReplicaCompressionRatio, len(got))
+}
+
+// TestSwarmChurnWithReplicaCodecs is TestSwarmChurn with the sum coded: a
+// replica joins (its residuals empty, its PowerSGD warm start the seed's,
+// its state downloaded and the decoded sums replayed), one leaves and one
+// is killed, and the run goes on with every replica of a stage holding
+// the same bits — the driver checks the joiner's digest at admission and
+// every replica's gradient norm every step — and trains as the calm run
+// with the same codec does.
+func TestSwarmChurnWithReplicaCodecs(t *testing.T) {
+	for _, m := range []compression.ReduceMethod{compression.ReduceInt8, compression.ReducePowerSGD} {
+		t.Run(fmt.Sprintf("method=%v", m), func(t *testing.T) {
+			c := swarmConfig(t)
+			c.Compression.Replicas.Method = m
+			swarmChurn(t, c)
+		})
+	}
+}
+
+// TestSimulatorPredictsCodedReplicas is TestSimulatorPredictsReplicas with
+// the sum coded: on shaped links (20 Mbit/s, 10 ms) a 2 × 2 run with its
+// sum in int8, or in PowerSGD's two passes, takes the step time the
+// simulator predicts from the run's measured compute, and sends the
+// replica bytes it predicts to the byte.
+func TestSimulatorPredictsCodedReplicas(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs two shaped pipelines with replicas for a few seconds")
+	}
+	for _, m := range []compression.ReduceMethod{compression.ReduceInt8, compression.ReducePowerSGD} {
+		t.Run(fmt.Sprintf("method=%v", m), func(t *testing.T) {
+			c := tinyConfig(t)
+			c.Run.Steps = 12
+			c.Pipeline.Stages = 2
+			c.Pipeline.Replicas = 2
+			c.Train.BatchSize = 16
+			c.Train.MicroBatches = 4
+			c.Train.EvalInterval = 0
+			c.Train.EvalBatches = 1
+			c.Network.BandwidthMbps = 20
+			c.Network.LatencyMs = 10
+			c.Compression.Replicas.Method = m
+			if err := c.Validate(); err != nil {
+				t.Fatal(err)
+			}
+			col := &spanCollector{}
+			rec := &stepTimes{}
+			if _, err := Run(context.Background(), Options{Config: c, Out: t.TempDir(), Observer: engine.Observers{col, rec}}); err != nil {
+				t.Fatal(err)
+			}
+			measured := rec.median(2)
+			pred, err := Predict(c, ComputeFromSpans(col.spans, 2))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("measured step %.4f s, predicted %.4f s: ratio %.3f\n%s", measured, pred.StepSeconds, pred.StepSeconds/measured, pred)
+			if r := pred.StepSeconds / measured; r < 0.8 || r > 1.2 {
+				t.Errorf("prediction %.4f s is %.0f%% off the measured %.4f s", pred.StepSeconds, 100*math.Abs(r-1), measured)
+			}
+			for i, n := range rec.replicaBytes {
+				if n != pred.ReplicaBytesPerStep {
+					t.Fatalf("step %d: %d bytes of replica sums, predicted %d", i+1, n, pred.ReplicaBytesPerStep)
+				}
+			}
+			wantPasses := 1
+			if m == compression.ReducePowerSGD {
+				wantPasses = 2
+			}
+			if pred.ReplicaPasses != wantPasses || !strings.Contains(pred.String(), "gradient sum (chain of 2, "+c.Compression.Replicas.Label()) {
+				t.Errorf("prediction: %d passes (want %d), says\n%s", pred.ReplicaPasses, wantPasses, pred)
+			}
+		})
+	}
 }
