@@ -405,6 +405,23 @@ func (p *Driver) publishPeers() {
 	}
 	p.syncSpares()
 	var out []metrics.Peer
+	if p.sw != nil {
+		// Every replica of every stage, with the path the driver reaches
+		// it by, and the joiners syncing.
+		for i, ch := range p.chains() {
+			for _, k := range ch {
+				out = append(out, metrics.Peer{ID: p.holders[k], Stage: i, Address: p.place.Address(), Candidate: p.ctrl[k].Stats().Candidate, State: metrics.PeerActive})
+			}
+		}
+		for k, js := range p.sw.syncing {
+			out = append(out, metrics.Peer{ID: p.holders[k], Stage: js.stage, Address: p.place.Address(), Candidate: p.ctrl[k].Stats().Candidate, State: metrics.PeerSpare})
+		}
+		for _, id := range p.m.Failed() {
+			out = append(out, metrics.Peer{ID: id, Stage: -1, State: metrics.PeerDead})
+		}
+		p.hooks.Peers(out)
+		return
+	}
 	for i, id := range p.m.Holders() {
 		if id == "" {
 			continue // vacant, being handed over
