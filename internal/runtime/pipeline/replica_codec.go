@@ -34,15 +34,20 @@ import (
 //     projected into span(U) before the optimizer anyway, so only their
 //     coordinates matter: they travel as k coefficients a residual vector
 //     (d/k less), which the method above then codes, and are expanded back
-//     after the sum. So the tied embedding's gradient, which the first and
-//     last stage each sum over their replicas, is coded alike at both ends.
+//     after the sum (before the ends' tied exchange, which takes the
+//     summed, decoded halves).
 //
 // Error feedback and PowerSGD's warm start are per replica and are not in
 // the stage's state (a checkpoint holds the first replicas' state, and the
 // driver checks that every replica's state has the same digest): a
 // restore resets them on every replica alike, so the replicas stay
 // bit-identical, and the resumed run differs from an uninterrupted one by
-// the residuals dropped (TestReplicaCodecsResume).
+// the residuals dropped (TestReplicaCodecsResume). A joiner starts with
+// none and the seed's warm start; its first sum still gives it the others'
+// bits, since P·Qᵀ is made of the two sums alone, and the sum's Q is the
+// next warm start of every replica (TestSwarmChurnWithReplicaCodecs). Each
+// step's state is kept apart from the one it started from until the sum
+// completes, so a redone step (a replica dropped) starts from the same.
 type replicaCodec struct {
 	method  compression.ReduceMethod
 	tensors []replicaTensor
