@@ -19,8 +19,8 @@ import (
 )
 
 // codedReplicas builds the R replicas of a 1-stage pipeline whose sum is
-// coded by method, linked in their chain by pipes (as replicaWorkers: not
-// run, the tests call their sum directly).
+// coded by method, linked in their chain by pipes (not run: the tests call
+// their sum directly, on the pipes themselves).
 func codedReplicas(t *testing.T, R int, method compression.ReduceMethod) ([]*Worker, config.Config) {
 	t.Helper()
 	c := tinyConfig(t)
