@@ -117,7 +117,16 @@ func (p *Driver) recover(ctx context.Context) (redo bool, to int, err error) {
 			case scheduler.CmdRollback:
 				return false, c.Step, nil
 			case scheduler.CmdFail:
+				if p.sw != nil {
+					return false, 0, fmt.Errorf("%s; in a swarm a stage whose last replica is lost ends the run (docs/swarm.md): run with more replicas a stage", c.Err)
+				}
 				return false, 0, errors.New(c.Err)
+			case scheduler.CmdHandOver, scheduler.CmdWait, scheduler.CmdRelink:
+				if p.sw != nil {
+					// The hand-over path numbers holders by stage, a
+					// swarm by node: it is not carried out for a swarm.
+					return false, 0, fmt.Errorf("pipeline: a stage of this swarm lost its last replica (%v): a swarm does not hand a stage to a spare yet, so the run ends here (docs/swarm.md); run with more replicas a stage, and resume from the last checkpoint", c)
+				}
 			}
 			err := p.carryOut(ctx, c)
 			var f *failure
