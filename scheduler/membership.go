@@ -87,6 +87,10 @@ type MembershipConfig struct {
 	// them most (synced from a live replica, admitted at a step
 	// boundary); without it they wait as spares.
 	Join bool
+	// KeepSpares (with Join): this many peers that join wait as spares
+	// instead, to take a stage whose last replica is lost; the ones
+	// beyond are placed.
+	KeepSpares int
 	// SlowFraction and SlowSteps: a replica below SlowFraction of its
 	// stage's median rate for SlowSteps reports gets half the
 	// micro-batches; as long again, it is dropped back to the spares.

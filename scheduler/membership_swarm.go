@@ -66,6 +66,9 @@ func (m *Membership) join(id string) {
 	if !m.cfg.Join || m.rec != nil || m.failed[id] || m.holds(id) || m.swarm.busy(id) {
 		return
 	}
+	if len(m.Spares()) <= m.cfg.KeepSpares {
+		return // kept as a spare (this one counts among them)
+	}
 	stage := m.neediest()
 	if stage < 0 || len(m.reps[stage]) == 0 {
 		return // a vacant stage is the recovery's to fill

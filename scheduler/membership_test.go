@@ -42,8 +42,9 @@ type membershipScenario struct {
 	// The swarm's settings: further replicas per stage (named
 	// peer-<stage>-<k>), joiners placed on stages, slow demotion.
 	replicas int
-	join     bool
-	slow     float64
+	join       bool
+	keepSpares int // MembershipConfig.KeepSpares
+	slow       float64
 }
 
 var membershipScenarios = []membershipScenario{
@@ -101,6 +102,23 @@ lost-replica peer-1-1 1 @2
 done
 step 3
 lost 1 @3
+done
+done
+done`,
+	},
+	{
+		name: "swarm_keeps_a_spare", stages: 2, replicas: 2, join: true, keepSpares: 1, handOver: true,
+		what: "with one spare kept (pipeline.spares = 1), the first peer to join waits as a spare and the second is placed on a stage; when stage 1 then loses both its replicas, the kept spare takes it through the snapshot path",
+		script: `
+step 0
+snapshot 0
+joined early
+joined late
+step 1
+lost-replica peer-1-1 1 @1
+done
+step 2
+lost 1 @2
 done
 done
 done`,
@@ -363,7 +381,7 @@ func runMembership(t *testing.T, sc membershipScenario) string {
 		t.Fatal(err)
 	}
 	cfg := MembershipConfig{Layout: layout, Holders: holders, TimeoutTicks: 4, MaxRejects: 3, SnapshotEvery: 4, CanHandOver: sc.handOver, Async: sc.async,
-		Join: sc.join, SlowFraction: sc.slow, SlowSteps: 2}
+		Join: sc.join, KeepSpares: sc.keepSpares, SlowFraction: sc.slow, SlowSteps: 2}
 	for i := 0; i < sc.stages && sc.replicas > 1; i++ {
 		var extra []string
 		for k := 1; k < sc.replicas; k++ {

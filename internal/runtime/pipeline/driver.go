@@ -87,7 +87,7 @@ func New(cfg config.Config, layout scheduler.Layout, corpus *data.Corpus, place 
 		SnapshotEvery: f.SnapshotEvery, CanHandOver: place.CanHandOver(),
 		Async: cfg.Pipeline.Schedule == scheduler.Async,
 		// A swarm places peers that join on its stages.
-		Join: reps != nil, RouteByRate: cfg.Pipeline.Routing == "throughput",
+		Join: reps != nil, KeepSpares: cfg.Pipeline.Spares, RouteByRate: cfg.Pipeline.Routing == "throughput",
 		SlowFraction: cfg.Pipeline.SlowFraction, SlowSteps: cfg.Pipeline.SlowSteps,
 	})
 	if err != nil {

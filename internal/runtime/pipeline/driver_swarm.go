@@ -312,8 +312,15 @@ func (p *Driver) swarmNote(n scheduler.Note, step int) {
 		scheduler.NoteReplicaLost: "replica_dead", scheduler.NoteJoined: "replica_joined",
 		scheduler.NoteLeft: "replica_left", scheduler.NoteDropped: "replica_dropped", scheduler.NoteDemoted: "replica_demoted",
 	}[n.Kind]
-	if n.Kind == scheduler.NoteRolledBack {
+	switch n.Kind {
+	case scheduler.NoteRolledBack:
 		p.sw.counts.Rollbacks++
+	case scheduler.NoteDead, scheduler.NoteEvicted:
+		// A stage's last replica (the chain's events say so; the
+		// hand-over path takes the stage): nothing it says is heard.
+		p.sw.lost++
+		p.dropNode(n.Holder)
+		p.publishPeers()
 	}
 	if kind == "" {
 		return
@@ -449,54 +456,15 @@ func (p *Driver) startSync(ctx context.Context, c scheduler.Command, step int) e
 		return nil
 	}
 	if !known {
-		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		conn, err := p.place.Claim(cctx, c.Holder)
-		cancel()
-		if err != nil {
-			p.log.Warn("a joining peer could not be claimed", "peer", c.Holder, "err", err)
-			p.m.Step(scheduler.Report{Kind: scheduler.ReportSpareFailed, Holder: c.Holder, Err: err.Error()})
-			return nil
-		}
-		// Its node number is the next; it becomes a node (control link
-		// read, heartbeats sent) once set up: until then the setup owns
-		// the link.
-		k = len(p.ctrl)
-		peers := p.linkPeers(c.Stage)
-		var dialers []int
-		if sp.DialsPeers() {
-			// Both ends open a WebRTC link: the nodes it links to dial
-			// it while it dials them.
-			for n := range peers {
-				if err := p.send(ctx, n, ctrlMsg{Kind: ctrlLinkTo, Peer: k, PeerStage: c.Stage, Peers: []string{c.Holder}}); err != nil {
-					return err
-				}
-				dialers = append(dialers, n)
+		var err error
+		if k, err = p.newNode(ctx, sp, c.Holder, c.Stage); err != nil {
+			var sf *spareFailure
+			if errors.As(err, &sf) {
+				p.log.Warn("a joining peer could not be set up", "peer", c.Holder, "err", sf.err)
+				p.m.Step(scheduler.Report{Kind: scheduler.ReportSpareFailed, Holder: c.Holder, Err: sf.err.Error()})
+				return nil
 			}
-		}
-		wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-		err = sp.SetupReplica(wctx, conn, c.Stage, k, peers)
-		cancel()
-		if err != nil {
-			p.log.Warn("a joining peer could not be set up", "peer", c.Holder, "err", err)
-			conn.Close()
-			// The nodes dialling it give up (their dial times out):
-			// their answers are moot, but must not be read as a later
-			// command's.
-			for _, n := range dialers {
-				if _, derr := p.collectFrom(ctx, ctrlOK, []int{n}); derr != nil && ctx.Err() != nil {
-					return ctx.Err()
-				}
-			}
-			p.m.Step(scheduler.Report{Kind: scheduler.ReportSpareFailed, Holder: c.Holder, Err: err.Error()})
-			return nil
-		}
-		if got := p.addNode(c.Holder, c.Stage, conn); got != k {
-			return fmt.Errorf("pipeline: joiner %s set up as node %d but numbered %d (a bug)", c.Holder, k, got)
-		}
-		if len(dialers) > 0 {
-			if _, err := p.collectFrom(ctx, ctrlOK, dialers); err != nil {
-				return err
-			}
+			return err
 		}
 	}
 	if err := p.send(ctx, src, ctrlMsg{Kind: ctrlSyncServe, Peer: k}); err != nil {
@@ -518,6 +486,76 @@ func (p *Driver) startSync(ctx context.Context, c scheduler.Command, step int) e
 	p.sw.syncing[k] = &joinSync{cmd: c.ID, stage: c.Stage, src: src, since: time.Now()}
 	p.event("replica_joining", step, map[string]any{"stage": c.Stage, "peer": c.Holder, "from": c.Holders[0], "bytes": got[src].Count})
 	return nil
+}
+
+// newNode claims peer holder, sets it up as the next node, a replica of
+// stage linked to the live nodes it may exchange anything with, and
+// starts hearing it. A peer that cannot be claimed or set up is a
+// *spareFailure.
+func (p *Driver) newNode(ctx context.Context, sp SwarmPlacement, holder string, stage int) (int, error) {
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	conn, err := p.place.Claim(cctx, holder)
+	cancel()
+	if err != nil {
+		if ctx.Err() != nil {
+			return 0, ctx.Err()
+		}
+		return 0, &spareFailure{spare: holder, err: fmt.Errorf("did not connect: %w", err)}
+	}
+	// Its node number is the next; it becomes a node (control link read,
+	// heartbeats sent) once set up: until then the setup owns the link.
+	k := len(p.ctrl)
+	peers := p.linkPeers(stage)
+	var dialers []int
+	if sp.DialsPeers() {
+		// Both ends open a WebRTC link: the nodes it links to dial it
+		// while it dials them.
+		for n := range peers {
+			if err := p.send(ctx, n, ctrlMsg{Kind: ctrlLinkTo, Peer: k, PeerStage: stage, Peers: []string{holder}}); err != nil {
+				conn.Close()
+				return 0, err
+			}
+			dialers = append(dialers, n)
+		}
+	}
+	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	err = sp.SetupReplica(wctx, conn, stage, k, peers)
+	cancel()
+	if err != nil {
+		conn.Close()
+		// The nodes dialling it give up (their dial times out): their
+		// answers are moot, but must not be read as a later command's.
+		for _, n := range dialers {
+			if _, derr := p.collectFrom(ctx, ctrlOK, []int{n}); derr != nil && ctx.Err() != nil {
+				return 0, ctx.Err()
+			}
+		}
+		return 0, &spareFailure{spare: holder, err: fmt.Errorf("setup: %w", err)}
+	}
+	if got := p.addNode(holder, stage, conn); got != k {
+		return 0, fmt.Errorf("pipeline: %s set up as node %d but numbered %d (a bug)", holder, k, got)
+	}
+	if len(dialers) > 0 {
+		if _, err := p.collectFrom(ctx, ctrlOK, dialers); err != nil {
+			return 0, err
+		}
+	}
+	return k, nil
+}
+
+// swarmHandOver gives a stage whose last replica was lost to spare
+// c.Holder: set up as a new node of the stage (the snapshot restored on
+// every node comes next, and the run rolls back to it, as a chain's).
+func (p *Driver) swarmHandOver(ctx context.Context, c scheduler.Command) error {
+	sp, ok := p.place.(SwarmPlacement)
+	if !ok {
+		return fmt.Errorf("pipeline: stage %d lost its last replica, and this placement (%s) cannot add a node to hand it to", c.Stage, p.place.Address())
+	}
+	if k, known := p.sw.node[c.Holder]; known {
+		return &spareFailure{spare: c.Holder, err: fmt.Errorf("it was node %d of this swarm already", k)}
+	}
+	_, err := p.newNode(ctx, sp, c.Holder, c.Stage)
+	return err
 }
 
 // synced is a joiner's word that its download ended (m.Err: it broke).

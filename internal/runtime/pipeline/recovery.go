@@ -117,15 +117,10 @@ func (p *Driver) recover(ctx context.Context) (redo bool, to int, err error) {
 			case scheduler.CmdRollback:
 				return false, c.Step, nil
 			case scheduler.CmdFail:
-				if p.sw != nil {
-					return false, 0, fmt.Errorf("%s; in a swarm a stage whose last replica is lost ends the run (docs/swarm.md): run with more replicas a stage", c.Err)
-				}
 				return false, 0, errors.New(c.Err)
-			case scheduler.CmdHandOver, scheduler.CmdWait, scheduler.CmdRelink:
+			case scheduler.CmdRelink:
 				if p.sw != nil {
-					// The hand-over path numbers holders by stage, a
-					// swarm by node: it is not carried out for a swarm.
-					return false, 0, fmt.Errorf("pipeline: a stage of this swarm lost its last replica (%v): a swarm does not hand a stage to a spare yet, so the run ends here (docs/swarm.md); run with more replicas a stage, and resume from the last checkpoint", c)
+					return false, 0, fmt.Errorf("pipeline: the membership machine asked a swarm to relink stages (%v): a swarm drops a replica whose link fails instead (a bug)", c)
 				}
 			}
 			err := p.carryOut(ctx, c)
@@ -185,6 +180,9 @@ func (p *Driver) carryOut(ctx context.Context, c scheduler.Command) error {
 	case scheduler.CmdWait:
 		return p.waitForPeer(ctx)
 	case scheduler.CmdHandOver:
+		if p.sw != nil {
+			return p.swarmHandOver(ctx, c)
+		}
 		return p.handOver(ctx, c)
 	case scheduler.CmdRestore:
 		p.rec.restore = time.Now()
@@ -207,7 +205,8 @@ func (p *Driver) abort(ctx context.Context, c scheduler.Command) error {
 	p.epoch = c.Epoch
 	var live []int
 	for i := range p.ctrl {
-		if slices.Contains(c.Skip, i) || (p.sw != nil && p.sw.gone[i]) {
+		// A swarm's Skip names stages, its nodes are what is gone.
+		if (p.sw == nil && slices.Contains(c.Skip, i)) || (p.sw != nil && p.sw.gone[i]) {
 			continue
 		}
 		live = append(live, i)
@@ -364,10 +363,10 @@ func (p *Driver) record(notes []scheduler.Note) {
 			p.killMu.Unlock()
 			rec.pending[n.Stage] = f
 			p.event(n.Kind.String(), step, map[string]any{"stage": n.Stage, "peer": f.Peer, "err": n.Err, "detect_seconds": f.DetectSeconds})
-			if p.place.CanHandOver() {
+			if p.sw == nil && p.place.CanHandOver() {
 				p.gen[n.Stage]++ // whatever the old peer still says is moot
 				go p.ctrl[n.Stage].Close()
-			}
+			} // a swarm's node is dropped by swarmNote
 			p.publishPeers()
 		case scheduler.NoteWaiting:
 			join := p.place.JoinCommand()

@@ -162,9 +162,9 @@ func TestJoinWhileSourceIsKilled(t *testing.T) {
 	}
 }
 
-// TestSwarmLastReplicaLost: a stage that loses its last replica ends the
-// run with an error that says so, not a hang nor a hand-over the swarm
-// cannot carry out.
+// TestSwarmLastReplicaLost: in goroutines, a stage that loses its last
+// replica ends the run with an error that says why (no spare can take a
+// stage there), not a hang.
 func TestSwarmLastReplicaLost(t *testing.T) {
 	c := swarmConfig(t)
 	c.Faults.Events = []config.FaultEvent{
@@ -175,7 +175,43 @@ func TestSwarmLastReplicaLost(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := Run(context.Background(), Options{Config: c, Out: t.TempDir()})
-	if err == nil || !strings.Contains(err.Error(), "last replica") {
+	if err == nil || !strings.Contains(err.Error(), "can hand a stage to a spare") {
 		t.Fatalf("got %v, want the run ended by the loss of stage 1's last replica", err)
+	}
+}
+
+// TestSwarmHandsALostStageToASpare: on WebRTC peers with one spare kept
+// (pipeline.spares = 1, which the swarm does not place), stage 1 loses
+// one replica (dropped, the step redone) and then its last: the spare
+// takes the stage as a new node through the snapshot path, every node
+// rolls back to the snapshot, and the run completes.
+func TestSwarmHandsALostStageToASpare(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts five WebRTC peer processes")
+	}
+	c := swarmConfig(t)
+	c.Pipeline.Transport = "webrtc"
+	c.Pipeline.Spares = 1
+	c.Train.Threads = 1
+	c.Faults.SnapshotEvery = 4
+	c.Faults.Events = []config.FaultEvent{
+		{AtStep: 3, Kind: "kill", Stage: 1, Replica: 1},
+		{AtStep: 6, Kind: "kill", Stage: 1, Replica: 0},
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	sum := runTiny(t, c, dir)
+	s := sum.Swarm
+	t.Logf("swarm: %+v; recoveries %d", *s, sum.Recoveries)
+	if s.Deaths != 2 || s.Rollbacks != 1 || s.Joins != 0 || sum.Recoveries != 1 {
+		t.Errorf("deaths %d, rollbacks %d, joins %d, recoveries %d; want 2, 1, 0, 1", s.Deaths, s.Rollbacks, s.Joins, sum.Recoveries)
+	}
+	if got := events(t, dir, "stage_replaced"); len(got) != 1 {
+		t.Errorf("%d stage_replaced events, want 1", len(got))
+	}
+	if recs := stepRecords(t, dir); len(recs) != c.Run.Steps {
+		t.Errorf("%d step records, want %d", len(recs), c.Run.Steps)
 	}
 }
