@@ -40,6 +40,7 @@ func NewSwarmWorker(cfg config.Config, layout scheduler.Layout, id, node int, ct
 	// Links are by node: stage numbers would name the wrong ones.
 	w.net.prevID, w.net.nextID, w.net.tiedID = -1, -1, -1
 	w.rep = &replicaSet{node: node, M: cfg.Train.MicroBatches, R: 1}
+	w.vf = newVerifier(cfg)
 	return w, nil
 }
 

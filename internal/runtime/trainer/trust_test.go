@@ -1,0 +1,152 @@
+package trainer
+
+import (
+	"math"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/narrowband/narrowband/internal/config"
+	"github.com/narrowband/narrowband/internal/ledger"
+	"github.com/narrowband/narrowband/stages"
+)
+
+// trustConfig is a 2 stages × 3 replicas swarm of the tiny model in
+// goroutines, so that a stage keeps two replicas after one is evicted.
+func trustConfig(t *testing.T) config.Config {
+	c := tinyConfig(t)
+	c.Run.Steps = 12
+	c.Train.BatchSize = 12
+	c.Train.MicroBatches = 6
+	c.Train.EvalInterval = 12
+	c.Pipeline.Stages = 2
+	c.Pipeline.Replicas = 3
+	c.Faults.PeerTimeout = 4
+	return c
+}
+
+// relDistance is the relative L2 distance of got's weights from want's.
+func relDistance(t *testing.T, want, got *stages.State) float64 {
+	t.Helper()
+	byName := map[string][]float32{}
+	for _, ts := range got.Tensors {
+		byName[ts.Name] = ts.Data
+	}
+	var diff, norm float64
+	for _, w := range want.Tensors {
+		if strings.HasPrefix(w.Name, "optim.") {
+			continue
+		}
+		g := byName[w.Name]
+		if len(g) != len(w.Data) {
+			t.Fatalf("%s: %d values, want %d", w.Name, len(g), len(w.Data))
+		}
+		for i := range w.Data {
+			d := float64(w.Data[i]) - float64(g[i])
+			diff += d * d
+			norm += float64(w.Data[i]) * float64(w.Data[i])
+		}
+	}
+	return math.Sqrt(diff / norm)
+}
+
+// TestSpotChecksCatchALiar: one replica of stage 0 of a 2 × 3 swarm
+// starts lying at step 3 (its activations ×1.01 on half its
+// micro-batches). With every output checked (verify.fraction = 1, so no
+// lie slips through), its first lie is caught before the step's apply,
+// it is evicted (verify.max_mismatches = 1), the step is redone by the
+// other two, nothing rolls back, its key is recorded as faulty in the
+// summary and the ledger, and the final weights are those of the same run
+// without the liar within 1e-5 relative (the sums of the stage's
+// gradients are added over two replicas instead of three from then on:
+// another order, other last bits).
+func TestSpotChecksCatchALiar(t *testing.T) {
+	t.Run("stages=2/replicas=3", func(t *testing.T) { catchALiar(t, trustConfig(t), 0) })
+	// A middle stage: its input is the kept frame of a replica of stage
+	// 0, passed to the checker over their own link.
+	t.Run("stages=3/replicas=2", func(t *testing.T) {
+		c := trustConfig(t)
+		c.Model.NLayer = 3
+		c.Pipeline.Stages, c.Pipeline.Replicas = 3, 2
+		catchALiar(t, c, 1)
+	})
+}
+
+func catchALiar(t *testing.T, c config.Config, stage int) {
+	c.Verify.Fraction = 1
+	honestDir := t.TempDir()
+	honest := runTiny(t, c, honestDir)
+	if v := honest.Swarm.Verify; v == nil || v.Checks == 0 || v.Failed != 0 {
+		t.Fatalf("honest run: checks %+v, want some and none failed", v)
+	}
+	c.Faults.Events = []config.FaultEvent{{AtStep: 3, Kind: "lie", Stage: stage, Replica: c.Pipeline.Replicas - 1, Fraction: 0.5, Scale: 0.01}}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	sum := runTiny(t, c, dir)
+	v := sum.Swarm.Verify
+	t.Logf("checks %d, failed %d, bytes %d (control %d); faulty %+v; steps redone %d", v.Checks, v.Failed, v.Bytes, v.ControlBytes, v.Faulty, sum.StepsRedone)
+	if stage > 0 && v.Bytes == 0 {
+		t.Errorf("no check input crossed a link: a middle stage's checks recompute from the upstream sender's kept frames")
+	}
+	mm := events(t, dir, "verify_mismatch")
+	ev := events(t, dir, "peer_evicted")
+	if len(mm) != 1 || len(ev) != 1 {
+		t.Fatalf("%d verify_mismatch and %d peer_evicted events, want 1 and 1", len(mm), len(ev))
+	}
+	t.Logf("detected at step %d (lying from step 3): %v", mm[0].Step, mm[0].Detail)
+	// Every failed check is the liar's, in the one attempt it was caught
+	// in (it may have lied on several of its micro-batches there).
+	if v.Failed < 1 || len(v.Faulty) != 1 || v.Faulty[0].Stage != stage || v.Faulty[0].ChecksFailed != v.Failed {
+		t.Errorf("summary: %d failed checks, faulty %+v; want the liar of stage %d with every failed check", v.Failed, v.Faulty, stage)
+	}
+	if sum.Swarm.Rollbacks != 0 || len(events(t, dir, "rolled_back")) != 0 {
+		t.Errorf("rolled back: a swarm that evicts one of several replicas must redo, not roll back")
+	}
+	want, err := LoadState(filepath.Join(honestDir, StateFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := LoadState(filepath.Join(dir, StateFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := relDistance(t, want, got)
+	t.Logf("final weights %.3g relative from the run without the liar; held-out loss %.6f vs %.6f", d, sum.FinalValLoss, honest.FinalValLoss)
+	if d > 1e-5 {
+		t.Errorf("final weights %.3g relative from the run without the liar, want within 1e-5: a lie got into the weights", d)
+	}
+	rep, err := ledger.Verify(filepath.Join(dir, ledger.File))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var faults, failed int
+	for _, s := range rep.Shares {
+		faults += len(s.Faults)
+		failed += s.ChecksFailed
+	}
+	if faults != 1 || failed != v.Failed {
+		t.Errorf("ledger: %d faults and %d failed checks, want 1 and %d", faults, failed, v.Failed)
+	}
+}
+
+// TestSpotChecksNoFalseAlarms: an honest 2 × 3 swarm with verify.fraction
+// = 0.1 checks about a tenth of stage 0's outputs over 200 steps and
+// finds no mismatch: the checks' recomputation is exact.
+func TestSpotChecksNoFalseAlarms(t *testing.T) {
+	if testing.Short() {
+		t.Skip("200 steps")
+	}
+	c := trustConfig(t)
+	c.Run.Steps = 200
+	c.Train.EvalInterval = 200
+	c.Verify.Fraction = 0.1
+	dir := t.TempDir()
+	sum := runTiny(t, c, dir)
+	v := sum.Swarm.Verify
+	t.Logf("checks %d of %d outputs, %d failed, %d bytes", v.Checks, 200*c.Train.MicroBatches, v.Failed, v.Bytes)
+	if v.Checks < 60 || v.Failed != 0 || len(events(t, dir, "verify_mismatch")) != 0 {
+		t.Errorf("%d checks, %d failed: want about 120 and none", v.Checks, v.Failed)
+	}
+}
