@@ -1,11 +1,13 @@
 package trainer
 
 import (
+	"fmt"
 	"math"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/narrowband/narrowband/compression"
 	"github.com/narrowband/narrowband/internal/config"
 	"github.com/narrowband/narrowband/internal/ledger"
 	"github.com/narrowband/narrowband/stages"
@@ -148,5 +150,39 @@ func TestSpotChecksNoFalseAlarms(t *testing.T) {
 	t.Logf("checks %d of %d outputs, %d failed, %d bytes", v.Checks, 200*c.Train.MicroBatches, v.Failed, v.Bytes)
 	if v.Checks < 60 || v.Failed != 0 || len(events(t, dir, "verify_mismatch")) != 0 {
 		t.Errorf("%d checks, %d failed: want about 120 and none", v.Checks, v.Failed)
+	}
+}
+
+// TestSpotChecksWithCodecs: with the subspace codec (the checks compare
+// the coefficients and token ids that go on the wire) and int8, on 3
+// stages × 2 replicas (the middle stage's checks recompute from the
+// upstream sender's kept frame), an honest run has no mismatch and a
+// liar at 1% is caught.
+func TestSpotChecksWithCodecs(t *testing.T) {
+	for _, m := range []compression.Method{compression.MethodSubspace, compression.MethodInt8} {
+		t.Run(fmt.Sprintf("method=%v", m), func(t *testing.T) {
+			c := trustConfig(t)
+			c.Model.NLayer = 3
+			c.Pipeline.Stages, c.Pipeline.Replicas = 3, 2
+			c.Run.Steps = 30
+			c.Train.EvalInterval = 30
+			c.Compression.Method = m
+			if m == compression.MethodSubspace {
+				c.Compression.Rank = 8
+			}
+			c.Verify.Fraction = 0.5
+			sum := runTiny(t, c, t.TempDir())
+			if v := sum.Swarm.Verify; v.Checks < 100 || v.Failed != 0 || v.Bytes == 0 {
+				t.Errorf("honest: %d checks, %d failed, %d bytes; want > 100, none, some", v.Checks, v.Failed, v.Bytes)
+			}
+			c.Faults.Events = []config.FaultEvent{{AtStep: 5, Kind: "lie", Stage: 1, Replica: 0, Fraction: 1, Scale: 0.01}}
+			dir := t.TempDir()
+			sum = runTiny(t, c, dir)
+			v := sum.Swarm.Verify
+			t.Logf("liar: checks %d, failed %d, check bytes %d, evicted %+v", v.Checks, v.Failed, v.Bytes, v.Faulty)
+			if len(v.Faulty) != 1 || v.Faulty[0].Stage != 1 || len(events(t, dir, "peer_evicted")) != 1 {
+				t.Errorf("faulty %+v: want stage 1's liar evicted", v.Faulty)
+			}
+		})
 	}
 }
