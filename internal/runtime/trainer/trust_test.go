@@ -61,7 +61,8 @@ func relDistance(t *testing.T, want, got *stages.State) float64 {
 // summary and the ledger, and the final weights are those of the same run
 // without the liar within 1e-5 relative (the sums of the stage's
 // gradients are added over two replicas instead of three from then on:
-// another order, other last bits).
+// another order, other last bits), and bit for bit those of a run in
+// which the liar left cleanly just before it was caught.
 func TestSpotChecksCatchALiar(t *testing.T) {
 	t.Run("stages=2/replicas=3", func(t *testing.T) { catchALiar(t, trustConfig(t), 0) })
 	// A middle stage: its input is the kept frame of a replica of stage
@@ -118,6 +119,22 @@ func catchALiar(t *testing.T, c config.Config, stage int) {
 	t.Logf("final weights %.3g relative from the run without the liar; held-out loss %.6f vs %.6f", d, sum.FinalValLoss, honest.FinalValLoss)
 	if d > 1e-5 {
 		t.Errorf("final weights %.3g relative from the run without the liar, want within 1e-5: a lie got into the weights", d)
+	}
+	// Exactly: the run equals, bit for bit, one in which the liar left
+	// cleanly before the step it was caught in (the same replicas sum
+	// the same gradients from then on), so none of its lies reached the
+	// weights.
+	if at := mm[0].Step; at >= 2 {
+		c.Faults.Events = []config.FaultEvent{{AtStep: at - 1, Kind: "leave", Stage: stage, Replica: c.Pipeline.Replicas - 1}}
+		leftDir := t.TempDir()
+		runTiny(t, c, leftDir)
+		left, err := LoadState(filepath.Join(leftDir, StateFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := relDistance(t, left, got); d != 0 {
+			t.Errorf("final weights %.3g relative from the run in which the liar left before step %d, want 0", d, at)
+		}
 	}
 	rep, err := ledger.Verify(filepath.Join(dir, ledger.File))
 	if err != nil {
