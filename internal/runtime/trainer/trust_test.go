@@ -75,6 +75,20 @@ func TestSpotChecksCatchALiar(t *testing.T) {
 	})
 }
 
+// TestSpotChecksCatchALiarOverWebRTC is the 2 × 3 case on WebRTC peer
+// processes: the kept inputs, the hashes and the eviction (a SIGKILL of
+// the liar's process) go as they would between machines, and the
+// ledger's fault names the liar's own key.
+func TestSpotChecksCatchALiarOverWebRTC(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts six WebRTC peer processes, three times")
+	}
+	c := trustConfig(t)
+	c.Pipeline.Transport = "webrtc"
+	c.Train.Threads = 1
+	catchALiar(t, c, 0)
+}
+
 func catchALiar(t *testing.T, c config.Config, stage int) {
 	c.Verify.Fraction = 1
 	honestDir := t.TempDir()
