@@ -37,7 +37,7 @@ type Faults struct {
 // on the link from Stage to Stage+1, in Stage's process.
 type FaultEvent struct {
 	AtStep int    `toml:"at_step"` // 1-based step during which it happens
-	Kind   string `toml:"kind"`    // kill, cut, slow, corrupt
+	Kind   string `toml:"kind"`    // kill, cut, slow, corrupt, join, leave, lie
 	Stage  int    `toml:"stage"`
 	// Duration (seconds) of a cut, slow or corrupt fault.
 	Duration float64 `toml:"duration"`
