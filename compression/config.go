@@ -152,6 +152,11 @@ type Config struct {
 	// scale, rounded to nearest). Both ends add the two decoded halves, so
 	// their copies of the embedding stay identical whatever the format.
 	TiedPrecision Precision `toml:"tied_precision"`
+
+	// Replicas is the [compression.replicas] table: the codec of the
+	// gradient sum among a stage's replicas (ReduceConfig), a choice of its
+	// own, apart from the links' codec above.
+	Replicas ReduceConfig `toml:"replicas"`
 }
 
 // DefaultConfig returns the defaults documented on Config: no compression.
@@ -170,6 +175,8 @@ func DefaultConfig() Config {
 		Rotation:         RotationDerived,
 		RotationInterval: 16,
 		PredictorDecay:   0.02,
+
+		Replicas: DefaultReduceConfig(),
 	}
 }
 
@@ -225,6 +232,9 @@ func (c Config) Label() string {
 	}
 	if c.LZ4 {
 		s += " +lz4"
+	}
+	if c.Replicas.Method != ReduceNone && c.Replicas.Method != ReduceUnknown {
+		s += " +replicas " + c.Replicas.Label()
 	}
 	return s
 }
@@ -291,6 +301,9 @@ func (c Config) Validate() error {
 		bad("target_bytes_per_token", c.TargetBytesPerToken, fmt.Sprintf(`works only with method = "subspace-tc" (method is %q); lowrank steers by the link with rank = "auto"`, c.Method))
 	case !(c.TargetBytesPerToken >= 0 && c.TargetBytesPerToken <= 1<<20):
 		bad("target_bytes_per_token", c.TargetBytesPerToken, "want 0 (a fixed step) or a budget in bytes per token, each way")
+	}
+	if err := c.Replicas.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.Method == MethodSubspaceTC {
 		for _, dir := range []Direction{DirForward, DirBackward} {
@@ -366,7 +379,9 @@ func NewLink(cfg Config, d, vocab int, seed uint64) (*LinkCodec, error) {
 // Set assigns one [compression] key from its string form, as a --set
 // override or a string-typed config table gives it: method, rank, topk,
 // block_size, precision, power_iters, error_feedback, lz4, untie_head,
-// step, grad_step, rotation, rotation_interval, predictor_decay. An empty rank
+// step, grad_step, rotation, rotation_interval, predictor_decay,
+// tied_precision, target_bytes_per_token, replicas.method, replicas.rank,
+// replicas.error_feedback. An empty rank
 // keeps the current one (methods without a rank leave it unset).
 func (c *Config) Set(key, value string) error {
 	var err error
@@ -406,8 +421,14 @@ func (c *Config) Set(key, value string) error {
 		c.TiedPrecision, err = ParsePrecision(value)
 	case "target_bytes_per_token":
 		c.TargetBytesPerToken, err = strconv.ParseFloat(strings.TrimSpace(value), 64)
+	case "replicas.method":
+		c.Replicas.Method, err = ParseReduceMethod(value)
+	case "replicas.rank":
+		c.Replicas.Rank, err = strconv.Atoi(strings.TrimSpace(value))
+	case "replicas.error_feedback":
+		c.Replicas.ErrorFeedback, err = strconv.ParseBool(strings.TrimSpace(value))
 	default:
-		return fmt.Errorf("%w: unknown key compression.%s (known: method, rank, topk, block_size, precision, power_iters, error_feedback, lz4, untie_head, step, grad_step, rotation, rotation_interval, predictor_decay, target_bytes_per_token, tied_precision)", ErrConfig, key)
+		return fmt.Errorf("%w: unknown key compression.%s (known: method, rank, topk, block_size, precision, power_iters, error_feedback, lz4, untie_head, step, grad_step, rotation, rotation_interval, predictor_decay, target_bytes_per_token, tied_precision, replicas.method, replicas.rank, replicas.error_feedback)", ErrConfig, key)
 	}
 	if err != nil && !errors.Is(err, ErrConfig) {
 		err = fmt.Errorf("%w: compression.%s = %q: %v", ErrConfig, key, value, err)

@@ -111,6 +111,7 @@ func TestConfigSet(t *testing.T) {
 		{"precision", "bf16"}, {"power_iters", "2"}, {"error_feedback", "false"}, {"lz4", "true"},
 		{"step", "0.25"}, {"grad_step", "1.25"}, {"rotation", "sent"}, {"rotation_interval", "8"}, {"predictor_decay", "0.05"},
 		{"target_bytes_per_token", "9.5"}, {"tied_precision", "int8"},
+		{"replicas.method", "powersgd"}, {"replicas.rank", "8"}, {"replicas.error_feedback", "false"},
 	} {
 		if err := c.Set(kv[0], kv[1]); err != nil {
 			t.Fatalf("Set(%q, %q): %v", kv[0], kv[1], err)
@@ -118,11 +119,12 @@ func TestConfigSet(t *testing.T) {
 	}
 	want := Config{Method: MethodTopK, Rank: 0, KFraction: 0.05, BlockSize: 128, Precision: BF16, PowerIters: 2, LZ4: true,
 		Step: 0.25, GradStep: 1.25, Rotation: RotationSent, RotationInterval: 8, PredictorDecay: 0.05,
-		TargetBytesPerToken: 9.5, TiedPrecision: Int8}
+		TargetBytesPerToken: 9.5, TiedPrecision: Int8,
+		Replicas: ReduceConfig{Method: ReducePowerSGD, Rank: 8}}
 	if c != want {
 		t.Errorf("after Set: %+v, want %+v", c, want)
 	}
-	for _, kv := range [][2]string{{"rank", "x"}, {"topk", "lots"}, {"speed", "1"}, {"lz4", "maybe"}, {"rotation", "spin"}, {"step", "big"}} {
+	for _, kv := range [][2]string{{"rank", "x"}, {"topk", "lots"}, {"speed", "1"}, {"lz4", "maybe"}, {"rotation", "spin"}, {"step", "big"}, {"replicas.method", "bf16"}, {"replicas.rank", "four"}} {
 		err := c.Set(kv[0], kv[1])
 		if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "compression."+kv[0]) {
 			t.Errorf("Set(%q, %q) = %v, want ErrConfig naming the key", kv[0], kv[1], err)

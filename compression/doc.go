@@ -59,6 +59,15 @@
 //     payload (ErrDesync on a mismatch) and Snapshot/Restore/Reset with the
 //     run's steps. docs/compression-tc.md has the measurements.
 //
+// The gradient sum among a stage's replicas has codecs of its own
+// (reduce.go, [compression.replicas]): chunks of a partial or total sum in
+// float32, scaled fp16 or blockwise int8 (AppendReduceChunk,
+// DecodeReduceChunk), a replica's error-feedback memory (Feedback), and a
+// replica's side of a PowerSGD sum (PowerSGD), whose two sums over the
+// replicas the runtime runs. The runtime's chain decodes every coded
+// partial sum before adding to it and has every replica use the decoded
+// total, so replicas end with the same bits.
+//
 // AutoRank is a pure controller that picks the (rank, precision) setting whose
 // transfer time fits under the sending stage's compute time.
 package compression

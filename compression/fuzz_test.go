@@ -292,3 +292,42 @@ func FuzzDecodeSubspaceTC(f *testing.F) {
 		}
 	})
 }
+
+// FuzzDecodeReduceChunk: a chunk of the replicas' gradient sum, from a peer
+// ([compression.replicas]): hostile bytes give an error or, for the lossy
+// methods, finite values, never a panic; an accepted fp16 or float32 chunk
+// has exactly the length ReduceChunkLen says.
+func FuzzDecodeReduceChunk(f *testing.F) {
+	for _, m := range []ReduceMethod{ReduceNone, ReduceFP16, ReduceInt8} {
+		for _, n := range []int{1, 7, 200} {
+			x := gaussian(uint64(n), n, 0.01)
+			p, err := AppendReduceChunk(nil, x, make([]float32, n), m)
+			if err != nil {
+				f.Fatal(err)
+			}
+			f.Add(p, uint8(n), uint8(m))
+		}
+	}
+	f.Add([]byte{0x38, 0xff, 0x00, 0x7c}, uint8(1), uint8(ReduceFP16))
+	f.Add([]byte{0x01, 0xff, 0xff, 0x7f, 0x7f, 0x7f}, uint8(1), uint8(ReduceInt8))
+	f.Fuzz(func(t *testing.T, payload []byte, n, method uint8) {
+		m := ReduceMethod(method%4 + 1)
+		dst := make([]float32, n)
+		if err := DecodeReduceChunk(dst, payload, m); err != nil {
+			if !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("%v: error %v does not wrap ErrCorrupt", m, err)
+			}
+			return
+		}
+		if m != ReduceInt8 && len(payload) != ReduceChunkLen(int(n), m) {
+			t.Fatalf("%v: accepted %d bytes for %d values, ReduceChunkLen says %d", m, len(payload), n, ReduceChunkLen(int(n), m))
+		}
+		if m.Lossy() {
+			for i, v := range dst {
+				if !isFinite32(v) {
+					t.Fatalf("%v: accepted payload decodes to %v at %d", m, v, i)
+				}
+			}
+		}
+	})
+}

@@ -101,3 +101,14 @@ func (b *Basis) ProjectCols(W []float32, rows, cols int) error {
 	mulAB(W, b.U, t, b.D, b.K, cols)
 	return nil
 }
+
+// ColCoeffs sets c (K×cols) = Uᵀ · x, x being D×cols: the subspace
+// coordinates of each column of x (an output projection's gradient).
+func (b *Basis) ColCoeffs(c, x []float32, cols int) {
+	mulAtB(c, b.U, x, b.D, b.K, cols)
+}
+
+// ExpandCols sets x (D×cols) = U · c, c being K×cols.
+func (b *Basis) ExpandCols(x, c []float32, cols int) {
+	mulAB(x, b.U, c, b.D, b.K, cols)
+}

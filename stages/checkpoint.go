@@ -370,6 +370,22 @@ func StageParams(cfg Config, lo, hi int, first, last bool) int64 {
 	return n
 }
 
+// ParamShape is a parameter tensor's name and shape.
+type ParamShape struct {
+	Name  string
+	Shape []int
+}
+
+// StageParamShapes is the name and shape of each parameter tensor of that
+// stage, in the order of Stage.Params, without allocating it.
+func StageParamShapes(cfg Config, lo, hi int, first, last bool) []ParamShape {
+	var out []ParamShape
+	for _, sp := range paramLayout(cfg, lo, hi, first, last) {
+		out = append(out, ParamShape{Name: sp.name, Shape: sp.shape})
+	}
+	return out
+}
+
 // StageParamSizes is the length of each parameter tensor of that stage, in
 // the order of Stage.Params, without allocating it: what a transfer that
 // cuts every tensor into frames of its own (the gradient sum among

@@ -108,6 +108,10 @@ func appendStepSplit(b []byte, r *metrics.StepRecord, full bool) ([]byte, int) {
 		b = append(b, `,"replica_bytes":`...)
 		b = strconv.AppendInt(b, r.ReplicaBytes, 10)
 	}
+	if r.ReplicaRawBytes != 0 {
+		b = append(b, `,"replica_raw_bytes":`...)
+		b = strconv.AppendInt(b, r.ReplicaRawBytes, 10)
+	}
 	split := len(b)
 	if full && len(r.Stages) > 0 {
 		b = append(b, `,"stages":[`...)

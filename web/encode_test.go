@@ -17,7 +17,7 @@ func TestAppendStepMatchesEncodingJSON(t *testing.T) {
 	v := 2.25
 	recs := []metrics.StepRecord{
 		{Step: 1, Tokens: 2048, Loss: 5.5, LR: 3e-4, TokensPerSecond: 1234.5, WallSeconds: 0.25},
-		{Step: 7, Tokens: 1 << 40, Loss: 1e-9, ValLoss: &v, GradNorm: 0.5, ReplicaBytes: 344780,
+		{Step: 7, Tokens: 1 << 40, Loss: 1e-9, ValLoss: &v, GradNorm: 0.5, ReplicaBytes: 344780, ReplicaRawBytes: 1378304,
 			Stages: []metrics.StageStats{{Stage: 0, BusySeconds: 1, IdleSeconds: 0.5, NetWait: 0.25, Peer: "peer-0", BytesSent: 16468, MicroBatches: 2},
 				{Stage: 1}, {Stage: 0, Peer: "stage-0-replica-1 \"<é>\"", MicroBatches: 1}},
 			Links: []metrics.LinkStats{{From: 0, To: 1, BytesForward: 1e6, BytesBackward: 9e5, Messages: 8, Ratio: 12.5, RTTMillis: 31, Candidate: "srflx \"é\" \x01"}, {From: 1, To: 2}}},

@@ -96,3 +96,35 @@ func TestCompressionErrorsNameTheirLines(t *testing.T) {
 		t.Errorf("rank over the width: %v", err)
 	}
 }
+
+// TestCompressionReplicas: the [compression.replicas] table loads, and each
+// bad setting is refused at its line, naming the key and what to do.
+func TestCompressionReplicas(t *testing.T) {
+	c, _, err := load(t, "[pipeline]\nreplicas = 2\n[train]\nmicro_batches = 2\n[compression.replicas]\nmethod = \"powersgd\"\nrank = 8\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := c.Compression.Replicas; r.Method != compression.ReducePowerSGD || r.Rank != 8 || !r.ErrorFeedback {
+		t.Errorf("loaded %+v, want powersgd rank 8 with error feedback (the default)", r)
+	}
+	if c, _, err := load(t, "[compression]\nmethod = \"int8\"\n"); err != nil || c.Compression.Replicas != compression.DefaultReduceConfig() {
+		t.Errorf("without the table: %+v, %v; want the defaults", c.Compression.Replicas, err)
+	}
+	for _, tc := range []struct{ text, want string }{
+		{"[compression.replicas]\nmethod = \"int8\"\nrank = 4\n", ":6: compression.replicas.rank = 4: works only with method = \"powersgd\""},
+		{"[compression.replicas]\nmethod = \"bf16\"\n", ":5: compression.replicas.method = \"bf16\": want one of none, fp16, int8, powersgd"},
+		{"[compression.replicas]\nmethod = \"powersgd\"\nrank = 64\n", ":6: compression.replicas.rank = 64: must be at most model.n_embd"},
+		{"[compression.replicas]\nmethod = \"powersgd\"\nrank = -2\n", ":6: compression.replicas.rank = -2"},
+		{"[compression.replicas]\nmethod = \"fp16\"\nblock = 4\n", ":6: unknown key \"compression.replicas.block\""},
+	} {
+		text := "[model]\nn_embd = 32\nn_head = 2\n" + tc.text
+		_, _, err := load(t, text)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: %v, want an error containing %q", tc.text, err, tc.want)
+		}
+	}
+	var c2 Config = Default()
+	if err := c2.Set("compression.replicas.method=int8"); err != nil || c2.Compression.Replicas.Method != compression.ReduceInt8 {
+		t.Errorf("--set compression.replicas.method=int8: %v, method %v", err, c2.Compression.Replicas.Method)
+	}
+}

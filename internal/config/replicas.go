@@ -50,6 +50,9 @@ func (c Config) validateReplicas(bad func(key string, val any, allowed string)) 
 			}
 		}
 	}
+	if p.Processes && (p.Routing == "throughput" || p.SlowFraction > 0) {
+		bad("pipeline.processes", true, `does not take pipeline.routing = "throughput" or pipeline.slow_fraction with replicas: stage processes are linked by lanes only, and those routes leave the lanes (use goroutines or transport = "webrtc")`)
+	}
 	switch p.Routing {
 	case "", "round-robin", "throughput":
 	default:

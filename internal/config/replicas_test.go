@@ -39,3 +39,52 @@ func TestReplicasKey(t *testing.T) {
 		})
 	}
 }
+
+// TestSwarmConfigRefusals: what a swarm cannot take is refused at its
+// line, saying why.
+func TestSwarmConfigRefusals(t *testing.T) {
+	for _, tc := range []struct {
+		name, want string
+		set        func(c *Config)
+	}{
+		{"link fault", "only kill, join and leave", func(c *Config) {
+			c.Faults.Events = []FaultEvent{{AtStep: 1, Kind: "cut", Stage: 0, Duration: 1}}
+		}},
+		{"churn in processes", "stage processes of a swarm are linked by lanes only", func(c *Config) {
+			c.Pipeline.Processes = true
+			c.Faults.Events = []FaultEvent{{AtStep: 1, Kind: "join"}}
+		}},
+		{"throughput in processes", "linked by lanes only", func(c *Config) {
+			c.Pipeline.Processes = true
+			c.Pipeline.Routing = "throughput"
+		}},
+		{"routing", `must be "round-robin" or "throughput"`, func(c *Config) { c.Pipeline.Routing = "fastest" }},
+		{"slow fraction", "must be in [0, 1)", func(c *Config) { c.Pipeline.SlowFraction = 1.5 }},
+		{"join without replicas", "needs pipeline.replicas ≥ 2", func(c *Config) {
+			c.Pipeline.Replicas = 1
+			c.Faults.Events = []FaultEvent{{AtStep: 1, Kind: "join"}}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := Default()
+			c.Run.Steps = 10
+			c.Pipeline.Stages = 2
+			c.Pipeline.Replicas = 2
+			c.Train.MicroBatches = 4
+			c.Train.BatchSize = 8
+			tc.set(&c)
+			if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want an error saying %q", err, tc.want)
+			}
+		})
+	}
+	c := Default()
+	c.Run.Steps = 10
+	c.Pipeline.Stages, c.Pipeline.Replicas = 2, 2
+	c.Train.MicroBatches, c.Train.BatchSize = 4, 8
+	c.Pipeline.Routing, c.Pipeline.SlowFraction, c.Pipeline.SlowSteps = "throughput", 0.5, 3
+	c.Faults.Events = []FaultEvent{{AtStep: 2, Kind: "join"}, {AtStep: 3, Kind: "leave", Replica: 1}, {AtStep: 4, Kind: "kill", Stage: 1}}
+	if err := c.Validate(); err != nil {
+		t.Fatalf("a swarm with churn in goroutines: %v", err)
+	}
+}

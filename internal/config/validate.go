@@ -203,6 +203,9 @@ func (c Config) Validate() error {
 	if cm.Method.UsesRank() && cm.Rank > 0 && m.NEmbd >= 1 && int(cm.Rank) > m.NEmbd {
 		bad("compression.rank", cm.Rank, fmt.Sprintf("must be at most model.n_embd = %d", m.NEmbd))
 	}
+	if rc := cm.Replicas; rc.Method == compression.ReducePowerSGD && m.NEmbd >= 1 && rc.Rank > m.NEmbd {
+		bad("compression.replicas.rank", rc.Rank, fmt.Sprintf("must be at most model.n_embd = %d: every weight matrix has a side of at most n_embd (or vocab_size) values, so a larger rank sends them whole", m.NEmbd))
+	}
 	sim := c.Simulate
 	for key, v := range map[string][]float64{"simulate.forward_ms": sim.ForwardMs, "simulate.backward_ms": sim.BackwardMs, "simulate.optimizer_ms": sim.OptimizerMs} {
 		if len(v) != 0 && len(v) != 1 && len(v) != p.Stages {

@@ -19,6 +19,9 @@ type StepRecord struct {
 	// ReplicaBytes is the wire bytes of this step's gradient sum among
 	// each stage's replicas, over every link and direction (docs/swarm.md).
 	ReplicaBytes int64 `json:"replica_bytes,omitempty"`
+	// ReplicaRawBytes is what that sum would have sent in raw fp32 on the
+	// same links and directions ([compression.replicas] codes it).
+	ReplicaRawBytes int64 `json:"replica_raw_bytes,omitempty"`
 
 	Stages []StageStats `json:"stages,omitempty"`
 	Links  []LinkStats  `json:"links,omitempty"`

@@ -34,6 +34,9 @@ type Summary struct {
 	// (docs/swarm.md), every link and direction, per optimizer step: its
 	// size is the stages' weights, whatever the tokens per step.
 	ReplicaBytesPerStep float64 `json:"replica_bytes_per_step,omitempty"`
+	// ReplicaCompressionRatio is the fp32 bytes that sum stands for over
+	// its wire bytes ([compression.replicas]; about 1 for none).
+	ReplicaCompressionRatio float64 `json:"replica_compression_ratio,omitempty"`
 
 	// Fault handling (issue: survive chaos).
 	Failures        int     `json:"failures"`

@@ -60,6 +60,11 @@ type Swarm struct {
 	// Replica links between the replicas of a stage, each direction.
 	ReplicaBPS     float64 // bits/s; math.Inf(1) = unlimited
 	ReplicaLatency float64 // one-way, seconds
+	// Passes is how many sums over the chain a step's sum takes, one
+	// after the other (a PowerSGD sum: its P factors, then its Q; 0 means
+	// 1): each pays the chain's hops and latencies, and GradientBytes is
+	// all of them together.
+	Passes int
 }
 
 // SwarmResult is the projection.
@@ -127,6 +132,9 @@ func (s Swarm) Validate() error {
 	if !okRate(s.ReplicaBPS) || !okDuration(s.ReplicaLatency) {
 		return bad("ReplicaBPS = %v, ReplicaLatency = %v, want BPS > 0 (math.Inf(1) for unlimited) and finite latency ≥ 0 seconds", s.ReplicaBPS, s.ReplicaLatency)
 	}
+	if s.Passes < 0 {
+		return bad("Passes = %d, want ≥ 0 (0: one pass)", s.Passes)
+	}
 	if len(s.Lane.ReplicaSum) > 0 || s.Lane.Mine != nil {
 		return bad("Lane.ReplicaSum or Lane.Mine is set; RunSwarm sets them")
 	}
@@ -160,6 +168,19 @@ func RunSwarm(s Swarm) (SwarmResult, error) {
 			f = s.FrameBytes[min(i, len(s.FrameBytes)-1)]
 		}
 		out.ReplicaSums[i] = ChainSum(R, g, f, s.ReplicaBPS, s.ReplicaLatency)
+		if s.Passes > 1 && g > 0 {
+			// Every further pass waits for the last one's total to come
+			// back down: the hops and latencies again, its bytes already in.
+			hop := min(g, f)
+			if f == 0 {
+				hop = g
+			}
+			c := 0.0
+			if !math.IsInf(s.ReplicaBPS, 1) {
+				c = float64(hop) * 8 / s.ReplicaBPS
+			}
+			out.ReplicaSums[i] += float64(s.Passes-1) * (ChainSum(R, hop, hop, s.ReplicaBPS, s.ReplicaLatency) - c)
+		}
 		out.ReplicaSum = max(out.ReplicaSum, out.ReplicaSums[i])
 		out.ReplicaBytes += 2 * int64(R-1) * g
 	}

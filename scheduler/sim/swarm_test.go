@@ -290,3 +290,32 @@ func TestGoldenReplicaSum(t *testing.T) {
 	got := goldenRun(t, "1f1b S=4 M=4, lane 0 of 2 replicas, tf=1 tb=2 opt=1, barrier, replica sum 3 units a stage (= on the timeline), zero latency, unlimited bandwidth", c)
 	checkGolden(t, filepath.Join("testdata", "1f1b_s4_m4_lane0of2_replicasum3.txt"), got)
 }
+
+// TestSwarmPasses: a sum in two passes (PowerSGD: P, then Q) costs its
+// bytes once and the chain's hops and latencies twice.
+func TestSwarmPasses(t *testing.T) {
+	lane := swarmLane(2, 6)
+	const R, grad, frame, bps, lat = 3, 4 << 20, 64 << 10, 60e6, 0.02
+	one := Swarm{Lane: lane, Replicas: R, GradientBytes: []int64{grad}, FrameBytes: []int64{frame}, ReplicaBPS: bps, ReplicaLatency: lat}
+	two := one
+	two.Passes = 2
+	a, err := RunSwarm(one)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := RunSwarm(two)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := float64(frame) * 8 / bps
+	want := ChainSum(R, grad, frame, bps, lat) + float64(2*R-3)*c + float64(2*(R-1))*lat
+	if math.Abs(b.ReplicaSum-want) > 1e-12 || a.ReplicaSum != ChainSum(R, grad, frame, bps, lat) {
+		t.Errorf("one pass %v s, two %v s; want %v and %v", a.ReplicaSum, b.ReplicaSum, ChainSum(R, grad, frame, bps, lat), want)
+	}
+	if a.ReplicaBytes != b.ReplicaBytes {
+		t.Errorf("bytes %d in one pass, %d in two: the passes share them", a.ReplicaBytes, b.ReplicaBytes)
+	}
+	if _, err := RunSwarm(Swarm{Lane: lane, Replicas: R, GradientBytes: []int64{grad}, ReplicaBPS: bps, Passes: -1}); err == nil {
+		t.Error("Passes = -1 accepted")
+	}
+}

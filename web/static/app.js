@@ -611,8 +611,12 @@
     if (!last) { box.append(el('span', 'value', 'no gradient-sum traffic reported yet')); box.dataset.bytes = '0'; return; }
     const dt = stepSeconds(last, S.recent.indexOf(last), S.recent);
     const reps = last.stages.filter((s) => s.peer).length || last.stages.length;
-    const v = el('span', 'value', bytes(last.replica_bytes) + ' a step · ' + bytesRate(last.replica_bytes / dt) + ' · mean ' + bytes(last.replica_bytes / reps) + ' a step per replica');
-    v.title = 'the gradient sum among each stage\'s replicas at step ' + last.step + ': ' + last.replica_bytes + ' wire bytes over every link and direction, sent by ' + reps + ' replicas (the records do not split it by stage)';
+    // replica_raw_bytes: what fp32 would have sent ([compression.replicas]
+    // codes the sum); the ratio shows the codec at work.
+    const raw = num(last.replica_raw_bytes), ratio = raw / last.replica_bytes;
+    const coded = raw > 0 ? ' · ' + ratio.toFixed(ratio >= 10 ? 0 : 1) + '× under fp32' : '';
+    const v = el('span', 'value', bytes(last.replica_bytes) + ' a step' + coded + ' · ' + bytesRate(last.replica_bytes / dt) + ' · mean ' + bytes(last.replica_bytes / reps) + ' a step per replica');
+    v.title = 'the gradient sum among each stage\'s replicas at step ' + last.step + ': ' + last.replica_bytes + ' wire bytes over every link and direction' + (raw > 0 ? ' (' + raw + ' in fp32)' : '') + ', sent by ' + reps + ' replicas (the records do not split it by stage)';
     box.dataset.bytes = String(last.replica_bytes);
     const hist = withBytes.map((r) => r.replica_bytes / stepSeconds(r, S.recent.indexOf(r), S.recent));
     box.append(v, sparkline(hist, color('send')));

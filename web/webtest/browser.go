@@ -164,9 +164,13 @@ type PageState struct {
 	Peers     int    `json:"peers"`      // rows in #peers tbody with a peer
 	Swarm     int    `json:"swarm"`      // stage columns in the swarm panel; 0 while it is hidden
 	Replicas  int    `json:"replicas"`   // replica cards in the swarm panel
-	RunName   string `json:"run_name"`
-	Status    string `json:"status"`
-	Connected bool   `json:"connected"`
+	// Averaging is the swarm panel's gradient-sum line (#swarm-avg), and
+	// AveragingBytes the bytes a step it shows (its data-bytes).
+	Averaging      string `json:"averaging"`
+	AveragingBytes int64  `json:"averaging_bytes"`
+	RunName        string `json:"run_name"`
+	Status         string `json:"status"`
+	Connected      bool   `json:"connected"`
 }
 
 const pageStateJS = `(() => {
@@ -190,6 +194,8 @@ const pageStateJS = `(() => {
     peers: q('#peers tbody').querySelectorAll('tr:not(:has(.empty))').length,
     swarm: q('#swarm-panel') && !q('#swarm-panel').hidden ? n(q('#swarm').dataset.columns) : 0,
     replicas: q('#swarm') ? q('#swarm').querySelectorAll('.replica').length : 0,
+    averaging: q('#swarm-avg') ? q('#swarm-avg').textContent : '',
+    averaging_bytes: q('#swarm-avg') ? n(q('#swarm-avg').dataset.bytes) : 0,
     run_name: q('#run-name').textContent,
     status: q('#status').textContent,
     connected: q('#conn').classList.contains('live'),

@@ -45,7 +45,10 @@ type StepResult struct {
 	WireTied int64
 	// WireReplicas is the gradient sum among each stage's replicas, every
 	// link and direction: once per step (docs/swarm.md).
-	WireReplicas        int64
+	WireReplicas int64
+	// RawReplicas is the fp32 bytes the replicas' sum stands for (the
+	// same links and directions carrying every gradient value raw).
+	RawReplicas         int64
 	NetWait, Busy, Idle float64 // seconds summed over stages
 	// Faulty are peers evicted for failed spot checks since the last
 	// step (docs/trust.md): the ledger records their keys.
@@ -60,6 +63,7 @@ func (t *StepResult) Add(r StepResult) {
 	t.RawBackward += r.RawBackward
 	t.WireTied += r.WireTied
 	t.WireReplicas += r.WireReplicas
+	t.RawReplicas += r.RawReplicas
 	t.NetWait += r.NetWait
 	t.Busy += r.Busy
 	t.Idle += r.Idle

@@ -441,7 +441,13 @@ func (p *room) Setup(ctx context.Context, c transport.Conn, stage int, holders [
 	if err != nil {
 		return err
 	}
-	if err := sendJSON(ctx, c, rtcSetup{Config: string(text), Ranges: p.layout.Ranges(), Peers: holders, Stage: stage}); err != nil {
+	return setupAndWait(ctx, c, rtcSetup{Config: string(text), Ranges: p.layout.Ranges(), Peers: holders, Stage: stage})
+}
+
+// setupAndWait sends a claimed peer its setup and waits for its word that
+// it is ready (or why it refused).
+func setupAndWait(ctx context.Context, c transport.Conn, su rtcSetup) error {
+	if err := sendJSON(ctx, c, su); err != nil {
 		return err
 	}
 	var ok struct {
@@ -478,19 +484,7 @@ func (p *room) SetupReplica(ctx context.Context, c transport.Conn, stage, node i
 	for k, sp := range peers {
 		mesh[k], ofs[k] = sp.Name, sp.Stage
 	}
-	if err := sendJSON(ctx, c, rtcSetup{Config: string(text), Ranges: p.layout.Ranges(), Stage: stage, Node: node, Mesh: mesh, Ofs: ofs, Joins: true}); err != nil {
-		return err
-	}
-	var ok struct {
-		Err string `json:"err"`
-	}
-	if err := recvJSON(ctx, c, &ok); err != nil {
-		return fmt.Errorf("did not get ready: %w", err)
-	}
-	if ok.Err != "" {
-		return fmt.Errorf("%w: %s", pipeline.ErrSpareRefused, ok.Err)
-	}
-	return nil
+	return setupAndWait(ctx, c, rtcSetup{Config: string(text), Ranges: p.layout.Ranges(), Stage: stage, Node: node, Mesh: mesh, Ofs: ofs, Joins: true})
 }
 
 // DialsPeers: a joiner's links are new ICE sessions, which both ends open.

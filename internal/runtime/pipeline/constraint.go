@@ -44,20 +44,36 @@ func newConstraint(st *stages.Stage, sub *compression.Subspace, stage, stages_ i
 	c := &constraint{basis: sub.Basis, e0: sub.E0, C: st.Config().NEmbd}
 	last := stage == stages_-1
 	for _, p := range st.Params() {
-		switch {
-		case p.Name == "lm_head.weight" && untied:
-			// A free head: nothing it computes crosses a link.
-		case isTokenEmbedding(p) || p.Name == "transformer.wpe.weight":
+		switch constraintRole(p.Name, last, untied) {
+		case coefRows:
 			c.rows = append(c.rows, p)
-		case !last && writesResidual(p.Name):
+		case coefCols:
 			c.cols = append(c.cols, p)
 		}
 	}
 	return c
 }
 
-func isTokenEmbedding(p *stages.Param) bool {
-	return p.Name == "transformer.wte.weight" || p.Name == "model.embed_tokens.weight" || p.Name == "lm_head.weight"
+// constraintRole says how the constraint holds the parameter called name
+// on a stage (the last one, or not) of a pipeline of at least 2 stages:
+// its rows in span(U), its columns, or free. The sum among replicas counts
+// its coefficients by it too (ReplicaSumBytes).
+func constraintRole(name string, last, untied bool) coefKind {
+	switch {
+	case name == "lm_head.weight" && untied:
+		// A free head: nothing it computes crosses a link.
+	case isTokenEmbeddingName(name) || name == "transformer.wpe.weight":
+		return coefRows
+	case !last && writesResidual(name):
+		return coefCols
+	}
+	return coefNone
+}
+
+func isTokenEmbedding(p *stages.Param) bool { return isTokenEmbeddingName(p.Name) }
+
+func isTokenEmbeddingName(name string) bool {
+	return name == "transformer.wte.weight" || name == "model.embed_tokens.weight" || name == "lm_head.weight"
 }
 
 // writesResidual says whether a block's parameter is an output projection

@@ -152,6 +152,7 @@ type workerStats struct {
 	SentMessages               int64
 	SentTiedBytes              int64 // wire bytes of the tied-embedding gradient exchange
 	SentReplicaBytes           int64 `json:",omitempty"` // wire bytes of the gradient sum among the stage's replicas
+	RawReplicaBytes            int64 `json:",omitempty"` // the fp32 bytes they stand for
 	Micros                     int   `json:",omitempty"` // a swarm's replica: the micro-batches it computed
 	SentSyncBytes              int64 `json:",omitempty"` // steps replayed to joiners syncing from this replica
 	Spans                      []spanRec

@@ -216,6 +216,7 @@ func (p *Driver) swarmResult(step int, loss, sumsq float64, chains [][]int, done
 			res.RawBackward += s.RawBwdBytes
 			res.WireTied += s.SentTiedBytes
 			res.WireReplicas += s.SentReplicaBytes
+			res.RawReplicas += s.RawReplicaBytes
 			p.sw.counts.ReplayBytes += s.SentSyncBytes
 			res.Events = append(res.Events, s.Events...)
 			for _, sp := range s.Spans {

@@ -117,7 +117,16 @@ func (p *Driver) recover(ctx context.Context) (redo bool, to int, err error) {
 			case scheduler.CmdRollback:
 				return false, c.Step, nil
 			case scheduler.CmdFail:
+				if p.sw != nil {
+					return false, 0, fmt.Errorf("%s; in a swarm a stage whose last replica is lost ends the run (docs/swarm.md): run with more replicas a stage", c.Err)
+				}
 				return false, 0, errors.New(c.Err)
+			case scheduler.CmdHandOver, scheduler.CmdWait, scheduler.CmdRelink:
+				if p.sw != nil {
+					// The hand-over path numbers holders by stage, a
+					// swarm by node: it is not carried out for a swarm.
+					return false, 0, fmt.Errorf("pipeline: a stage of this swarm lost its last replica (%v): a swarm does not hand a stage to a spare yet, so the run ends here (docs/swarm.md); run with more replicas a stage, and resume from the last checkpoint", c)
+				}
 			}
 			err := p.carryOut(ctx, c)
 			var f *failure
@@ -408,6 +417,23 @@ func (p *Driver) publishPeers() {
 	}
 	p.syncSpares()
 	var out []metrics.Peer
+	if p.sw != nil {
+		// Every replica of every stage, with the path the driver reaches
+		// it by, and the joiners syncing.
+		for i, ch := range p.chains() {
+			for _, k := range ch {
+				out = append(out, metrics.Peer{ID: p.holders[k], Stage: i, Address: p.place.Address(), Candidate: p.ctrl[k].Stats().Candidate, State: metrics.PeerActive})
+			}
+		}
+		for k, js := range p.sw.syncing {
+			out = append(out, metrics.Peer{ID: p.holders[k], Stage: js.stage, Address: p.place.Address(), Candidate: p.ctrl[k].Stats().Candidate, State: metrics.PeerSpare})
+		}
+		for _, id := range p.m.Failed() {
+			out = append(out, metrics.Peer{ID: id, Stage: -1, State: metrics.PeerDead})
+		}
+		p.hooks.Peers(out)
+		return
+	}
 	for i, id := range p.m.Holders() {
 		if id == "" {
 			continue // vacant, being handed over

@@ -1050,26 +1050,7 @@ func (w *Worker) sendTied(step int) error {
 func (w *Worker) optimize(ctx context.Context, cmd ctrlMsg, loss float64) (time.Duration, error) {
 	t := time.Now()
 	if w.rep == nil && w.S > 1 && (w.first || w.last) && !w.codec.untied {
-		// Both ends hold the sum afterwards, added in the same order
-		// (first stage's gradient + last stage's) so the copies stay
-		// bit-identical.
-		g := w.st.TiedWeight().Grad
-		own := g
-		if w.codec.con != nil {
-			own = w.codec.tiedOwn // this stage's coefficients, as sent
-		}
-		if w.first {
-			for i := range own {
-				own[i] += w.rx.tiedIn[i]
-			}
-		} else {
-			for i := range own {
-				own[i] = w.rx.tiedIn[i] + own[i]
-			}
-		}
-		if w.codec.con != nil {
-			w.codec.con.expand(g, own) // the projected sum, identical at both ends
-		}
+		w.addTied()
 	}
 	// After the tied sum: each lane's two copies then hold the same
 	// value, and the stage's sum keeps them equal (docs/swarm.md).
@@ -1204,6 +1185,9 @@ func (w *Worker) restore(cmd ctrlMsg) (ctrlMsg, error) {
 	// resume.
 	if err := st.RestoreStage(w.st, w.opt); err != nil {
 		return ctrlMsg{}, err
+	}
+	if w.rep != nil {
+		w.rep.codec.reset() // not in the state: every replica starts it afresh (replica_codec.go)
 	}
 	if w.codec.tc != nil {
 		if err := w.codec.tc.restore(ts, w.id); err != nil {

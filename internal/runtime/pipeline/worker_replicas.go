@@ -8,12 +8,11 @@ import (
 	"math"
 	"time"
 
+	"github.com/narrowband/narrowband/compression"
 	"github.com/narrowband/narrowband/internal/config"
-	"github.com/narrowband/narrowband/internal/runtime/engine"
 	"github.com/narrowband/narrowband/internal/transport"
 	"github.com/narrowband/narrowband/internal/wire"
 	"github.com/narrowband/narrowband/scheduler"
-	"github.com/narrowband/narrowband/stages"
 )
 
 // A worker's part in a stage held by several replicas (docs/swarm.md,
@@ -39,6 +38,8 @@ type replicaSet struct {
 	// stage, nil at the chain's ends.
 	r, R         int
 	lower, upper transport.Conn
+	// codec: how the gradients travel in the sum (replica_codec.go).
+	codec *replicaCodec
 }
 
 // replicaChunk is the floats of one gradient-sum frame: 64 KB, well under
@@ -59,37 +60,46 @@ func (w *Worker) microTotal() int {
 // partial sum of replicas 0..r-1 arrives from below and this replica's
 // gradient is added after it; the last replica's total comes back down.
 // Every element is summed in that one order, so all replicas end with the
-// same bits. It returns the wire bytes it sent.
+// same bits. What the passes carry and how their chunks are coded is the
+// replica codec's ([compression.replicas], replica_codec.go). It returns
+// the wire bytes it sent.
 func (w *Worker) sumReplicas(ctx context.Context, step int) (int64, error) {
 	rp := w.rep
 	if rp == nil || rp.R == 1 {
 		return 0, nil
 	}
-	// The chunks follow the stage's parameters in their fixed order; every
-	// replica of a stage has the same parameters, so the same chunks.
-	var chunks [][]float32
-	for _, p := range w.st.Params() {
-		for g := p.Grad; len(g) > 0; {
-			n := min(len(g), replicaChunk)
-			chunks = append(chunks, g[:n])
-			g = g[n:]
-		}
-	}
 	fstep := frameStep(w.ctl.epoch, step)
+	rp.codec.begin(step)
+	var sent int64
+	for pass, k0 := 0, 0; ; pass++ {
+		parts, cc, err := rp.codec.pass(pass)
+		if err != nil {
+			return sent, fmt.Errorf("replica %d: %w", rp.r, err)
+		}
+		if parts == nil {
+			break
+		}
+		chunks := splitParts(parts)
+		n, err := w.chainPass(ctx, fstep, k0, chunks, cc)
+		if sent += n; err != nil {
+			return sent, err
+		}
+		k0 += len(chunks)
+	}
+	rp.codec.finish()
+	return sent, nil
+}
+
+// chainPass sums chunks (numbered from k0 in their frames) over the chain.
+func (w *Worker) chainPass(ctx context.Context, fstep uint64, k0 int, chunks []replicaPart, cc *chainCoder) (int64, error) {
+	rp := w.rep
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var sent int64
-	send := func(c transport.Conn, k int, v []float32) (int64, error) {
-		f := replicaFrame(w.id, fstep, k, v)
-		if err := c.Send(ctx, f); err != nil {
-			return 0, err
-		}
-		return int64(len(f)), nil
-	}
-	// The total coming back down is received (and passed on) beside the
-	// pass up: chunk k's total can only arrive after this replica sent its
-	// partial sum of chunk k up, so the two never touch the same chunk at
-	// once.
+	// The total coming back down is received (and passed on as it came)
+	// beside the pass up: chunk k's total can only arrive after this
+	// replica sent its partial sum of chunk k up, so the two never touch
+	// the same chunk at once.
 	type result struct {
 		sent int64
 		err  error
@@ -99,15 +109,16 @@ func (w *Worker) sumReplicas(ctx context.Context, step int) (int64, error) {
 		go func() {
 			var res result
 			for k, c := range chunks {
-				if res.err = w.recvReplica(ctx, rp.upper, rp.r+1, fstep, k, c, false); res.err != nil {
+				f, err := w.recvReplica(ctx, rp.upper, rp.r+1, fstep, k0+k, c.v, false, cc)
+				if res.err = err; err != nil {
 					break
 				}
 				if rp.lower != nil {
-					n, err := send(rp.lower, k, c)
-					if res.sent += n; err != nil {
-						res.err = fmt.Errorf("replica %d: pass gradient chunk %d down: %w", rp.r, k, err)
+					if res.err = rp.lower.Send(ctx, f); res.err != nil {
+						res.err = fmt.Errorf("replica %d: pass gradient chunk %d down: %w", rp.r, k0+k, res.err)
 						break
 					}
+					res.sent += int64(len(f))
 				}
 			}
 			down <- res
@@ -116,7 +127,7 @@ func (w *Worker) sumReplicas(ctx context.Context, step int) (int64, error) {
 	up := func() error {
 		for k, c := range chunks {
 			if rp.lower != nil {
-				if err := w.recvReplica(ctx, rp.lower, rp.r-1, fstep, k, c, true); err != nil {
+				if _, err := w.recvReplica(ctx, rp.lower, rp.r-1, fstep, k0+k, c.v, true, cc); err != nil {
 					return err
 				}
 			}
@@ -124,10 +135,14 @@ func (w *Worker) sumReplicas(ctx context.Context, step int) (int64, error) {
 			if to == nil {
 				to = rp.lower // the last replica: c is the total, back down
 			}
-			n, err := send(to, k, c)
-			if sent += n; err != nil {
-				return fmt.Errorf("replica %d: send gradient chunk %d: %w", rp.r, k, err)
+			f, err := cc.frame(w.id, fstep, k0+k, c, rp.upper == nil)
+			if err != nil {
+				return fmt.Errorf("replica %d: %w", rp.r, err)
 			}
+			if err := to.Send(ctx, f); err != nil {
+				return fmt.Errorf("replica %d: send gradient chunk %d: %w", rp.r, k0+k, err)
+			}
+			sent += int64(len(f))
 		}
 		return nil
 	}
@@ -147,26 +162,7 @@ func (w *Worker) sumReplicas(ctx context.Context, step int) (int64, error) {
 	return sent + res.sent, err
 }
 
-// ReplicaSumBytes is, per stage of layout, the wire bytes one link of the
-// stage's chain carries each way in a step (one replica's whole gradient,
-// cut tensor by tensor into frames as sumReplicas cuts it), and the
-// largest of those frames (what each hop of the chain holds back before
-// passing a frame on). The gradient is raw fp32, the only encoding of the
-// sum today; a [compression.replicas] codec would change the payloads
-// here, not the chain.
-func ReplicaSumBytes(cfg config.Config, layout scheduler.Layout) (perLink, largestFrame []int64) {
-	perLink, largestFrame = make([]int64, layout.Stages()), make([]int64, layout.Stages())
-	for i := range perLink {
-		r := layout.Range(i)
-		for _, n := range stages.StageParamSizes(engine.ModelConfig(cfg), r.Lo, r.Hi, layout.First(i), layout.Last(i)) {
-			frames := (n + replicaChunk - 1) / replicaChunk
-			perLink[i] += 4*n + frames*wire.HeaderSize
-			largestFrame[i] = max(largestFrame[i], 4*min(n, replicaChunk)+wire.HeaderSize)
-		}
-	}
-	return perLink, largestFrame
-}
-
+// replicaFrame is chunk k of a raw float32 sum (as the none codec sends it).
 func replicaFrame(stage int, fstep uint64, k int, v []float32) []byte {
 	p := make([]byte, 0, 4*len(v))
 	for _, x := range v {
@@ -178,18 +174,19 @@ func replicaFrame(stage int, fstep uint64, k int, v []float32) []byte {
 // recvReplica reads chunk k of this attempt's sum from replica from into
 // dst: added before dst's own values (add, on the way up: the partial sum
 // of the replicas below comes first) or in place of them (the total, on
-// the way down). Frames of an aborted attempt are skipped; anything else
-// out of place is an error, never a panic.
-func (w *Worker) recvReplica(ctx context.Context, c transport.Conn, from int, fstep uint64, k int, dst []float32, add bool) error {
+// the way down), decoded by cc. It returns the frame, which the pass down
+// hands on as it came. Frames of an aborted attempt are skipped; anything
+// else out of place is an error, never a panic.
+func (w *Worker) recvReplica(ctx context.Context, c transport.Conn, from int, fstep uint64, k int, dst []float32, add bool, cc *chainCoder) ([]byte, error) {
 	epoch, _ := splitStep(fstep) // not w.ctl's: the pass down reads it beside the worker's loop
 	for {
 		raw, err := c.Recv(ctx)
 		if err != nil {
-			return fmt.Errorf("replica %d of stage %d: link from replica %d: %w", w.rep.r, w.id, from, err)
+			return nil, fmt.Errorf("replica %d of stage %d: link from replica %d: %w", w.rep.r, w.id, from, err)
 		}
 		h, p, err := wire.Decode(raw, transport.MaxMessage)
 		if err != nil {
-			return fmt.Errorf("replica %d of stage %d: bad gradient frame from replica %d: %w", w.rep.r, w.id, from, err)
+			return nil, fmt.Errorf("replica %d of stage %d: bad gradient frame from replica %d: %w", w.rep.r, w.id, from, err)
 		}
 		if h.Type == wire.TypeHeartbeat {
 			continue
@@ -200,20 +197,15 @@ func (w *Worker) recvReplica(ctx context.Context, c transport.Conn, from int, fs
 		if h.Type != wire.TypeReplicaGrad || h.Step != fstep || int(h.Micro) != k || int(h.Stage) != w.id {
 			_, st := splitStep(h.Step)
 			_, want := splitStep(fstep)
-			return fmt.Errorf("replica %d of stage %d: got a %v frame of stage %d step %d chunk %d from replica %d, want gradient chunk %d of step %d", w.rep.r, w.id, h.Type, h.Stage, st, h.Micro, from, k, want)
+			return nil, fmt.Errorf("replica %d of stage %d: got a %v frame of stage %d step %d chunk %d from replica %d, want gradient chunk %d of step %d", w.rep.r, w.id, h.Type, h.Stage, st, h.Micro, from, k, want)
 		}
-		if len(p) != 4*len(dst) {
-			return fmt.Errorf("replica %d of stage %d: gradient chunk %d from replica %d has %d bytes, want %d", w.rep.r, w.id, k, from, len(p), 4*len(dst))
+		if id := cc.method.ChunkID(); h.Codec != uint8(id) {
+			return nil, fmt.Errorf("replica %d of stage %d: gradient chunk %d from replica %d is coded %v, want %v (compression.replicas.method = %q on every replica)", w.rep.r, w.id, k, from, compression.ID(h.Codec), id, cc.method)
 		}
-		for i := range dst {
-			v := math.Float32frombits(binary.LittleEndian.Uint32(p[4*i:]))
-			if add {
-				dst[i] = v + dst[i]
-			} else {
-				dst[i] = v
-			}
+		if err := cc.decode(dst, p, add); err != nil {
+			return nil, fmt.Errorf("replica %d of stage %d: gradient chunk %d from replica %d: %w", w.rep.r, w.id, k, from, err)
 		}
-		return nil
+		return raw, nil
 	}
 }
 
@@ -229,6 +221,7 @@ func (w *Worker) timedSum(ctx context.Context, step int) error {
 	t := time.Now()
 	n, err := w.sumReplicas(ctx, step)
 	w.stats.SentReplicaBytes += n
+	w.stats.RawReplicaBytes += w.rep.rawBytes()
 	w.span(replicaSpan, -1, t)
 	if err != nil {
 		return fmt.Errorf("step %d: sum gradients with the stage's replicas: %w", step, err)

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/narrowband/narrowband/compression"
 	"github.com/narrowband/narrowband/internal/config"
-	"github.com/narrowband/narrowband/internal/runtime/engine"
 	"github.com/narrowband/narrowband/internal/transport"
 	"github.com/narrowband/narrowband/internal/wire"
 )
@@ -18,34 +18,7 @@ import (
 // their chain by pipes (not run: the tests call their sum directly, on
 // the pipes themselves rather than the links a running worker reads).
 func replicaWorkers(t *testing.T, R int) ([]*Worker, config.Config) {
-	t.Helper()
-	c := tinyConfig(t)
-	c.Train.MicroBatches, c.Train.BatchSize = R, 2*R
-	c.Pipeline.Replicas = R
-	if err := c.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	layout, err := engine.Layout(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lower := make([]transport.Conn, R)
-	upper := make([]transport.Conn, R)
-	for r := 0; r+1 < R; r++ {
-		a, b := transport.Pipe(transport.PipeOptions{})
-		t.Cleanup(func() { a.Close(); b.Close() })
-		upper[r], lower[r+1] = a, b
-	}
-	ws := make([]*Worker, R)
-	for r := range ws {
-		if ws[r], err = NewSwarmWorker(c, layout, 0, r, nil, nil); err != nil {
-			t.Fatal(err)
-		}
-		// The chain a step's route would give them (routeStep).
-		rp := ws[r].rep
-		rp.r, rp.R, rp.lower, rp.upper = r, R, lower[r], upper[r]
-	}
-	return ws, c
+	return codedReplicas(t, R, compression.ReduceNone)
 }
 
 // TestReplicaSumIsChainOrder: after the sum every replica holds, bit for

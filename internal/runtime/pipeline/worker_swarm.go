@@ -40,6 +40,9 @@ func NewSwarmWorker(cfg config.Config, layout scheduler.Layout, id, node int, ct
 	// Links are by node: stage numbers would name the wrong ones.
 	w.net.prevID, w.net.nextID, w.net.tiedID = -1, -1, -1
 	w.rep = &replicaSet{node: node, M: cfg.Train.MicroBatches, R: 1}
+	if w.rep.codec, err = newReplicaCodec(cfg.Compression.Replicas, uint64(cfg.Run.Seed), w); err != nil {
+		return nil, err
+	}
 	w.vf = newVerifier(cfg)
 	return w, nil
 }
@@ -275,6 +278,15 @@ func (w *Worker) swarmTied(ctx context.Context, step int) error {
 		}
 	}
 	w.span(tiedWaitSpan, -1, t)
+	w.addTied()
+	return nil
+}
+
+// addTied adds the other end's tied-embedding gradient (w.rx.tiedIn) to
+// this end's as sent: the first stage's plus the last's at both ends, so
+// the two copies of the embedding stay bit-identical (IEEE addition
+// commutes).
+func (w *Worker) addTied() {
 	g := w.st.TiedWeight().Grad
 	own := g
 	if w.codec.con != nil {
@@ -290,9 +302,8 @@ func (w *Worker) swarmTied(ctx context.Context, step int) error {
 		}
 	}
 	if w.codec.con != nil {
-		w.codec.con.expand(g, own)
+		w.codec.con.expand(g, own) // the projected sum, identical at both ends
 	}
-	return nil
 }
 
 // fromRoute refuses a tensor frame from a node the route does not name

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/narrowband/narrowband/compression"
 	"github.com/narrowband/narrowband/internal/config"
 	"github.com/narrowband/narrowband/internal/metrics"
 	"github.com/narrowband/narrowband/internal/runtime/engine"
@@ -54,6 +55,10 @@ type Prediction struct {
 	ReplicaBytesPerStep  int64   `json:"replica_bytes_per_step,omitempty"`
 	ReplicaMbps          float64 `json:"replica_link_mbps,omitempty"` // 0: unlimited
 	ReplicaLatencyMs     float64 `json:"replica_link_latency_ms,omitempty"`
+	// ReplicaCodec is the sum's [compression.replicas] codec ("fp32" for
+	// none) and ReplicaPasses its sums over the chain a step (PowerSGD 2).
+	ReplicaCodec  string `json:"replica_codec,omitempty"`
+	ReplicaPasses int    `json:"replica_passes,omitempty"`
 }
 
 // spanCollector is an Observer that keeps every span.
@@ -230,8 +235,9 @@ func Predict(cfg config.Config, comp []sim.Compute) (Prediction, error) {
 // predictSwarm projects cfg's replicas (docs/swarm.md) over the lane sc:
 // each stage's gradient sum runs on a chain of links with the run's base
 // [network] profile, as pipeline.ShapeReplicaLink shapes them, carrying
-// the raw fp32 gradient (pipeline.ReplicaSumBytes, where a
-// [compression.replicas] codec's size would go).
+// the gradient as the [compression.replicas] codec sends it
+// (pipeline.ReplicaSumBytes), in as many passes as it takes
+// (pipeline.ReplicaSumPasses: PowerSGD's P, then its Q).
 func predictSwarm(cfg config.Config, sc sim.Config, p *Prediction) (sim.Result, error) {
 	layout, err := engine.Layout(cfg)
 	if err != nil {
@@ -240,7 +246,7 @@ func predictSwarm(cfg config.Config, sc sim.Config, p *Prediction) (sim.Result, 
 	prof := cfg.LinkProfile(-1, -1)
 	grad, frame := pipeline.ReplicaSumBytes(cfg, layout)
 	sw := sim.Swarm{Lane: sc, Replicas: cfg.Pipeline.ReplicaCount(), GradientBytes: grad, FrameBytes: frame,
-		ReplicaBPS: math.Inf(1), ReplicaLatency: prof.LatencyMs / 1000}
+		ReplicaBPS: math.Inf(1), ReplicaLatency: prof.LatencyMs / 1000, Passes: pipeline.ReplicaSumPasses(cfg)}
 	if prof.BandwidthMbps > 0 {
 		sw.ReplicaBPS = prof.BandwidthMbps * 1e6
 	}
@@ -251,6 +257,10 @@ func predictSwarm(cfg config.Config, sc sim.Config, p *Prediction) (sim.Result, 
 	p.Replicas, p.LaneMicro, p.LaneStepSeconds = sw.Replicas, r.LaneMicro, r.LaneStepTime
 	p.ReplicaSumSeconds, p.ReplicaGradientBytes, p.ReplicaBytesPerStep = r.ReplicaSum, sw.GradientBytes, r.ReplicaBytes
 	p.ReplicaMbps, p.ReplicaLatencyMs = prof.BandwidthMbps, prof.LatencyMs
+	p.ReplicaCodec, p.ReplicaPasses = "fp32", sw.Passes
+	if rc := cfg.Compression.Replicas; rc.Method != compression.ReduceNone && rc.Method != compression.ReduceUnknown {
+		p.ReplicaCodec = rc.Label()
+	}
 	for i, d := range r.ReplicaSums {
 		if d > r.ReplicaSums[p.ReplicaSumStage] {
 			p.ReplicaSumStage = i
@@ -278,8 +288,12 @@ func (p Prediction) String() string {
 			link = fmt.Sprintf("%g Mbit/s", p.ReplicaMbps)
 		}
 		fmt.Fprintf(&b, "replicas: %d a stage, %d micro-batches on the busiest lane; lane step %.3f s without the sums\n", p.Replicas, p.LaneMicro, p.LaneStepSeconds)
-		fmt.Fprintf(&b, "gradient sum (chain of %d, fp32, %s, %g ms): %.3f s on the slowest stage (stage %d, %.1f MB each way a link); %.1f MB a step of replica traffic\n",
-			p.Replicas, link, p.ReplicaLatencyMs, p.ReplicaSumSeconds, p.ReplicaSumStage, float64(p.ReplicaGradientBytes[p.ReplicaSumStage])/1e6, float64(p.ReplicaBytesPerStep)/1e6)
+		codec := p.ReplicaCodec
+		if p.ReplicaPasses > 1 {
+			codec += fmt.Sprintf(" in %d passes", p.ReplicaPasses)
+		}
+		fmt.Fprintf(&b, "gradient sum (chain of %d, %s, %s, %g ms): %.3f s on the slowest stage (stage %d, %.1f MB each way a link); %.1f MB a step of replica traffic\n",
+			p.Replicas, codec, link, p.ReplicaLatencyMs, p.ReplicaSumSeconds, p.ReplicaSumStage, float64(p.ReplicaGradientBytes[p.ReplicaSumStage])/1e6, float64(p.ReplicaBytesPerStep)/1e6)
 	}
 	fmt.Fprintf(&b, "predicted step %.3f s, %.0f tokens/s, bubble %.0f%%\n", p.StepSeconds, p.TokensPerSecond, 100*p.Bubble)
 	if p.Timeline != "" {

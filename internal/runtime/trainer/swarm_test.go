@@ -1,9 +1,11 @@
 package trainer
 
 import (
+	"context"
 	"math"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/narrowband/narrowband/internal/config"
@@ -157,5 +159,23 @@ func TestJoinWhileSourceIsKilled(t *testing.T) {
 	dead := events(t, dir, "replica_dead")
 	if len(join) < 2 || len(dead) != 1 || join[0].Detail["from"] != dead[0].Detail["peer"] || join[1].Detail["from"] == dead[0].Detail["peer"] {
 		t.Errorf("downloads %v, death %v: want the first from the replica that died, the next from the other", join, dead)
+	}
+}
+
+// TestSwarmLastReplicaLost: a stage that loses its last replica ends the
+// run with an error that says so, not a hang nor a hand-over the swarm
+// cannot carry out.
+func TestSwarmLastReplicaLost(t *testing.T) {
+	c := swarmConfig(t)
+	c.Faults.Events = []config.FaultEvent{
+		{AtStep: 3, Kind: "kill", Stage: 1, Replica: 0},
+		{AtStep: 6, Kind: "kill", Stage: 1, Replica: 0},
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Run(context.Background(), Options{Config: c, Out: t.TempDir()})
+	if err == nil || !strings.Contains(err.Error(), "last replica") {
+		t.Fatalf("got %v, want the run ended by the loss of stage 1's last replica", err)
 	}
 }

@@ -128,7 +128,17 @@ func SweepTable(cfg config.Config, res []SweepResult) string {
 	if perByte {
 		hdr = append(hdr, "per byte")
 	}
-	hdr = append(hdr, "tokens/s", "vs fastest", "bubble", "network wait", "wire B/token fwd", "wire B/token bwd", "wall s")
+	hdr = append(hdr, "tokens/s", "vs fastest", "bubble", "network wait", "wire B/token fwd", "wire B/token bwd")
+	// Runs with replicas sum each stage's gradient among them: its bytes
+	// a step, and how much less than fp32 ([compression.replicas]).
+	replicas := false
+	for _, r := range res {
+		replicas = replicas || r.Summary.ReplicaBytesPerStep > 0
+	}
+	if replicas {
+		hdr = append(hdr, "replica sum B/step", "vs fp32")
+	}
+	hdr = append(hdr, "wall s")
 	fmt.Fprintf(&b, "| %s |\n|%s\n", strings.Join(hdr, " | "), strings.Repeat("---|", len(hdr)))
 	for _, r := range res {
 		s := r.Summary
@@ -146,7 +156,11 @@ func SweepTable(cfg config.Config, res []SweepResult) string {
 		}
 		row = append(row, fmt.Sprintf("%.0f", s.TokensPerSecond), fmt.Sprintf("%.2f×", rel),
 			fmt.Sprintf("%.2f", s.BubbleFraction), fmt.Sprintf("%.2f", s.NetworkWaitFraction),
-			fmt.Sprintf("%.1f", s.WireBytesPerTokenForward), fmt.Sprintf("%.1f", s.WireBytesPerTokenBackward), fmt.Sprintf("%.1f", s.WallSeconds))
+			fmt.Sprintf("%.1f", s.WireBytesPerTokenForward), fmt.Sprintf("%.1f", s.WireBytesPerTokenBackward))
+		if replicas {
+			row = append(row, fmt.Sprintf("%.0f", s.ReplicaBytesPerStep), fmt.Sprintf("%.2f×", s.ReplicaCompressionRatio))
+		}
+		row = append(row, fmt.Sprintf("%.1f", s.WallSeconds))
 		fmt.Fprintf(&b, "| %s |\n", strings.Join(row, " | "))
 	}
 	return b.String()

@@ -431,7 +431,7 @@ func (r *run) step(ctx context.Context, step int) (int, error) {
 	rec := metrics.StepRecord{
 		Step: done, Tokens: int64(done) * tokensPerStep, Loss: res.Loss, LR: lr,
 		TokensPerSecond: float64(tokensPerStep) / dt, WallSeconds: wall, GradNorm: res.GradNorm,
-		Stages: res.Stages, Links: res.Links, ReplicaBytes: res.WireReplicas,
+		Stages: res.Stages, Links: res.Links, ReplicaBytes: res.WireReplicas, ReplicaRawBytes: res.RawReplicas,
 	}
 	for _, s := range res.Stages {
 		if s.Stage >= 0 && s.Stage < len(r.peakRSS) {
@@ -644,6 +644,9 @@ func (r *run) finish() (*metrics.Summary, error) {
 			sum.TiedBytesPerToken = float64(tot.WireTied) / tokens
 		}
 		sum.ReplicaBytesPerStep = float64(tot.WireReplicas) / float64(r.measured)
+		if tot.WireReplicas > 0 {
+			sum.ReplicaCompressionRatio = float64(tot.RawReplicas) / float64(tot.WireReplicas)
+		}
 		if all := tot.Busy + tot.Idle; all > 0 {
 			sum.BubbleFraction = tot.Idle / all
 			sum.NetworkWaitFraction = tot.NetWait / all
