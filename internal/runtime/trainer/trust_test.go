@@ -217,3 +217,22 @@ func TestSpotChecksWithCodecs(t *testing.T) {
 		})
 	}
 }
+
+// TestSpotChecksWithACodedSum: the replicas' gradient sum in PowerSGD
+// rank 4 (each replica keeps its own error-feedback residual) still
+// leaves every replica of a stage the same weights, so an honest 2 × 3
+// run checked everywhere has no false alarm.
+func TestSpotChecksWithACodedSum(t *testing.T) {
+	c := trustConfig(t)
+	c.Run.Steps = 30
+	c.Train.EvalInterval = 30
+	c.Compression.Replicas = compression.ReduceConfig{Method: compression.ReducePowerSGD, Rank: 4, ErrorFeedback: true}
+	c.Verify.Fraction = 1
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	sum := runTiny(t, c, t.TempDir())
+	if v := sum.Swarm.Verify; v.Checks != 30*c.Train.MicroBatches || v.Failed != 0 {
+		t.Errorf("%d checks, %d failed; want %d and none", v.Checks, v.Failed, 30*c.Train.MicroBatches)
+	}
+}
