@@ -58,6 +58,10 @@ type FaultEvent struct {
 	// that lies slightly, for the spot checks to catch.
 	Fraction float64 `toml:"fraction"`
 	Scale    float64 `toml:"scale"`
+	// Checks (a lie): the liar also lies in the spot checks it runs for
+	// others (its recomputed outputs times 1+Scale, every one), to have
+	// honest replicas evicted; Fraction may then be 0.
+	Checks bool `toml:"checks"`
 }
 
 // HeartbeatSeconds is the effective heartbeat interval.
@@ -132,8 +136,8 @@ func (c Config) validateFaults(bad func(key string, val any, allowed string)) {
 			if e.Replica < 0 {
 				bad(key+"replica", e.Replica, "must be at least 0")
 			}
-			if !(e.Fraction > 0 && e.Fraction <= 1) {
-				bad(key+"fraction", e.Fraction, "must be in (0, 1]: the share of the replica's micro-batches it lies on")
+			if !(e.Fraction > 0 && e.Fraction <= 1) && !(e.Checks && e.Fraction == 0) {
+				bad(key+"fraction", e.Fraction, "must be in (0, 1]: the share of the replica's micro-batches it lies on (0 only with checks = true)")
 			}
 			if e.Scale == 0 || !finite(e.Scale) || e.Scale <= -1 {
 				bad(key+"scale", e.Scale, "must be a non-zero number above -1 (outputs are multiplied by 1+scale; 0.01: 1%)")

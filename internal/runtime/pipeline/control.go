@@ -139,7 +139,8 @@ type ctrlMsg struct {
 	Hashes []uint64 `json:"hashes,omitempty"`
 	Micros []int    `json:"micros,omitempty"`
 	Nodes  []int    `json:"nodes,omitempty"`
-	Share  float64  `json:"share,omitempty"` // ctrlLie: the share of micro-batches lied on
+	Share  float64  `json:"share,omitempty"`  // ctrlLie: the share of micro-batches lied on
+	Checks bool     `json:"checks,omitempty"` // ctrlLie: lie in the spot checks run for others too
 
 	blob []byte
 }

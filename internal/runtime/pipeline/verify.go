@@ -97,9 +97,75 @@ func (p *Driver) spotCheck(ctx context.Context, step int, chains, route [][]int,
 	if len(checks) == 0 {
 		return nil
 	}
-	// First every upstream sender passes its kept frames on (sending
-	// never waits), then every checker recomputes: no checker waits on
-	// a node that waits itself.
+	hashes, err := p.runChecks(ctx, step, checks)
+	if err != nil {
+		return err
+	}
+	var bad *check
+	var want, have uint64
+	for n, c := range checks {
+		h := reps[c.receiver].Hashes
+		if len(h) != len(route[0]) || h[c.micro] == 0 {
+			return fmt.Errorf("pipeline: %s received micro-batch %d of stage %d but reported no hash of it (a bug)", p.holders[c.receiver], c.micro, c.stage)
+		}
+		v.counts.Checks++
+		pf := v.checked[c.node]
+		if hashes[n] == h[c.micro] {
+			pf[0]++
+		} else {
+			pf[1]++
+			v.counts.Failed++
+			if bad == nil {
+				bad, want, have = &checks[n], hashes[n], h[c.micro]
+			}
+		}
+		v.checked[c.node] = pf
+	}
+	if bad == nil {
+		return nil
+	}
+	c := *bad
+	suspect := c.node
+	detail := map[string]any{"stage": c.stage, "micro": c.micro, "peer": p.holders[c.node], "key": string(p.place.Key(p.holders[c.node])),
+		"checker": p.holders[c.checker], "receiver": p.holders[c.receiver], "received": fmt.Sprintf("%016x", have), "recomputed": fmt.Sprintf("%016x", want)}
+	why := fmt.Sprintf("its output of micro-batch %d as %s received it hashes %016x; %s recomputed %016x", c.micro, p.holders[c.receiver], have, p.holders[c.checker], want)
+	// A checker could lie too, to have an honest replica evicted: where
+	// the stage has a third replica, it referees. If its recomputation is
+	// what the receiver got, the checker is the one that lied.
+	if others := slices.DeleteFunc(slices.Clone(chains[c.stage]), func(k int) bool { return k == c.node || k == c.checker }); len(others) > 0 {
+		r := c
+		r.checker = others[rng.IntN(len(others))]
+		got, err := p.runChecks(ctx, step, []check{r})
+		if err != nil {
+			return err
+		}
+		v.counts.Checks++
+		detail["referee"], detail["refereed"] = p.holders[r.checker], fmt.Sprintf("%016x", got[0])
+		if got[0] == have {
+			// The checked replica's output stands; the checker's check
+			// of it is the failed one.
+			pf := v.checked[c.node]
+			pf[0], pf[1] = pf[0]+1, pf[1]-1
+			v.checked[c.node] = pf
+			pf = v.checked[c.checker]
+			pf[1]++
+			v.checked[c.checker] = pf
+			suspect = c.checker
+			detail["accused"] = p.holders[c.node]
+			detail["peer"], detail["key"] = p.holders[c.checker], string(p.place.Key(p.holders[c.checker]))
+			why = fmt.Sprintf("its recomputation of micro-batch %d of %s hashes %016x, but what %s received, %016x, is what %s recomputed", c.micro, p.holders[c.node], want, p.holders[c.receiver], have, p.holders[r.checker])
+		}
+	}
+	p.event("verify_mismatch", step, detail)
+	return &failure{rep: scheduler.Report{Kind: scheduler.ReportMismatch, Stage: c.stage, Holder: p.holders[suspect], Err: why}}
+}
+
+// runChecks has the checkers recompute checks and returns their hashes,
+// in the checks' order. First every upstream sender passes its kept
+// frames on (sending never waits), then every checker recomputes: no
+// checker waits on a node that waits itself.
+func (p *Driver) runChecks(ctx context.Context, step int, checks []check) ([]uint64, error) {
+	v := p.vf
 	serve := map[int]*ctrlMsg{}
 	recomp := map[int]*ctrlMsg{}
 	for _, c := range checks {
@@ -136,7 +202,7 @@ func (p *Driver) spotCheck(ctx context.Context, step int, chains, route [][]int,
 	if len(serve) > 0 {
 		got, err := ask(serve)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		for k := range serve {
 			v.counts.Bytes += got[k].Count
@@ -144,43 +210,19 @@ func (p *Driver) spotCheck(ctx context.Context, step int, chains, route [][]int,
 	}
 	got, err := ask(recomp)
 	if err != nil {
-		return err
+		return nil, err
 	}
+	out := make([]uint64, len(checks))
 	seen := map[int]int{} // checker → its replies used
-	var bad *check
-	var want, have uint64
 	for n, c := range checks {
-		h := reps[c.receiver].Hashes
-		if len(h) != len(route[0]) || h[c.micro] == 0 {
-			return fmt.Errorf("pipeline: %s received micro-batch %d of stage %d but reported no hash of it (a bug)", p.holders[c.receiver], c.micro, c.stage)
-		}
 		r := got[c.checker].Hashes
 		if seen[c.checker] >= len(r) {
-			return fmt.Errorf("pipeline: checker %s returned %d hashes, asked for more (a bug)", p.holders[c.checker], len(r))
+			return nil, fmt.Errorf("pipeline: checker %s returned %d hashes, asked for more (a bug)", p.holders[c.checker], len(r))
 		}
-		x := r[seen[c.checker]]
+		out[n] = r[seen[c.checker]]
 		seen[c.checker]++
-		v.counts.Checks++
-		pf := v.checked[c.node]
-		if x == h[c.micro] {
-			pf[0]++
-		} else {
-			pf[1]++
-			v.counts.Failed++
-			if bad == nil {
-				bad, want, have = &checks[n], x, h[c.micro]
-			}
-		}
-		v.checked[c.node] = pf
 	}
-	if bad == nil {
-		return nil
-	}
-	c := *bad
-	why := fmt.Sprintf("its output of micro-batch %d as %s received it hashes %016x; %s recomputed %016x", c.micro, p.holders[c.receiver], have, p.holders[c.checker], want)
-	p.event("verify_mismatch", step, map[string]any{"stage": c.stage, "micro": c.micro, "peer": p.holders[c.node], "key": string(p.place.Key(p.holders[c.node])),
-		"checker": p.holders[c.checker], "receiver": p.holders[c.receiver], "received": fmt.Sprintf("%016x", have), "recomputed": fmt.Sprintf("%016x", want)})
-	return &failure{rep: scheduler.Report{Kind: scheduler.ReportMismatch, Stage: c.stage, Holder: p.holders[c.node], Err: why}}
+	return out, nil
 }
 
 // ctrlSize is a control message's frame size.
@@ -243,14 +285,14 @@ func (p *Driver) verifyCounts() *metrics.VerifyCounts {
 }
 
 // injectLie makes replica e.Replica of stage e.Stage lie from now on.
-func (p *Driver) injectLie(ctx context.Context, stage, replica int, share, scale float64) error {
+func (p *Driver) injectLie(ctx context.Context, stage, replica int, share, scale float64, checks bool) error {
 	ch := p.chains()[stage]
 	if replica >= len(ch) {
 		p.log.Warn("a lie names a replica the stage does not have; skipped", "stage", stage, "replica", replica, "replicas", len(ch))
 		return nil
 	}
 	k := ch[replica]
-	if err := p.send(ctx, k, ctrlMsg{Kind: ctrlLie, Share: share, Scale: float32(scale)}); err != nil {
+	if err := p.send(ctx, k, ctrlMsg{Kind: ctrlLie, Share: share, Scale: float32(scale), Checks: checks}); err != nil {
 		return err
 	}
 	_, err := p.collectFrom(ctx, ctrlOK, []int{k})

@@ -40,6 +40,7 @@ type verifier struct {
 // a share of its micro-batches, chosen from the run's seed.
 type lie struct {
 	share, scale float64
+	checks       bool // also in the checks it runs for others
 }
 
 func newVerifier(cfg config.Config) verifier {
@@ -123,7 +124,7 @@ func (w *Worker) setLie(m ctrlMsg) (ctrlMsg, error) {
 	if w.rep == nil || w.last {
 		return ctrlMsg{}, errors.New("lie: only a swarm's replica of a stage that sends activations can lie")
 	}
-	w.vf.lie = &lie{share: m.Share, scale: float64(m.Scale)}
+	w.vf.lie = &lie{share: m.Share, scale: float64(m.Scale), checks: m.Checks}
 	return ctrlMsg{Kind: ctrlOK}, nil
 }
 
@@ -226,6 +227,13 @@ func (w *Worker) recompute(ctx context.Context, step int, m ctrlMsg) (ctrlMsg, e
 		y, err := w.st.Forward(w.evalSlot, w.B, w.T, tok, in)
 		if err != nil {
 			return ctrlMsg{}, err
+		}
+		if l := w.vf.lie; l != nil && l.checks {
+			w.vf.buf = append(w.vf.buf[:0], y...)
+			for i := range w.vf.buf {
+				w.vf.buf[i] *= float32(1 + l.scale)
+			}
+			y = w.vf.buf
 		}
 		p, err := w.encodeOut(w.codec.evalEnc, y, tok, N)
 		if err != nil {

@@ -236,3 +236,29 @@ func TestSpotChecksWithACodedSum(t *testing.T) {
 		t.Errorf("%d checks, %d failed; want %d and none", v.Checks, v.Failed, 30*c.Train.MicroBatches)
 	}
 }
+
+// TestSpotChecksRefereeALyingChecker: a replica of stage 0 of a 2 × 3
+// swarm sends honest outputs but lies in the checks it runs for the
+// others (its recomputations ×1.01). Its first check of another
+// replica disagrees with the receiver; the third replica referees, agrees
+// with the receiver, and the lying checker is evicted, not the honest
+// replica it accused.
+func TestSpotChecksRefereeALyingChecker(t *testing.T) {
+	c := trustConfig(t)
+	c.Verify.Fraction = 1
+	c.Faults.Events = []config.FaultEvent{{AtStep: 2, Kind: "lie", Stage: 0, Replica: 1, Scale: 0.01, Checks: true}}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	sum := runTiny(t, c, dir)
+	v := sum.Swarm.Verify
+	mm := events(t, dir, "verify_mismatch")
+	if len(mm) != 1 || len(v.Faulty) != 1 {
+		t.Fatalf("%d mismatches, faulty %+v: want one, the lying checker", len(mm), v.Faulty)
+	}
+	t.Logf("step %d: %v", mm[0].Step, mm[0].Detail)
+	if v.Faulty[0].Peer != "stage-0-replica-1" || mm[0].Detail["peer"] != "stage-0-replica-1" || mm[0].Detail["referee"] == nil {
+		t.Errorf("evicted %s (event names %v): want the lying checker stage-0-replica-1, found by a referee", v.Faulty[0].Peer, mm[0].Detail["peer"])
+	}
+}
