@@ -42,11 +42,13 @@ type Membership struct {
 	spares  []string   // joined peers, sorted; holders and failed peers included
 	failed  map[string]bool
 	rejects map[string]int // bad frames per holder
-	silent  map[string]int // ticks since each holder was last heard
-	swarm   swarm          // replicas joining, leaving and being demoted (membership_swarm.go)
-	epoch   uint64
-	snap    int // step of the latest snapshot, -1 if none
-	counts  MembershipCounts
+	// mismatches are failed spot checks per holder.
+	mismatches map[string]int
+	silent     map[string]int // ticks since each holder was last heard
+	swarm      swarm          // replicas joining, leaving and being demoted (membership_swarm.go)
+	epoch      uint64
+	snap       int // step of the latest snapshot, -1 if none
+	counts     MembershipCounts
 
 	rec     *recovery // the failure being handled; nil when training
 	nextID  int
@@ -101,6 +103,9 @@ type MembershipConfig struct {
 	// (SWARM-style) instead of round-robin; runs are then not
 	// reproducible bit for bit.
 	RouteByRate bool
+	// MaxMismatches: failed spot checks (verify.max_mismatches) a replica
+	// may have before it is evicted; 0 reads as 1.
+	MaxMismatches int
 }
 
 // MembershipCounts are the machine's tallies, for the run's summary.
@@ -169,9 +174,14 @@ const (
 	ReportRate
 	// ReportSyncFailed: Holder's download of its stage's state broke.
 	ReportSyncFailed
+	// ReportMismatch: a spot check of Holder, a replica of Stage, failed
+	// (another replica's recomputation of one of its outputs differs
+	// from what it sent): the attempt is redone, and Holder is evicted
+	// after MaxMismatches of them.
+	ReportMismatch
 )
 
-var reportNames = [...]string{"unknown", "step", "snapshot", "heard", "lost", "link-down", "rejected", "interrupted", "done", "spare-failed", "joined", "left", "rate", "sync-failed"}
+var reportNames = [...]string{"unknown", "step", "snapshot", "heard", "lost", "link-down", "rejected", "interrupted", "done", "spare-failed", "joined", "left", "rate", "sync-failed", "mismatch"}
 
 func (k ReportKind) String() string {
 	if int(k) < len(reportNames) {
@@ -333,10 +343,11 @@ const (
 	NoteLeft                  // Holder left Stage cleanly
 	NoteDropped               // Holder was dropped from Stage (Err: why)
 	NoteDemoted               // Holder gets fewer micro-batches (Err: why)
+	NoteMismatch              // a spot check of Holder on Stage failed; Count so far
 )
 
 var noteNames = [...]string{"unknown", "frame_rejected", "link_failure", "link_restored", "peer_dead", "evicted", "waiting_for_peer", "stage_replaced", "rolled_back",
-	"replica_lost", "replica_joining", "replica_synced", "sync_broke", "replica_joined", "replica_left", "replica_dropped", "replica_demoted"}
+	"replica_lost", "replica_joining", "replica_synced", "sync_broke", "replica_joined", "replica_left", "replica_dropped", "replica_demoted", "verify_mismatch"}
 
 // String is the note's event name in metrics.jsonl.
 func (k NoteKind) String() string {
@@ -372,6 +383,8 @@ func (n Note) String() string {
 		return fmt.Sprintf("%v to step %d", n.Kind, n.Step)
 	case NoteReplicaLost, NoteJoining, NoteSynced, NoteJoined, NoteLeft:
 		return fmt.Sprintf("%v stage %d %s", n.Kind, n.Stage, n.Holder)
+	case NoteMismatch:
+		return fmt.Sprintf("%v stage %d %s (%d so far): %s", n.Kind, n.Stage, n.Holder, n.Count, n.Err)
 	case NoteSyncBroke, NoteDropped, NoteDemoted:
 		return fmt.Sprintf("%v stage %d %s: %s", n.Kind, n.Stage, n.Holder, n.Err)
 	}
@@ -436,7 +449,7 @@ func NewMembership(c MembershipConfig) (*Membership, error) {
 		}
 	}
 	return &Membership{
-		cfg: c, reps: reps, failed: map[string]bool{}, rejects: map[string]int{},
+		cfg: c, reps: reps, failed: map[string]bool{}, rejects: map[string]int{}, mismatches: map[string]int{},
 		silent: map[string]int{}, snap: -1, waiting: map[int]bool{}, swarm: newSwarm(),
 	}, nil
 }
@@ -570,6 +583,9 @@ func (m *Membership) Step(r Report) error {
 	case ReportLost:
 		m.begin(r)
 		m.fail(failure{kind: failDead, stage: r.Stage, holder: m.holderOf(r), err: r.Err})
+	case ReportMismatch:
+		m.begin(r)
+		m.fail(failure{kind: failMismatch, stage: r.Stage, holder: r.Holder, err: r.Err})
 	case ReportLinkDown:
 		m.begin(r)
 		m.fail(failure{kind: failLink, stage: r.Stage, peer: r.Peer, err: r.Err})
@@ -647,6 +663,7 @@ const (
 	failEvict
 	failLink
 	failReject
+	failMismatch
 )
 
 type failure struct {
@@ -685,6 +702,18 @@ func (m *Membership) fail(f failure) {
 		m.note(Note{Kind: NoteRejected, Stage: f.stage, Peer: f.peer, Holder: holder, Count: n, Err: f.err})
 		if n >= m.cfg.MaxRejects {
 			m.fail(failure{kind: failEvict, stage: f.peer, holder: holder, err: fmt.Sprintf("%d bad frames (faults.max_rejects = %d)", n, m.cfg.MaxRejects)})
+			return
+		}
+	case failMismatch:
+		if f.holder == "" || m.stageOf(f.holder) != f.stage {
+			break // already gone
+		}
+		rec.other = true
+		m.mismatches[f.holder]++
+		n := m.mismatches[f.holder]
+		m.note(Note{Kind: NoteMismatch, Stage: f.stage, Holder: f.holder, Count: n, Err: f.err})
+		if limit := max(m.cfg.MaxMismatches, 1); n >= limit {
+			m.fail(failure{kind: failEvict, stage: f.stage, holder: f.holder, err: fmt.Sprintf("%d failed spot checks (verify.max_mismatches = %d)", n, limit)})
 			return
 		}
 	case failLink:

@@ -78,6 +78,22 @@ done
 route 4`,
 	},
 	{
+		name: "swarm_mismatch_evicts", stages: 2, replicas: 3,
+		what: "spot checks of stage 0's replica peer-0-2 fail in steps 3 and 6 (verify.max_mismatches = 2): the first attempt is aborted and redone with it, the second evicts it and is redone by the other two; no rollback; an honest replica's count is its own",
+		script: `
+step 0
+step 3
+mismatch peer-0-2 0 @3
+done
+step 4
+mismatch peer-1 1 @4
+done
+step 6
+mismatch peer-0-2 0 @6
+done
+route 6`,
+	},
+	{
 		name: "swarm_replica_dies", stages: 2, replicas: 2, handOver: true,
 		what: "one of stage 1's two replicas dies during step 3: the attempt is aborted and redone by the survivors, no hand-over, no rollback; had the step been applied, it would stand",
 		script: `
@@ -380,7 +396,7 @@ func runMembership(t *testing.T, sc membershipScenario) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := MembershipConfig{Layout: layout, Holders: holders, TimeoutTicks: 4, MaxRejects: 3, SnapshotEvery: 4, CanHandOver: sc.handOver, Async: sc.async,
+	cfg := MembershipConfig{Layout: layout, Holders: holders, TimeoutTicks: 4, MaxRejects: 3, MaxMismatches: 2, SnapshotEvery: 4, CanHandOver: sc.handOver, Async: sc.async,
 		Join: sc.join, KeepSpares: sc.keepSpares, SlowFraction: sc.slow, SlowSteps: 2}
 	for i := 0; i < sc.stages && sc.replicas > 1; i++ {
 		var extra []string
@@ -483,6 +499,8 @@ func runMembership(t *testing.T, sc membershipScenario) string {
 			step(Report{Kind: ReportInterrupted, Step: num(1), Applied: applied})
 		case "lost-replica":
 			step(Report{Kind: ReportLost, Holder: f[1], Stage: num(2), Step: num(3), Applied: applied, Err: "control link closed"})
+		case "mismatch":
+			step(Report{Kind: ReportMismatch, Holder: f[1], Stage: num(2), Step: num(3), Err: "output hash differs from a replica's recomputation"})
 		case "left":
 			step(Report{Kind: ReportLeft, Holder: f[1]})
 		case "rate":

@@ -91,8 +91,9 @@ fp32 gradient sum over the chain of its replicas on the base [network] profile (
 A run's record of who trained what (DIR/ledger.jsonl): one entry per step, each hash-chained to
 the one before and signed by the run's coordinator, naming the key that computed each stage.
 verify checks every byte of it (chain, signatures, and the heads the summary and checkpoints
-name) and prints each key's share of the work; show sums it up. Exit status 1 if it does not
-verify.
+name) and prints each key's share of the work; show sums it up. Both print each key's spot
+checks passed and failed (verify.fraction, docs/trust.md) and the faults recorded against it (a
+replica evicted for a failed check). Exit status 1 if it does not verify.
 `,
 	"worker": `usage: narrowband worker
 

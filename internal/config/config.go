@@ -29,6 +29,7 @@ type Config struct {
 	Web         Web         `toml:"web"`
 	Simulate    Simulate    `toml:"simulate"`
 	Faults      Faults      `toml:"faults"`
+	Verify      Verify      `toml:"verify"`
 	// Sweep lists values to vary: each key is "section.key", each value a
 	// list; a run with a sweep runs every combination (see Variants).
 	Sweep map[string]any `toml:"sweep"`
@@ -351,6 +352,7 @@ func Default() Config {
 		Pipeline:    Pipeline{Stages: 1, Replicas: 1, Schedule: scheduler.OneFOneB, Transport: "inproc", SignalAddr: "127.0.0.1:0", LocalPeers: -1, Loopback: true},
 		Simulate:    Simulate{Speedup: 1, Steps: 4},
 		Faults:      defaultFaults(),
+		Verify:      defaultVerify(),
 		Compression: compression.DefaultConfig(),
 	}
 }

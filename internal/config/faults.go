@@ -37,7 +37,7 @@ type Faults struct {
 // on the link from Stage to Stage+1, in Stage's process.
 type FaultEvent struct {
 	AtStep int    `toml:"at_step"` // 1-based step during which it happens
-	Kind   string `toml:"kind"`    // kill, cut, slow, corrupt
+	Kind   string `toml:"kind"`    // kill, cut, slow, corrupt, join, leave, lie
 	Stage  int    `toml:"stage"`
 	// Duration (seconds) of a cut, slow or corrupt fault.
 	Duration float64 `toml:"duration"`
@@ -52,6 +52,16 @@ type FaultEvent struct {
 	// by its place in the stage's summing order at that step (0: the
 	// first).
 	Replica int `toml:"replica"`
+	// Fraction and Scale (a lie, docs/trust.md): from this step on, the
+	// replica multiplies its activation outputs by 1+Scale on a share
+	// Fraction of its micro-batches (chosen from the run's seed): a peer
+	// that lies slightly, for the spot checks to catch.
+	Fraction float64 `toml:"fraction"`
+	Scale    float64 `toml:"scale"`
+	// Checks (a lie): the liar also lies in the spot checks it runs for
+	// others (its recomputed outputs times 1+Scale, every one), to have
+	// honest replicas evicted; Fraction may then be 0.
+	Checks bool `toml:"checks"`
 }
 
 // HeartbeatSeconds is the effective heartbeat interval.
@@ -116,6 +126,22 @@ func (c Config) validateFaults(bad func(key string, val any, allowed string)) {
 			if c.Pipeline.Transport != "webrtc" && c.Pipeline.ReplicaCount() < 2 {
 				bad(key+"kind", `"kill"`, `needs pipeline.transport = "webrtc" (a killed stage is taken over by a spare peer)`)
 			}
+		case "lie":
+			switch {
+			case c.Pipeline.ReplicaCount() < 2:
+				bad(key+"kind", `"lie"`, "needs pipeline.replicas ≥ 2: a lie is there to be caught by another replica's spot check (verify.fraction), and with one replica a stage none could check it")
+			case e.Stage >= S-1:
+				bad(key+"stage", e.Stage, fmt.Sprintf("a lie perturbs a stage's activation outputs, which the last stage does not send: must be in [0, %d)", S-1))
+			}
+			if e.Replica < 0 {
+				bad(key+"replica", e.Replica, "must be at least 0")
+			}
+			if !(e.Fraction > 0 && e.Fraction <= 1) && !(e.Checks && e.Fraction == 0) {
+				bad(key+"fraction", e.Fraction, "must be in (0, 1]: the share of the replica's micro-batches it lies on (0 only with checks = true)")
+			}
+			if e.Scale == 0 || !finite(e.Scale) || e.Scale <= -1 {
+				bad(key+"scale", e.Scale, "must be a non-zero number above -1 (outputs are multiplied by 1+scale; 0.01: 1%)")
+			}
 		case "cut", "slow", "corrupt":
 			if e.Stage >= S-1 {
 				bad(key+"stage", e.Stage, fmt.Sprintf("a %s fault acts on the link stage→stage+1: must be in [0, %d)", e.Kind, S-1))
@@ -130,7 +156,7 @@ func (c Config) validateFaults(bad func(key string, val any, allowed string)) {
 				bad(key+"bandwidth_mbps", e.BandwidthMbps, "must be positive (0 = 1 Mbps)")
 			}
 		default:
-			bad(key+"kind", strconv.Quote(e.Kind), "must be kill, cut, slow, corrupt, join or leave")
+			bad(key+"kind", strconv.Quote(e.Kind), "must be kill, cut, slow, corrupt, join, leave or lie")
 		}
 	}
 }

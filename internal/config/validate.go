@@ -225,6 +225,7 @@ func (c Config) Validate() error {
 		bad("simulate.steps", sim.Steps, "must be in [1, 1000]")
 	}
 	c.validateFaults(bad)
+	c.validateVerify(bad)
 	return errors.Join(errs...)
 }
 

@@ -62,7 +62,7 @@ type Entry struct {
 	Step int    `json:"step,omitempty"`
 	Work []Work `json:"work,omitempty"`
 
-	// fault
+	// fault (Work: the faulty key's checks in the attempt it was caught in)
 	Key    identity.Public `json:"key,omitempty"`
 	Reason string          `json:"reason,omitempty"`
 }
@@ -322,6 +322,13 @@ func VerifyAnchored(path, head string, within []string) (Report, error) {
 		case KindFault:
 			s := get(e.Key)
 			s.Faults = append(s.Faults, e.Reason)
+			// The checks of the attempt it was caught in (no work: that
+			// attempt was redone without it).
+			for _, w := range e.Work {
+				c := get(w.Key)
+				c.ChecksPassed += w.ChecksPassed
+				c.ChecksFailed += w.ChecksFailed
+			}
 		}
 	}
 	for _, s := range byKey {

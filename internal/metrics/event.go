@@ -44,6 +44,10 @@ type StageStats struct {
 	// computed (a swarm's replica: the route decides, docs/swarm.md); 0
 	// where the runtime does not say.
 	MicroBatches int `json:"micro_batches,omitempty"`
+	// Spot checks of this replica's outputs in this step, over its
+	// attempts (a failed one is redone): passed and failed.
+	ChecksPassed int `json:"checks_passed,omitempty"`
+	ChecksFailed int `json:"checks_failed,omitempty"`
 }
 
 // LinkStats is one link between two stages during a step, per direction.

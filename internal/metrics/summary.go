@@ -84,6 +84,37 @@ type SwarmCounts struct {
 	// Rollbacks is how many times every stage went back to a snapshot
 	// (only when a stage's last replica was lost).
 	Rollbacks int `json:"rollbacks"`
+	// Verify is the spot checks' account (docs/trust.md): nil without
+	// verify.fraction.
+	Verify *VerifyCounts `json:"verify,omitempty"`
+}
+
+// VerifyCounts are a run's spot checks.
+type VerifyCounts struct {
+	Checks int `json:"checks"` // (stage, micro-batch) outputs recomputed by another replica
+	Failed int `json:"failed"` // of them, those whose hash differed from what was received
+	// Bytes are the kept inputs sent from upstream senders to checkers
+	// over the mesh links (wire frames: none when only the first stage,
+	// whose input is the batch's tokens, is checked); ControlBytes the
+	// control frames that ask for the checks and answer them, and the
+	// received hashes in the step reports.
+	Bytes        int64 `json:"bytes"`
+	ControlBytes int64 `json:"control_bytes"`
+	// Faulty are the keys evicted for failed checks.
+	Faulty []Faulty `json:"faulty,omitempty"`
+}
+
+// Faulty is a peer found to have sent wrong outputs.
+type Faulty struct {
+	Peer   string `json:"peer"`
+	Key    string `json:"key,omitempty"` // its identity key (hex); "" for the coordinator's own goroutines
+	Stage  int    `json:"stage"`
+	Step   int    `json:"step"` // 1-based
+	Reason string `json:"reason"`
+	// Its checks in the step it was evicted at: that attempt's work was
+	// thrown away, so the ledger records them with no micro-batches.
+	ChecksPassed int `json:"checks_passed,omitempty"`
+	ChecksFailed int `json:"checks_failed,omitempty"`
 }
 
 // StageMemory is one stage's memory plan against what its process used.

@@ -53,11 +53,12 @@ const (
 	TypeMetrics          // metrics events forwarded to the coordinator
 	TypeReplicaGrad      // a chunk of a stage's weight gradient, summed among its replicas
 	TypeSync             // a joining replica's download: a chunk of its stage's state, or of a step to replay
+	TypeVerify           // a spot check's input: an activation frame as its sender sent it, for another replica to recompute from
 
 	typeEnd // one past the last valid type
 )
 
-var typeNames = [...]string{"unknown", "activation", "gradient", "tied-grad", "tokens", "control", "heartbeat", "metrics", "replica-grad", "sync"}
+var typeNames = [...]string{"unknown", "activation", "gradient", "tied-grad", "tokens", "control", "heartbeat", "metrics", "replica-grad", "sync", "verify"}
 
 func (t Type) String() string {
 	if int(t) < len(typeNames) {

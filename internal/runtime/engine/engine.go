@@ -50,6 +50,9 @@ type StepResult struct {
 	// same links and directions carrying every gradient value raw).
 	RawReplicas         int64
 	NetWait, Busy, Idle float64 // seconds summed over stages
+	// Faulty are peers evicted for failed spot checks since the last
+	// step (docs/trust.md): the ledger records their keys.
+	Faulty []metrics.Faulty
 }
 
 // Add accumulates r's byte and time counters (not its losses) into t.

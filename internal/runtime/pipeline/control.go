@@ -51,11 +51,17 @@ const (
 	ctrlAdmit     // driver→joiner: replay up to optimizer step OptimStep and train from it; reply ok with Hash
 	ctrlLeave     // driver→replica: you are dropped from your stage (Err why): stop; reply ok
 	ctrlLinkTo    // driver→replica: link to node Peer of stage PeerStage, peer Peers[0] (it joins); reply ok once heard
+
+	// Spot checks (worker_verify.go), between a step's report and its apply.
+	ctrlVerifyServe // driver→replica: send your kept activation of each micro-batch Micros[n] to node Nodes[n]; reply ok: Count (bytes)
+	ctrlVerify      // driver→replica: recompute the forward of each Micros[n] from the input node Nodes[n] sends (-1: the batch's tokens); reply ok: Hashes
+	ctrlLie         // driver→replica: from now on multiply your activation outputs by 1+Scale on a share Duration of your micro-batches (a test's liar); reply ok
 )
 
 var ctrlNames = [...]string{"unknown", "step", "report", "apply", "done", "eval", "evaldone", "state", "stateis", "restore", "ok", "error",
 	"hb", "abort", "aborted", "linkdown", "reject", "relink", "fault",
-	"syncserve", "syncfetch", "synced", "syncstop", "admit", "leave", "linkto"}
+	"syncserve", "syncfetch", "synced", "syncstop", "admit", "leave", "linkto",
+	"verifyserve", "verify", "lie"}
 
 func (k ctrlKind) String() string {
 	if int(k) < len(ctrlNames) {
@@ -124,6 +130,17 @@ type ctrlMsg struct {
 	// replica; HashOnly asks for it without the state itself.
 	Hash     uint64 `json:"hash,omitempty"`
 	HashOnly bool   `json:"hash_only,omitempty"`
+	// Spot checks (worker_verify.go). Hashes: in a swarm's report, the
+	// FNV-64a of each micro-batch's activation payload as this replica
+	// received it (0: not received here); in a ctrlVerify reply, of each
+	// recomputed output of Micros, encoded as it would have gone on the
+	// wire. Nodes: per micro-batch, the checker (ctrlVerifyServe) or the
+	// upstream sender (ctrlVerify).
+	Hashes []uint64 `json:"hashes,omitempty"`
+	Micros []int    `json:"micros,omitempty"`
+	Nodes  []int    `json:"nodes,omitempty"`
+	Share  float64  `json:"share,omitempty"`  // ctrlLie: the share of micro-batches lied on
+	Checks bool     `json:"checks,omitempty"` // ctrlLie: lie in the spot checks run for others too
 
 	blob []byte
 }

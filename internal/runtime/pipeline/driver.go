@@ -66,7 +66,8 @@ type Driver struct {
 	// stage. ctrl and holders then list every replica, first replicas
 	// first.
 	reps *scheduler.Replicas
-	sw   *swarmDrive // the swarm's nodes (driver_swarm.go); nil without replicas
+	sw   *swarmDrive  // the swarm's nodes (driver_swarm.go); nil without replicas
+	vf   *verifyDrive // a swarm's spot checks (verify.go); nil without verify.fraction
 }
 
 // New drives the stages place set up for cfg's layout; it takes place
@@ -89,6 +90,7 @@ func New(cfg config.Config, layout scheduler.Layout, corpus *data.Corpus, place 
 		// A swarm places peers that join on its stages.
 		Join: reps != nil, KeepSpares: cfg.Pipeline.Spares, RouteByRate: cfg.Pipeline.Routing == "throughput",
 		SlowFraction: cfg.Pipeline.SlowFraction, SlowSteps: cfg.Pipeline.SlowSteps,
+		MaxMismatches: cfg.Verify.MaxMismatches,
 	})
 	if err != nil {
 		place.Close()
@@ -105,6 +107,9 @@ func New(cfg config.Config, layout scheduler.Layout, corpus *data.Corpus, place 
 	}
 	if reps != nil {
 		p.sw = newSwarmDrive(reps, p.holders)
+		if cfg.Verify.Checks() {
+			p.vf = newVerifyDrive(cfg.Verify.Fraction)
+		}
 	}
 	if cfg.Pipeline.Schedule == scheduler.Async {
 		p.async = newAsyncDrive(scheduler.Pipeline{Schedule: scheduler.Async, Stages: layout.Stages(), Micro: cfg.Train.MicroBatches, InFlight: InFlight(cfg)})
@@ -480,6 +485,9 @@ func (p *Driver) Faults() metrics.Summary {
 	c := p.m.Counts()
 	f.Failures, f.Recoveries, f.RejectedFrames, f.StepsRedone = c.Failures, c.Recoveries, c.RejectedFrames, c.StepsRedone
 	f.Swarm = p.swarmCounts()
+	if f.Swarm != nil {
+		f.Swarm.Verify = p.verifyCounts()
+	}
 	return f
 }
 

@@ -139,6 +139,9 @@ func (p *Driver) tryStepSwarm(ctx context.Context, step int, lr float64) (engine
 	if err != nil {
 		return engine.StepResult{}, false, err
 	}
+	if err := p.spotCheck(ctx, step, chains, route, reps); err != nil {
+		return engine.StepResult{}, false, err
+	}
 	var sumsq, loss float64
 	for i, ch := range chains {
 		first := reps[ch[0]].SumSq
@@ -178,6 +181,7 @@ func (p *Driver) tryStepSwarm(ctx context.Context, step int, lr float64) (engine
 	if err != nil {
 		return engine.StepResult{}, true, err
 	}
+	res.Faulty = p.annotate(step, res.Stages)
 	for _, k := range live {
 		if s := dones[k].Stats; s != nil && s.Busy > 0 && s.Micros > 0 {
 			p.m.Step(scheduler.Report{Kind: scheduler.ReportRate, Stage: p.sw.stage[k], Holder: p.holders[k], Rate: float64(s.Micros) / s.Busy})
@@ -275,6 +279,9 @@ func (p *Driver) checkReplicaStates(ctx context.Context, i int, req ctrlMsg, got
 // hold one; the last replica of a stage goes to the machine's usual path).
 func (p *Driver) swarmReport(f *failure) scheduler.Report {
 	r := f.rep
+	if r.Kind == scheduler.ReportMismatch {
+		return r // already a stage and its holder (verify.go)
+	}
 	k, why := r.Stage, r.Err
 	switch r.Kind {
 	case scheduler.ReportLinkDown, scheduler.ReportRejected:
@@ -315,14 +322,15 @@ func (p *Driver) swarmNote(n scheduler.Note, step int) {
 	switch n.Kind {
 	case scheduler.NoteRolledBack:
 		p.sw.counts.Rollbacks++
-	case scheduler.NoteDead, scheduler.NoteEvicted:
+	case scheduler.NoteDead:
 		// A stage's last replica (the chain's events say so; the
 		// hand-over path takes the stage): nothing it says is heard.
+		// (An evicted one is dropped below.)
 		p.sw.lost++
 		p.dropNode(n.Holder)
 		p.publishPeers()
 	}
-	if kind == "" {
+	if kind == "" && n.Kind != scheduler.NoteEvicted {
 		return
 	}
 	d := map[string]any{"stage": n.Stage, "peer": n.Holder}
@@ -332,13 +340,20 @@ func (p *Driver) swarmNote(n scheduler.Note, step int) {
 	if n.Kind == scheduler.NoteJoined || n.Kind == scheduler.NoteLeft || n.Kind == scheduler.NoteDropped || n.Kind == scheduler.NoteReplicaLost {
 		d["step"] = step + 1
 	}
-	p.event(kind, step, d)
+	if kind != "" {
+		p.event(kind, step, d)
+	}
 	switch n.Kind {
 	case scheduler.NoteReplicaLost:
 		p.sw.lost++
 		p.faults.FaultLog = append(p.faults.FaultLog, metrics.Fault{Kind: "replica_lost", Stage: n.Stage, Step: step + 1, Peer: n.Holder})
 		p.dropNode(n.Holder)
 	case scheduler.NoteLeft, scheduler.NoteDropped:
+		p.dropNode(n.Holder)
+	case scheduler.NoteEvicted:
+		// A replica evicted for failed spot checks (verify.go).
+		p.evicted(n, step)
+		p.event("peer_evicted", step, map[string]any{"stage": n.Stage, "peer": n.Holder, "key": string(p.place.Key(n.Holder)), "reason": n.Err, "step": step + 1})
 		p.dropNode(n.Holder)
 	}
 	p.publishPeers()

@@ -75,6 +75,8 @@ func (p *Driver) injectSwarm(ctx context.Context, step int, e config.FaultEvent)
 	case "leave":
 		p.event("replica_leaving", step, map[string]any{"stage": e.Stage, "peer": holder, "reason": "left"})
 		p.m.Step(scheduler.Report{Kind: scheduler.ReportLeft, Holder: holder})
+	case "lie":
+		return p.injectLie(ctx, e.Stage, e.Replica, e.Fraction, e.Scale, e.Checks)
 	case "join":
 		sp, ok := p.place.(SwarmPlacement)
 		if !ok {

@@ -332,6 +332,9 @@ func (p *Driver) record(notes []scheduler.Note) {
 		step := rec.step
 		if p.sw != nil {
 			p.swarmNote(n, step)
+			if n.Kind == scheduler.NoteEvicted && p.sw.gone[p.sw.node[n.Holder]] {
+				continue // a replica of several, evicted: swarmNote's
+			}
 		}
 		switch n.Kind {
 		case scheduler.NoteRejected:

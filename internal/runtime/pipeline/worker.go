@@ -83,6 +83,8 @@ type Worker struct {
 	syncRestarts int
 	leaving      bool
 	dial         func(ctx context.Context, node, stage int, peer string) (transport.Conn, error)
+	// vf: the spot checks' state (worker_verify.go).
+	vf verifier
 
 	codec workerCodecs
 	ctl   workerControl
@@ -454,6 +456,8 @@ func (w *Worker) serve(ctx context.Context, m ctrlMsg) (ctrlMsg, error) {
 		return ctrlMsg{Kind: ctrlOK}, nil
 	case ctrlLinkTo:
 		return w.linkToJoiner(ctx, m)
+	case ctrlLie:
+		return w.setLie(m)
 	}
 	return ctrlMsg{}, fmt.Errorf("unexpected control message %q", m.Kind)
 }
@@ -597,6 +601,7 @@ func (w *Worker) send(peer int, enc *compression.LinkCodec, typ wire.Type, step,
 	if l == nil {
 		return 0, fmt.Errorf("no link to stage %d", peer)
 	}
+	w.vf.keep(typ, step, micro, frame)
 	l.out <- frame
 	return len(frame), nil
 }
@@ -743,6 +748,7 @@ func (w *Worker) take(ctx context.Context) error {
 	}
 	w.netWait(w0, m)
 	w.observe(m)
+	w.vf.received(m)
 	if m.h.Type == wire.TypeActivation {
 		w.rx.acts[key] = dst
 		w.rx.toks[key] = toks
@@ -838,6 +844,7 @@ func (w *Worker) step(ctx context.Context, cmd ctrlMsg) (ctrlMsg, error) {
 		if err := w.routeStep(cmd); err != nil {
 			return ctrlMsg{}, fmt.Errorf("step %d: %w", cmd.Step, err)
 		}
+		w.vf.begin(w.M)
 	}
 	if w.codec.tc != nil {
 		if err := w.codec.tc.begin(cmd.Step); err != nil {
@@ -895,7 +902,7 @@ func (w *Worker) step(ctx context.Context, cmd ctrlMsg) (ctrlMsg, error) {
 				if err != nil {
 					return ctrlMsg{}, err
 				}
-				if err := w.sendActivation(step, a.Micro, out, tok, N); err != nil {
+				if err := w.sendActivation(step, a.Micro, w.perturb(step, a.Micro, out), tok, N); err != nil {
 					return ctrlMsg{}, err
 				}
 			}
@@ -1062,12 +1069,13 @@ func (w *Worker) optimize(ctx context.Context, cmd ctrlMsg, loss float64) (time.
 	if w.last {
 		rep.Loss = loss / float64(w.microTotal())
 	}
+	rep.Hashes = w.vf.hashes()
 	if err := w.sendCtrl(ctx, rep); err != nil {
 		return 0, err
 	}
 	w.span("optimizer", -1, t)
 	t = time.Now()
-	ap, err := w.recvCtrl(ctx, ctrlApply)
+	ap, err := w.awaitApply(ctx, cmd.Step)
 	if err != nil {
 		return 0, err
 	}

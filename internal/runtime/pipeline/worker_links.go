@@ -162,7 +162,7 @@ func (w *Worker) receive(ctx context.Context, l *link) {
 		if err == nil && h.Type == wire.TypeHeartbeat {
 			continue
 		}
-		if err == nil && w.rep != nil && (h.Type == wire.TypeReplicaGrad || h.Type == wire.TypeSync) {
+		if err == nil && w.rep != nil && (h.Type == wire.TypeReplicaGrad || h.Type == wire.TypeSync || h.Type == wire.TypeVerify) {
 			select {
 			case l.side <- raw:
 			case <-ctx.Done():

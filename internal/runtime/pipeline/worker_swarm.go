@@ -43,6 +43,7 @@ func NewSwarmWorker(cfg config.Config, layout scheduler.Layout, id, node int, ct
 	if w.rep.codec, err = newReplicaCodec(cfg.Compression.Replicas, uint64(cfg.Run.Seed), w); err != nil {
 		return nil, err
 	}
+	w.vf = newVerifier(cfg)
 	return w, nil
 }
 

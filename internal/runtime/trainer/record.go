@@ -75,7 +75,8 @@ func (r *run) recordStep(step int, res engine.StepResult) error {
 	tokens := int64(r.cfg.Train.BatchSize * r.cfg.Model.BlockSize)
 	var work []ledger.Work
 	for _, s := range res.Stages {
-		w := ledger.Work{Stage: s.Stage, Peer: s.Peer, Key: identity.Public(s.Key), Micro: micro, Tokens: tokens, BytesSent: s.BytesSent}
+		w := ledger.Work{Stage: s.Stage, Peer: s.Peer, Key: identity.Public(s.Key), Micro: micro, Tokens: tokens, BytesSent: s.BytesSent,
+			ChecksPassed: s.ChecksPassed, ChecksFailed: s.ChecksFailed}
 		if w.Key == "" {
 			w.Key = r.prov.key.Public() // the run's own goroutines and processes
 		}
@@ -84,7 +85,25 @@ func (r *run) recordStep(step int, res engine.StepResult) error {
 		}
 		work = append(work, w)
 	}
-	return r.ledger.Append(ledger.Entry{Kind: ledger.KindStep, Step: step, Work: work, Time: time.Now().UTC().Format(time.RFC3339)})
+	if err := r.ledger.Append(ledger.Entry{Kind: ledger.KindStep, Step: step, Work: work, Time: time.Now().UTC().Format(time.RFC3339)}); err != nil {
+		return err
+	}
+	// Peers evicted for failed spot checks (docs/trust.md): their keys,
+	// recorded as faulty.
+	for _, f := range res.Faulty {
+		key := identity.Public(f.Key)
+		if key == "" {
+			key = r.prov.key.Public() // the run's own goroutines
+		}
+		reason := fmt.Sprintf("%s, a replica of stage %d, evicted at step %d: %s", f.Peer, f.Stage, f.Step, f.Reason)
+		// Its checks in this step, with no work: the attempt it lied in
+		// was redone without it.
+		work := []ledger.Work{{Stage: f.Stage, Peer: f.Peer, Key: key, ChecksPassed: f.ChecksPassed, ChecksFailed: f.ChecksFailed}}
+		if err := r.ledger.Append(ledger.Entry{Kind: ledger.KindFault, Step: step, Key: key, Reason: reason, Work: work, Time: time.Now().UTC().Format(time.RFC3339)}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // metadata names the run's record in a checkpoint.
