@@ -56,12 +56,16 @@ type Driver struct {
 	snap        *stages.State
 	snapStep    int
 	snapHist    [][]stages.Tensor // async: each stage's weight versions a restart at snapStep needs
-	lastStep    time.Duration
-	killMu      sync.Mutex
-	killedAt    map[int]time.Time
-	killTimers  []*time.Timer
-	fired       map[int]bool // fault events already injected
-	async       *asyncDrive  // the async schedule's bookkeeping (driver_async.go); nil otherwise
+	// boundary is the steps done (the last step boundary reached): where
+	// an operation between steps stands, for the fault log and the count
+	// of steps a rollback redoes.
+	boundary   int
+	lastStep   time.Duration
+	killMu     sync.Mutex
+	killedAt   map[int]time.Time
+	killTimers []*time.Timer
+	fired      map[int]bool // fault events already injected
+	async      *asyncDrive  // the async schedule's bookkeeping (driver_async.go); nil otherwise
 	// reps: the stages' replicas (driver_replicas.go); nil with one a
 	// stage. ctrl and holders then list every replica, first replicas
 	// first.
@@ -172,6 +176,7 @@ func (p *Driver) batchBlob(step int) []byte {
 }
 
 func (p *Driver) Step(ctx context.Context, step int, lr float64) (engine.StepResult, error) {
+	p.boundary = step
 	p.m.Step(scheduler.Report{Kind: scheduler.ReportStepBegins, Step: step})
 	rd := p.m.Ready()
 	cmds := rd.Commands
@@ -228,6 +233,7 @@ func (p *Driver) Step(ctx context.Context, step int, lr float64) (engine.StepRes
 		return engine.StepResult{}, err
 	}
 	p.lastStep = time.Since(t)
+	p.boundary = step + 1
 	return res, nil
 }
 
@@ -450,6 +456,9 @@ func (p *Driver) Restore(ctx context.Context, st *stages.State) error {
 	err := p.guard(ctx, st.Step, func() (bool, error) {
 		return false, p.restoreAll(ctx, st, nil)
 	})
+	if err == nil {
+		p.boundary = st.Step
+	}
 	if err == nil && (p.place.CanHandOver() || p.async != nil) {
 		p.snap, p.snapStep, p.snapHist = st, st.Step, nil
 		p.m.Step(scheduler.Report{Kind: scheduler.ReportSnapshot, Step: st.Step})
@@ -457,15 +466,18 @@ func (p *Driver) Restore(ctx context.Context, st *stages.State) error {
 	return err
 }
 
-// between is the step an operation between steps (evaluation, state)
-// counts as for recovery: under async the stream runs on meanwhile, so the
-// next step awaited (a rollback redoes from the snapshot up to it);
-// otherwise the snapshot's.
+// between is the step an operation between steps (evaluation, state,
+// the snapshot at a boundary) counts as for recovery: under async the
+// stream runs on meanwhile, so the next step awaited; otherwise the
+// boundary it stands at. A rollback redoes from the snapshot up to it, and
+// the fault log names the step after it. (It was the snapshot's step: a
+// peer lost while the next snapshot was gathered was logged up to
+// snapshot_every steps early, with none counted as redone.)
 func (p *Driver) between() int {
 	if p.async != nil && p.async.sent >= 0 {
 		return p.async.next
 	}
-	return p.snapStep
+	return p.boundary
 }
 
 // Snapshot is the copy of every stage the driver keeps to roll back to
