@@ -41,7 +41,7 @@ type membershipScenario struct {
 	script   string
 	// The swarm's settings: further replicas per stage (named
 	// peer-<stage>-<k>), joiners placed on stages, slow demotion.
-	replicas int
+	replicas   int
 	join       bool
 	keepSpares int // MembershipConfig.KeepSpares
 	slow       float64
